@@ -1,0 +1,12 @@
+"""DoseSegLib: dose prediction, dose-aware segmentation, DVH and radiomics for radiotherapy.
+
+Pure Python (no Slicer or Qt imports): usable from a terminal, a notebook or
+Slicer's Python console.
+"""
+
+from .case import OARS, Case
+from .errors import DoseSegError
+from .volume import Volume
+
+__version__ = "0.1.0"
+__all__ = ["OARS", "Case", "DoseSegError", "Volume", "__version__"]

@@ -1,0 +1,96 @@
+"""The ``doseseg`` command line: thin argument parsing over the library's steps."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from . import __version__
+from .errors import DoseSegError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _names(args: argparse.Namespace):
+    from .names import NameMapper
+
+    return NameMapper.from_json(args.names) if getattr(args, "names", None) else NameMapper()
+
+
+def cmd_import_openkbp(args: argparse.Namespace) -> None:
+    from .io import write_patient
+    from .openkbp_csv import read_openkbp_csv
+    from .outputs import staged_output
+
+    case = read_openkbp_csv(args.src, _names(args))
+    with staged_output(args.output, args.force) as out:
+        write_patient(out, case)
+    print(f"wrote {args.output}")
+
+
+def cmd_align(args: argparse.Namespace) -> None:
+    from .alignment import align_case
+    from .io import read_patient, write_patient
+    from .outputs import staged_output
+
+    case = align_case(read_patient(args.patient, _names(args), args.segmentation))
+    with staged_output(args.output, args.force) as out:
+        write_patient(out, case)
+    print(f"wrote {args.output}")
+
+
+def _add_common(parser: argparse.ArgumentParser, names: bool = True) -> None:
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (must be new or empty)")
+    parser.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    if names:
+        parser.add_argument("--names", type=Path, help='JSON {"alias": "CanonicalName"} added to the default aliases')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="doseseg", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"DoseSeg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("import-openkbp", help="convert an OpenKBP CSV patient folder to the NRRD layout")
+    p.add_argument("src", type=Path, help="OpenKBP patient folder (ct.csv, dose.csv, <structure>.csv, ...)")
+    _add_common(p)
+    p.set_defaults(func=cmd_import_openkbp)
+
+    p = sub.add_parser("align", help="resample structures, dose and possible-dose mask onto the CT grid")
+    p.add_argument("patient", type=Path, help="patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)")
+    p.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
+    _add_common(p)
+    p.set_defaults(func=cmd_align)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable]:
+    """Sub-command registrars of the other modules (each adds its own parsers)."""
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="doseseg: %(levelname)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except DoseSegError as exc:
+        print(f"doseseg: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("doseseg: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

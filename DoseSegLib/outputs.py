@@ -1,0 +1,44 @@
+"""Safe output folders: build results in a temporary sibling folder, then move into place."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import DoseSegError
+
+
+def check_output_dir(out_dir: Path, force: bool) -> None:
+    """Refuse an output folder that already holds files unless ``force``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DoseSegError(f"{out_dir}: output path exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise DoseSegError(f"{out_dir}: output folder already holds results (choose another or use --force)")
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: str | Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces ``out_dir``, on any failure it is removed.
+
+    Nothing is ever written outside ``out_dir``'s parent, and a failure or Ctrl-C
+    leaves ``out_dir`` exactly as it was.
+    """
+    out_dir = Path(out_dir).absolute()
+    check_output_dir(out_dir, force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield staging
+        if out_dir.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            out_dir.rename(backup / "old")
+            staging.rename(out_dir)
+            shutil.rmtree(backup)
+        else:
+            staging.rename(out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

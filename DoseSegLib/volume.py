@@ -1,0 +1,81 @@
+"""The one image type of DoseSegLib: a 3D array with its physical geometry (LPS)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Volume:
+    """A 3D image on a physical grid.
+
+    Attributes:
+        array: voxel values indexed ``[i, j, k]`` along the grid axes (NRRD order).
+        spacing: voxel size in mm along i, j, k.
+        origin: LPS position (mm) of the centre of voxel ``[0, 0, 0]``.
+        direction: 3x3 matrix whose columns are the unit LPS directions of i, j, k.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+
+    def __post_init__(self) -> None:
+        self.spacing = tuple(float(s) for s in self.spacing)
+        self.origin = tuple(float(o) for o in self.origin)
+        self.direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)
+
+    @property
+    def voxel_volume_cc(self) -> float:
+        """Volume of one voxel in cm^3."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+    @property
+    def index_to_lps(self) -> np.ndarray:
+        """4x4 matrix taking homogeneous ``(i, j, k, 1)`` to LPS millimetres."""
+        affine = np.eye(4)
+        affine[:3, :3] = self.direction * np.asarray(self.spacing)
+        affine[:3, 3] = self.origin
+        return affine
+
+    def with_array(self, array: np.ndarray) -> Volume:
+        """A volume on the same grid holding ``array``."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"array shape {array.shape} does not match grid {self.shape}")
+        return Volume(array, self.spacing, self.origin, self.direction.copy())
+
+    def same_grid(self, other: Volume, tol: float = 1e-4) -> bool:
+        """True when both volumes have the same size, spacing, origin and direction."""
+        return (
+            self.shape == other.shape
+            and np.allclose(self.spacing, other.spacing, atol=tol)
+            and np.allclose(self.origin, other.origin, atol=tol)
+            and np.allclose(self.direction, other.direction, atol=tol)
+        )
+
+    def to_sitk(self):
+        """The volume as a SimpleITK image (SimpleITK indexes arrays ``[k, j, i]``)."""
+        import SimpleITK as sitk
+
+        array = self.array.astype(np.uint8) if self.array.dtype == bool else self.array
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction.flatten().tolist())
+        return image
+
+    @classmethod
+    def from_sitk(cls, image) -> Volume:
+        """A volume from a SimpleITK image (LPS, like ITK)."""
+        import SimpleITK as sitk
+
+        array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+        direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+        return cls(array, image.GetSpacing(), image.GetOrigin(), direction)
