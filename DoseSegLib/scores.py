@@ -1,0 +1,47 @@
+"""OpenKBP challenge scores: dose score and DVH score (../shared/data/README.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .case import OARS, target_prescription
+from .dvh import dose_at_volume_cc, dose_at_volume_pct
+
+TARGET_METRICS = ("D99", "D95", "D1")
+OAR_METRICS = ("D0.1cc", "mean")
+
+
+def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray) -> float:
+    """Sum of |pred - ref| over the whole grid divided by the possible-dose-mask voxel count (Gy)."""
+    return float(np.abs(pred.astype(np.float64) - ref).sum() / np.count_nonzero(possible_dose_mask))
+
+
+def openkbp_metrics(dose: np.ndarray, structures: dict[str, np.ndarray], voxel_cc: float) -> dict[tuple[str, str], float]:
+    """The challenge's DVH metrics: D0.1cc and mean dose for OARs, D99/D95/D1 for targets."""
+    metrics = {}
+    for name, mask in structures.items():
+        doses = dose[mask]
+        if doses.size == 0:
+            continue
+        if name in OARS:
+            metrics[(name, "D0.1cc")] = dose_at_volume_cc(doses, 0.1, voxel_cc)
+            metrics[(name, "mean")] = float(doses.mean())
+        elif target_prescription(name) is not None:
+            for metric in TARGET_METRICS:
+                metrics[(name, metric)] = dose_at_volume_pct(doses, float(metric[1:]))
+    return metrics
+
+
+def dvh_abs_errors(
+    pred: np.ndarray, ref: np.ndarray, structures: dict[str, np.ndarray], voxel_cc: float
+) -> dict[tuple[str, str], float]:
+    """|metric(pred) - metric(ref)| for every challenge DVH metric of one patient (Gy)."""
+    ref_metrics = openkbp_metrics(ref, structures, voxel_cc)
+    pred_metrics = openkbp_metrics(pred, structures, voxel_cc)
+    return {key: abs(pred_metrics[key] - value) for key, value in ref_metrics.items()}
+
+
+def openkbp_scores(dose_errors: list[float], dvh_errors: list[dict[tuple[str, str], float]]) -> tuple[float, float]:
+    """Dose score (mean of per-patient dose errors) and DVH score (mean over every patient's metrics pooled)."""
+    pooled = [error for patient in dvh_errors for error in patient.values()]
+    return float(np.mean(dose_errors)), float(np.mean(pooled))
