@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import replace
 
@@ -68,11 +69,16 @@ def resample_mask(mask: Volume, grid: Volume) -> Volume:
 
 def _outside_fraction(mask: Volume, grid: Volume) -> float:
     """Fraction of the mask's voxel centres that fall outside ``grid``."""
-    ijk = np.argwhere(mask.array)
-    lps = ijk @ (mask.direction * np.asarray(mask.spacing)).T + np.asarray(mask.origin)
-    grid_index = (lps - np.asarray(grid.origin)) @ np.linalg.inv((grid.direction * np.asarray(grid.spacing)).T)
-    inside = np.all((grid_index > -0.5) & (grid_index < np.asarray(grid.shape) - 0.5), axis=1)
-    return 1.0 - inside.mean()
+
+    def inside(ijk: np.ndarray) -> np.ndarray:
+        lps = ijk @ (mask.direction * np.asarray(mask.spacing)).T + np.asarray(mask.origin)
+        grid_index = (lps - np.asarray(grid.origin)) @ np.linalg.inv((grid.direction * np.asarray(grid.spacing)).T)
+        return np.all((grid_index > -0.5) & (grid_index < np.asarray(grid.shape) - 0.5), axis=1)
+
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in mask.shape])))
+    if inside(corners).all():  # the grid is convex: every voxel centre is inside too
+        return 0.0
+    return 1.0 - inside(np.argwhere(mask.array)).mean()
 
 
 def align_structure(name: str, mask: Volume, ct: Volume) -> Volume:

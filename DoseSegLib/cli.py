@@ -26,7 +26,7 @@ def cmd_import_openkbp(args: argparse.Namespace) -> None:
     from .outputs import staged_output
 
     case = read_openkbp_csv(args.src, _names(args))
-    with staged_output(args.output, args.force) as out:
+    with staged_output(args.output, args.force, [args.src]) as out:
         write_patient(out, case)
     print(f"wrote {args.output}")
 
@@ -37,7 +37,7 @@ def cmd_align(args: argparse.Namespace) -> None:
     from .outputs import staged_output
 
     case = align_case(read_patient(args.patient, _names(args), args.segmentation))
-    with staged_output(args.output, args.force) as out:
+    with staged_output(args.output, args.force, [args.patient, args.segmentation]) as out:
         write_patient(out, case)
     print(f"wrote {args.output}")
 
@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable]:
     """Sub-command registrars of the other modules (each adds its own parsers)."""
-    return []
+    from . import cli_dose
+
+    return [cli_dose.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,8 +50,8 @@ def read_volume(path: str | Path) -> Volume:
         raise DoseSegError(f"{path}: file not found")
     try:
         array, header = nrrd.read(str(path))
-    except (nrrd.NRRDError, OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DoseSegError(f"{path}: unreadable or truncated NRRD ({exc})") from exc
+    except (nrrd.NRRDError, OSError, EOFError, StopIteration, ValueError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DoseSegError(f"{path}: unreadable or truncated NRRD ({exc or 'file ends early'})") from exc
     if array.ndim != 3:
         raise DoseSegError(f"{path}: expected a 3D image, found {array.ndim}D with shape {array.shape}")
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):

@@ -28,14 +28,15 @@ def _read_sparse(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line.strip()]
         indices = np.array([int(float(r[0])) for r in rows], dtype=np.int64)
-        values = [r[1].strip() if len(r) > 1 else "" for r in rows]
+        texts = [r[1].strip() if len(r) > 1 else "" for r in rows]
+        values = np.array([float(v) for v in texts], dtype=np.float64) if any(texts) else None
     except (OSError, ValueError, IndexError) as exc:
         raise DoseSegError(f"{path}: not an OpenKBP sparse CSV ({exc})") from exc
     if indices.size and (indices.min() < 0 or indices.max() >= GRID**3):
         raise DoseSegError(f"{path}: index outside the {GRID}^3 grid")
-    if not any(values):
-        return indices, None
-    return indices, np.array([float(v) for v in values], dtype=np.float64)
+    if values is not None and not np.all(np.isfinite(values)):
+        raise DoseSegError(f"{path}: contains NaN or infinite values")
+    return indices, values
 
 
 def _to_lps(array: np.ndarray) -> np.ndarray:

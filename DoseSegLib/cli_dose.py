@@ -1,0 +1,96 @@
+"""``doseseg train-dose`` and ``doseseg predict-dose``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_train_dose(args: argparse.Namespace) -> None:
+    from .models.dose_net import DoseNetConfig
+    from .models.dose_training import TrainConfig, train_dose
+    from .models.dose_augment import AugmentConfig
+
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, patch=tuple(args.patch), lr=args.lr,
+        weight_decay=args.weight_decay, structure_weight=args.structure_weight, val_every=args.val_every,
+        patience=args.patience, max_minutes=args.max_minutes, max_train_patients=args.max_train_patients,
+        max_val_patients=args.max_val_patients, seed=args.seed, threads=args.threads,
+        net=DoseNetConfig(channels=tuple(args.channels), dropout=args.dropout),
+        augment=AugmentConfig(elastic_prob=args.elastic_prob),
+    )
+    result = train_dose(args.data, args.out, config, cache=args.cache, device=_device(args.device))
+    print(f"best val_dose_score {result['val_dose_score']:.4f} val_dvh_score {result['val_dvh_score']:.4f} "
+          f"epochs {result['epochs']}")
+
+
+def cmd_predict_dose(args: argparse.Namespace) -> int:
+    import sys
+
+    from tqdm import tqdm
+
+    from .alignment import align_case
+    from .dose_prediction import load_dose_model, predict_case_dose
+    from .errors import DoseSegError
+    from .io import read_patient, write_volume
+    from .outputs import check_output_dir, staged_output
+
+    names = {p.name for p in args.patients}
+    if len(names) != len(args.patients):
+        raise DoseSegError("two patient folders share a name; their outputs would collide")
+    check_output_dir(args.output, args.force)
+    model = load_dose_model(args.model, args.device)
+    failures = 0
+    with staged_output(args.output, args.force) as out:
+        for folder in tqdm(args.patients, desc="predict-dose", unit="patient", disable=len(args.patients) < 2):
+            try:
+                case = align_case(read_patient(folder))
+                dose = predict_case_dose(model, case, tta=args.tta)
+            except DoseSegError as exc:
+                failures += 1
+                print(f"doseseg: error: {folder}: {exc}", file=sys.stderr)
+                continue
+            (out / folder.name).mkdir()
+            write_volume(out / folder.name / "dose.nrrd", dose)
+    print(f"wrote {args.output} ({len(args.patients) - failures} of {len(args.patients)} patients)")
+    return 1 if failures else 0
+
+
+def _device(name: str):
+    from .models.devices import select_device
+
+    return select_device(name)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-dose", help="train the dose-prediction network (resumes from OUT/last.pt)")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
+    p.add_argument("--cache", type=Path, help="preprocessed-array cache (default OUT/cache)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--patch", type=int, nargs=3, default=(96, 64, 80), help="training patch (multiple of 16)")
+    p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128, 256), help="U-Net widths")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-5)
+    p.add_argument("--structure-weight", type=float, default=0.5, help="extra loss weight inside structures")
+    p.add_argument("--elastic-prob", type=float, default=0.0, help="probability of an elastic warp")
+    p.add_argument("--val-every", type=int, default=3, help="validate every N epochs")
+    p.add_argument("--patience", type=int, default=4, help="validations without improvement before stopping")
+    p.add_argument("--max-minutes", type=float, help="stop after the epoch that passes this time")
+    p.add_argument("--max-train-patients", type=int)
+    p.add_argument("--max-val-patients", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_train_dose)
+
+    p = sub.add_parser("predict-dose", help="predict the 3D dose of one or more patients")
+    p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="writes OUTPUT/<patient>/dose.nrrd")
+    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--model", help="catalogue model name (default: the bundled default dose model)")
+    p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")
+    p.set_defaults(func=cmd_predict_dose)

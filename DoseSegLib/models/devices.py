@@ -1,0 +1,18 @@
+"""Choice of the torch device: CUDA when present and asked for, CPU otherwise."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import DoseSegError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DoseSegError("--device cuda asked, but no CUDA GPU is available (use --device cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise DoseSegError(f"unknown device '{name}' (use auto, cpu or cuda)")
+    return torch.device(name)

@@ -1,0 +1,51 @@
+"""Shared fixtures: the real-data folder (skipped when absent) and the synthetic phantom."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from DoseSegLib.case import Case
+from DoseSegLib.phantom import make_phantom, write_phantom_patient
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` next to the repository; the test is skipped when it is absent."""
+    if not (SHARED_DATA / "openkbp").is_dir():
+        pytest.skip(f"real OpenKBP data not found at {SHARED_DATA / 'openkbp'} (only present on development machines)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def phantom_case() -> Case:
+    """The default phantom, everything on the CT grid."""
+    return make_phantom()
+
+
+@pytest.fixture
+def phantom_dir(tmp_path: Path) -> Path:
+    """A phantom patient folder (ct, possible_dose_mask, cropped dose and structures) in tmp_path."""
+    folder = tmp_path / "phantom"
+    write_phantom_patient(folder)
+    return folder
+
+
+def hash_tree(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` keyed by relative path (folders included as empty)."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.fixture
+def tree_hash() -> Callable[[Path], dict[str, str]]:
+    """A function hashing a folder's files, to check that inputs are never modified."""
+    return hash_tree

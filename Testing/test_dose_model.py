@@ -1,0 +1,141 @@
+"""Dose network, augmentation, training steps, checksum-checked loading and prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from DoseSegLib.case import Case
+from DoseSegLib.dose_prediction import load_dose_model, predict_case_dose, working_grid
+from DoseSegLib.errors import DoseSegError
+from DoseSegLib.models.catalogue import sha256_of
+from DoseSegLib.models.devices import select_device
+from DoseSegLib.models.dose_augment import _LEFT, _RIGHT, left_right_flip
+from DoseSegLib.models.dose_inputs import CHANNELS, dose_input_channels
+from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
+from DoseSegLib.models.dose_training import masked_mae, random_patch, save_weights
+from DoseSegLib.volume import Volume
+
+TINY = DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dropout=0.0)
+
+
+def _case(shape=(40, 36, 32), spacing=(3.9, 3.9, 2.5)) -> Case:
+    """A body cylinder with a PTV70 and a spinal cord."""
+    x, y, _ = np.meshgrid(*[np.arange(n) - n / 2 for n in shape], indexing="ij")
+    body = (x / 16) ** 2 + (y / 14) ** 2 < 1
+    ct = Volume(np.where(body, 40, -1000).astype(np.int16), spacing, (-70.0, -60.0, -40.0))
+    ptv = ct.with_array(body & (np.abs(x - 4) < 5) & (np.abs(y) < 5))
+    cord = ct.with_array(body & (np.abs(x) < 2) & (np.abs(y - 9) < 2))
+    return Case("synthetic", ct, {"PTV70": ptv, "SpinalCord": cord}, None, ct.with_array(body))
+
+
+def _catalogue(folder: Path, net: DoseNet, patch=(32, 32, 32)) -> Path:
+    save_weights(folder / "tiny.pt", net, {"patch": list(patch)})
+    entry = {"name": "tiny", "task": "dose", "file": "tiny.pt", "sha256": sha256_of(folder / "tiny.pt"),
+             "version": "test", "default": True}
+    (folder / "catalogue.json").write_text(json.dumps({"models": [entry]}))
+    return folder
+
+
+def test_network_output_shape_and_masking() -> None:
+    torch.manual_seed(0)
+    net = DoseNet(TINY).eval()
+    x = torch.randn(1, len(CHANNELS), 32, 32, 16)
+    x[:, -1] = 0
+    x[:, -1, 8:24, 8:24, 4:12] = 1
+    assert net(x).shape == (1, 1, 32, 32, 16)
+    dose = net.predict(x)
+    assert dose.min() >= 0
+    assert torch.all(dose[0, 0][x[0, -1] == 0] == 0)
+
+
+def test_input_channels_follow_prescription() -> None:
+    case = _case()
+    inputs = dose_input_channels(case)
+    assert inputs.shape == (len(CHANNELS), *case.ct.shape)
+    targets = inputs[CHANNELS.index("targets")]
+    assert np.allclose(targets[case.structures["PTV70"].array], 1.0)
+    assert np.all(inputs[CHANNELS.index("SpinalCord")][case.structures["SpinalCord"].array] == 1)
+    assert inputs[0].min() >= -1 and inputs[0].max() <= 1
+
+
+def test_no_target_is_a_clear_error() -> None:
+    case = _case()
+    del case.structures["PTV70"]
+    with pytest.raises(DoseSegError, match="no target"):
+        dose_input_channels(case)
+
+
+def test_left_right_flip_swaps_parotids() -> None:
+    rest = torch.zeros(len(CHANNELS) - 1, 4, 2, 2)
+    rest[_RIGHT, 0] = 1
+    flipped = left_right_flip({"ct": torch.zeros(1, 4, 2, 2), "rest": rest})["rest"]
+    assert flipped[_LEFT, 3].all() and not flipped[_RIGHT].any()
+
+
+def test_training_steps_decrease_loss() -> None:
+    torch.manual_seed(0)
+    case = _case()
+    inputs = dose_input_channels(case)
+    dose = (60 * inputs[CHANNELS.index("target_proximity")] * inputs[-1]).astype(np.float32)
+    sample = {"inputs": inputs.astype(np.float16), "dose": dose}
+    net = DoseNet(TINY)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(25):
+        patch = random_patch(sample, (32, 32, 32), rng)
+        x = torch.cat([patch["ct"], patch["rest"]])[None]
+        loss = masked_mae(net(x), patch["dose"][None], patch["rest"][None], 0.5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_checksum_mismatch_refuses_to_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _catalogue(tmp_path, DoseNet(TINY))
+    monkeypatch.setenv("DOSESEG_MODELS", str(folder))
+    assert load_dose_model(device="cpu").entry.name == "tiny"
+    with (folder / "tiny.pt").open("ab") as file:
+        file.write(b"tampered")
+    with pytest.raises(DoseSegError, match="does not match"):
+        load_dose_model(device="cpu")
+
+
+def test_unknown_model_name_and_missing_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOSESEG_MODELS", str(_catalogue(tmp_path, DoseNet(TINY))))
+    with pytest.raises(DoseSegError, match="unknown dose model 'nope'"):
+        load_dose_model("nope")
+    if not torch.cuda.is_available():
+        with pytest.raises(DoseSegError, match="no CUDA"):
+            select_device("cuda")
+
+
+def test_prediction_on_ct_grid_and_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    monkeypatch.setenv("DOSESEG_MODELS", str(_catalogue(tmp_path, DoseNet(TINY))))
+    model = load_dose_model(device="cpu")
+    case = _case()
+    dose = predict_case_dose(model, case, tta=True)
+    assert dose.same_grid(case.ct) and dose.array.dtype == np.float32
+    assert dose.array.min() >= 0
+    assert np.all(dose.array[~case.possible_dose_mask.array] == 0)
+
+
+def test_fine_ct_is_predicted_at_working_spacing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    monkeypatch.setenv("DOSESEG_MODELS", str(_catalogue(tmp_path, DoseNet(TINY))))
+    case = _case(shape=(120, 110, 60), spacing=(1.0, 1.0, 1.0))
+    grid = working_grid(case.ct)
+    assert grid is not None and grid.spacing == (3.906, 3.906, 2.5)
+    centre = lambda v: v.index_to_lps @ np.append((np.asarray(v.shape) - 1) / 2, 1)  # noqa: E731
+    assert np.allclose(centre(grid), centre(case.ct), atol=1e-6)
+    dose = predict_case_dose(load_dose_model(device="cpu"), case)
+    assert dose.same_grid(case.ct)
+    assert np.all(dose.array[~case.possible_dose_mask.array] == 0)
