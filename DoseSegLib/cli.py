@@ -11,9 +11,6 @@ from pathlib import Path
 from . import __version__
 from .errors import DoseSegError
 
-Handler = Callable[[argparse.Namespace], int | None]
-
-
 def _names(args: argparse.Namespace):
     from .names import NameMapper
 
@@ -23,8 +20,9 @@ def _names(args: argparse.Namespace):
 def cmd_import_openkbp(args: argparse.Namespace) -> None:
     from .io import write_patient
     from .openkbp_csv import read_openkbp_csv
-    from .outputs import staged_output
+    from .outputs import check_output_dir, staged_output
 
+    check_output_dir(args.output, args.force, [args.src])
     case = read_openkbp_csv(args.src, _names(args))
     with staged_output(args.output, args.force, [args.src]) as out:
         write_patient(out, case)
@@ -34,8 +32,9 @@ def cmd_import_openkbp(args: argparse.Namespace) -> None:
 def cmd_align(args: argparse.Namespace) -> None:
     from .alignment import align_case
     from .io import read_patient, write_patient
-    from .outputs import staged_output
+    from .outputs import check_output_dir, staged_output
 
+    check_output_dir(args.output, args.force, [args.patient, args.segmentation])
     case = align_case(read_patient(args.patient, _names(args), args.segmentation))
     with staged_output(args.output, args.force, [args.patient, args.segmentation]) as out:
         write_patient(out, case)
@@ -73,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable]:
     """Sub-command registrars of the other modules (each adds its own parsers)."""
-    from . import cli_dose
+    from . import cli_dose, cli_evaluation, cli_run, cli_seg
 
-    return [cli_dose.register]
+    return [cli_dose.register, cli_evaluation.register, cli_run.register, cli_seg.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,8 +71,13 @@ def dose_at_volume_cc(doses: np.ndarray, volume_cc: float, voxel_cc: float, pres
         presorted: ``doses`` is already sorted ascending.
     """
     doses = _sorted(doses, presorted)
-    n = min(max(1, round(volume_cc / voxel_cc)), doses.size)
-    return float(percentile_sorted(doses, 100 - n / doses.size * 100))
+    return float(percentile_sorted(doses, _hottest_percentile(volume_cc, voxel_cc, doses.size)))
+
+
+def _hottest_percentile(volume_cc: float, voxel_cc: float, count: int) -> float:
+    """The percentile of D_V: 100 - n / count * 100, n = max(1, round(V / voxel volume)) capped at count."""
+    n = min(max(1, round(volume_cc / voxel_cc)), count)
+    return 100 - n / count * 100
 
 
 def volume_at_dose(sorted_doses: np.ndarray, dose_gy: float | np.ndarray) -> np.ndarray:
@@ -103,8 +108,8 @@ def dvh_metrics(
         "Dmin": float(doses[0]),
         "Dmax": float(doses[-1]),
     }
-    small = [min(max(1, round(v / voxel_cc)), doses.size) for v in SMALL_VOLUMES_CC]
-    percents = [100 - p for p in PERCENT_METRICS] + [100 - n / doses.size * 100 for n in small]
+    percents = [100 - p for p in PERCENT_METRICS]
+    percents += [_hottest_percentile(v, voxel_cc, doses.size) for v in SMALL_VOLUMES_CC]
     names = [f"D{p}" for p in PERCENT_METRICS] + [f"D{v:g}cc" for v in SMALL_VOLUMES_CC]
     metrics.update(zip(names, percentile_sorted(doses, percents).tolist()))
     counts = volume_at_dose(doses, np.asarray(v_gy, dtype=np.float64))

@@ -71,8 +71,7 @@ def score_patient(pred: Volume, reference: Case) -> PatientScore:
     ct = reference.ct
     if not pred.same_grid(ct):
         pred = resample(pred, ct, "linear", 0.0)
-    pred_array = np.clip(pred.array, 0.0, None)
-    ref_array = reference.dose.array
+    pred_array, ref_array = pred.array, reference.dose.array
     structures = {name: mask.array for name, mask in reference.structures.items()}
     error = dose_error(pred_array, ref_array, reference.possible_dose_mask.array)
     rows = dvh_comparison(pred_array, ref_array, structures, ct.voxel_volume_cc)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .colors import structure_colors
 from .dvh import DVH
 from .volume import Volume
 
@@ -22,27 +23,10 @@ ISODOSE_COLORS = ("#ff2d2d", "#ff9f1c", "#ffe600", "#2ec4ff")
 WASH_THRESHOLD = 0.10  # of the prescription: lower doses are not coloured
 CT_WINDOW = (-160.0, 240.0)  # soft tissue, W400 / L40
 DPI = 100
-STRUCTURE_COLORS = {
-    "Brainstem": (0.85, 0.65, 0.13),
-    "SpinalCord": (0.20, 0.63, 0.17),
-    "RightParotid": (0.12, 0.47, 0.71),
-    "LeftParotid": (0.65, 0.81, 0.89),
-    "Esophagus": (0.58, 0.40, 0.74),
-    "Larynx": (0.55, 0.34, 0.29),
-    "Mandible": (0.50, 0.50, 0.50),
-    "PTV70": (0.89, 0.10, 0.11),
-    "PTV63": (1.00, 0.50, 0.00),
-    "PTV56": (0.97, 0.51, 0.75),
-}
-_EXTRA_COLORS = ((0.09, 0.75, 0.81), (0.74, 0.74, 0.13), (0.17, 0.17, 0.17), (0.62, 0.85, 0.90))
+_LABEL_PLACES = ((0.02, 0.5, "left", "center"), (0.98, 0.5, "right", "center"),
+                 (0.5, 0.98, "center", "top"), (0.5, 0.02, "center", "bottom"))
 PlaneName = str  # "axial", "coronal" or "sagittal"
 PLANES: tuple[PlaneName, ...] = ("axial", "coronal", "sagittal")
-
-
-def structure_colors(names: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """A fixed RGB colour (0-1) for each structure: canonical names keep theirs, others share a cycle."""
-    others = iter(_EXTRA_COLORS * (1 + len(names) // len(_EXTRA_COLORS)))
-    return {name: STRUCTURE_COLORS.get(name) or next(others) for name in names}
 
 
 def lps_oriented(volume: Volume) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -100,31 +84,45 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _ct_panels(figure, ct: Volume, centre: Sequence[int], title: str):
-    """Three axes (axial, coronal, sagittal) showing the CT; yields (axes, plane name, extent)."""
+def _body_limits(image: np.ndarray, extent: Sequence[float], margin: int = 4) -> tuple[tuple, tuple]:
+    """Axis limits (x, y in the extent's units) framing the pixels above -500 HU of a CT plane."""
+    rows, cols = image.shape
+    x0, x1, y_bottom, y_top = extent
+    dx, dy = (x1 - x0) / cols, (y_bottom - y_top) / rows
+    inside = np.argwhere(image > -500)
+    if inside.size == 0:
+        return (x0, x1), (y_bottom, y_top)
+    (r0, c0), (r1, c1) = inside.min(axis=0) - margin, inside.max(axis=0) + margin + 1
+    r0, c0, r1, c1 = max(r0, 0), max(c0, 0), min(r1, rows), min(c1, cols)
+    return (x0 + c0 * dx, x0 + c1 * dx), (y_top + r1 * dy, y_top + r0 * dy)
+
+
+def _ct_figure(ct: Volume, centre: Sequence[int], title: str, extra_height: float):
+    """A figure of three CT panels (axial, coronal, sagittal), each zoomed on the body in its plane.
+
+    Returns the figure and a list of (axes, plane name, extent) for the overlays.
+    """
     ct_array, spacing = lps_oriented(ct)
-    axes = figure.subplots(1, 3, width_ratios=_panel_widths(ct_array.shape, spacing))
-    figure.suptitle(title, fontsize=12)
     slice_of = dict(zip(("sagittal", "coronal", "axial"), centre))
-    labels = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}
-    for ax, name in zip(axes, PLANES):
-        image, extent = plane(ct_array, spacing, name, slice_of[name])
+    images = {name: plane(ct_array, spacing, name, slice_of[name]) for name in PLANES}
+    limits = {name: _body_limits(*images[name]) for name in PLANES}
+    widths = [abs(np.diff(x)[0] / np.diff(y)[0]) for x, y in limits.values()]
+    figure = _figure(13, 12.5 / sum(widths) + extra_height)
+    figure.suptitle(title, fontsize=12)
+    labels = {"axial": "RLAP", "coronal": "RLSI", "sagittal": "APSI"}  # left, right, top, bottom
+    panels = []
+    for ax, name in zip(figure.subplots(1, 3, width_ratios=widths), PLANES):
+        image, extent = images[name]
         ax.imshow(image, cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], extent=extent, interpolation="bilinear")
-        left, right, top, bottom = labels[name]
+        ax.set_xlim(*limits[name][0])
+        ax.set_ylim(*limits[name][1])
         ax.set_title(f"{name} (slice {slice_of[name]})", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-        for text, xy, align in ((left, (0.02, 0.5), "left"), (right, (0.98, 0.5), "right")):
-            ax.text(*xy, text, transform=ax.transAxes, color="white", ha=align, va="center", fontsize=9)
-        for text, xy, align in ((top, (0.5, 0.98), "top"), (bottom, (0.5, 0.02), "bottom")):
-            ax.text(*xy, text, transform=ax.transAxes, color="white", ha="center", va=align, fontsize=9)
-        yield ax, name, extent
-
-
-def _panel_widths(shape: Sequence[int], spacing: Sequence[float]) -> list[float]:
-    """Relative widths making the three panels the same height on screen."""
-    size = np.asarray(shape) * np.asarray(spacing)
-    return [size[0] / size[1], size[0] / size[2], size[1] / size[2]]
+        for text, (x, y, ha, va) in zip(labels[name], _LABEL_PLACES):
+            ax.text(x, y, text, transform=ax.transAxes, color="white", fontsize=9, fontweight="bold", ha=ha, va=va)
+        panels.append((ax, name, extent))
+    return figure, panels
 
 
 def _plane_of(volume: Volume, name: PlaneName, centre: Sequence[int]) -> np.ndarray:
@@ -152,10 +150,10 @@ def dose_planes_png(
     from matplotlib import patheffects
     from matplotlib.lines import Line2D
 
-    figure = _figure(13, 4.6)
+    figure, panels = _ct_figure(ct, centre, title, extra_height=1.3)
     top = max(1.1 * prescription, float(dose.array.max()))
     outline = [patheffects.withStroke(linewidth=2.6, foreground="black")]
-    for ax, name, extent in _ct_panels(figure, ct, centre, title):
+    for ax, name, extent in panels:
         values = _plane_of(dose, name, centre)
         wash = np.ma.masked_less(values, WASH_THRESHOLD * prescription)
         image = ax.imshow(wash, cmap="turbo", vmin=0, vmax=top, alpha=0.45, extent=extent, interpolation="bilinear")
@@ -187,9 +185,9 @@ def dose_difference_png(
 
     The colour scale spans +-20 % of the prescription; differences under 2 % are not coloured.
     """
-    figure = _figure(13, 4.3)
+    figure, panels = _ct_figure(ct, centre, title, extra_height=0.9)
     limit = 0.2 * prescription
-    for ax, name, extent in _ct_panels(figure, ct, centre, title):
+    for ax, name, extent in panels:
         values = _plane_of(difference, name, centre)
         wash = np.ma.masked_inside(values, -0.02 * prescription, 0.02 * prescription)
         image = ax.imshow(wash, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.75, extent=extent,
@@ -207,8 +205,8 @@ def dvh_png(
     """Cumulative DVHs (volume %) of every structure, one colour each; reference curves dashed."""
     from matplotlib.lines import Line2D
 
-    colors = colors or structure_colors(list(dvhs))
-    figure = _figure(10, 5.2)
+    colors = colors or structure_colors(dvhs)
+    figure = _figure(12.4, 5.0)
     ax = figure.subplots()
     for name, curve in dvhs.items():
         ax.plot(curve.dose_gy, curve.volume_pct, color=colors[name], lw=1.8, label=name)

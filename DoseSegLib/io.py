@@ -115,6 +115,8 @@ def read_segmentation(path: str | Path, mapper: NameMapper | None = None) -> dic
         layer = voxels[segment.get("layer", 0)] if layered else voxels
         mask = layer == segment["labelValue"]
         name = mapper.canonical(segment["name"])
+        if name in masks:
+            raise DoseSegError(f"{path}: a second segment ('{segment['name']}') maps to structure '{name}'")
         if not mask.any():
             raise DoseSegError(f"{path}: segment '{segment['name']}' is empty")
         masks[name] = Volume(mask, tuple(spacing), tuple(ijk_to_lps[:3, 3]), direction)

@@ -27,16 +27,21 @@ def _grid(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> V
     return Volume(np.zeros(shape, dtype=np.int16), spacing, origin)
 
 
-def _ellipsoid(x, y, z, centre, semi_axes) -> np.ndarray:
+def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: tuple, semi_axes: tuple) -> np.ndarray:
     return sum(((c - c0) / a) ** 2 for c, c0, a in zip((x, y, z), centre, semi_axes)) <= 1.0
 
 
-def _disc(x, y, centre, radius) -> np.ndarray:
+def _disc(x: np.ndarray, y: np.ndarray, centre: tuple, radius: float) -> np.ndarray:
     return (x - centre[0]) ** 2 + (y - centre[1]) ** 2 <= radius**2
 
 
-def _anatomy(x, y, z, jitter: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Body, bone and structure masks from LPS coordinates (mm); ``jitter`` shifts organs."""
+def _anatomy(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, jitter: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Body, bone and structure masks (not yet clipped to the body) from LPS coordinates in mm.
+
+    ``jitter`` shifts the organs and targets (mm along x, y, z).
+    """
     dx, dy, dz = jitter
     widening = 1.0 + 0.002 * z  # the head is a little wider than the neck
     body = (x / (70.0 * widening)) ** 2 + (y / (85.0 * widening)) ** 2 <= 1.0
@@ -53,11 +58,9 @@ def _anatomy(x, y, z, jitter: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[
         "Esophagus": _disc(x, y, (dx, -5.0 + dy), 6.0) & (z < 0.0 + dz),
         "Larynx": _ellipsoid(x, y, z, (dx, -32.0 + dy, -12.0 + dz), (15.0, 12.0, 14.0)),
         "Mandible": mandible,
+        "PTV70": _ellipsoid(x, y, z, (-22.0 + dx, -20.0 + dy, 5.0 + dz), (20.0, 18.0, 18.0)),
     }
-    ptv70 = _ellipsoid(x, y, z, (-22.0 + dx, -20.0 + dy, 5.0 + dz), (20.0, 18.0, 18.0))
-    ptv56 = _ellipsoid(x, y, z, (dx, -10.0 + dy, -5.0 + dz), (55.0, 40.0, 28.0)) & ~ptv70
-    structures["PTV70"] = ptv70 & body
-    structures["PTV56"] = ptv56 & body
+    structures["PTV56"] = _ellipsoid(x, y, z, (dx, -10.0 + dy, -5.0 + dz), (55.0, 40.0, 28.0)) & ~structures["PTV70"]
     return body, vertebra | mandible, structures
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def _featureextractor():
         raise DoseSegError(INSTALL_HINT) from exc
     radiomics.setVerbosity(logging.ERROR)
     logging.getLogger("radiomics").setLevel(logging.ERROR)
+    logging.getLogger("pykwalify").setLevel(logging.CRITICAL)  # its errors reach users as DoseSegError
     return featureextractor
 
 
@@ -47,9 +49,12 @@ def make_extractor(classes: Sequence[str] | None = None, params: str | Path | No
         raise DoseSegError(f"{params}: pyradiomics parameter file not found")
     args = (str(params),) if params is not None else ()
     try:
-        extractor = featureextractor.RadiomicsFeatureExtractor(*args, **settings)
+        with warnings.catch_warnings():  # pykwalify loads pyradiomics' schema with a deprecated importer
+            warnings.simplefilter("ignore", DeprecationWarning)
+            extractor = featureextractor.RadiomicsFeatureExtractor(*args, **settings)
     except Exception as exc:  # pykwalify raises its own error types for invalid files
-        raise DoseSegError(f"{params}: invalid pyradiomics parameter file ({exc})") from exc
+        detail = " ".join(str(exc).split())
+        raise DoseSegError(f"{params}: invalid pyradiomics parameter file ({detail})") from exc
     if classes is None and params is None:
         classes = DEFAULT_CLASSES
     if classes is not None:

@@ -16,7 +16,9 @@ def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray
     return float(np.abs(pred.astype(np.float64) - ref).sum() / np.count_nonzero(possible_dose_mask))
 
 
-def openkbp_metrics(dose: np.ndarray, structures: dict[str, np.ndarray], voxel_cc: float) -> dict[tuple[str, str], float]:
+def openkbp_metrics(
+    dose: np.ndarray, structures: dict[str, np.ndarray], voxel_cc: float
+) -> dict[tuple[str, str], float]:
     """The challenge's DVH metrics: D0.1cc and mean dose for OARs, D99/D95/D1 for targets.
 
     Args:

@@ -12,7 +12,7 @@ from .errors import DoseSegError
 Row = dict[str, object]
 
 
-def format_value(value: object, digits: int = 8) -> str:
+def format_value(value: object, digits: int = 7) -> str:
     """A cell as text: floats with ``digits`` significant digits, None and NaN as empty."""
     if value is None:
         return ""
@@ -34,7 +34,7 @@ def columns_of(rows: Iterable[Row], first: Sequence[str] = ()) -> list[str]:
     return columns
 
 
-def write_csv(path: str | Path, rows: Sequence[Row], columns: Sequence[str] | None = None, digits: int = 8) -> None:
+def write_csv(path: str | Path, rows: Sequence[Row], columns: Sequence[str] | None = None, digits: int = 7) -> None:
     """Write ``rows`` as a CSV file; keys missing from a row become empty cells.
 
     Args:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -94,6 +95,14 @@ class ValidationSet:
         return openkbp_scores(dose_errors, dvh_errors)
 
 
+def cosine_lr(config: TrainConfig, epochs_done: int, minutes_used: float) -> float:
+    """Cosine decay from ``lr`` to ``min_lr`` over the epoch budget or the time budget, whichever ends first."""
+    progress = epochs_done / config.epochs
+    if config.max_minutes:
+        progress = max(progress, minutes_used / config.max_minutes)
+    return config.min_lr + (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0))) / 2
+
+
 def save_weights(path: Path, net: DoseNet, meta: dict) -> None:
     """Inference weights: state dict, architecture and metadata, loadable with weights_only=True."""
     partial = path.with_suffix(".partial")
@@ -131,17 +140,14 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
 
     net = DoseNet(config.net).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs, eta_min=config.min_lr)
-    state = {"epoch": 0, "best": float("inf"), "best_dvh": float("inf"), "stale": 0}
+    state = {"epoch": 0, "best": float("inf"), "best_dvh": float("inf"), "stale": 0, "minutes": 0.0}
     last = out / "last.pt"
     if last.is_file():
         checkpoint = torch.load(last, map_location=device, weights_only=True)
         net.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        schedule.load_state_dict(checkpoint["schedule"])
-        state = checkpoint["state"]
+        state.update(checkpoint["state"])
         log.warning("resuming from %s at epoch %d", last, state["epoch"])
-    started = time.monotonic()
     with (out / "log.csv").open("a", newline="") as log_file:
         writer = csv.writer(log_file)
         if log_file.tell() == 0:
@@ -149,8 +155,10 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
         while state["epoch"] < config.epochs and state["stale"] < config.patience:
             epoch = state["epoch"] + 1
             t0 = time.monotonic()
+            lr = cosine_lr(config, state["epoch"], state["minutes"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             loss = _train_epoch(net, optimizer, train_samples, config, epoch, device)
-            schedule.step()
             scores = (float("nan"), float("nan"))
             if epoch % config.val_every == 0 or epoch == config.epochs:
                 net.eval()
@@ -162,13 +170,14 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
                 else:
                     state["stale"] += 1
             state["epoch"] = epoch
+            state["minutes"] += (time.monotonic() - t0) / 60
             writer.writerow([epoch, f"{loss:.4f}", f"{scores[0]:.4f}", f"{scores[1]:.4f}",
-                             f"{optimizer.param_groups[0]['lr']:.3g}", f"{time.monotonic() - t0:.1f}"])
+                             f"{lr:.3g}", f"{time.monotonic() - t0:.1f}"])
             log_file.flush()
-            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "state": state}, last.with_suffix(".partial"))
+            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "state": state},
+                       last.with_suffix(".partial"))
             last.with_suffix(".partial").replace(last)
-            if config.max_minutes and (time.monotonic() - started) / 60 > config.max_minutes:
+            if config.max_minutes and state["minutes"] > config.max_minutes:
                 log.warning("time limit of %.0f min reached after epoch %d", config.max_minutes, epoch)
                 break
     return {"val_dose_score": state["best"], "val_dvh_score": state["best_dvh"], "epochs": state["epoch"]}

@@ -1,4 +1,4 @@
-"""Volume and segmentation nodes <-> DoseSegLib Volumes, and the dose display (SlicerRT conventions).
+"""Volume and segmentation nodes <-> DoseSegLib Volumes, segment colours, and the dose display (SlicerRT conventions).
 
 DoseSegLib works in LPS with arrays indexed ``[i, j, k]``; MRML works in RAS and
 ``slicer.util.arrayFromVolume`` is indexed ``[k, j, i]``. The two private
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import colorsys
 import logging
-import zlib
+from collections.abc import Sequence
 
 import numpy as np
 import slicer
@@ -19,17 +19,13 @@ import vtk
 from vtk.util import numpy_support
 
 from DoseSegLib import Volume
-from DoseSegLib.case import OARS, target_prescription
+from DoseSegLib.colors import structure_color
 from DoseSegLib.errors import DoseSegError
 
 DOSE_ATTRIBUTE = "DicomRtImport.DoseVolume"
 DOSE_COLOR_TABLE_NAME = "Dose_ColorTable"
 LOWER_THRESHOLD_FRACTION = 0.05
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-OAR_COLORS = dict(zip(OARS, [
-    (1.0, 0.75, 0.0), (1.0, 1.0, 0.0), (0.0, 0.55, 1.0), (0.0, 0.8, 0.8),
-    (0.65, 0.4, 0.2), (0.3, 0.8, 0.3), (0.9, 0.9, 0.75),
-]))
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +60,12 @@ def _rasMatrix(volume: Volume) -> vtk.vtkMatrix4x4:
     return matrix
 
 
-def _volumeGeometry(ijkToRas: vtk.vtkMatrix4x4) -> dict:
-    """Spacing, origin and direction (LPS) of an IJK-to-RAS matrix."""
+def _volumeGeometry(ijkToRas: vtk.vtkMatrix4x4, firstIndex: Sequence[int] = (0, 0, 0)) -> dict:
+    """Spacing, origin and direction (LPS) of an IJK-to-RAS matrix, the origin at voxel ``firstIndex``."""
     ijkToLps = LPS_TO_RAS @ np.array([[ijkToRas.GetElement(r, c) for c in range(4)] for r in range(4)])
     spacing = np.linalg.norm(ijkToLps[:3, :3], axis=0)
-    return {"spacing": tuple(spacing), "origin": tuple(ijkToLps[:3, 3]), "direction": ijkToLps[:3, :3] / spacing}
+    origin = ijkToLps @ np.append(np.asarray(firstIndex, dtype=float), 1.0)
+    return {"spacing": tuple(spacing), "origin": tuple(origin[:3]), "direction": ijkToLps[:3, :3] / spacing}
 
 
 def _worldMatrix(node, ijkToRas: vtk.vtkMatrix4x4) -> vtk.vtkMatrix4x4:
@@ -119,15 +116,29 @@ def _orientedImage(volume: Volume, withVoxels: bool = True) -> slicer.vtkOriente
     return image
 
 
-def segmentMasks(segmentationNode, reference: Volume) -> dict[str, Volume]:
-    """Every non-empty segment as a boolean mask on ``reference``'s grid, keyed by segment name.
+def _maskFromOrientedImage(image: slicer.vtkOrientedImageData) -> Volume | None:
+    """A labelmap as a boolean Volume on its own extent, or None when it has no voxel set."""
+    if image.GetPointData().GetScalars() is None:
+        return None
+    mask = _arrayFromImage(image) > 0
+    if not mask.any():
+        return None
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    return Volume(mask, **_volumeGeometry(matrix, image.GetExtent()[::2]))
 
-    Overlapping segments stay independent; parent transforms are applied. Segments
-    that miss the reference grid entirely are left out with a warning.
+
+def segmentMasks(segmentationNode, reference: Volume | None = None) -> dict[str, Volume]:
+    """Every non-empty segment as a boolean mask keyed by segment name, parent transforms applied.
+
+    Args:
+        segmentationNode: the segmentation; overlapping segments stay independent.
+        reference: the grid to resample onto (nearest neighbour); each segment's own
+            labelmap geometry when None. Segments that miss the grid are left out with a warning.
     """
     segmentationNode.CreateBinaryLabelmapRepresentation()
     segmentation = segmentationNode.GetSegmentation()
-    referenceImage = _orientedImage(reference, withVoxels=False)
+    referenceImage = _orientedImage(reference, withVoxels=False) if reference is not None else None
     masks = {}
     for segmentId in segmentation.GetSegmentIDs():
         name = segmentation.GetSegment(segmentId).GetName()
@@ -136,34 +147,50 @@ def segmentMasks(segmentationNode, reference: Volume) -> dict[str, Volume]:
         labelmap = slicer.vtkOrientedImageData()
         segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
         slicer.vtkSlicerSegmentationsModuleLogic.ApplyParentTransformToOrientedImageData(segmentationNode, labelmap)
-        resampled = slicer.vtkOrientedImageData()
-        if slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-            labelmap, referenceImage, resampled, False, True
-        ):
-            mask = _arrayFromImage(resampled) > 0
-            if mask.any():
-                masks[name] = reference.with_array(mask)
-                continue
-        log.warning("segment '%s' lies outside the grid and was left out", name)
+        if referenceImage is not None:
+            resampled = slicer.vtkOrientedImageData()
+            slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+                labelmap, referenceImage, resampled, False, True
+            )
+            labelmap = resampled
+        mask = _maskFromOrientedImage(labelmap)
+        if mask is None:
+            log.warning("segment '%s' is empty or outside the grid and was left out", name)
+        else:
+            masks[name] = mask if reference is None else reference.with_array(mask.array)
     return masks
 
 
-def segmentColor(name: str) -> tuple[float, float, float]:
-    """Display colour of a structure: fixed for the OARs, red to pink by dose level for targets."""
-    if name in OAR_COLORS:
-        return OAR_COLORS[name]
-    level = target_prescription(name)
-    if level is not None:
-        shade = min(max((70.0 - level) / 30.0, 0.0), 1.0)
-        return (1.0, 0.45 * shade, 0.7 * shade)
-    hue = (zlib.crc32(name.encode()) % 360) / 360.0
-    return colorsys.hsv_to_rgb(hue, 0.6, 0.9)
+def newSegmentationNode(scene, name: str, referenceVolumeNode):
+    """An empty segmentation node on ``referenceVolumeNode``'s geometry, with display nodes."""
+    segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentationNode.CreateDefaultDisplayNodes()
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
+    return segmentationNode
 
 
-def addSegments(segmentationNode, masks: dict[str, Volume]) -> list[str]:
-    """Add each mask as a segment named and coloured after its structure; returns the segment IDs."""
+def segmentColors(segmentationNode) -> dict[str, tuple[float, float, float]]:
+    """Each segment's colour, keyed by segment name."""
+    segmentation = segmentationNode.GetSegmentation()
+    return {
+        segmentation.GetSegment(segmentId).GetName(): tuple(segmentation.GetSegment(segmentId).GetColor())
+        for segmentId in segmentation.GetSegmentIDs()
+    }
+
+
+def addSegments(
+    segmentationNode, masks: dict[str, Volume], colors: dict[str, Sequence[float]] | None = None
+) -> list[str]:
+    """Add each mask as a segment of that name; colours from ``colors``, else DoseSegLib's structure colour.
+
+    Returns:
+        The new segment IDs, in the order of ``masks``.
+    """
+    colors = colors or {}
     return [
-        segmentationNode.AddSegmentFromBinaryLabelmapRepresentation(_orientedImage(mask), name, segmentColor(name))
+        segmentationNode.AddSegmentFromBinaryLabelmapRepresentation(
+            _orientedImage(mask), name, colors.get(name) or structure_color(name)
+        )
         for name, mask in masks.items()
     ]
 

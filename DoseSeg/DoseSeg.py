@@ -1,0 +1,432 @@
+"""DoseSeg: dose prediction, OAR auto-segmentation, DVH and radiomics for radiotherapy planning research."""
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import (
+    vtkMRMLPlotChartNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+)
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from DoseSegLogicLib import nodes
+from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline
+
+# Python packages each action needs (import name: pip requirement); torch comes from the PyTorch extension.
+BASE_PACKAGES = {"nrrd": "pynrrd>=1.0", "slicerio": "slicerio>=1.0", "SimpleITK": "SimpleITK>=2.2",
+                 "scipy": "scipy>=1.10", "tqdm": "tqdm>=4.60"}
+MODEL_PACKAGES = {"torch": "torch>=2.1", "monai": "monai>=1.3"}
+RADIOMICS_PACKAGES = {"radiomics": "pyradiomics>=3.0.1"}
+ALL_PACKAGES = {**BASE_PACKAGES, **MODEL_PACKAGES, **RADIOMICS_PACKAGES}
+
+
+class DoseSeg(ScriptedLoadableModule):
+    """Module description shown in Slicer."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "DoseSeg"
+        self.parent.categories = ["Radiotherapy"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["DoseSeg developers"]
+        self.parent.helpText = """
+Predicts the 3D dose a good plan would deliver from a CT and its structures, auto-segments the organs at
+risk a case lacks, and shows dose-volume histograms, DVH metrics, clinical-goal checks and radiomics
+features. Long steps run in a background process (Cancel stops them). For research use only: not for
+clinical decisions. See the DoseSeg README for details.
+"""
+        self.parent.acknowledgementText = """
+Built on 3D Slicer, SlicerRT conventions, MONAI, PyTorch and pyradiomics; dose model trained on the
+OpenKBP challenge data.
+"""
+
+
+@parameterNodeWrapper
+class DoseSegParameterNode:
+    """The module's inputs and outputs, saved with the scene."""
+
+    ctVolume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    referenceDose: vtkMRMLScalarVolumeNode
+    prescription: Annotated[float, WithinRange(0.0, 150.0)] = 0.0
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    dvhStep: Annotated[float, WithinRange(0.01, 5.0)] = 0.1
+    predictedDose: vtkMRMLScalarVolumeNode
+    doseOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    dvhChart: vtkMRMLPlotChartNode
+    metricsTable: vtkMRMLTableNode
+    constraintsTable: vtkMRMLTableNode
+    radiomicsTable: vtkMRMLTableNode
+
+
+class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: inputs, actions with progress and Cancel, outputs."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._onJobResult = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self.onPollJob)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/DoseSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = DoseSegLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.alignButton.connect("clicked(bool)", self.onAlign)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.predictButton.connect("clicked(bool)", self.onPredict)
+        self.ui.dvhButton.connect("clicked(bool)", self.onDvh)
+        self.ui.radiomicsButton.connect("clicked(bool)", self.onRadiomics)
+        self.ui.runAllButton.connect("clicked(bool)", self.onRunAll)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.showChartButton.connect("clicked(bool)", self.onShowChart)
+        self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
+        self.ui.doseOpacitySlider.connect("valueChanged(double)", self.logic.setDoseOpacity)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.onCancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.onCancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.ctVolume:
+            self._parameterNode.ctVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if not self._parameterNode.segmentation:
+            self._parameterNode.segmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+            self.updateGui()
+
+    def updateGui(self, caller=None, event=None) -> None:
+        """Enable the actions whose inputs are set (none while a step runs); show the selected tables."""
+        p = self._parameterNode
+        if not p:
+            return
+        idle = self._job is None
+        hasCt, hasSegments = bool(p.ctVolume), bool(p.segmentation)
+        dose = p.predictedDose or p.referenceDose
+        self.ui.alignButton.enabled = idle and hasCt and hasSegments
+        self.ui.segmentButton.enabled = idle and hasCt
+        self.ui.predictButton.enabled = idle and hasCt and hasSegments
+        self.ui.dvhButton.enabled = idle and bool(dose) and hasSegments
+        self.ui.radiomicsButton.enabled = idle and hasCt and hasSegments
+        self.ui.runAllButton.enabled = idle and hasCt
+        self.ui.cancelButton.enabled = not idle
+        self.ui.metricsTableView.setMRMLTableNode(p.metricsTable)
+        self.ui.constraintsTableView.setMRMLTableNode(p.constraintsTable)
+        self.ui.radiomicsTableView.setMRMLTableNode(p.radiomicsTable)
+
+    # -- actions ---------------------------------------------------------------------------------------------------
+
+    def onAlign(self) -> None:
+        p = self._parameterNode
+        self._startJob(BASE_PACKAGES, lambda: self.logic.startAlignStructures(p.ctVolume, p.segmentation),
+                       self._showSegmentation)
+
+    def onSegment(self) -> None:
+        p = self._parameterNode
+        self._startJob({**BASE_PACKAGES, **MODEL_PACKAGES},
+                       lambda: self.logic.startSegmentMissingOars(p.ctVolume, p.segmentation),
+                       self._showSegmentation)
+
+    def onPredict(self) -> None:
+        p = self._parameterNode
+        self._startJob({**BASE_PACKAGES, **MODEL_PACKAGES},
+                       lambda: self.logic.startPredictDose(p.ctVolume, p.segmentation, p.device, self._prescription(),
+                                                           p.predictedDose),
+                       self._showDose)
+
+    def onRadiomics(self) -> None:
+        p = self._parameterNode
+        self._startJob({**BASE_PACKAGES, **RADIOMICS_PACKAGES},
+                       lambda: self.logic.startExtractRadiomics(p.ctVolume, p.segmentation),
+                       lambda table: self._showTable(table, "radiomicsTable", 2))
+
+    def onRunAll(self) -> None:
+        p = self._parameterNode
+        self._startJob(ALL_PACKAGES,
+                       lambda: self.logic.startRunAll(p.ctVolume, p.segmentation, p.referenceDose,
+                                                      self._prescription()),
+                       self._showRunAll)
+
+    def onDvh(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("DVH computation failed.", waitCursor=True):
+            dose = p.predictedDose or p.referenceDose
+            reference = p.referenceDose if p.predictedDose else None
+            _, chart = self.logic.computeDvh(dose, p.segmentation, reference, p.dvhStep)
+            metrics, constraints = self.logic.computeMetrics(dose, p.segmentation, self._prescription())
+            self._showDvh(chart, metrics, constraints)
+
+    def onShowChart(self) -> None:
+        if self._parameterNode.dvhChart:
+            self.logic.showChart(self._parameterNode.dvhChart)
+
+    def onInstallDependencies(self) -> None:
+        self._ensurePackages(ALL_PACKAGES)
+
+    def onCancel(self) -> None:
+        if self._job is not None:
+            self.ui.statusLabel.text = "Cancelling..."
+            slicer.app.processEvents()
+            self._job.cancel()
+
+    # -- background job ----------------------------------------------------------------------------------------
+
+    def _startJob(self, packages: dict, start, onResult) -> None:
+        """Check the packages, start the job and poll it from a timer; ``onResult`` gets its result."""
+        if self._job is not None or not self._ensurePackages(packages):
+            return
+        with slicer.util.tryWithErrorDisplay("The step could not start.", waitCursor=True):
+            self._job = start()
+            self._onJobResult = onResult
+            self._timer.start()
+            self.updateGui()
+
+    def onPollJob(self) -> None:
+        job = self._job
+        try:
+            done = job.poll()
+        except DoseSegJobError as error:
+            self._endJob()
+            slicer.util.errorDisplay(str(error), detailedText=error.log)
+            return
+        except Exception as error:
+            self._endJob()
+            logging.exception("DoseSeg: loading the results failed")
+            slicer.util.errorDisplay(f"{job.title}: loading the results failed: {error}", detailedText=job.log)
+            return
+        if not done:
+            self.ui.progressBar.setRange(0, 0 if job.progress is None else 100)
+            self.ui.progressBar.value = int(job.progress or 0)
+            self.ui.statusLabel.text = f"{job.title}: {job.status}"
+            return
+        self._endJob()
+        self.ui.statusLabel.text = f"{job.title}: {'cancelled' if job.cancelled else 'done'}"
+        if job.result is not None:
+            with slicer.util.tryWithErrorDisplay("Showing the results failed.", waitCursor=True):
+                self._onJobResult(job.result)
+
+    def _endJob(self) -> None:
+        self._timer.stop()
+        self._job = None
+        self.ui.progressBar.setRange(0, 100)
+        self.ui.progressBar.value = 0
+        self.updateGui()
+
+    def _ensurePackages(self, packages: dict) -> bool:
+        """True when every package is importable, after installing the missing ones if the user agrees."""
+        missing = self.logic.missingPackages(packages)
+        if not missing:
+            return True
+        names = ", ".join(packages[name] for name in missing)
+        if not slicer.util.confirmOkCancelDisplay(f"DoseSeg needs these Python packages: {names}.\nInstall them now?"):
+            return False
+        with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
+            self.logic.installPackages({name: packages[name] for name in missing})
+        return True
+
+    # -- results -----------------------------------------------------------------------------------------------
+
+    # Results may arrive after the panel was left: they go to the logic's parameter node, not the GUI's.
+
+    def _prescription(self):
+        return self._parameterNode.prescription or None
+
+    def _showSegmentation(self, segmentationNode) -> None:
+        self.logic.getParameterNode().segmentation = segmentationNode
+
+    def _showDose(self, doseNode) -> None:
+        p = self.logic.getParameterNode()
+        p.predictedDose = doseNode
+        self.logic.setDoseOpacity(p.doseOpacity)
+
+    def _showDvh(self, chart, metrics, constraints) -> None:
+        p = self.logic.getParameterNode()
+        p.dvhChart = chart
+        p.constraintsTable = constraints
+        self._showTable(metrics, "metricsTable", 0)
+        self.logic.showChart(chart)
+
+    def _showTable(self, table, parameter: str, tab: int) -> None:
+        setattr(self.logic.getParameterNode(), parameter, table)
+        self.ui.resultsTabWidget.currentIndex = tab
+
+    def _showRunAll(self, outputs: dict) -> None:
+        self._showSegmentation(outputs["segmentation"])
+        self.logic.getParameterNode().radiomicsTable = outputs["radiomics"]
+        self._showDose(outputs["dose"])
+        self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
+
+
+class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
+    """The console API: every step of the panel, on nodes of ``slicer.mrmlScene``.
+
+    Long steps have a waiting form (``predictDose``) and a background form (``startPredictDose``,
+    returning a job to poll); see DoseSegLogicLib.pipeline.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        DoseSegPipeline.__init__(self, slicer.mrmlScene)
+
+    def getParameterNode(self):
+        return DoseSegParameterNode(super().getParameterNode())
+
+    def showChart(self, chartNode) -> None:
+        """Switch to a layout with a plot view showing ``chartNode``."""
+        slicer.modules.plots.logic().ShowChartInLayout(chartNode)
+
+    @staticmethod
+    def missingPackages(packages: dict = ALL_PACKAGES) -> list:
+        """The import names of ``packages`` that cannot be imported."""
+        return [name for name in packages if importlib.util.find_spec(name) is None]
+
+    def installPackages(self, packages: dict = ALL_PACKAGES, askConfirmation: bool = True) -> None:
+        """Install the missing packages without changing any installed one (Slicer's own included).
+
+        torch comes from the PyTorch extension's installer; the others from pip, constrained to the
+        installed versions of everything already present; pyradiomics builds without isolation.
+        """
+        missing = self.missingPackages(packages)
+        if "torch" in missing:
+            try:
+                import PyTorchUtils
+            except ImportError:
+                raise RuntimeError("PyTorch is missing: install the PyTorch extension from the Extensions Manager")
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, ">=2.1") is None:
+                raise RuntimeError("PyTorch was not installed")
+        constraints = ["-c", self._installedVersionsFile()]
+        plain = [packages[name] for name in missing if name not in ("torch", "radiomics")]
+        if plain:
+            slicer.util.pip_install([*plain, *constraints])
+        if "radiomics" in missing:
+            slicer.util.pip_install(["versioneer", *constraints])
+            slicer.util.pip_install(["--no-build-isolation", packages["radiomics"], *constraints])
+
+    @staticmethod
+    def _installedVersionsFile() -> str:
+        """A pip constraints file pinning every installed distribution, so that installs only add packages."""
+        pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
+                       if d.metadata["Name"]})
+        path = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
+        with open(path, "w") as handle:
+            handle.write("\n".join(pins) + "\n")
+        return path
+
+
+class DoseSegTest(ScriptedLoadableModuleTest):
+    """The scene scenario of the pytest suite, inside Slicer: a phantom patient, its DVH, metrics and steps."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_DoseSegScene()
+        self.setUp()
+        self.test_DoseSegSteps()
+
+    def _loadPhantom(self):
+        from DoseSegLib.phantom import make_phantom
+
+        case = make_phantom()
+        ctNode = nodes.addVolumeNode(slicer.mrmlScene, case.ct, "phantom CT")
+        doseNode = nodes.addVolumeNode(slicer.mrmlScene, case.dose, "phantom dose")
+        segmentationNode = nodes.newSegmentationNode(slicer.mrmlScene, "phantom structures", ctNode)
+        nodes.addSegments(segmentationNode, case.structures)
+        return case, ctNode, doseNode, segmentationNode
+
+    def test_DoseSegScene(self) -> None:
+        """Geometry round trip, DVH tables against the library, metrics and goals, dose display."""
+        import numpy as np
+        from DoseSegLib.dvh import compute_dvhs
+
+        self.delayDisplay("Scene: phantom nodes, DVH, metrics")
+        case, ctNode, doseNode, segmentationNode = self._loadPhantom()
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(doseNode), case.dose.array.transpose(2, 1, 0)))
+        self.assertTrue(nodes.volumeFromNode(doseNode).same_grid(case.ct))
+        logic = DoseSegLogic()
+        tables, chart = logic.computeDvh(doseNode, segmentationNode)
+        self.assertEqual(len(tables), len(case.structures))
+        self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), len(case.structures))
+        expected = compute_dvhs(case.dose, case.structures)["PTV70"]
+        table = slicer.util.getFirstNodeByClassByName("vtkMRMLTableNode", "DVH PTV70")
+        self.assertTrue(np.allclose(slicer.util.arrayFromTableColumn(table, "Volume"), expected.volume_pct))
+        metrics, constraints = logic.computeMetrics(doseNode, segmentationNode)
+        self.assertEqual(metrics.GetNumberOfRows(), len(case.structures))
+        self.assertGreater(constraints.GetNumberOfRows(), 0)
+        nodes.showDose(doseNode, ctNode, 70.0)
+        logic.showChart(chart)
+        self.assertEqual(doseNode.GetAttribute(nodes.DOSE_ATTRIBUTE), "1")
+        self.delayDisplay("Scene test passed")
+
+    def test_DoseSegSteps(self) -> None:
+        """Align and radiomics through the background CLI; the model steps unless Slicer's testing mode is on."""
+        _, ctNode, doseNode, segmentationNode = self._loadPhantom()
+        logic = DoseSegLogic()
+        self.delayDisplay("Align structures (background process)")
+        aligned = logic.alignStructures(ctNode, segmentationNode)
+        self.assertEqual(aligned.GetSegmentation().GetNumberOfSegments(),
+                         segmentationNode.GetSegmentation().GetNumberOfSegments())
+        if not logic.missingPackages(RADIOMICS_PACKAGES):
+            self.assertGreater(logic.extractRadiomics(ctNode, aligned).GetNumberOfRows(), 0)
+        if slicer.app.testingEnabled() and not os.environ.get("DOSESEG_TEST_MODELS"):
+            self.delayDisplay("Testing mode: model steps skipped (set DOSESEG_TEST_MODELS=1 to run them)")
+            return
+        self.delayDisplay("Model steps: auto-segment, predict dose, run all")
+        self.assertIsNotNone(logic.segmentMissingOars(ctNode, aligned))
+        predicted = logic.predictDose(ctNode, aligned)
+        self.assertEqual(predicted.GetAttribute(nodes.DOSE_ATTRIBUTE), "1")
+        outputs = logic.runAll(ctNode, aligned, doseNode)
+        self.assertGreater(outputs["metrics"].GetNumberOfRows(), 0)
+        self.delayDisplay("Steps test passed")

@@ -1,0 +1,351 @@
+"""The DoseSeg steps on an MRML scene: the module Logic's console API, without Qt.
+
+Long steps (align, auto-segment, predict dose, radiomics, run all) write a
+patient folder (ct.nrrd, structures/<Name>.nrrd, dose.nrrd) in a temporary
+folder, run the DoseSegLib command line there in a background process and load
+its output into the scene. ``start<Step>`` returns the running :class:`DoseSegJob`
+(the GUI polls it from a timer); ``<step>`` waits for it. The DVH runs in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from DoseSegLib import Case, Volume
+from DoseSegLib.constraints import RESULT_COLUMNS, load_constraints
+from DoseSegLib.dvh import compute_dvhs
+from DoseSegLib.errors import DoseSegError
+from DoseSegLib.io import read_dose, read_mask, read_segmentation, write_patient
+from DoseSegLib.names import NameMapper
+from DoseSegLib.plan import evaluate_plan
+
+from . import nodes, results
+from .process import CliProcess, cliCommand, cliEnvironment
+
+AUTO_SEGMENTED_TAG = "DoseSeg.AutoSegmented"
+METRICS_TABLE_NAME = "DoseSeg DVH metrics"
+CONSTRAINTS_TABLE_NAME = "DoseSeg constraints"
+RADIOMICS_TABLE_NAME = "DoseSeg radiomics"
+RADIOMICS_CSV = "radiomics*.csv"
+DOSE_FILE = "dose.nrrd"
+SEGMENTATION_FILE = "*.seg.nrrd"
+
+log = logging.getLogger(__name__)
+
+
+class DoseSegJobError(DoseSegError):
+    """A failed step; ``log`` holds the command's output for the error dialog."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log
+
+
+class DoseSegJob:
+    """One command-line step: inputs written and the command run in the background, then results loaded.
+
+    Args:
+        title: what the step does, for messages.
+        writeInputs: writes the input files into the given folder and returns the CLI arguments;
+            runs in a worker thread, so it must not touch the scene.
+        finish: loads the results from the given output folder into the scene (main thread).
+    """
+
+    def __init__(self, title: str, writeInputs: Callable[[Path], list], finish: Callable[[Path], object]) -> None:
+        self.title = title
+        self.folder = Path(tempfile.mkdtemp(prefix="DoseSeg-"))
+        self.process: CliProcess | None = None
+        self.result = None
+        self.done = False
+        self.cancelled = False
+        self._writeInputs = writeInputs
+        self._finish = finish
+        self._error: Exception | None = None
+        self._lock = threading.Lock()
+        self._writer = threading.Thread(target=self._launch, daemon=True)
+
+    @property
+    def progress(self) -> float | None:
+        """Percent done of the command's progress bar, None while unknown."""
+        return self.process.progress if self.process else None
+
+    @property
+    def status(self) -> str:
+        return self.process.status if self.process else "writing inputs"
+
+    @property
+    def log(self) -> str:
+        return self.process.log if self.process else ""
+
+    def start(self) -> DoseSegJob:
+        self._writer.start()
+        return self
+
+    def _launch(self) -> None:
+        try:
+            args = self._writeInputs(self.folder)
+            with self._lock:
+                if not self.cancelled:
+                    self.process = CliProcess(cliCommand(args), self.folder, cliEnvironment()).start()
+        except Exception as exc:  # shown by poll() in the main thread
+            self._error = exc
+
+    def poll(self) -> bool:
+        """Advance the job; True once it is over (results loaded or cancelled). Raises DoseSegJobError on failure."""
+        if self.done:
+            return True
+        if self._writer.is_alive() or (self.process and not self.cancelled and self.process.poll() is None):
+            return False
+        try:
+            if self._error is not None:
+                raise DoseSegJobError(f"{self.title}: cannot start ({self._error})", self.log) from self._error
+            if not self.cancelled:
+                code = self.process.poll()
+                if code != 0:
+                    lastLine = self.process.lines[-1] if self.process.lines else f"exit code {code}"
+                    raise DoseSegJobError(f"{self.title} failed: {lastLine}", self.log)
+                self.result = self._finish(self.folder / "output")
+        finally:
+            self.done = True
+            shutil.rmtree(self.folder, ignore_errors=True)
+        return True
+
+    def wait(self, interval: float = 0.2):
+        """Block until the job is over; its result (None when cancelled)."""
+        while not self.poll():
+            time.sleep(interval)
+        return self.result
+
+    def cancel(self) -> None:
+        """Stop the step and every process it started; nothing is loaded into the scene."""
+        with self._lock:
+            self.cancelled = True
+            process = self.process
+        if process is not None:
+            process.cancel()
+
+
+def _findOutput(folder: Path, pattern: str) -> Path:
+    found = sorted(folder.rglob(pattern))
+    if not found:
+        raise DoseSegError(f"the command wrote no {pattern}")
+    return found[0]
+
+
+def _fileName(name: str) -> str:
+    """A structure name usable as a file name on every system."""
+    return re.sub(r'[\\/:*?"<>|]', "_", name).strip() or "structure"
+
+
+class DoseSegPipeline:
+    """The DoseSeg steps on ``scene``; node arguments are MRML nodes of that scene."""
+
+    def __init__(self, scene) -> None:
+        self.scene = scene
+
+    # -- long steps, in a background process --------------------------------------------------------------------
+
+    def _job(self, title, ctNode, segmentationNode, command, finish, doseNode=None, onCtGrid=True) -> DoseSegJob:
+        """A started job over a patient folder holding the CT, the segments (on the CT grid or their own) and a dose."""
+        ct = nodes.volumeFromNode(ctNode)
+        masks = {}
+        if segmentationNode is not None:
+            masks = nodes.segmentMasks(segmentationNode, ct if onCtGrid else None)
+        dose = nodes.volumeFromNode(doseNode) if doseNode is not None else None
+        names = {_fileName(name) for name in masks}
+        if len(names) != len(masks):
+            raise DoseSegError("two segment names give the same file name: rename one of them")
+
+        def writeInputs(folder: Path) -> list:
+            patient = folder / "patient"
+            patient.mkdir()
+            structures = {_fileName(name): mask for name, mask in masks.items()}
+            write_patient(patient, Case("patient", ct, structures, dose))
+            return [*command[:1], patient, *command[1:], "-o", folder / "output"]
+
+        return DoseSegJob(title, writeInputs, finish).start()
+
+    def startAlignStructures(self, ctNode, segmentationNode) -> DoseSegJob:
+        """Resample every segment onto the CT grid (``doseseg align``) into a new segmentation node."""
+        colors = {NameMapper().canonical(name): color for name, color in nodes.segmentColors(segmentationNode).items()}
+
+        def finish(output: Path):
+            aligned = nodes.newSegmentationNode(self.scene, f"{segmentationNode.GetName()} on CT grid", ctNode)
+            files = sorted(_findOutput(output, "ct.nrrd").parent.glob("structures/*.nrrd"))
+            nodes.addSegments(aligned, {file.name[: -len(".nrrd")]: read_mask(file) for file in files}, colors)
+            return aligned
+
+        return self._job("Align structures", ctNode, segmentationNode, ["align"], finish, onCtGrid=False)
+
+    def startSegmentMissingOars(self, ctNode, segmentationNode=None) -> DoseSegJob:
+        """Auto-segment the CT (``doseseg segment``); the OARs it lacks are added to ``segmentationNode``.
+
+        A new segmentation node is made when ``segmentationNode`` is None. The job's result is the
+        segmentation node; the added segments carry the tag ``DoseSeg.AutoSegmented``.
+        """
+        return self._job("Auto-segment", ctNode, segmentationNode, ["segment"],
+                         lambda output: self.addMissingSegments(_findOutput(output, SEGMENTATION_FILE), ctNode,
+                                                                segmentationNode))
+
+    def addMissingSegments(self, path: str | Path, ctNode, segmentationNode=None):
+        """Add the structures of a .seg.nrrd that ``segmentationNode`` lacks (by canonical name), tagged auto-segmented.
+
+        Args:
+            path: the .seg.nrrd (e.g. written by ``doseseg segment``).
+            ctNode: reference geometry of a new segmentation node.
+            segmentationNode: where to add them; a new node when None.
+
+        Returns:
+            The segmentation node.
+        """
+        masks = read_segmentation(path)
+        if segmentationNode is None:
+            segmentationNode = nodes.newSegmentationNode(self.scene, f"{ctNode.GetName()} segmentation", ctNode)
+        present = {NameMapper().canonical(name) for name in nodes.segmentColors(segmentationNode)}
+        missing = {name: mask for name, mask in masks.items() if name not in present}
+        segmentation = segmentationNode.GetSegmentation()
+        for segmentId in nodes.addSegments(segmentationNode, missing):
+            segmentation.GetSegment(segmentId).SetTag(AUTO_SEGMENTED_TAG, "1")
+        log.info("auto-segmented: %s", ", ".join(missing) or "nothing missing")
+        return segmentationNode
+
+    def startPredictDose(self, ctNode, segmentationNode, device: str = "auto", prescription: float | None = None,
+                         doseNode=None) -> DoseSegJob:
+        """Predict the dose (``doseseg predict-dose``) into ``doseNode`` (new when None), shown over the CT.
+
+        Args:
+            device: "auto", "cpu" or "cuda".
+            prescription: Gy, top of the colour window (at least the maximum dose).
+        """
+        return self._job("Predict dose", ctNode, segmentationNode, ["predict-dose", "--device", device],
+                         lambda output: self.loadDose(_findOutput(output, DOSE_FILE), ctNode, prescription, doseNode))
+
+    def loadDose(self, path: str | Path, ctNode, prescription: float | None = None, doseNode=None):
+        """Load a dose NRRD (Gy) as an RT dose volume shown over the CT.
+
+        Args:
+            path: the dose file (e.g. written by ``doseseg predict-dose``).
+            ctNode: the CT it is shown over.
+            prescription: Gy, top of the colour window (at least the maximum dose).
+            doseNode: the volume node to fill; a new "<CT> predicted dose" node when None.
+        """
+        dose = read_dose(path)
+        if doseNode is None:
+            doseNode = nodes.addVolumeNode(self.scene, dose, f"{ctNode.GetName()} predicted dose")
+        else:
+            nodes.updateVolumeNode(doseNode, dose)
+        nodes.showDose(doseNode, ctNode, prescription)
+        return doseNode
+
+    def startExtractRadiomics(self, ctNode, segmentationNode) -> DoseSegJob:
+        """pyradiomics features of every segment on the CT (``doseseg radiomics``) into a table node."""
+        return self._job("Extract radiomics", ctNode, segmentationNode, ["radiomics"],
+                         lambda output: results.loadCsvTable(
+                             self.scene, _findOutput(output, RADIOMICS_CSV), RADIOMICS_TABLE_NAME))
+
+    def startRunAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None
+                    ) -> DoseSegJob:
+        """The whole chain (``doseseg run``): missing OARs, dose and radiomics; then DVH, metrics and goals in-process.
+
+        The job's result is a dict of the output nodes: dose, segmentation, dvhTables, dvhChart,
+        metrics, constraints, radiomics.
+        """
+
+        def finish(output: Path) -> dict:
+            segmentation = self.addMissingSegments(_findOutput(output, SEGMENTATION_FILE), ctNode, segmentationNode)
+            doseNode = self.loadDose(_findOutput(output, DOSE_FILE), ctNode, prescription)
+            dvhTables, chartNode = self.computeDvh(doseNode, segmentation, referenceDoseNode)
+            metrics, constraints = self.computeMetrics(doseNode, segmentation, prescription)
+            radiomics = results.loadCsvTable(self.scene, _findOutput(output, RADIOMICS_CSV), RADIOMICS_TABLE_NAME)
+            return {"dose": doseNode, "segmentation": segmentation, "dvhTables": dvhTables, "dvhChart": chartNode,
+                    "metrics": metrics, "constraints": constraints, "radiomics": radiomics}
+
+        return self._job("Run all", ctNode, segmentationNode, ["run"], finish, doseNode=referenceDoseNode)
+
+    def alignStructures(self, ctNode, segmentationNode):
+        """:meth:`startAlignStructures`, waiting for the result."""
+        return self.startAlignStructures(ctNode, segmentationNode).wait()
+
+    def segmentMissingOars(self, ctNode, segmentationNode=None):
+        """:meth:`startSegmentMissingOars`, waiting for the result."""
+        return self.startSegmentMissingOars(ctNode, segmentationNode).wait()
+
+    def predictDose(self, ctNode, segmentationNode, device: str = "auto", prescription: float | None = None,
+                    doseNode=None):
+        """:meth:`startPredictDose`, waiting for the result."""
+        return self.startPredictDose(ctNode, segmentationNode, device, prescription, doseNode).wait()
+
+    def extractRadiomics(self, ctNode, segmentationNode):
+        """:meth:`startExtractRadiomics`, waiting for the result."""
+        return self.startExtractRadiomics(ctNode, segmentationNode).wait()
+
+    def runAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None) -> dict:
+        """:meth:`startRunAll`, waiting for the result."""
+        return self.startRunAll(ctNode, segmentationNode, referenceDoseNode, prescription).wait()
+
+    # -- fast steps, in-process --------------------------------------------------------------------------------
+
+    def computeDvh(self, doseNode, segmentationNode, referenceDoseNode=None, stepGy: float = 0.1):
+        """Cumulative DVH of every segment: one table node per structure and one plot chart.
+
+        Curves take their segment's colour; those of ``referenceDoseNode`` are dashed.
+
+        Returns:
+            (tableNodes, chartNode)
+        """
+        chartNode = results.dvhChart(self.scene)
+        tableNodes = []
+        for node, label in ((doseNode, ""), (referenceDoseNode, "reference ")):
+            if node is not None:
+                dose, masks, colors = self._doseAndMasks(node, segmentationNode)
+                dvhs = compute_dvhs(dose, masks, stepGy)
+                tableNodes += results.addDvhNodes(chartNode, dvhs, colors, label, dashed=bool(label))
+        return tableNodes, chartNode
+
+    def computeMetrics(self, doseNode, segmentationNode, prescription: float | None = None,
+                       constraintsFile: str | Path | None = None):
+        """DVH metrics (Dmean, D95, D0.1cc, ..., HI and CI of targets) and clinical-goal checks of every segment.
+
+        Args:
+            prescription: Gy; the highest ``PTV<dose>`` level when None.
+            constraintsFile: CSV of clinical goals; DoseSegLib's head-and-neck table when None.
+
+        Returns:
+            (metricsTableNode, constraintsTableNode)
+        """
+        dose, masks, _ = self._doseAndMasks(doseNode, segmentationNode)
+        # the dose grid stands in for the CT grid: the structures are on it
+        case = Case(doseNode.GetName(), dose, masks, dose, prescription=prescription)
+        evaluation = evaluate_plan(case, constraints=load_constraints(constraintsFile))
+        metricsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME)
+        results.setTableRows(metricsTable, evaluation.metrics)
+        constraintsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME)
+        results.setTableRows(constraintsTable, evaluation.constraints, RESULT_COLUMNS)
+        return metricsTable, constraintsTable
+
+    def setDoseOpacity(self, opacity: float) -> None:
+        """Opacity of the dose over the CT in every slice view."""
+        nodes.setDoseOpacity(self.scene, opacity)
+
+    @staticmethod
+    def _doseAndMasks(doseNode, segmentationNode) -> tuple[Volume, dict[str, Volume], dict[str, tuple]]:
+        """The dose, the segments on its grid and their colours, keyed by canonical structure name."""
+        dose = nodes.volumeFromNode(doseNode)
+        mapper = NameMapper()
+        masks = {}
+        for name, mask in nodes.segmentMasks(segmentationNode, dose).items():
+            canonical = mapper.canonical(name)
+            if canonical in masks:
+                raise DoseSegError(f"two segments of '{segmentationNode.GetName()}' are both '{canonical}'")
+            masks[canonical] = mask
+        if not masks:
+            raise DoseSegError(f"no segment of '{segmentationNode.GetName()}' overlaps '{doseNode.GetName()}'")
+        colors = {mapper.canonical(name): color for name, color in nodes.segmentColors(segmentationNode).items()}
+        return dose, masks, colors

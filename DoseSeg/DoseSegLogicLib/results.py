@@ -1,0 +1,119 @@
+"""DVH, metric, constraint and radiomics results as MRML table nodes, plot series and one DVH plot chart."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import vtk
+from vtk.util import numpy_support
+
+from DoseSegLib.dvh import DVH
+from DoseSegLib.tables import columns_of, format_value, read_csv
+
+DVH_CHART_NAME = "DoseSeg DVH"
+DVH_UNITS = {"Dose": "Gy", "Volume": "%", "VolumeCc": "cm3"}
+
+
+def getOrAddNode(scene, className: str, name: str):
+    """The node of ``className`` named ``name``, added to ``scene`` when there is none (reruns reuse nodes)."""
+    return scene.GetFirstNode(name, className) or scene.AddNewNodeByClass(className, name)
+
+
+def _numbers(values: Sequence) -> np.ndarray | None:
+    """``values`` as floats (None and empty text as NaN), or None when any value is not a number."""
+    numbers = []
+    for value in values:
+        if value is None or value == "":
+            numbers.append(math.nan)
+            continue
+        if isinstance(value, bool):
+            return None
+        try:
+            numbers.append(float(value))
+        except (TypeError, ValueError):
+            return None
+    return np.asarray(numbers, dtype=np.float64)
+
+
+def setTableColumns(tableNode, columns: Mapping[str, Sequence]) -> None:
+    """Replace the table's content: numeric columns as doubles, any other column as text."""
+    table = vtk.vtkTable()
+    for name, values in columns.items():
+        numbers = _numbers(values)
+        if numbers is not None:
+            array = numpy_support.numpy_to_vtk(numbers, deep=True)
+        else:
+            array = vtk.vtkStringArray()
+            for value in values:
+                array.InsertNextValue(format_value(value))
+        array.SetName(name)
+        table.AddColumn(array)
+    tableNode.SetAndObserveTable(table)
+
+
+def setTableRows(tableNode, rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> None:
+    """Replace the table's content with one row per dict (missing keys become empty cells)."""
+    columns = list(columns) if columns is not None else columns_of(rows)
+    setTableColumns(tableNode, {column: [row.get(column) for row in rows] for column in columns})
+
+
+def loadCsvTable(scene, path: str | Path, name: str):
+    """A table node named ``name`` holding a CSV file written by the DoseSegLib command line."""
+    rows = read_csv(path)
+    tableNode = getOrAddNode(scene, "vtkMRMLTableNode", name)
+    setTableRows(tableNode, rows)
+    return tableNode
+
+
+def dvhChart(scene):
+    """The module's DVH plot chart, emptied of its previous series."""
+    chartNode = getOrAddNode(scene, "vtkMRMLPlotChartNode", DVH_CHART_NAME)
+    chartNode.RemoveAllPlotSeriesNodeIDs()
+    chartNode.SetTitle("Dose volume histogram")
+    chartNode.SetXAxisTitle("Dose [Gy]")
+    chartNode.SetYAxisTitle("Volume [%]")
+    return chartNode
+
+
+def addDvhNodes(
+    chartNode,
+    dvhs: Mapping[str, DVH],
+    colors: Mapping[str, Sequence[float]],
+    label: str = "",
+    dashed: bool = False,
+) -> list:
+    """One table (columns Dose, Volume, VolumeCc) and one plot series per structure, added to ``chartNode``.
+
+    Args:
+        chartNode: the plot chart that shows the curves.
+        dvhs: cumulative DVHs by structure name.
+        colors: curve colour of each structure (its segment's colour).
+        label: added to node names, e.g. "reference " for a second dose.
+        dashed: draw the curves dashed (reference dose).
+
+    Returns:
+        The table nodes, in the order of ``dvhs``.
+    """
+    scene = chartNode.GetScene()
+    tableNodes = []
+    for name, dvh in dvhs.items():
+        title = f"DVH {label}{name}"
+        tableNode = getOrAddNode(scene, "vtkMRMLTableNode", title)
+        setTableColumns(tableNode, {"Dose": dvh.dose_gy, "Volume": dvh.volume_pct, "VolumeCc": dvh.volume_cc})
+        for column, unit in DVH_UNITS.items():
+            tableNode.SetColumnUnitLabel(column, unit)
+        tableNode.SetAttribute("DoseSeg.Structure", name)
+        seriesNode = getOrAddNode(scene, "vtkMRMLPlotSeriesNode", title)
+        seriesNode.SetAndObserveTableNodeID(tableNode.GetID())
+        seriesNode.SetXColumnName("Dose")
+        seriesNode.SetYColumnName("Volume")
+        seriesNode.SetPlotType(seriesNode.PlotTypeScatter)
+        seriesNode.SetMarkerStyle(seriesNode.MarkerStyleNone)
+        seriesNode.SetLineStyle(seriesNode.LineStyleDash if dashed else seriesNode.LineStyleSolid)
+        seriesNode.SetColor(*colors[name])
+        chartNode.AddAndObservePlotSeriesNodeID(seriesNode.GetID())
+        tableNodes.append(tableNode)
+    return tableNodes

@@ -1,0 +1,150 @@
+"""``doseseg train-seg``, ``doseseg segment`` and ``doseseg evaluate-seg``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .case import OARS
+from .errors import DoseSegError
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return names
+
+
+def _windows(text: str) -> tuple[tuple[float, float], ...]:
+    try:
+        windows = tuple(tuple(float(v) for v in w.split(":")) for w in text.split(","))
+    except ValueError:
+        windows = ()
+    if not windows or any(len(w) != 2 or w[0] >= w[1] for w in windows):
+        raise argparse.ArgumentTypeError("expected LOW:HIGH[,LOW:HIGH...] in HU, e.g. -1024:1024,-160:240")
+    return windows
+
+
+def cmd_train_seg(args: argparse.Namespace) -> None:
+    from .models.devices import select_device
+    from .models.seg_data import InputSpec
+    from .models.seg_net import SegNetConfig
+    from .models.seg_training import SegTrainConfig, train_segmentation
+
+    if args.loss != "doselo" and (args.dose_model or args.dose_weights):
+        raise DoseSegError("--dose-model and --dose-weights only apply to --loss doselo")
+    config = SegTrainConfig(
+        loss=args.loss, dose_weight=args.dose_weight, dose_model=args.dose_model,
+        dose_weights=str(args.dose_weights) if args.dose_weights else None,
+        init_weights=str(args.init) if args.init else None, labels=args.labels,
+        inputs=InputSpec(args.inputs, args.ct_windows), epochs=args.epochs, batch_size=args.batch_size,
+        patch=tuple(args.patch), lr=args.lr, weight_decay=args.weight_decay, val_every=args.val_every,
+        patience=args.patience, max_minutes=args.max_minutes, max_train_patients=args.max_train_patients,
+        max_val_patients=args.max_val_patients, seed=args.seed, threads=args.threads, workers=args.workers,
+        net=SegNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
+                         squeeze_excitation=not args.no_se, dropout=args.dropout),
+    )
+    result = train_segmentation(args.data, args.out, config, cache=args.cache, device=select_device(args.device))
+    print(f"best val_dice {result['val_dice']:.4f} epochs {result['epochs']}")
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .outputs import check_output_dir, staged_output
+    from .segmentation import load_segmentation_model, segment_folder, write_masks
+
+    if len({p.name for p in args.patients}) != len(args.patients):
+        raise DoseSegError("two patient folders share a name; their outputs would collide")
+    check_output_dir(args.output, args.force, args.patients)
+    model = load_segmentation_model(args.model, args.device, args.weights)
+    failures = 0
+    with staged_output(args.output, args.force, args.patients) as out:
+        for folder in tqdm(args.patients, desc="segment", unit="patient", disable=len(args.patients) < 2):
+            try:
+                masks = segment_folder(model, folder)
+                (out / folder.name).mkdir()
+                write_masks(out / folder.name, masks)
+            except DoseSegError as exc:
+                failures += 1
+                print(f"doseseg: error: {folder}: {exc}", file=sys.stderr)
+    print(f"wrote {args.output} ({len(args.patients) - failures} of {len(args.patients)} patients)")
+    return 1 if failures else 0
+
+
+def cmd_evaluate_seg(args: argparse.Namespace) -> None:
+    from .models.seg_evaluation import evaluate_folder, summarise
+    from .outputs import staged_output
+    from .tables import write_csv
+
+    dose_model = None
+    if not args.no_rmae:
+        from .dose_prediction import load_dose_model
+
+        dose_model = load_dose_model(args.dose_model, args.device)
+    rows = evaluate_folder(args.predictions, args.reference, args.labels, dose_model)
+    summary = summarise(rows)
+    with staged_output(args.output, args.force, [args.predictions, args.reference]) as out:
+        write_csv(out / "per_structure.csv", rows, digits=5)
+        write_csv(out / "summary.csv", summary, digits=5)
+    mean = summary[-1]
+    print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in mean.items()))
+    print(f"wrote {args.output}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-seg", help="train the OAR segmentation network (resumes from OUT/last.pt)")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
+    p.add_argument("--loss", choices=("bce_dice", "doselo"), default="bce_dice")
+    p.add_argument("--dose-model", help="DOSELO: catalogue name of the frozen dose network (default model)")
+    p.add_argument("--dose-weights", type=Path, help="DOSELO: a train-dose best.pt instead of the catalogue")
+    p.add_argument("--lambda", dest="dose_weight", type=float, default=1.0, help="DOSELO: weight of the dose MSE (Gy^2)")
+    p.add_argument("--init", type=Path, help="start from a train-seg best.pt (e.g. DOSELO fine-tuning)")
+    p.add_argument("--inputs", type=_names, default=("ct.nrrd",),
+                   help="input images in each patient folder, resampled onto the first (default ct.nrrd)")
+    p.add_argument("--labels", type=_names, default=OARS, help="structures to segment (default the 7 OARs)")
+    p.add_argument("--ct-windows", type=_windows, default=((-1024.0, 1024.0),),
+                   help="CT windows as channels, e.g. --ct-windows=-1024:1024,-160:240")
+    p.add_argument("--cache", type=Path, help="prepared-array cache (default OUT/cache)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--patch", type=int, nargs=3, default=(96, 80, 64), help="training patch (multiple of 16)")
+    p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128, 256), help="U-Net widths")
+    p.add_argument("--no-se", action="store_true", help="without squeeze-and-excitation layers")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-5)
+    p.add_argument("--val-every", type=int, default=2, help="validate every N epochs")
+    p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
+    p.add_argument("--max-minutes", type=float, help="stop after the epoch that passes this time")
+    p.add_argument("--max-train-patients", type=int)
+    p.add_argument("--max-val-patients", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--workers", type=int, default=2, help="processes preparing the cache")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_train_seg)
+
+    p = sub.add_parser("segment", help="auto-segment the organs at risk of one or more patients")
+    p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd and the model's other inputs)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="writes OUTPUT/<patient>/segmentation.seg.nrrd and structures/<Name>.nrrd")
+    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--model", help="catalogue model name (default: the default segmentation model)")
+    p.add_argument("--weights", type=Path, help="a train-seg best.pt instead of a catalogue model")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("evaluate-seg", help="Dice, HD95 and dosimetric RMAE of predicted segmentations")
+    p.add_argument("predictions", type=Path, help="folder of patient folders written by 'doseseg segment'")
+    p.add_argument("--reference", type=Path, required=True, help="folder of the reference patient folders")
+    p.add_argument("-o", "--output", type=Path, required=True, help="writes per_structure.csv and summary.csv")
+    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    p.add_argument("--labels", type=_names, default=OARS, help="structures to score (default the 7 OARs)")
+    p.add_argument("--dose-model", help="catalogue dose model for RMAE (default model)")
+    p.add_argument("--no-rmae", action="store_true", help="skip the dosimetric error (no dose model needed)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_evaluate_seg)

@@ -1,0 +1,172 @@
+"""Inputs of the segmentation network, built from patient folders, and the training-sample cache.
+
+A patient folder holds ct.nrrd, structures/<Name>.nrrd (or a .seg.nrrd) and, for
+multi-input models, further images (e.g. pet.nrrd) beside ct.nrrd. Every image is
+resampled onto the grid of the first one; everything is cropped to the body (plus
+the possible-dose mask) to save memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..alignment import align_case, body_mask, resample
+from ..case import Case
+from ..io import read_patient, read_volume
+from ..volume import Volume
+from .dose_inference import pad_to
+from .dose_inputs import dose_input_channels, mask_box
+
+log = logging.getLogger(__name__)
+CT_IMAGE = "ct.nrrd"
+AIR_HU = -1024.0
+BOX_MARGIN = 4
+
+
+@dataclass
+class InputSpec:
+    """How the network's input channels are made from a patient's images.
+
+    Attributes:
+        images: file names in the patient folder; the first one defines the grid.
+        ct_windows: HU windows of the CT, each clipped and scaled to [-1, 1] as one
+            channel. Other images are z-scored over the body.
+    """
+
+    images: tuple[str, ...] = (CT_IMAGE,)
+    ct_windows: tuple[tuple[float, float], ...] = ((-1024.0, 1024.0),)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputSpec:
+        return cls(tuple(data["images"]), tuple(tuple(w) for w in data["ct_windows"]))
+
+    @property
+    def channels(self) -> int:
+        return sum(len(self.ct_windows) if is_ct(name) else 1 for name in self.images)
+
+
+def is_ct(image: str) -> bool:
+    return image.lower() == CT_IMAGE
+
+
+def read_inputs(folder: Path, spec: InputSpec) -> tuple[Case, list[Volume]]:
+    """The aligned case (on the first image's grid) and the spec's images on that grid."""
+    case = read_patient(folder)
+    if not is_ct(spec.images[0]):
+        case = replace(case, ct=read_volume(folder / spec.images[0]))
+    case = align_case(case)
+    images = [case.ct]
+    for name in spec.images[1:]:
+        fill = AIR_HU if is_ct(name) else 0.0
+        images.append(resample(read_volume(folder / name), case.ct, "linear", fill))
+    return case, images
+
+
+def region_mask(case: Case) -> np.ndarray:
+    """Where to segment: the body found on the grid image, joined with the possible-dose mask."""
+    return body_mask(case.ct).array | case.possible_dose_mask.array
+
+
+def input_channels(images: list[Volume], spec: InputSpec, region: np.ndarray) -> np.ndarray:
+    """Float32 ``(spec.channels, X, Y, Z)``: CT windows scaled to [-1, 1], other images z-scored in ``region``."""
+    channels = []
+    for name, image in zip(spec.images, images):
+        values = image.array.astype(np.float32)
+        if is_ct(name):
+            for low, high in spec.ct_windows:
+                channels.append((np.clip(values, low, high) - low) / (high - low) * 2 - 1)
+        else:
+            inside = values[region]
+            channels.append((values - inside.mean()) / max(float(inside.std()), 1e-6))
+    return np.stack(channels)
+
+
+def pad_channels(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Pad channels-first ``array`` at the end of each spatial axis to ``shape``, each channel with its minimum."""
+    pads = [(0, max(0, s - n)) for s, n in zip(shape, array.shape[1:])]
+    if not any(after for _, after in pads):
+        return array
+    return np.stack([np.pad(c, pads, constant_values=c.min()) for c in array])
+
+
+def prepare_sample(folder: Path, spec: InputSpec, labels: tuple[str, ...], dose_inputs: bool) -> dict[str, np.ndarray]:
+    """Arrays of one training patient, cropped to its region box.
+
+    Returns:
+        image (float16, channels), labels (uint8, one per label), present (bool per label:
+        whether the patient has that structure; absent ones are not scored), box
+        ((3, 2) start/stop on the grid) and, when ``dose_inputs``, the dose network's
+        input channels (float16).
+    """
+    case, images = read_inputs(folder, spec)
+    region = region_mask(case)
+    box = mask_box(region, BOX_MARGIN)
+    empty = np.zeros(case.ct.shape, bool)
+    sample = {
+        "image": input_channels(images, spec, region)[(slice(None), *box)].astype(np.float16),
+        "labels": np.stack([case.structures.get(n, case.ct.with_array(empty)).array[box] for n in labels])
+        .astype(np.uint8),
+        "present": np.array([n in case.structures for n in labels]),
+        "box": np.array([[s.start, s.stop] for s in box]),
+    }
+    if dose_inputs:
+        sample["dose_inputs"] = dose_input_channels(case)[(slice(None), *box)].astype(np.float16)
+    return sample
+
+
+def _cache_one(folder: Path, cache_dir: Path, key: str, spec: InputSpec, labels: tuple[str, ...],
+               dose_inputs: bool) -> Path:
+    target = cache_dir / f"{folder.parent.name}_{folder.name}_{key}.npz"
+    if not target.is_file():
+        partial_file = target.with_suffix(".tmp.npz")
+        np.savez(partial_file, **prepare_sample(folder, spec, labels, dose_inputs))
+        partial_file.rename(target)
+    return target
+
+
+def build_cache(folders: list[Path], cache_dir: Path, spec: InputSpec, labels: tuple[str, ...],
+                dose_inputs: bool, workers: int = 2) -> list[Path]:
+    """Prepare every patient once (in parallel); the file names carry a key of the options."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    options = json.dumps([spec.to_dict(), list(labels), dose_inputs], sort_keys=True)
+    key = hashlib.sha256(options.encode()).hexdigest()[:10]
+    work = partial(_cache_one, cache_dir=cache_dir, key=key, spec=spec, labels=labels, dose_inputs=dose_inputs)
+    if workers <= 1 or len(folders) <= 1:
+        return [work(folder) for folder in folders]
+    with ProcessPoolExecutor(min(workers, len(folders))) as pool:
+        return list(pool.map(work, folders))
+
+
+def load_sample(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int],
+                 rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """A random ``patch``-sized crop of a sample's arrays (padded where the box is smaller)."""
+    shape = tuple(max(p, n) for p, n in zip(patch, sample["image"].shape[1:]))
+    start = [int(rng.integers(0, n - p + 1)) for n, p in zip(shape, patch)]
+    crop = (slice(None), *(slice(s, s + p) for s, p in zip(start, patch)))
+    arrays = {
+        "image": pad_channels(sample["image"].astype(np.float32), shape),
+        "labels": np.pad(sample["labels"].astype(np.float32),
+                         [(0, 0)] + [(0, s - n) for s, n in zip(shape, sample["labels"].shape[1:])]),
+    }
+    if "dose_inputs" in sample:
+        arrays["dose_inputs"] = pad_to(sample["dose_inputs"].astype(np.float32), shape)[0]
+    patch_arrays = {key: torch.from_numpy(np.ascontiguousarray(value[crop])) for key, value in arrays.items()}
+    patch_arrays["present"] = torch.from_numpy(sample["present"].copy())
+    return patch_arrays

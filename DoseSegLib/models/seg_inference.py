@@ -1,0 +1,71 @@
+"""Sliding-window probabilities of the segmentation network and per-label threshold tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .dose_inference import inference_shape
+from .seg_data import pad_channels
+from .seg_net import SegNet
+
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+@torch.inference_mode()
+def predict_probabilities(net: SegNet, image: np.ndarray, roi: tuple[int, int, int], device: torch.device,
+                          amp: bool = False) -> np.ndarray:
+    """Sigmoid probabilities ``(labels, X, Y, Z)`` float32 for channels-first ``image``.
+
+    Args:
+        roi: sliding-window size (the training patch).
+        amp: autocast to float16 (CUDA only).
+    """
+    from monai.inferers import sliding_window_inference
+
+    shape = image.shape[1:]
+    padded = pad_channels(image.astype(np.float32), inference_shape(shape, roi, net.config.size_multiple))
+    x = torch.from_numpy(np.ascontiguousarray(padded))[None].to(device)
+    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        logits = sliding_window_inference(x, roi, 4, net, overlap=0.25, mode="gaussian")
+    probabilities = torch.sigmoid(logits.float())[0].cpu().numpy()
+    return probabilities[(slice(None), *(slice(0, n) for n in shape))]
+
+
+def overlap_counts(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per label and candidate threshold: true-positive and predicted voxel counts, and truth counts.
+
+    Args:
+        probabilities: ``(L, X, Y, Z)``.
+        labels: ``(L, X, Y, Z)`` boolean truth.
+    """
+    edges = np.concatenate([[0.0], THRESHOLDS, [np.inf]])
+
+    def at_least(values: np.ndarray) -> np.ndarray:
+        counts = np.histogram(values, bins=edges)[0]
+        return np.cumsum(counts[::-1])[::-1][1:]  # voxels with p >= each threshold
+
+    truth = labels.astype(bool)
+    return {
+        "true_positive": np.stack([at_least(p[t]) for p, t in zip(probabilities, truth)]),
+        "predicted": np.stack([at_least(p) for p in probabilities]),
+        "truth": truth.reshape(len(truth), -1).sum(axis=1),
+    }
+
+
+def tune_thresholds(counts: list[dict[str, np.ndarray]], present: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, the candidate threshold with the best mean Dice over the patients that have the label.
+
+    Returns:
+        thresholds (0.5 for a label no patient has) and the mean Dice at them (NaN there);
+        ties go to the threshold nearest 0.5.
+    """
+    dice = np.stack([
+        2 * c["true_positive"] / np.maximum(c["predicted"] + c["truth"][:, None], 1) for c in counts
+    ])  # (patients, labels, thresholds)
+    present_mask = np.stack(present)[:, :, None]
+    scored = present_mask.sum(axis=0)
+    mean = np.where(scored > 0, (dice * present_mask).sum(axis=0) / np.maximum(scored, 1), np.nan)
+    best = np.argmax(np.nan_to_num(mean, nan=-1.0) - 1e-6 * np.abs(THRESHOLDS - 0.5), axis=1)
+    rows = np.arange(len(best))
+    return np.where(scored[:, 0] > 0, THRESHOLDS[best], 0.5), mean[rows, best]

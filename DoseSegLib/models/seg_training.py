@@ -1,0 +1,221 @@
+"""Training of the segmentation network (BCE + Dice or DOSELO) on patient folders, validated by Dice.
+
+Writes into the run folder: config.json, log.csv (one row per epoch), last.pt (full
+state, for resume) and best.pt (inference weights with labels, inputs and the
+per-label thresholds tuned on validation; loadable with weights_only=True).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..case import OARS
+from ..errors import DoseSegError
+from .dose_training import _patient_folders, save_weights
+from .seg_augment import SegAugmentation, SegAugmentConfig
+from .seg_data import InputSpec, build_cache, load_sample, random_patch
+from .seg_inference import overlap_counts, predict_probabilities, tune_thresholds
+from .seg_losses import load_frozen_dose_net, make_loss
+from .seg_net import SegNet, SegNetConfig
+
+log = logging.getLogger(__name__)
+LOG_COLUMNS = ("epoch", "train_loss", "train_seg", "train_dose", "val_dice", "lr", "seconds")
+
+
+@dataclass
+class SegTrainConfig:
+    """Options of ``doseseg train-seg`` (saved beside the checkpoints).
+
+    Attributes:
+        loss: "bce_dice" or "doselo".
+        dose_weight: lambda of the DOSELO dose term (MSE in Gy^2).
+        dose_model: catalogue name of the frozen dose network (DOSELO; default model when None).
+        dose_weights: a train-dose best.pt to use instead of the catalogue.
+        init_weights: a train-seg best.pt to start from (e.g. DOSELO fine-tuning of a baseline).
+        workers: processes preparing the patient cache.
+    """
+
+    loss: str = "bce_dice"
+    dose_weight: float = 1.0
+    dose_model: str | None = None
+    dose_weights: str | None = None
+    init_weights: str | None = None
+    labels: tuple[str, ...] = OARS
+    inputs: InputSpec = field(default_factory=InputSpec)
+    epochs: int = 40
+    batch_size: int = 2
+    patch: tuple[int, int, int] = (96, 80, 64)
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 1e-5
+    val_every: int = 2
+    patience: int = 5
+    max_minutes: float | None = None
+    max_train_patients: int | None = None
+    max_val_patients: int | None = None
+    seed: int = 0
+    threads: int | None = None
+    workers: int = 2
+    net: SegNetConfig = field(default_factory=SegNetConfig)
+    augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
+
+
+def _check_patch(patch: tuple[int, ...], multiples: dict[str, int]) -> None:
+    for what, multiple in multiples.items():
+        if any(p % multiple for p in patch):
+            raise DoseSegError(f"patch {tuple(patch)} must be a multiple of {multiple} on each axis ({what})")
+
+
+class Validator:
+    """Validation patients: Dice of each label at thresholds tuned over the set."""
+
+    def __init__(self, samples: list[dict[str, np.ndarray]], patch: tuple[int, int, int]) -> None:
+        self.samples, self.patch = samples, patch
+
+    def score(self, net: SegNet, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+        """Per-label tuned thresholds and mean Dice at them (NaN for labels no patient has)."""
+        net.eval()
+        counts = [
+            overlap_counts(predict_probabilities(net, s["image"], self.patch, device), s["labels"])
+            for s in tqdm(self.samples, desc="validation", unit="patient", leave=False)
+        ]
+        return tune_thresholds(counts, [s["present"] for s in self.samples])
+
+
+def _load_init(net: SegNet, path: str) -> None:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint["config"] != net.config.to_dict():
+        raise DoseSegError(f"{path}: its network ({checkpoint['config']}) differs from this run's")
+    net.load_state_dict(checkpoint["state_dict"])
+
+
+def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Path | None = None,
+                       device: torch.device | None = None) -> dict:
+    """Train (or resume from ``out/last.pt``) the segmentation network; returns the best validation Dice.
+
+    Args:
+        data: dataset folder with train/ and validation/ patient folders.
+        out: run folder.
+        cache: prepared-array cache (default ``out/cache``).
+    """
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    config = replace(config, net=replace(config.net, in_channels=config.inputs.channels,
+                                         out_channels=len(config.labels)))
+    doselo = config.loss == "doselo"
+    dose_net = load_frozen_dose_net(config.dose_model, config.dose_weights).to(device) if doselo else None
+    multiples = {"segmentation network": config.net.size_multiple}
+    if dose_net is not None:
+        multiples["dose network"] = dose_net.config.size_multiple
+    _check_patch(config.patch, multiples)
+    loss_fn = make_loss(config.loss, config.labels, dose_net, config.dose_weight).to(device)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+
+    cache = cache or out / "cache"
+    train_folders = _patient_folders(data, "train")[: config.max_train_patients]
+    val_folders = _patient_folders(data, "validation")[: config.max_val_patients]
+    cached = build_cache(train_folders, cache, config.inputs, config.labels, doselo, config.workers)
+    train_samples = [load_sample(f) for f in cached]
+    cached = build_cache(val_folders, cache, config.inputs, config.labels, False, config.workers)
+    validator = Validator([load_sample(f) for f in cached], config.patch)
+
+    net = SegNet(config.net).to(device)
+    if config.init_weights:
+        _load_init(net, config.init_weights)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs, eta_min=config.min_lr)
+    state = {"epoch": 0, "best": -1.0, "stale": 0}
+    last = out / "last.pt"
+    if last.is_file():
+        checkpoint = torch.load(last, map_location=device, weights_only=True)
+        net.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["schedule"])
+        state = checkpoint["state"]
+        log.warning("resuming from %s at epoch %d", last, state["epoch"])
+
+    started = time.monotonic()
+    with (out / "log.csv").open("a", newline="") as log_file:
+        writer = csv.writer(log_file)
+        if log_file.tell() == 0:
+            writer.writerow([*LOG_COLUMNS, *(f"dice_{n}" for n in config.labels)])
+        while state["epoch"] < config.epochs and state["stale"] < config.patience:
+            epoch = state["epoch"] + 1
+            t0 = time.monotonic()
+            terms = _train_epoch(net, loss_fn, optimizer, train_samples, config, epoch, device)
+            schedule.step()
+            dice = np.full(len(config.labels), np.nan)
+            if epoch % config.val_every == 0 or epoch == config.epochs:
+                thresholds, dice = validator.score(net, device)
+                mean_dice = float(np.nanmean(dice))
+                if mean_dice > state["best"]:
+                    state.update(best=mean_dice, stale=0)
+                    save_weights(out / "best.pt", net, _meta(config, epoch, thresholds, dice))
+                else:
+                    state["stale"] += 1
+            state["epoch"] = epoch
+            writer.writerow([
+                epoch, f"{terms['loss']:.4f}", f"{terms['seg']:.4f}", f"{terms.get('dose', float('nan')):.4f}",
+                f"{np.nanmean(dice) if np.isfinite(dice).any() else float('nan'):.4f}",
+                f"{optimizer.param_groups[0]['lr']:.3g}", f"{time.monotonic() - t0:.1f}", *(f"{d:.4f}" for d in dice),
+            ])
+            log_file.flush()
+            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "state": state}, last.with_suffix(".partial"))
+            last.with_suffix(".partial").replace(last)
+            if config.max_minutes and (time.monotonic() - started) / 60 > config.max_minutes:
+                log.warning("time limit of %.0f min reached after epoch %d", config.max_minutes, epoch)
+                break
+    return {"val_dice": state["best"], "epochs": state["epoch"]}
+
+
+def _meta(config: SegTrainConfig, epoch: int, thresholds: np.ndarray, dice: np.ndarray) -> dict:
+    """What inference needs besides the weights, and how they were obtained."""
+    return {
+        "labels": list(config.labels),
+        "thresholds": {n: float(t) for n, t in zip(config.labels, thresholds)},
+        "inputs": config.inputs.to_dict(),
+        "patch": list(config.patch),
+        "epoch": epoch,
+        "val_dice": float(np.nanmean(dice)),
+        "val_dice_per_label": {n: float(d) for n, d in zip(config.labels, dice)},
+        "loss": config.loss,
+        "dose_weight": config.dose_weight,
+    }
+
+
+def _train_epoch(net: SegNet, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: list[dict],
+                 config: SegTrainConfig, epoch: int, device: torch.device) -> dict[str, float]:
+    """One pass over the training patients in random order; returns the mean of each loss term."""
+    net.train()
+    loss_fn.train()
+    rng = np.random.default_rng([config.seed, epoch])
+    augment = SegAugmentation(config.augment, config.labels, seed=config.seed * 1000 + epoch)
+    order = rng.permutation(len(samples))
+    batches = [order[i: i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    history = defaultdict(list)
+    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
+    for indices in bar:
+        patches = [augment(random_patch(samples[i], config.patch, rng)) for i in indices]
+        batch = {key: torch.stack([p[key] for p in patches]).to(device) for key in patches[0]}
+        terms = loss_fn(net(batch["image"]), batch)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        optimizer.step()
+        for key, value in terms.items():
+            history[key].append(value.item())
+        bar.set_postfix(loss=f"{np.mean(history['loss']):.3f}")
+    return {key: float(np.mean(values)) for key, values in history.items()}

@@ -1,0 +1,140 @@
+"""Auto-segmentation of organs at risk with a catalogue model (console API and CLI step).
+
+Usage: ``masks = segment_case(load_segmentation_model(), align_case(read_patient(folder)))``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .case import OARS, Case
+from .colors import structure_colors
+from .errors import DoseSegError
+from .io import write_segmentation, write_volume
+from .models.catalogue import ModelEntry, find_model, load_weights
+from .models.devices import select_device
+from .models.dose_inputs import mask_box
+from .models.seg_data import BOX_MARGIN, InputSpec, input_channels, read_inputs, region_mask
+from .volume import Volume
+
+log = logging.getLogger(__name__)
+TASK = "segmentation"
+
+
+@dataclass
+class SegModel:
+    """A loaded segmentation network with what it needs at inference.
+
+    Attributes:
+        thresholds: probability threshold of each label (tuned on validation).
+        patch: sliding-window size.
+        entry: the catalogue row, or None for weights loaded from a file.
+    """
+
+    net: object
+    labels: tuple[str, ...]
+    thresholds: dict[str, float]
+    inputs: InputSpec
+    patch: tuple[int, int, int]
+    device: object
+    amp: bool
+    entry: ModelEntry | None = None
+
+
+def load_segmentation_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> SegModel:
+    """Load a segmentation model onto ``device`` (network in eval mode).
+
+    Args:
+        name: catalogue model name (default: the catalogue's default segmentation model).
+        device: "auto", "cpu" or "cuda".
+        weights: a train-seg best.pt to load instead of a catalogue model (weights_only,
+            no checksum: the file is the user's own).
+    """
+    import torch
+
+    from .models.seg_net import SegNet, SegNetConfig
+
+    entry = None
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise DoseSegError(f"{weights}: segmentation weights not found")
+        checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+    else:
+        entry = find_model(TASK, name)
+        checkpoint = load_weights(entry)
+    torch_device = select_device(device)
+    net = SegNet(SegNetConfig.from_dict(checkpoint["config"]))
+    net.load_state_dict(checkpoint["state_dict"])
+    net.to(torch_device).eval()
+    meta = checkpoint["meta"]
+    return SegModel(
+        net=net, labels=tuple(meta["labels"]), thresholds=dict(meta["thresholds"]),
+        inputs=InputSpec.from_dict(meta["inputs"]), patch=tuple(meta["patch"]), device=torch_device,
+        amp=torch_device.type == "cuda", entry=entry,
+    )
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected region of a boolean mask."""
+    from scipy import ndimage
+
+    labelled, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if count <= 1:
+        return mask
+    return labelled == np.argmax(np.bincount(labelled.ravel())[1:]) + 1
+
+
+def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None,
+                 single_component: bool = True) -> dict[str, Volume]:
+    """Boolean masks, one per label, on the CT grid of an aligned ``case`` (see alignment.align_case).
+
+    Args:
+        images: the model's input images on the CT grid (see ``seg_data.read_inputs``);
+            by default the case's CT, for CT-only models.
+        single_component: keep only the largest connected region of each OAR.
+    """
+    from .models.seg_inference import predict_probabilities
+
+    if images is None:
+        if len(model.inputs.images) != 1:
+            raise DoseSegError(f"the model needs the images {model.inputs.images}; pass them as ``images``")
+        images = [case.ct]
+    region = region_mask(case)
+    box = mask_box(region, BOX_MARGIN)
+    image = input_channels(images, model.inputs, region)[(slice(None), *box)]
+    probabilities = predict_probabilities(model.net, image, model.patch, model.device, model.amp)
+    masks = {}
+    for label, probability in zip(model.labels, probabilities):
+        mask = np.zeros(case.ct.shape, bool)
+        mask[box] = probability >= model.thresholds[label]
+        if single_component and label in OARS:
+            mask = largest_component(mask)
+        masks[label] = case.ct.with_array(mask)
+    return masks
+
+
+def segment_folder(model: SegModel, folder: Path) -> dict[str, Volume]:
+    """Masks for a patient folder holding the model's input images (ct.nrrd, ...)."""
+    case, images = read_inputs(Path(folder), model.inputs)
+    return segment_case(model, case, images)
+
+
+def write_masks(folder: Path, masks: dict[str, Volume]) -> list[str]:
+    """Write ``segmentation.seg.nrrd`` (named, coloured segments) and ``structures/<Name>.nrrd``.
+
+    Empty masks are left out (with a warning). Returns the names written.
+    """
+    kept = {name: mask for name, mask in masks.items() if mask.array.any()}
+    for name in masks.keys() - kept.keys():
+        log.warning("%s: no voxel found for %s; not written", folder.name, name)
+    if not kept:
+        raise DoseSegError(f"{folder.name}: no structure found")
+    write_segmentation(folder / "segmentation.seg.nrrd", kept, structure_colors(kept))
+    (folder / "structures").mkdir(exist_ok=True)
+    for name, mask in kept.items():
+        write_volume(folder / "structures" / f"{name}.nrrd", mask.with_array(mask.array.astype(np.uint8)))
+    return list(kept)

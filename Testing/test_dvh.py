@@ -1,0 +1,217 @@
+"""DVHs and DVH metrics: analytic cases, numpy equivalence, bad input, and real patients."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from DoseSegLib.alignment import align_case
+from DoseSegLib.dosecheck import check_dose_coverage, check_dose_units, dose_coverage
+from DoseSegLib.dvh import (
+    METRIC_COLUMNS,
+    compute_dvhs,
+    cumulative_dvh,
+    dose_at_volume_cc,
+    dose_at_volume_pct,
+    dvh_metrics,
+    metrics_table,
+    percentile_sorted,
+    write_dvh_csv,
+    write_metrics_csv,
+)
+from DoseSegLib.errors import DoseSegError
+from DoseSegLib.io import read_patient
+from DoseSegLib.tables import read_csv
+from DoseSegLib.volume import Volume
+
+SPACING = (2.0, 2.0, 2.5)  # 0.01 cc voxels
+VOXEL_CC = 0.01
+GRADIENT = 0.5  # Gy per voxel along i
+
+
+def gradient_grid(shape: tuple[int, int, int] = (60, 20, 20)) -> Volume:
+    """Dose rising by GRADIENT Gy per voxel along i (dose[i] = GRADIENT * i)."""
+    dose = np.broadcast_to(GRADIENT * np.arange(shape[0], dtype=np.float32)[:, None, None], shape).copy()
+    return Volume(dose, SPACING, (-10.0, 5.0, 0.0))
+
+
+def box(grid: Volume, lo: tuple[int, int, int], hi: tuple[int, int, int]) -> Volume:
+    mask = np.zeros(grid.shape, dtype=bool)
+    mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+    return grid.with_array(mask)
+
+
+def test_percentile_sorted_is_numpy_percentile() -> None:
+    rng = np.random.default_rng(0)
+    q = [0, 0.37, 1, 2, 5, 50, 95, 98, 99, 99.9, 100]
+    for size in (1, 2, 7, 1000):
+        values = rng.gamma(2.0, 10.0, size)
+        expected = [np.percentile(values, p) for p in q]
+        assert percentile_sorted(np.sort(values), q).tolist() == expected
+
+
+def test_line_box_metrics_in_closed_form() -> None:
+    """A one-voxel-thick box along the gradient: N distinct doses d0 + g*t, so every Dx is linear in x."""
+    grid = gradient_grid()
+    lo, n = 10, 40
+    metrics = dvh_metrics(grid.array[lo:lo + n, 3, 4], VOXEL_CC, v_gy=(12.0, 20.0))
+    d0, top = GRADIENT * lo, GRADIENT * (lo + n - 1)
+    assert metrics["volume_cc"] == pytest.approx(n * VOXEL_CC)
+    assert (metrics["Dmin"], metrics["Dmax"]) == (d0, top)
+    assert metrics["Dmean"] == pytest.approx((d0 + top) / 2)
+    for x in (99, 98, 95, 50, 2, 1):
+        assert metrics[f"D{x}"] == pytest.approx(d0 + GRADIENT * (n - 1) * (100 - x) / 100), x
+    for volume_cc, key in ((0.1, "D0.1cc"), (0.03, "D0.03cc")):
+        hottest = round(volume_cc / VOXEL_CC)  # 10 and 3 voxels
+        assert metrics[key] == pytest.approx(d0 + GRADIENT * (n - 1) * (1 - hottest / n)), key
+    # V12Gy: voxels t with 5 + 0.5 t >= 12, i.e. t >= 14: 26 of 40.
+    assert metrics["V12Gy_pct"] == pytest.approx(100 * 26 / 40)
+    assert metrics["V12Gy_cc"] == pytest.approx(26 * VOXEL_CC)
+    assert metrics["V20Gy_pct"] == pytest.approx(100 * 10 / 40)
+
+
+def test_box_in_gradient_dvh_and_metrics() -> None:
+    """A 20x10x8 box: 20 slabs of 80 voxels at doses 5, 5.5, ... 14.5 Gy."""
+    grid = gradient_grid()
+    mask = box(grid, (10, 5, 6), (30, 15, 14))
+    slabs = GRADIENT * np.arange(10, 30)
+    (row,) = metrics_table(grid, {"Box": mask}, v_gy=[10.0])
+    assert row["structure"] == "Box"
+    assert row["volume_cc"] == pytest.approx(1600 * VOXEL_CC)
+    assert row["Dmean"] == pytest.approx(slabs.mean())
+    assert (row["Dmin"], row["Dmax"]) == (5.0, 14.5)
+    assert row["D50"] == pytest.approx((slabs[9] + slabs[10]) / 2)  # between the two middle slabs
+    assert row["D0.1cc"] == row["D0.03cc"] == 14.5  # the hottest slab holds 0.8 cc
+    assert row["V10Gy_pct"] == pytest.approx(50.0)  # slabs 10 Gy and above: 10 of 20
+    assert "HI" not in row  # not a target
+
+    dvh = compute_dvhs(grid, {"Box": mask}, step_gy=0.5)["Box"]
+    np.testing.assert_allclose(dvh.dose_gy, 0.5 * np.arange(31))  # 0 .. 15 Gy: ends above the 14.5 Gy maximum
+    expected_pct = [100.0 * np.mean(slabs >= d) for d in dvh.dose_gy]
+    np.testing.assert_allclose(dvh.volume_pct, expected_pct)
+    np.testing.assert_allclose(dvh.volume_cc, np.asarray(expected_pct) / 100 * 16.0)
+    assert dvh.volume_pct[-1] == 0 and dvh.volume_pct[0] == 100
+
+
+@pytest.mark.parametrize("step", [0.1, 0.25, 1.0, 3.0])
+def test_dvh_step_is_configurable(step: float) -> None:
+    rng = np.random.default_rng(1)
+    doses = rng.uniform(0, 70, 5000)
+    dvh = cumulative_dvh(doses, VOXEL_CC, step)
+    np.testing.assert_allclose(np.diff(dvh.dose_gy), step)
+    assert dvh.dose_gy[-2] <= doses.max() < dvh.dose_gy[-1]
+    assert np.all(np.diff(dvh.volume_pct) <= 0)
+    np.testing.assert_allclose(dvh.volume_pct, [100 * np.mean(doses >= d) for d in dvh.dose_gy])
+
+
+def test_target_homogeneity_and_paddick_conformity() -> None:
+    """Target 10x10x10 at 60-64.5 Gy; the 60 Gy isodose is a 14x10x10 slab region inside the body."""
+    shape = (40, 20, 20)
+    dose = np.zeros(shape, dtype=np.float32)
+    dose[10:20, 5:15, 5:15] = (60 + GRADIENT * np.arange(10))[:, None, None]
+    dose[20:24, 5:15, 5:15] = 61.0  # spill outside the target
+    dose[24:30, 5:15, 5:15] = 59.0  # below prescription
+    grid = Volume(dose, SPACING, (0.0, 0.0, 0.0))
+    target = box(grid, (10, 5, 5), (20, 15, 15))
+    body = box(grid, (0, 0, 0), (40, 20, 20))
+    (row,) = metrics_table(grid, {"PTV60": target}, {"PTV60": 60.0}, body)
+    assert row["prescription_gy"] == 60.0
+    assert row["HI"] == pytest.approx((row["D2"] - row["D98"]) / row["D50"])
+    assert row["CI"] == pytest.approx(1000**2 / (1000 * 1400))
+    # Half the target under-dosed: TV_PIV = 500.
+    underdosed = grid.with_array(np.where(target.array & (np.arange(40)[:, None, None] < 15), 50.0, dose))
+    (row,) = metrics_table(underdosed, {"PTV60": target}, {"PTV60": 60.0}, body)
+    assert row["CI"] == pytest.approx(500**2 / (1000 * 900))
+
+
+def test_scalar_helpers_agree_with_numpy() -> None:
+    rng = np.random.default_rng(2)
+    doses = rng.uniform(0, 70, 333).astype(np.float32)
+    assert dose_at_volume_pct(doses, 95) == np.percentile(doses.astype(np.float64), 5)
+    n = round(0.1 / 0.004)
+    assert dose_at_volume_cc(doses, 0.1, 0.004) == np.percentile(doses.astype(np.float64), 100 - n / 333 * 100)
+    # A structure smaller than the volume gives its minimum instead of failing.
+    assert dose_at_volume_cc(doses[:3], 0.1, 0.004) == doses[:3].min()
+
+
+def test_csv_writers(tmp_path: Path) -> None:
+    grid = gradient_grid()
+    structures = {"Box": box(grid, (10, 5, 6), (30, 15, 14)), "PTV14": box(grid, (20, 0, 0), (30, 4, 4))}
+    write_dvh_csv(tmp_path / "dvh.csv", compute_dvhs(grid, structures))
+    write_metrics_csv(tmp_path / "dvh_metrics.csv", metrics_table(grid, structures, {"PTV14": 14.0}, v_gy=[10]))
+    dvh = read_csv(tmp_path / "dvh.csv", ["structure", "dose_gy", "volume_cc", "volume_pct"])
+    assert {r["structure"] for r in dvh} == {"Box", "PTV14"}
+    metrics = read_csv(tmp_path / "dvh_metrics.csv")
+    header = list(metrics[0])
+    assert header[: len(METRIC_COLUMNS)] == list(METRIC_COLUMNS)
+    assert header[-3:] == ["prescription_gy", "HI", "CI"]
+    assert [r["HI"] == "" for r in metrics] == [True, False]
+    assert float(metrics[0]["D50"]) == pytest.approx(9.75)
+
+
+def test_empty_or_misaligned_structure_is_named() -> None:
+    grid = gradient_grid()
+    empty = grid.with_array(np.zeros(grid.shape, dtype=bool))
+    with pytest.raises(DoseSegError, match="'Larynx' is empty"):
+        metrics_table(grid, {"Larynx": empty})
+    shifted = Volume(box(grid, (0, 0, 0), (2, 2, 2)).array, SPACING, (0.0, 0.0, 0.0))
+    with pytest.raises(DoseSegError, match="'Cord' is not on the dose grid"):
+        compute_dvhs(grid, {"Cord": shifted})
+
+
+def test_dose_in_cgy_is_refused() -> None:
+    dose = gradient_grid()
+    cgy = dose.with_array(dose.array * 100)
+    with pytest.raises(DoseSegError, match="cGy"):
+        check_dose_units(cgy, "plan.nrrd")
+    check_dose_units(cgy, "plan.nrrd", allow_high_dose=True)
+    check_dose_units(dose)
+
+
+def test_structure_outside_the_dose_grid(caplog: pytest.LogCaptureFixture) -> None:
+    ct = Volume(np.zeros((40, 20, 20), dtype=np.int16), SPACING, (0.0, 0.0, 0.0))
+    # The dose covers i in [0, 20) of the CT only.
+    dose = Volume(np.ones((20, 20, 20), dtype=np.float32), SPACING, (0.0, 0.0, 0.0))
+    structures = {
+        "Inside": box(ct, (2, 2, 2), (10, 10, 10)),
+        "Half": box(ct, (15, 2, 2), (25, 10, 10)),
+        "Outside": box(ct, (30, 2, 2), (35, 10, 10)),
+    }
+    assert dose_coverage(dose, structures) == {"Inside": 1.0, "Half": 0.5, "Outside": 0.0}
+    with caplog.at_level(logging.WARNING):
+        check_dose_coverage(dose, structures)
+    assert "'Half': 50.0%" in caplog.text and "'Outside': 100.0%" in caplog.text and "Inside" not in caplog.text
+    with pytest.raises(DoseSegError, match="covers none of the structures"):
+        check_dose_coverage(dose, {"Outside": structures["Outside"]})
+
+
+@pytest.mark.parametrize("patient", ["pt_201", "pt_204", "pt_210"])
+def test_real_patient_matches_plain_numpy(shared_data: Path, patient: str) -> None:
+    folder = shared_data / "openkbp" / "validation" / patient
+    case = align_case(read_patient(folder))
+    dose = case.dose.array.astype(np.float64)
+    voxel_cc = np.prod(case.ct.spacing) / 1000
+    rows = metrics_table(case.dose, case.structures, case.targets, case.possible_dose_mask, v_gy=[30.0])
+    dvhs = compute_dvhs(case.dose, case.structures, step_gy=0.1)
+    body_doses = dose[case.possible_dose_mask.array]
+    for row in rows:
+        name = row["structure"]
+        doses = dose[case.structures[name].array]
+        assert row["volume_cc"] == pytest.approx(doses.size * voxel_cc)
+        assert row["Dmean"] == pytest.approx(doses.mean(), rel=1e-12)
+        assert (row["Dmin"], row["Dmax"]) == (doses.min(), doses.max())
+        for x in (99, 98, 95, 50, 2, 1):
+            assert row[f"D{x}"] == pytest.approx(np.percentile(doses, 100 - x), abs=1e-9)
+        for v in (0.1, 0.03):
+            n = max(1, round(v / voxel_cc))
+            assert row[f"D{v:g}cc"] == pytest.approx(np.percentile(doses, 100 - n / doses.size * 100), abs=1e-9)
+        assert row["V30Gy_pct"] == pytest.approx(100 * np.mean(doses >= 30))
+        edges = np.arange(len(dvhs[name].dose_gy)) * 0.1
+        np.testing.assert_allclose(dvhs[name].volume_cc, [(doses >= e).sum() * voxel_cc for e in edges])
+        rx = case.targets.get(name)
+        if rx is not None:
+            covered, piv = (doses >= rx).sum(), (body_doses >= rx).sum()
+            assert row["CI"] == pytest.approx(covered**2 / (doses.size * piv))

@@ -1,0 +1,326 @@
+"""The DoseSeg module's scene layer against a real MRML scene (PyPI slicer-core): nodes, DVH, tables, jobs.
+
+Synthetic tests use DoseSegLib's phantom and always run; the real-patient test uses
+OpenKBP pt_201 and is skipped when the data is absent. The reference dose stands in
+for the predicted one: these tests check the scene code, not the model.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicer
+import vtk
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "DoseSeg"))
+
+from DoseSegLogicLib import nodes, results  # noqa: E402
+from DoseSegLogicLib.pipeline import (  # noqa: E402
+    AUTO_SEGMENTED_TAG, CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, DoseSegJobError, DoseSegPipeline,
+)
+
+from DoseSegLib import Volume  # noqa: E402
+from DoseSegLib.alignment import align_case  # noqa: E402
+from DoseSegLib.colors import structure_color  # noqa: E402
+from DoseSegLib.constraints import load_constraints  # noqa: E402
+from DoseSegLib.dvh import compute_dvhs, metrics_table  # noqa: E402
+from DoseSegLib.io import read_patient, write_segmentation, write_volume  # noqa: E402
+from DoseSegLib.phantom import make_phantom  # noqa: E402
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def converter_rules():
+    """Register the segmentation converter rules once, as Slicer's Segmentations module does."""
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if not factory.GetConverterRules():
+        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+        factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
+
+
+@pytest.fixture
+def scene():
+    scene = slicer.vtkMRMLScene()
+    for _ in range(3):
+        scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    yield scene
+    scene.Clear(True)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom()
+
+
+@pytest.fixture
+def loaded(scene, phantom):
+    """CT, dose and segmentation nodes of the phantom."""
+    ct = nodes.addVolumeNode(scene, phantom.ct, "CT")
+    dose = nodes.addVolumeNode(scene, phantom.dose, "Dose")
+    segmentation = nodes.newSegmentationNode(scene, "Structures", ct)
+    nodes.addSegments(segmentation, phantom.structures)
+    return ct, dose, segmentation
+
+
+def _matrix(vtkMatrix) -> np.ndarray:
+    return np.array([[vtkMatrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _ijkToRas(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return _matrix(matrix)
+
+
+def _column(tableNode, name: str) -> np.ndarray:
+    return np.asarray(slicer.util.arrayFromTableColumn(tableNode, name))
+
+
+def _rows(tableNode) -> list[dict[str, object]]:
+    """The table's rows: floats from numeric columns, text from the others."""
+    table = tableNode.GetTable()
+    columns = [table.GetColumn(c) for c in range(table.GetNumberOfColumns())]
+    return [
+        {column.GetName(): column.GetValue(r) for column in columns}
+        for r in range(table.GetNumberOfRows())
+    ]
+
+
+def _rotated_volume() -> Volume:
+    angle = np.deg2rad(20)
+    direction = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    array = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    return Volume(array, (1.5, 2.0, 3.0), (-10.0, 20.0, 5.0), direction)
+
+
+# -- geometry ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("volume", [make_phantom(shape=(20, 16, 12)).ct, _rotated_volume()], ids=["axial", "oblique"])
+def test_volume_node_geometry_and_kji_round_trip(scene, volume):
+    node = nodes.addVolumeNode(scene, volume, "volume")
+    assert np.allclose(_ijkToRas(node), LPS_TO_RAS @ volume.index_to_lps)
+    assert np.allclose(node.GetSpacing(), volume.spacing)
+    assert np.allclose(node.GetOrigin(), LPS_TO_RAS[:3, :3] @ np.asarray(volume.origin))
+    assert node.GetImageData().GetDimensions() == volume.shape
+    assert np.array_equal(slicer.util.arrayFromVolume(node), volume.array.transpose(2, 1, 0))
+    back = nodes.volumeFromNode(node)
+    assert back.same_grid(volume) and back.array.dtype == volume.array.dtype
+    assert np.array_equal(back.array, volume.array)
+
+
+def test_linear_parent_transform_is_part_of_the_geometry(scene, phantom):
+    node = nodes.addVolumeNode(scene, phantom.ct, "CT")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 10.0)  # 10 mm towards the patient's right (RAS x)
+    transform.SetMatrixTransformToParent(shift)
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    moved = nodes.volumeFromNode(node)
+    assert np.allclose(np.asarray(moved.origin) - phantom.ct.origin, (-10.0, 0.0, 0.0))
+
+
+def test_non_linear_transform_must_be_hardened(scene, phantom):
+    node = nodes.addVolumeNode(scene, phantom.ct, "CT")
+    transform = scene.AddNewNodeByClass("vtkMRMLTransformNode")
+    transform.SetAndObserveTransformToParent(vtk.vtkThinPlateSplineTransform())
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(Exception, match="harden"):
+        nodes.volumeFromNode(node)
+
+
+# -- segments ------------------------------------------------------------------------------------------------------
+
+
+def test_segments_keep_names_colours_and_overlaps(scene, phantom, loaded):
+    ct, _, segmentation = loaded
+    colors = nodes.segmentColors(segmentation)
+    assert list(colors) == list(phantom.structures)
+    for name, color in colors.items():
+        assert np.allclose(color, structure_color(name))
+    overlapping = {"Body": phantom.possible_dose_mask, "PTV70": phantom.structures["PTV70"]}
+    nodes.addSegments(nodes.newSegmentationNode(scene, "overlap", ct), overlapping)
+    masks = nodes.segmentMasks(scene.GetFirstNode("overlap", "vtkMRMLSegmentationNode"), phantom.ct)
+    for name, mask in {**phantom.structures, **overlapping}.items():
+        source = masks[name] if name in overlapping else nodes.segmentMasks(segmentation, phantom.ct)[name]
+        assert source.same_grid(phantom.ct) and np.array_equal(source.array, mask.array), name
+
+
+def test_segments_resample_onto_another_grid(scene, phantom, loaded):
+    _, _, segmentation = loaded
+    coarse = Volume(np.zeros((32, 32, 24)), tuple(2 * s for s in phantom.ct.spacing),
+                    tuple(o + s / 2 for o, s in zip(phantom.ct.origin, phantom.ct.spacing)))
+    masks = nodes.segmentMasks(segmentation, coarse)
+    expected = phantom.structures["PTV56"].array.reshape(32, 2, 32, 2, 24, 2).mean(axis=(1, 3, 5))
+    assert masks["PTV56"].same_grid(coarse)
+    assert abs(int(masks["PTV56"].array.sum()) - expected.sum()) < 0.2 * expected.sum()
+
+
+# -- results -------------------------------------------------------------------------------------------------------
+
+
+def test_dvh_tables_and_chart_match_the_library(scene, phantom, loaded):
+    _, dose, segmentation = loaded
+    tables, chart = DoseSegPipeline(scene).computeDvh(dose, segmentation, referenceDoseNode=dose, stepGy=0.5)
+    expected = compute_dvhs(phantom.dose, phantom.structures, 0.5)
+    assert len(tables) == 2 * len(expected)
+    assert chart.GetName() == results.DVH_CHART_NAME and chart.GetNumberOfPlotSeriesNodes() == len(tables)
+    for table in tables[: len(expected)]:
+        name = table.GetAttribute("DoseSeg.Structure")
+        assert np.allclose(_column(table, "Dose"), expected[name].dose_gy)
+        assert np.allclose(_column(table, "Volume"), expected[name].volume_pct)
+        assert np.allclose(_column(table, "VolumeCc"), expected[name].volume_cc)
+        assert table.GetColumnUnitLabel("Dose") == "Gy"
+    for index in range(chart.GetNumberOfPlotSeriesNodes()):
+        series = chart.GetNthPlotSeriesNode(index)
+        name = series.GetTableNode().GetAttribute("DoseSeg.Structure")
+        assert np.allclose(series.GetColor(), structure_color(name))
+        assert (series.GetLineStyle() == series.LineStyleDash) == ("reference" in series.GetName())
+    again, _ = DoseSegPipeline(scene).computeDvh(dose, segmentation)
+    assert [t.GetID() for t in again] == [t.GetID() for t in tables[: len(expected)]], "reruns reuse nodes"
+
+
+def test_metrics_and_constraint_tables(scene, phantom, loaded):
+    _, dose, segmentation = loaded
+    metrics, constraints = DoseSegPipeline(scene).computeMetrics(dose, segmentation, prescription=70.0)
+    assert (metrics.GetName(), constraints.GetName()) == (METRICS_TABLE_NAME, CONSTRAINTS_TABLE_NAME)
+    rows = {row["structure"]: row for row in _rows(metrics)}
+    expected = metrics_table(phantom.dose, phantom.structures, {"PTV70": 70.0, "PTV56": 56.0})
+    assert set(rows) == set(phantom.structures)
+    for row in expected:
+        for key in ("Dmean", "D95", "D0.1cc", "volume_cc"):
+            assert rows[row["structure"]][key] == pytest.approx(row[key], rel=1e-6)
+    assert rows["PTV70"]["HI"] == pytest.approx(next(r for r in expected if r["structure"] == "PTV70")["HI"])
+    checks = _rows(constraints)
+    assert len(checks) >= len(load_constraints())
+    assert {row["result"] for row in checks} <= {"pass", "fail", "not evaluated"}
+
+
+def test_csv_results_become_tables(scene, tmp_path):
+    (tmp_path / "radiomics.csv").write_text("structure,original_firstorder_Mean,note\nPTV70,41.5,x\nLarynx,,y\n")
+    table = results.loadCsvTable(scene, tmp_path / "radiomics.csv", "radiomics")
+    assert table.GetTable().GetColumnByName("original_firstorder_Mean").IsA("vtkDoubleArray")
+    assert table.GetTable().GetColumnByName("note").IsA("vtkStringArray")
+    assert _column(table, "original_firstorder_Mean")[0] == 41.5
+    assert np.isnan(_column(table, "original_firstorder_Mean")[1])
+
+
+def test_dose_display_follows_slicerrt(scene, loaded):
+    ct, dose, _ = loaded
+    nodes.showDose(dose, ct, prescription=70.0, opacity=0.4)
+    display = dose.GetDisplayNode()
+    assert dose.GetAttribute("DicomRtImport.DoseVolume") == "1"
+    assert display.GetColorNode().GetName() == "Dose_ColorTable"
+    assert not display.GetAutoWindowLevel() and display.GetWindowLevelMin() == 0.0
+    assert display.GetWindowLevelMax() >= 70.0
+    assert display.GetApplyThreshold() and 0.0 < display.GetLowerThreshold() < 10.0
+    found = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    composites = [found.GetItemAsObject(i) for i in range(found.GetNumberOfItems())]
+    assert len(composites) == 3
+    for composite in composites:
+        assert composite.GetBackgroundVolumeID() == ct.GetID()
+        assert composite.GetForegroundVolumeID() == dose.GetID()
+        assert composite.GetForegroundOpacity() == pytest.approx(0.4)
+    DoseSegPipeline(scene).setDoseOpacity(0.8)
+    assert all(c.GetForegroundOpacity() == pytest.approx(0.8) for c in composites)
+    nodes.showDose(dose, ct)
+    assert scene.GetNodesByClassByName("vtkMRMLColorTableNode", "Dose_ColorTable").GetNumberOfItems() == 1
+
+
+def test_cli_outputs_load_as_dose_and_missing_oars(scene, phantom, loaded, tmp_path):
+    ct, _, segmentation = loaded
+    write_volume(tmp_path / "dose.nrrd", phantom.dose)
+    oars = {name: phantom.structures[name] for name in ("Brainstem", "SpinalCord", "Larynx")}
+    write_segmentation(tmp_path / "segmentation.seg.nrrd", oars)
+    pipeline = DoseSegPipeline(scene)
+    doseNode = pipeline.loadDose(tmp_path / "dose.nrrd", ct, prescription=70.0)
+    assert doseNode.GetName() == "CT predicted dose" and doseNode.GetAttribute("DicomRtImport.DoseVolume") == "1"
+    assert np.allclose(_ijkToRas(doseNode), _ijkToRas(ct))
+    segmentation.GetSegmentation().RemoveSegment(segmentation.GetSegmentation().GetSegmentIdBySegmentName("Larynx"))
+    pipeline.addMissingSegments(tmp_path / "segmentation.seg.nrrd", ct, segmentation)
+    added = segmentation.GetSegmentation().GetSegment(segmentation.GetSegmentation().GetSegmentIdBySegmentName("Larynx"))
+    tag = vtk.reference("")
+    assert added.GetTag(AUTO_SEGMENTED_TAG, tag) and tag.get() == "1"
+    assert np.allclose(added.GetColor(), structure_color("Larynx"))
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == len(phantom.structures)
+    fresh = pipeline.addMissingSegments(tmp_path / "segmentation.seg.nrrd", ct)
+    assert fresh.GetSegmentation().GetNumberOfSegments() == len(oars)
+
+
+# -- background jobs (the real DoseSegLib command line) ---------------------------------------------------------
+
+
+def test_align_job_runs_the_cli_and_loads_its_output(scene, phantom, loaded):
+    ct, _, segmentation = loaded
+    job = DoseSegPipeline(scene).startAlignStructures(ct, segmentation)
+    aligned = job.wait(interval=0.05)
+    assert job.done and not job.folder.exists(), "the temporary folder is removed"
+    assert aligned.GetName() == "Structures on CT grid"
+    masks = nodes.segmentMasks(aligned, phantom.ct)
+    assert {name: int(m.array.sum()) for name, m in masks.items()} == {
+        name: int(m.array.sum()) for name, m in phantom.structures.items()}
+
+
+def test_failed_job_reports_the_cli_error(scene, loaded):
+    ct, _, segmentation = loaded
+    job = DoseSegPipeline(scene).startPredictDose(ct, segmentation, device="tpu")
+    with pytest.raises(DoseSegJobError, match="invalid choice: 'tpu'") as failure:
+        job.wait(interval=0.05)
+    assert "usage: doseseg predict-dose" in failure.value.log
+    assert not job.folder.exists()
+
+
+def test_cancelled_job_loads_nothing(scene, loaded):
+    ct, _, segmentation = loaded
+    before = scene.GetNumberOfNodes()
+    job = DoseSegPipeline(scene).startAlignStructures(ct, segmentation)
+    job.cancel()
+    assert job.wait(interval=0.05) is None and job.cancelled
+    assert scene.GetNumberOfNodes() == before
+
+
+# -- real patient --------------------------------------------------------------------------------------------------
+
+
+def test_real_patient_nodes_dvh_and_metrics(scene, shared_data, tmp_path):
+    folder = shared_data / "openkbp" / "validation" / "pt_201"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    raw = read_patient(folder)
+    case = align_case(raw)
+    ct = nodes.addVolumeNode(scene, case.ct, "pt_201 CT")
+    write_volume(tmp_path / "dose.nrrd", case.dose)  # the reference dose stands in for a prediction
+    pipeline = DoseSegPipeline(scene)
+    dose = pipeline.loadDose(tmp_path / "dose.nrrd", ct)
+    assert np.allclose(_ijkToRas(dose), _ijkToRas(ct))
+    assert np.allclose(dose.GetSpacing(), ct.GetSpacing()) and np.allclose(dose.GetOrigin(), ct.GetOrigin())
+    assert dose.GetImageData().GetDimensions() == ct.GetImageData().GetDimensions() == case.ct.shape
+    assert np.array_equal(slicer.util.arrayFromVolume(dose), case.dose.array.transpose(2, 1, 0))
+    assert np.array_equal(slicer.util.arrayFromVolume(ct), case.ct.array.transpose(2, 1, 0))
+
+    segmentation = nodes.newSegmentationNode(scene, "pt_201 structures", ct)
+    nodes.addSegments(segmentation, raw.structures)  # cropped boxes: the scene resamples them
+    masks = nodes.segmentMasks(segmentation, case.ct)
+    for name, mask in case.structures.items():
+        assert np.array_equal(masks[name].array, mask.array), name
+        assert np.allclose(nodes.segmentColors(segmentation)[name], structure_color(name))
+
+    tables, chart = pipeline.computeDvh(dose, segmentation)
+    expected = compute_dvhs(case.dose, case.structures)
+    assert chart.GetNumberOfPlotSeriesNodes() == len(tables) == len(expected) == 10
+    for table in tables:
+        dvh = expected[table.GetAttribute("DoseSeg.Structure")]
+        assert np.allclose(_column(table, "Dose"), dvh.dose_gy)
+        assert np.allclose(_column(table, "Volume"), dvh.volume_pct)
+
+    metrics, constraints = pipeline.computeMetrics(dose, segmentation)
+    rows = {row["structure"]: row for row in _rows(metrics)}
+    for row in metrics_table(case.dose, case.structures, case.targets):
+        assert rows[row["structure"]]["Dmax"] == pytest.approx(row["Dmax"], rel=1e-6)
+        assert rows[row["structure"]]["D95"] == pytest.approx(row["D95"], rel=1e-6)
+    assert "PTV70" in {row["structure"] for row in _rows(constraints)}

@@ -1,0 +1,210 @@
+"""``doseseg run`` and the Pipeline API: real-patient comparison, batch mode, refused and interrupted outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from DoseSegLib.alignment import align_case
+from DoseSegLib.case import OARS
+from DoseSegLib.cli import main
+from DoseSegLib.io import read_patient, read_volume
+from DoseSegLib.models.catalogue import sha256_of
+from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
+from DoseSegLib.models.dose_training import save_weights
+from DoseSegLib.phantom import write_phantom_patient
+from DoseSegLib.pipeline import Pipeline, RunOptions
+from DoseSegLib.tables import read_csv
+
+TreeHash = Callable[[Path], dict[str, str]]
+
+
+def write_tiny_catalogue(folder: Path, extra_entries: tuple[dict, ...] = ()) -> Path:
+    """A catalogue.json with a randomly initialised small dose network (plus ``extra_entries``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1))
+    save_weights(folder / "tiny_dose.pt", net, {"patch": [32, 32, 32]})
+    entry = {"name": "tiny-dose", "task": "dose", "file": "tiny_dose.pt", "sha256": sha256_of(folder / "tiny_dose.pt"),
+             "version": "test", "default": True}
+    (folder / "catalogue.json").write_text(json.dumps({"models": [entry, *extra_entries]}))
+    return folder
+
+
+@pytest.fixture
+def tiny_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """DOSESEG_MODELS pointing at a tiny test catalogue."""
+    folder = write_tiny_catalogue(tmp_path / "models")
+    monkeypatch.setenv("DOSESEG_MODELS", str(folder))
+    return folder
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _leftovers(parent: Path) -> list[str]:
+    """Staging folders left behind in ``parent``."""
+    return [p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_real_patient_is_compared_with_its_reference(
+    shared_data: Path, tiny_models: Path, tmp_path: Path, tree_hash: TreeHash
+) -> None:
+    patient = shared_data / "openkbp" / "validation" / "pt_201"
+    before = tree_hash(patient)
+    out = tmp_path / "pt_201"
+    result = Pipeline(device="cpu", options=RunOptions(radiomics=False)).run(patient, out)
+    assert tree_hash(patient) == before
+
+    reference = align_case(read_patient(patient))
+    dose = read_volume(out / "dose.nrrd")
+    assert dose.same_grid(reference.ct)
+    np.testing.assert_allclose(read_volume(out / "dose_difference.nrrd").array, dose.array - reference.dose.array,
+                               atol=1e-5)
+    expected_error = np.abs(dose.array - reference.dose.array).sum() / reference.possible_dose_mask.array.sum()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["comparison"]["dose_error_gy"] == pytest.approx(expected_error, rel=1e-5)
+    comparison = result.comparison
+    assert comparison.dose_error == pytest.approx(expected_error, rel=1e-5)
+    # OpenKBP DVH metrics: D0.1cc and mean of the 7 OARs, D99/D95/D1 of the 3 PTVs of pt_201
+    assert len(comparison.openkbp_rows) == 7 * 2 + 3 * 3
+    assert comparison.dvh_error == pytest.approx(np.mean([r["abs_error"] for r in comparison.openkbp_rows]))
+    rows = read_csv(out / "comparison.csv", ("structure", "metric", "reference", "predicted", "difference"))
+    assert {r["structure"] for r in rows} == set(reference.structures)
+    for row in rows:
+        assert float(row["difference"]) == pytest.approx(float(row["predicted"]) - float(row["reference"]), abs=1e-4)
+    cord = next(r for r in rows if r["structure"] == "SpinalCord" and r["metric"] == "Dmean")
+    assert float(cord["reference"]) == pytest.approx(reference.dose.array[reference.structures["SpinalCord"].array]
+                                                     .mean(), rel=1e-6)
+    assert "radiomics skipped (--no-radiomics)" in summary["notes"]
+    assert not (out / "radiomics.csv").exists()
+    assert summary["models"]["dose"]["sha256"] == sha256_of(tiny_models / "tiny_dose.pt")
+
+
+def test_batch_goes_on_after_a_bad_patient(
+    tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    good_a, good_b = tmp_path / "in" / "a", tmp_path / "in" / "b"
+    write_phantom_patient(good_a, shape=(40, 40, 32), seed=1)
+    write_phantom_patient(good_b, shape=(40, 40, 32), seed=2)
+    bad = tmp_path / "in" / "bad"
+    shutil.copytree(good_a, bad)
+    (bad / "ct.nrrd").write_bytes((bad / "ct.nrrd").read_bytes()[:300])  # truncated
+    out = tmp_path / "out"
+
+    code, stdout, stderr = run_cli(capsys, "run", good_a, bad, good_b, "-o", out, "--no-radiomics", "--device", "cpu")
+    assert code == 1
+    assert f"{bad}" in stderr and "ct.nrrd" in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "cohort_summary.csv"]
+    for name in ("a", "b"):
+        assert (out / name / "report.html").is_file() and (out / name / "dose.nrrd").is_file()
+    cohort = {r["patient"]: r for r in read_csv(out / "cohort_summary.csv", ("patient", "status", "error"))}
+    assert [cohort[n]["status"] for n in ("a", "bad", "b")] == ["ok", "failed", "ok"]
+    assert "ct.nrrd" in cohort["bad"]["error"] and float(cohort["a"]["dose_error_gy"]) >= 0
+    assert "failed: bad" in stdout
+    assert _leftovers(tmp_path) == []
+
+
+def test_existing_output_is_refused_without_force(
+    tiny_models: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me")
+    code, _, stderr = run_cli(capsys, "run", phantom_dir, "-o", out, "--no-radiomics")
+    assert code == 1
+    assert stderr.startswith("doseseg: error:") and "--force" in stderr and stderr.count("\n") == 1
+    assert (out / "old.txt").read_text() == "keep me"
+
+    code, stdout, _ = run_cli(capsys, "run", phantom_dir, "-o", out, "--no-radiomics", "--force", "--json")
+    assert code == 0
+    assert not (out / "old.txt").exists()
+    assert json.loads(stdout)["patient"] == phantom_dir.name
+    assert _leftovers(tmp_path) == []
+
+
+def test_bad_patient_fails_with_one_line_and_no_output(
+    tiny_models: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, tree_hash: TreeHash
+) -> None:
+    for target in phantom_dir.glob("structures/PTV*.nrrd"):
+        target.unlink()
+    before = tree_hash(phantom_dir)
+    out = tmp_path / "out"
+    code, _, stderr = run_cli(capsys, "run", phantom_dir, "-o", out)
+    assert code == 1
+    assert "no target" in stderr and stderr.count("\n") == 1
+    assert not out.exists() and _leftovers(tmp_path) == []
+    assert tree_hash(phantom_dir) == before
+
+
+def test_ctrl_c_leaves_nothing_half_written(
+    tiny_models: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from DoseSegLib import io
+
+    def interrupted(*args, **kwargs) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io, "write_segmentation", interrupted)
+    out = tmp_path / "out"
+    code, _, stderr = run_cli(capsys, "run", phantom_dir, "-o", out, "--no-radiomics")
+    assert code == 130 and "interrupted" in stderr
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def _fake_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A catalogue segmentation entry and a stand-in segmentation module returning the phantom's own OARs."""
+    from DoseSegLib.models.catalogue import ModelEntry
+    from DoseSegLib.phantom import make_phantom
+
+    entry = {"name": "fake-seg", "task": "segmentation", "file": "none.pt", "sha256": "0" * 64, "version": "9"}
+    write_tiny_catalogue(tmp_path / "models", (entry,))
+    module = types.ModuleType("DoseSegLib.segmentation")
+    model = types.SimpleNamespace(entry=ModelEntry(**{**entry, "file": Path("none.pt")}))
+    module.load_segmentation_model = lambda name, device: model
+    module.segment_case = lambda seg_model, case: {
+        name: mask for name, mask in make_phantom(shape=(40, 40, 32)).structures.items() if name in OARS
+    }
+    monkeypatch.setitem(sys.modules, "DoseSegLib.segmentation", module)
+
+
+def test_missing_oars_are_auto_segmented_when_a_model_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_segmentation(monkeypatch, tmp_path)
+    monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
+    patient = tmp_path / "patient"
+    write_phantom_patient(patient, shape=(40, 40, 32))
+    for name in ("Larynx", "LeftParotid"):
+        (patient / "structures" / f"{name}.nrrd").unlink()
+    result = Pipeline(device="cpu", options=RunOptions(radiomics=False)).analyse(patient)
+    assert sorted(result.auto_segmented) == ["Larynx", "LeftParotid"]
+    assert result.structure_sources["SpinalCord"] == "patient"
+    assert {m["structure"] for m in result.metrics} >= {"Larynx", "LeftParotid"}
+    assert result.models["segmentation"]["name"] == "fake-seg"
+    assert "auto-segmented: LeftParotid, Larynx" in result.notes  # in OARS order
+
+    every = Pipeline(device="cpu", options=RunOptions(radiomics=False, segment_all=True)).analyse(patient)
+    assert sorted(every.auto_segmented) == sorted(OARS)
+
+
+def test_without_a_segmentation_model_missing_oars_are_noted(tiny_models: Path, tmp_path: Path) -> None:
+    patient = tmp_path / "patient"
+    write_phantom_patient(patient, shape=(40, 40, 32))
+    (patient / "structures" / "Larynx.nrrd").unlink()
+    result = Pipeline(device="cpu", options=RunOptions(radiomics=False)).analyse(patient)
+    assert result.auto_segmented == [] and "segmentation" not in result.models
+    assert any("no segmentation model" in note and "Larynx" in note for note in result.notes)
+    assert "Larynx" not in result.case.structures

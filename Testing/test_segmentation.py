@@ -1,0 +1,149 @@
+"""Segmentation network, thresholds, colours, model loading and the ``segment`` command."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from DoseSegLib.case import OARS
+from DoseSegLib.cli import main
+from DoseSegLib.colors import OAR_COLORS, structure_color, structure_colors
+from DoseSegLib.errors import DoseSegError
+from DoseSegLib.io import read_patient, read_segmentation, read_volume
+from DoseSegLib.models.catalogue import sha256_of
+from DoseSegLib.models.seg_augment import SegAugmentation, SegAugmentConfig, lateral_pairs, mirrored_name
+from DoseSegLib.models.seg_data import InputSpec
+from DoseSegLib.models.seg_inference import THRESHOLDS, overlap_counts, tune_thresholds
+from DoseSegLib.models.seg_net import SegNet, SegNetConfig
+from DoseSegLib.phantom import write_phantom_patient
+from DoseSegLib.segmentation import load_segmentation_model, segment_case, segment_folder
+
+TINY = {"channels": (4, 8, 16), "strides": (2, 2)}
+SMALL_PHANTOM = {"shape": (32, 32, 24), "spacing": (5.5, 6.5, 4.8)}
+
+
+def tiny_checkpoint(thresholds: dict[str, float], labels=OARS, inputs: InputSpec | None = None) -> dict:
+    """An untrained tiny model in the best.pt layout."""
+    torch.manual_seed(0)
+    inputs = inputs or InputSpec()
+    net = SegNet(SegNetConfig(in_channels=inputs.channels, out_channels=len(labels), **TINY))
+    meta = {"labels": list(labels), "thresholds": {n: thresholds.get(n, 0.5) for n in labels},
+            "inputs": inputs.to_dict(), "patch": [64, 64, 64]}
+    return {"state_dict": net.state_dict(), "config": net.config.to_dict(), "meta": meta}
+
+
+def write_catalogue(folder: Path, checkpoint: dict, sha256: str | None = None) -> None:
+    """A one-model segmentation catalogue in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, folder / "seg.pt")
+    row = {"name": "tiny-seg", "task": "segmentation", "file": "seg.pt", "version": "0",
+           "sha256": sha256 or sha256_of(folder / "seg.pt"), "default": True}
+    (folder / "catalogue.json").write_text(json.dumps({"models": [row]}))
+
+
+@pytest.mark.parametrize("squeeze_excitation", [True, False])
+def test_network_output_shapes(squeeze_excitation: bool) -> None:
+    torch.manual_seed(0)
+    config = SegNetConfig(in_channels=3, out_channels=7, squeeze_excitation=squeeze_excitation, **TINY)
+    net = SegNet(config)
+    out = net(torch.randn(2, 3, 32, 16, 24))
+    assert out.shape == (2, 7, 32, 16, 24)
+    has_se = any(type(m).__name__ == "ChannelSELayer" for m in net.modules())
+    assert has_se == squeeze_excitation
+    assert SegNetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config.size_multiple == 4
+
+
+def test_colour_table() -> None:
+    colors = structure_colors([*OARS, "PTV70", "PTV63", "PTV56", "GTV"])
+    assert len(set(colors.values())) == len(colors)
+    assert all(0.0 <= c <= 1.0 for color in colors.values() for c in color)
+    assert colors["Brainstem"] == OAR_COLORS["Brainstem"]
+    assert structure_color("GTV") == structure_color("GTV")
+
+
+def test_mirror_swaps_left_and_right() -> None:
+    assert mirrored_name("RightParotid") == "LeftParotid" and mirrored_name("Cochlea_L") == "Cochlea_R"
+    assert mirrored_name("Brainstem") is None
+    labels = ("RightParotid", "Brainstem", "LeftParotid")
+    assert lateral_pairs(labels) == [(0, 2)]
+    image = torch.zeros(1, 8, 4, 4)
+    image[0, 0] = 1.0  # patient's right edge
+    patch = {"image": image, "labels": torch.stack([image[0], torch.zeros(8, 4, 4), torch.zeros(8, 4, 4)]),
+             "present": torch.tensor([True, True, False])}
+    mirrored = SegAugmentation(SegAugmentConfig(), labels).mirror(patch)
+    assert mirrored["image"][0, -1].all() and not mirrored["image"][0, 0].any()
+    assert mirrored["labels"][2, -1].all() and not mirrored["labels"][0].any()
+    assert mirrored["present"].tolist() == [False, True, True]
+
+
+def test_thresholds_tuned_per_label() -> None:
+    truth = np.zeros((2, 10, 10, 10), bool)
+    truth[:, 2:6] = True
+    probabilities = np.where(truth, 0.8, 0.1).astype(np.float32)
+    probabilities[1, 6:8] = 0.5  # label 1: voxels at 0.5 outside the truth, need a threshold above 0.5
+    counts = [overlap_counts(probabilities, truth)]
+    thresholds, dice = tune_thresholds(counts, [np.array([True, True])])
+    assert 0.1 < thresholds[0] <= 0.8 and 0.5 < thresholds[1] <= 0.8
+    np.testing.assert_allclose(dice, [1.0, 1.0])
+    thresholds, dice = tune_thresholds(counts, [np.array([True, False])])
+    assert thresholds[1] == 0.5 and np.isnan(dice[1])
+    assert len(THRESHOLDS) == 19
+
+
+def test_checksum_mismatch_refuses_to_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_catalogue(tmp_path / "models", tiny_checkpoint({}), sha256="0" * 64)
+    monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
+    with pytest.raises(DoseSegError, match="sha256"):
+        load_segmentation_model(device="cpu")
+
+
+def test_segment_case_masks_on_ct_grid(phantom_case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_catalogue(tmp_path / "models", tiny_checkpoint({"Brainstem": 0.0, "Larynx": 1.01}))
+    monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
+    model = load_segmentation_model(device="cpu")
+    assert model.entry.name == "tiny-seg" and model.labels == OARS
+    masks = segment_case(model, phantom_case)
+    assert list(masks) == list(OARS)
+    assert all(m.same_grid(phantom_case.ct) and m.array.dtype == bool for m in masks.values())
+    assert masks["Brainstem"].array.any() and not masks["Larynx"].array.any()
+
+
+def test_segment_command_writes_seg_nrrd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_catalogue(tmp_path / "models", tiny_checkpoint({"Brainstem": 0.0, "Mandible": 0.0, "Larynx": 1.01}))
+    monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
+    patient = tmp_path / "pt_7"
+    write_phantom_patient(patient, **SMALL_PHANTOM)
+    (patient / "structures").rename(tmp_path / "unused")  # a new patient: CT only
+    out = tmp_path / "out"
+    assert main(["segment", str(patient), "-o", str(out), "--device", "cpu"]) == 0
+    ct = read_volume(patient / "ct.nrrd")
+    segments = read_segmentation(out / "pt_7" / "segmentation.seg.nrrd")
+    assert "Brainstem" in segments and "Mandible" in segments and "Larynx" not in segments
+    assert all(m.same_grid(ct) for m in segments.values())
+    import slicerio
+
+    colours = {s["name"]: s["color"] for s in slicerio.read_segmentation(
+        str(out / "pt_7" / "segmentation.seg.nrrd"), skip_voxels=True)["segments"]}
+    np.testing.assert_allclose(colours["Brainstem"], structure_color("Brainstem"), atol=1e-3)
+    files = sorted(p.name for p in (out / "pt_7" / "structures").iterdir())
+    assert files == sorted(f"{n}.nrrd" for n in segments)
+    assert read_volume(out / "pt_7" / "structures" / "Mandible.nrrd").same_grid(ct)
+
+
+def test_real_patient_smoke(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_catalogue(tmp_path / "models", tiny_checkpoint({}))
+    monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
+    model = load_segmentation_model(device="cpu")
+    folder = shared_data / "openkbp" / "validation" / "pt_201"
+    started = time.monotonic()
+    masks = segment_folder(model, folder)
+    assert time.monotonic() - started < 30
+    ct = read_patient(folder).ct
+    assert set(masks) == set(OARS)
+    assert all(m.same_grid(ct) and m.shape == (128, 128, 128) for m in masks.values())
