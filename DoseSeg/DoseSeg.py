@@ -159,7 +159,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.predictButton.enabled = idle and hasCt and hasSegments
         self.ui.dvhButton.enabled = idle and bool(dose) and hasSegments
         self.ui.radiomicsButton.enabled = idle and hasCt and hasSegments
-        self.ui.runAllButton.enabled = idle and hasCt
+        self.ui.runAllButton.enabled = idle and hasCt and hasSegments
         self.ui.cancelButton.enabled = not idle
         self.ui.metricsTableView.setMRMLTableNode(p.metricsTable)
         self.ui.constraintsTableView.setMRMLTableNode(p.constraintsTable)
@@ -175,7 +175,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSegment(self) -> None:
         p = self._parameterNode
         self._startJob({**BASE_PACKAGES, **MODEL_PACKAGES},
-                       lambda: self.logic.startSegmentMissingOars(p.ctVolume, p.segmentation),
+                       lambda: self.logic.startSegmentMissingOars(p.ctVolume, p.segmentation, p.device),
                        self._showSegmentation)
 
     def onPredict(self) -> None:
@@ -195,7 +195,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         self._startJob(ALL_PACKAGES,
                        lambda: self.logic.startRunAll(p.ctVolume, p.segmentation, p.referenceDose,
-                                                      self._prescription()),
+                                                      self._prescription(), p.device),
                        self._showRunAll)
 
     def onDvh(self) -> None:
@@ -338,11 +338,13 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
         installed versions of everything already present; pyradiomics builds without isolation.
         """
         missing = self.missingPackages(packages)
+        if not missing:
+            return
         if "torch" in missing:
             try:
                 import PyTorchUtils
             except ImportError:
-                raise RuntimeError("PyTorch is missing: install the PyTorch extension from the Extensions Manager")
+                raise RuntimeError("PyTorch is missing: install the PyTorch extension (Extensions Manager)") from None
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, ">=2.1") is None:
                 raise RuntimeError("PyTorch was not installed")
         constraints = ["-c", self._installedVersionsFile()]
@@ -369,6 +371,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
+        DoseSegLogic().installPackages(BASE_PACKAGES, askConfirmation=False)
 
     def runTest(self) -> None:
         self.setUp()
@@ -424,6 +427,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
             self.delayDisplay("Testing mode: model steps skipped (set DOSESEG_TEST_MODELS=1 to run them)")
             return
         self.delayDisplay("Model steps: auto-segment, predict dose, run all")
+        logic.installPackages(ALL_PACKAGES, askConfirmation=False)
         self.assertIsNotNone(logic.segmentMissingOars(ctNode, aligned))
         predicted = logic.predictDose(ctNode, aligned)
         self.assertEqual(predicted.GetAttribute(nodes.DOSE_ATTRIBUTE), "1")

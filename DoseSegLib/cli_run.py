@@ -54,7 +54,7 @@ def _describe(summary: dict, folder: Path) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
-        constraints=args.constraints, tta=args.tta,
+        constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json)
 
@@ -84,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-radiomics", action="store_true", help="skip the pyradiomics features")
     p.add_argument("--constraints", type=Path, help="clinical goals CSV (default: DoseSegLib's head-and-neck table)")
     p.add_argument("--tta", action="store_true", help="average the dose with a left-right mirrored prediction")
+    p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run the main job on a synthetic head-and-neck phantom (no data needed)")

@@ -101,7 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=("bce_dice", "doselo"), default="bce_dice")
     p.add_argument("--dose-model", help="DOSELO: catalogue name of the frozen dose network (default model)")
     p.add_argument("--dose-weights", type=Path, help="DOSELO: a train-dose best.pt instead of the catalogue")
-    p.add_argument("--lambda", dest="dose_weight", type=float, default=1.0, help="DOSELO: weight of the dose MSE (Gy^2)")
+    p.add_argument("--lambda", dest="dose_weight", type=float, default=1.0,
+                   help="DOSELO: weight of the dose MSE (Gy^2)")
     p.add_argument("--init", type=Path, help="start from a train-seg best.pt (e.g. DOSELO fine-tuning)")
     p.add_argument("--inputs", type=_names, default=("ct.nrrd",),
                    help="input images in each patient folder, resampled onto the first (default ct.nrrd)")

@@ -51,6 +51,7 @@ class RunOptions:
         radiomics: compute pyradiomics features of every structure on the CT.
         constraints: a constraint CSV (DoseSegLib's head-and-neck table when None).
         tta: average the dose with a left-right mirrored prediction.
+        allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
     """
 
     segment: bool = True
@@ -58,6 +59,7 @@ class RunOptions:
     radiomics: bool = True
     constraints: str | Path | None = None
     tta: bool = False
+    allow_high_dose: bool = False
 
 
 @dataclass
@@ -266,7 +268,7 @@ class Pipeline:
         with steps("read"):
             case = read_patient(folder)
             if case.dose is not None:
-                check_dose_units(case.dose, str(folder / "dose.nrrd"))
+                check_dose_units(case.dose, str(folder / "dose.nrrd"), self.options.allow_high_dose)
         with steps("align"):
             case = align_case(case)
         with steps("segment"):
@@ -318,9 +320,8 @@ class Pipeline:
             out_dir: new or empty folder, or one holding results when ``force``.
             force: replace an output folder that holds results.
         """
-        from .outputs import check_output_dir, staged_output
+        from .outputs import staged_output
 
-        check_output_dir(Path(out_dir), force, [patient_dir])
         with staged_output(out_dir, force, [patient_dir]) as staging:
             return self._process(Path(patient_dir), staging)
 
@@ -331,13 +332,12 @@ class Pipeline:
         """
         from tqdm import tqdm
 
-        from .outputs import check_output_dir, staged_output
+        from .outputs import staged_output
         from .tables import write_csv
 
         folders = [Path(p) for p in patient_dirs]
         if len({p.name for p in folders}) != len(folders):
             raise DoseSegError("two patient folders share a name; their outputs would collide")
-        check_output_dir(Path(out_dir), force, folders)
         rows, summaries = [], []
         with staged_output(out_dir, force, folders) as staging:
             for folder in tqdm(folders, desc="cohort", unit="patient", file=sys.stderr, disable=not self.progress):
@@ -384,7 +384,7 @@ def compare_doses(
     differences = [
         {"structure": p["structure"], "metric": key, "reference": r[key], "predicted": value,
          "difference": value - r[key]}
-        for p, r in zip(predicted.metrics, reference.metrics)
+        for p, r in zip(predicted.metrics, reference.metrics, strict=True)
         for key, value in p.items()
         if key not in ("structure", "prescription_gy") and key in r
     ]

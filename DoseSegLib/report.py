@@ -44,9 +44,9 @@ body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; color: #1d232b;
 main { max-width: 1240px; margin: 0 auto; padding: 18px 28px 40px; background: #fff; }
 h1 { font-size: 24px; margin: 6px 0 2px; } h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 2px solid #dde3ea;
   padding-bottom: 4px; } .sub { color: #5a6673; font-size: 13px; margin: 0 0 12px; }
-.cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 12px 0; }
-.card { background: #f1f5f9; border-radius: 6px; padding: 8px 12px; min-width: 110px; }
-.card b { display: block; font-size: 20px; } .card span { font-size: 12px; color: #5a6673; }
+.cards { display: flex; flex-wrap: wrap; gap: 8px; margin: 12px 0; }
+.card { background: #f1f5f9; border-radius: 6px; padding: 8px 12px; }
+.card b { display: block; font-size: 18px; } .card span { font-size: 12px; color: #5a6673; }
 .notes { background: #fff7e0; border-left: 4px solid #e0a800; padding: 6px 12px; font-size: 14px; }
 img { width: 100%; height: auto; display: block; margin: 6px 0; }
 table { border-collapse: collapse; font-size: 13px; margin: 6px 0 4px; }
@@ -87,13 +87,13 @@ def _image(png: bytes, alt: str) -> str:
 def _cards(result: PatientResult) -> str:
     case = result.case
     counts = result.plan.counts()
+    auto = f" ({len(result.auto_segmented)} auto-segmented)" if result.auto_segmented else ""
     cards = [
         (f"{case.main_prescription:g} Gy", "prescription"),
         (", ".join(case.targets), "targets"),
-        (str(len(case.structures)), "structures" + (f" ({len(result.auto_segmented)} auto)" if result.auto_segmented
-                                                    else "")),
-        (f"{counts.get('pass', 0)} / {counts.get('fail', 0)}", "constraints passed / failed"),
-        (f"{result.seconds + result.timings.get('load models', 0):.1f} s", f"run time on {result.device}"),
+        (str(len(case.structures)), f"structures{auto}"),
+        (f"{counts.get('pass', 0)} / {counts.get('fail', 0)}", "clinical goals passed / failed"),
+        (f"{sum(result.timings.values()):.1f} s", f"analysis time ({result.device})"),
     ]
     if result.comparison is not None:
         cards[3:3] = [(f"{result.comparison.dose_error:.2f} Gy", "dose error vs reference"),
@@ -160,14 +160,15 @@ def _radiomics_section(rows: Sequence[Row]) -> str:
 
 
 def _about_section(result: PatientResult) -> str:
-    models = [[task, str(m["name"]), str(m["version"]), (str(m["sha256"]), "text")] for task, m in result.models.items()]
+    models = [[task, str(m["name"]), str(m["version"]), str(m["sha256"])] for task, m in result.models.items()]
     timings = [[step, _number(seconds)] for step, seconds in result.timings.items()]
+    timings.append(["total", _number(sum(result.timings.values()))])
     absent = set() if result.comparison else {"dose_difference.nrrd", "comparison.csv", "dvh_reference.csv"}
     if not result.radiomics:
         absent.add("radiomics.csv")
     files = [[name, what] for name, what in OUTPUT_FILES if name not in absent]
     return (
-        "<h2>Models</h2>" + _table(["Task", "Name", "Version", "sha256"], models)
+        "<h2>Models</h2>" + _table(["Task", "Name", "Version", "sha256"], models, (3,))
         + "<h2>Run time</h2>" + _table(["Step", "Seconds"], timings)
         + "<h2>Files in this folder</h2>" + _table(["File", "Content"], files, (1,))
     )

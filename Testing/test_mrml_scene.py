@@ -7,7 +7,9 @@ for the predicted one: these tests check the scene code, not the model.
 
 from __future__ import annotations
 
+import json
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +20,12 @@ import vtk
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "DoseSeg"))
 
-from DoseSegLogicLib import nodes, results  # noqa: E402
+from DoseSegLogicLib import nodes, pipeline, results  # noqa: E402
 from DoseSegLogicLib.pipeline import (  # noqa: E402
     AUTO_SEGMENTED_TAG, CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, DoseSegJobError, DoseSegPipeline,
 )
 
-from DoseSegLib import Volume  # noqa: E402
+from DoseSegLib import OARS, Volume  # noqa: E402
 from DoseSegLib.alignment import align_case  # noqa: E402
 from DoseSegLib.colors import structure_color  # noqa: E402
 from DoseSegLib.constraints import load_constraints  # noqa: E402
@@ -112,6 +114,16 @@ def test_volume_node_geometry_and_kji_round_trip(scene, volume):
     back = nodes.volumeFromNode(node)
     assert back.same_grid(volume) and back.array.dtype == volume.array.dtype
     assert np.array_equal(back.array, volume.array)
+
+
+def test_segment_round_trip_on_an_oblique_grid(scene):
+    grid = _rotated_volume()
+    mask = grid.with_array(grid.array % 3 == 0)
+    segmentation = nodes.newSegmentationNode(scene, "oblique", nodes.addVolumeNode(scene, grid, "grid"))
+    nodes.addSegments(segmentation, {"Larynx": mask})
+    for reference in (grid, None):
+        back = nodes.segmentMasks(segmentation, reference)["Larynx"]
+        assert back.same_grid(grid) and np.array_equal(back.array, mask.array)
 
 
 def test_linear_parent_transform_is_part_of_the_geometry(scene, phantom):
@@ -241,13 +253,14 @@ def test_cli_outputs_load_as_dose_and_missing_oars(scene, phantom, loaded, tmp_p
     doseNode = pipeline.loadDose(tmp_path / "dose.nrrd", ct, prescription=70.0)
     assert doseNode.GetName() == "CT predicted dose" and doseNode.GetAttribute("DicomRtImport.DoseVolume") == "1"
     assert np.allclose(_ijkToRas(doseNode), _ijkToRas(ct))
-    segmentation.GetSegmentation().RemoveSegment(segmentation.GetSegmentation().GetSegmentIdBySegmentName("Larynx"))
+    segments = segmentation.GetSegmentation()
+    segments.RemoveSegment(segments.GetSegmentIdBySegmentName("Larynx"))
     pipeline.addMissingSegments(tmp_path / "segmentation.seg.nrrd", ct, segmentation)
-    added = segmentation.GetSegmentation().GetSegment(segmentation.GetSegmentation().GetSegmentIdBySegmentName("Larynx"))
+    added = segments.GetSegment(segments.GetSegmentIdBySegmentName("Larynx"))
     tag = vtk.reference("")
     assert added.GetTag(AUTO_SEGMENTED_TAG, tag) and tag.get() == "1"
     assert np.allclose(added.GetColor(), structure_color("Larynx"))
-    assert segmentation.GetSegmentation().GetNumberOfSegments() == len(phantom.structures)
+    assert segments.GetNumberOfSegments() == len(phantom.structures)
     fresh = pipeline.addMissingSegments(tmp_path / "segmentation.seg.nrrd", ct)
     assert fresh.GetSegmentation().GetNumberOfSegments() == len(oars)
 
@@ -282,6 +295,57 @@ def test_cancelled_job_loads_nothing(scene, loaded):
     job.cancel()
     assert job.wait(interval=0.05) is None and job.cancelled
     assert scene.GetNumberOfNodes() == before
+
+
+@pytest.fixture
+def fake_cli(tmp_path, monkeypatch, phantom):
+    """The command line replaced by a script that copies ready outputs: the models are not under test here.
+
+    Returns a function giving the calls so far, each {"args": [...], "inputs": [the patient folder's files]}.
+    """
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    write_volume(ready / "dose.nrrd", phantom.dose)  # the reference dose stands in for a prediction
+    write_segmentation(ready / "segmentation.seg.nrrd", {name: phantom.structures[name] for name in OARS})
+    (ready / "radiomics.csv").write_text("structure,original_firstorder_Mean\nPTV70,40.5\n")
+    calls = tmp_path / "calls.jsonl"
+    script = tmp_path / "fake_cli.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, shutil, sys
+        from pathlib import Path
+        args = sys.argv[1:]
+        patient = Path(args[1])
+        inputs = sorted(p.relative_to(patient).as_posix() for p in patient.rglob("*.nrrd"))
+        with open({str(calls)!r}, "a") as handle:
+            handle.write(json.dumps({{"args": args, "inputs": inputs}}) + "\\n")
+        shutil.copytree({str(ready)!r}, args[args.index("-o") + 1])
+    """))
+    monkeypatch.setattr(pipeline, "cliCommand", lambda args: [sys.executable, str(script), *map(str, args)])
+    return lambda: [json.loads(line) for line in calls.read_text().splitlines()]
+
+
+def test_model_steps_wire_the_cli_and_load_its_outputs(scene, phantom, loaded, fake_cli):
+    ct, reference, segmentation = loaded
+    logic = DoseSegPipeline(scene)
+    dose = logic.predictDose(ct, segmentation, device="cpu", prescription=70.0)
+    assert dose.GetAttribute("DicomRtImport.DoseVolume") == "1"
+    assert np.array_equal(nodes.volumeFromNode(dose).array, phantom.dose.array)
+    call = fake_cli()[-1]
+    assert call["args"][0] == "predict-dose" and call["args"][2:4] == ["--device", "cpu"]
+    assert {"ct.nrrd", "structures/PTV70.nrrd", "structures/Larynx.nrrd"} <= set(call["inputs"])
+
+    segments = segmentation.GetSegmentation()
+    segments.RemoveSegment(segments.GetSegmentIdBySegmentName("Mandible"))
+    assert logic.segmentMissingOars(ct, segmentation) is segmentation
+    assert segments.GetSegmentIdBySegmentName("Mandible") and segments.GetNumberOfSegments() == len(phantom.structures)
+    assert fake_cli()[-1]["args"][0] == "segment"
+
+    outputs = logic.runAll(ct, segmentation, reference, device="cuda")
+    assert set(outputs) == {"dose", "segmentation", "dvhTables", "dvhChart", "metrics", "constraints", "radiomics"}
+    assert outputs["metrics"].GetNumberOfRows() == len(phantom.structures)
+    assert outputs["radiomics"].GetNumberOfRows() == 1
+    call = fake_cli()[-1]
+    assert call["args"][0] == "run" and "cuda" in call["args"] and "dose.nrrd" in call["inputs"]
 
 
 # -- real patient --------------------------------------------------------------------------------------------------

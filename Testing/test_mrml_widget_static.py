@@ -26,9 +26,9 @@ def _parameter_fields() -> dict[str, str]:
     return {s.target.id: ast.unparse(s.annotation) for s in cls.body if isinstance(s, ast.AnnAssign)}
 
 
-def test_module_compiles():
+def test_module_compiles(tmp_path):
     for path in MODULE.rglob("*.py"):
-        py_compile.compile(str(path), doraise=True)
+        py_compile.compile(str(path), cfile=str(tmp_path / f"{path.stem}.pyc"), doraise=True)
 
 
 def test_ui_is_a_qt_designer_form():
@@ -107,3 +107,10 @@ def test_icon_is_a_128_pixel_png():
     data = (MODULE / "Resources" / "Icons" / "DoseSeg.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(data[16:20], "big") == int.from_bytes(data[20:24], "big") == 128
+
+
+def test_logic_layer_is_qt_free():
+    for path in (MODULE / "DoseSegLogicLib").glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(import|from) (qt|ctk)\b|slicer\.app\b|ScriptedLoadableModule|slicer\.modules",
+                             text, re.M), path.name

@@ -22,11 +22,11 @@ from DoseSegLib.volume import Volume
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _marked(shape=(6, 5, 4), direction=np.eye(3)) -> Volume:
+def _marked(shape: tuple[int, int, int] = (6, 5, 4)) -> Volume:
     """A volume whose one bright voxel sits at the patient's left, anterior, superior corner (LPS i, j, k)."""
     array = np.zeros(shape)
     array[-1, 0, -1] = 1  # largest x (left), smallest y (anterior), largest z (superior)
-    return Volume(array, (1.0, 2.0, 3.0), (0, 0, 0), direction)
+    return Volume(array, (1.0, 2.0, 3.0), (0, 0, 0))
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,15 @@ from DoseSegLib.colors import OAR_COLORS, structure_color, structure_colors
 from DoseSegLib.errors import DoseSegError
 from DoseSegLib.io import read_patient, read_segmentation, read_volume
 from DoseSegLib.models.catalogue import sha256_of
+from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
+from DoseSegLib.models.dose_training import save_weights
 from DoseSegLib.models.seg_augment import SegAugmentation, SegAugmentConfig, lateral_pairs, mirrored_name
 from DoseSegLib.models.seg_data import InputSpec
 from DoseSegLib.models.seg_inference import THRESHOLDS, overlap_counts, tune_thresholds
 from DoseSegLib.models.seg_net import SegNet, SegNetConfig
 from DoseSegLib.phantom import write_phantom_patient
 from DoseSegLib.segmentation import load_segmentation_model, segment_case, segment_folder
+from DoseSegLib.tables import read_csv
 
 TINY = {"channels": (4, 8, 16), "strides": (2, 2)}
 SMALL_PHANTOM = {"shape": (32, 32, 24), "spacing": (5.5, 6.5, 4.8)}
@@ -134,6 +137,34 @@ def test_segment_command_writes_seg_nrrd(tmp_path: Path, monkeypatch: pytest.Mon
     files = sorted(p.name for p in (out / "pt_7" / "structures").iterdir())
     assert files == sorted(f"{n}.nrrd" for n in segments)
     assert read_volume(out / "pt_7" / "structures" / "Mandible.nrrd").same_grid(ct)
+
+
+def add_tiny_dose_model(folder: Path) -> None:
+    """Append an untrained tiny dose model to the catalogue in ``folder``."""
+    torch.manual_seed(0)
+    save_weights(folder / "dose.pt", DoseNet(DoseNetConfig(**TINY)), {"patch": [32, 32, 32]})
+    catalogue = json.loads((folder / "catalogue.json").read_text())
+    catalogue["models"].append({"name": "tiny-dose", "task": "dose", "file": "dose.pt", "version": "0",
+                                "sha256": sha256_of(folder / "dose.pt")})
+    (folder / "catalogue.json").write_text(json.dumps(catalogue))
+
+
+def test_evaluate_seg_dice_hd95_rmae(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_catalogue(tmp_path / "models", tiny_checkpoint({"Brainstem": 0.0, "Larynx": 1.01}))
+    add_tiny_dose_model(tmp_path / "models")
+    monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
+    write_phantom_patient(tmp_path / "reference" / "pt_7", **SMALL_PHANTOM)
+    predictions, out = tmp_path / "predictions", tmp_path / "evaluation"
+    assert main(["segment", str(tmp_path / "reference" / "pt_7"), "-o", str(predictions), "--device", "cpu"]) == 0
+    assert main(["evaluate-seg", str(predictions), "--reference", str(tmp_path / "reference"),
+                 "-o", str(out), "--device", "cpu"]) == 0
+    rows = {r["structure"]: r for r in read_csv(out / "per_structure.csv")}
+    assert set(rows) == {*OARS, "possible_dose_mask"}
+    assert float(rows["Larynx"]["dice"]) == 0.0 and rows["Larynx"]["hd95_mm"] == "inf"
+    assert 0.0 < float(rows["Brainstem"]["dice"]) < 1.0 and float(rows["Brainstem"]["hd95_mm"]) > 0
+    assert float(rows["possible_dose_mask"]["rmae"]) >= 0.0
+    summary = read_csv(out / "summary.csv")
+    assert summary[-1]["structure"] == "mean" and float(summary[-1]["dice"]) < 1.0
 
 
 def test_real_patient_smoke(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -243,6 +243,6 @@ def setDoseOpacity(scene, opacity: float) -> None:
 
 
 def _sliceCompositeNodes(scene) -> list:
-    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    nodes.UnRegister(scene)  # the wrapper already holds the returned collection
-    return [nodes.GetItemAsObject(index) for index in range(nodes.GetNumberOfItems())]
+    found = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    found.UnRegister(scene)  # the wrapper already holds the returned collection
+    return [found.GetItemAsObject(index) for index in range(found.GetNumberOfItems())]

@@ -132,11 +132,12 @@ class DoseSegJob:
             process.cancel()
 
 
-def _findOutput(folder: Path, pattern: str) -> Path:
+def _findOutput(folder: Path, pattern: str, required: bool = True) -> Path | None:
+    """The first file under ``folder`` matching ``pattern``; None (or an error when ``required``) if none."""
     found = sorted(folder.rglob(pattern))
-    if not found:
+    if not found and required:
         raise DoseSegError(f"the command wrote no {pattern}")
-    return found[0]
+    return found[0] if found else None
 
 
 def _fileName(name: str) -> str:
@@ -184,13 +185,16 @@ class DoseSegPipeline:
 
         return self._job("Align structures", ctNode, segmentationNode, ["align"], finish, onCtGrid=False)
 
-    def startSegmentMissingOars(self, ctNode, segmentationNode=None) -> DoseSegJob:
+    def startSegmentMissingOars(self, ctNode, segmentationNode=None, device: str = "auto") -> DoseSegJob:
         """Auto-segment the CT (``doseseg segment``); the OARs it lacks are added to ``segmentationNode``.
 
         A new segmentation node is made when ``segmentationNode`` is None. The job's result is the
         segmentation node; the added segments carry the tag ``DoseSeg.AutoSegmented``.
+
+        Args:
+            device: "auto", "cpu" or "cuda".
         """
-        return self._job("Auto-segment", ctNode, segmentationNode, ["segment"],
+        return self._job("Auto-segment", ctNode, segmentationNode, ["segment", "--device", device],
                          lambda output: self.addMissingSegments(_findOutput(output, SEGMENTATION_FILE), ctNode,
                                                                 segmentationNode))
 
@@ -250,12 +254,13 @@ class DoseSegPipeline:
                          lambda output: results.loadCsvTable(
                              self.scene, _findOutput(output, RADIOMICS_CSV), RADIOMICS_TABLE_NAME))
 
-    def startRunAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None
-                    ) -> DoseSegJob:
+    def startRunAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None,
+                    device: str = "auto") -> DoseSegJob:
         """The whole chain (``doseseg run``): missing OARs, dose and radiomics; then DVH, metrics and goals in-process.
 
-        The job's result is a dict of the output nodes: dose, segmentation, dvhTables, dvhChart,
-        metrics, constraints, radiomics.
+        The job's result is a dict of the output nodes: dose, segmentation, dvhTables, dvhChart, metrics,
+        constraints, radiomics (None when pyradiomics is missing). ``referenceDoseNode`` goes into the
+        patient folder as its dose.nrrd, which the command compares the prediction with.
         """
 
         def finish(output: Path) -> dict:
@@ -263,19 +268,21 @@ class DoseSegPipeline:
             doseNode = self.loadDose(_findOutput(output, DOSE_FILE), ctNode, prescription)
             dvhTables, chartNode = self.computeDvh(doseNode, segmentation, referenceDoseNode)
             metrics, constraints = self.computeMetrics(doseNode, segmentation, prescription)
-            radiomics = results.loadCsvTable(self.scene, _findOutput(output, RADIOMICS_CSV), RADIOMICS_TABLE_NAME)
+            radiomicsFile = _findOutput(output, RADIOMICS_CSV, required=False)
+            radiomics = results.loadCsvTable(self.scene, radiomicsFile, RADIOMICS_TABLE_NAME) if radiomicsFile else None
             return {"dose": doseNode, "segmentation": segmentation, "dvhTables": dvhTables, "dvhChart": chartNode,
                     "metrics": metrics, "constraints": constraints, "radiomics": radiomics}
 
-        return self._job("Run all", ctNode, segmentationNode, ["run"], finish, doseNode=referenceDoseNode)
+        return self._job("Run all", ctNode, segmentationNode, ["run", "--device", device], finish,
+                         doseNode=referenceDoseNode)
 
     def alignStructures(self, ctNode, segmentationNode):
         """:meth:`startAlignStructures`, waiting for the result."""
         return self.startAlignStructures(ctNode, segmentationNode).wait()
 
-    def segmentMissingOars(self, ctNode, segmentationNode=None):
+    def segmentMissingOars(self, ctNode, segmentationNode=None, device: str = "auto"):
         """:meth:`startSegmentMissingOars`, waiting for the result."""
-        return self.startSegmentMissingOars(ctNode, segmentationNode).wait()
+        return self.startSegmentMissingOars(ctNode, segmentationNode, device).wait()
 
     def predictDose(self, ctNode, segmentationNode, device: str = "auto", prescription: float | None = None,
                     doseNode=None):
@@ -286,9 +293,10 @@ class DoseSegPipeline:
         """:meth:`startExtractRadiomics`, waiting for the result."""
         return self.startExtractRadiomics(ctNode, segmentationNode).wait()
 
-    def runAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None) -> dict:
+    def runAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None,
+               device: str = "auto") -> dict:
         """:meth:`startRunAll`, waiting for the result."""
-        return self.startRunAll(ctNode, segmentationNode, referenceDoseNode, prescription).wait()
+        return self.startRunAll(ctNode, segmentationNode, referenceDoseNode, prescription, device).wait()
 
     # -- fast steps, in-process --------------------------------------------------------------------------------
 

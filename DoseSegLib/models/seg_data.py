@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from ..volume import Volume
 from .dose_inference import pad_to
 from .dose_inputs import dose_input_channels, mask_box
 
-log = logging.getLogger(__name__)
 CT_IMAGE = "ct.nrrd"
 AIR_HU = -1024.0
 BOX_MARGIN = 4
@@ -46,7 +44,7 @@ class InputSpec:
     ct_windows: tuple[tuple[float, float], ...] = ((-1024.0, 1024.0),)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"images": list(self.images), "ct_windows": [list(w) for w in self.ct_windows]}
 
     @classmethod
     def from_dict(cls, data: dict) -> InputSpec:

@@ -1,0 +1,116 @@
+"""``doseseg train-seg`` on a tiny synthetic two-input dataset (CT + PET), both losses, resume."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from DoseSegLib.case import OARS
+from DoseSegLib.cli import main
+from DoseSegLib.io import write_volume
+from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
+from DoseSegLib.models.dose_training import save_weights
+from DoseSegLib.models.seg_data import InputSpec, build_cache, load_sample, random_patch, read_inputs
+from DoseSegLib.models.seg_losses import make_loss
+from DoseSegLib.models.seg_net import SegNet, SegNetConfig
+from DoseSegLib.phantom import write_phantom_patient
+from DoseSegLib.volume import Volume
+
+TINY = ["--channels", "4", "8", "16", "--patch", "16", "16", "16", "--batch-size", "2", "--workers", "1"]
+
+
+def write_pet(folder: Path, ct: Volume, hot: np.ndarray, seed: int) -> None:
+    """A PET-like image of the tumour on a grid twice as coarse as the CT's."""
+    rng = np.random.default_rng(seed)
+    uptake = (1.0 + 6.0 * hot + rng.normal(0, 0.1, hot.shape)).astype(np.float32)[::2, ::2, ::2]
+    write_volume(folder / "pet.nrrd", Volume(uptake, tuple(2 * s for s in ct.spacing), ct.origin))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train/ (3 patients) and validation/ (2 patients): 32x32x24 phantoms with ct.nrrd and pet.nrrd."""
+    root = tmp_path_factory.mktemp("segdata")
+    for split, seeds in (("train", (1, 2, 3)), ("validation", (4, 5))):
+        for seed in seeds:
+            folder = root / split / f"pt_{seed}"
+            case = write_phantom_patient(folder, shape=(32, 32, 24), spacing=(5.5, 6.5, 4.8), seed=seed)
+            write_pet(folder, case.ct, case.structures["PTV70"].array, seed)
+    return root
+
+
+def log_rows(run: Path) -> list[dict[str, str]]:
+    with (run / "log.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_inputs_resampled_onto_first_image(dataset: Path) -> None:
+    case, images = read_inputs(dataset / "train" / "pt_1", InputSpec(("ct.nrrd", "pet.nrrd")))
+    assert images[0] is case.ct and images[1].same_grid(case.ct)
+    hot = case.structures["PTV70"].array
+    assert images[1].array[hot].mean() > 3 * images[1].array[~hot].mean()
+
+
+@pytest.mark.parametrize("loss", ["bce_dice", "doselo"])
+def test_training_steps_decrease_the_loss(dataset: Path, tmp_path: Path, loss: str) -> None:
+    torch.manual_seed(0)
+    doselo = loss == "doselo"
+    files = build_cache([dataset / "train" / "pt_1"], tmp_path, InputSpec(), OARS, doselo, workers=1)
+    patch = random_patch(load_sample(files[0]), (16, 16, 16), np.random.default_rng(0))
+    batch = {key: value[None] for key, value in patch.items()}
+    net = SegNet(SegNetConfig(out_channels=len(OARS), channels=(4, 8, 16), strides=(2, 2), dropout=0.0))
+    dose_net = DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2))) if doselo else None
+    loss_fn = make_loss(loss, OARS, dose_net)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(12):
+        terms = loss_fn(net(batch["image"]), batch)
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+        losses.append(terms["loss"].item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_train_seg_two_inputs_any_labels_and_resume(dataset: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    args = ["train-seg", "--data", str(dataset), "--out", str(run), "--inputs", "ct.nrrd,pet.nrrd",
+            "--labels", "Mandible,PTV70", "--ct-windows=-1024:1024,-160:240", "--val-every", "1", *TINY]
+    assert main([*args, "--epochs", "2"]) == 0
+    best = torch.load(run / "best.pt", weights_only=True)
+    meta = best["meta"]
+    assert meta["labels"] == ["Mandible", "PTV70"] and set(meta["thresholds"]) == {"Mandible", "PTV70"}
+    assert meta["inputs"] == {"images": ["ct.nrrd", "pet.nrrd"], "ct_windows": [[-1024.0, 1024.0], [-160.0, 240.0]]}
+    assert best["config"]["in_channels"] == 3 and best["config"]["out_channels"] == 2
+    rows = log_rows(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"] and np.isfinite(float(rows[0]["val_dice"]))
+    assert {"dice_Mandible", "dice_PTV70"} <= set(rows[0])
+    assert main([*args, "--epochs", "3"]) == 0  # resumes from last.pt: one more epoch
+    assert [r["epoch"] for r in log_rows(run)] == ["1", "2", "3"]
+    assert "best val_dice" in capsys.readouterr().out
+
+
+def test_train_seg_doselo(dataset: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    save_weights(tmp_path / "dose.pt", DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2))), {})
+    run = tmp_path / "run"
+    args = ["train-seg", "--data", str(dataset), "--out", str(run), "--loss", "doselo", "--lambda", "0.5",
+            "--dose-weights", str(tmp_path / "dose.pt"), "--epochs", "1", "--max-train-patients", "2",
+            "--max-val-patients", "1", *TINY]
+    assert main(args) == 0
+    row = log_rows(run)[0]
+    assert float(row["train_dose"]) > 0
+    assert torch.load(run / "best.pt", weights_only=True)["meta"]["loss"] == "doselo"
+
+
+def test_train_seg_refuses_bad_options(dataset: Path, tmp_path: Path, capsys) -> None:
+    save_weights(tmp_path / "dose.pt", DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2))), {})
+    common = ["train-seg", "--data", str(dataset), "--out", str(tmp_path / "run"), "--channels", "4", "8", "16"]
+    assert main([*common, "--loss", "doselo", "--labels", "PTV70", "--dose-weights", str(tmp_path / "dose.pt"),
+                 "--patch", "16", "16", "16"]) == 1
+    assert "OARs" in capsys.readouterr().err
+    assert main([*common, "--patch", "16", "16", "18"]) == 1
+    assert "multiple of 4" in capsys.readouterr().err
