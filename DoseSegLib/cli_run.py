@@ -87,7 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="run the main job on a synthetic head-and-neck phantom (no data needed)")
+    p = sub.add_parser(
+        "demo", help="run the main job on a synthetic head-and-neck phantom (no data needed)",
+        description="Build a synthetic head-and-neck phantom (CT, structures, reference dose) in a temporary "
+                    "folder and run `doseseg run` on it: the whole product with no data at hand.",
+    )
     _add_outputs(p)
     p.set_defaults(func=cmd_demo)
 

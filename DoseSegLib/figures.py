@@ -21,12 +21,14 @@ from .volume import Volume
 ISODOSE_PERCENTS = (95, 80, 50, 20)
 ISODOSE_COLORS = ("#ff2d2d", "#ff9f1c", "#ffe600", "#2ec4ff")
 WASH_THRESHOLD = 0.10  # of the prescription: lower doses are not coloured
+WASH_TOP = 1.1  # of the prescription: the top of the colour scale (higher doses share its colour)
 CT_WINDOW = (-160.0, 240.0)  # soft tissue, W400 / L40
 DPI = 100
 _LABEL_PLACES = ((0.02, 0.5, "left", "center"), (0.98, 0.5, "right", "center"),
                  (0.5, 0.98, "center", "top"), (0.5, 0.02, "center", "bottom"))
 PlaneName = str  # "axial", "coronal" or "sagittal"
 PLANES: tuple[PlaneName, ...] = ("axial", "coronal", "sagittal")
+PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}  # the LPS axis each plane is a slice along
 
 
 def lps_oriented(volume: Volume) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -103,7 +105,7 @@ def _ct_figure(ct: Volume, centre: Sequence[int], title: str, extra_height: floa
     Returns the figure and a list of (axes, plane name, extent) for the overlays.
     """
     ct_array, spacing = lps_oriented(ct)
-    slice_of = dict(zip(("sagittal", "coronal", "axial"), centre))
+    slice_of = {name: centre[PLANE_AXIS[name]] for name in PLANES}
     images = {name: plane(ct_array, spacing, name, slice_of[name]) for name in PLANES}
     limits = {name: _body_limits(*images[name]) for name in PLANES}
     widths = [abs(np.diff(x)[0] / np.diff(y)[0]) for x, y in limits.values()]
@@ -127,7 +129,7 @@ def _ct_figure(ct: Volume, centre: Sequence[int], title: str, extra_height: floa
 
 def _plane_of(volume: Volume, name: PlaneName, centre: Sequence[int]) -> np.ndarray:
     array, spacing = lps_oriented(volume)
-    return plane(array, spacing, name, dict(zip(("sagittal", "coronal", "axial"), centre))[name])[0]
+    return plane(array, spacing, name, centre[PLANE_AXIS[name]])[0]
 
 
 def dose_planes_png(
@@ -151,7 +153,7 @@ def dose_planes_png(
     from matplotlib.lines import Line2D
 
     figure, panels = _ct_figure(ct, centre, title, extra_height=1.3)
-    top = max(1.1 * prescription, float(dose.array.max()))
+    top = WASH_TOP * prescription
     outline = [patheffects.withStroke(linewidth=2.6, foreground="black")]
     for ax, name, extent in panels:
         values = _plane_of(dose, name, centre)
@@ -167,7 +169,7 @@ def dose_planes_png(
             if region.any():
                 ax.contour(region.astype(np.float32), [0.5], colors="white", linewidths=0.8, linestyles="--",
                            extent=extent, origin="upper")
-    figure.colorbar(image, ax=figure.axes, label="dose (Gy)", shrink=0.8, pad=0.01)
+    figure.colorbar(image, ax=figure.axes, label="dose (Gy)", shrink=0.8, pad=0.01, extend="max")
     handles = [Line2D([], [], color=c, lw=2, path_effects=outline) for c in ISODOSE_COLORS]
     labels = [f"{p}% ({p / 100 * prescription:.1f} Gy)" for p in ISODOSE_PERCENTS]
     if contours:
@@ -200,12 +202,11 @@ def dvh_png(
     dvhs: Mapping[str, DVH],
     reference: Mapping[str, DVH] | None = None,
     prescription: float | None = None,
-    colors: Mapping[str, tuple[float, float, float]] | None = None,
 ) -> bytes:
-    """Cumulative DVHs (volume %) of every structure, one colour each; reference curves dashed."""
+    """Cumulative DVHs (volume %) of every structure in its colour (see colors.py); reference curves dashed."""
     from matplotlib.lines import Line2D
 
-    colors = colors or structure_colors(dvhs)
+    colors = structure_colors(dvhs)
     figure = _figure(12.4, 5.0)
     ax = figure.subplots()
     for name, curve in dvhs.items():

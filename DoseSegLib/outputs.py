@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -29,6 +30,12 @@ def check_output_dir(out_dir: Path, force: bool, inputs: Iterable[str | Path | N
         raise DoseSegError(f"{out_dir}: output folder already holds results (choose another or use --force)")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def staged_output(
     out_dir: str | Path, force: bool = False, inputs: Iterable[str | Path | None] = ()
@@ -45,6 +52,7 @@ def staged_output(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         yield staging
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; results get the user's usual mode
         if out_dir.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
             out_dir.rename(backup / "old")

@@ -184,8 +184,8 @@ class _Steps:
 
         self.timings: dict[str, float] = {}
         self.patient = patient
-        self.bar = tqdm(total=len(steps), desc=patient, unit="step", file=sys.stderr, leave=False,
-                        disable=not progress, bar_format="{desc}: {n_fmt}/{total_fmt} steps |{bar}| {elapsed}")
+        self.bar = tqdm(total=len(steps), desc=f"{patient}: ", unit="step", file=sys.stderr, leave=False,
+                        disable=not progress, bar_format="{desc}{n_fmt}/{total_fmt} steps |{bar}| {elapsed}")
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:

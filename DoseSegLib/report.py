@@ -57,7 +57,7 @@ tr:nth-child(even) td { background: #fafbfc; }
 td.pass { color: #fff; background: #2e7d32 !important; text-align: center; }
 td.fail { color: #fff; background: #c62828 !important; text-align: center; }
 td.na { color: #555; background: #e0e0e0 !important; text-align: center; }
-code { font-size: 12px; } .foot { color: #5a6673; font-size: 12px; margin-top: 28px; }
+.foot { color: #5a6673; font-size: 12px; margin-top: 28px; }
 """
 
 
@@ -168,7 +168,7 @@ def _about_section(result: PatientResult) -> str:
         absent.add("radiomics.csv")
     files = [[name, what] for name, what in OUTPUT_FILES if name not in absent]
     return (
-        "<h2>Models</h2>" + _table(["Task", "Name", "Version", "sha256"], models, (3,))
+        "<h2>Models</h2>" + _table(["Task", "Name", "Version", "sha256"], models, (1, 2, 3))
         + "<h2>Run time</h2>" + _table(["Step", "Seconds"], timings)
         + "<h2>Files in this folder</h2>" + _table(["File", "Content"], files, (1,))
     )

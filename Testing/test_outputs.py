@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,13 @@ def test_output_overlapping_an_input_is_refused(tmp_path: Path, relation: str) -
 def test_sibling_output_is_not_an_overlap(tmp_path: Path) -> None:
     (tmp_path / "pt").mkdir()
     check_output_dir(tmp_path / "pt_out", force=False, inputs=[tmp_path / "pt"])
+
+
+def test_results_get_the_users_usual_permissions(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    try:
+        with staged_output(tmp_path / "out") as staging:
+            (staging / "a.txt").write_text("x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755

@@ -134,6 +134,19 @@ def test_existing_output_is_refused_without_force(
     assert _leftovers(tmp_path) == []
 
 
+def test_patient_without_reference_dose_gets_no_comparison(tiny_models: Path, tmp_path: Path) -> None:
+    patient = tmp_path / "patient"
+    write_phantom_patient(patient, shape=(40, 40, 32))
+    (patient / "dose.nrrd").unlink()
+    result = Pipeline(device="cpu", options=RunOptions(radiomics=False)).run(patient, tmp_path / "out")
+    assert result.comparison is None
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "dose.nrrd", "segmentation.seg.nrrd", "dvh.csv", "dvh_metrics.csv", "constraints.csv", "summary.json",
+        "report.html",
+    }
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["comparison"] is None
+
+
 def test_bad_patient_fails_with_one_line_and_no_output(
     tiny_models: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, tree_hash: TreeHash
 ) -> None:

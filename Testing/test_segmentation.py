@@ -165,6 +165,7 @@ def test_evaluate_seg_dice_hd95_rmae(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert float(rows["possible_dose_mask"]["rmae"]) >= 0.0
     summary = read_csv(out / "summary.csv")
     assert summary[-1]["structure"] == "mean" and float(summary[-1]["dice"]) < 1.0
+    assert {r["structure"]: r for r in summary}["Larynx"]["missed"] == "1"
 
 
 def test_real_patient_smoke(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

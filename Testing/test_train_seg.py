@@ -54,6 +54,20 @@ def test_inputs_resampled_onto_first_image(dataset: Path) -> None:
     assert images[1].array[hot].mean() > 3 * images[1].array[~hot].mean()
 
 
+def test_random_patch_pads_and_prefers_foreground() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.zeros((2, 40, 12, 30), np.uint8)
+    labels[1, 35:38, 5:7, 20:22] = 1
+    sample = {"image": np.linspace(-1, 1, 40 * 12 * 30, dtype=np.float16).reshape(1, 40, 12, 30), "labels": labels,
+              "present": np.array([False, True])}
+    patch = random_patch(sample, (16, 16, 16), rng, foreground=1.0)
+    assert patch["image"].shape == (1, 16, 16, 16) and patch["labels"].shape == (2, 16, 16, 16)
+    assert patch["labels"][1].sum() == 12 and patch["image"][0, :, 12:].eq(-1).all()
+    assert patch["present"].tolist() == [False, True]
+    hits = sum(bool(random_patch(sample, (16, 16, 16), rng)["labels"].any()) for _ in range(30))
+    assert hits < 30
+
+
 @pytest.mark.parametrize("loss", ["bce_dice", "doselo"])
 def test_training_steps_decrease_the_loss(dataset: Path, tmp_path: Path, loss: str) -> None:
     torch.manual_seed(0)

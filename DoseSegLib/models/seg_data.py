@@ -91,12 +91,17 @@ def input_channels(images: list[Volume], spec: InputSpec, region: np.ndarray) ->
     return np.stack(channels)
 
 
-def pad_channels(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Pad channels-first ``array`` at the end of each spatial axis to ``shape``, each channel with its minimum."""
+def pad_channels(array: np.ndarray, shape: tuple[int, ...], fill: np.ndarray | None = None) -> np.ndarray:
+    """Pad channels-first ``array`` at the end of each spatial axis to ``shape``.
+
+    Args:
+        fill: value of each channel in the padding (default: the channel's minimum).
+    """
     pads = [(0, max(0, s - n)) for s, n in zip(shape, array.shape[1:])]
     if not any(after for _, after in pads):
         return array
-    return np.stack([np.pad(c, pads, constant_values=c.min()) for c in array])
+    fill = array.min(axis=(1, 2, 3)) if fill is None else fill
+    return np.stack([np.pad(c, pads, constant_values=v) for c, v in zip(array, fill)])
 
 
 def prepare_sample(folder: Path, spec: InputSpec, labels: tuple[str, ...], dose_inputs: bool) -> dict[str, np.ndarray]:
@@ -111,10 +116,10 @@ def prepare_sample(folder: Path, spec: InputSpec, labels: tuple[str, ...], dose_
     case, images = read_inputs(folder, spec)
     region = region_mask(case)
     box = mask_box(region, BOX_MARGIN)
-    empty = np.zeros(case.ct.shape, bool)
+    empty = np.zeros(region[box].shape, bool)
     sample = {
         "image": input_channels(images, spec, region)[(slice(None), *box)].astype(np.float16),
-        "labels": np.stack([case.structures.get(n, case.ct.with_array(empty)).array[box] for n in labels])
+        "labels": np.stack([case.structures[n].array[box] if n in case.structures else empty for n in labels])
         .astype(np.uint8),
         "present": np.array([n in case.structures for n in labels]),
         "box": np.array([[s.start, s.stop] for s in box]),
@@ -152,19 +157,34 @@ def load_sample(path: Path) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int],
-                 rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """A random ``patch``-sized crop of a sample's arrays (padded where the box is smaller)."""
-    shape = tuple(max(p, n) for p, n in zip(patch, sample["image"].shape[1:]))
-    start = [int(rng.integers(0, n - p + 1)) for n, p in zip(shape, patch)]
+def _patch_start(labels: np.ndarray, patch: tuple[int, int, int], rng: np.random.Generator,
+                 foreground: float) -> list[int]:
+    """Corner of a random patch; with probability ``foreground`` centred on a voxel of a random label."""
+    size = labels.shape[1:]
+    found = np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1))
+    if len(found) and rng.random() < foreground:
+        voxels = np.argwhere(labels[rng.choice(found)])
+        centre = voxels[rng.integers(len(voxels))]
+        return [int(np.clip(c - p // 2, 0, max(n - p, 0))) for c, p, n in zip(centre, patch, size)]
+    return [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(size, patch)]
+
+
+def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int], rng: np.random.Generator,
+                 foreground: float = 0.0) -> dict[str, torch.Tensor]:
+    """A random ``patch``-sized crop of a sample's arrays (padded where the box is smaller).
+
+    Args:
+        foreground: probability of centring the patch on a voxel of a random label.
+    """
+    start = _patch_start(sample["labels"], patch, rng, foreground)
     crop = (slice(None), *(slice(s, s + p) for s, p in zip(start, patch)))
+    labels = sample["labels"][crop].astype(np.float32)
     arrays = {
-        "image": pad_channels(sample["image"].astype(np.float32), shape),
-        "labels": np.pad(sample["labels"].astype(np.float32),
-                         [(0, 0)] + [(0, s - n) for s, n in zip(shape, sample["labels"].shape[1:])]),
+        "image": pad_channels(sample["image"][crop].astype(np.float32), patch, sample["image"].min(axis=(1, 2, 3))),
+        "labels": np.pad(labels, [(0, 0)] + [(0, p - n) for p, n in zip(patch, labels.shape[1:])]),
     }
     if "dose_inputs" in sample:
-        arrays["dose_inputs"] = pad_to(sample["dose_inputs"].astype(np.float32), shape)[0]
-    patch_arrays = {key: torch.from_numpy(np.ascontiguousarray(value[crop])) for key, value in arrays.items()}
+        arrays["dose_inputs"] = pad_to(sample["dose_inputs"][crop].astype(np.float32), patch)[0]
+    patch_arrays = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in arrays.items()}
     patch_arrays["present"] = torch.from_numpy(sample["present"].copy())
     return patch_arrays

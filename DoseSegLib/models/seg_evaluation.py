@@ -93,7 +93,7 @@ def summarise(rows: list[Row]) -> list[Row]:
             values = [r[metric] for r in group if math.isfinite(r[metric])]
             row[metric] = float(np.mean(values)) if values else math.nan
         if "hd95_mm" in row:
-            row["missed"] = sum(1 for r in group if r["dice"] == 0)
+            row["missed"] = sum(1 for r in group if math.isinf(r["hd95_mm"]))
         summary.append(row)
     structures = [r for r in summary if r["structure"] != PDM_ROW]
     mean = {"structure": "mean", "patients": max(r["patients"] for r in summary)}

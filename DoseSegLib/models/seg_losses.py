@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..case import OARS
 from ..errors import DoseSegError
 from .dose_inputs import CHANNELS
 from .dose_net import DoseNet, DoseNetConfig
@@ -55,7 +56,7 @@ class DoseTerm(nn.Module):
 
     def __init__(self, dose_net: DoseNet, labels: Sequence[str]) -> None:
         super().__init__()
-        unknown = [n for n in labels if n not in CHANNELS[3:-1]]
+        unknown = [n for n in labels if n not in OARS]
         if unknown:
             raise DoseSegError(f"the DOSELO loss needs labels among the dose network's OARs; not: {unknown}")
         self.dose_net = dose_net.eval()

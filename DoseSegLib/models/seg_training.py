@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
@@ -23,7 +24,7 @@ from ..case import OARS
 from ..errors import DoseSegError
 from .dose_training import _patient_folders, save_weights
 from .seg_augment import SegAugmentation, SegAugmentConfig
-from .seg_data import InputSpec, build_cache, load_sample, random_patch
+from .seg_data import InputSpec, build_cache, is_ct, load_sample, random_patch
 from .seg_inference import overlap_counts, predict_probabilities, tune_thresholds
 from .seg_losses import load_frozen_dose_net, make_loss
 from .seg_net import SegNet, SegNetConfig
@@ -43,6 +44,7 @@ class SegTrainConfig:
         dose_weights: a train-dose best.pt to use instead of the catalogue.
         init_weights: a train-seg best.pt to start from (e.g. DOSELO fine-tuning of a baseline).
         workers: processes preparing the patient cache.
+        foreground: share of training patches centred on a voxel of a random label.
     """
 
     loss: str = "bce_dice"
@@ -66,6 +68,7 @@ class SegTrainConfig:
     seed: int = 0
     threads: int | None = None
     workers: int = 2
+    foreground: float = 0.5
     net: SegNetConfig = field(default_factory=SegNetConfig)
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
 
@@ -115,6 +118,8 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     config = replace(config, net=replace(config.net, in_channels=config.inputs.channels,
                                          out_channels=len(config.labels)))
     doselo = config.loss == "doselo"
+    if doselo and not is_ct(config.inputs.images[0]):
+        raise DoseSegError("the DOSELO loss needs ct.nrrd as the first input (the dose network's grid)")
     dose_net = load_frozen_dose_net(config.dose_model, config.dose_weights).to(device) if doselo else None
     multiples = {"segmentation network": config.net.size_multiple}
     if dose_net is not None:
@@ -157,7 +162,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
             t0 = time.monotonic()
             terms = _train_epoch(net, loss_fn, optimizer, train_samples, config, epoch, device)
             schedule.step()
-            dice = np.full(len(config.labels), np.nan)
+            dice, mean_dice = np.full(len(config.labels), np.nan), math.nan
             if epoch % config.val_every == 0 or epoch == config.epochs:
                 thresholds, dice = validator.score(net, device)
                 mean_dice = float(np.nanmean(dice))
@@ -168,9 +173,9 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
                     state["stale"] += 1
             state["epoch"] = epoch
             writer.writerow([
-                epoch, f"{terms['loss']:.4f}", f"{terms['seg']:.4f}", f"{terms.get('dose', float('nan')):.4f}",
-                f"{np.nanmean(dice) if np.isfinite(dice).any() else float('nan'):.4f}",
-                f"{optimizer.param_groups[0]['lr']:.3g}", f"{time.monotonic() - t0:.1f}", *(f"{d:.4f}" for d in dice),
+                epoch, f"{terms['loss']:.4f}", f"{terms['seg']:.4f}", f"{terms.get('dose', math.nan):.4f}",
+                f"{mean_dice:.4f}", f"{optimizer.param_groups[0]['lr']:.3g}", f"{time.monotonic() - t0:.1f}",
+                *(f"{d:.4f}" for d in dice),
             ])
             log_file.flush()
             torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -193,7 +198,8 @@ def _meta(config: SegTrainConfig, epoch: int, thresholds: np.ndarray, dice: np.n
         "val_dice": float(np.nanmean(dice)),
         "val_dice_per_label": {n: float(d) for n, d in zip(config.labels, dice)},
         "loss": config.loss,
-        "dose_weight": config.dose_weight,
+        "dose_weight": config.dose_weight if config.loss == "doselo" else None,
+        "dose_model": (config.dose_weights or config.dose_model or "default") if config.loss == "doselo" else None,
     }
 
 
@@ -209,7 +215,7 @@ def _train_epoch(net: SegNet, loss_fn: torch.nn.Module, optimizer: torch.optim.O
     history = defaultdict(list)
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
     for indices in bar:
-        patches = [augment(random_patch(samples[i], config.patch, rng)) for i in indices]
+        patches = [augment(random_patch(samples[i], config.patch, rng, config.foreground)) for i in indices]
         batch = {key: torch.stack([p[key] for p in patches]).to(device) for key in patches[0]}
         terms = loss_fn(net(batch["image"]), batch)
         optimizer.zero_grad(set_to_none=True)
