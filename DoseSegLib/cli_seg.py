@@ -43,6 +43,7 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
         patch=tuple(args.patch), lr=args.lr, weight_decay=args.weight_decay, val_every=args.val_every,
         patience=args.patience, max_minutes=args.max_minutes, max_train_patients=args.max_train_patients,
         max_val_patients=args.max_val_patients, seed=args.seed, threads=args.threads, workers=args.workers,
+        foreground=args.foreground, balanced=not args.no_balance,
         net=SegNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
                          squeeze_excitation=not args.no_se, dropout=args.dropout),
     )
@@ -120,7 +121,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-5)
     p.add_argument("--val-every", type=int, default=2, help="validate every N epochs")
     p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
-    p.add_argument("--max-minutes", type=float, help="stop after the epoch that passes this time")
+    p.add_argument("--max-minutes", type=float, help="training-time budget in minutes, summed over resumed runs: the cosine LR decay ends with it and training stops after the epoch that passes it")
+    p.add_argument("--foreground", type=float, default=0.5,
+                   help="share of training patches centred on a voxel of a structure")
+    p.add_argument("--no-balance", action="store_true",
+                   help="centre patches on structures uniformly, not inversely to how many patients have them")
     p.add_argument("--max-train-patients", type=int)
     p.add_argument("--max-val-patients", type=int)
     p.add_argument("--seed", type=int, default=0)

@@ -16,3 +16,8 @@ def select_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise DoseSegError(f"unknown device '{name}' (use auto, cpu or cuda)")
     return torch.device(name)
+
+
+def autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
+    """bfloat16 mixed precision on CUDA when ``enabled``; a no-op on the CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -31,10 +32,10 @@ def preprocess_patient(folder: Path, cache_dir: Path) -> Path:
     return target
 
 
-def build_cache(folders: list[Path], cache_dir: Path, workers: int = 2) -> list[Path]:
-    """Preprocess every patient folder (in parallel); returns the cache files in order."""
+def build_cache(folders: list[Path], cache_dir: Path, workers: int | None = None) -> list[Path]:
+    """Preprocess every patient folder (in parallel, up to 8 processes); returns the cache files in order."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         return list(pool.map(preprocess_patient, folders, [cache_dir] * len(folders)))
 
 

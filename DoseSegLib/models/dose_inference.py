@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .devices import autocast
 from .dose_augment import left_right_flip
 from .dose_net import DoseNet
 
@@ -38,7 +39,7 @@ def predict_box(
     Args:
         roi: sliding-window size (the training patch size).
         tta: average with the left-right mirrored prediction.
-        amp: autocast to float16 (CUDA only).
+        amp: bfloat16 mixed precision (CUDA only).
     """
     from monai.inferers import sliding_window_inference
 
@@ -47,7 +48,7 @@ def predict_box(
     x = torch.from_numpy(padded)[None].to(device)
 
     def run(batch: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        with autocast(device, amp):
             return sliding_window_inference(batch, roi, 4, net, overlap=0.25, mode="gaussian").float()
 
     raw = run(x)

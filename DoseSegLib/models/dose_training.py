@@ -21,6 +21,7 @@ from ..scores import dvh_abs_errors, openkbp_scores
 from .dose_augment import AugmentConfig, DoseAugmentation
 from .dose_cache import build_cache, load_cached
 from .dose_inference import pad_to, predict_box
+from .devices import autocast
 from .dose_net import DoseNet, DoseNetConfig
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,18 @@ class TrainConfig:
 
 def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int], rng: np.random.Generator) -> dict:
     """A random ``patch``-sized crop of a cached box (padded with air where the box is smaller)."""
-    shape = tuple(max(p, n) for p, n in zip(patch, sample["dose"].shape))
-    inputs, _ = pad_to(sample["inputs"].astype(np.float32), shape)
-    dose, _ = pad_to(sample["dose"][None], shape)
-    start = [int(rng.integers(0, n - p + 1)) for n, p in zip(shape, patch)]
+    size = sample["dose"].shape
+    start = [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(size, patch)]
     box = (slice(None), *(slice(s, s + p) for s, p in zip(start, patch)))
-    inputs = torch.from_numpy(np.ascontiguousarray(inputs[box]))
-    return {"ct": inputs[:1], "rest": inputs[1:], "dose": torch.from_numpy(np.ascontiguousarray(dose[box]))}
+    inputs, _ = pad_to(sample["inputs"][box].astype(np.float32), patch)
+    dose, _ = pad_to(sample["dose"][None][box], patch)
+    inputs = torch.from_numpy(np.ascontiguousarray(inputs))
+    return {"ct": inputs[:1], "rest": inputs[1:], "dose": torch.from_numpy(np.ascontiguousarray(dose))}
+
+
+def to_device(patch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The patch's tensors on ``device`` (augmentation then runs there too)."""
+    return {key: value.to(device, non_blocking=True) for key, value in patch.items()}
 
 
 def masked_mae(pred: torch.Tensor, dose: torch.Tensor, rest: torch.Tensor, structure_weight: float) -> torch.Tensor:
@@ -88,15 +94,18 @@ class ValidationSet:
         for i, sample in enumerate(self.samples):
             box = tuple(slice(int(a), int(b)) for a, b in sample["box"])
             pred, ref = np.zeros(self.grid, np.float32), np.zeros(self.grid, np.float32)
-            pred[box] = predict_box(net, sample["inputs"], roi, device)
+            pred[box] = predict_box(net, sample["inputs"], roi, device, amp=device.type == "cuda")
             ref[box] = sample["dose"]
             dose_errors.append(float(np.abs(pred - ref).sum() / self.mask_counts[i]))
             dvh_errors.append(dvh_abs_errors(pred, ref, self.structures[i], self.voxel_cc[i]))
         return openkbp_scores(dose_errors, dvh_errors)
 
 
-def cosine_lr(config: TrainConfig, epochs_done: int, minutes_used: float) -> float:
-    """Cosine decay from ``lr`` to ``min_lr`` over the epoch budget or the time budget, whichever ends first."""
+def cosine_lr(config, epochs_done: int, minutes_used: float) -> float:
+    """Cosine decay from ``lr`` to ``min_lr`` over the epoch budget or the time budget, whichever ends first.
+
+    ``config`` is any training config with epochs, max_minutes, lr and min_lr.
+    """
     progress = epochs_done / config.epochs
     if config.max_minutes:
         progress = max(progress, minutes_used / config.max_minutes)
@@ -194,11 +203,11 @@ def _train_epoch(net: DoseNet, optimizer: torch.optim.Optimizer, samples: list[d
     losses = []
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
     for batch in bar:
-        patches = [augment(random_patch(samples[i], config.patch, rng)) for i in batch]
-        ct = torch.stack([p["ct"] for p in patches]).to(device)
-        rest = torch.stack([p["rest"] for p in patches]).to(device)
-        dose = torch.stack([p["dose"] for p in patches]).to(device)
-        loss = masked_mae(net(torch.cat([ct, rest], dim=1)), dose, rest, config.structure_weight)
+        patches = [augment(to_device(random_patch(samples[i], config.patch, rng), device)) for i in batch]
+        ct, rest, dose = (torch.stack([p[key] for p in patches]) for key in ("ct", "rest", "dose"))
+        with autocast(device):
+            pred = net(torch.cat([ct, rest], dim=1)).float()
+        loss = masked_mae(pred, dose, rest, config.structure_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -158,25 +158,37 @@ def load_sample(path: Path) -> dict[str, np.ndarray]:
 
 
 def _patch_start(labels: np.ndarray, patch: tuple[int, int, int], rng: np.random.Generator,
-                 foreground: float) -> list[int]:
-    """Corner of a random patch; with probability ``foreground`` centred on a voxel of a random label."""
+                 foreground: float, label_weights: np.ndarray | None = None) -> list[int]:
+    """Corner of a random patch; with probability ``foreground`` centred on a voxel of a random label.
+
+    The label is drawn among those the sample contains, with probability proportional
+    to ``label_weights`` (uniform when None).
+    """
     size = labels.shape[1:]
     found = np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1))
     if len(found) and rng.random() < foreground:
-        voxels = np.argwhere(labels[rng.choice(found)])
+        weights = np.ones(len(found)) if label_weights is None else np.asarray(label_weights, float)[found]
+        voxels = np.argwhere(labels[rng.choice(found, p=weights / weights.sum())])
         centre = voxels[rng.integers(len(voxels))]
         return [int(np.clip(c - p // 2, 0, max(n - p, 0))) for c, p, n in zip(centre, patch, size)]
     return [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(size, patch)]
 
 
+def balanced_label_weights(samples: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """Per label, 1 / (number of samples that have it): rare structures get centred as often as common ones."""
+    counts = np.sum([s["present"] for s in samples], axis=0)
+    return 1.0 / np.maximum(counts, 1)
+
+
 def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int], rng: np.random.Generator,
-                 foreground: float = 0.0) -> dict[str, torch.Tensor]:
+                 foreground: float = 0.0, label_weights: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """A random ``patch``-sized crop of a sample's arrays (padded where the box is smaller).
 
     Args:
         foreground: probability of centring the patch on a voxel of a random label.
+        label_weights: relative chance of each label to be the centre (see :func:`balanced_label_weights`).
     """
-    start = _patch_start(sample["labels"], patch, rng, foreground)
+    start = _patch_start(sample["labels"], patch, rng, foreground, label_weights)
     crop = (slice(None), *(slice(s, s + p) for s, p in zip(start, patch)))
     labels = sample["labels"][crop].astype(np.float32)
     arrays = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .devices import autocast
 from .dose_inference import inference_shape
 from .seg_data import pad_channels
 from .seg_net import SegNet
@@ -19,14 +20,14 @@ def predict_probabilities(net: SegNet, image: np.ndarray, roi: tuple[int, int, i
 
     Args:
         roi: sliding-window size (the training patch).
-        amp: autocast to float16 (CUDA only).
+        amp: bfloat16 mixed precision (CUDA only).
     """
     from monai.inferers import sliding_window_inference
 
     shape = image.shape[1:]
     padded = pad_channels(image.astype(np.float32), inference_shape(shape, roi, net.config.size_multiple))
     x = torch.from_numpy(np.ascontiguousarray(padded))[None].to(device)
-    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+    with autocast(device, amp):
         logits = sliding_window_inference(x, roi, 4, net, overlap=0.25, mode="gaussian")
     probabilities = torch.sigmoid(logits.float())[0].cpu().numpy()
     return probabilities[(slice(None), *(slice(0, n) for n in shape))]

@@ -22,9 +22,10 @@ from tqdm import tqdm
 
 from ..case import OARS
 from ..errors import DoseSegError
-from .dose_training import _patient_folders, save_weights
+from .devices import autocast
+from .dose_training import _patient_folders, cosine_lr, save_weights, to_device
 from .seg_augment import SegAugmentation, SegAugmentConfig
-from .seg_data import InputSpec, build_cache, is_ct, load_sample, random_patch
+from .seg_data import InputSpec, balanced_label_weights, build_cache, is_ct, load_sample, random_patch
 from .seg_inference import overlap_counts, predict_probabilities, tune_thresholds
 from .seg_losses import load_frozen_dose_net, make_loss
 from .seg_net import SegNet, SegNetConfig
@@ -45,6 +46,8 @@ class SegTrainConfig:
         init_weights: a train-seg best.pt to start from (e.g. DOSELO fine-tuning of a baseline).
         workers: processes preparing the patient cache.
         foreground: share of training patches centred on a voxel of a random label.
+        balanced: draw that label with probability inversely proportional to how many
+            training patients have it (rare structures are seen as often as common ones).
     """
 
     loss: str = "bce_dice"
@@ -69,6 +72,7 @@ class SegTrainConfig:
     threads: int | None = None
     workers: int = 2
     foreground: float = 0.5
+    balanced: bool = True
     net: SegNetConfig = field(default_factory=SegNetConfig)
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
 
@@ -89,7 +93,7 @@ class Validator:
         """Per-label tuned thresholds and mean Dice at them (NaN for labels no patient has)."""
         net.eval()
         counts = [
-            overlap_counts(predict_probabilities(net, s["image"], self.patch, device), s["labels"])
+            overlap_counts(predict_probabilities(net, s["image"], self.patch, device, amp=True), s["labels"])
             for s in tqdm(self.samples, desc="validation", unit="patient", leave=False)
         ]
         return tune_thresholds(counts, [s["present"] for s in self.samples])
@@ -141,18 +145,15 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     if config.init_weights:
         _load_init(net, config.init_weights)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs, eta_min=config.min_lr)
-    state = {"epoch": 0, "best": -1.0, "stale": 0}
+    state = {"epoch": 0, "best": -1.0, "stale": 0, "minutes": 0.0}
     last = out / "last.pt"
     if last.is_file():
         checkpoint = torch.load(last, map_location=device, weights_only=True)
         net.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        schedule.load_state_dict(checkpoint["schedule"])
-        state = checkpoint["state"]
+        state.update(checkpoint["state"])
         log.warning("resuming from %s at epoch %d", last, state["epoch"])
 
-    started = time.monotonic()
     with (out / "log.csv").open("a", newline="") as log_file:
         writer = csv.writer(log_file)
         if log_file.tell() == 0:
@@ -160,8 +161,9 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
         while state["epoch"] < config.epochs and state["stale"] < config.patience:
             epoch = state["epoch"] + 1
             t0 = time.monotonic()
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(config, state["epoch"], state["minutes"])
             terms = _train_epoch(net, loss_fn, optimizer, train_samples, config, epoch, device)
-            schedule.step()
             dice, mean_dice = np.full(len(config.labels), np.nan), math.nan
             if epoch % config.val_every == 0 or epoch == config.epochs:
                 thresholds, dice = validator.score(net, device)
@@ -172,6 +174,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
                 else:
                     state["stale"] += 1
             state["epoch"] = epoch
+            state["minutes"] += (time.monotonic() - t0) / 60
             writer.writerow([
                 epoch, f"{terms['loss']:.4f}", f"{terms['seg']:.4f}", f"{terms.get('dose', math.nan):.4f}",
                 f"{mean_dice:.4f}", f"{optimizer.param_groups[0]['lr']:.3g}", f"{time.monotonic() - t0:.1f}",
@@ -179,9 +182,9 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
             ])
             log_file.flush()
             torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "state": state}, last.with_suffix(".partial"))
+                        "state": state}, last.with_suffix(".partial"))
             last.with_suffix(".partial").replace(last)
-            if config.max_minutes and (time.monotonic() - started) / 60 > config.max_minutes:
+            if config.max_minutes and state["minutes"] > config.max_minutes:
                 log.warning("time limit of %.0f min reached after epoch %d", config.max_minutes, epoch)
                 break
     return {"val_dice": state["best"], "epochs": state["epoch"]}
@@ -213,11 +216,15 @@ def _train_epoch(net: SegNet, loss_fn: torch.nn.Module, optimizer: torch.optim.O
     order = rng.permutation(len(samples))
     batches = [order[i: i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     history = defaultdict(list)
+    label_weights = balanced_label_weights(samples) if config.balanced else None
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
     for indices in bar:
-        patches = [augment(random_patch(samples[i], config.patch, rng, config.foreground)) for i in indices]
-        batch = {key: torch.stack([p[key] for p in patches]).to(device) for key in patches[0]}
-        terms = loss_fn(net(batch["image"]), batch)
+        patches = [augment(to_device(random_patch(samples[i], config.patch, rng, config.foreground, label_weights),
+                                     device)) for i in indices]
+        batch = {key: torch.stack([p[key] for p in patches]) for key in patches[0]}
+        with autocast(device):
+            logits = net(batch["image"]).float()
+        terms = loss_fn(logits, batch)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
