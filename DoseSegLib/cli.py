@@ -85,12 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except DoseSegError as exc:
+    except (DoseSegError, OSError) as exc:  # OSError: a file or folder the system refused (permissions, disk)
         print(f"doseseg: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("doseseg: interrupted; no partial output was kept", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an input we did not foresee: still one line, the traceback with -v
+        if args.verbose:
+            raise
+        print(f"doseseg: error: unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ def _names_list(text: str) -> list[str]:
 def cmd_dvh(args: argparse.Namespace) -> None:
     from .cli import _names
     from .constraints import load_constraints
-    from .outputs import staged_output
+    from .outputs import check_output_dir, staged_output
     from .plan import evaluate_plan, load_plan
 
+    check_output_dir(args.output, args.force, [args.patient, args.dose, args.segmentation, args.constraints])
     if args.step <= 0:
         raise DoseSegError(f"--step must be positive (got {args.step})")
     constraints = load_constraints(args.constraints)
@@ -38,8 +39,9 @@ def cmd_dvh(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_predictions, write_evaluation
-    from .outputs import staged_output
+    from .outputs import check_output_dir, staged_output
 
+    check_output_dir(args.output, args.force, [args.predictions, args.reference])
     result = evaluate_predictions(
         args.predictions, args.reference, args.allow_missing, args.allow_high_dose, progress=True
     )
@@ -54,10 +56,11 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
     from .cli import _names
     from .dosecheck import check_dose_units
     from .io import read_patient
-    from .outputs import staged_output
+    from .outputs import check_output_dir, staged_output
     from .radiomics import radiomics_table
     from .tables import write_csv
 
+    check_output_dir(args.output, args.force, [args.patient, args.segmentation, args.params])
     case = align_case(read_patient(args.patient, _names(args), args.segmentation))
     if args.dose:
         if case.dose is None:

@@ -84,6 +84,8 @@ def read_openkbp_csv(folder: str | Path, mapper: NameMapper | None = None) -> Ca
         name = file.stem
         if name not in _SPECIAL:
             mask = dense(name, np.uint8)
+            if not mask.any():
+                raise DoseSegError(f"{file}: structure is empty (no voxel listed)")
             structures[mapper.canonical(name)] = crop_to_content(volume(mask), mask > 0)
     possible = None
     if (folder / "possible_dose_mask.csv").is_file():
@@ -91,6 +93,9 @@ def read_openkbp_csv(folder: str | Path, mapper: NameMapper | None = None) -> Ca
     dose = None
     if (folder / "dose.csv").is_file():
         dose = volume(dense("dose", np.float32))
+        if dose.array.min() < 0:
+            raise DoseSegError(f"{folder / 'dose.csv'}: dose has negative values (min {dose.array.min():.3g}); "
+                               "expected Gy >= 0")
         if possible is not None:
             dose = crop_to_content(dose, possible.array > 0)
     return Case(folder.name, ct, structures, dose, possible, source=folder)

@@ -220,3 +220,20 @@ def test_console_command_exit_codes(phantom_dir: Path, tmp_path: Path) -> None:
     done = subprocess.run([*command, str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "ct.nrrd: file not found" in done.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_unexpected_errors_are_one_line_unless_verbose(
+    phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import DoseSegLib.alignment
+
+    def broken(case):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(DoseSegLib.alignment, "align_case", broken)
+    assert main(["align", str(phantom_dir), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "doseseg: error: unexpected RuntimeError: simulated failure (run with -v for the traceback)"
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        main(["-v", "align", str(phantom_dir), "-o", str(tmp_path / "out")])

@@ -257,3 +257,18 @@ def test_radiomics_command(synthetic_split: Path, tmp_path: Path, capsys: pytest
     assert not any(c.startswith(("diagnostics_", "original_shape")) for c in rows[0])
     code, out, err = run_cli(capsys, "radiomics", patient, "-o", tmp_path / "o2", "--classes", "firstorder,nope")
     assert code == 1 and "nope" in err
+
+
+def test_radiomics_command_with_a_parameter_file(synthetic_split: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("radiomics")
+    params = tmp_path / "params.yaml"
+    params.write_text("setting:\n  binWidth: 10\nfeatureClass:\n  firstorder: [Mean, Entropy]\n")
+    code, out, err = run_cli(capsys, "radiomics", synthetic_split / "case_2", "-o", tmp_path / "o", "--params", params)
+    assert code == 0, err
+    rows = read_csv(tmp_path / "o" / "radiomics.csv")
+    assert set(rows[0]) == {"structure", "original_firstorder_Mean", "original_firstorder_Entropy"}
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "old.csv").write_text("keep")
+    code, out, err = run_cli(capsys, "radiomics", synthetic_split / "case_2", "-o", tmp_path / "taken")
+    assert code == 1 and "taken" in err and (tmp_path / "taken" / "old.csv").read_text() == "keep"

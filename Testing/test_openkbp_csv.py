@@ -110,6 +110,18 @@ def test_bad_csv_names_the_file(csv_patient: Path, text: str, problem: str) -> N
         read_openkbp_csv(csv_patient)
 
 
+def test_empty_structure_csv_is_an_error(csv_patient: Path) -> None:
+    write_csv(csv_patient / "Larynx.csv", [])
+    with pytest.raises(DoseSegError, match=r"Larynx\.csv: structure is empty"):
+        read_openkbp_csv(csv_patient)
+
+
+def test_negative_dose_csv_is_an_error(csv_patient: Path) -> None:
+    write_csv(csv_patient / "dose.csv", [flat(*v) for v in DOSE], [70.5, -2.0])
+    with pytest.raises(DoseSegError, match=r"dose\.csv: dose has negative values \(min -2\)"):
+        read_openkbp_csv(csv_patient)
+
+
 def test_bad_voxel_dimensions_names_the_file(csv_patient: Path) -> None:
     (csv_patient / "voxel_dimensions.csv").write_text("three\n")
     with pytest.raises(DoseSegError, match=r"voxel_dimensions\.csv: unreadable"):
