@@ -26,7 +26,7 @@ from DoseSegLogicLib.pipeline import (  # noqa: E402
 )
 
 from DoseSegLib import OARS, Volume  # noqa: E402
-from DoseSegLib.alignment import align_case  # noqa: E402
+from DoseSegLib.alignment import align_case, body_mask  # noqa: E402
 from DoseSegLib.colors import structure_color  # noqa: E402
 from DoseSegLib.constraints import load_constraints  # noqa: E402
 from DoseSegLib.dvh import compute_dvhs, metrics_table  # noqa: E402
@@ -388,3 +388,32 @@ def test_real_patient_nodes_dvh_and_metrics(scene, shared_data, tmp_path):
         assert rows[row["structure"]]["Dmax"] == pytest.approx(row["Dmax"], rel=1e-6)
         assert rows[row["structure"]]["D95"] == pytest.approx(row["D95"], rel=1e-6)
     assert "PTV70" in {row["structure"] for row in _rows(constraints)}
+
+
+@pytest.mark.slow
+def test_real_patient_model_steps_through_the_real_command_line(scene, shared_data):
+    """predictDose and extractRadiomics run the real DoseSegLib command line (bundled dose model,
+    pyradiomics) on pt_201 in a background process and load its outputs onto the CT's grid."""
+    pytest.importorskip("radiomics")
+    folder = shared_data / "openkbp" / "validation" / "pt_201"
+    case = align_case(read_patient(folder))
+    ct = nodes.addVolumeNode(scene, case.ct, "pt_201 CT")
+    segmentation = nodes.newSegmentationNode(scene, "pt_201 structures", ct)
+    nodes.addSegments(segmentation, case.structures)
+    logic = DoseSegPipeline(scene)
+
+    dose = logic.predictDose(ct, segmentation, device="cpu")
+    assert dose.GetAttribute("DicomRtImport.DoseVolume") == "1"
+    assert np.allclose(_ijkToRas(dose), _ijkToRas(ct))
+    predicted = slicer.util.arrayFromVolume(dose).transpose(2, 1, 0)
+    assert predicted.shape == case.ct.shape and predicted.min() >= 0
+    body = body_mask(case.ct).array  # the scene has no possible-dose mask: the CLI derives the body
+    assert np.all(predicted[~body] == 0) and predicted[body].max() > 60
+    inside = case.possible_dose_mask.array
+    assert np.abs(predicted - case.dose.array)[inside].mean() < 6.0, "the bundled model is far off on pt_201"
+
+    radiomics = logic.extractRadiomics(ct, segmentation)
+    rows = {row["structure"]: row for row in _rows(radiomics)}
+    assert set(rows) == set(case.structures)
+    assert rows["PTV70"]["original_shape_VoxelVolume"] == pytest.approx(
+        case.structures["PTV70"].array.sum() * case.ct.voxel_volume_cc * 1000, rel=1e-6)
