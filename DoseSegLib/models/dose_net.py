@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .dose_inputs import CHANNELS
+from .net_config import NetConfig
 
 
 @dataclass
-class DoseNetConfig:
+class DoseNetConfig(NetConfig):
     """Architecture of the dose network (stored with its weights)."""
 
     in_channels: int = len(CHANNELS)
@@ -20,22 +21,6 @@ class DoseNetConfig:
     num_res_units: int = 2
     dropout: float = 0.1
     dose_scale_gy: float = 70.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DoseNetConfig:
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**fields)
-
-    @property
-    def size_multiple(self) -> int:
-        """Spatial sizes must be multiples of this."""
-        multiple = 1
-        for stride in self.strides:
-            multiple *= stride
-        return multiple
 
 
 class DoseNet(nn.Module):

@@ -6,14 +6,16 @@ gives logits.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .net_config import NetConfig
+
 
 @dataclass
-class SegNetConfig:
+class SegNetConfig(NetConfig):
     """Architecture of the segmentation network (stored with its weights)."""
 
     in_channels: int = 1
@@ -23,21 +25,6 @@ class SegNetConfig:
     num_res_units: int = 2
     squeeze_excitation: bool = True
     dropout: float = 0.1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SegNetConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-    @property
-    def size_multiple(self) -> int:
-        """Spatial sizes must be multiples of this."""
-        multiple = 1
-        for stride in self.strides:
-            multiple *= stride
-        return multiple
 
 
 def _se_unet(config: SegNetConfig) -> nn.Module:

@@ -1,0 +1,28 @@
+"""What every network configuration shares: storage with the weights and the size rule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import TypeVar
+
+Config = TypeVar("Config", bound="NetConfig")
+
+
+class NetConfig:
+    """Mixin of the network dataclasses (fields ``strides`` and the architecture's own)."""
+
+    strides: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[Config], data: dict) -> Config:
+        """The configuration stored by :meth:`to_dict` (JSON lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    @property
+    def size_multiple(self) -> int:
+        """Spatial sizes must be multiples of this."""
+        return math.prod(self.strides)
