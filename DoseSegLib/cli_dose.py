@@ -16,7 +16,8 @@ def cmd_train_dose(args: argparse.Namespace) -> None:
         weight_decay=args.weight_decay, structure_weight=args.structure_weight, val_every=args.val_every,
         patience=args.patience, max_minutes=args.max_minutes, max_train_patients=args.max_train_patients,
         max_val_patients=args.max_val_patients, seed=args.seed, threads=args.threads,
-        net=DoseNetConfig(channels=tuple(args.channels), dropout=args.dropout),
+        init_weights=str(args.init) if args.init else None,
+        net=DoseNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1), dropout=args.dropout),
         augment=AugmentConfig(elastic_prob=args.elastic_prob),
     )
     result = train_dose(args.data, args.out, config, cache=args.cache, device=_device(args.device))
@@ -67,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
     p.add_argument("--cache", type=Path, help="preprocessed-array cache (default OUT/cache)")
+    p.add_argument("--init", type=Path, help="start from these weights (a best.pt or Resources/Models/<model>.pt; "
+                                             "same --channels)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--patch", type=int, nargs=3, default=(96, 64, 80), help="training patch (multiple of 16)")

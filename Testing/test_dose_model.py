@@ -139,3 +139,36 @@ def test_fine_ct_is_predicted_at_working_spacing(tmp_path: Path, monkeypatch: py
     dose = predict_case_dose(load_dose_model(device="cpu"), case)
     assert dose.same_grid(case.ct)
     assert np.all(dose.array[~case.possible_dose_mask.array] == 0)
+
+
+def test_train_dose_command_logs_resumes_and_starts_from_weights(tmp_path: Path, capsys) -> None:
+    import csv
+
+    from DoseSegLib.cli import main
+    from DoseSegLib.phantom import write_phantom_patient
+
+    data = tmp_path / "data"
+    for split, seeds in (("train", (1, 2)), ("validation", (3,))):
+        for seed in seeds:
+            write_phantom_patient(data / split / f"pt_{seed}", shape=(32, 32, 24), spacing=(5.5, 6.5, 4.8), seed=seed)
+    tiny = ["--data", str(data), "--channels", "4", "8", "16", "--patch", "16", "16", "16", "--val-every", "1",
+            "--device", "cpu"]
+
+    def epochs(run: Path) -> list[str]:
+        with (run / "log.csv").open() as handle:
+            return [row["epoch"] for row in csv.DictReader(handle)]
+
+    run = tmp_path / "run"
+    assert main(["train-dose", "--out", str(run), "--epochs", "2", *tiny]) == 0
+    assert epochs(run) == ["1", "2"]
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert np.isfinite(best["meta"]["val_dose_score"]) and best["config"]["strides"] == (2, 2)
+    assert main(["train-dose", "--out", str(run), "--epochs", "3", *tiny]) == 0  # resumes from last.pt
+    assert epochs(run) == ["1", "2", "3"]
+
+    assert main(["train-dose", "--out", str(tmp_path / "next"), "--epochs", "1", "--init", str(run / "best.pt"),
+                 *tiny]) == 0
+    capsys.readouterr()
+    wider = [*tiny[:2], "--channels", "8", "16", "32", *tiny[6:]]
+    assert main(["train-dose", "--out", str(tmp_path / "bad"), "--init", str(run / "best.pt"), *wider]) == 1
+    assert "best.pt: its network" in capsys.readouterr().err and not (tmp_path / "bad").exists()

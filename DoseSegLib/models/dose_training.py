@@ -46,6 +46,7 @@ class TrainConfig:
     max_val_patients: int | None = None
     seed: int = 0
     threads: int | None = None
+    init_weights: str | None = None
     net: DoseNetConfig = field(default_factory=DoseNetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -112,6 +113,16 @@ def cosine_lr(config, epochs_done: int, minutes_used: float) -> float:
     return config.min_lr + (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0))) / 2
 
 
+def load_init_weights(net: torch.nn.Module, path: str | Path) -> None:
+    """Start ``net`` from inference weights (a best.pt or a bundled model file) of the same architecture."""
+    if not Path(path).is_file():
+        raise DoseSegError(f"{path}: initial weights not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint["config"] != net.config.to_dict():
+        raise DoseSegError(f"{path}: its network ({checkpoint['config']}) differs from this run's")
+    net.load_state_dict(checkpoint["state_dict"])
+
+
 def save_weights(path: Path, net: DoseNet, meta: dict) -> None:
     """Inference weights: state dict, architecture and metadata, loadable with weights_only=True."""
     partial = path.with_suffix(".partial")
@@ -138,6 +149,9 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
+    net = DoseNet(config.net)
+    if config.init_weights:
+        load_init_weights(net, config.init_weights)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
     train_folders = _patient_folders(data, "train")[: config.max_train_patients]
@@ -147,7 +161,7 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
     val_set = ValidationSet(build_cache(val_folders, cache), val_folders)
     train_samples = [load_cached(f) for f in train_files]
 
-    net = DoseNet(config.net).to(device)
+    net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "best": float("inf"), "best_dvh": float("inf"), "stale": 0, "minutes": 0.0}
     last = out / "last.pt"

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..case import OARS
 from ..errors import DoseSegError
 from .devices import autocast
-from .dose_training import _patient_folders, cosine_lr, save_weights, to_device
+from .dose_training import _patient_folders, cosine_lr, load_init_weights, save_weights, to_device
 from .seg_augment import SegAugmentation, SegAugmentConfig
 from .seg_data import InputSpec, balanced_label_weights, build_cache, is_ct, load_sample, random_patch
 from .seg_inference import overlap_counts, predict_probabilities, tune_thresholds
@@ -99,13 +99,6 @@ class Validator:
         return tune_thresholds(counts, [s["present"] for s in self.samples])
 
 
-def _load_init(net: SegNet, path: str) -> None:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint["config"] != net.config.to_dict():
-        raise DoseSegError(f"{path}: its network ({checkpoint['config']}) differs from this run's")
-    net.load_state_dict(checkpoint["state_dict"])
-
-
 def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Path | None = None,
                        device: torch.device | None = None) -> dict:
     """Train (or resume from ``out/last.pt``) the segmentation network; returns the best validation Dice.
@@ -130,6 +123,9 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
         multiples["dose network"] = dose_net.config.size_multiple
     _check_patch(config.patch, multiples)
     loss_fn = make_loss(config.loss, config.labels, dose_net, config.dose_weight).to(device)
+    net = SegNet(config.net)
+    if config.init_weights:
+        load_init_weights(net, config.init_weights)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
@@ -141,9 +137,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     cached = build_cache(val_folders, cache, config.inputs, config.labels, False, config.workers)
     validator = Validator([load_sample(f) for f in cached], config.patch)
 
-    net = SegNet(config.net).to(device)
-    if config.init_weights:
-        _load_init(net, config.init_weights)
+    net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "best": -1.0, "stale": 0, "minutes": 0.0}
     last = out / "last.pt"
