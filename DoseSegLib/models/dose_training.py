@@ -9,6 +9,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -18,10 +19,10 @@ from ..alignment import align_case
 from ..errors import DoseSegError
 from ..io import read_patient
 from ..scores import dvh_abs_errors, openkbp_scores
+from .devices import autocast
 from .dose_augment import AugmentConfig, DoseAugmentation
 from .dose_cache import build_cache, load_cached
 from .dose_inference import pad_to, predict_box
-from .devices import autocast
 from .dose_net import DoseNet, DoseNetConfig
 
 log = logging.getLogger(__name__)
@@ -102,11 +103,17 @@ class ValidationSet:
         return openkbp_scores(dose_errors, dvh_errors)
 
 
-def cosine_lr(config, epochs_done: int, minutes_used: float) -> float:
-    """Cosine decay from ``lr`` to ``min_lr`` over the epoch budget or the time budget, whichever ends first.
+class Budget(Protocol):
+    """What the learning-rate schedule reads of a training config."""
 
-    ``config`` is any training config with epochs, max_minutes, lr and min_lr.
-    """
+    epochs: int
+    max_minutes: float | None
+    lr: float
+    min_lr: float
+
+
+def cosine_lr(config: Budget, epochs_done: int, minutes_used: float) -> float:
+    """Cosine decay from ``lr`` to ``min_lr`` over the epoch budget or the time budget, whichever ends first."""
     progress = epochs_done / config.epochs
     if config.max_minutes:
         progress = max(progress, minutes_used / config.max_minutes)
