@@ -121,7 +121,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-5)
     p.add_argument("--val-every", type=int, default=2, help="validate every N epochs")
     p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
-    p.add_argument("--max-minutes", type=float, help="training-time budget in minutes, summed over resumed runs: the cosine LR decay ends with it and training stops after the epoch that passes it")
+    p.add_argument("--max-minutes", type=float,
+                   help="training-time budget in minutes, summed over resumed runs: the cosine LR decay ends with it "
+                        "and training stops after the epoch that passes it")
     p.add_argument("--foreground", type=float, default=0.5,
                    help="share of training patches centred on a voxel of a structure")
     p.add_argument("--no-balance", action="store_true",

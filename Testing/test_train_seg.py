@@ -14,7 +14,9 @@ from DoseSegLib.cli import main
 from DoseSegLib.io import write_volume
 from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
 from DoseSegLib.models.dose_training import save_weights
-from DoseSegLib.models.seg_data import InputSpec, build_cache, load_sample, random_patch, read_inputs
+from DoseSegLib.models.seg_data import (
+    InputSpec, balanced_label_weights, build_cache, load_sample, random_patch, read_inputs,
+)
 from DoseSegLib.models.seg_losses import make_loss
 from DoseSegLib.models.seg_net import SegNet, SegNetConfig
 from DoseSegLib.phantom import write_phantom_patient
@@ -66,6 +68,24 @@ def test_random_patch_pads_and_prefers_foreground() -> None:
     assert patch["present"].tolist() == [False, True]
     hits = sum(bool(random_patch(sample, (16, 16, 16), rng)["labels"].any()) for _ in range(30))
     assert hits < 30
+
+
+def test_balanced_sampling_centres_rare_labels_as_often_as_common_ones() -> None:
+    labels = np.zeros((2, 60, 20, 20), np.uint8)
+    labels[0, 2:6, 8:12, 8:12] = 1  # common structure, far from the rare one
+    labels[1, 54:58, 8:12, 8:12] = 1  # rare structure
+    common = {"present": np.array([True, False])}
+    weights = balanced_label_weights([{"present": np.array([True, True])}, *[common] * 3])
+    assert weights.tolist() == [0.25, 1.0]
+    sample = {"image": np.zeros((1, 60, 20, 20), np.float16), "labels": labels, "present": np.array([True, True])}
+
+    def rare_share(label_weights) -> float:
+        rng = np.random.default_rng(1)
+        patches = [random_patch(sample, (16, 16, 16), rng, 1.0, label_weights) for _ in range(200)]
+        return np.mean([bool(p["labels"][1].any()) for p in patches])
+
+    assert rare_share(None) == pytest.approx(0.5, abs=0.1)
+    assert rare_share(weights) == pytest.approx(0.8, abs=0.1)
 
 
 @pytest.mark.parametrize("loss", ["bce_dice", "doselo"])
