@@ -67,7 +67,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="doseseg-demo-") as tmp:
         patient = Path(tmp) / "demo_phantom"
         write_phantom_patient(patient)
-        return run_patients([patient], args.output, args.force, RunOptions(), args.device, args.json)
+        code = run_patients([patient], args.output, args.force, RunOptions(), args.device, args.json)
+    if not args.json:
+        print("  note: the phantom's reference dose is a distance-to-target falloff, not a clinical plan: the\n"
+              "  comparison shows the workflow, not the model's accuracy (its validation scores: see the model cards)")
+    return code
 
 
 def register(sub: argparse._SubParsersAction) -> None:
