@@ -10,7 +10,7 @@ import numpy as np
 from .alignment import resample, resample_mask
 from .case import OARS, Case
 from .models.catalogue import ModelEntry, find_model, load_weights
-from .models.devices import select_device
+from .models.devices import cpu_if_out_of_memory, select_device
 from .models.dose_inputs import dose_input_channels, mask_box
 from .volume import Volume
 
@@ -89,7 +89,8 @@ def predict_case_dose(model: DoseModel, case: Case, tta: bool = False) -> Volume
     inputs = dose_input_channels(work)
     box = mask_box(work.possible_dose_mask.array, BOX_MARGIN)
     dose = np.zeros(work.ct.shape, np.float32)
-    dose[box] = predict_box(model.net, inputs[(slice(None), *box)], model.patch, model.device, tta, model.amp)
+    dose[box] = cpu_if_out_of_memory(
+        model, lambda: predict_box(model.net, inputs[(slice(None), *box)], model.patch, model.device, tta, model.amp))
     predicted = work.ct.with_array(dose)
     if grid is None:
         return predicted

@@ -16,7 +16,7 @@ from .colors import structure_colors
 from .errors import DoseSegError
 from .io import write_segmentation, write_volume
 from .models.catalogue import ModelEntry, find_model, load_weights
-from .models.devices import select_device
+from .models.devices import cpu_if_out_of_memory, select_device
 from .models.dose_inputs import mask_box
 from .models.seg_data import BOX_MARGIN, InputSpec, input_channels, read_inputs, region_mask
 from .volume import Volume
@@ -106,7 +106,8 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
     region = region_mask(case)
     box = mask_box(region, BOX_MARGIN)
     image = input_channels(images, model.inputs, region)[(slice(None), *box)]
-    probabilities = predict_probabilities(model.net, image, model.patch, model.device, model.amp)
+    probabilities = cpu_if_out_of_memory(
+        model, lambda: predict_probabilities(model.net, image, model.patch, model.device, model.amp))
     masks = {}
     for label, probability in zip(model.labels, probabilities):
         mask = np.zeros(case.ct.shape, bool)

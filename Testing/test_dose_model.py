@@ -172,3 +172,27 @@ def test_train_dose_command_logs_resumes_and_starts_from_weights(tmp_path: Path,
     wider = [*tiny[:2], "--channels", "8", "16", "32", *tiny[6:]]
     assert main(["train-dose", "--out", str(tmp_path / "bad"), "--init", str(run / "best.pt"), *wider]) == 1
     assert "best.pt: its network" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_gpu_out_of_memory_falls_back_to_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA out-of-memory error moves the model to the CPU and the prediction is made there."""
+    from DoseSegLib.models import dose_inference
+
+    monkeypatch.setenv("DOSESEG_MODELS", str(_catalogue(tmp_path, DoseNet(TINY))))
+    model = load_dose_model(device="cpu")
+    model.device, model.amp = torch.device("cuda"), True  # as if loaded on a GPU
+    monkeypatch.setattr(model.net, "to", lambda device: model.net)  # no GPU here to move from
+    real = dose_inference.predict_box
+    devices_used = []
+
+    def predict_box(net, inputs, roi, device, tta=False, amp=False):
+        devices_used.append((device.type, amp))
+        if device.type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(net, inputs, roi, device, tta, amp)
+
+    monkeypatch.setattr(dose_inference, "predict_box", predict_box)
+    case = _case()
+    dose = predict_case_dose(model, case)
+    assert devices_used == [("cuda", True), ("cpu", False)] and model.device.type == "cpu"
+    assert dose.same_grid(case.ct) and dose.array.max() >= 0
