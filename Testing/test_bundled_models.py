@@ -50,3 +50,17 @@ def test_bundled_dose_model_on_a_validation_patient(shared_data: Path) -> None:
     dvh_error = np.mean(list(errors.values()))
     assert dose_error < 6.0 and dvh_error < 5.0, (dose_error, dvh_error)
     assert predicted.max() == pytest.approx(reference.max(), rel=0.15)
+
+
+@pytest.mark.slow
+def test_identical_runs_give_identical_results(shared_data: Path) -> None:
+    """Users' known pain with other tools: results that differ between identical runs."""
+    from DoseSegLib.dose_prediction import load_dose_model, predict_case_dose
+    from DoseSegLib.segmentation import load_segmentation_model, segment_case
+
+    case = align_case(read_patient(shared_data / "openkbp" / "validation" / "pt_201"))
+    doses = [predict_case_dose(load_dose_model(device="cpu"), case, tta=True).array for _ in range(2)]
+    assert np.array_equal(*doses)
+    model = load_segmentation_model(device="cpu")
+    first, second = (segment_case(model, case) for _ in range(2))
+    assert first.keys() == second.keys() and all(np.array_equal(first[n].array, second[n].array) for n in first)
