@@ -35,6 +35,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     from .errors import DoseSegError
     from .io import read_patient, write_volume
     from .outputs import check_output_dir, staged_output
+    from .progress import progress_enabled
 
     names = {p.name for p in args.patients}
     if len(names) != len(args.patients):
@@ -43,7 +44,8 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     model = load_dose_model(args.model, args.device)
     failures = 0
     with staged_output(args.output, args.force) as out:
-        for folder in tqdm(args.patients, desc="predict-dose", unit="patient", disable=len(args.patients) < 2):
+        for folder in tqdm(args.patients, desc="predict-dose", unit="patient",
+                           disable=len(args.patients) < 2 or not progress_enabled()):
             try:
                 case = align_case(read_patient(folder))
                 dose = predict_case_dose(model, case, tta=args.tta)

@@ -22,9 +22,10 @@ def run_patients(
     """
     from .outputs import check_output_dir
     from .pipeline import Pipeline
+    from .progress import progress_enabled
 
     check_output_dir(output, force, patients)
-    pipeline = Pipeline(device, options, progress=sys.stderr.isatty())
+    pipeline = Pipeline(device, options, progress=progress_enabled())
     if len(patients) == 1:
         pipeline.run(patients[0], output, force)
         summary = json.loads((output / "summary.json").read_text())

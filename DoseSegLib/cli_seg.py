@@ -55,6 +55,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .outputs import check_output_dir, staged_output
+    from .progress import progress_enabled
     from .segmentation import load_segmentation_model, segment_folder, write_masks
 
     if len({p.name for p in args.patients}) != len(args.patients):
@@ -63,7 +64,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     model = load_segmentation_model(args.model, args.device, args.weights)
     failures = 0
     with staged_output(args.output, args.force, args.patients) as out:
-        for folder in tqdm(args.patients, desc="segment", unit="patient", disable=len(args.patients) < 2):
+        for folder in tqdm(args.patients, desc="segment", unit="patient",
+                           disable=len(args.patients) < 2 or not progress_enabled()):
             try:
                 masks = segment_folder(model, folder)
                 (out / folder.name).mkdir()

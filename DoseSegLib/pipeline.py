@@ -184,12 +184,13 @@ class _Steps:
 
         self.timings: dict[str, float] = {}
         self.patient = patient
-        self.bar = tqdm(total=len(steps), desc=f"{patient}: ", unit="step", file=sys.stderr, leave=False,
-                        disable=not progress, bar_format="{desc}{n_fmt}/{total_fmt} steps |{bar}| {elapsed}")
+        self.bar = tqdm(total=len(steps), desc=patient, unit="step", file=sys.stderr, leave=False, mininterval=0,
+                        disable=not progress,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps {elapsed}")
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        self.bar.set_description(f"{self.patient}: {name}")
+        self.bar.set_description(f"{self.patient} {name}")
         start = time.perf_counter()
         yield
         self.timings[name] = time.perf_counter() - start

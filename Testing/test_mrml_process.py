@@ -68,6 +68,27 @@ def test_tqdm_progress_is_parsed_and_kept_out_of_the_log(tmp_path):
     assert process.status == "wrote output"
 
 
+def test_the_main_jobs_step_bar_reaches_the_runner_through_a_pipe(tmp_path):
+    """Through a pipe (no terminal) the CLI draws its step bar only because cliEnvironment asks for it."""
+    command = _script(tmp_path, """
+        from DoseSegLib.pipeline import STEPS, _Steps
+        from DoseSegLib.progress import progress_enabled
+        steps = _Steps("pt_1", progress_enabled())
+        for name in STEPS:
+            with steps(name):
+                pass
+        steps.close()
+        print("done")
+    """)
+    env = cliEnvironment()
+    assert env["DOSESEG_PROGRESS"] == "1"
+    process = CliProcess(command, env=env).start()
+    assert process.wait() == 0 and process.lines == ["done"]
+    assert process.progress == 100.0 and process.status == "done"
+    quiet = CliProcess(command, env={**env, "DOSESEG_PROGRESS": "0"}).start()
+    assert quiet.wait() == 0 and quiet.progress is None
+
+
 def test_failure_keeps_the_error_output(tmp_path):
     command = _script(tmp_path, """
         import sys

@@ -36,7 +36,7 @@ def cliCommand(args: Sequence[object], python: str | None = None) -> list[str]:
 
 
 def cliEnvironment() -> dict[str, str]:
-    """This process's environment with DoseSegLib importable and unbuffered output."""
+    """This process's environment with DoseSegLib importable, unbuffered output and progress bars."""
     spec = importlib.util.find_spec("DoseSegLib")
     if spec is None or spec.origin is None:
         raise RuntimeError("DoseSegLib is not importable: is the DoseSeg extension installed?")
@@ -44,6 +44,7 @@ def cliEnvironment() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [libraryParent, env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
+    env["DOSESEG_PROGRESS"] = "1"  # progress bars on the pipe, parsed by CliProcess
     return env
 
 
