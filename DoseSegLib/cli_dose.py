@@ -7,9 +7,9 @@ from pathlib import Path
 
 
 def cmd_train_dose(args: argparse.Namespace) -> None:
+    from .models.dose_augment import AugmentConfig
     from .models.dose_net import DoseNetConfig
     from .models.dose_training import TrainConfig, train_dose
-    from .models.dose_augment import AugmentConfig
 
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, patch=tuple(args.patch), lr=args.lr,
@@ -83,7 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--elastic-prob", type=float, default=0.0, help="probability of an elastic warp")
     p.add_argument("--val-every", type=int, default=3, help="validate every N epochs")
     p.add_argument("--patience", type=int, default=4, help="validations without improvement before stopping")
-    p.add_argument("--max-minutes", type=float, help="training-time budget in minutes, summed over resumed runs: the cosine LR decay ends with it and training stops after the epoch that passes it")
+    p.add_argument("--max-minutes", type=float,
+                   help="training-time budget in minutes, summed over resumed runs: the cosine LR decay ends with it "
+                        "and training stops after the epoch that passes it")
     p.add_argument("--max-train-patients", type=int)
     p.add_argument("--max-val-patients", type=int)
     p.add_argument("--seed", type=int, default=0)
