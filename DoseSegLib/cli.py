@@ -72,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable]:
     """Sub-command registrars of the other modules (each adds its own parsers)."""
-    from . import cli_dose, cli_evaluation, cli_run, cli_seg
+    from . import cli_dose, cli_evaluation, cli_features, cli_run, cli_seg
 
-    return [cli_dose.register, cli_evaluation.register, cli_run.register, cli_seg.register]
+    return [cli_dose.register, cli_evaluation.register, cli_features.register, cli_run.register, cli_seg.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from ..alignment import align_case
 from ..errors import DoseSegError
 from ..io import read_patient
 from ..scores import dvh_abs_errors, openkbp_scores
+from .checkpoints import resume, save_last
 from .devices import autocast
 from .dose_augment import AugmentConfig, DoseAugmentation
 from .dose_cache import build_cache, load_cached
@@ -172,12 +173,7 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "best": float("inf"), "best_dvh": float("inf"), "stale": 0, "minutes": 0.0}
     last = out / "last.pt"
-    if last.is_file():
-        checkpoint = torch.load(last, map_location=device, weights_only=True)
-        net.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        state.update(checkpoint["state"])
-        log.warning("resuming from %s at epoch %d", last, state["epoch"])
+    state = resume(last, net, optimizer, state, device)
     with (out / "log.csv").open("a", newline="") as log_file:
         writer = csv.writer(log_file)
         if log_file.tell() == 0:
@@ -204,9 +200,7 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
             writer.writerow([epoch, f"{loss:.4f}", f"{scores[0]:.4f}", f"{scores[1]:.4f}",
                              f"{lr:.3g}", f"{time.monotonic() - t0:.1f}"])
             log_file.flush()
-            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "state": state},
-                       last.with_suffix(".partial"))
-            last.with_suffix(".partial").replace(last)
+            save_last(last, net, optimizer, state)
             if config.max_minutes and state["minutes"] > config.max_minutes:
                 log.warning("time limit of %.0f min reached after epoch %d", config.max_minutes, epoch)
                 break

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..case import OARS
 from ..errors import DoseSegError
+from .checkpoints import resume, save_last
 from .devices import autocast
 from .dose_training import _patient_folders, cosine_lr, load_init_weights, save_weights, to_device
 from .seg_augment import SegAugmentation, SegAugmentConfig
@@ -141,12 +142,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "best": -1.0, "stale": 0, "minutes": 0.0}
     last = out / "last.pt"
-    if last.is_file():
-        checkpoint = torch.load(last, map_location=device, weights_only=True)
-        net.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        state.update(checkpoint["state"])
-        log.warning("resuming from %s at epoch %d", last, state["epoch"])
+    state = resume(last, net, optimizer, state, device)
 
     with (out / "log.csv").open("a", newline="") as log_file:
         writer = csv.writer(log_file)
@@ -175,9 +171,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
                 *(f"{d:.4f}" for d in dice),
             ])
             log_file.flush()
-            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                        "state": state}, last.with_suffix(".partial"))
-            last.with_suffix(".partial").replace(last)
+            save_last(last, net, optimizer, state)
             if config.max_minutes and state["minutes"] > config.max_minutes:
                 log.warning("time limit of %.0f min reached after epoch %d", config.max_minutes, epoch)
                 break
