@@ -43,7 +43,7 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
         patch=tuple(args.patch), lr=args.lr, weight_decay=args.weight_decay, val_every=args.val_every,
         patience=args.patience, max_minutes=args.max_minutes, max_train_patients=args.max_train_patients,
         max_val_patients=args.max_val_patients, seed=args.seed, threads=args.threads, workers=args.workers,
-        foreground=args.foreground, balanced=not args.no_balance,
+        foreground=args.foreground, balanced=not args.no_balance, reset_labels=args.reset_labels,
         net=SegNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
                          squeeze_excitation=not args.no_se, dropout=args.dropout),
     )
@@ -128,6 +128,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and training stops after the epoch that passes it")
     p.add_argument("--foreground", type=float, default=0.5,
                    help="share of training patches centred on a voxel of a structure")
+    p.add_argument("--reset-labels", type=_names, default=(),
+                   help="labels whose output bias is reset to their prior log-odds before training (e.g. a label "
+                        "an --init model never predicts)")
     p.add_argument("--no-balance", action="store_true",
                    help="centre patches on structures uniformly, not inversely to how many patients have them")
     p.add_argument("--max-train-patients", type=int)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 from DoseSegLib.case import OARS
 from DoseSegLib.cli import main
+from DoseSegLib.errors import DoseSegError
 from DoseSegLib.io import write_volume
 from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
 from DoseSegLib.models.dose_training import save_weights
@@ -148,3 +150,32 @@ def test_train_seg_refuses_bad_options(dataset: Path, tmp_path: Path, capsys) ->
     assert "OARs" in capsys.readouterr().err
     assert main([*common, "--patch", "16", "16", "18"]) == 1
     assert "multiple of 4" in capsys.readouterr().err
+
+
+def test_reset_labels_revives_a_saturated_output(dataset: Path, tmp_path: Path) -> None:
+    """--reset-labels moves the label's final bias so its mean logit is its prior log-odds."""
+    import math
+
+    from DoseSegLib.models.seg_training import SegTrainConfig, reset_output_bias
+
+    labels = ("Mandible", "PTV70")
+    config = SegTrainConfig(labels=labels, reset_labels=("PTV70",), patch=(16, 16, 16),
+                            net=SegNetConfig(in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2)))
+    cached = build_cache(sorted((dataset / "train").iterdir()), tmp_path / "cache", config.inputs, labels, False, 1)
+    samples = [load_sample(f) for f in cached]
+    torch.manual_seed(0)
+    net = SegNet(config.net)
+    final = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    with torch.no_grad():
+        final.bias[1] -= 30.0  # a "never" output, as the Esophagus one of the first bundled model
+    mandible_bias = final.bias[0].item()
+    reset_output_bias(net, samples, config, torch.device("cpu"))
+    assert final.bias[0].item() == mandible_bias
+    rng = np.random.default_rng(config.seed)
+    patches = [random_patch(s, config.patch, rng, 1.0, np.eye(2)[1]) for s in samples if s["present"][1]][:4]
+    with torch.no_grad():
+        logits = net(torch.stack([p["image"] for p in patches]))[:, 1]
+    share = float(torch.stack([p["labels"][1] for p in patches]).mean())
+    assert float(logits.mean()) == pytest.approx(math.log(share / (1 - share)), abs=0.3)
+    with pytest.raises(DoseSegError, match="not among the labels"):
+        reset_output_bias(net, samples, replace(config, reset_labels=("Larynx",)), torch.device("cpu"))

@@ -49,6 +49,8 @@ class SegTrainConfig:
         foreground: share of training patches centred on a voxel of a random label.
         balanced: draw that label with probability inversely proportional to how many
             training patients have it (rare structures are seen as often as common ones).
+        reset_labels: labels whose output bias is moved, before training, so that their mean
+            logit is their prior log-odds (revives an output saturated at "never").
     """
 
     loss: str = "bce_dice"
@@ -74,6 +76,7 @@ class SegTrainConfig:
     workers: int = 2
     foreground: float = 0.5
     balanced: bool = True
+    reset_labels: tuple[str, ...] = ()
     net: SegNetConfig = field(default_factory=SegNetConfig)
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
 
@@ -143,6 +146,8 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     state = {"epoch": 0, "best": -1.0, "stale": 0, "minutes": 0.0}
     last = out / "last.pt"
     state = resume(last, net, optimizer, state, device)
+    if config.reset_labels and state["epoch"] == 0:
+        reset_output_bias(net, train_samples, config, device)
 
     with (out / "log.csv").open("a", newline="") as log_file:
         writer = csv.writer(log_file)
@@ -176,6 +181,31 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
                 log.warning("time limit of %.0f min reached after epoch %d", config.max_minutes, epoch)
                 break
     return {"val_dice": state["best"], "epochs": state["epoch"]}
+
+
+@torch.no_grad()
+def reset_output_bias(net: SegNet, samples: list[dict], config: SegTrainConfig, device: torch.device) -> None:
+    """Shift the last convolution's bias of each of ``config.reset_labels`` so that the label's mean
+    logit over patches centred on it equals the log-odds of its voxel share in those patches."""
+    unknown = set(config.reset_labels) - set(config.labels)
+    if unknown:
+        raise DoseSegError(f"--reset-labels: {sorted(unknown)} not among the labels {list(config.labels)}")
+    final = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    rng = np.random.default_rng(config.seed)
+    net.eval()
+    for name in config.reset_labels:
+        index = config.labels.index(name)
+        weights = np.eye(len(config.labels))[index]  # centre every patch on this label
+        having = [s for s in samples if s["present"][index] and s["labels"][index].any()][:4]
+        if not having:
+            raise DoseSegError(f"--reset-labels: no training patient has {name}")
+        patches = [random_patch(s, config.patch, rng, 1.0, weights) for s in having]
+        image = torch.stack([p["image"] for p in patches]).to(device)
+        share = float(torch.stack([p["labels"][index] for p in patches]).mean())
+        mean_logit = float(net(image)[:, index].mean())
+        final.bias[index] += math.log(share / (1 - share)) - mean_logit
+        log.warning("%s: output bias moved by %+.1f (mean logit %.1f -> prior log-odds %.1f)", name,
+                    math.log(share / (1 - share)) - mean_logit, mean_logit, math.log(share / (1 - share)))
 
 
 def _meta(config: SegTrainConfig, epoch: int, thresholds: np.ndarray, dice: np.ndarray) -> dict:
