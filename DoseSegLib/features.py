@@ -13,9 +13,8 @@ import numpy as np
 
 from .alignment import align_case
 from .case import Case
-from .errors import DoseSegError
 from .io import read_patient
-from .models.catalogue import ModelEntry, find_model, load_weights
+from .models.catalogue import ModelEntry, load_checkpoint
 from .models.devices import select_device
 from .models.features_data import FeatureInputs, prepare_inputs
 from .radiomics import radiomics_table
@@ -48,18 +47,10 @@ def load_features_model(name: str | None = None, device: str = "auto", weights: 
         weights: a train-features best.pt to load instead of a catalogue model (weights_only,
             no checksum: the file is the user's own).
     """
-    import torch
 
     from .models.features_net import FeatureNet, FeatureNetConfig
 
-    entry = None
-    if weights is not None:
-        if not Path(weights).is_file():
-            raise DoseSegError(f"{weights}: features weights not found")
-        checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
-    else:
-        entry = find_model(TASK, name)
-        checkpoint = load_weights(entry)
+    checkpoint, entry = load_checkpoint(TASK, name, weights)
     torch_device = select_device(device)
     net = FeatureNet(FeatureNetConfig.from_dict(checkpoint["config"]))
     net.load_state_dict(checkpoint["state_dict"])

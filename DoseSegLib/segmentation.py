@@ -15,7 +15,7 @@ from .case import OARS, Case
 from .colors import structure_colors
 from .errors import DoseSegError
 from .io import write_segmentation, write_volume
-from .models.catalogue import ModelEntry, find_model, load_weights
+from .models.catalogue import ModelEntry, load_checkpoint
 from .models.devices import cpu_if_out_of_memory, select_device
 from .models.dose_inputs import mask_box
 from .models.seg_data import BOX_MARGIN, InputSpec, input_channels, read_inputs, region_mask
@@ -54,18 +54,10 @@ def load_segmentation_model(name: str | None = None, device: str = "auto", weigh
         weights: a train-seg best.pt to load instead of a catalogue model (weights_only,
             no checksum: the file is the user's own).
     """
-    import torch
 
     from .models.seg_net import SegNet, SegNetConfig
 
-    entry = None
-    if weights is not None:
-        if not Path(weights).is_file():
-            raise DoseSegError(f"{weights}: segmentation weights not found")
-        checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
-    else:
-        entry = find_model(TASK, name)
-        checkpoint = load_weights(entry)
+    checkpoint, entry = load_checkpoint(TASK, name, weights)
     torch_device = select_device(device)
     net = SegNet(SegNetConfig.from_dict(checkpoint["config"]))
     net.load_state_dict(checkpoint["state_dict"])

@@ -85,3 +85,16 @@ def load_weights(entry: ModelEntry, map_location: str = "cpu") -> dict:
             "refusing to load"
         )
     return torch.load(entry.file, map_location=map_location, weights_only=True)
+
+
+def load_checkpoint(task: str, name: str | None = None, weights: Path | None = None) -> tuple[dict, ModelEntry | None]:
+    """A catalogue model's checkpoint (sha256 checked) and its entry, or, with ``weights``, a user's
+    own training output (weights_only, no checksum) and None."""
+    if weights is None:
+        entry = find_model(task, name)
+        return load_weights(entry), entry
+    import torch
+
+    if not Path(weights).is_file():
+        raise DoseSegError(f"{weights}: {task} weights not found")
+    return torch.load(weights, map_location="cpu", weights_only=True), None
