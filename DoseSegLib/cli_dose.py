@@ -65,6 +65,17 @@ def _device(name: str):
     return select_device(name)
 
 
+def add_training_run_options(p: argparse.ArgumentParser, workers: bool = False) -> None:
+    """Options every training command shares: data subsets, seed, threads, cache workers, device."""
+    p.add_argument("--max-train-patients", type=int)
+    p.add_argument("--max-val-patients", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    if workers:
+        p.add_argument("--workers", type=int, default=2, help="processes preparing the cache")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-dose", help="train the dose-prediction network (resumes from OUT/last.pt)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
@@ -86,11 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=float,
                    help="training-time budget in minutes, summed over resumed runs: the cosine LR decay ends with it "
                         "and training stops after the epoch that passes it")
-    p.add_argument("--max-train-patients", type=int)
-    p.add_argument("--max-val-patients", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_training_run_options(p)
     p.set_defaults(func=cmd_train_dose)
 
     p = sub.add_parser("predict-dose", help="predict the 3D dose of one or more patients")

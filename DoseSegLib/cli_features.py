@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .cli_dose import add_training_run_options
 from .cli_seg import _names, _windows
 from .errors import DoseSegError
 
@@ -80,12 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-flip", action="store_true", help="no left-right mirroring of training images")
     p.add_argument("--patience", type=int, default=15, help="stop after this many epochs without improvement")
     p.add_argument("--max-minutes", type=float, help="training time budget (the learning rate decays over it)")
-    p.add_argument("--max-train-patients", type=int)
-    p.add_argument("--max-val-patients", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--workers", type=int, default=2, help="processes preparing the cache")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_training_run_options(p, workers=True)
     p.set_defaults(func=cmd_train_features)
 
     p = sub.add_parser("features", help="one row of autoencoder features per patient (optionally with radiomics)")

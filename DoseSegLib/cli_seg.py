@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .case import OARS
+from .cli_dose import add_training_run_options
 from .errors import DoseSegError
 
 
@@ -133,12 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "an --init model never predicts)")
     p.add_argument("--no-balance", action="store_true",
                    help="centre patches on structures uniformly, not inversely to how many patients have them")
-    p.add_argument("--max-train-patients", type=int)
-    p.add_argument("--max-val-patients", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--workers", type=int, default=2, help="processes preparing the cache")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_training_run_options(p, workers=True)
     p.set_defaults(func=cmd_train_seg)
 
     p = sub.add_parser("segment", help="auto-segment the organs at risk of one or more patients")
