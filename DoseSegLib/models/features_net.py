@@ -6,16 +6,17 @@ No dropout: in eval mode the same input always gives the same features.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import DoseSegError
+from .net_config import StoredConfig
 
 
 @dataclass
-class FeatureNetConfig:
+class FeatureNetConfig(StoredConfig):
     """Architecture of the autoencoder (stored with its weights).
 
     Attributes:
@@ -27,13 +28,6 @@ class FeatureNetConfig:
     grid: tuple[int, int, int] = (64, 64, 64)
     channels: tuple[int, ...] = (16, 32, 64, 64)
     latent: int = 16
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FeatureNetConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     @property
     def bottleneck(self) -> tuple[int, int, int, int]:

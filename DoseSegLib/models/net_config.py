@@ -6,13 +6,11 @@ import math
 from dataclasses import asdict
 from typing import TypeVar
 
-Config = TypeVar("Config", bound="NetConfig")
+Config = TypeVar("Config", bound="StoredConfig")
 
 
-class NetConfig:
-    """Mixin of the network dataclasses (fields ``strides`` and the architecture's own)."""
-
-    strides: tuple[int, ...]
+class StoredConfig:
+    """Mixin of the network dataclasses: stored with the weights as a plain dict."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -21,6 +19,12 @@ class NetConfig:
     def from_dict(cls: type[Config], data: dict) -> Config:
         """The configuration stored by :meth:`to_dict` (JSON lists back to tuples)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+class NetConfig(StoredConfig):
+    """Mixin of the U-Net dataclasses (with a ``strides`` field)."""
+
+    strides: tuple[int, ...]
 
     @property
     def size_multiple(self) -> int:
