@@ -45,7 +45,7 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
         patience=args.patience, max_minutes=args.max_minutes, max_train_patients=args.max_train_patients,
         max_val_patients=args.max_val_patients, seed=args.seed, threads=args.threads, workers=args.workers,
         foreground=args.foreground, balanced=not args.no_balance, reset_labels=args.reset_labels,
-        net=SegNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
+        truncate=args.truncate, net=SegNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
                          squeeze_excitation=not args.no_se, dropout=args.dropout),
     )
     result = train_segmentation(args.data, args.out, config, cache=args.cache, device=select_device(args.device))
@@ -68,7 +68,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         for folder in tqdm(args.patients, desc="segment", unit="patient",
                            disable=len(args.patients) < 2 or not progress_enabled()):
             try:
-                masks = segment_folder(model, folder)
+                masks = segment_folder(model, folder, tta=args.tta)
                 (out / folder.name).mkdir()
                 write_masks(out / folder.name, masks)
             except DoseSegError as exc:
@@ -132,6 +132,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reset-labels", type=_names, default=(),
                    help="labels whose output bias is reset to their prior log-odds before training (e.g. a label "
                         "an --init model never predicts)")
+    p.add_argument("--truncate", type=float, default=0.1,
+                   help="share of training patches cut at a random axial plane and padded above it, as a scan "
+                        "whose field of view stops short of the skull top")
     p.add_argument("--no-balance", action="store_true",
                    help="centre patches on structures uniformly, not inversely to how many patients have them")
     add_training_run_options(p, workers=True)
@@ -145,6 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--model", help="catalogue model name (default: the default segmentation model)")
     p.add_argument("--weights", type=Path, help="a train-seg best.pt instead of a catalogue model")
+    p.add_argument("--tta", action="store_true",
+                   help="average with a left-right mirrored prediction (twice the time)")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate-seg", help="Dice, HD95 and dosimetric RMAE of predicted segmentations")

@@ -81,13 +81,14 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None,
-                 single_component: bool = True) -> dict[str, Volume]:
+                 single_component: bool = True, tta: bool = False) -> dict[str, Volume]:
     """Boolean masks, one per label, on the CT grid of an aligned ``case`` (see alignment.align_case).
 
     Args:
         images: the model's input images on the CT grid (see ``seg_data.read_inputs``);
             by default the case's CT, for CT-only models.
         single_component: keep only the largest connected region of each OAR.
+        tta: average the probabilities with those of the left-right mirrored image.
     """
     from .models.seg_inference import predict_probabilities
 
@@ -99,7 +100,8 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
     box = mask_box(region, BOX_MARGIN)
     image = input_channels(images, model.inputs, region)[(slice(None), *box)]
     probabilities = cpu_if_out_of_memory(
-        model, lambda: predict_probabilities(model.net, image, model.patch, model.device, model.amp))
+        model, lambda: predict_probabilities(model.net, image, model.patch, model.device, model.amp,
+                                             model.labels if tta else None))
     masks = {}
     for label, probability in zip(model.labels, probabilities):
         mask = np.zeros(case.ct.shape, bool)
@@ -110,10 +112,10 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
     return masks
 
 
-def segment_folder(model: SegModel, folder: Path) -> dict[str, Volume]:
+def segment_folder(model: SegModel, folder: Path, tta: bool = False) -> dict[str, Volume]:
     """Masks for a patient folder holding the model's input images (ct.nrrd, ...)."""
     case, images = read_inputs(Path(folder), model.inputs)
-    return segment_case(model, case, images)
+    return segment_case(model, case, images, tta=tta)
 
 
 def write_masks(folder: Path, masks: dict[str, Volume]) -> list[str]:

@@ -20,7 +20,7 @@ from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
 from DoseSegLib.models.dose_training import save_weights
 from DoseSegLib.models.seg_augment import SegAugmentation, SegAugmentConfig, lateral_pairs, mirrored_name
 from DoseSegLib.models.seg_data import InputSpec
-from DoseSegLib.models.seg_inference import THRESHOLDS, overlap_counts, tune_thresholds
+from DoseSegLib.models.seg_inference import THRESHOLDS, overlap_counts, predict_probabilities, tune_thresholds
 from DoseSegLib.models.seg_net import SegNet, SegNetConfig
 from DoseSegLib.phantom import write_phantom_patient
 from DoseSegLib.segmentation import load_segmentation_model, segment_case, segment_folder
@@ -85,6 +85,22 @@ def test_mirror_swaps_left_and_right() -> None:
     assert mirrored["present"].tolist() == [False, True, True]
 
 
+def test_mirror_averaged_probabilities_are_mirror_symmetric() -> None:
+    torch.manual_seed(0)
+    labels = ("RightParotid", "Brainstem", "LeftParotid")
+    net = SegNet(SegNetConfig(in_channels=1, out_channels=3, **TINY)).eval()
+    image = np.random.default_rng(0).normal(size=(1, 16, 8, 8)).astype(np.float32)
+    mirrored_image = image[:, ::-1].copy()
+    plain = predict_probabilities(net, image, (16, 8, 8), torch.device("cpu"))
+    averaged = predict_probabilities(net, image, (16, 8, 8), torch.device("cpu"), mirror_labels=labels)
+    of_mirror = predict_probabilities(net, mirrored_image, (16, 8, 8), torch.device("cpu"), mirror_labels=labels)
+    # the mirrored image's right parotid is the image's left parotid, mirrored
+    np.testing.assert_allclose(of_mirror[[2, 1, 0], ::-1], averaged, atol=1e-6)
+    assert np.abs(averaged - plain).max() > 1e-4  # the mirror changed the result
+    plain_of_mirror = predict_probabilities(net, mirrored_image, (16, 8, 8), torch.device("cpu"))
+    np.testing.assert_allclose((plain + plain_of_mirror[[2, 1, 0], ::-1]) / 2, averaged, atol=1e-6)
+
+
 def test_thresholds_tuned_per_label() -> None:
     truth = np.zeros((2, 10, 10, 10), bool)
     truth[:, 2:6] = True
@@ -137,6 +153,8 @@ def test_segment_command_writes_seg_nrrd(tmp_path: Path, monkeypatch: pytest.Mon
     files = sorted(p.name for p in (out / "pt_7" / "structures").iterdir())
     assert files == sorted(f"{n}.nrrd" for n in segments)
     assert read_volume(out / "pt_7" / "structures" / "Mandible.nrrd").same_grid(ct)
+    assert main(["segment", str(patient), "-o", str(tmp_path / "tta"), "--device", "cpu", "--tta"]) == 0
+    assert read_segmentation(tmp_path / "tta" / "pt_7" / "segmentation.seg.nrrd").keys() == segments.keys()
 
 
 def add_tiny_dose_model(folder: Path) -> None:

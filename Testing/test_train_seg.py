@@ -72,6 +72,23 @@ def test_random_patch_pads_and_prefers_foreground() -> None:
     assert hits < 30
 
 
+def test_truncated_patch_is_padded_above_a_random_plane() -> None:
+    labels = np.ones((1, 20, 20, 40), np.uint8)
+    image = np.linspace(-0.5, 1, 20 * 20 * 40, dtype=np.float16).reshape(1, 20, 20, 40)
+    sample = {"image": image, "labels": labels, "present": np.array([True])}
+    rng = np.random.default_rng(3)
+    heights = set()
+    for _ in range(20):
+        patch = random_patch(sample, (16, 16, 16), rng, truncate=1.0)
+        kept = int(patch["labels"][0, 0, 0].sum())  # label voxels left on one z column
+        heights.add(kept)
+        assert 4 <= kept < 16 and patch["labels"][:, :, :, :kept].all() and not patch["labels"][:, :, :, kept:].any()
+        assert patch["image"][0, :, :, kept:].eq(-0.5).all()  # the channel minimum, as beyond the scan
+        assert patch["image"][0, :, :, :kept].gt(-0.5).any()
+    assert len(heights) > 3
+    assert random_patch(sample, (16, 16, 16), rng)["labels"].all()  # truncate=0: never cut
+
+
 def test_balanced_sampling_centres_rare_labels_as_often_as_common_ones() -> None:
     labels = np.zeros((2, 60, 20, 20), np.uint8)
     labels[0, 2:6, 8:12, 8:12] = 1  # common structure, far from the rare one

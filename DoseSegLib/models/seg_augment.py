@@ -58,7 +58,8 @@ def _plain(value) -> torch.Tensor:
     return torch.as_tensor(value).as_subclass(torch.Tensor)
 
 
-def _swap(tensor: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
+def swap_pairs(tensor: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """``tensor`` with the channels (first axis) of each index pair exchanged."""
     order = list(range(tensor.shape[0]))
     for a, b in pairs:
         order[a], order[b] = b, a
@@ -99,8 +100,8 @@ class SegAugmentation:
         out = dict(patch)
         for key in SPATIAL_KEYS:
             if key in patch:
-                out[key] = _swap(_plain(self.flip(patch[key])), self.pairs[key])
-        out["present"] = _swap(patch["present"], self.pairs["labels"])
+                out[key] = swap_pairs(_plain(self.flip(patch[key])), self.pairs[key])
+        out["present"] = swap_pairs(patch["present"], self.pairs["labels"])
         return out
 
     def __call__(self, patch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -181,15 +181,22 @@ def balanced_label_weights(samples: list[dict[str, np.ndarray]]) -> np.ndarray:
 
 
 def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int], rng: np.random.Generator,
-                 foreground: float = 0.0, label_weights: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+                 foreground: float = 0.0, label_weights: np.ndarray | None = None,
+                 truncate: float = 0.0) -> dict[str, torch.Tensor]:
     """A random ``patch``-sized crop of a sample's arrays (padded where the box is smaller).
 
     Args:
         foreground: probability of centring the patch on a voxel of a random label.
         label_weights: relative chance of each label to be the centre (see :func:`balanced_label_weights`).
+        truncate: probability of ending the patch at a random axial plane (at least a quarter
+            of its height kept) and padding above it as beyond the scan: a scan whose field
+            of view stops short of the skull top.
     """
     start = _patch_start(sample["labels"], patch, rng, foreground, label_weights)
-    crop = (slice(None), *(slice(s, s + p) for s, p in zip(start, patch)))
+    stop = [s + p for s, p in zip(start, patch)]
+    if rng.random() < truncate:
+        stop[2] = start[2] + int(rng.integers(patch[2] // 4, patch[2]))
+    crop = (slice(None), *(slice(a, b) for a, b in zip(start, stop)))
     labels = sample["labels"][crop].astype(np.float32)
     arrays = {
         "image": pad_channels(sample["image"][crop].astype(np.float32), patch, sample["image"].min(axis=(1, 2, 3))),

@@ -7,6 +7,7 @@ import torch
 
 from .devices import autocast
 from .dose_inference import inference_shape
+from .seg_augment import lateral_pairs, swap_pairs
 from .seg_data import pad_channels
 from .seg_net import SegNet
 
@@ -15,22 +16,30 @@ THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 @torch.inference_mode()
 def predict_probabilities(net: SegNet, image: np.ndarray, roi: tuple[int, int, int], device: torch.device,
-                          amp: bool = False) -> np.ndarray:
+                          amp: bool = False, mirror_labels: tuple[str, ...] | None = None) -> np.ndarray:
     """Sigmoid probabilities ``(labels, X, Y, Z)`` float32 for channels-first ``image``.
 
     Args:
         roi: sliding-window size (the training patch).
         amp: bfloat16 mixed precision (CUDA only).
+        mirror_labels: the label names, to also predict the left-right mirrored image
+            (paired structures' channels swapped back) and average the two; None: no mirror.
     """
     from monai.inferers import sliding_window_inference
 
     shape = image.shape[1:]
     padded = pad_channels(image.astype(np.float32), inference_shape(shape, roi, net.config.size_multiple))
     x = torch.from_numpy(np.ascontiguousarray(padded))[None].to(device)
-    with autocast(device, amp):
-        logits = sliding_window_inference(x, roi, 4, net, overlap=0.25, mode="gaussian")
-    probabilities = torch.sigmoid(logits.float())[0].cpu().numpy()
-    return probabilities[(slice(None), *(slice(0, n) for n in shape))]
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        with autocast(device, amp):
+            return torch.sigmoid(sliding_window_inference(batch, roi, 4, net, overlap=0.25, mode="gaussian").float())
+
+    probabilities = run(x)[0]
+    if mirror_labels is not None:
+        mirrored = torch.flip(run(torch.flip(x, dims=(2,)))[0], dims=(1,))
+        probabilities = (probabilities + swap_pairs(mirrored, lateral_pairs(mirror_labels))) / 2
+    return probabilities.cpu().numpy()[(slice(None), *(slice(0, n) for n in shape))]
 
 
 def overlap_counts(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:

@@ -51,6 +51,8 @@ class SegTrainConfig:
             training patients have it (rare structures are seen as often as common ones).
         reset_labels: labels whose output bias is moved, before training, so that their mean
             logit is their prior log-odds (revives an output saturated at "never").
+        truncate: share of training patches cut at a random axial plane and padded above it,
+            as a scan with a short field of view.
     """
 
     loss: str = "bce_dice"
@@ -77,6 +79,7 @@ class SegTrainConfig:
     foreground: float = 0.5
     balanced: bool = True
     reset_labels: tuple[str, ...] = ()
+    truncate: float = 0.1
     net: SegNetConfig = field(default_factory=SegNetConfig)
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
 
@@ -237,8 +240,8 @@ def _train_epoch(net: SegNet, loss_fn: torch.nn.Module, optimizer: torch.optim.O
     label_weights = balanced_label_weights(samples) if config.balanced else None
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
     for indices in bar:
-        patches = [augment(to_device(random_patch(samples[i], config.patch, rng, config.foreground, label_weights),
-                                     device)) for i in indices]
+        patches = [augment(to_device(random_patch(samples[i], config.patch, rng, config.foreground, label_weights,
+                                                  config.truncate), device)) for i in indices]
         batch = {key: torch.stack([p[key] for p in patches]) for key in patches[0]}
         with autocast(device):
             logits = net(batch["image"]).float()
