@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .cli_options import add_training_run_options, run_options
+
 
 def cmd_train_dose(args: argparse.Namespace) -> None:
     from .models.dose_augment import AugmentConfig
@@ -12,10 +14,7 @@ def cmd_train_dose(args: argparse.Namespace) -> None:
     from .models.dose_training import TrainConfig, train_dose
 
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, patch=tuple(args.patch), lr=args.lr,
-        weight_decay=args.weight_decay, structure_weight=args.structure_weight, val_every=args.val_every,
-        patience=args.patience, max_minutes=args.max_minutes, max_train_patients=args.max_train_patients,
-        max_val_patients=args.max_val_patients, seed=args.seed, threads=args.threads,
+        **run_options(args), patch=tuple(args.patch), structure_weight=args.structure_weight,
         init_weights=str(args.init) if args.init else None,
         net=DoseNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1), dropout=args.dropout),
         augment=AugmentConfig(elastic_prob=args.elastic_prob),
@@ -65,17 +64,6 @@ def _device(name: str):
     return select_device(name)
 
 
-def add_training_run_options(p: argparse.ArgumentParser, workers: bool = False) -> None:
-    """Options every training command shares: data subsets, seed, threads, cache workers, device."""
-    p.add_argument("--max-train-patients", type=int)
-    p.add_argument("--max-val-patients", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    if workers:
-        p.add_argument("--workers", type=int, default=2, help="processes preparing the cache")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-dose", help="train the dose-prediction network (resumes from OUT/last.pt)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
@@ -83,21 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, help="preprocessed-array cache (default OUT/cache)")
     p.add_argument("--init", type=Path, help="start from these weights (a best.pt or Resources/Models/<model>.pt; "
                                              "same --channels)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--patch", type=int, nargs=3, default=(96, 64, 80), help="training patch (multiple of 16)")
     p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128, 256), help="U-Net widths")
     p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-5)
     p.add_argument("--structure-weight", type=float, default=0.5, help="extra loss weight inside structures")
     p.add_argument("--elastic-prob", type=float, default=0.0, help="probability of an elastic warp")
-    p.add_argument("--val-every", type=int, default=3, help="validate every N epochs")
-    p.add_argument("--patience", type=int, default=4, help="validations without improvement before stopping")
-    p.add_argument("--max-minutes", type=float,
-                   help="training-time budget in minutes, summed over resumed runs: the cosine LR decay ends with it "
-                        "and training stops after the epoch that passes it")
-    add_training_run_options(p)
+    add_training_run_options(p, epochs=30, batch_size=2, val_every=3, patience=4)
     p.set_defaults(func=cmd_train_dose)
 
     p = sub.add_parser("predict-dose", help="predict the 3D dose of one or more patients")

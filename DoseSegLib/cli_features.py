@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_dose import add_training_run_options
-from .cli_seg import _names, _windows
+from .cli_options import add_training_run_options, hu_windows, name_list, run_options
 from .errors import DoseSegError
 
 
@@ -31,10 +30,8 @@ def cmd_train_features(args: argparse.Namespace) -> None:
         raise DoseSegError("--grid takes one size or three (X,Y,Z)")
     config = FeatureTrainConfig(
         inputs=FeatureInputs(ct_windows=args.ct_windows, grid=grid),
-        use_dose={"auto": None, "on": True, "off": False}[args.dose], epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, flip=not args.no_flip,
-        patience=args.patience, max_minutes=args.max_minutes, max_train_patients=args.max_train_patients,
-        max_val_patients=args.max_val_patients, seed=args.seed, threads=args.threads, workers=args.workers,
+        use_dose={"auto": None, "on": True, "off": False}[args.dose], **run_options(args), flip=not args.no_flip,
+        workers=args.workers,
         net=FeatureNetConfig(channels=args.channels, latent=args.latent),
     )
     result = train_features(args.data, args.out, config, cache=args.cache, device=select_device(args.device))
@@ -67,21 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="folder with train/ and validation/ patient folders")
     p.add_argument("--out", type=Path, required=True, help="run folder (config, log.csv, last.pt, best.pt)")
     p.add_argument("--cache", type=Path, help="prepared-array cache (default OUT/cache)")
-    p.add_argument("--ct-windows", type=_windows, default=DEFAULT_WINDOWS,
+    p.add_argument("--ct-windows", type=hu_windows, default=DEFAULT_WINDOWS,
                    help="CT windows in HU, one channel each (default full range, soft tissue, bone, lung, brain)")
     p.add_argument("--dose", default="auto", choices=("auto", "on", "off"),
                    help="dose channel (auto: on when every training patient has a dose.nrrd)")
     p.add_argument("--grid", type=_sizes, default=(64,), help="fixed grid over the body box: N or X,Y,Z")
     p.add_argument("--channels", type=_sizes, default=(16, 32, 64, 64), help="encoder widths, one per stage")
     p.add_argument("--latent", type=int, default=16, help="number of features")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-5)
     p.add_argument("--no-flip", action="store_true", help="no left-right mirroring of training images")
-    p.add_argument("--patience", type=int, default=15, help="stop after this many epochs without improvement")
-    p.add_argument("--max-minutes", type=float, help="training time budget (the learning rate decays over it)")
-    add_training_run_options(p, workers=True)
+    add_training_run_options(p, epochs=100, batch_size=4, val_every=1, patience=15, workers=True)
     p.set_defaults(func=cmd_train_features)
 
     p = sub.add_parser("features", help="one row of autoencoder features per patient (optionally with radiomics)")
@@ -91,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
     p.add_argument("--radiomics", action="store_true",
                    help="also join each patient's features to its per-structure radiomics rows")
-    p.add_argument("--radiomics-classes", type=_names, default=("firstorder",),
+    p.add_argument("--radiomics-classes", type=name_list, default=("firstorder",),
                    help="pyradiomics feature classes for --radiomics (default firstorder)")
     p.add_argument("--model", help="catalogue model name (default: the default features model)")
     p.add_argument("--weights", type=Path, help="a train-features best.pt instead of a catalogue model")

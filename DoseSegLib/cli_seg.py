@@ -7,25 +7,8 @@ import sys
 from pathlib import Path
 
 from .case import OARS
-from .cli_dose import add_training_run_options
+from .cli_options import add_training_run_options, hu_windows, name_list, run_options
 from .errors import DoseSegError
-
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    if not names:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
-    return names
-
-
-def _windows(text: str) -> tuple[tuple[float, float], ...]:
-    try:
-        windows = tuple(tuple(float(v) for v in w.split(":")) for w in text.split(","))
-    except ValueError:
-        windows = ()
-    if not windows or any(len(w) != 2 or w[0] >= w[1] for w in windows):
-        raise argparse.ArgumentTypeError("expected LOW:HIGH[,LOW:HIGH...] in HU, e.g. -1024:1024,-160:240")
-    return windows
 
 
 def cmd_train_seg(args: argparse.Namespace) -> None:
@@ -40,10 +23,8 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
         loss=args.loss, dose_weight=args.dose_weight, dose_model=args.dose_model,
         dose_weights=str(args.dose_weights) if args.dose_weights else None,
         init_weights=str(args.init) if args.init else None, labels=args.labels,
-        inputs=InputSpec(args.inputs, args.ct_windows), epochs=args.epochs, batch_size=args.batch_size,
-        patch=tuple(args.patch), lr=args.lr, weight_decay=args.weight_decay, val_every=args.val_every,
-        patience=args.patience, max_minutes=args.max_minutes, max_train_patients=args.max_train_patients,
-        max_val_patients=args.max_val_patients, seed=args.seed, threads=args.threads, workers=args.workers,
+        inputs=InputSpec(args.inputs, args.ct_windows), **run_options(args), patch=tuple(args.patch),
+        workers=args.workers,
         foreground=args.foreground, balanced=not args.no_balance, reset_labels=args.reset_labels,
         truncate=args.truncate, net=SegNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
                          squeeze_excitation=not args.no_se, dropout=args.dropout),
@@ -108,28 +89,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lambda", dest="dose_weight", type=float, default=1.0,
                    help="DOSELO: weight of the dose MSE (Gy^2)")
     p.add_argument("--init", type=Path, help="start from a train-seg best.pt (e.g. DOSELO fine-tuning)")
-    p.add_argument("--inputs", type=_names, default=("ct.nrrd",),
+    p.add_argument("--inputs", type=name_list, default=("ct.nrrd",),
                    help="input images in each patient folder, resampled onto the first (default ct.nrrd)")
-    p.add_argument("--labels", type=_names, default=OARS, help="structures to segment (default the 7 OARs)")
-    p.add_argument("--ct-windows", type=_windows, default=((-1024.0, 1024.0),),
+    p.add_argument("--labels", type=name_list, default=OARS, help="structures to segment (default the 7 OARs)")
+    p.add_argument("--ct-windows", type=hu_windows, default=((-1024.0, 1024.0),),
                    help="CT windows as channels, e.g. --ct-windows=-1024:1024,-160:240")
     p.add_argument("--cache", type=Path, help="prepared-array cache (default OUT/cache)")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--patch", type=int, nargs=3, default=(96, 80, 64), help="training patch (multiple of 16)")
     p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128, 256), help="U-Net widths")
     p.add_argument("--no-se", action="store_true", help="without squeeze-and-excitation layers")
     p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-5)
-    p.add_argument("--val-every", type=int, default=2, help="validate every N epochs")
-    p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
-    p.add_argument("--max-minutes", type=float,
-                   help="training-time budget in minutes, summed over resumed runs: the cosine LR decay ends with it "
-                        "and training stops after the epoch that passes it")
     p.add_argument("--foreground", type=float, default=0.5,
                    help="share of training patches centred on a voxel of a structure")
-    p.add_argument("--reset-labels", type=_names, default=(),
+    p.add_argument("--reset-labels", type=name_list, default=(),
                    help="labels whose output bias is reset to their prior log-odds before training (e.g. a label "
                         "an --init model never predicts)")
     p.add_argument("--truncate", type=float, default=0.1,
@@ -137,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "whose field of view stops short of the skull top")
     p.add_argument("--no-balance", action="store_true",
                    help="centre patches on structures uniformly, not inversely to how many patients have them")
-    add_training_run_options(p, workers=True)
+    add_training_run_options(p, epochs=40, batch_size=2, val_every=2, patience=5, workers=True)
     p.set_defaults(func=cmd_train_seg)
 
     p = sub.add_parser("segment", help="auto-segment the organs at risk of one or more patients")
@@ -157,7 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", type=Path, required=True, help="folder of the reference patient folders")
     p.add_argument("-o", "--output", type=Path, required=True, help="writes per_structure.csv and summary.csv")
     p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
-    p.add_argument("--labels", type=_names, default=OARS, help="structures to score (default the 7 OARs)")
+    p.add_argument("--labels", type=name_list, default=OARS, help="structures to score (default the 7 OARs)")
     p.add_argument("--dose-model", help="catalogue dose model for RMAE (default model)")
     p.add_argument("--no-rmae", action="store_true", help="skip the dosimetric error (no dose model needed)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

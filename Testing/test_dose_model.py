@@ -17,7 +17,8 @@ from DoseSegLib.models.devices import select_device
 from DoseSegLib.models.dose_augment import _LEFT, _RIGHT, left_right_flip
 from DoseSegLib.models.dose_inputs import CHANNELS, dose_input_channels
 from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
-from DoseSegLib.models.dose_training import masked_mae, random_patch, save_weights
+from DoseSegLib.models.dose_training import masked_mae, random_patch
+from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.volume import Volume
 
 TINY = DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dropout=0.0)

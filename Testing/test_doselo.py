@@ -14,7 +14,7 @@ from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
 from DoseSegLib.models.seg_data import InputSpec, prepare_sample, random_patch
 from DoseSegLib.models.seg_losses import DoseloLoss, DoseTerm, load_frozen_dose_net, make_loss
 from DoseSegLib.models.seg_net import SegNet, SegNetConfig
-from DoseSegLib.models.dose_training import save_weights
+from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.phantom import write_phantom_patient
 
 TINY = {"channels": (4, 8, 16), "strides": (2, 2)}

@@ -19,7 +19,7 @@ from DoseSegLib.cli import main
 from DoseSegLib.io import read_patient, read_volume
 from DoseSegLib.models.catalogue import sha256_of
 from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
-from DoseSegLib.models.dose_training import save_weights
+from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.phantom import write_phantom_patient
 from DoseSegLib.pipeline import Pipeline, RunOptions
 from DoseSegLib.tables import read_csv

@@ -17,7 +17,7 @@ from DoseSegLib.errors import DoseSegError
 from DoseSegLib.io import read_patient, read_segmentation, read_volume
 from DoseSegLib.models.catalogue import sha256_of
 from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
-from DoseSegLib.models.dose_training import save_weights
+from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.models.seg_augment import SegAugmentation, SegAugmentConfig, lateral_pairs, mirrored_name
 from DoseSegLib.models.seg_data import InputSpec
 from DoseSegLib.models.seg_inference import THRESHOLDS, overlap_counts, predict_probabilities, tune_thresholds

@@ -15,7 +15,7 @@ from DoseSegLib.cli import main
 from DoseSegLib.errors import DoseSegError
 from DoseSegLib.io import write_volume
 from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
-from DoseSegLib.models.dose_training import save_weights
+from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.models.seg_data import (
     InputSpec, balanced_label_weights, build_cache, load_sample, random_patch, read_inputs,
 )

@@ -2,52 +2,44 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..alignment import align_case
-from ..errors import DoseSegError
 from ..io import read_patient
 from ..scores import dvh_abs_errors, openkbp_scores
-from .checkpoints import resume, save_last
 from .devices import autocast
 from .dose_augment import AugmentConfig, DoseAugmentation
 from .dose_cache import build_cache, load_cached
 from .dose_inference import pad_to, predict_box
 from .dose_net import DoseNet, DoseNetConfig
+from .training_loop import (RunConfig, Validation, load_init_weights, patient_folders, run_epochs, start_run,
+                            write_config)
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ("epoch", "train_loss", "val_dose_score", "val_dvh_score", "lr", "seconds")
 
 
 @dataclass
-class TrainConfig:
-    """Options of ``doseseg train-dose`` (saved beside the checkpoints)."""
+class TrainConfig(RunConfig):
+    """Options of ``doseseg train-dose`` (saved beside the checkpoints).
+
+    Attributes:
+        structure_weight: extra loss weight inside targets and OARs.
+        init_weights: inference weights to start from (same architecture).
+    """
 
     epochs: int = 30
-    batch_size: int = 2
-    patch: tuple[int, int, int] = (96, 64, 80)
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 1e-5
-    structure_weight: float = 0.5
     val_every: int = 3
     patience: int = 4
-    max_minutes: float | None = None
-    max_train_patients: int | None = None
-    max_val_patients: int | None = None
-    seed: int = 0
-    threads: int | None = None
+    patch: tuple[int, int, int] = (96, 64, 80)
+    structure_weight: float = 0.5
     init_weights: str | None = None
     net: DoseNetConfig = field(default_factory=DoseNetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -104,48 +96,6 @@ class ValidationSet:
         return openkbp_scores(dose_errors, dvh_errors)
 
 
-class Budget(Protocol):
-    """What the learning-rate schedule reads of a training config."""
-
-    epochs: int
-    max_minutes: float | None
-    lr: float
-    min_lr: float
-
-
-def cosine_lr(config: Budget, epochs_done: int, minutes_used: float) -> float:
-    """Cosine decay from ``lr`` to ``min_lr`` over the epoch budget or the time budget, whichever ends first."""
-    progress = epochs_done / config.epochs
-    if config.max_minutes:
-        progress = max(progress, minutes_used / config.max_minutes)
-    return config.min_lr + (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0))) / 2
-
-
-def load_init_weights(net: torch.nn.Module, path: str | Path) -> None:
-    """Start ``net`` from inference weights (a best.pt or a bundled model file) of the same architecture."""
-    if not Path(path).is_file():
-        raise DoseSegError(f"{path}: initial weights not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint["config"] != net.config.to_dict():
-        raise DoseSegError(f"{path}: its network ({checkpoint['config']}) differs from this run's")
-    net.load_state_dict(checkpoint["state_dict"])
-
-
-def save_weights(path: Path, net: DoseNet, meta: dict) -> None:
-    """Inference weights: state dict, architecture and metadata, loadable with weights_only=True."""
-    partial = path.with_suffix(".partial")
-    torch.save({"state_dict": net.state_dict(), "config": net.config.to_dict(), "meta": meta}, partial)
-    partial.replace(path)
-
-
-def _patient_folders(data: Path, split: str) -> list[Path]:
-    folders = sorted((p for p in (data / split).iterdir() if (p / "ct.nrrd").is_file()),
-                     key=lambda p: (len(p.name), p.name))
-    if not folders:
-        raise DoseSegError(f"{data / split}: no patient folder with ct.nrrd")
-    return folders
-
-
 def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = None,
                device: torch.device | None = None) -> dict:
     """Train (or resume) the dose network; returns the best validation scores.
@@ -153,58 +103,30 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
     Writes into ``out``: last.pt (full state, for resume), best.pt (inference weights),
     log.csv (one row per epoch) and config.json.
     """
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
+    device = start_run(config, device)
     net = DoseNet(config.net)
     if config.init_weights:
         load_init_weights(net, config.init_weights)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    train_folders = _patient_folders(data, "train")[: config.max_train_patients]
-    val_folders = _patient_folders(data, "validation")[: config.max_val_patients]
+    write_config(out, config)
+    train_folders = patient_folders(data, "train", config.max_train_patients)
+    val_folders = patient_folders(data, "validation", config.max_val_patients)
     cache = cache or out / "cache"
     train_files = build_cache(train_folders, cache)
     val_set = ValidationSet(build_cache(val_folders, cache), val_folders)
     train_samples = [load_cached(f) for f in train_files]
 
-    net.to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    state = {"epoch": 0, "best": float("inf"), "best_dvh": float("inf"), "stale": 0, "minutes": 0.0}
-    last = out / "last.pt"
-    state = resume(last, net, optimizer, state, device)
-    with (out / "log.csv").open("a", newline="") as log_file:
-        writer = csv.writer(log_file)
-        if log_file.tell() == 0:
-            writer.writerow(LOG_COLUMNS)
-        while state["epoch"] < config.epochs and state["stale"] < config.patience:
-            epoch = state["epoch"] + 1
-            t0 = time.monotonic()
-            lr = cosine_lr(config, state["epoch"], state["minutes"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = _train_epoch(net, optimizer, train_samples, config, epoch, device)
-            scores = (float("nan"), float("nan"))
-            if epoch % config.val_every == 0 or epoch == config.epochs:
-                net.eval()
-                scores = val_set.score(net, config.patch, device)
-                if scores[0] < state["best"]:
-                    state.update(best=scores[0], best_dvh=scores[1], stale=0)
-                    save_weights(out / "best.pt", net, {"epoch": epoch, "val_dose_score": scores[0],
-                                                         "val_dvh_score": scores[1], "patch": list(config.patch)})
-                else:
-                    state["stale"] += 1
-            state["epoch"] = epoch
-            state["minutes"] += (time.monotonic() - t0) / 60
-            writer.writerow([epoch, f"{loss:.4f}", f"{scores[0]:.4f}", f"{scores[1]:.4f}",
-                             f"{lr:.3g}", f"{time.monotonic() - t0:.1f}"])
-            log_file.flush()
-            save_last(last, net, optimizer, state)
-            if config.max_minutes and state["minutes"] > config.max_minutes:
-                log.warning("time limit of %.0f min reached after epoch %d", config.max_minutes, epoch)
-                break
-    return {"val_dose_score": state["best"], "val_dvh_score": state["best_dvh"], "epochs": state["epoch"]}
+    def validate(epoch: int) -> Validation:
+        dose_score, dvh_score = val_set.score(net, config.patch, device)
+        scores = {"val_dose_score": dose_score, "val_dvh_score": dvh_score}
+        return Validation(dose_score, scores, {"epoch": epoch, **scores, "patch": list(config.patch)})
+
+    result = run_epochs(
+        out, net, config, device, LOG_COLUMNS,
+        lambda optimizer, epoch: {"train_loss": _train_epoch(net, optimizer, train_samples, config, epoch, device)},
+        validate,
+    )
+    return {"val_dose_score": result["best"], "val_dvh_score": result["best_values"].get("val_dvh_score", math.inf),
+            "epochs": result["epochs"]}
 
 
 def _train_epoch(net: DoseNet, optimizer: torch.optim.Optimizer, samples: list[dict], config: TrainConfig,

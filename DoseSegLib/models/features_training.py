@@ -7,28 +7,24 @@ validation error next to the mean-image baseline; loadable with weights_only=Tru
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoints import resume, save_last
-from .dose_training import _patient_folders, cosine_lr, save_weights
 from .features_data import FeatureInputs, build_cache, load_images
 from .features_net import FeatureNet, FeatureNetConfig
+from .training_loop import RunConfig, Validation, patient_folders, run_epochs, start_run, write_config
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ("epoch", "train_mse", "val_mse", "val_baseline_mse", "lr", "seconds")
 
 
 @dataclass
-class FeatureTrainConfig:
+class FeatureTrainConfig(RunConfig):
     """Options of ``doseseg train-features`` (saved beside the checkpoints).
 
     Attributes:
@@ -37,20 +33,12 @@ class FeatureTrainConfig:
         workers: processes preparing the cache.
     """
 
-    inputs: FeatureInputs = field(default_factory=FeatureInputs)
-    use_dose: bool | None = None
     epochs: int = 100
     batch_size: int = 4
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 1e-5
-    flip: bool = True
     patience: int = 15
-    max_minutes: float | None = None
-    max_train_patients: int | None = None
-    max_val_patients: int | None = None
-    seed: int = 0
-    threads: int | None = None
+    inputs: FeatureInputs = field(default_factory=FeatureInputs)
+    use_dose: bool | None = None
+    flip: bool = True
     workers: int = 2
     net: FeatureNetConfig = field(default_factory=FeatureNetConfig)
 
@@ -89,54 +77,28 @@ def train_features(data: Path, out: Path, config: FeatureTrainConfig, cache: Pat
         cache: prepared-array cache (default ``out/cache``).
         device: torch device (default CUDA when available).
     """
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    train_folders = _patient_folders(data, "train")[: config.max_train_patients]
-    val_folders = _patient_folders(data, "validation")[: config.max_val_patients]
+    device = start_run(config, device)
+    train_folders = patient_folders(data, "train", config.max_train_patients)
+    val_folders = patient_folders(data, "validation", config.max_val_patients)
     config = _resolve(config, train_folders)
     net = FeatureNet(config.net).to(device)  # checks the grid before the slow cache
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    write_config(out, config)
     cache = cache or out / "cache"
     train = load_images(build_cache(train_folders, cache, config.inputs, config.workers))
     val = load_images(build_cache(val_folders, cache, config.inputs, config.workers))
     mean_image = train.mean(axis=0, keepdims=True)
     baseline = float(((val - mean_image) ** 2).mean())
 
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    state = {"epoch": 0, "best": float("inf"), "stale": 0, "minutes": 0.0}
-    last = out / "last.pt"
-    state = resume(last, net, optimizer, state, device)
+    def validate(epoch: int) -> Validation:
+        val_mse = reconstruction_mse(net, val, device, config.batch_size)
+        return Validation(val_mse, {"val_mse": val_mse, "val_baseline_mse": baseline},
+                          _meta(config, epoch, val_mse, baseline, len(train), len(val)))
 
-    with (out / "log.csv").open("a", newline="") as log_file:
-        writer = csv.writer(log_file)
-        if log_file.tell() == 0:
-            writer.writerow(LOG_COLUMNS)
-        while state["epoch"] < config.epochs and state["stale"] < config.patience:
-            epoch = state["epoch"] + 1
-            t0 = time.monotonic()
-            lr = cosine_lr(config, state["epoch"], state["minutes"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            train_mse = _train_epoch(net, optimizer, train, config, epoch, device)
-            val_mse = reconstruction_mse(net, val, device, config.batch_size)
-            if val_mse < state["best"]:
-                state.update(best=val_mse, stale=0)
-                save_weights(out / "best.pt", net, _meta(config, epoch, val_mse, baseline, len(train), len(val)))
-            else:
-                state["stale"] += 1
-            state["epoch"] = epoch
-            state["minutes"] += (time.monotonic() - t0) / 60
-            writer.writerow([epoch, f"{train_mse:.6f}", f"{val_mse:.6f}", f"{baseline:.6f}", f"{lr:.3g}",
-                             f"{time.monotonic() - t0:.1f}"])
-            log_file.flush()
-            save_last(last, net, optimizer, state)
-            if config.max_minutes and state["minutes"] > config.max_minutes:
-                log.warning("time limit of %.0f min reached after epoch %d", config.max_minutes, epoch)
-                break
-    return {"val_mse": state["best"], "val_baseline_mse": baseline, "epochs": state["epoch"]}
+    result = run_epochs(
+        out, net, config, device, LOG_COLUMNS,
+        lambda optimizer, epoch: {"train_mse": _train_epoch(net, optimizer, train, config, epoch, device)}, validate,
+    )
+    return {"val_mse": result["best"], "val_baseline_mse": baseline, "epochs": result["epochs"]}
 
 
 def _meta(config: FeatureTrainConfig, epoch: int, val_mse: float, baseline: float, n_train: int,

@@ -7,13 +7,10 @@ per-label thresholds tuned on validation; loadable with weights_only=True).
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
-import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +19,22 @@ from tqdm import tqdm
 
 from ..case import OARS
 from ..errors import DoseSegError
-from .checkpoints import resume, save_last
 from .devices import autocast
-from .dose_training import _patient_folders, cosine_lr, load_init_weights, save_weights, to_device
+from .dose_training import to_device
 from .seg_augment import SegAugmentation, SegAugmentConfig
 from .seg_data import InputSpec, balanced_label_weights, build_cache, is_ct, load_sample, random_patch
 from .seg_inference import overlap_counts, predict_probabilities, tune_thresholds
 from .seg_losses import load_frozen_dose_net, make_loss
 from .seg_net import SegNet, SegNetConfig
+from .training_loop import (RunConfig, Validation, load_init_weights, patient_folders, run_epochs, start_run,
+                            write_config)
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ("epoch", "train_loss", "train_seg", "train_dose", "val_dice", "lr", "seconds")
 
 
 @dataclass
-class SegTrainConfig:
+class SegTrainConfig(RunConfig):
     """Options of ``doseseg train-seg`` (saved beside the checkpoints).
 
     Attributes:
@@ -62,19 +60,8 @@ class SegTrainConfig:
     init_weights: str | None = None
     labels: tuple[str, ...] = OARS
     inputs: InputSpec = field(default_factory=InputSpec)
-    epochs: int = 40
-    batch_size: int = 2
-    patch: tuple[int, int, int] = (96, 80, 64)
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 1e-5
     val_every: int = 2
-    patience: int = 5
-    max_minutes: float | None = None
-    max_train_patients: int | None = None
-    max_val_patients: int | None = None
-    seed: int = 0
-    threads: int | None = None
+    patch: tuple[int, int, int] = (96, 80, 64)
     workers: int = 2
     foreground: float = 0.5
     balanced: bool = True
@@ -115,10 +102,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
         out: run folder.
         cache: prepared-array cache (default ``out/cache``).
     """
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
+    device = start_run(config, device)
     config = replace(config, net=replace(config.net, in_channels=config.inputs.channels,
                                          out_channels=len(config.labels)))
     doselo = config.loss == "doselo"
@@ -133,57 +117,28 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     net = SegNet(config.net)
     if config.init_weights:
         load_init_weights(net, config.init_weights)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    write_config(out, config)
 
     cache = cache or out / "cache"
-    train_folders = _patient_folders(data, "train")[: config.max_train_patients]
-    val_folders = _patient_folders(data, "validation")[: config.max_val_patients]
+    train_folders = patient_folders(data, "train", config.max_train_patients)
+    val_folders = patient_folders(data, "validation", config.max_val_patients)
     cached = build_cache(train_folders, cache, config.inputs, config.labels, doselo, config.workers)
     train_samples = [load_sample(f) for f in cached]
     cached = build_cache(val_folders, cache, config.inputs, config.labels, False, config.workers)
     validator = Validator([load_sample(f) for f in cached], config.patch)
 
-    net.to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    state = {"epoch": 0, "best": -1.0, "stale": 0, "minutes": 0.0}
-    last = out / "last.pt"
-    state = resume(last, net, optimizer, state, device)
-    if config.reset_labels and state["epoch"] == 0:
-        reset_output_bias(net, train_samples, config, device)
+    def validate(epoch: int) -> Validation:
+        thresholds, dice = validator.score(net, device)
+        values = {"val_dice": float(np.nanmean(dice)), **{f"dice_{n}": float(d) for n, d in zip(config.labels, dice)}}
+        return Validation(values["val_dice"], values, _meta(config, epoch, thresholds, dice))
 
-    with (out / "log.csv").open("a", newline="") as log_file:
-        writer = csv.writer(log_file)
-        if log_file.tell() == 0:
-            writer.writerow([*LOG_COLUMNS, *(f"dice_{n}" for n in config.labels)])
-        while state["epoch"] < config.epochs and state["stale"] < config.patience:
-            epoch = state["epoch"] + 1
-            t0 = time.monotonic()
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(config, state["epoch"], state["minutes"])
-            terms = _train_epoch(net, loss_fn, optimizer, train_samples, config, epoch, device)
-            dice, mean_dice = np.full(len(config.labels), np.nan), math.nan
-            if epoch % config.val_every == 0 or epoch == config.epochs:
-                thresholds, dice = validator.score(net, device)
-                mean_dice = float(np.nanmean(dice))
-                if mean_dice > state["best"]:
-                    state.update(best=mean_dice, stale=0)
-                    save_weights(out / "best.pt", net, _meta(config, epoch, thresholds, dice))
-                else:
-                    state["stale"] += 1
-            state["epoch"] = epoch
-            state["minutes"] += (time.monotonic() - t0) / 60
-            writer.writerow([
-                epoch, f"{terms['loss']:.4f}", f"{terms['seg']:.4f}", f"{terms.get('dose', math.nan):.4f}",
-                f"{mean_dice:.4f}", f"{optimizer.param_groups[0]['lr']:.3g}", f"{time.monotonic() - t0:.1f}",
-                *(f"{d:.4f}" for d in dice),
-            ])
-            log_file.flush()
-            save_last(last, net, optimizer, state)
-            if config.max_minutes and state["minutes"] > config.max_minutes:
-                log.warning("time limit of %.0f min reached after epoch %d", config.max_minutes, epoch)
-                break
-    return {"val_dice": state["best"], "epochs": state["epoch"]}
+    result = run_epochs(
+        out, net, config, device, [*LOG_COLUMNS, *(f"dice_{n}" for n in config.labels)],
+        lambda optimizer, epoch: _train_epoch(net, loss_fn, optimizer, train_samples, config, epoch, device),
+        validate, maximize=True,
+        on_fresh_start=lambda: reset_output_bias(net, train_samples, config, device) if config.reset_labels else None,
+    )
+    return {"val_dice": result["best"], "epochs": result["epochs"]}
 
 
 @torch.no_grad()
@@ -229,7 +184,7 @@ def _meta(config: SegTrainConfig, epoch: int, thresholds: np.ndarray, dice: np.n
 
 def _train_epoch(net: SegNet, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: list[dict],
                  config: SegTrainConfig, epoch: int, device: torch.device) -> dict[str, float]:
-    """One pass over the training patients in random order; returns the mean of each loss term."""
+    """One pass over the training patients in random order; the mean of each loss term (train_loss, ...)."""
     net.train()
     loss_fn.train()
     rng = np.random.default_rng([config.seed, epoch])
@@ -252,4 +207,4 @@ def _train_epoch(net: SegNet, loss_fn: torch.nn.Module, optimizer: torch.optim.O
         for key, value in terms.items():
             history[key].append(value.item())
         bar.set_postfix(loss=f"{np.mean(history['loss']):.3f}")
-    return {key: float(np.mean(values)) for key, values in history.items()}
+    return {f"train_{key}": float(np.mean(values)) for key, values in history.items()}
