@@ -104,7 +104,7 @@ def features_tables(model: FeatureModel, folders: Sequence[Path], radiomics: boo
 
 def reconstruction_png(model: FeatureModel, case: Case, channels: Sequence[str] = FIGURE_CHANNELS) -> bytes:
     """A PNG of input and reconstruction on the fixed grid, one row per channel (coronal plane through the targets)."""
-    from .figures import _figure, _png, lps_oriented, plane
+    from .figures import lps_oriented, new_figure, plane, png_bytes
 
     sample = prepare_inputs(case, model.inputs)
     output = _run(model, sample["image"], decode=True)
@@ -112,7 +112,7 @@ def reconstruction_png(model: FeatureModel, case: Case, channels: Sequence[str] 
     targets, _ = lps_oriented(sample["grid"].with_array(sample["image"][names.index("targets")]))
     index = int(np.argmax(targets.sum(axis=(0, 2))))  # the coronal plane holding most target
     shown = [c for c in channels if c in names]
-    figure = _figure(6, 2.6 * len(shown))
+    figure = new_figure(6, 2.6 * len(shown))
     figure.suptitle(f"{case.name}: autoencoder input and reconstruction", fontsize=10)
     axes = figure.subplots(len(shown), 2, squeeze=False)
     for row, name in zip(axes, shown):
@@ -123,4 +123,4 @@ def reconstruction_png(model: FeatureModel, case: Case, channels: Sequence[str] 
             ax.set_title(f"{name} {title}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-    return _png(figure)
+    return png_bytes(figure)

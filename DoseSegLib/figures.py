@@ -74,13 +74,15 @@ def centre_index(mask: Volume) -> tuple[int, int, int]:
     return tuple(int(round(c)) for c in np.argwhere(array).mean(axis=0))
 
 
-def _png(figure) -> bytes:
+def png_bytes(figure) -> bytes:
+    """The figure as PNG file bytes."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib figure (inches) with constrained layout, drawn without a GUI backend."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
@@ -109,7 +111,7 @@ def _ct_figure(ct: Volume, centre: Sequence[int], title: str, extra_height: floa
     images = {name: plane(ct_array, spacing, name, slice_of[name]) for name in PLANES}
     limits = {name: _body_limits(*images[name]) for name in PLANES}
     widths = [abs(np.diff(x)[0] / np.diff(y)[0]) for x, y in limits.values()]
-    figure = _figure(13, 12.5 / sum(widths) + extra_height)
+    figure = new_figure(13, 12.5 / sum(widths) + extra_height)
     figure.suptitle(title, fontsize=12)
     labels = {"axial": "RLAP", "coronal": "RLSI", "sagittal": "APSI"}  # left, right, top, bottom
     panels = []
@@ -176,7 +178,7 @@ def dose_planes_png(
         handles.append(Line2D([], [], color="white", lw=1, ls="--", path_effects=outline))
         labels.append(", ".join(contours))
     figure.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def dose_difference_png(
@@ -195,7 +197,7 @@ def dose_difference_png(
         image = ax.imshow(wash, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.75, extent=extent,
                           interpolation="nearest")
     figure.colorbar(image, ax=figure.axes, label="predicted - reference (Gy)", shrink=0.8, pad=0.01)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def dvh_png(
@@ -207,7 +209,7 @@ def dvh_png(
     from matplotlib.lines import Line2D
 
     colors = structure_colors(dvhs)
-    figure = _figure(12.4, 5.0)
+    figure = new_figure(12.4, 5.0)
     ax = figure.subplots()
     for name, curve in dvhs.items():
         ax.plot(curve.dose_gy, curve.volume_pct, color=colors[name], lw=1.8, label=name)
@@ -227,4 +229,4 @@ def dvh_png(
         labels += ["predicted", "reference"]
     ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
     ax.set_title("Dose-volume histograms" + (" (dashed: reference plan)" if reference else ""), fontsize=12)
-    return _png(figure)
+    return png_bytes(figure)
