@@ -50,7 +50,7 @@ class RunOptions:
         segment_all: replace every OAR with the model's (implies ``segment``).
         radiomics: compute pyradiomics features of every structure on the CT.
         constraints: a constraint CSV (DoseSegLib's head-and-neck table when None).
-        tta: average the dose with a left-right mirrored prediction.
+        tta: average the dose and the OAR probabilities with left-right mirrored predictions.
         allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
     """
 
@@ -304,7 +304,7 @@ class Pipeline:
             return case, sources, [f"{self.segmenter_note} (OARs not contoured: {', '.join(wanted)})"]
         from .segmentation import segment_case
 
-        masks = segment_case(self.segmenter, case)
+        masks = segment_case(self.segmenter, case, tta=self.options.tta)
         found = {name: masks[name] for name in wanted if name in masks and masks[name].array.any()}
         notes = [f"auto-segmented: {', '.join(found)}"] if found else []
         missing = [name for name in wanted if name not in found]

@@ -187,7 +187,7 @@ def _fake_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     module = types.ModuleType("DoseSegLib.segmentation")
     model = types.SimpleNamespace(entry=ModelEntry(**{**entry, "file": Path("none.pt")}))
     module.load_segmentation_model = lambda name, device: model
-    module.segment_case = lambda seg_model, case: {
+    module.segment_case = lambda seg_model, case, tta=False: {
         name: mask for name, mask in make_phantom(shape=(40, 40, 32)).structures.items() if name in OARS
     }
     monkeypatch.setitem(sys.modules, "DoseSegLib.segmentation", module)
