@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_options import add_training_run_options, run_options
+from .cli_options import add_training_run_options, probability, run_options
 
 
 def cmd_train_dose(args: argparse.Namespace) -> None:
@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128, 256), help="U-Net widths")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--structure-weight", type=float, default=0.5, help="extra loss weight inside structures")
-    p.add_argument("--elastic-prob", type=float, default=0.0, help="probability of an elastic warp")
+    p.add_argument("--elastic-prob", type=probability, default=0.0, help="probability of an elastic warp")
     add_training_run_options(p, epochs=30, batch_size=2, val_every=3, patience=4)
     p.set_defaults(func=cmd_train_dose)
 

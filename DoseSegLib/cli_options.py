@@ -25,6 +25,17 @@ def hu_windows(text: str) -> tuple[tuple[float, float], ...]:
     return windows
 
 
+def probability(text: str) -> float:
+    """A share between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
+    return value
+
+
 def add_training_run_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, val_every: int,
                              patience: int, workers: bool = False) -> None:
     """Options every training command shares (see ``models.training_loop.RunConfig``), with its defaults."""

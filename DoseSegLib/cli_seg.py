@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .case import OARS
-from .cli_options import add_training_run_options, hu_windows, name_list, run_options
+from .cli_options import add_training_run_options, hu_windows, name_list, probability, run_options
 from .errors import DoseSegError
 
 
@@ -99,12 +99,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128, 256), help="U-Net widths")
     p.add_argument("--no-se", action="store_true", help="without squeeze-and-excitation layers")
     p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--foreground", type=float, default=0.5,
+    p.add_argument("--foreground", type=probability, default=0.5,
                    help="share of training patches centred on a voxel of a structure")
     p.add_argument("--reset-labels", type=name_list, default=(),
                    help="labels whose output bias is reset to their prior log-odds before training (e.g. a label "
                         "an --init model never predicts)")
-    p.add_argument("--truncate", type=float, default=0.1,
+    p.add_argument("--truncate", type=probability, default=0.1,
                    help="share of training patches cut at a random axial plane and padded above it, as a scan "
                         "whose field of view stops short of the skull top")
     p.add_argument("--no-balance", action="store_true",

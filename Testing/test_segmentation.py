@@ -17,11 +17,11 @@ from DoseSegLib.errors import DoseSegError
 from DoseSegLib.io import read_patient, read_segmentation, read_volume
 from DoseSegLib.models.catalogue import sha256_of
 from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
-from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.models.seg_augment import SegAugmentation, SegAugmentConfig, lateral_pairs, mirrored_name
 from DoseSegLib.models.seg_data import InputSpec
 from DoseSegLib.models.seg_inference import THRESHOLDS, overlap_counts, predict_probabilities, tune_thresholds
 from DoseSegLib.models.seg_net import SegNet, SegNetConfig
+from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.phantom import write_phantom_patient
 from DoseSegLib.segmentation import load_segmentation_model, segment_case, segment_folder
 from DoseSegLib.tables import read_csv

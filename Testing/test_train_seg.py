@@ -15,12 +15,12 @@ from DoseSegLib.cli import main
 from DoseSegLib.errors import DoseSegError
 from DoseSegLib.io import write_volume
 from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
-from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.models.seg_data import (
     InputSpec, balanced_label_weights, build_cache, load_sample, random_patch, read_inputs,
 )
 from DoseSegLib.models.seg_losses import make_loss
 from DoseSegLib.models.seg_net import SegNet, SegNetConfig
+from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.phantom import write_phantom_patient
 from DoseSegLib.volume import Volume
 
@@ -87,6 +87,14 @@ def test_truncated_patch_is_padded_above_a_random_plane() -> None:
         assert patch["image"][0, :, :, :kept].gt(-0.5).any()
     assert len(heights) > 3
     assert random_patch(sample, (16, 16, 16), rng)["labels"].all()  # truncate=0: never cut
+
+
+@pytest.mark.parametrize("option", ["--truncate", "--foreground"])
+def test_shares_outside_0_to_1_are_refused(option: str, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train-seg", "--data", str(tmp_path), "--out", str(tmp_path / "run"), option, "15"])
+    assert f"argument {option}: expected a share between 0 and 1, got '15'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_balanced_sampling_centres_rare_labels_as_often_as_common_ones() -> None:
