@@ -66,6 +66,7 @@ class DoseSegParameterNode:
     prescription: Annotated[float, WithinRange(0.0, 150.0)] = 0.0
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     dvhStep: Annotated[float, WithinRange(0.01, 5.0)] = 0.1
+    mirrorAveraging: bool = False
     predictedDose: vtkMRMLScalarVolumeNode
     doseOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     dvhChart: vtkMRMLPlotChartNode
@@ -175,14 +176,15 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSegment(self) -> None:
         p = self._parameterNode
         self._startJob({**BASE_PACKAGES, **MODEL_PACKAGES},
-                       lambda: self.logic.startSegmentMissingOars(p.ctVolume, p.segmentation, p.device),
+                       lambda: self.logic.startSegmentMissingOars(p.ctVolume, p.segmentation, p.device,
+                                                                  p.mirrorAveraging),
                        self._showSegmentation)
 
     def onPredict(self) -> None:
         p = self._parameterNode
         self._startJob({**BASE_PACKAGES, **MODEL_PACKAGES},
                        lambda: self.logic.startPredictDose(p.ctVolume, p.segmentation, p.device, self._prescription(),
-                                                           p.predictedDose),
+                                                           p.predictedDose, p.mirrorAveraging),
                        self._showDose)
 
     def onRadiomics(self) -> None:
@@ -195,7 +197,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         self._startJob(ALL_PACKAGES,
                        lambda: self.logic.startRunAll(p.ctVolume, p.segmentation, p.referenceDose,
-                                                      self._prescription(), p.device),
+                                                      self._prescription(), p.device, p.mirrorAveraging),
                        self._showRunAll)
 
     def onDvh(self) -> None:

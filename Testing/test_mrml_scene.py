@@ -338,14 +338,17 @@ def test_model_steps_wire_the_cli_and_load_its_outputs(scene, phantom, loaded, f
     segments.RemoveSegment(segments.GetSegmentIdBySegmentName("Mandible"))
     assert logic.segmentMissingOars(ct, segmentation) is segmentation
     assert segments.GetSegmentIdBySegmentName("Mandible") and segments.GetNumberOfSegments() == len(phantom.structures)
-    assert fake_cli()[-1]["args"][0] == "segment"
+    assert fake_cli()[-1]["args"][0] == "segment" and "--tta" not in fake_cli()[-1]["args"]
+    logic.segmentMissingOars(ct, segmentation, mirrorAveraging=True)
+    assert fake_cli()[-1]["args"][0] == "segment" and "--tta" in fake_cli()[-1]["args"]
 
-    outputs = logic.runAll(ct, segmentation, reference, device="cuda")
+    outputs = logic.runAll(ct, segmentation, reference, device="cuda", mirrorAveraging=True)
     assert set(outputs) == {"dose", "segmentation", "dvhTables", "dvhChart", "metrics", "constraints", "radiomics"}
     assert outputs["metrics"].GetNumberOfRows() == len(phantom.structures)
     assert outputs["radiomics"].GetNumberOfRows() == 1
     call = fake_cli()[-1]
     assert call["args"][0] == "run" and "cuda" in call["args"] and "dose.nrrd" in call["inputs"]
+    assert "--tta" in call["args"]
 
 
 # -- real patient --------------------------------------------------------------------------------------------------

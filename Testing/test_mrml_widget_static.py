@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "DoseSeg"
 UI = MODULE / "Resources" / "UI" / "DoseSeg.ui"
 SOURCE = (MODULE / "DoseSeg.py").read_text()
-QT_CLASSES = {"QWidget", "QLabel", "QPushButton", "QComboBox", "QDoubleSpinBox", "QProgressBar", "QTabWidget"}
+QT_CLASSES = {"QWidget", "QLabel", "QPushButton", "QComboBox", "QDoubleSpinBox", "QProgressBar", "QTabWidget",
+              "QCheckBox"}
 
 
 def _widgets() -> dict[str, ET.Element]:
@@ -65,9 +66,11 @@ def test_parameter_bindings_match_the_parameter_node():
             assert node_types == [annotation], parameter
         elif "Choice" in annotation:
             assert widget.get("class") == "QComboBox", parameter
+        elif annotation == "bool":
+            assert widget.get("class") == "QCheckBox", parameter
         else:
             assert widget.get("class") in ("QDoubleSpinBox", "ctkSliderWidget"), parameter
-    inputs = {"ctVolume", "segmentation", "referenceDose", "prescription", "device"}
+    inputs = {"ctVolume", "segmentation", "referenceDose", "prescription", "device", "mirrorAveraging"}
     outputs = {"predictedDose", "dvhChart", "metricsTable", "constraintsTable", "radiomicsTable"}
     assert inputs | outputs <= set(bound)
 

@@ -140,6 +140,11 @@ def _findOutput(folder: Path, pattern: str, required: bool = True) -> Path | Non
     return found[0] if found else None
 
 
+def _options(command: list, device: str, mirrorAveraging: bool) -> list:
+    """``command`` with the device and, when asked, mirror averaging (``--tta``)."""
+    return [*command, "--device", device, *(["--tta"] if mirrorAveraging else [])]
+
+
 def _fileName(name: str) -> str:
     """A structure name usable as a file name on every system."""
     return re.sub(r'[\\/:*?"<>|]', "_", name).strip() or "structure"
@@ -185,7 +190,8 @@ class DoseSegPipeline:
 
         return self._job("Align structures", ctNode, segmentationNode, ["align"], finish, onCtGrid=False)
 
-    def startSegmentMissingOars(self, ctNode, segmentationNode=None, device: str = "auto") -> DoseSegJob:
+    def startSegmentMissingOars(self, ctNode, segmentationNode=None, device: str = "auto",
+                                mirrorAveraging: bool = False) -> DoseSegJob:
         """Auto-segment the CT (``doseseg segment``); the OARs it lacks are added to ``segmentationNode``.
 
         A new segmentation node is made when ``segmentationNode`` is None. The job's result is the
@@ -193,8 +199,9 @@ class DoseSegPipeline:
 
         Args:
             device: "auto", "cpu" or "cuda".
+            mirrorAveraging: also predict the left-right mirrored patient and average (``--tta``).
         """
-        return self._job("Auto-segment", ctNode, segmentationNode, ["segment", "--device", device],
+        return self._job("Auto-segment", ctNode, segmentationNode, _options(["segment"], device, mirrorAveraging),
                          lambda output: self.addMissingSegments(_findOutput(output, SEGMENTATION_FILE), ctNode,
                                                                 segmentationNode))
 
@@ -221,14 +228,15 @@ class DoseSegPipeline:
         return segmentationNode
 
     def startPredictDose(self, ctNode, segmentationNode, device: str = "auto", prescription: float | None = None,
-                         doseNode=None) -> DoseSegJob:
+                         doseNode=None, mirrorAveraging: bool = False) -> DoseSegJob:
         """Predict the dose (``doseseg predict-dose``) into ``doseNode`` (new when None), shown over the CT.
 
         Args:
             device: "auto", "cpu" or "cuda".
             prescription: Gy, top of the colour window (at least the maximum dose).
+            mirrorAveraging: also predict the left-right mirrored patient and average (``--tta``).
         """
-        return self._job("Predict dose", ctNode, segmentationNode, ["predict-dose", "--device", device],
+        return self._job("Predict dose", ctNode, segmentationNode, _options(["predict-dose"], device, mirrorAveraging),
                          lambda output: self.loadDose(_findOutput(output, DOSE_FILE), ctNode, prescription, doseNode))
 
     def loadDose(self, path: str | Path, ctNode, prescription: float | None = None, doseNode=None):
@@ -255,12 +263,13 @@ class DoseSegPipeline:
                              self.scene, _findOutput(output, RADIOMICS_CSV), RADIOMICS_TABLE_NAME))
 
     def startRunAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None,
-                    device: str = "auto") -> DoseSegJob:
+                    device: str = "auto", mirrorAveraging: bool = False) -> DoseSegJob:
         """The whole chain (``doseseg run``): missing OARs, dose and radiomics; then DVH, metrics and goals in-process.
 
         The job's result is a dict of the output nodes: dose, segmentation, dvhTables, dvhChart, metrics,
         constraints, radiomics (None when pyradiomics is missing). ``referenceDoseNode`` goes into the
         patient folder as its dose.nrrd, which the command compares the prediction with.
+        ``mirrorAveraging`` passes ``--tta``.
         """
 
         def finish(output: Path) -> dict:
@@ -273,30 +282,31 @@ class DoseSegPipeline:
             return {"dose": doseNode, "segmentation": segmentation, "dvhTables": dvhTables, "dvhChart": chartNode,
                     "metrics": metrics, "constraints": constraints, "radiomics": radiomics}
 
-        return self._job("Run all", ctNode, segmentationNode, ["run", "--device", device], finish,
+        return self._job("Run all", ctNode, segmentationNode, _options(["run"], device, mirrorAveraging), finish,
                          doseNode=referenceDoseNode)
 
     def alignStructures(self, ctNode, segmentationNode):
         """:meth:`startAlignStructures`, waiting for the result."""
         return self.startAlignStructures(ctNode, segmentationNode).wait()
 
-    def segmentMissingOars(self, ctNode, segmentationNode=None, device: str = "auto"):
+    def segmentMissingOars(self, ctNode, segmentationNode=None, device: str = "auto", mirrorAveraging: bool = False):
         """:meth:`startSegmentMissingOars`, waiting for the result."""
-        return self.startSegmentMissingOars(ctNode, segmentationNode, device).wait()
+        return self.startSegmentMissingOars(ctNode, segmentationNode, device, mirrorAveraging).wait()
 
     def predictDose(self, ctNode, segmentationNode, device: str = "auto", prescription: float | None = None,
-                    doseNode=None):
+                    doseNode=None, mirrorAveraging: bool = False):
         """:meth:`startPredictDose`, waiting for the result."""
-        return self.startPredictDose(ctNode, segmentationNode, device, prescription, doseNode).wait()
+        return self.startPredictDose(ctNode, segmentationNode, device, prescription, doseNode, mirrorAveraging).wait()
 
     def extractRadiomics(self, ctNode, segmentationNode):
         """:meth:`startExtractRadiomics`, waiting for the result."""
         return self.startExtractRadiomics(ctNode, segmentationNode).wait()
 
     def runAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None,
-               device: str = "auto") -> dict:
+               device: str = "auto", mirrorAveraging: bool = False) -> dict:
         """:meth:`startRunAll`, waiting for the result."""
-        return self.startRunAll(ctNode, segmentationNode, referenceDoseNode, prescription, device).wait()
+        return self.startRunAll(ctNode, segmentationNode, referenceDoseNode, prescription, device,
+                                mirrorAveraging).wait()
 
     # -- fast steps, in-process --------------------------------------------------------------------------------
 
