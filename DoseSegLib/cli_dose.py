@@ -15,6 +15,7 @@ def cmd_train_dose(args: argparse.Namespace) -> None:
 
     config = TrainConfig(
         **run_options(args), patch=tuple(args.patch), structure_weight=args.structure_weight,
+        moment_weight=args.moment_weight,
         init_weights=str(args.init) if args.init else None,
         net=DoseNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1), dropout=args.dropout),
         augment=AugmentConfig(elastic_prob=args.elastic_prob),
@@ -75,6 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128, 256), help="U-Net widths")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--structure-weight", type=float, default=0.5, help="extra loss weight inside structures")
+    p.add_argument("--moment-weight", type=float, default=0.0,
+                   help="weight of a DVH-aware loss term (dose moments 1, 2, 10 of each structure, Gy^2); e.g. 0.05")
     p.add_argument("--elastic-prob", type=probability, default=0.0, help="probability of an elastic warp")
     add_training_run_options(p, epochs=30, batch_size=2, val_every=3, patience=4)
     p.set_defaults(func=cmd_train_dose)

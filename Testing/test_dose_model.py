@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from DoseSegLib.case import Case
+from DoseSegLib.case import OARS, Case
 from DoseSegLib.dose_prediction import load_dose_model, predict_case_dose, working_grid
 from DoseSegLib.errors import DoseSegError
 from DoseSegLib.models.catalogue import sha256_of
@@ -17,7 +17,7 @@ from DoseSegLib.models.devices import select_device
 from DoseSegLib.models.dose_augment import _LEFT, _RIGHT, left_right_flip
 from DoseSegLib.models.dose_inputs import CHANNELS, dose_input_channels
 from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
-from DoseSegLib.models.dose_training import masked_mae, random_patch
+from DoseSegLib.models.dose_training import masked_mae, moment_loss, random_patch
 from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.volume import Volume
 
@@ -99,6 +99,32 @@ def test_training_steps_decrease_loss() -> None:
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
 
+def test_moment_loss_compares_the_dose_moments_of_each_structure() -> None:
+    rest = torch.zeros(1, len(CHANNELS) - 1, 4, 4, 4)
+    brainstem = 2 + OARS.index("Brainstem")  # rest holds every channel but the CT
+    rest[0, brainstem, :2] = 1.0
+    rest[0, -1] = 1.0  # possible-dose mask
+    dose = torch.full((1, 1, 4, 4, 4), 20.0)
+    assert moment_loss(dose, dose, rest).item() == 0.0
+    # a uniform 10 Gy instead of 20 Gy in the brainstem: every moment is 10 Gy off
+    assert moment_loss(torch.full_like(dose, 10.0), dose, rest).item() == pytest.approx(100.0, rel=1e-5)
+    assert moment_loss(torch.full_like(dose, 10.0), dose, torch.zeros_like(rest)).item() == 0.0  # no structure
+
+    # same mean, a hot spot: the high moments see it
+    hot = dose.clone()
+    hot[0, 0, 0, 0, 0], hot[0, 0, 1, 3, 3] = 30.0, 10.0
+    assert moment_loss(hot, dose, rest).item() > 1.0
+
+    pred = torch.full_like(dose, 10.0, requires_grad=True)
+    optimizer = torch.optim.Adam([pred], lr=0.5)
+    for _ in range(40):
+        loss = moment_loss(pred, hot, rest)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert moment_loss(pred, hot, rest).item() < 0.05 * moment_loss(torch.full_like(dose, 10.0), hot, rest).item()
+
+
 def test_checksum_mismatch_refuses_to_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = _catalogue(tmp_path, DoseNet(TINY))
     monkeypatch.setenv("DOSESEG_MODELS", str(folder))
@@ -168,7 +194,7 @@ def test_train_dose_command_logs_resumes_and_starts_from_weights(tmp_path: Path,
     assert epochs(run) == ["1", "2", "3"]
 
     assert main(["train-dose", "--out", str(tmp_path / "next"), "--epochs", "1", "--init", str(run / "best.pt"),
-                 *tiny]) == 0
+                 "--moment-weight", "0.05", *tiny]) == 0
     capsys.readouterr()
     wider = [*tiny[:2], "--channels", "8", "16", "32", *tiny[6:]]
     assert main(["train-dose", "--out", str(tmp_path / "bad"), "--init", str(run / "best.pt"), *wider]) == 1

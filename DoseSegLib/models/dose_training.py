@@ -18,6 +18,7 @@ from .devices import autocast
 from .dose_augment import AugmentConfig, DoseAugmentation
 from .dose_cache import build_cache, load_cached
 from .dose_inference import pad_to, predict_box
+from .dose_inputs import REFERENCE_GY
 from .dose_net import DoseNet, DoseNetConfig
 from .training_loop import (RunConfig, Validation, load_init_weights, patient_folders, run_epochs, start_run,
                             write_config)
@@ -32,6 +33,7 @@ class TrainConfig(RunConfig):
 
     Attributes:
         structure_weight: extra loss weight inside targets and OARs.
+        moment_weight: weight of the DVH-aware :func:`moment_loss` (Gy^2) added to the MAE; 0 leaves it out.
         init_weights: inference weights to start from (same architecture).
     """
 
@@ -40,6 +42,7 @@ class TrainConfig(RunConfig):
     patience: int = 4
     patch: tuple[int, int, int] = (96, 64, 80)
     structure_weight: float = 0.5
+    moment_weight: float = 0.0
     init_weights: str | None = None
     net: DoseNetConfig = field(default_factory=DoseNetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -68,6 +71,37 @@ def masked_mae(pred: torch.Tensor, dose: torch.Tensor, rest: torch.Tensor, struc
     structures = (structure_channels > 0.5).any(dim=1, keepdim=True).float()
     weight = mask * (1 + structure_weight * structures)
     return (weight * (pred - dose).abs()).sum() / mask.sum().clamp(min=1)
+
+
+MOMENTS = (1, 2, 10)  # mean dose, spread and a soft maximum of each structure
+
+
+def structure_regions(rest: torch.Tensor) -> torch.Tensor:
+    """Float masks ``(B, 9, X, Y, Z)``: all targets, the top prescription level (70 Gy), each OAR."""
+    targets = rest[:, :1]
+    return torch.cat([targets > 0.5, targets > 0.95, rest[:, 2:-1] > 0.5], dim=1).float()
+
+
+def moment_loss(pred: torch.Tensor, dose: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+    """DVH-aware term in Gy^2: mean squared difference of the dose moments of each structure in the patch.
+
+    The moment of order p of a structure's doses is mean(d^p)^(1/p): the mean dose (p=1) and,
+    as p grows, a soft maximum; matching them matches the shape of the DVH (moment loss of
+    Jhanwar et al., Med. Phys. 2022). Structures absent from a patch do not count.
+    """
+    regions = structure_regions(rest)
+    counts = regions.sum(dim=(2, 3, 4))
+    present = counts > 0
+    if not present.any():
+        return pred.sum() * 0.0
+
+    def moments(values: torch.Tensor, p: int) -> torch.Tensor:
+        scaled = (values.clamp(min=0) / REFERENCE_GY) ** p  # in units of 70 Gy: no overflow at p=10
+        mean = (regions * scaled).sum(dim=(2, 3, 4)) / counts.clamp(min=1)
+        return REFERENCE_GY * mean.clamp(min=1e-12) ** (1.0 / p)
+
+    errors = [(moments(pred, p) - moments(dose, p))[present] ** 2 for p in MOMENTS]
+    return torch.cat(errors).mean()
 
 
 class ValidationSet:
@@ -145,6 +179,8 @@ def _train_epoch(net: DoseNet, optimizer: torch.optim.Optimizer, samples: list[d
         with autocast(device):
             pred = net(torch.cat([ct, rest], dim=1)).float()
         loss = masked_mae(pred, dose, rest, config.structure_weight)
+        if config.moment_weight:
+            loss = loss + config.moment_weight * moment_loss(pred, dose, rest)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
