@@ -41,7 +41,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     if len(names) != len(args.patients):
         raise DoseSegError("two patient folders share a name; their outputs would collide")
     check_output_dir(args.output, args.force)
-    model = load_dose_model(args.model, args.device)
+    model = load_dose_model(args.model, args.device, args.weights)
     failures = 0
     with staged_output(args.output, args.force) as out:
         for folder in tqdm(args.patients, desc="predict-dose", unit="patient",
@@ -88,5 +88,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--model", help="catalogue model name (default: the bundled default dose model)")
+    p.add_argument("--weights", type=Path, help="a train-dose best.pt instead of a catalogue model")
     p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")
     p.set_defaults(func=cmd_predict_dose)

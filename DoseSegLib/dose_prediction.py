@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from .alignment import resample, resample_mask
 from .case import OARS, Case
-from .models.catalogue import ModelEntry, find_model, load_weights
-from .models.devices import cpu_if_out_of_memory, select_device
+from .models.catalogue import ModelEntry, load_network
+from .models.devices import cpu_if_out_of_memory
 from .models.dose_inputs import dose_input_channels, mask_box
 from .volume import Volume
 
@@ -24,27 +25,29 @@ BOX_MARGIN = 4
 
 @dataclass
 class DoseModel:
-    """A loaded dose network with its catalogue entry."""
+    """A loaded dose network with its catalogue entry (None for weights loaded from a file)."""
 
     net: object
-    entry: ModelEntry
+    entry: ModelEntry | None
     patch: tuple[int, int, int]
     device: object
     amp: bool
 
 
-def load_dose_model(name: str | None = None, device: str = "auto") -> DoseModel:
-    """Load a catalogue dose model (checksum verified, weights_only) onto ``device``."""
+def load_dose_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> DoseModel:
+    """Load a dose model onto ``device`` (network in eval mode).
+
+    Args:
+        name: catalogue model name (default: the catalogue's default dose model); its
+            checksum is verified before loading with weights_only=True.
+        device: "auto", "cpu" or "cuda".
+        weights: a train-dose best.pt to load instead (weights_only, no checksum: the file is the user's own).
+    """
     from .models.dose_net import DoseNet, DoseNetConfig
 
-    entry = find_model("dose", name)
-    checkpoint = load_weights(entry)
-    torch_device = select_device(device)
-    net = DoseNet(DoseNetConfig.from_dict(checkpoint["config"]))
-    net.load_state_dict(checkpoint["state_dict"])
-    net.to(torch_device).eval()
-    patch = tuple(checkpoint["meta"]["patch"])
-    return DoseModel(net, entry, patch, torch_device, amp=torch_device.type == "cuda")
+    net, meta, entry, torch_device = load_network(
+        "dose", lambda config: DoseNet(DoseNetConfig.from_dict(config)), name, weights, device)
+    return DoseModel(net, entry, tuple(meta["patch"]), torch_device, amp=torch_device.type == "cuda")
 
 
 def working_grid(ct: Volume) -> Volume | None:

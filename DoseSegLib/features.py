@@ -14,8 +14,7 @@ import numpy as np
 from .alignment import align_case
 from .case import Case
 from .io import read_patient
-from .models.catalogue import ModelEntry, load_checkpoint
-from .models.devices import select_device
+from .models.catalogue import ModelEntry, load_network
 from .models.features_data import FeatureInputs, prepare_inputs
 from .radiomics import radiomics_table
 from .tables import Row
@@ -50,12 +49,9 @@ def load_features_model(name: str | None = None, device: str = "auto", weights: 
 
     from .models.features_net import FeatureNet, FeatureNetConfig
 
-    checkpoint, entry = load_checkpoint(TASK, name, weights)
-    torch_device = select_device(device)
-    net = FeatureNet(FeatureNetConfig.from_dict(checkpoint["config"]))
-    net.load_state_dict(checkpoint["state_dict"])
-    net.to(torch_device).eval()
-    return FeatureModel(net, FeatureInputs.from_dict(checkpoint["meta"]["inputs"]), torch_device, entry)
+    net, meta, entry, torch_device = load_network(
+        TASK, lambda config: FeatureNet(FeatureNetConfig.from_dict(config)), name, weights, device)
+    return FeatureModel(net, FeatureInputs.from_dict(meta["inputs"]), torch_device, entry)
 
 
 def _run(model: FeatureModel, image: np.ndarray, decode: bool) -> np.ndarray:

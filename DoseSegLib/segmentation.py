@@ -15,8 +15,8 @@ from .case import OARS, Case
 from .colors import structure_colors
 from .errors import DoseSegError
 from .io import write_segmentation, write_volume
-from .models.catalogue import ModelEntry, load_checkpoint
-from .models.devices import cpu_if_out_of_memory, select_device
+from .models.catalogue import ModelEntry, load_network
+from .models.devices import cpu_if_out_of_memory
 from .models.dose_inputs import mask_box
 from .models.seg_data import BOX_MARGIN, InputSpec, input_channels, read_inputs, region_mask
 from .volume import Volume
@@ -57,12 +57,8 @@ def load_segmentation_model(name: str | None = None, device: str = "auto", weigh
 
     from .models.seg_net import SegNet, SegNetConfig
 
-    checkpoint, entry = load_checkpoint(TASK, name, weights)
-    torch_device = select_device(device)
-    net = SegNet(SegNetConfig.from_dict(checkpoint["config"]))
-    net.load_state_dict(checkpoint["state_dict"])
-    net.to(torch_device).eval()
-    meta = checkpoint["meta"]
+    net, meta, entry, torch_device = load_network(
+        TASK, lambda config: SegNet(SegNetConfig.from_dict(config)), name, weights, device)
     return SegModel(
         net=net, labels=tuple(meta["labels"]), thresholds=dict(meta["thresholds"]),
         inputs=InputSpec.from_dict(meta["inputs"]), patch=tuple(meta["patch"]), device=torch_device,

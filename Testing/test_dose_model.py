@@ -12,6 +12,7 @@ import torch
 from DoseSegLib.case import OARS, Case
 from DoseSegLib.dose_prediction import load_dose_model, predict_case_dose, working_grid
 from DoseSegLib.errors import DoseSegError
+from DoseSegLib.io import read_volume
 from DoseSegLib.models.catalogue import sha256_of
 from DoseSegLib.models.devices import select_device
 from DoseSegLib.models.dose_augment import _LEFT, _RIGHT, left_right_flip
@@ -192,6 +193,13 @@ def test_train_dose_command_logs_resumes_and_starts_from_weights(tmp_path: Path,
     assert np.isfinite(best["meta"]["val_dose_score"]) and best["config"]["strides"] == (2, 2)
     assert main(["train-dose", "--out", str(run), "--epochs", "3", *tiny]) == 0  # resumes from last.pt
     assert epochs(run) == ["1", "2", "3"]
+    patient = data / "validation" / "pt_3"
+    assert main(["predict-dose", str(patient), "-o", str(tmp_path / "pred"), "--weights", str(run / "best.pt"),
+                 "--device", "cpu"]) == 0
+    assert read_volume(tmp_path / "pred" / "pt_3" / "dose.nrrd").same_grid(read_volume(patient / "ct.nrrd"))
+    capsys.readouterr()
+    assert main(["predict-dose", str(patient), "-o", str(tmp_path / "none"), "--weights", str(run / "no.pt")]) == 1
+    assert "no.pt: dose weights not found" in capsys.readouterr().err and not (tmp_path / "none").exists()
 
     assert main(["train-dose", "--out", str(tmp_path / "next"), "--epochs", "1", "--init", str(run / "best.pt"),
                  "--moment-weight", "0.05", *tiny]) == 0

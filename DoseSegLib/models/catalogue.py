@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +99,24 @@ def load_checkpoint(task: str, name: str | None = None, weights: Path | None = N
     if not Path(weights).is_file():
         raise DoseSegError(f"{weights}: {task} weights not found")
     return torch.load(weights, map_location="cpu", weights_only=True), None
+
+
+def load_network(task: str, build: Callable[[dict], object], name: str | None = None,
+                 weights: Path | None = None, device: str = "auto") -> tuple[object, dict, ModelEntry | None, object]:
+    """A network from the catalogue or a weights file (see :func:`load_checkpoint`), in eval mode on ``device``.
+
+    Args:
+        build: makes the untrained network from the checkpoint's architecture dict.
+        device: "auto", "cpu" or "cuda".
+
+    Returns:
+        The network, the checkpoint's metadata, the catalogue entry (None for a file) and the torch device.
+    """
+    from .devices import select_device
+
+    checkpoint, entry = load_checkpoint(task, name, weights)
+    torch_device = select_device(device)
+    net = build(checkpoint["config"])
+    net.load_state_dict(checkpoint["state_dict"])
+    net.to(torch_device).eval()
+    return net, checkpoint["meta"], entry, torch_device

@@ -17,7 +17,7 @@ from torch import nn
 from ..case import OARS
 from ..errors import DoseSegError
 from .dose_inputs import CHANNELS
-from .dose_net import DoseNet, DoseNetConfig
+from .dose_net import DoseNet
 
 LOSSES = ("bce_dice", "doselo")
 
@@ -109,16 +109,9 @@ def load_frozen_dose_net(name: str | None = None, weights: Path | None = None) -
         name: catalogue model name (default: the catalogue's default dose model).
         weights: a best.pt written by ``doseseg train-dose``; read with weights_only=True.
     """
-    if weights is None:
-        from ..dose_prediction import load_dose_model
+    from ..dose_prediction import load_dose_model
 
-        return load_dose_model(name, "cpu").net
-    if not Path(weights).is_file():
-        raise DoseSegError(f"{weights}: dose weights not found")
-    checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
-    net = DoseNet(DoseNetConfig.from_dict(checkpoint["config"]))
-    net.load_state_dict(checkpoint["state_dict"])
-    return net.eval()
+    return load_dose_model(name, "cpu", weights).net
 
 
 def make_loss(kind: str, labels: Sequence[str], dose_net: DoseNet | None = None, weight: float = 1.0) -> nn.Module:
