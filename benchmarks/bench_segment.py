@@ -30,9 +30,11 @@ def main() -> None:
     print(f"machine: {machine()}; device {model.device}")
     print(f"model load: {time.perf_counter() - start:.2f} s")
     inputs = [read_inputs(folder, model.inputs) for folder in folders]
-    times = sorted(median_seconds(lambda c=case, i=images: segment_case(model, c, i), 3) for case, images in inputs)
-    print(f"segment: median {times[len(times) // 2]:.2f} s per patient over {len(times)} patients "
-          f"(max {times[-1]:.2f} s; target 10 s)")
+    for tta in (False, True):
+        times = sorted(median_seconds(lambda c=case, i=images: segment_case(model, c, i, tta=tta), 3)
+                       for case, images in inputs)
+        print(f"segment (tta={tta}): median {times[len(times) // 2]:.2f} s per patient over {len(times)} patients "
+              f"(max {times[-1]:.2f} s; target 10 s)")
     print(f"peak memory: {peak_memory_gb():.2f} GB")
 
 
