@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,6 @@ from .dose_net import DoseNet, DoseNetConfig
 from .training_loop import (RunConfig, Validation, load_init_weights, patient_folders, run_epochs, start_run,
                             write_config)
 
-log = logging.getLogger(__name__)
 LOG_COLUMNS = ("epoch", "train_loss", "val_dose_score", "val_dvh_score", "lr", "seconds")
 
 

@@ -136,7 +136,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
         out, net, config, device, [*LOG_COLUMNS, *(f"dice_{n}" for n in config.labels)],
         lambda optimizer, epoch: _train_epoch(net, loss_fn, optimizer, train_samples, config, epoch, device),
         validate, maximize=True,
-        on_fresh_start=lambda: reset_output_bias(net, train_samples, config, device) if config.reset_labels else None,
+        on_fresh_start=(lambda: reset_output_bias(net, train_samples, config, device)) if config.reset_labels else None,
     )
     return {"val_dice": result["best"], "epochs": result["epochs"]}
 
