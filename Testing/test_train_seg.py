@@ -136,11 +136,14 @@ def test_training_steps_decrease_the_loss(dataset: Path, tmp_path: Path, loss: s
     assert losses[-1] < 0.8 * losses[0]
 
 
-def test_train_seg_two_inputs_any_labels_and_resume(dataset: Path, tmp_path: Path, capsys) -> None:
+def test_train_seg_two_inputs_any_labels_and_resume(dataset: Path, tmp_path: Path, capsys, caplog) -> None:
     run = tmp_path / "run"
     args = ["train-seg", "--data", str(dataset), "--out", str(run), "--inputs", "ct.nrrd,pet.nrrd",
-            "--labels", "Mandible,PTV70", "--ct-windows=-1024:1024,-160:240", "--val-every", "1", *TINY]
+            "--labels", "Mandible,PTV70", "--ct-windows=-1024:1024,-160:240", "--val-every", "1",
+            "--reset-labels", "PTV70", *TINY]
     assert main([*args, "--epochs", "2"]) == 0
+    assert "PTV70: output bias moved" in caplog.text
+    caplog.clear()
     best = torch.load(run / "best.pt", weights_only=True)
     meta = best["meta"]
     assert meta["labels"] == ["Mandible", "PTV70"] and set(meta["thresholds"]) == {"Mandible", "PTV70"}
@@ -149,9 +152,9 @@ def test_train_seg_two_inputs_any_labels_and_resume(dataset: Path, tmp_path: Pat
     rows = log_rows(run)
     assert [r["epoch"] for r in rows] == ["1", "2"] and np.isfinite(float(rows[0]["val_dice"]))
     assert {"dice_Mandible", "dice_PTV70"} <= set(rows[0])
-    assert main([*args, "--epochs", "3"]) == 0  # resumes from last.pt: one more epoch
+    assert main([*args, "--epochs", "3"]) == 0  # resumes from last.pt: one more epoch, no second bias reset
     assert [r["epoch"] for r in log_rows(run)] == ["1", "2", "3"]
-    assert "best val_dice" in capsys.readouterr().out
+    assert "best val_dice" in capsys.readouterr().out and "output bias moved" not in caplog.text
 
 
 def test_train_seg_doselo(dataset: Path, tmp_path: Path) -> None:
