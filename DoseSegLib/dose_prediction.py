@@ -10,6 +10,7 @@ import numpy as np
 
 from .alignment import resample, resample_mask
 from .case import OARS, Case
+from .errors import DoseSegError
 from .models.catalogue import ModelEntry, load_network
 from .models.devices import cpu_if_out_of_memory
 from .models.dose_inputs import dose_input_channels, mask_box
@@ -47,6 +48,8 @@ def load_dose_model(name: str | None = None, device: str = "auto", weights: Path
 
     net, meta, entry, torch_device = load_network(
         "dose", lambda config: DoseNet(DoseNetConfig.from_dict(config)), name, weights, device)
+    if "patch" not in meta:
+        raise DoseSegError(f"{weights or entry.file}: no patch size in its metadata; not a train-dose best.pt")
     return DoseModel(net, entry, tuple(meta["patch"]), torch_device, amp=torch_device.type == "cuda")
 
 

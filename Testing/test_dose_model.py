@@ -19,6 +19,7 @@ from DoseSegLib.models.dose_augment import _LEFT, _RIGHT, left_right_flip
 from DoseSegLib.models.dose_inputs import CHANNELS, dose_input_channels
 from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
 from DoseSegLib.models.dose_training import masked_mae, moment_loss, random_patch
+from DoseSegLib.models.seg_net import SegNet, SegNetConfig
 from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.volume import Volume
 
@@ -200,6 +201,10 @@ def test_train_dose_command_logs_resumes_and_starts_from_weights(tmp_path: Path,
     capsys.readouterr()
     assert main(["predict-dose", str(patient), "-o", str(tmp_path / "none"), "--weights", str(run / "no.pt")]) == 1
     assert "no.pt: dose weights not found" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    seg_weights = tmp_path / "seg.pt"
+    save_weights(seg_weights, SegNet(SegNetConfig(channels=(4, 8, 16), strides=(2, 2))), {"patch": [16] * 3})
+    assert main(["predict-dose", str(patient), "-o", str(tmp_path / "none"), "--weights", str(seg_weights)]) == 1
+    assert "seg.pt: not a dose network's weights file" in capsys.readouterr().err
 
     assert main(["train-dose", "--out", str(tmp_path / "next"), "--epochs", "1", "--init", str(run / "best.pt"),
                  "--moment-weight", "0.05", *tiny]) == 0

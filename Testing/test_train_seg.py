@@ -159,7 +159,7 @@ def test_train_seg_two_inputs_any_labels_and_resume(dataset: Path, tmp_path: Pat
 
 def test_train_seg_doselo(dataset: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    save_weights(tmp_path / "dose.pt", DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2))), {})
+    save_weights(tmp_path / "dose.pt", DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2))), {"patch": [16] * 3})
     run = tmp_path / "run"
     args = ["train-seg", "--data", str(dataset), "--out", str(run), "--loss", "doselo", "--lambda", "0.5",
             "--dose-weights", str(tmp_path / "dose.pt"), "--epochs", "1", "--max-train-patients", "2",
@@ -171,7 +171,7 @@ def test_train_seg_doselo(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_train_seg_refuses_bad_options(dataset: Path, tmp_path: Path, capsys) -> None:
-    save_weights(tmp_path / "dose.pt", DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2))), {})
+    save_weights(tmp_path / "dose.pt", DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2))), {"patch": [16] * 3})
     common = ["train-seg", "--data", str(dataset), "--out", str(tmp_path / "run"), "--channels", "4", "8", "16"]
     assert main([*common, "--loss", "doselo", "--labels", "PTV70", "--dose-weights", str(tmp_path / "dose.pt"),
                  "--patch", "16", "16", "16"]) == 1

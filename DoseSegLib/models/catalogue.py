@@ -115,8 +115,13 @@ def load_network(task: str, build: Callable[[dict], object], name: str | None = 
     from .devices import select_device
 
     checkpoint, entry = load_checkpoint(task, name, weights)
+    source = weights if entry is None else entry.file
+    try:
+        net = build(checkpoint["config"])
+        net.load_state_dict(checkpoint["state_dict"])
+        meta = dict(checkpoint["meta"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise DoseSegError(f"{source}: not a {task} network's weights file ({type(exc).__name__}: {exc})") from exc
     torch_device = select_device(device)
-    net = build(checkpoint["config"])
-    net.load_state_dict(checkpoint["state_dict"])
     net.to(torch_device).eval()
-    return net, checkpoint["meta"], entry, torch_device
+    return net, meta, entry, torch_device
