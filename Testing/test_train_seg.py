@@ -24,6 +24,7 @@ from DoseSegLib.models.training_loop import save_weights
 from DoseSegLib.phantom import write_phantom_patient
 from DoseSegLib.volume import Volume
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = ["--channels", "4", "8", "16", "--patch", "16", "16", "16", "--batch-size", "2", "--workers", "1"]
 
 
@@ -207,3 +208,34 @@ def test_reset_labels_revives_a_saturated_output(dataset: Path, tmp_path: Path) 
     assert float(logits.mean()) == pytest.approx(math.log(share / (1 - share)), abs=0.3)
     with pytest.raises(DoseSegError, match="not among the labels"):
         reset_output_bias(net, samples, replace(config, reset_labels=("Larynx",)), torch.device("cpu"))
+
+
+def test_averaged_epochs_are_scored_and_saved_with_tuned_thresholds(dataset: Path, tmp_path: Path, capsys,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/average_seg_weights.py: the mean of two runs' weights, validated like a training epoch."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("average_seg_weights", REPO / "scripts" / "average_seg_weights.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run = tmp_path / "run"
+    assert main(["train-seg", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY]) == 0
+    best = torch.load(run / "best.pt", weights_only=True)
+    other = {k: v + 1.0 if v.is_floating_point() else v for k, v in best["state_dict"].items()}
+    torch.save({"model": other, "optimizer": {}, "state": {}}, tmp_path / "last.pt")
+    averaged = script.average([run / "best.pt", tmp_path / "last.pt"])
+    name = next(k for k, v in other.items() if v.is_floating_point())
+    torch.testing.assert_close(averaged[name], best["state_dict"][name] + 0.5)
+
+    out = tmp_path / "averaged.pt"
+    monkeypatch.setattr(sys, "argv", ["average_seg_weights.py", str(run / "best.pt"), str(tmp_path / "last.pt"),
+                                      "--like", str(run / "best.pt"), "--data", str(dataset),
+                                      "--cache", str(run / "cache"), "-o", str(out)])
+    script.main()
+    result = torch.load(out, weights_only=True)
+    assert result["config"] == best["config"] and set(result["meta"]["thresholds"]) == set(OARS)
+    assert np.isfinite(result["meta"]["val_dice"]) and "average of best.pt, last.pt" == result["meta"]["epoch"]
+    assert "mean validation Dice" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # never overwrites
+        script.main()
