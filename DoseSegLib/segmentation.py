@@ -66,16 +66,6 @@ def load_segmentation_model(name: str | None = None, device: str = "auto", weigh
     )
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected region of a boolean mask."""
-    from scipy import ndimage
-
-    labelled, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    if count <= 1:
-        return mask
-    return labelled == np.argmax(np.bincount(labelled.ravel())[1:]) + 1
-
-
 def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None,
                  single_component: bool = True, tta: bool = False) -> dict[str, Volume]:
     """Boolean masks, one per label, on the CT grid of an aligned ``case`` (see alignment.align_case).
@@ -86,7 +76,7 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
         single_component: keep only the largest connected region of each OAR.
         tta: average the probabilities with those of the left-right mirrored image.
     """
-    from .models.seg_inference import predict_probabilities
+    from .models.seg_inference import largest_component, predict_probabilities
 
     if images is None:
         if len(model.inputs.images) != 1:

@@ -115,6 +115,19 @@ def test_thresholds_tuned_per_label() -> None:
     assert len(THRESHOLDS) == 19
 
 
+def test_thresholds_tuned_on_the_largest_region_ignore_stray_islands() -> None:
+    truth = np.zeros((1, 12, 12, 12), bool)
+    truth[0, 2:6, 2:6, 2:6] = True
+    probabilities = np.where(truth, 0.6, 0.0).astype(np.float32)
+    probabilities[0, 9:11, 9:11, 9:11] = 0.9  # a small, confident island away from the organ
+    probabilities[0, 2:6, 2:6, 6] = 0.3  # a faint rim beside it, outside the truth
+    present = [np.array([True])]
+    raw_thresholds, raw_dice = tune_thresholds([overlap_counts(probabilities, truth)], present)
+    thresholds, dice = tune_thresholds([overlap_counts(probabilities, truth, [True])], present)
+    assert raw_thresholds[0] > 0.3 and raw_dice[0] < 0.95  # no threshold removes the island alone
+    assert 0.3 < thresholds[0] <= 0.6 and dice[0] == pytest.approx(1.0)
+
+
 def test_checksum_mismatch_refuses_to_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_catalogue(tmp_path / "models", tiny_checkpoint({}), sha256="0" * 64)
     monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))

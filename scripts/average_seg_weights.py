@@ -1,5 +1,9 @@
 """Average the weights of several epochs of one train-seg run and re-tune its thresholds on validation.
 
+The thresholds are tuned on the masks as ``doseseg segment`` makes them: each organ at risk
+cut to its largest connected region (a lower threshold may then win, since stray islands
+no longer cost Dice). One snapshot alone re-tunes a run's best.pt that way.
+
 Averaging the last epochs of a run (stochastic weight averaging) often segments a little
 better than any one of them. The snapshots are ``last.pt`` copies (or best.pt files) of the
 same run; ``--like`` is that run's best.pt, which gives the architecture, labels and inputs.
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from DoseSegLib.case import OARS
 from DoseSegLib.models.seg_data import InputSpec, build_cache, load_sample
 from DoseSegLib.models.seg_net import SegNet, SegNetConfig
 from DoseSegLib.models.seg_training import Validator
@@ -55,12 +60,16 @@ def main() -> None:
     net.load_state_dict(average(args.snapshots))
     spec = InputSpec.from_dict(meta["inputs"])
     cached = build_cache(patient_folders(args.data, "validation"), args.cache, spec, labels, False)
-    thresholds, dice = Validator([load_sample(f) for f in cached], tuple(meta["patch"])).score(net, torch.device("cpu"))
+    validator = Validator([load_sample(f) for f in cached], tuple(meta["patch"]))
+    as_segmented = [label in OARS for label in labels]  # segment_case keeps each OAR's largest region
+    raw, kept = validator.counts(net, torch.device("cpu"), (None, as_segmented))
+    print(f"thresholds tuned on raw masks: mean validation Dice {np.nanmean(validator.tune(raw)[1]):.4f}")
+    thresholds, dice = validator.tune(kept)
     meta = {**meta, "thresholds": {n: float(t) for n, t in zip(labels, thresholds)},
             "val_dice": float(np.nanmean(dice)), "val_dice_per_label": {n: float(d) for n, d in zip(labels, dice)},
             "epoch": f"average of {', '.join(p.name for p in args.snapshots)}"}
     save_weights(args.output, net, meta)
-    print(f"mean validation Dice {meta['val_dice']:.4f}: "
+    print(f"thresholds tuned on the largest regions: mean validation Dice {meta['val_dice']:.4f}: "
           + ", ".join(f"{n} {d:.3f}" for n, d in zip(labels, dice)) + f"; wrote {args.output}")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -42,12 +44,25 @@ def predict_probabilities(net: SegNet, image: np.ndarray, roi: tuple[int, int, i
     return probabilities.cpu().numpy()[(slice(None), *(slice(0, n) for n in shape))]
 
 
-def overlap_counts(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected region of a boolean mask."""
+    from scipy import ndimage
+
+    labelled, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if count <= 1:
+        return mask
+    return labelled == np.argmax(np.bincount(labelled.ravel())[1:]) + 1
+
+
+def overlap_counts(probabilities: np.ndarray, labels: np.ndarray,
+                   single_component: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
     """Per label and candidate threshold: true-positive and predicted voxel counts, and truth counts.
 
     Args:
         probabilities: ``(L, X, Y, Z)``.
         labels: ``(L, X, Y, Z)`` boolean truth.
+        single_component: per label, whether each thresholded mask is first cut to its largest
+            connected region, as ``segment_case`` does for OARs (default: no label).
     """
     edges = np.concatenate([[0.0], THRESHOLDS, [np.inf]])
 
@@ -55,10 +70,16 @@ def overlap_counts(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, n
         counts = np.histogram(values, bins=edges)[0]
         return np.cumsum(counts[::-1])[::-1][1:]  # voxels with p >= each threshold
 
+    def largest(p: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        masks = [largest_component(p >= threshold) for threshold in THRESHOLDS]
+        return np.array([(m & t).sum() for m in masks]), np.array([m.sum() for m in masks])
+
     truth = labels.astype(bool)
+    single = single_component or [False] * len(truth)
+    counts = [largest(p, t) if one else (at_least(p[t]), at_least(p)) for p, t, one in zip(probabilities, truth, single)]
     return {
-        "true_positive": np.stack([at_least(p[t]) for p, t in zip(probabilities, truth)]),
-        "predicted": np.stack([at_least(p) for p in probabilities]),
+        "true_positive": np.stack([c[0] for c in counts]),
+        "predicted": np.stack([c[1] for c in counts]),
         "truth": truth.reshape(len(truth), -1).sum(axis=1),
     }
 

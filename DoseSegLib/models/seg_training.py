@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -83,14 +84,24 @@ class Validator:
     def __init__(self, samples: list[dict[str, np.ndarray]], patch: tuple[int, int, int]) -> None:
         self.samples, self.patch = samples, patch
 
-    def score(self, net: SegNet, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-        """Per-label tuned thresholds and mean Dice at them (NaN for labels no patient has)."""
+    def counts(self, net: SegNet, device: torch.device,
+               single_component_options: Sequence[Sequence[bool] | None] = (None,)) -> list[list[dict]]:
+        """Overlap counts of every patient, once per post-processing option (see ``overlap_counts``)."""
         net.eval()
-        counts = [
-            overlap_counts(predict_probabilities(net, s["image"], self.patch, device, amp=True), s["labels"])
-            for s in tqdm(self.samples, desc="validation", unit="patient", leave=False)
-        ]
+        found = [[] for _ in single_component_options]
+        for sample in tqdm(self.samples, desc="validation", unit="patient", leave=False):
+            probabilities = predict_probabilities(net, sample["image"], self.patch, device, amp=True)
+            for counts, single in zip(found, single_component_options):
+                counts.append(overlap_counts(probabilities, sample["labels"], single))
+        return found
+
+    def tune(self, counts: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-label tuned thresholds and mean Dice at them (NaN for labels no patient has)."""
         return tune_thresholds(counts, [s["present"] for s in self.samples])
+
+    def score(self, net: SegNet, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+        """Thresholds tuned on the raw probabilities and the mean Dice at them, per label."""
+        return self.tune(self.counts(net, device)[0])
 
 
 def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Path | None = None,
