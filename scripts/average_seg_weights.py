@@ -65,9 +65,11 @@ def main() -> None:
     raw, kept = validator.counts(net, torch.device("cpu"), (None, as_segmented))
     print(f"thresholds tuned on raw masks: mean validation Dice {np.nanmean(validator.tune(raw)[1]):.4f}")
     thresholds, dice = validator.tune(kept)
+    names = [p.name for p in args.snapshots]
     meta = {**meta, "thresholds": {n: float(t) for n, t in zip(labels, thresholds)},
             "val_dice": float(np.nanmean(dice)), "val_dice_per_label": {n: float(d) for n, d in zip(labels, dice)},
-            "epoch": f"average of {', '.join(p.name for p in args.snapshots)}"}
+            "epoch": meta["epoch"] if args.snapshots == [args.like] else f"average of {', '.join(names)}",
+            "thresholds_tuned_on": "largest connected region of each OAR"}
     save_weights(args.output, net, meta)
     print(f"thresholds tuned on the largest regions: mean validation Dice {meta['val_dice']:.4f}: "
           + ", ".join(f"{n} {d:.3f}" for n, d in zip(labels, dice)) + f"; wrote {args.output}")
