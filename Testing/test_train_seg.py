@@ -15,8 +15,9 @@ from DoseSegLib.cli import main
 from DoseSegLib.errors import DoseSegError
 from DoseSegLib.io import write_volume
 from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
+from DoseSegLib.models.patient_cache import load_arrays
 from DoseSegLib.models.seg_data import (
-    InputSpec, balanced_label_weights, build_cache, load_sample, random_patch, read_inputs,
+    InputSpec, balanced_label_weights, build_cache, random_patch, read_inputs,
 )
 from DoseSegLib.models.seg_losses import make_loss
 from DoseSegLib.models.seg_net import SegNet, SegNetConfig
@@ -121,7 +122,7 @@ def test_training_steps_decrease_the_loss(dataset: Path, tmp_path: Path, loss: s
     torch.manual_seed(0)
     doselo = loss == "doselo"
     files = build_cache([dataset / "train" / "pt_1"], tmp_path, InputSpec(), OARS, doselo, workers=1)
-    patch = random_patch(load_sample(files[0]), (16, 16, 16), np.random.default_rng(0))
+    patch = random_patch(load_arrays(files[0]), (16, 16, 16), np.random.default_rng(0))
     batch = {key: value[None] for key, value in patch.items()}
     net = SegNet(SegNetConfig(out_channels=len(OARS), channels=(4, 8, 16), strides=(2, 2), dropout=0.0))
     dose_net = DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2))) if doselo else None
@@ -191,7 +192,7 @@ def test_reset_labels_revives_a_saturated_output(dataset: Path, tmp_path: Path) 
     config = SegTrainConfig(labels=labels, reset_labels=("PTV70",), patch=(16, 16, 16),
                             net=SegNetConfig(in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2)))
     cached = build_cache(sorted((dataset / "train").iterdir()), tmp_path / "cache", config.inputs, labels, False, 1)
-    samples = [load_sample(f) for f in cached]
+    samples = [load_arrays(f) for f in cached]
     torch.manual_seed(0)
     net = SegNet(config.net)
     final = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)][-1]

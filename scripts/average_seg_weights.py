@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from DoseSegLib.case import OARS
-from DoseSegLib.models.seg_data import InputSpec, build_cache, load_sample
+from DoseSegLib.models.patient_cache import load_arrays
+from DoseSegLib.models.seg_data import InputSpec, build_cache
 from DoseSegLib.models.seg_net import SegNet, SegNetConfig
 from DoseSegLib.models.seg_training import Validator
 from DoseSegLib.models.training_loop import patient_folders, save_weights
@@ -60,7 +61,7 @@ def main() -> None:
     net.load_state_dict(average(args.snapshots))
     spec = InputSpec.from_dict(meta["inputs"])
     cached = build_cache(patient_folders(args.data, "validation"), args.cache, spec, labels, False)
-    validator = Validator([load_sample(f) for f in cached], tuple(meta["patch"]))
+    validator = Validator([load_arrays(f) for f in cached], tuple(meta["patch"]))
     as_segmented = [label in OARS for label in labels]  # segment_case keeps each OAR's largest region
     raw, kept = validator.counts(net, torch.device("cpu"), (None, as_segmented))
     print(f"thresholds tuned on raw masks: mean validation Dice {np.nanmean(validator.tune(raw)[1]):.4f}")

@@ -15,10 +15,11 @@ from ..io import read_patient
 from ..scores import dvh_abs_errors, openkbp_scores
 from .devices import autocast
 from .dose_augment import AugmentConfig, DoseAugmentation
-from .dose_cache import build_cache, load_cached
+from .dose_cache import build_cache
 from .dose_inference import pad_to, predict_box
 from .dose_inputs import REFERENCE_GY
 from .dose_net import DoseNet, DoseNetConfig
+from .patient_cache import load_arrays
 from .training_loop import (RunConfig, Validation, load_init_weights, patient_folders, run_epochs, start_run,
                             write_config)
 
@@ -106,7 +107,7 @@ class ValidationSet:
     """Validation patients: cached boxes plus full-grid masks for exact OpenKBP scoring."""
 
     def __init__(self, cache_files: list[Path], folders: list[Path]) -> None:
-        self.samples = [load_cached(f) for f in cache_files]
+        self.samples = [load_arrays(f) for f in cache_files]
         self.structures, self.voxel_cc, self.mask_counts = [], [], []
         for folder in folders:
             case = align_case(read_patient(folder))
@@ -145,7 +146,7 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
     cache = cache or out / "cache"
     train_files = build_cache(train_folders, cache)
     val_set = ValidationSet(build_cache(val_folders, cache), val_folders)
-    train_samples = [load_cached(f) for f in train_files]
+    train_samples = [load_arrays(f) for f in train_files]
 
     def validate(epoch: int) -> Validation:
         dose_score, dvh_score = val_set.score(net, config.patch, device)

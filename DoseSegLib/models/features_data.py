@@ -9,9 +9,6 @@ on its own grid) is resampled through physical coordinates onto a grid of
 
 from __future__ import annotations
 
-import hashlib
-import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -24,6 +21,7 @@ from ..errors import DoseSegError
 from ..io import read_patient
 from ..openkbp_csv import crop_to_content
 from ..volume import Volume
+from . import patient_cache
 from .dose_inputs import REFERENCE_GY, mask_box
 
 AIR_HU = -1024.0
@@ -118,31 +116,16 @@ def prepare_inputs(case: Case, spec: FeatureInputs) -> dict:
     return {"image": np.stack(channels).astype(np.float32), "grid": grid}
 
 
-def _cache_one(folder: Path, cache_dir: Path, key: str, spec: FeatureInputs) -> Path:
-    target = cache_dir / f"{folder.parent.name}_{folder.name}_{key}.npz"
-    if not target.is_file():
-        partial_file = target.with_suffix(".tmp.npz")
-        sample = prepare_inputs(read_patient(folder), spec)
-        np.savez(partial_file, image=sample["image"].astype(np.float16))
-        partial_file.rename(target)
-    return target
+def _prepare_folder(folder: Path, spec: FeatureInputs) -> dict[str, np.ndarray]:
+    return {"image": prepare_inputs(read_patient(folder), spec)["image"].astype(np.float16)}
 
 
 def build_cache(folders: list[Path], cache_dir: Path, spec: FeatureInputs, workers: int = 2) -> list[Path]:
     """Prepare every patient once (in parallel); the file names carry a key of ``spec``."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-    work = partial(_cache_one, cache_dir=cache_dir, key=f"ae{key}", spec=spec)
-    if workers <= 1 or len(folders) <= 1:
-        return [work(folder) for folder in folders]
-    with ProcessPoolExecutor(min(workers, len(folders))) as pool:
-        return list(pool.map(work, folders))
+    key = f"ae{patient_cache.options_key(spec.to_dict())}"
+    return patient_cache.build_cache(folders, cache_dir, partial(_prepare_folder, spec=spec), key, workers)
 
 
 def load_images(files: list[Path]) -> np.ndarray:
     """The cached images stacked as float32 ``(N, C, X, Y, Z)``."""
-    images = []
-    for file in files:
-        with np.load(file) as data:
-            images.append(data["image"].astype(np.float32))
-    return np.stack(images)
+    return np.stack([patient_cache.load_arrays(file)["image"].astype(np.float32) for file in files])

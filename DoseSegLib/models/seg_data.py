@@ -8,9 +8,6 @@ the possible-dose mask) to save memory.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -22,6 +19,7 @@ from ..alignment import align_case, body_mask, resample
 from ..case import Case
 from ..io import read_patient, read_volume
 from ..volume import Volume
+from . import patient_cache
 from .dose_inference import pad_to
 from .dose_inputs import dose_input_channels, mask_box
 
@@ -129,32 +127,12 @@ def prepare_sample(folder: Path, spec: InputSpec, labels: tuple[str, ...], dose_
     return sample
 
 
-def _cache_one(folder: Path, cache_dir: Path, key: str, spec: InputSpec, labels: tuple[str, ...],
-               dose_inputs: bool) -> Path:
-    target = cache_dir / f"{folder.parent.name}_{folder.name}_{key}.npz"
-    if not target.is_file():
-        partial_file = target.with_suffix(".tmp.npz")
-        np.savez(partial_file, **prepare_sample(folder, spec, labels, dose_inputs))
-        partial_file.rename(target)
-    return target
-
-
 def build_cache(folders: list[Path], cache_dir: Path, spec: InputSpec, labels: tuple[str, ...],
                 dose_inputs: bool, workers: int = 2) -> list[Path]:
     """Prepare every patient once (in parallel); the file names carry a key of the options."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    options = json.dumps([spec.to_dict(), list(labels), dose_inputs], sort_keys=True)
-    key = hashlib.sha256(options.encode()).hexdigest()[:10]
-    work = partial(_cache_one, cache_dir=cache_dir, key=key, spec=spec, labels=labels, dose_inputs=dose_inputs)
-    if workers <= 1 or len(folders) <= 1:
-        return [work(folder) for folder in folders]
-    with ProcessPoolExecutor(min(workers, len(folders))) as pool:
-        return list(pool.map(work, folders))
-
-
-def load_sample(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+    key = patient_cache.options_key([spec.to_dict(), list(labels), dose_inputs])
+    prepare = partial(prepare_sample, spec=spec, labels=labels, dose_inputs=dose_inputs)
+    return patient_cache.build_cache(folders, cache_dir, prepare, key, workers)
 
 
 def _patch_start(labels: np.ndarray, patch: tuple[int, int, int], rng: np.random.Generator,

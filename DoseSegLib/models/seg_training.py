@@ -23,7 +23,8 @@ from ..errors import DoseSegError
 from .devices import autocast
 from .dose_training import to_device
 from .seg_augment import SegAugmentation, SegAugmentConfig
-from .seg_data import InputSpec, balanced_label_weights, build_cache, is_ct, load_sample, random_patch
+from .patient_cache import load_arrays
+from .seg_data import InputSpec, balanced_label_weights, build_cache, is_ct, random_patch
 from .seg_inference import overlap_counts, predict_probabilities, tune_thresholds
 from .seg_losses import load_frozen_dose_net, make_loss
 from .seg_net import SegNet, SegNetConfig
@@ -134,9 +135,9 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     train_folders = patient_folders(data, "train", config.max_train_patients)
     val_folders = patient_folders(data, "validation", config.max_val_patients)
     cached = build_cache(train_folders, cache, config.inputs, config.labels, doselo, config.workers)
-    train_samples = [load_sample(f) for f in cached]
+    train_samples = [load_arrays(f) for f in cached]
     cached = build_cache(val_folders, cache, config.inputs, config.labels, False, config.workers)
-    validator = Validator([load_sample(f) for f in cached], config.patch)
+    validator = Validator([load_arrays(f) for f in cached], config.patch)
 
     def validate(epoch: int) -> Validation:
         thresholds, dice = validator.score(net, device)
