@@ -46,8 +46,7 @@ def load_dose_model(name: str | None = None, device: str = "auto", weights: Path
     """
     from .models.dose_net import DoseNet, DoseNetConfig
 
-    net, meta, entry, torch_device = load_network(
-        "dose", lambda config: DoseNet(DoseNetConfig.from_dict(config)), name, weights, device)
+    net, meta, entry, torch_device = load_network("dose", DoseNet, DoseNetConfig, name, weights, device)
     if "patch" not in meta:
         raise DoseSegError(f"{weights or entry.file}: no patch size in its metadata; not a train-dose best.pt")
     return DoseModel(net, entry, tuple(meta["patch"]), torch_device, amp=torch_device.type == "cuda")

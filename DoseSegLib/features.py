@@ -49,8 +49,7 @@ def load_features_model(name: str | None = None, device: str = "auto", weights: 
 
     from .models.features_net import FeatureNet, FeatureNetConfig
 
-    net, meta, entry, torch_device = load_network(
-        TASK, lambda config: FeatureNet(FeatureNetConfig.from_dict(config)), name, weights, device)
+    net, meta, entry, torch_device = load_network(TASK, FeatureNet, FeatureNetConfig, name, weights, device)
     return FeatureModel(net, FeatureInputs.from_dict(meta["inputs"]), torch_device, entry)
 
 

@@ -57,8 +57,7 @@ def load_segmentation_model(name: str | None = None, device: str = "auto", weigh
 
     from .models.seg_net import SegNet, SegNetConfig
 
-    net, meta, entry, torch_device = load_network(
-        TASK, lambda config: SegNet(SegNetConfig.from_dict(config)), name, weights, device)
+    net, meta, entry, torch_device = load_network(TASK, SegNet, SegNetConfig, name, weights, device)
     return SegModel(
         net=net, labels=tuple(meta["labels"]), thresholds=dict(meta["thresholds"]),
         inputs=InputSpec.from_dict(meta["inputs"]), patch=tuple(meta["patch"]), device=torch_device,

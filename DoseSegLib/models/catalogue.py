@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,12 +100,12 @@ def load_checkpoint(task: str, name: str | None = None, weights: Path | None = N
     return torch.load(weights, map_location="cpu", weights_only=True), None
 
 
-def load_network(task: str, build: Callable[[dict], object], name: str | None = None,
+def load_network(task: str, network: type, config: type, name: str | None = None,
                  weights: Path | None = None, device: str = "auto") -> tuple[object, dict, ModelEntry | None, object]:
     """A network from the catalogue or a weights file (see :func:`load_checkpoint`), in eval mode on ``device``.
 
     Args:
-        build: makes the untrained network from the checkpoint's architecture dict.
+        network, config: the network class and its config class (with ``from_dict``).
         device: "auto", "cpu" or "cuda".
 
     Returns:
@@ -117,7 +116,7 @@ def load_network(task: str, build: Callable[[dict], object], name: str | None = 
     checkpoint, entry = load_checkpoint(task, name, weights)
     source = weights if entry is None else entry.file
     try:
-        net = build(checkpoint["config"])
+        net = network(config.from_dict(checkpoint["config"]))
         net.load_state_dict(checkpoint["state_dict"])
         meta = dict(checkpoint["meta"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -20,7 +20,7 @@ from .dose_inference import pad_to, predict_box
 from .dose_inputs import REFERENCE_GY
 from .dose_net import DoseNet, DoseNetConfig
 from .patient_cache import load_arrays
-from .training_loop import (RunConfig, Validation, load_init_weights, patient_folders, run_epochs, start_run,
+from .training_loop import (RunConfig, Validation, descend, load_init_weights, patient_folders, run_epochs, start_run,
                             write_config)
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_dose_score", "val_dvh_score", "lr", "seconds")
@@ -180,9 +180,6 @@ def _train_epoch(net: DoseNet, optimizer: torch.optim.Optimizer, samples: list[d
         loss = masked_mae(pred, dose, rest, config.structure_weight)
         if config.moment_weight:
             loss = loss + config.moment_weight * moment_loss(pred, dose, rest)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(descend(optimizer, loss))
         bar.set_postfix(loss=f"{np.mean(losses):.3f}")
     return float(np.mean(losses))

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .features_data import FeatureInputs, build_cache, load_images
 from .features_net import FeatureNet, FeatureNetConfig
-from .training_loop import RunConfig, Validation, patient_folders, run_epochs, start_run, write_config
+from .training_loop import RunConfig, Validation, descend, patient_folders, run_epochs, start_run, write_config
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ("epoch", "train_mse", "val_mse", "val_baseline_mse", "lr", "seconds")
@@ -130,9 +130,6 @@ def _train_epoch(net: FeatureNet, optimizer: torch.optim.Optimizer, images: np.n
             batch = batch[:, :, ::-1]  # axis 0 of the grid is x (patient left-right)
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
         loss = torch.nn.functional.mse_loss(net(x), x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(descend(optimizer, loss))
         bar.set_postfix(mse=f"{np.mean(losses):.4f}")
     return float(np.mean(losses))

@@ -28,7 +28,7 @@ from .seg_data import InputSpec, balanced_label_weights, build_cache, is_ct, ran
 from .seg_inference import overlap_counts, predict_probabilities, tune_thresholds
 from .seg_losses import load_frozen_dose_net, make_loss
 from .seg_net import SegNet, SegNetConfig
-from .training_loop import (RunConfig, Validation, load_init_weights, patient_folders, run_epochs, start_run,
+from .training_loop import (RunConfig, Validation, descend, load_init_weights, patient_folders, run_epochs, start_run,
                             write_config)
 
 log = logging.getLogger(__name__)
@@ -213,9 +213,7 @@ def _train_epoch(net: SegNet, loss_fn: torch.nn.Module, optimizer: torch.optim.O
         with autocast(device):
             logits = net(batch["image"]).float()
         terms = loss_fn(logits, batch)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        optimizer.step()
+        descend(optimizer, terms["loss"])
         for key, value in terms.items():
             history[key].append(value.item())
         bar.set_postfix(loss=f"{np.mean(history['loss']):.3f}")

@@ -127,6 +127,14 @@ def save_last(last: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer
     partial.replace(last)
 
 
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimizer step down ``loss``; returns the loss value."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def _spent(config: RunConfig, minutes: float) -> bool:
     return bool(config.max_minutes) and minutes > config.max_minutes
 
