@@ -382,7 +382,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
         self.test_DoseSegSteps()
 
     def _loadPhantom(self):
-        from DoseSegLib.phantom import make_phantom
+        from DoseSegLib.io.phantom import make_phantom
 
         case = make_phantom()
         ctNode = nodes.addVolumeNode(slicer.mrmlScene, case.ct, "phantom CT")
@@ -394,7 +394,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
     def test_DoseSegScene(self) -> None:
         """Geometry round trip, DVH tables against the library, metrics and goals, dose display."""
         import numpy as np
-        from DoseSegLib.dvh import compute_dvhs
+        from DoseSegLib.analysis.dvh import compute_dvhs
 
         self.delayDisplay("Scene: phantom nodes, DVH, metrics")
         case, ctNode, doseNode, segmentationNode = self._loadPhantom()

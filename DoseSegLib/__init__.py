@@ -4,9 +4,9 @@ Pure Python (no Slicer or Qt imports): usable from a terminal, a notebook or
 Slicer's Python console.
 """
 
-from .case import OARS, Case
-from .errors import DoseSegError
-from .volume import Volume
+from DoseSegLib.core.case import OARS, Case
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume
 
 __version__ = "0.1.0"
 __all__ = ["OARS", "Case", "DoseSegError", "Volume", "__version__"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from DoseSegLib.case import Case
-from DoseSegLib.phantom import make_phantom, write_phantom_patient
+from DoseSegLib.core.case import Case
+from DoseSegLib.io.phantom import make_phantom, write_phantom_patient
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

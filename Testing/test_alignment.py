@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DoseSegLib.alignment import align_case, align_structure, body_mask, resample, resample_mask
-from DoseSegLib.case import Case
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.io import read_patient
-from DoseSegLib.volume import Volume
+from DoseSegLib.core.alignment import align_case, align_structure, body_mask, resample, resample_mask
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import read_patient
+from DoseSegLib.core.volume import Volume
 
 ROTATION = np.array(  # 30 degrees about S, then -20 degrees about L: a proper rotation
     [[0.8660254, -0.4698463, -0.1710101], [0.5, 0.8137977, 0.2961981], [0.0, -0.3420201, 0.9396926]]
@@ -162,7 +162,7 @@ def test_structure_partly_outside_is_clipped_with_a_warning(caplog: pytest.LogCa
     ct = _ct_grid()
     origin = ct.index_to_lps @ np.array([60, 10, 10, 1.0])
     mask = Volume(np.ones((10, 4, 4), bool), ct.spacing, tuple(origin[:3]))
-    with caplog.at_level(logging.WARNING, logger="DoseSegLib.alignment"):
+    with caplog.at_level(logging.WARNING, logger="DoseSegLib.core.alignment"):
         aligned = align_structure("LeftParotid", mask, ct)
     expected = np.zeros(ct.shape, bool)
     expected[60:64, 10:14, 10:14] = True

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from DoseSegLib.alignment import align_case
-from DoseSegLib.io import read_patient
-from DoseSegLib.models.catalogue import load_catalogue, load_weights, models_dir, sha256_of
-from DoseSegLib.scores import dvh_abs_errors
+from DoseSegLib.core.alignment import align_case
+from DoseSegLib.io.patient import read_patient
+from DoseSegLib.models.common.catalogue import load_catalogue, load_weights, models_dir, sha256_of
+from DoseSegLib.analysis.openkbp import dvh_abs_errors
 
 CATALOGUE = load_catalogue(models_dir()) if (models_dir() / "catalogue.json").is_file() else []
 TASKS = {"dose", "segmentation"}
@@ -37,7 +37,7 @@ def test_bundled_weights_match_checksum_card_and_size(entry) -> None:
 def test_bundled_dose_model_on_a_validation_patient(shared_data: Path) -> None:
     """Dose and DVH errors of one real validation patient, by the OpenKBP definitions, stay well
     within what the model card reports on average (3.2 / 2.2 Gy)."""
-    from DoseSegLib.dose_prediction import load_dose_model, predict_case_dose
+    from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
 
     case = align_case(read_patient(shared_data / "openkbp" / "validation" / "pt_201"))
     dose = predict_case_dose(load_dose_model(device="cpu"), case)
@@ -55,8 +55,8 @@ def test_bundled_dose_model_on_a_validation_patient(shared_data: Path) -> None:
 @pytest.mark.slow
 def test_identical_runs_give_identical_results(shared_data: Path) -> None:
     """Users' known pain with other tools: results that differ between identical runs."""
-    from DoseSegLib.dose_prediction import load_dose_model, predict_case_dose
-    from DoseSegLib.segmentation import load_segmentation_model, segment_case
+    from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
+    from DoseSegLib.models.seg.predict import load_segmentation_model, segment_case
 
     case = align_case(read_patient(shared_data / "openkbp" / "validation" / "pt_201"))
     doses = [predict_case_dose(load_dose_model(device="cpu"), case, tta=True).array for _ in range(2)]

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from DoseSegLib import __version__
-from DoseSegLib.case import Case
-from DoseSegLib.cli import main
-from DoseSegLib.io import read_volume, write_volume
-from DoseSegLib.volume import Volume
+from DoseSegLib.core.case import Case
+from DoseSegLib.cli.main import main
+from DoseSegLib.io.patient import read_volume, write_volume
+from DoseSegLib.core.volume import Volume
 
 TreeHash = Callable[[Path], dict[str, str]]
 
@@ -212,7 +212,7 @@ def test_structure_partly_outside_is_clipped_with_a_warning(
 
 def test_console_command_exit_codes(phantom_dir: Path, tmp_path: Path) -> None:
     """The real process: warnings and errors on stderr, exit status 0 or 1."""
-    command = [sys.executable, "-m", "DoseSegLib.cli", "align", str(phantom_dir), "-o"]
+    command = [sys.executable, "-m", "DoseSegLib.cli.main", "align", str(phantom_dir), "-o"]
     _shift(phantom_dir / "structures" / "LeftParotid.nrrd", 80.0)
     done = subprocess.run([*command, str(tmp_path / "a")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "WARNING" in done.stderr and "LeftParotid" in done.stderr
@@ -225,12 +225,12 @@ def test_console_command_exit_codes(phantom_dir: Path, tmp_path: Path) -> None:
 def test_unexpected_errors_are_one_line_unless_verbose(
     phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import DoseSegLib.alignment
+    import DoseSegLib.core.alignment
 
     def broken(case):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(DoseSegLib.alignment, "align_case", broken)
+    monkeypatch.setattr(DoseSegLib.core.alignment, "align_case", broken)
     assert main(["align", str(phantom_dir), "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "doseseg: error: unexpected RuntimeError: simulated failure (run with -v for the traceback)"

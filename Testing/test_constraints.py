@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from DoseSegLib.case import Case
-from DoseSegLib.constraints import Constraint, evaluate_constraints, load_constraints, v_doses
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.plan import evaluate_plan
-from DoseSegLib.volume import Volume
+from DoseSegLib.core.case import Case
+from DoseSegLib.analysis.constraints import Constraint, evaluate_constraints, load_constraints, v_doses
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.analysis.plan import evaluate_plan
+from DoseSegLib.core.volume import Volume
 
 
 def by_key(results: list[dict]) -> dict[tuple[str, str], dict]:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from test_pipeline import run_cli, write_tiny_catalogue
 
-from DoseSegLib.cli import main
-from DoseSegLib.io import read_segmentation, read_volume
-from DoseSegLib.phantom import make_phantom
-from DoseSegLib.tables import read_csv
+from DoseSegLib.cli.main import main
+from DoseSegLib.io.patient import read_segmentation, read_volume
+from DoseSegLib.io.phantom import make_phantom
+from DoseSegLib.io.tables import read_csv
 
 OUTPUTS = {
     "dose.nrrd", "segmentation.seg.nrrd", "dvh.csv", "dvh_metrics.csv", "constraints.csv", "radiomics.csv",

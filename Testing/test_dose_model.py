@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from DoseSegLib.case import OARS, Case
-from DoseSegLib.dose_prediction import load_dose_model, predict_case_dose, working_grid
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.io import read_volume
-from DoseSegLib.models.catalogue import sha256_of
-from DoseSegLib.models.devices import select_device
-from DoseSegLib.models.dose_augment import _LEFT, _RIGHT, left_right_flip
-from DoseSegLib.models.dose_inputs import CHANNELS, dose_input_channels
-from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
-from DoseSegLib.models.dose_training import masked_mae, moment_loss, random_patch
-from DoseSegLib.models.seg_net import SegNet, SegNetConfig
-from DoseSegLib.models.training_loop import save_weights
-from DoseSegLib.volume import Volume
+from DoseSegLib.core.case import OARS, Case
+from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose, working_grid
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import read_volume
+from DoseSegLib.models.common.catalogue import sha256_of
+from DoseSegLib.models.common.devices import select_device
+from DoseSegLib.models.dose.augment import _LEFT, _RIGHT, left_right_flip
+from DoseSegLib.models.dose.inputs import CHANNELS, dose_input_channels
+from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.models.dose.training import masked_mae, moment_loss, random_patch
+from DoseSegLib.models.seg.net import SegNet, SegNetConfig
+from DoseSegLib.models.common.training_loop import save_weights
+from DoseSegLib.core.volume import Volume
 
 TINY = DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dropout=0.0)
 
@@ -173,8 +173,8 @@ def test_fine_ct_is_predicted_at_working_spacing(tmp_path: Path, monkeypatch: py
 def test_train_dose_command_logs_resumes_and_starts_from_weights(tmp_path: Path, capsys) -> None:
     import csv
 
-    from DoseSegLib.cli import main
-    from DoseSegLib.phantom import write_phantom_patient
+    from DoseSegLib.cli.main import main
+    from DoseSegLib.io.phantom import write_phantom_patient
 
     data = tmp_path / "data"
     for split, seeds in (("train", (1, 2)), ("validation", (3,))):
@@ -216,7 +216,7 @@ def test_train_dose_command_logs_resumes_and_starts_from_weights(tmp_path: Path,
 
 def test_gpu_out_of_memory_falls_back_to_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A CUDA out-of-memory error moves the model to the CPU and the prediction is made there."""
-    from DoseSegLib.models import dose_inference
+    from DoseSegLib.models.dose import inference as dose_inference
 
     monkeypatch.setenv("DOSESEG_MODELS", str(_catalogue(tmp_path, DoseNet(TINY))))
     model = load_dose_model(device="cpu")

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from DoseSegLib.case import OARS
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
-from DoseSegLib.models.seg_data import InputSpec, prepare_sample, random_patch
-from DoseSegLib.models.seg_losses import DoseloLoss, DoseTerm, load_frozen_dose_net, make_loss
-from DoseSegLib.models.seg_net import SegNet, SegNetConfig
-from DoseSegLib.models.training_loop import save_weights
-from DoseSegLib.phantom import write_phantom_patient
+from DoseSegLib.core.case import OARS
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.models.seg.data import InputSpec, prepare_sample, random_patch
+from DoseSegLib.models.seg.losses import DoseloLoss, DoseTerm, load_frozen_dose_net, make_loss
+from DoseSegLib.models.seg.net import SegNet, SegNetConfig
+from DoseSegLib.models.common.training_loop import save_weights
+from DoseSegLib.io.phantom import write_phantom_patient
 
 TINY = {"channels": (4, 8, 16), "strides": (2, 2)}
 

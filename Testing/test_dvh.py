@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from DoseSegLib.alignment import align_case
-from DoseSegLib.dosecheck import check_dose_coverage, check_dose_units, dose_coverage
-from DoseSegLib.dvh import (
+from DoseSegLib.core.alignment import align_case
+from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, dose_coverage
+from DoseSegLib.analysis.dvh import (
     METRIC_COLUMNS,
     compute_dvhs,
     cumulative_dvh,
@@ -22,10 +22,10 @@ from DoseSegLib.dvh import (
     write_dvh_csv,
     write_metrics_csv,
 )
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.io import read_patient
-from DoseSegLib.tables import read_csv
-from DoseSegLib.volume import Volume
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import read_patient
+from DoseSegLib.io.tables import read_csv
+from DoseSegLib.core.volume import Volume
 
 SPACING = (2.0, 2.0, 2.5)  # 0.01 cc voxels
 VOXEL_CC = 0.01

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from DoseSegLib.cli import main
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.features import case_features, load_features_model, reconstruction_png
-from DoseSegLib.io import read_patient
-from DoseSegLib.models.catalogue import load_catalogue
-from DoseSegLib.models.features_data import FeatureInputs, prepare_inputs
-from DoseSegLib.models.features_net import FeatureNet, FeatureNetConfig
-from DoseSegLib.phantom import write_phantom_patient
+from DoseSegLib.cli.main import main
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.models.features.predict import case_features, load_features_model, reconstruction_png
+from DoseSegLib.io.patient import read_patient
+from DoseSegLib.models.common.catalogue import load_catalogue
+from DoseSegLib.models.features.data import FeatureInputs, prepare_inputs
+from DoseSegLib.models.features.net import FeatureNet, FeatureNetConfig
+from DoseSegLib.io.phantom import write_phantom_patient
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--grid", "16", "--channels", "4,8", "--workers", "1", "--threads", "1", "--batch-size", "2"]
@@ -29,9 +29,9 @@ EXTRA_BOUND_MB = 600  # above the CT itself: one float32 copy of the 7 channels 
 MEMORY_SCRIPT = """
 import json, re
 import numpy as np
-from DoseSegLib.case import Case
-from DoseSegLib.models.features_data import FeatureInputs, prepare_inputs
-from DoseSegLib.volume import Volume
+from DoseSegLib.core.case import Case
+from DoseSegLib.models.features.data import FeatureInputs, prepare_inputs
+from DoseSegLib.core.volume import Volume
 
 spacing = (0.98, 0.98, 1.0)
 ct = np.full((512, 512, 350), -1000, np.int16)

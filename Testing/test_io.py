@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import slicerio
 
-from DoseSegLib.case import OARS, Case
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.io import (
+from DoseSegLib.core.case import OARS, Case
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import (
     read_dose,
     read_mask,
     read_patient,
@@ -22,7 +22,7 @@ from DoseSegLib.io import (
     write_segmentation,
     write_volume,
 )
-from DoseSegLib.volume import Volume
+from DoseSegLib.core.volume import Volume
 
 
 def rotation(axis: int, degrees: float) -> np.ndarray:

@@ -26,12 +26,12 @@ from DoseSegLogicLib.pipeline import (  # noqa: E402
 )
 
 from DoseSegLib import OARS, Volume  # noqa: E402
-from DoseSegLib.alignment import align_case, body_mask  # noqa: E402
-from DoseSegLib.colors import structure_color  # noqa: E402
-from DoseSegLib.constraints import load_constraints  # noqa: E402
-from DoseSegLib.dvh import compute_dvhs, metrics_table  # noqa: E402
-from DoseSegLib.io import read_patient, write_segmentation, write_volume  # noqa: E402
-from DoseSegLib.phantom import make_phantom  # noqa: E402
+from DoseSegLib.core.alignment import align_case, body_mask  # noqa: E402
+from DoseSegLib.core.colors import structure_color  # noqa: E402
+from DoseSegLib.analysis.constraints import load_constraints  # noqa: E402
+from DoseSegLib.analysis.dvh import compute_dvhs, metrics_table  # noqa: E402
+from DoseSegLib.io.patient import read_patient, write_segmentation, write_volume  # noqa: E402
+from DoseSegLib.io.phantom import make_phantom  # noqa: E402
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from DoseSegLib.case import OARS, target_prescription
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.io import read_patient
-from DoseSegLib.names import NameMapper
+from DoseSegLib.core.case import OARS, target_prescription
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import read_patient
+from DoseSegLib.core.names import NameMapper
 
 TG263 = {
     "Parotid_L": "LeftParotid",

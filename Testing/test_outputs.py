@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.outputs import check_output_dir, staged_output
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.outputs import check_output_dir, staged_output
 
 
 def _write(folder: Path, name: str = "result.txt", text: str = "new") -> None:

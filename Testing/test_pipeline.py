@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from DoseSegLib.alignment import align_case
-from DoseSegLib.case import OARS
-from DoseSegLib.cli import main
-from DoseSegLib.io import read_patient, read_volume
-from DoseSegLib.models.catalogue import sha256_of
-from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
-from DoseSegLib.models.training_loop import save_weights
-from DoseSegLib.phantom import write_phantom_patient
-from DoseSegLib.pipeline import Pipeline, RunOptions
-from DoseSegLib.tables import read_csv
+from DoseSegLib.core.alignment import align_case
+from DoseSegLib.core.case import OARS
+from DoseSegLib.cli.main import main
+from DoseSegLib.io.patient import read_patient, read_volume
+from DoseSegLib.models.common.catalogue import sha256_of
+from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.models.common.training_loop import save_weights
+from DoseSegLib.io.phantom import write_phantom_patient
+from DoseSegLib.run.pipeline import Pipeline, RunOptions
+from DoseSegLib.io.tables import read_csv
 
 TreeHash = Callable[[Path], dict[str, str]]
 
@@ -165,7 +165,7 @@ def test_ctrl_c_leaves_nothing_half_written(
     tiny_models: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from DoseSegLib import io
+    from DoseSegLib.io import patient as io
 
     def interrupted(*args, **kwargs) -> None:
         raise KeyboardInterrupt
@@ -179,18 +179,18 @@ def test_ctrl_c_leaves_nothing_half_written(
 
 def _fake_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A catalogue segmentation entry and a stand-in segmentation module returning the phantom's own OARs."""
-    from DoseSegLib.models.catalogue import ModelEntry
-    from DoseSegLib.phantom import make_phantom
+    from DoseSegLib.models.common.catalogue import ModelEntry
+    from DoseSegLib.io.phantom import make_phantom
 
     entry = {"name": "fake-seg", "task": "segmentation", "file": "none.pt", "sha256": "0" * 64, "version": "9"}
     write_tiny_catalogue(tmp_path / "models", (entry,))
-    module = types.ModuleType("DoseSegLib.segmentation")
+    module = types.ModuleType("DoseSegLib.models.seg.predict")
     model = types.SimpleNamespace(entry=ModelEntry(**{**entry, "file": Path("none.pt")}))
     module.load_segmentation_model = lambda name, device: model
     module.segment_case = lambda seg_model, case, tta=False: {
         name: mask for name, mask in make_phantom(shape=(40, 40, 32)).structures.items() if name in OARS
     }
-    monkeypatch.setitem(sys.modules, "DoseSegLib.segmentation", module)
+    monkeypatch.setitem(sys.modules, "DoseSegLib.models.seg.predict", module)
 
 
 def test_missing_oars_are_auto_segmented_when_a_model_exists(

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.volume import Volume
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume
 
 radiomics = pytest.importorskip("radiomics")
 from radiomics import featureextractor  # noqa: E402
 
-import DoseSegLib.radiomics as dsr  # noqa: E402
+import DoseSegLib.analysis.radiomics as dsr  # noqa: E402
 
 SPACING = (1.5, 1.2, 2.0)
 ORIGIN = (-20.0, 10.0, 5.0)
@@ -128,8 +128,8 @@ def test_pyradiomics_logging_is_quiet(synthetic, caplog: pytest.LogCaptureFixtur
 
 
 def test_real_patient_equals_direct_pyradiomics(shared_data: Path) -> None:
-    from DoseSegLib.alignment import align_case
-    from DoseSegLib.io import read_patient
+    from DoseSegLib.core.alignment import align_case
+    from DoseSegLib.io.patient import read_patient
 
     case = align_case(read_patient(shared_data / "openkbp" / "validation" / "pt_201"))
     structures = {name: case.structures[name] for name in ("Brainstem", "PTV63")}

@@ -8,7 +8,7 @@ import nrrd
 import numpy as np
 import pytest
 
-from DoseSegLib.scores import dose_error, dvh_abs_errors, dvh_comparison, openkbp_metrics, openkbp_scores
+from DoseSegLib.analysis.openkbp import dose_error, dvh_abs_errors, dvh_comparison, openkbp_metrics, openkbp_scores
 
 VOXEL_CC = 0.04  # 0.1 cc = 2.5 voxels -> round() gives 2 voxels
 
@@ -100,8 +100,8 @@ def _on_ct_grid(path: Path, ct_origin: np.ndarray, spacing: np.ndarray) -> np.nd
 
 
 def test_real_patient_metrics_match_the_challenge(shared_data: Path) -> None:
-    from DoseSegLib.alignment import align_case
-    from DoseSegLib.io import read_patient
+    from DoseSegLib.core.alignment import align_case
+    from DoseSegLib.io.patient import read_patient
 
     folder = shared_data / "openkbp" / "validation" / "pt_206"
     _, ct_header = nrrd.read(str(folder / "ct.nrrd"))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.segmetrics import dice, dosimetric_rmae, hausdorff95, segmentation_table, surface_dice
-from DoseSegLib.volume import Volume
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.analysis.segmetrics import dice, dosimetric_rmae, hausdorff95, segmentation_table, surface_dice
+from DoseSegLib.core.volume import Volume
 
 SHAPE = (30, 30, 24)
 SPACING = (1.0, 1.5, 2.5)

@@ -10,20 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from DoseSegLib.case import OARS
-from DoseSegLib.cli import main
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.io import write_volume
-from DoseSegLib.models.dose_net import DoseNet, DoseNetConfig
-from DoseSegLib.models.patient_cache import load_arrays
-from DoseSegLib.models.seg_data import (
+from DoseSegLib.core.case import OARS
+from DoseSegLib.cli.main import main
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import write_volume
+from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.models.common.patient_cache import load_arrays
+from DoseSegLib.models.seg.data import (
     InputSpec, balanced_label_weights, build_cache, random_patch, read_inputs,
 )
-from DoseSegLib.models.seg_losses import make_loss
-from DoseSegLib.models.seg_net import SegNet, SegNetConfig
-from DoseSegLib.models.training_loop import save_weights
-from DoseSegLib.phantom import write_phantom_patient
-from DoseSegLib.volume import Volume
+from DoseSegLib.models.seg.losses import make_loss
+from DoseSegLib.models.seg.net import SegNet, SegNetConfig
+from DoseSegLib.models.common.training_loop import save_weights
+from DoseSegLib.io.phantom import write_phantom_patient
+from DoseSegLib.core.volume import Volume
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--channels", "4", "8", "16", "--patch", "16", "16", "16", "--batch-size", "2", "--workers", "1"]
@@ -186,7 +186,7 @@ def test_reset_labels_revives_a_saturated_output(dataset: Path, tmp_path: Path) 
     """--reset-labels moves the label's final bias so its mean logit is its prior log-odds."""
     import math
 
-    from DoseSegLib.models.seg_training import SegTrainConfig, reset_output_bias
+    from DoseSegLib.models.seg.training import SegTrainConfig, reset_output_bias
 
     labels = ("Mandible", "PTV70")
     config = SegTrainConfig(labels=labels, reset_labels=("PTV70",), patch=(16, 16, 16),

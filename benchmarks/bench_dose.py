@@ -10,9 +10,9 @@ import time
 
 from common import machine, median_seconds, peak_memory_gb, require_data
 
-from DoseSegLib.alignment import align_case
-from DoseSegLib.dose_prediction import load_dose_model, predict_case_dose
-from DoseSegLib.io import read_patient
+from DoseSegLib.core.alignment import align_case
+from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
+from DoseSegLib.io.patient import read_patient
 
 
 def main() -> None:

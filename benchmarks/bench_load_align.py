@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from DoseSegLib.alignment import align_case
-from DoseSegLib.io import read_patient
-from DoseSegLib.phantom import write_phantom_patient
+from DoseSegLib.core.alignment import align_case
+from DoseSegLib.io.patient import read_patient
+from DoseSegLib.io.phantom import write_phantom_patient
 
 DEFAULT_PATIENT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "openkbp" / "validation" / "pt_201"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from common import machine, median_seconds, peak_memory_gb, require_data
 
-from DoseSegLib.models.seg_data import read_inputs
-from DoseSegLib.segmentation import load_segmentation_model, segment_case
+from DoseSegLib.models.seg.data import read_inputs
+from DoseSegLib.models.seg.predict import load_segmentation_model, segment_case
 
 
 def main() -> None:

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from DoseSegLib.case import OARS
-from DoseSegLib.models.patient_cache import load_arrays
-from DoseSegLib.models.seg_data import InputSpec, build_cache
-from DoseSegLib.models.seg_net import SegNet, SegNetConfig
-from DoseSegLib.models.seg_training import Validator
-from DoseSegLib.models.training_loop import patient_folders, save_weights
+from DoseSegLib.core.case import OARS
+from DoseSegLib.models.common.patient_cache import load_arrays
+from DoseSegLib.models.seg.data import InputSpec, build_cache
+from DoseSegLib.models.seg.net import SegNet, SegNetConfig
+from DoseSegLib.models.seg.training import Validator
+from DoseSegLib.models.common.training_loop import patient_folders, save_weights
 
 
 def state_dict_of(path: Path) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from DoseSegLib.models.catalogue import models_dir, sha256_of
+from DoseSegLib.models.common.catalogue import models_dir, sha256_of
 
 
 def main() -> None:

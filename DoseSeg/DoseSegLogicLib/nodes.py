@@ -19,8 +19,8 @@ import vtk
 from vtk.util import numpy_support
 
 from DoseSegLib import Volume
-from DoseSegLib.colors import structure_color
-from DoseSegLib.errors import DoseSegError
+from DoseSegLib.core.colors import structure_color
+from DoseSegLib.core.errors import DoseSegError
 
 DOSE_ATTRIBUTE = "DicomRtImport.DoseVolume"
 DOSE_COLOR_TABLE_NAME = "Dose_ColorTable"

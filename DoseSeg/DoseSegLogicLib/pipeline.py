@@ -19,12 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from DoseSegLib import Case, Volume
-from DoseSegLib.constraints import RESULT_COLUMNS, load_constraints
-from DoseSegLib.dvh import compute_dvhs
-from DoseSegLib.errors import DoseSegError
-from DoseSegLib.io import read_dose, read_mask, read_segmentation, write_patient
-from DoseSegLib.names import NameMapper
-from DoseSegLib.plan import evaluate_plan
+from DoseSegLib.analysis.constraints import RESULT_COLUMNS, load_constraints
+from DoseSegLib.analysis.dvh import compute_dvhs
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import read_dose, read_mask, read_segmentation, write_patient
+from DoseSegLib.core.names import NameMapper
+from DoseSegLib.analysis.plan import evaluate_plan
 
 from . import nodes, results
 from .process import CliProcess, cliCommand, cliEnvironment

@@ -10,8 +10,8 @@ import numpy as np
 import vtk
 from vtk.util import numpy_support
 
-from DoseSegLib.dvh import DVH
-from DoseSegLib.tables import columns_of, format_value, read_csv
+from DoseSegLib.analysis.dvh import DVH
+from DoseSegLib.io.tables import columns_of, format_value, read_csv
 
 DVH_CHART_NAME = "DoseSeg DVH"
 DVH_UNITS = {"Dose": "Gy", "Volume": "%", "VolumeCc": "cm3"}

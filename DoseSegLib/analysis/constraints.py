@@ -1,0 +1,162 @@
+"""Clinical DVH goals (an editable CSV table) checked against a plan's DVH metrics."""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from DoseSegLib.core.case import target_prescription
+from DoseSegLib.analysis.dvh import v_columns
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.tables import Row, read_csv, write_csv
+
+DEFAULT_CONSTRAINTS = Path(__file__).resolve().parents[1] / "data" / "constraints.csv"
+CONSTRAINT_COLUMNS = ("structure", "metric", "operator", "value", "unit")
+RESULT_COLUMNS = ("structure", "metric", "operator", "limit", "limit_unit", "value", "result", "detail")
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+DOSE_METRIC = re.compile(r"^D(mean|min|max|\d+(\.\d+)?|\d+(\.\d+)?cc)$")
+VOLUME_METRIC = re.compile(r"^V(\d+(?:\.\d+)?)Gy$")
+DOSE_UNITS = ("Gy", "pct_rx")
+VOLUME_UNITS = ("pct", "cc")
+PASS, FAIL, NOT_EVALUATED = "pass", "fail", "not evaluated"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One DVH goal.
+
+    Attributes:
+        structure: structure name, or a shell pattern such as ``PTV*``.
+        metric: Dmean, Dmin, Dmax, Dx (e.g. D95), Dxcc (e.g. D0.1cc) or VxGy (e.g. V30Gy).
+        operator: one of <, <=, >, >=.
+        value: the limit.
+        unit: Gy or pct_rx (percent of the structure's prescription) for D metrics;
+            pct (percent of the structure) or cc for V metrics.
+        note: free text (source of the goal).
+    """
+
+    structure: str
+    metric: str
+    operator: str
+    value: float
+    unit: str
+    note: str = ""
+
+    @property
+    def v_dose(self) -> float | None:
+        """x of a VxGy metric, else None."""
+        match = VOLUME_METRIC.match(self.metric)
+        return float(match.group(1)) if match else None
+
+    @property
+    def column(self) -> str:
+        """The metrics-table column this goal reads."""
+        v_dose = self.v_dose
+        if v_dose is None:
+            return self.metric
+        pct, cc = v_columns(v_dose)
+        return pct if self.unit == "pct" else cc
+
+
+def _parse(row: dict[str, str], where: str) -> Constraint:
+    fields = {k: (row.get(k) or "").strip() for k in (*CONSTRAINT_COLUMNS, "note")}
+    try:
+        value = float(fields["value"])
+    except ValueError:
+        raise DoseSegError(f"{where}: value '{fields['value']}' is not a number") from None
+    if fields["operator"] not in OPERATORS:
+        raise DoseSegError(f"{where}: operator '{fields['operator']}' is not one of {' '.join(OPERATORS)}")
+    metric, unit = fields["metric"], fields["unit"]
+    if DOSE_METRIC.match(metric):
+        units = DOSE_UNITS
+    elif VOLUME_METRIC.match(metric):
+        units = VOLUME_UNITS
+    else:
+        raise DoseSegError(f"{where}: unknown metric '{metric}' (Dmean, Dmin, Dmax, D95, D0.1cc, V30Gy, ...)")
+    if unit not in units:
+        raise DoseSegError(f"{where}: unit of {metric} must be one of {', '.join(units)}, not '{unit}'")
+    if not fields["structure"]:
+        raise DoseSegError(f"{where}: no structure")
+    return Constraint(fields["structure"], metric, fields["operator"], value, unit, fields["note"])
+
+
+def load_constraints(path: str | Path | None = None) -> list[Constraint]:
+    """Read a constraint table (columns structure, metric, operator, value, unit[, note]).
+
+    Args:
+        path: a CSV file; DoseSegLib's default head-and-neck table when None.
+    """
+    path = Path(path) if path is not None else DEFAULT_CONSTRAINTS
+    rows = read_csv(path, CONSTRAINT_COLUMNS)
+    return [
+        _parse(row, f"{path}: line {line}")
+        for line, row in enumerate(rows, start=2)
+        if not (row.get("structure") or "").lstrip().startswith("#")
+    ]
+
+
+def v_doses(constraints: Sequence[Constraint]) -> list[float]:
+    """The doses x of every VxGy goal, to pass to ``metrics_table(v_gy=...)``."""
+    return sorted({c.v_dose for c in constraints if c.v_dose is not None})
+
+
+def _prescription_of(name: str, prescription: float | Mapping[str, float] | None) -> float | None:
+    """A target's own prescription (given, or from its PTV<dose> name), else the plan's."""
+    if isinstance(prescription, Mapping):
+        return prescription.get(name, target_prescription(name))
+    own = target_prescription(name)
+    return own if own is not None else prescription
+
+
+def _check(constraint: Constraint, row: Row, prescription: float | Mapping[str, float] | None) -> Row:
+    name = str(row["structure"])
+    result: Row = {"structure": name, "metric": constraint.metric, "operator": constraint.operator}
+    limit, limit_unit, detail = constraint.value, constraint.unit, constraint.note
+    if constraint.unit == "pct_rx":
+        rx = _prescription_of(name, prescription)
+        if rx is None:
+            return {**result, "result": NOT_EVALUATED, "detail": "no prescription known for this structure"}
+        limit, limit_unit = constraint.value / 100 * rx, "Gy"
+        detail = f"{constraint.value:g}% of {rx:g} Gy" + (f"; {constraint.note}" if constraint.note else "")
+    value = row.get(constraint.column)
+    if value is None:
+        return {**result, "limit": limit, "limit_unit": limit_unit, "result": NOT_EVALUATED,
+                "detail": f"metric {constraint.column} was not computed"}
+    passed = OPERATORS[constraint.operator](float(value), limit)
+    return {**result, "limit": limit, "limit_unit": limit_unit, "value": value,
+            "result": PASS if passed else FAIL, "detail": detail}
+
+
+def evaluate_constraints(
+    metrics_rows: Sequence[Row],
+    constraints: Sequence[Constraint],
+    prescription: float | Mapping[str, float] | None = None,
+) -> list[Row]:
+    """Pass/fail of every goal for every matching structure; goals whose structure is absent are "not evaluated".
+
+    Args:
+        metrics_rows: rows of ``metrics_table`` (with the V_x columns the goals need).
+        constraints: the goals (``load_constraints``).
+        prescription: the plan's prescription (Gy), or each target's; a ``PTV<dose>`` name
+            gives its own prescription otherwise.
+    """
+    results = []
+    for constraint in constraints:
+        matched = [row for row in metrics_rows if fnmatchcase(str(row["structure"]), constraint.structure)]
+        if not matched:
+            results.append({"structure": constraint.structure, "metric": constraint.metric,
+                            "operator": constraint.operator, "result": NOT_EVALUATED,
+                            "detail": "structure not in this patient"})
+        results.extend(_check(constraint, row, prescription) for row in matched)
+    return results
+
+
+def write_constraints_csv(path: str | Path, results: Sequence[Row]) -> None:
+    """Write constraint results as ``constraints.csv``."""
+    write_csv(path, results, RESULT_COLUMNS)

@@ -1,0 +1,94 @@
+"""Evaluate one plan: load and check a patient's dose, then DVHs, DVH metrics and clinical goals."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from DoseSegLib.core.alignment import align_case
+from DoseSegLib.core.case import Case
+from DoseSegLib.analysis.constraints import Constraint, evaluate_constraints, load_constraints, v_doses, write_constraints_csv
+from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units
+from DoseSegLib.analysis.dvh import DVH, compute_dvhs, metrics_table, write_dvh_csv, write_metrics_csv
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import read_dose, read_patient
+from DoseSegLib.core.names import NameMapper
+from DoseSegLib.io.tables import Row
+
+
+def load_plan(
+    patient: str | Path,
+    dose: str | Path | None = None,
+    mapper: NameMapper | None = None,
+    segmentation: str | Path | None = None,
+    allow_high_dose: bool = False,
+) -> Case:
+    """A patient with its dose, checked (Gy, covers the structures) and aligned onto the CT grid.
+
+    Args:
+        patient: patient folder (ct.nrrd, structures/ or a .seg.nrrd, optional dose.nrrd).
+        dose: a dose NRRD to use instead of the folder's dose.nrrd.
+        mapper: structure-name mapping.
+        segmentation: a .seg.nrrd to use instead of structures/.
+        allow_high_dose: accept a dose above 200 Gy.
+    """
+    case = read_patient(patient, mapper, segmentation)
+    source = Path(dose) if dose is not None else Path(patient) / "dose.nrrd"
+    if dose is not None:
+        case = replace(case, dose=read_dose(dose))
+    if case.dose is None:
+        raise DoseSegError(f"{patient}: no dose.nrrd in the patient folder and no dose file given")
+    if not case.structures:
+        raise DoseSegError(f"{patient}: no structure found")
+    check_dose_units(case.dose, str(source), allow_high_dose)
+    aligned = align_case(case)
+    check_dose_coverage(case.dose, aligned.structures)
+    return aligned
+
+
+@dataclass
+class PlanEvaluation:
+    """DVHs, one row of DVH metrics per structure and one row per clinical-goal check."""
+
+    dvhs: dict[str, DVH]
+    metrics: list[Row]
+    constraints: list[Row]
+
+    def write(self, folder: Path) -> None:
+        """Write dvh.csv, dvh_metrics.csv and constraints.csv into an existing folder."""
+        write_dvh_csv(folder / "dvh.csv", self.dvhs)
+        write_metrics_csv(folder / "dvh_metrics.csv", self.metrics)
+        write_constraints_csv(folder / "constraints.csv", self.constraints)
+
+    def counts(self) -> dict[str, int]:
+        """How many goal checks passed, failed or were not evaluated."""
+        counts: dict[str, int] = {}
+        for row in self.constraints:
+            counts[str(row["result"])] = counts.get(str(row["result"]), 0) + 1
+        return counts
+
+
+def evaluate_plan(
+    case: Case,
+    step_gy: float = 0.1,
+    v_gy: Sequence[float] = (),
+    constraints: Sequence[Constraint] | None = None,
+) -> PlanEvaluation:
+    """DVHs, metrics (with HI and Paddick CI of the targets) and clinical goals of an aligned case.
+
+    Args:
+        case: a case on the CT grid with a dose (see ``load_plan``); its possible-dose mask
+            (or body mask) bounds the prescription isodose volume.
+        step_gy: DVH dose bin width.
+        v_gy: doses x for which to report V_x, besides those the goals need.
+        constraints: clinical goals; DoseSegLib's default table when None.
+    """
+    if case.dose is None:
+        raise DoseSegError(f"{case.name}: no dose to evaluate")
+    constraints = load_constraints() if constraints is None else constraints
+    doses = sorted(set(v_gy) | set(v_doses(constraints)))
+    dvhs = compute_dvhs(case.dose, case.structures, step_gy)
+    metrics = metrics_table(case.dose, case.structures, case.targets, case.possible_dose_mask, doses)
+    checks = evaluate_constraints(metrics, constraints, case.main_prescription)
+    return PlanEvaluation(dvhs, metrics, checks)

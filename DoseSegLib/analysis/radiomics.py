@@ -1,0 +1,129 @@
+"""pyradiomics features of every structure, on the CT and optionally on the dose ("dosiomics")."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.tables import Row
+from DoseSegLib.core.volume import Volume
+
+DEFAULT_CLASSES = ("firstorder", "shape")
+DOSE_PREFIX = "dose_"
+DOSE_BIN_WIDTH_GY = 1.0
+SHAPE_CLASSES = ("shape", "shape2D")
+INSTALL_HINT = (
+    "pyradiomics is not installed; install it with "
+    "`pip install numpy versioneer && pip install --no-build-isolation pyradiomics==3.0.1` "
+    "(the project's setup.sh does this)"
+)
+
+
+def _featureextractor():
+    """pyradiomics' featureextractor module, imported on first use, with its logging quietened."""
+    try:
+        import radiomics
+        from radiomics import featureextractor
+    except ImportError as exc:
+        raise DoseSegError(INSTALL_HINT) from exc
+    radiomics.setVerbosity(logging.ERROR)
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    logging.getLogger("pykwalify").setLevel(logging.CRITICAL)  # its errors reach users as DoseSegError
+    return featureextractor
+
+
+def make_extractor(classes: Sequence[str] | None = None, params: str | Path | None = None, **settings):
+    """A configured ``RadiomicsFeatureExtractor``.
+
+    Args:
+        classes: feature classes to enable (e.g. firstorder, shape, glcm, glrlm, glszm, gldm, ngtdm).
+            Default: the parameter file's classes when one is given, else first-order and shape.
+        params: a pyradiomics parameter file (YAML or JSON); pyradiomics' own defaults otherwise.
+        settings: setting overrides (e.g. ``binWidth=1.0``).
+    """
+    featureextractor = _featureextractor()
+    if params is not None and not Path(params).is_file():
+        raise DoseSegError(f"{params}: pyradiomics parameter file not found")
+    args = (str(params),) if params is not None else ()
+    try:
+        with warnings.catch_warnings():  # pykwalify loads pyradiomics' schema with a deprecated importer
+            warnings.simplefilter("ignore", DeprecationWarning)
+            extractor = featureextractor.RadiomicsFeatureExtractor(*args, **settings)
+    except Exception as exc:  # pykwalify raises its own error types for invalid files
+        detail = " ".join(str(exc).split())
+        raise DoseSegError(f"{params}: invalid pyradiomics parameter file ({detail})") from exc
+    if classes is None and params is None:
+        classes = DEFAULT_CLASSES
+    if classes is not None:
+        unknown = [c for c in classes if c not in extractor.featureClassNames]
+        if unknown:
+            raise DoseSegError(
+                f"unknown radiomics feature class(es) {', '.join(unknown)}; "
+                f"available: {', '.join(extractor.featureClassNames)}"
+            )
+        extractor.disableAllFeatures()
+        for name in classes:
+            extractor.enableFeatureClassByName(name)
+    return extractor
+
+
+def extract_features(extractor, image, mask, name: str, prefix: str = "") -> dict[str, float]:
+    """pyradiomics' features of one mask (SimpleITK images), ``diagnostics_`` entries left out.
+
+    Args:
+        extractor: a ``RadiomicsFeatureExtractor``.
+        image: the SimpleITK image.
+        mask: the SimpleITK label image (label 1) on the same grid.
+        name: structure name for error messages.
+        prefix: text put before each feature name.
+    """
+    try:
+        result = extractor.execute(image, mask, label=1)
+    except (ValueError, RuntimeError) as exc:
+        raise DoseSegError(f"radiomics of structure '{name}' failed: {exc}") from exc
+    return {prefix + key: float(value) for key, value in result.items() if not key.startswith("diagnostics_")}
+
+
+def radiomics_table(
+    ct: Volume,
+    structures: Mapping[str, Volume],
+    classes: Sequence[str] | None = None,
+    params: str | Path | None = None,
+    dose: Volume | None = None,
+    dose_bin_width_gy: float = DOSE_BIN_WIDTH_GY,
+) -> list[Row]:
+    """One row per structure with pyradiomics' feature names as columns (e.g. ``original_firstorder_Mean``).
+
+    Args:
+        ct: the CT (HU).
+        structures: boolean masks on the CT grid.
+        classes: feature classes (see ``make_extractor``).
+        params: a pyradiomics parameter file.
+        dose: also compute features of the dose (Gy, on the CT grid), as ``dose_``-prefixed columns;
+            shape classes are left out there since they depend on the mask only.
+        dose_bin_width_gy: grey-level bin width of the dose features.
+    """
+    for name, mask in structures.items():
+        if not mask.same_grid(ct):
+            raise DoseSegError(f"structure '{name}' is not on the CT grid: align the case first")
+    if dose is not None and not dose.same_grid(ct):
+        raise DoseSegError("the dose is not on the CT grid: align the case first")
+    extractor = make_extractor(classes, params)
+    image = ct.to_sitk()
+    dose_extractor = dose_image = None
+    if dose is not None:
+        dose_extractor = make_extractor(classes, params, binWidth=dose_bin_width_gy)
+        for shape_class in SHAPE_CLASSES:
+            dose_extractor.enableFeatureClassByName(shape_class, enabled=False)
+        dose_image = dose.to_sitk()
+    rows = []
+    for name, mask in structures.items():
+        label = mask.to_sitk()
+        row: Row = {"structure": name, **extract_features(extractor, image, label, name)}
+        if dose_extractor is not None:
+            row.update(extract_features(dose_extractor, dose_image, label, name, DOSE_PREFIX))
+        rows.append(row)
+    return rows

@@ -1,0 +1,93 @@
+"""``doseseg train-dose`` and ``doseseg predict-dose``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from DoseSegLib.cli.options import add_training_run_options, probability, run_options
+
+
+def cmd_train_dose(args: argparse.Namespace) -> None:
+    from DoseSegLib.models.dose.augment import AugmentConfig
+    from DoseSegLib.models.dose.net import DoseNetConfig
+    from DoseSegLib.models.dose.training import TrainConfig, train_dose
+
+    config = TrainConfig(
+        **run_options(args), patch=tuple(args.patch), structure_weight=args.structure_weight,
+        moment_weight=args.moment_weight,
+        init_weights=str(args.init) if args.init else None,
+        net=DoseNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1), dropout=args.dropout),
+        augment=AugmentConfig(elastic_prob=args.elastic_prob),
+    )
+    result = train_dose(args.data, args.out, config, cache=args.cache, device=_device(args.device))
+    print(f"best val_dose_score {result['val_dose_score']:.4f} val_dvh_score {result['val_dvh_score']:.4f} "
+          f"epochs {result['epochs']}")
+
+
+def cmd_predict_dose(args: argparse.Namespace) -> int:
+    import sys
+
+    from tqdm import tqdm
+
+    from DoseSegLib.core.alignment import align_case
+    from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.io.patient import read_patient, write_volume
+    from DoseSegLib.io.outputs import check_output_dir, staged_output
+    from DoseSegLib.cli.progress import progress_enabled
+
+    names = {p.name for p in args.patients}
+    if len(names) != len(args.patients):
+        raise DoseSegError("two patient folders share a name; their outputs would collide")
+    check_output_dir(args.output, args.force)
+    model = load_dose_model(args.model, args.device, args.weights)
+    failures = 0
+    with staged_output(args.output, args.force) as out:
+        for folder in tqdm(args.patients, desc="predict-dose", unit="patient",
+                           disable=len(args.patients) < 2 or not progress_enabled()):
+            try:
+                case = align_case(read_patient(folder))
+                dose = predict_case_dose(model, case, tta=args.tta)
+            except DoseSegError as exc:
+                failures += 1
+                print(f"doseseg: error: {folder}: {exc}", file=sys.stderr)
+                continue
+            (out / folder.name).mkdir()
+            write_volume(out / folder.name / "dose.nrrd", dose)
+    print(f"wrote {args.output} ({len(args.patients) - failures} of {len(args.patients)} patients)")
+    return 1 if failures else 0
+
+
+def _device(name: str):
+    from DoseSegLib.models.common.devices import select_device
+
+    return select_device(name)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-dose", help="train the dose-prediction network (resumes from OUT/last.pt)")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
+    p.add_argument("--cache", type=Path, help="preprocessed-array cache (default OUT/cache)")
+    p.add_argument("--init", type=Path, help="start from these weights (a best.pt or Resources/Models/<model>.pt; "
+                                             "same --channels)")
+    p.add_argument("--patch", type=int, nargs=3, default=(96, 64, 80), help="training patch (multiple of 16)")
+    p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128, 256), help="U-Net widths")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--structure-weight", type=float, default=0.5, help="extra loss weight inside structures")
+    p.add_argument("--moment-weight", type=float, default=0.0,
+                   help="weight of a DVH-aware loss term (dose moments 1, 2, 10 of each structure, Gy^2); e.g. 0.05")
+    p.add_argument("--elastic-prob", type=probability, default=0.0, help="probability of an elastic warp")
+    add_training_run_options(p, epochs=30, batch_size=2, val_every=3, patience=4)
+    p.set_defaults(func=cmd_train_dose)
+
+    p = sub.add_parser("predict-dose", help="predict the 3D dose of one or more patients")
+    p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="writes OUTPUT/<patient>/dose.nrrd")
+    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--model", help="catalogue model name (default: the bundled default dose model)")
+    p.add_argument("--weights", type=Path, help="a train-dose best.pt instead of a catalogue model")
+    p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")
+    p.set_defaults(func=cmd_predict_dose)

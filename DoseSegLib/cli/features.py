@@ -1,0 +1,90 @@
+"""``doseseg train-features`` and ``doseseg features``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from DoseSegLib.cli.options import add_training_run_options, hu_windows, name_list, run_options
+from DoseSegLib.core.errors import DoseSegError
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError("expected positive integers separated by commas, e.g. 16,32,64,64")
+    return sizes
+
+
+def cmd_train_features(args: argparse.Namespace) -> None:
+    from DoseSegLib.models.common.devices import select_device
+    from DoseSegLib.models.features.data import FeatureInputs
+    from DoseSegLib.models.features.net import FeatureNetConfig
+    from DoseSegLib.models.features.training import FeatureTrainConfig, train_features
+
+    grid = args.grid * 3 if len(args.grid) == 1 else args.grid
+    if len(grid) != 3:
+        raise DoseSegError("--grid takes one size or three (X,Y,Z)")
+    config = FeatureTrainConfig(
+        inputs=FeatureInputs(ct_windows=args.ct_windows, grid=grid),
+        use_dose={"auto": None, "on": True, "off": False}[args.dose], **run_options(args), flip=not args.no_flip,
+        workers=args.workers,
+        net=FeatureNetConfig(channels=args.channels, latent=args.latent),
+    )
+    result = train_features(args.data, args.out, config, cache=args.cache, device=select_device(args.device))
+    print(f"best val_mse {result['val_mse']:.5f} (mean-image baseline {result['val_baseline_mse']:.5f}) "
+          f"epochs {result['epochs']}")
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from DoseSegLib.models.features.predict import features_tables, load_features_model
+    from DoseSegLib.io.outputs import check_output_dir, staged_output
+    from DoseSegLib.io.tables import write_csv
+
+    if len({p.name for p in args.patients}) != len(args.patients):
+        raise DoseSegError("two patient folders share a name; their rows would collide")
+    check_output_dir(args.output, args.force, args.patients)
+    model = load_features_model(args.model, args.device, args.weights)
+    features, joined = features_tables(model, args.patients, args.radiomics, args.radiomics_classes)
+    with staged_output(args.output, args.force, args.patients) as out:
+        write_csv(out / "features.csv", features)
+        if args.radiomics:
+            write_csv(out / "radiomics_features.csv", joined)
+    print(f"wrote {args.output} ({len(features)} patients, {model.net.config.latent} features each)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the feature commands to the ``doseseg`` parser."""
+    from DoseSegLib.models.features.data import DEFAULT_WINDOWS
+
+    p = sub.add_parser("train-features", help="train the 3D autoencoder of CT windows, targets and dose (resumes)")
+    p.add_argument("--data", type=Path, required=True, help="folder with train/ and validation/ patient folders")
+    p.add_argument("--out", type=Path, required=True, help="run folder (config, log.csv, last.pt, best.pt)")
+    p.add_argument("--cache", type=Path, help="prepared-array cache (default OUT/cache)")
+    p.add_argument("--ct-windows", type=hu_windows, default=DEFAULT_WINDOWS,
+                   help="CT windows in HU, one channel each (default full range, soft tissue, bone, lung, brain)")
+    p.add_argument("--dose", default="auto", choices=("auto", "on", "off"),
+                   help="dose channel (auto: on when every training patient has a dose.nrrd)")
+    p.add_argument("--grid", type=_sizes, default=(64,), help="fixed grid over the body box: N or X,Y,Z")
+    p.add_argument("--channels", type=_sizes, default=(16, 32, 64, 64), help="encoder widths, one per stage")
+    p.add_argument("--latent", type=int, default=16, help="number of features")
+    p.add_argument("--no-flip", action="store_true", help="no left-right mirroring of training images")
+    add_training_run_options(p, epochs=100, batch_size=4, val_every=1, patience=15, workers=True)
+    p.set_defaults(func=cmd_train_features)
+
+    p = sub.add_parser("features", help="one row of autoencoder features per patient (optionally with radiomics)")
+    p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV, dose)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="writes OUTPUT/features.csv (and radiomics_features.csv with --radiomics)")
+    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    p.add_argument("--radiomics", action="store_true",
+                   help="also join each patient's features to its per-structure radiomics rows")
+    p.add_argument("--radiomics-classes", type=name_list, default=("firstorder",),
+                   help="pyradiomics feature classes for --radiomics (default firstorder)")
+    p.add_argument("--model", help="catalogue model name (default: the default features model)")
+    p.add_argument("--weights", type=Path, help="a train-features best.pt instead of a catalogue model")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_features)

@@ -1,0 +1,108 @@
+"""``doseseg run`` (the main job, for one patient or a cohort) and ``doseseg demo`` (the same on a phantom)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from DoseSegLib.run.pipeline import RunOptions
+
+
+def run_patients(
+    patients: list[Path], output: Path, force: bool, options: RunOptions, device: str = "auto",
+    as_json: bool = False,
+) -> int:
+    """Run the main job; one patient writes into ``output``, several into ``output/<patient>/``.
+
+    Returns:
+        The exit code: 0, or 1 when a patient of a cohort failed.
+    """
+    from DoseSegLib.io.outputs import check_output_dir
+    from DoseSegLib.run.pipeline import Pipeline
+    from DoseSegLib.cli.progress import progress_enabled
+
+    check_output_dir(output, force, patients)
+    pipeline = Pipeline(device, options, progress=progress_enabled())
+    if len(patients) == 1:
+        pipeline.run(patients[0], output, force)
+        summary = json.loads((output / "summary.json").read_text())
+        print(json.dumps(summary, indent=2) if as_json else _describe(summary, output))
+        return 0
+    batch = pipeline.run_batch(patients, output, force)
+    if as_json:
+        print(json.dumps({"patients": batch.summaries, "cohort": batch.rows}, indent=2))
+    else:
+        for summary in batch.summaries:
+            print(_describe(summary, output / summary["patient"]))
+        print(f"wrote {output / 'cohort_summary.csv'} ({len(patients) - len(batch.failed)} of {len(patients)} "
+              f"patients{'; failed: ' + ', '.join(batch.failed) if batch.failed else ''})")
+    return 1 if batch.failed else 0
+
+
+def _describe(summary: dict, folder: Path) -> str:
+    """Two lines for a person: the key numbers of one patient and where the report is."""
+    counts = summary["constraints"]
+    parts = [f"{counts.get('pass', 0)} goals passed, {counts.get('fail', 0)} failed"]
+    if summary["comparison"]:
+        parts.append(f"dose error {summary['comparison']['dose_error_gy']:.2f} Gy, "
+                     f"DVH error {summary['comparison']['dvh_error_gy']:.2f} Gy vs the reference")
+    return f"{summary['patient']}: {'; '.join(parts)}\n  report: {folder / 'report.html'}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    options = RunOptions(
+        segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
+        constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
+    )
+    return run_patients(args.patients, args.output, args.force, options, args.device, args.json)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from DoseSegLib.io.outputs import check_output_dir
+    from DoseSegLib.io.phantom import write_phantom_patient
+
+    check_output_dir(args.output, args.force)
+    with tempfile.TemporaryDirectory(prefix="doseseg-demo-") as tmp:
+        patient = Path(tmp) / "demo_phantom"
+        write_phantom_patient(patient)
+        code = run_patients([patient], args.output, args.force, RunOptions(), args.device, args.json)
+    if not args.json:
+        print("  note: the phantom's reference dose is a distance-to-target falloff, not a clinical plan: the\n"
+              "  comparison shows the workflow, not the model's accuracy (its validation scores: see the model cards)")
+    return code
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="the main job: segment, predict the dose, DVH, goals, radiomics, comparison and HTML report",
+        description="Predict the dose of one or more patients and analyse it. One patient writes into OUTPUT; "
+                    "several write OUTPUT/<patient>/ and OUTPUT/cohort_summary.csv.",
+    )
+    p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
+    _add_outputs(p)
+    segment = p.add_mutually_exclusive_group()
+    segment.add_argument("--no-segment", action="store_true", help="never auto-segment missing OARs")
+    segment.add_argument("--segment-all", action="store_true", help="replace every OAR with the model's contours")
+    p.add_argument("--no-radiomics", action="store_true", help="skip the pyradiomics features")
+    p.add_argument("--constraints", type=Path, help="clinical goals CSV (default: DoseSegLib's head-and-neck table)")
+    p.add_argument("--tta", action="store_true",
+                   help="average the dose (and auto-segmented OARs) with left-right mirrored predictions")
+    p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "demo", help="run the main job on a synthetic head-and-neck phantom (no data needed)",
+        description="Build a synthetic head-and-neck phantom (CT, structures, reference dose) in a temporary "
+                    "folder and run `doseseg run` on it: the whole product with no data at hand.",
+    )
+    _add_outputs(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_outputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (must be new or empty)")
+    parser.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the models run")
+    parser.add_argument("--json", action="store_true", help="print the summary JSON to stdout (for scripts)")

@@ -1,0 +1,136 @@
+"""``doseseg train-seg``, ``doseseg segment`` and ``doseseg evaluate-seg``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from DoseSegLib.core.case import OARS
+from DoseSegLib.cli.options import add_training_run_options, hu_windows, name_list, probability, run_options
+from DoseSegLib.core.errors import DoseSegError
+
+
+def cmd_train_seg(args: argparse.Namespace) -> None:
+    from DoseSegLib.models.common.devices import select_device
+    from DoseSegLib.models.seg.data import InputSpec
+    from DoseSegLib.models.seg.net import SegNetConfig
+    from DoseSegLib.models.seg.training import SegTrainConfig, train_segmentation
+
+    if args.loss != "doselo" and (args.dose_model or args.dose_weights):
+        raise DoseSegError("--dose-model and --dose-weights only apply to --loss doselo")
+    config = SegTrainConfig(
+        loss=args.loss, dose_weight=args.dose_weight, dose_model=args.dose_model,
+        dose_weights=str(args.dose_weights) if args.dose_weights else None,
+        init_weights=str(args.init) if args.init else None, labels=args.labels,
+        inputs=InputSpec(args.inputs, args.ct_windows), **run_options(args), patch=tuple(args.patch),
+        workers=args.workers,
+        foreground=args.foreground, balanced=not args.no_balance, reset_labels=args.reset_labels,
+        truncate=args.truncate, net=SegNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
+                         squeeze_excitation=not args.no_se, dropout=args.dropout),
+    )
+    result = train_segmentation(args.data, args.out, config, cache=args.cache, device=select_device(args.device))
+    print(f"best val_dice {result['val_dice']:.4f} epochs {result['epochs']}")
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from DoseSegLib.io.outputs import check_output_dir, staged_output
+    from DoseSegLib.cli.progress import progress_enabled
+    from DoseSegLib.models.seg.predict import load_segmentation_model, segment_folder, write_masks
+
+    if len({p.name for p in args.patients}) != len(args.patients):
+        raise DoseSegError("two patient folders share a name; their outputs would collide")
+    check_output_dir(args.output, args.force, args.patients)
+    model = load_segmentation_model(args.model, args.device, args.weights)
+    failures = 0
+    with staged_output(args.output, args.force, args.patients) as out:
+        for folder in tqdm(args.patients, desc="segment", unit="patient",
+                           disable=len(args.patients) < 2 or not progress_enabled()):
+            try:
+                masks = segment_folder(model, folder, tta=args.tta)
+                (out / folder.name).mkdir()
+                write_masks(out / folder.name, masks)
+            except DoseSegError as exc:
+                failures += 1
+                print(f"doseseg: error: {folder}: {exc}", file=sys.stderr)
+    print(f"wrote {args.output} ({len(args.patients) - failures} of {len(args.patients)} patients)")
+    return 1 if failures else 0
+
+
+def cmd_evaluate_seg(args: argparse.Namespace) -> None:
+    from DoseSegLib.models.seg.evaluation import evaluate_folder, summarise
+    from DoseSegLib.io.outputs import staged_output
+    from DoseSegLib.io.tables import write_csv
+
+    dose_model = None
+    if not args.no_rmae:
+        from DoseSegLib.models.dose.predict import load_dose_model
+
+        dose_model = load_dose_model(args.dose_model, args.device)
+    rows = evaluate_folder(args.predictions, args.reference, args.labels, dose_model)
+    summary = summarise(rows)
+    with staged_output(args.output, args.force, [args.predictions, args.reference]) as out:
+        write_csv(out / "per_structure.csv", rows, digits=5)
+        write_csv(out / "summary.csv", summary, digits=5)
+    mean = summary[-1]
+    print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in mean.items()))
+    print(f"wrote {args.output}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-seg", help="train the OAR segmentation network (resumes from OUT/last.pt)")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
+    p.add_argument("--loss", choices=("bce_dice", "doselo"), default="bce_dice")
+    p.add_argument("--dose-model", help="DOSELO: catalogue name of the frozen dose network (default model)")
+    p.add_argument("--dose-weights", type=Path, help="DOSELO: a train-dose best.pt instead of the catalogue")
+    p.add_argument("--lambda", dest="dose_weight", type=float, default=1.0,
+                   help="DOSELO: weight of the dose MSE (Gy^2)")
+    p.add_argument("--init", type=Path, help="start from a train-seg best.pt (e.g. DOSELO fine-tuning)")
+    p.add_argument("--inputs", type=name_list, default=("ct.nrrd",),
+                   help="input images in each patient folder, resampled onto the first (default ct.nrrd)")
+    p.add_argument("--labels", type=name_list, default=OARS, help="structures to segment (default the 7 OARs)")
+    p.add_argument("--ct-windows", type=hu_windows, default=((-1024.0, 1024.0),),
+                   help="CT windows as channels, e.g. --ct-windows=-1024:1024,-160:240")
+    p.add_argument("--cache", type=Path, help="prepared-array cache (default OUT/cache)")
+    p.add_argument("--patch", type=int, nargs=3, default=(96, 80, 64), help="training patch (multiple of 16)")
+    p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128, 256), help="U-Net widths")
+    p.add_argument("--no-se", action="store_true", help="without squeeze-and-excitation layers")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--foreground", type=probability, default=0.5,
+                   help="share of training patches centred on a voxel of a structure")
+    p.add_argument("--reset-labels", type=name_list, default=(),
+                   help="labels whose output bias is reset to their prior log-odds before training (e.g. a label "
+                        "an --init model never predicts)")
+    p.add_argument("--truncate", type=probability, default=0.1,
+                   help="share of training patches cut at a random axial plane and padded above it, as a scan "
+                        "whose field of view stops short of the skull top")
+    p.add_argument("--no-balance", action="store_true",
+                   help="centre patches on structures uniformly, not inversely to how many patients have them")
+    add_training_run_options(p, epochs=40, batch_size=2, val_every=2, patience=5, workers=True)
+    p.set_defaults(func=cmd_train_seg)
+
+    p = sub.add_parser("segment", help="auto-segment the organs at risk of one or more patients")
+    p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd and the model's other inputs)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="writes OUTPUT/<patient>/segmentation.seg.nrrd and structures/<Name>.nrrd")
+    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--model", help="catalogue model name (default: the default segmentation model)")
+    p.add_argument("--weights", type=Path, help="a train-seg best.pt instead of a catalogue model")
+    p.add_argument("--tta", action="store_true",
+                   help="average with a left-right mirrored prediction (twice the time)")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("evaluate-seg", help="Dice, HD95 and dosimetric RMAE of predicted segmentations")
+    p.add_argument("predictions", type=Path, help="folder of patient folders written by 'doseseg segment'")
+    p.add_argument("--reference", type=Path, required=True, help="folder of the reference patient folders")
+    p.add_argument("-o", "--output", type=Path, required=True, help="writes per_structure.csv and summary.csv")
+    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    p.add_argument("--labels", type=name_list, default=OARS, help="structures to score (default the 7 OARs)")
+    p.add_argument("--dose-model", help="catalogue dose model for RMAE (default model)")
+    p.add_argument("--no-rmae", action="store_true", help="skip the dosimetric error (no dose model needed)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_evaluate_seg)

@@ -1,0 +1,127 @@
+"""Put every structure and the dose of a case onto the CT grid, through physical coordinates."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import replace
+
+import numpy as np
+
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume
+
+log = logging.getLogger(__name__)
+
+
+def _integer_offset(volume: Volume, grid: Volume, tol: float = 1e-3) -> np.ndarray | None:
+    """Index of ``volume``'s voxel [0,0,0] on ``grid`` when both share voxel centres, else None."""
+    if not (np.allclose(volume.direction, grid.direction, atol=1e-6)
+            and np.allclose(volume.spacing, grid.spacing, atol=1e-6)):
+        return None
+    lps_to_grid = np.linalg.inv(grid.index_to_lps)
+    position = (lps_to_grid @ np.append(volume.origin, 1.0))[:3]
+    offset = np.round(position)
+    return offset.astype(int) if np.allclose(position, offset, atol=tol) else None
+
+
+def _paste(volume: Volume, grid: Volume, offset: np.ndarray, fill: float) -> np.ndarray:
+    out = np.full(grid.shape, fill, dtype=volume.array.dtype)
+    src_lo = np.maximum(-offset, 0)
+    dst_lo = np.maximum(offset, 0)
+    size = np.minimum(np.asarray(volume.shape) - src_lo, np.asarray(grid.shape) - dst_lo)
+    if np.all(size > 0):
+        src = tuple(slice(a, a + n) for a, n in zip(src_lo, size))
+        dst = tuple(slice(a, a + n) for a, n in zip(dst_lo, size))
+        out[dst] = volume.array[src]
+    return out
+
+
+def resample(volume: Volume, grid: Volume, interpolation: str = "linear", fill: float = 0.0) -> Volume:
+    """Resample ``volume`` onto ``grid``'s geometry by physical position.
+
+    Grids that share voxel centres are copied exactly; any other geometry
+    (spacing, origin, rotated direction) goes through SimpleITK.
+
+    Args:
+        interpolation: "linear" or "nearest".
+        fill: value outside ``volume``.
+    """
+    offset = _integer_offset(volume, grid)
+    if offset is not None:
+        return grid.with_array(_paste(volume, grid, offset, fill))
+    import SimpleITK as sitk
+
+    modes = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+    source = volume.to_sitk()
+    if interpolation == "linear":
+        source = sitk.Cast(source, sitk.sitkFloat32)
+    result = sitk.Resample(source, grid.to_sitk(), sitk.Transform(), modes[interpolation], fill)
+    return Volume.from_sitk(result)
+
+
+def resample_mask(mask: Volume, grid: Volume) -> Volume:
+    """A boolean mask on ``grid``: linear interpolation of the mask, kept where >= 0.5."""
+    resampled = resample(mask.with_array(mask.array.astype(np.float32)), grid, "linear", 0.0)
+    return grid.with_array(resampled.array >= 0.5)
+
+
+def _outside_fraction(mask: Volume, grid: Volume) -> float:
+    """Fraction of the mask's voxel centres that fall outside ``grid``."""
+
+    def inside(ijk: np.ndarray) -> np.ndarray:
+        lps = ijk @ (mask.direction * np.asarray(mask.spacing)).T + np.asarray(mask.origin)
+        grid_index = (lps - np.asarray(grid.origin)) @ np.linalg.inv((grid.direction * np.asarray(grid.spacing)).T)
+        return np.all((grid_index > -0.5) & (grid_index < np.asarray(grid.shape) - 0.5), axis=1)
+
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in mask.shape])))
+    if inside(corners).all():  # the grid is convex: every voxel centre is inside too
+        return 0.0
+    return 1.0 - inside(np.argwhere(mask.array)).mean()
+
+
+def align_structure(name: str, mask: Volume, ct: Volume) -> Volume:
+    """A structure on the CT grid; warns when clipped, fails when it misses the CT entirely."""
+    if not mask.array.any():
+        raise DoseSegError(f"structure '{name}' is empty")
+    outside = _outside_fraction(mask, ct)
+    aligned = resample_mask(mask, ct)
+    if outside >= 1.0 or not aligned.array.any():
+        raise DoseSegError(f"structure '{name}' does not overlap the CT")
+    if outside > 0:
+        log.warning("structure '%s': %.1f%% of it lies outside the CT and was clipped", name, 100 * outside)
+    return aligned
+
+
+def body_mask(ct: Volume, threshold_hu: float = -400.0) -> Volume:
+    """The patient's body from the CT: largest connected region above ``threshold_hu``, holes filled."""
+    from scipy import ndimage
+
+    tissue = ct.array > threshold_hu
+    labels, count = ndimage.label(tissue)
+    if count == 0:
+        raise DoseSegError(f"CT has no voxel above {threshold_hu} HU: cannot derive a body mask")
+    sizes = np.bincount(labels.ravel())[1:]
+    body = labels == (np.argmax(sizes) + 1)
+    for k in range(body.shape[2]):
+        body[:, :, k] = ndimage.binary_fill_holes(body[:, :, k])
+    return ct.with_array(body)
+
+
+def align_case(case: Case) -> Case:
+    """The case with every structure, the dose and the possible-dose mask on the CT grid.
+
+    A missing possible-dose mask is replaced by the body mask derived from the CT.
+    """
+    ct = case.ct
+    structures = {name: align_structure(name, mask, ct) for name, mask in case.structures.items()}
+    dose = None
+    if case.dose is not None:
+        dose = resample(case.dose, ct, "linear", 0.0)
+        dose = dose.with_array(np.clip(dose.array.astype(np.float32), 0.0, None))
+    if case.possible_dose_mask is not None:
+        possible = align_structure("possible_dose_mask", case.possible_dose_mask, ct)
+    else:
+        possible = body_mask(ct)
+    return replace(case, structures=structures, dose=dose, possible_dose_mask=possible)

@@ -1,0 +1,44 @@
+"""One colour table for structures: segmentations, report figures and the Slicer module share it.
+
+Colours are RGB triples in [0, 1] (what Slicer segments, matplotlib and .seg.nrrd files use).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import zlib
+from collections.abc import Iterable
+
+from DoseSegLib.core.case import OARS, target_prescription
+
+OAR_COLORS: dict[str, tuple[float, float, float]] = dict(zip(OARS, [
+    (0.85, 0.65, 0.13),  # Brainstem
+    (1.00, 1.00, 0.00),  # SpinalCord
+    (0.00, 0.55, 1.00),  # RightParotid
+    (0.00, 0.80, 0.80),  # LeftParotid
+    (0.65, 0.40, 0.20),  # Esophagus
+    (0.30, 0.80, 0.30),  # Larynx
+    (0.90, 0.90, 0.75),  # Mandible
+]))
+
+
+def target_color(level_gy: float) -> tuple[float, float, float]:
+    """Red for 70 Gy and above, shading towards pink for lower prescriptions (40 Gy and below)."""
+    shade = min(max((70.0 - level_gy) / 30.0, 0.0), 1.0)
+    return (1.0, 0.45 * shade, 0.7 * shade)
+
+
+def structure_color(name: str) -> tuple[float, float, float]:
+    """The colour of a canonical structure name; other names get a stable colour from their hash."""
+    if name in OAR_COLORS:
+        return OAR_COLORS[name]
+    level = target_prescription(name)
+    if level is not None:
+        return target_color(level)
+    hue = (zlib.crc32(name.encode()) % 360) / 360.0
+    return tuple(float(c) for c in colorsys.hsv_to_rgb(hue, 0.6, 0.9))
+
+
+def structure_colors(names: Iterable[str]) -> dict[str, tuple[float, float, float]]:
+    """``{name: colour}`` for each name (see :func:`structure_color`)."""
+    return {name: structure_color(name) for name in names}

@@ -1,0 +1,193 @@
+"""Reading and writing NRRD volumes, Slicer .seg.nrrd segmentations and patient folders."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
+from DoseSegLib.core.volume import Volume
+
+_TO_LPS = {
+    "left-posterior-superior": np.diag([1.0, 1.0, 1.0]),
+    "right-anterior-superior": np.diag([-1.0, -1.0, 1.0]),
+    "left-anterior-superior": np.diag([1.0, -1.0, 1.0]),
+}
+
+
+def _geometry(header: dict, path: Path) -> tuple[tuple, tuple, np.ndarray]:
+    """Spacing, origin and direction (LPS) from a pynrrd header."""
+    space = header.get("space", "left-posterior-superior")
+    if space not in _TO_LPS:
+        raise DoseSegError(f"{path}: unsupported NRRD space '{space}' (need LPS, RAS or LAS)")
+    to_lps = _TO_LPS[space]
+    if "space directions" in header:
+        axes = np.asarray(header["space directions"], dtype=float)
+        if axes.shape != (3, 3) or not np.all(np.isfinite(axes)):
+            raise DoseSegError(f"{path}: 'space directions' must give three 3D vectors")
+        spacing = np.linalg.norm(axes, axis=1)
+        if np.any(spacing <= 0):
+            raise DoseSegError(f"{path}: zero voxel spacing")
+        direction = to_lps @ (axes / spacing[:, None]).T
+    else:
+        spacing = np.asarray(header.get("spacings", (1.0, 1.0, 1.0)), dtype=float)
+        direction = to_lps @ np.eye(3)
+    origin = to_lps @ np.asarray(header.get("space origin", (0.0, 0.0, 0.0)), dtype=float)
+    return tuple(spacing), tuple(origin), direction
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a 3D NRRD file into a Volume, with a clear error for anything unusable."""
+    import nrrd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DoseSegError(f"{path}: file not found")
+    try:
+        array, header = nrrd.read(str(path))
+    except (nrrd.NRRDError, OSError, EOFError, StopIteration, ValueError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DoseSegError(f"{path}: unreadable or truncated NRRD ({exc or 'file ends early'})") from exc
+    if array.ndim != 3:
+        raise DoseSegError(f"{path}: expected a 3D image, found {array.ndim}D with shape {array.shape}")
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise DoseSegError(f"{path}: contains NaN or infinite values")
+    spacing, origin, direction = _geometry(header, path)
+    return Volume(np.ascontiguousarray(array), spacing, origin, direction)
+
+
+def write_volume(path: str | Path, volume: Volume) -> None:
+    """Write a Volume as a gzip-compressed NRRD in LPS space."""
+    import nrrd
+
+    array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": (volume.direction * np.asarray(volume.spacing)).T,
+        "space origin": np.asarray(volume.origin),
+        "kinds": ["domain"] * 3,
+        "encoding": "gzip",
+    }
+    nrrd.write(str(path), array, header)
+
+
+def read_mask(path: str | Path) -> Volume:
+    """Read a label NRRD as a boolean mask, refusing an empty one."""
+    volume = read_volume(path)
+    mask = volume.array > 0
+    if not mask.any():
+        raise DoseSegError(f"{path}: structure is empty (no voxel set)")
+    return volume.with_array(mask)
+
+
+def read_dose(path: str | Path) -> Volume:
+    """Read a dose NRRD in Gy as float32, refusing negative values."""
+    volume = read_volume(path)
+    dose = volume.array.astype(np.float32)
+    if dose.min() < 0:
+        raise DoseSegError(f"{path}: dose has negative values (min {dose.min():.3g}); expected Gy >= 0")
+    return volume.with_array(dose)
+
+
+def read_segmentation(path: str | Path, mapper: NameMapper | None = None) -> dict[str, Volume]:
+    """Read a Slicer .seg.nrrd into boolean masks keyed by canonical segment name."""
+    import slicerio
+
+    path = Path(path)
+    if not path.is_file():
+        raise DoseSegError(f"{path}: file not found")
+    try:
+        seg = slicerio.read_segmentation(str(path))
+    except Exception as exc:  # slicerio raises many types for malformed files
+        raise DoseSegError(f"{path}: unreadable segmentation ({exc})") from exc
+    voxels = seg["voxels"]
+    layered = voxels.ndim == 4
+    ijk_to_lps = np.asarray(seg["ijkToLPS"], dtype=float)
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    direction = ijk_to_lps[:3, :3] / spacing
+    mapper = mapper or NameMapper()
+    masks = {}
+    for segment in seg["segments"]:
+        layer = voxels[segment.get("layer", 0)] if layered else voxels
+        mask = layer == segment["labelValue"]
+        name = mapper.canonical(segment["name"])
+        if name in masks:
+            raise DoseSegError(f"{path}: a second segment ('{segment['name']}') maps to structure '{name}'")
+        if not mask.any():
+            raise DoseSegError(f"{path}: segment '{segment['name']}' is empty")
+        masks[name] = Volume(mask, tuple(spacing), tuple(ijk_to_lps[:3, 3]), direction)
+    return masks
+
+
+def write_segmentation(
+    path: str | Path, masks: dict[str, Volume], colors: dict[str, tuple[float, float, float]] | None = None
+) -> None:
+    """Write masks sharing one grid as a Slicer .seg.nrrd (one layer per segment, so overlaps survive)."""
+    import slicerio
+
+    if not masks:
+        raise DoseSegError(f"{path}: no segments to write")
+    grid = next(iter(masks.values()))
+    if not all(m.same_grid(grid) for m in masks.values()):
+        raise ValueError("all segments must share one grid; align them first")
+    voxels = np.stack([m.array.astype(np.uint8) for m in masks.values()])
+    segments = []
+    for layer, name in enumerate(masks):
+        segment = {"id": name, "name": name, "labelValue": 1, "layer": layer}
+        if colors and name in colors:
+            segment["color"] = list(colors[name])
+        segments.append(segment)
+    slicerio.write_segmentation(
+        str(path), {"voxels": voxels, "ijkToLPS": grid.index_to_lps, "segments": segments, "encoding": "gzip"}
+    )
+
+
+def read_patient(
+    folder: str | Path, mapper: NameMapper | None = None, segmentation: str | Path | None = None
+) -> Case:
+    """Read a patient folder: ct.nrrd, structures/<Name>.nrrd or a .seg.nrrd, optional dose and mask.
+
+    Args:
+        folder: the patient folder.
+        mapper: structure-name mapping (default aliases when None).
+        segmentation: a .seg.nrrd to use instead of structures/; by default the folder's
+            ``segmentation.seg.nrrd`` is used when there is no structures/ folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DoseSegError(f"{folder}: patient folder not found")
+    mapper = mapper or NameMapper()
+    ct = read_volume(folder / "ct.nrrd")
+    structures: dict[str, Volume] = {}
+    default_seg = folder / "segmentation.seg.nrrd"
+    if segmentation is None and not (folder / "structures").is_dir() and default_seg.is_file():
+        segmentation = default_seg
+    if segmentation is not None:
+        structures = read_segmentation(segmentation, mapper)
+    else:
+        for file in sorted((folder / "structures").glob("*.nrrd")):
+            name = mapper.canonical(file.name[: -len(".nrrd")])
+            if name in structures:
+                raise DoseSegError(f"{file}: a second file maps to structure '{name}'")
+            structures[name] = read_mask(file)
+    dose = read_dose(folder / "dose.nrrd") if (folder / "dose.nrrd").is_file() else None
+    mask_path = folder / "possible_dose_mask.nrrd"
+    possible = read_mask(mask_path) if mask_path.is_file() else None
+    return Case(folder.name, ct, structures, dose, possible, source=folder)
+
+
+def write_patient(folder: Path, case: Case) -> None:
+    """Write a case in the patient-folder layout (folder must exist)."""
+    write_volume(folder / "ct.nrrd", case.ct)
+    (folder / "structures").mkdir(exist_ok=True)
+    for name, mask in case.structures.items():
+        write_volume(folder / "structures" / f"{name}.nrrd", mask.with_array(mask.array.astype(np.uint8)))
+    if case.dose is not None:
+        write_volume(folder / "dose.nrrd", case.dose)
+    if case.possible_dose_mask is not None:
+        mask = case.possible_dose_mask
+        write_volume(folder / "possible_dose_mask.nrrd", mask.with_array(mask.array.astype(np.uint8)))

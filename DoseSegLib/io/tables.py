@@ -1,0 +1,72 @@
+"""Plain tables (lists of dicts) to and from CSV files, with no pandas dependency."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from DoseSegLib.core.errors import DoseSegError
+
+Row = dict[str, object]
+
+
+def format_value(value: object, digits: int = 7) -> str:
+    """A cell as text: floats with ``digits`` significant digits, None and NaN as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float) or hasattr(value, "dtype"):
+        number = float(value)
+        return "" if math.isnan(number) else f"{number:.{digits}g}"
+    return str(value)
+
+
+def columns_of(rows: Iterable[Row], first: Sequence[str] = ()) -> list[str]:
+    """``first`` followed by every other key of ``rows`` in order of first appearance."""
+    columns = list(first)
+    seen = set(columns)
+    for row in rows:
+        for key in row:
+            if key not in seen:
+                seen.add(key)
+                columns.append(key)
+    return columns
+
+
+def write_csv(path: str | Path, rows: Sequence[Row], columns: Sequence[str] | None = None, digits: int = 7) -> None:
+    """Write ``rows`` as a CSV file; keys missing from a row become empty cells.
+
+    Args:
+        path: output file.
+        rows: one dict per row.
+        columns: column order (default: keys in order of first appearance).
+        digits: significant digits of floating-point cells.
+    """
+    columns = list(columns) if columns is not None else columns_of(rows)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([format_value(row.get(column), digits) for column in columns])
+
+
+def read_csv(path: str | Path, required: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Read a CSV file with a header line into a list of dicts of strings.
+
+    Args:
+        path: the file.
+        required: column names that must be present.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DoseSegError(f"{path}: cannot read CSV ({exc})") from exc
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise DoseSegError(f"{path}: missing column(s) {', '.join(missing)}")
+    return rows

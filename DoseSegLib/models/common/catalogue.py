@@ -1,0 +1,139 @@
+"""The model catalogue: bundled weights, their checksums, and safe loading.
+
+``Resources/Models/catalogue.json`` lists each model (name, task, file, sha256,
+version, card). Weights are only ever read with ``torch.load(weights_only=True)``
+after their sha256 matches the catalogue. ``DOSESEG_MODELS`` may point to another
+folder holding a catalogue.json of the same form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from DoseSegLib.core.errors import DoseSegError
+
+
+@dataclass
+class ModelEntry:
+    """One catalogue row."""
+
+    name: str
+    task: str
+    file: Path
+    sha256: str
+    version: str
+    card: str = ""
+    default: bool = False
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+PACKAGE_DIR = Path(__file__).resolve().parents[2]
+MODEL_FOLDERS = (
+    PACKAGE_DIR.parent / "Resources" / "Models",  # a checkout, an editable install, the Slicer extension
+    Path(sys.prefix) / "share" / "doseseg" / "Models",  # a wheel (pyproject's data-files)
+)
+
+
+def models_dir() -> Path:
+    """Folder of the catalogue: $DOSESEG_MODELS, else the first of :data:`MODEL_FOLDERS` holding one."""
+    env = os.environ.get("DOSESEG_MODELS")
+    if env:
+        return Path(env)
+    for folder in MODEL_FOLDERS:
+        if (folder / "catalogue.json").is_file():
+            return folder
+    return MODEL_FOLDERS[0]
+
+
+def load_catalogue(folder: Path | None = None) -> list[ModelEntry]:
+    folder = folder or models_dir()
+    path = folder / "catalogue.json"
+    try:
+        rows = json.loads(path.read_text())["models"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DoseSegError(f"{path}: model catalogue missing or invalid ({exc})") from exc
+    return [ModelEntry(**{**row, "file": folder / row["file"]}) for row in rows]
+
+
+def find_model(task: str, name: str | None = None, folder: Path | None = None) -> ModelEntry:
+    """The catalogue entry named ``name`` (or the task's default model)."""
+    entries = [e for e in load_catalogue(folder) if e.task == task]
+    if name is not None:
+        match = [e for e in entries if e.name == name]
+        if not match:
+            known = ", ".join(e.name for e in entries) or "none"
+            raise DoseSegError(f"unknown {task} model '{name}' (catalogue has: {known})")
+        return match[0]
+    defaults = [e for e in entries if e.default] or entries
+    if not defaults:
+        raise DoseSegError(f"the model catalogue has no {task} model")
+    return defaults[0]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_weights(entry: ModelEntry, map_location: str = "cpu") -> dict:
+    """The checkpoint dict of ``entry``, after verifying its sha256; never unpickles objects."""
+    import torch
+
+    if not entry.file.is_file():
+        raise DoseSegError(f"{entry.file}: weights of model '{entry.name}' not found")
+    actual = sha256_of(entry.file)
+    if actual != entry.sha256:
+        raise DoseSegError(
+            f"{entry.file}: sha256 {actual[:12]}... does not match the catalogue ({entry.sha256[:12]}...); "
+            "refusing to load"
+        )
+    return torch.load(entry.file, map_location=map_location, weights_only=True)
+
+
+def load_checkpoint(task: str, name: str | None = None, weights: Path | None = None) -> tuple[dict, ModelEntry | None]:
+    """A catalogue model's checkpoint (sha256 checked) and its entry, or, with ``weights``, a user's
+    own training output (weights_only, no checksum) and None."""
+    if weights is None:
+        entry = find_model(task, name)
+        return load_weights(entry), entry
+    import torch
+
+    if not Path(weights).is_file():
+        raise DoseSegError(f"{weights}: {task} weights not found")
+    return torch.load(weights, map_location="cpu", weights_only=True), None
+
+
+def load_network(task: str, network: type, config: type, name: str | None = None,
+                 weights: Path | None = None, device: str = "auto") -> tuple[object, dict, ModelEntry | None, object]:
+    """A network from the catalogue or a weights file (see :func:`load_checkpoint`), in eval mode on ``device``.
+
+    Args:
+        network, config: the network class and its config class (with ``from_dict``).
+        device: "auto", "cpu" or "cuda".
+
+    Returns:
+        The network, the checkpoint's metadata, the catalogue entry (None for a file) and the torch device.
+    """
+    from DoseSegLib.models.common.devices import select_device
+
+    checkpoint, entry = load_checkpoint(task, name, weights)
+    source = weights if entry is None else entry.file
+    try:
+        net = network(config.from_dict(checkpoint["config"]))
+        net.load_state_dict(checkpoint["state_dict"])
+        meta = dict(checkpoint["meta"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise DoseSegError(f"{source}: not a {task} network's weights file ({type(exc).__name__}: {exc})") from exc
+    torch_device = select_device(device)
+    net.to(torch_device).eval()
+    return net, meta, entry, torch_device

@@ -1,0 +1,45 @@
+"""Choice of the torch device: CUDA when present and asked for, CPU otherwise."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+
+from DoseSegLib.core.errors import DoseSegError
+
+log = logging.getLogger(__name__)
+Result = TypeVar("Result")
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DoseSegError("--device cuda asked, but no CUDA GPU is available (use --device cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise DoseSegError(f"unknown device '{name}' (use auto, cpu or cuda)")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
+    """bfloat16 mixed precision on CUDA when ``enabled``; a no-op on the CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def cpu_if_out_of_memory(model: Any, run: Callable[[], Result]) -> Result:
+    """``run()``; when CUDA runs out of memory, ``model`` (with ``net``, ``device`` and ``amp``)
+    moves to the CPU for the rest of the session and ``run()`` is repeated there."""
+    try:
+        return run()
+    except torch.cuda.OutOfMemoryError:
+        if model.device.type != "cuda":
+            raise
+        log.warning("the GPU ran out of memory: continuing on the CPU (slower, same result)")
+        torch.cuda.empty_cache()
+        model.net.to("cpu")
+        model.device, model.amp = torch.device("cpu"), False
+        return run()

@@ -1,0 +1,204 @@
+"""What the dose, segmentation and feature trainings share.
+
+The run options (:class:`RunConfig`), the learning-rate schedule, weight files, and the
+epoch loop (:func:`run_epochs`) that writes log.csv, best.pt and last.pt, stops early and
+keeps to the time budget. Each training supplies only its epoch and validation steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from DoseSegLib.core.errors import DoseSegError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    """Options every training run has (a task's config adds its own).
+
+    Attributes:
+        epochs: most epochs; the cosine learning-rate decay spans them (or max_minutes).
+        val_every: validate every N epochs (and after the last one).
+        patience: validations without improvement before stopping.
+        max_minutes: training-time budget summed over resumed runs: the learning-rate decay
+            ends with it and training stops after the epoch that passes it.
+        max_train_patients, max_val_patients: only the first N patients (quick runs).
+        threads: torch CPU threads (None: torch's default).
+    """
+
+    epochs: int = 40
+    batch_size: int = 2
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 1e-5
+    val_every: int = 1
+    patience: int = 5
+    max_minutes: float | None = None
+    max_train_patients: int | None = None
+    max_val_patients: int | None = None
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class Validation:
+    """One validation: the score that selects best.pt, the values logged and best.pt's metadata."""
+
+    score: float
+    values: dict[str, float] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+def cosine_lr(config: RunConfig, epochs_done: int, minutes_used: float) -> float:
+    """Cosine decay from ``lr`` to ``min_lr`` over the epoch budget or the time budget, whichever ends first."""
+    progress = epochs_done / config.epochs
+    if config.max_minutes:
+        progress = max(progress, minutes_used / config.max_minutes)
+    return config.min_lr + (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0))) / 2
+
+
+def start_run(config: RunConfig, device: torch.device | None) -> torch.device:
+    """Seed torch and set its threads; returns the device (default CUDA when available)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    return device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def write_config(out: Path, config: RunConfig) -> None:
+    """Create the run folder and write the run's options to ``out/config.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+
+
+def patient_folders(data: Path, split: str, limit: int | None = None) -> list[Path]:
+    """The first ``limit`` (all when None) patient folders with a ct.nrrd in ``data/split``, pt_2 before pt_10."""
+    folders = sorted((p for p in (data / split).iterdir() if (p / "ct.nrrd").is_file()),
+                     key=lambda p: (len(p.name), p.name))
+    if not folders:
+        raise DoseSegError(f"{data / split}: no patient folder with ct.nrrd")
+    return folders[:limit]
+
+
+def load_init_weights(net: torch.nn.Module, path: str | Path) -> None:
+    """Start ``net`` from inference weights (a best.pt or a bundled model file) of the same architecture."""
+    if not Path(path).is_file():
+        raise DoseSegError(f"{path}: initial weights not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint["config"] != net.config.to_dict():
+        raise DoseSegError(f"{path}: its network ({checkpoint['config']}) differs from this run's")
+    net.load_state_dict(checkpoint["state_dict"])
+
+
+def save_weights(path: Path, net: torch.nn.Module, meta: dict) -> None:
+    """Inference weights: state dict, architecture and metadata, loadable with weights_only=True."""
+    partial = path.with_suffix(".partial")
+    torch.save({"state_dict": net.state_dict(), "config": net.config.to_dict(), "meta": meta}, partial)
+    partial.replace(path)
+
+
+def resume(last: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+           device: torch.device) -> dict:
+    """``state`` updated from ``last`` (network and optimizer restored too) when that file exists."""
+    if not last.is_file():
+        return state
+    checkpoint = torch.load(last, map_location=device, weights_only=True)
+    net.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    log.warning("resuming from %s at epoch %d", last, checkpoint["state"]["epoch"])
+    return {**state, **checkpoint["state"]}
+
+
+def save_last(last: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Write the training state atomically (a partial file, then renamed)."""
+    partial = last.with_suffix(".partial")
+    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, partial)
+    partial.replace(last)
+
+
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimizer step down ``loss``; returns the loss value."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _spent(config: RunConfig, minutes: float) -> bool:
+    return bool(config.max_minutes) and minutes > config.max_minutes
+
+
+def run_epochs(
+    out: Path, net: torch.nn.Module, config: RunConfig, device: torch.device, columns: Sequence[str],
+    train_epoch: Callable[[torch.optim.Optimizer, int], dict[str, float]],
+    validate: Callable[[int], Validation], maximize: bool = False,
+    on_fresh_start: Callable[[], None] | None = None,
+) -> dict:
+    """Train ``net`` (resuming from ``out/last.pt``) until the epochs, the patience or the time run out.
+
+    Each epoch sets the learning rate, trains, validates when due (every ``val_every``
+    epochs, after the last epoch and when the time budget is spent), saves best.pt when
+    the score improves, appends a log.csv row and saves last.pt.
+
+    Args:
+        columns: log.csv columns; "epoch", "lr" and "seconds" are filled here, the others
+            from what ``train_epoch`` and ``validate`` return (NaN when not validated).
+        train_epoch: one training pass ``(optimizer, epoch) -> values``.
+        validate: ``epoch -> Validation``.
+        maximize: a higher score is better (Dice); else lower (errors).
+        on_fresh_start: called once before the first epoch of a run that is not resumed.
+
+    Returns:
+        best (score), best_values (of that validation) and epochs (done).
+    """
+    net.to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = {"epoch": 0, "best": -math.inf if maximize else math.inf, "best_values": {}, "stale": 0, "minutes": 0.0}
+    last = out / "last.pt"
+    state = resume(last, net, optimizer, state, device)
+    if on_fresh_start is not None and state["epoch"] == 0:
+        on_fresh_start()
+    with (out / "log.csv").open("a", newline="") as log_file:
+        writer = csv.DictWriter(log_file, fieldnames=list(columns), restval="nan")
+        if log_file.tell() == 0:
+            writer.writeheader()
+        while state["epoch"] < config.epochs and state["stale"] < config.patience:
+            epoch = state["epoch"] + 1
+            t0 = time.monotonic()
+            lr = cosine_lr(config, state["epoch"], state["minutes"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            values = train_epoch(optimizer, epoch)
+            if epoch % config.val_every == 0 or epoch == config.epochs or _spent(
+                    config, state["minutes"] + (time.monotonic() - t0) / 60):
+                net.eval()
+                validation = validate(epoch)
+                values = {**values, **validation.values}
+                improved = validation.score > state["best"] if maximize else validation.score < state["best"]
+                if improved:
+                    state.update(best=validation.score, best_values=validation.values, stale=0)
+                    save_weights(out / "best.pt", net, validation.meta)
+                else:
+                    state["stale"] += 1
+            seconds = time.monotonic() - t0
+            state["epoch"] = epoch
+            state["minutes"] += seconds / 60
+            writer.writerow({**{k: f"{v:.6g}" for k, v in values.items()},
+                             "epoch": epoch, "lr": f"{lr:.3g}", "seconds": f"{seconds:.1f}"})
+            log_file.flush()
+            save_last(last, net, optimizer, state)
+            if _spent(config, state["minutes"]):
+                log.warning("time limit of %.0f min reached after epoch %d", config.max_minutes, epoch)
+                break
+    return {"best": state["best"], "best_values": state["best_values"], "epochs": state["epoch"]}

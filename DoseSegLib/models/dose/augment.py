@@ -1,0 +1,84 @@
+"""Training augmentation of dose patches, built from MONAI transforms.
+
+A patch is a dict with "ct" (1, X, Y, Z), "rest" (the other input channels) and
+"dose" (1, X, Y, Z). Spatial transforms move all three together; intensity
+transforms touch only the CT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from DoseSegLib.core.case import OARS
+from DoseSegLib.models.dose.inputs import CHANNELS
+
+# Index of each parotid among the "rest" channels (CHANNELS without the CT).
+_RIGHT = CHANNELS.index("RightParotid") - 1
+_LEFT = CHANNELS.index("LeftParotid") - 1
+assert "RightParotid" in OARS and "LeftParotid" in OARS
+
+
+@dataclass
+class AugmentConfig:
+    """Probabilities and ranges of each augmentation."""
+
+    flip_prob: float = 0.5
+    affine_prob: float = 0.25
+    rotate_deg: float = 5.0
+    translate_vox: float = 4.0
+    elastic_prob: float = 0.0
+    noise_prob: float = 0.2
+    noise_std: float = 0.03
+    blur_prob: float = 0.1
+
+
+def left_right_flip(patch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mirror across the patient's mid-sagittal plane; the parotid channels swap sides."""
+    flipped = {key: torch.flip(value, dims=(1,)) for key, value in patch.items()}
+    rest = flipped["rest"].clone()
+    rest[[_RIGHT, _LEFT]] = rest[[_LEFT, _RIGHT]]
+    flipped["rest"] = rest
+    return flipped
+
+
+class DoseAugmentation:
+    """Random flips, small rotations/translations, optional elastic warp, CT noise and blur."""
+
+    def __init__(self, config: AugmentConfig, seed: int = 0) -> None:
+        from monai.transforms import (
+            Compose,
+            Rand3DElasticd,
+            RandAffined,
+            RandGaussianNoised,
+            RandGaussianSmoothd,
+        )
+
+        keys = ["ct", "rest", "dose"]
+        radians = np.deg2rad(config.rotate_deg)
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        transforms = [
+            RandAffined(
+                keys, prob=config.affine_prob, rotate_range=(radians,) * 3,
+                translate_range=(config.translate_vox,) * 3, mode="bilinear", padding_mode="border",
+            ),
+            RandGaussianNoised(["ct"], prob=config.noise_prob, std=config.noise_std),
+            RandGaussianSmoothd(["ct"], prob=config.blur_prob, sigma_x=(0.25, 0.75), sigma_y=(0.25, 0.75),
+                                sigma_z=(0.25, 0.75)),
+        ]
+        if config.elastic_prob > 0:
+            transforms.insert(1, Rand3DElasticd(
+                keys, prob=config.elastic_prob, sigma_range=(5, 8), magnitude_range=(50, 150),
+                mode="bilinear", padding_mode="border",
+            ))
+        self.monai = Compose(transforms)
+        self.monai.set_random_state(seed=seed)
+
+    def __call__(self, patch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.rng.random() < self.config.flip_prob:
+            patch = left_right_flip(patch)
+        out = self.monai(patch)
+        return {key: torch.as_tensor(value) for key, value in out.items()}

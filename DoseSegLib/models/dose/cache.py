@@ -1,0 +1,30 @@
+"""Preprocessed training arrays: each patient's inputs and dose cropped to the possible-dose box."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from DoseSegLib.core.alignment import align_case
+from DoseSegLib.io.patient import read_patient
+from DoseSegLib.models.common import patient_cache
+from DoseSegLib.models.dose.inputs import dose_input_channels, mask_box
+
+BOX_MARGIN = 4
+
+
+def preprocess_patient(folder: Path) -> dict[str, np.ndarray]:
+    """Inputs (float16) and dose (float32) of one patient, cropped to its possible-dose box, and the box."""
+    case = align_case(read_patient(folder))
+    box = mask_box(case.possible_dose_mask.array, BOX_MARGIN)
+    inputs = dose_input_channels(case)[(slice(None), *box)]
+    dose = case.dose.array[box].astype(np.float32)
+    return {"inputs": inputs.astype(np.float16), "dose": dose, "box": np.array([[s.start, s.stop] for s in box])}
+
+
+def build_cache(folders: list[Path], cache_dir: Path, workers: int | None = None) -> list[Path]:
+    """``cache_dir/<split>_<patient>.npz`` of every folder (in parallel, up to 8 processes), in order."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    return patient_cache.build_cache(folders, cache_dir, preprocess_patient, workers=workers)

@@ -1,0 +1,56 @@
+"""Input channels of the dose network, built from an aligned case on its CT grid."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from DoseSegLib.core.case import OARS, Case
+from DoseSegLib.core.errors import DoseSegError
+
+CT_RANGE = (-1024.0, 1024.0)
+REFERENCE_GY = 70.0
+PROXIMITY_MM = 15.0
+CHANNELS = ("ct", "targets", "target_proximity", *OARS, "possible_dose_mask")
+
+
+def target_channels(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """Targets weighted by prescription / 70 Gy, and a proximity map max(Rx/70 * exp(-d / 15 mm))."""
+    from scipy import ndimage
+
+    shape = case.ct.shape
+    weighted = np.zeros(shape, np.float32)
+    proximity = np.zeros(shape, np.float32)
+    for name, level in sorted(case.targets.items(), key=lambda item: item[1]):
+        mask = case.structures[name].array
+        weight = level / REFERENCE_GY
+        weighted[mask] = np.maximum(weighted[mask], weight)
+        distance = ndimage.distance_transform_edt(~mask, sampling=case.ct.spacing)
+        np.maximum(proximity, weight * np.exp(-distance / PROXIMITY_MM), out=proximity)
+    return weighted, proximity
+
+
+def dose_input_channels(case: Case) -> np.ndarray:
+    """Array ``(len(CHANNELS), X, Y, Z)`` float32 for an aligned case with at least one PTV."""
+    if not case.targets:
+        raise DoseSegError(
+            f"patient '{case.name}' has no target (PTV<dose>, e.g. PTV70): the dose model needs one"
+        )
+    if case.possible_dose_mask is None:
+        raise ValueError("align the case first (align_case adds the possible-dose mask)")
+    low, high = CT_RANGE
+    ct = (np.clip(case.ct.array.astype(np.float32), low, high) - low) / (high - low) * 2 - 1
+    weighted, proximity = target_channels(case)
+    channels = [ct, weighted, proximity]
+    empty = np.zeros(case.ct.shape, np.float32)
+    for oar in OARS:
+        channels.append(case.structures[oar].array.astype(np.float32) if oar in case.structures else empty)
+    channels.append(case.possible_dose_mask.array.astype(np.float32))
+    return np.stack(channels)
+
+
+def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
+    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels, within the array."""
+    nonzero = np.argwhere(mask)
+    lo = np.maximum(nonzero.min(axis=0) - margin, 0)
+    hi = np.minimum(nonzero.max(axis=0) + 1 + margin, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))

@@ -1,0 +1,121 @@
+"""Self-supervised patient features: the latent vector of the bundled autoencoder (console API and CLI step).
+
+Usage: ``row = feature_row(load_features_model(), read_patient(folder))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from DoseSegLib.core.alignment import align_case
+from DoseSegLib.core.case import Case
+from DoseSegLib.io.patient import read_patient
+from DoseSegLib.models.common.catalogue import ModelEntry, load_network
+from DoseSegLib.models.features.data import FeatureInputs, prepare_inputs
+from DoseSegLib.analysis.radiomics import radiomics_table
+from DoseSegLib.io.tables import Row
+
+TASK = "features"
+FIGURE_CHANNELS = ("ct[-1024:1024]", "targets", "dose")
+
+
+@dataclass
+class FeatureModel:
+    """A loaded autoencoder with its input spec (network in eval mode).
+
+    Attributes:
+        entry: the catalogue row, or None for weights loaded from a file.
+    """
+
+    net: object
+    inputs: FeatureInputs
+    device: object
+    entry: ModelEntry | None = None
+
+
+def load_features_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> FeatureModel:
+    """Load a feature autoencoder onto ``device``.
+
+    Args:
+        name: catalogue model name (default: the catalogue's default features model).
+        device: "auto", "cpu" or "cuda".
+        weights: a train-features best.pt to load instead of a catalogue model (weights_only,
+            no checksum: the file is the user's own).
+    """
+
+    from DoseSegLib.models.features.net import FeatureNet, FeatureNetConfig
+
+    net, meta, entry, torch_device = load_network(TASK, FeatureNet, FeatureNetConfig, name, weights, device)
+    return FeatureModel(net, FeatureInputs.from_dict(meta["inputs"]), torch_device, entry)
+
+
+def _run(model: FeatureModel, image: np.ndarray, decode: bool) -> np.ndarray:
+    import torch
+
+    model.net.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(image[None]).to(model.device)
+        result = model.net(x) if decode else model.net.encode(x)
+    return result[0].float().cpu().numpy()
+
+
+def case_features(model: FeatureModel, case: Case) -> np.ndarray:
+    """The latent feature vector (float32) of a case as read (see :func:`features_data.prepare_inputs`)."""
+    return _run(model, prepare_inputs(case, model.inputs)["image"], decode=False)
+
+
+def feature_row(model: FeatureModel, case: Case) -> Row:
+    """``{"patient": name, "ae_00": ..., "ae_15": ...}`` for one case."""
+    values = case_features(model, case)
+    return {"patient": case.name, **{f"ae_{i:02d}": float(v) for i, v in enumerate(values)}}
+
+
+def features_tables(model: FeatureModel, folders: Sequence[Path], radiomics: bool = False,
+                    classes: Sequence[str] | None = None) -> tuple[list[Row], list[Row]]:
+    """One feature row per patient folder, and (with ``radiomics``) each structure's radiomics row joined to it.
+
+    Args:
+        folders: patient folders (ct.nrrd, structures/ with at least one PTV, dose.nrrd if the model uses it).
+        radiomics: also compute pyradiomics features of every structure on the aligned case.
+        classes: pyradiomics feature classes (see ``radiomics.make_extractor``).
+    """
+    from tqdm import tqdm
+
+    features, joined = [], []
+    for folder in tqdm(folders, desc="features", unit="patient", disable=len(folders) < 2):
+        case = read_patient(folder)
+        row = feature_row(model, case)
+        features.append(row)
+        if radiomics:
+            aligned = align_case(case)
+            structures = radiomics_table(aligned.ct, aligned.structures, classes)
+            joined += [{"patient": case.name, **structure, **row} for structure in structures]
+    return features, joined
+
+
+def reconstruction_png(model: FeatureModel, case: Case, channels: Sequence[str] = FIGURE_CHANNELS) -> bytes:
+    """A PNG of input and reconstruction on the fixed grid, one row per channel (coronal plane through the targets)."""
+    from DoseSegLib.viz.figures import lps_oriented, new_figure, plane, png_bytes
+
+    sample = prepare_inputs(case, model.inputs)
+    output = _run(model, sample["image"], decode=True)
+    names = model.inputs.channel_names
+    targets, _ = lps_oriented(sample["grid"].with_array(sample["image"][names.index("targets")]))
+    index = int(np.argmax(targets.sum(axis=(0, 2))))  # the coronal plane holding most target
+    shown = [c for c in channels if c in names]
+    figure = new_figure(6, 2.6 * len(shown))
+    figure.suptitle(f"{case.name}: autoencoder input and reconstruction", fontsize=10)
+    axes = figure.subplots(len(shown), 2, squeeze=False)
+    for row, name in zip(axes, shown):
+        for ax, array, title in zip(row, (sample["image"], output), ("input", "reconstruction")):
+            oriented, spacing = lps_oriented(sample["grid"].with_array(array[names.index(name)]))
+            image, extent = plane(oriented, spacing, "coronal", index)
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
+            ax.set_title(f"{name} {title}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return png_bytes(figure)

@@ -1,0 +1,111 @@
+"""Training augmentation of segmentation patches, built from MONAI transforms.
+
+A patch is a dict with "image" (C, X, Y, Z), "labels" (L, X, Y, Z), "present" (L,)
+and optionally "dose_inputs" (the dose network's channels). Spatial transforms move
+image, labels and dose inputs together; a left-right mirror swaps the channels of
+paired structures (RightParotid <-> LeftParotid, Cochlea_R <-> Cochlea_L).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from DoseSegLib.models.dose.inputs import CHANNELS
+
+SPATIAL_KEYS = ("image", "labels", "dose_inputs")
+_SIDES = (("Right", "Left"), ("Left", "Right"))
+_SUFFIXES = (("_R", "_L"), ("_L", "_R"))
+
+
+@dataclass
+class SegAugmentConfig:
+    """Probabilities and ranges of each augmentation."""
+
+    flip_prob: float = 0.5
+    affine_prob: float = 0.3
+    rotate_deg: float = 7.0
+    scale: float = 0.07
+    noise_prob: float = 0.2
+    noise_std: float = 0.03
+    intensity_prob: float = 0.2
+    intensity_scale: float = 0.1
+
+
+def mirrored_name(name: str) -> str | None:
+    """The name of the same structure on the other side, or None for a midline structure."""
+    for side, other in _SIDES:
+        if name.startswith(side):
+            return other + name[len(side):]
+    for side, other in _SUFFIXES:
+        if name.endswith(side):
+            return name[: -len(side)] + other
+    return None
+
+
+def lateral_pairs(names: Sequence[str]) -> list[tuple[int, int]]:
+    """Index pairs of names that are the left and right of one structure, each pair once."""
+    index = {name: i for i, name in enumerate(names)}
+    pairs = {tuple(sorted((i, index[mirrored_name(n)]))) for i, n in enumerate(names) if mirrored_name(n) in index}
+    return sorted(pairs)
+
+
+def _plain(value) -> torch.Tensor:
+    """A plain tensor (MONAI transforms return MetaTensors)."""
+    return torch.as_tensor(value).as_subclass(torch.Tensor)
+
+
+def swap_pairs(tensor: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """``tensor`` with the channels (first axis) of each index pair exchanged."""
+    order = list(range(tensor.shape[0]))
+    for a, b in pairs:
+        order[a], order[b] = b, a
+    return tensor[order]
+
+
+class SegAugmentation:
+    """Random left-right mirror, small rotation and scaling, intensity scaling and noise.
+
+    Random patch positions already give translations.
+
+    Args:
+        labels: label names, in channel order (to swap left/right pairs on a mirror).
+        seed: seeds both the mirror and the MONAI transforms.
+    """
+
+    def __init__(self, config: SegAugmentConfig, labels: Sequence[str], seed: int = 0) -> None:
+        from monai.transforms import Compose, Flip, RandAffined, RandGaussianNoised, RandScaleIntensityd
+
+        radians = np.deg2rad(config.rotate_deg)
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        self.flip = Flip(spatial_axis=0)
+        self.pairs = {"labels": lateral_pairs(labels), "dose_inputs": lateral_pairs(CHANNELS), "image": []}
+        self.random = Compose([
+            RandAffined(
+                SPATIAL_KEYS, prob=config.affine_prob, rotate_range=(radians,) * 3, scale_range=(config.scale,) * 3,
+                mode=("bilinear", "nearest", "bilinear"),
+                padding_mode=("border", "zeros", "border"), allow_missing_keys=True,
+            ),
+            RandScaleIntensityd(["image"], factors=config.intensity_scale, prob=config.intensity_prob),
+            RandGaussianNoised(["image"], prob=config.noise_prob, std=config.noise_std),
+        ])
+        self.random.set_random_state(seed=seed)
+
+    def mirror(self, patch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The patch mirrored across the mid-sagittal plane, paired structures swapped."""
+        out = dict(patch)
+        for key in SPATIAL_KEYS:
+            if key in patch:
+                out[key] = swap_pairs(_plain(self.flip(patch[key])), self.pairs[key])
+        out["present"] = swap_pairs(patch["present"], self.pairs["labels"])
+        return out
+
+    def __call__(self, patch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.rng.random() < self.config.flip_prob:
+            patch = self.mirror(patch)
+        spatial = self.random({key: patch[key] for key in SPATIAL_KEYS if key in patch})
+        return {**patch, **{key: _plain(value) for key, value in spatial.items()}}

@@ -1,0 +1,120 @@
+"""Auto-segmentation of organs at risk with a catalogue model (console API and CLI step).
+
+Usage: ``masks = segment_case(load_segmentation_model(), align_case(read_patient(folder)))``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from DoseSegLib.core.case import OARS, Case
+from DoseSegLib.core.colors import structure_colors
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import write_segmentation, write_volume
+from DoseSegLib.models.common.catalogue import ModelEntry, load_network
+from DoseSegLib.models.common.devices import cpu_if_out_of_memory
+from DoseSegLib.models.dose.inputs import mask_box
+from DoseSegLib.models.seg.data import BOX_MARGIN, InputSpec, input_channels, read_inputs, region_mask
+from DoseSegLib.core.volume import Volume
+
+log = logging.getLogger(__name__)
+TASK = "segmentation"
+
+
+@dataclass
+class SegModel:
+    """A loaded segmentation network with what it needs at inference.
+
+    Attributes:
+        thresholds: probability threshold of each label (tuned on validation).
+        patch: sliding-window size.
+        entry: the catalogue row, or None for weights loaded from a file.
+    """
+
+    net: object
+    labels: tuple[str, ...]
+    thresholds: dict[str, float]
+    inputs: InputSpec
+    patch: tuple[int, int, int]
+    device: object
+    amp: bool
+    entry: ModelEntry | None = None
+
+
+def load_segmentation_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> SegModel:
+    """Load a segmentation model onto ``device`` (network in eval mode).
+
+    Args:
+        name: catalogue model name (default: the catalogue's default segmentation model).
+        device: "auto", "cpu" or "cuda".
+        weights: a train-seg best.pt to load instead of a catalogue model (weights_only,
+            no checksum: the file is the user's own).
+    """
+
+    from DoseSegLib.models.seg.net import SegNet, SegNetConfig
+
+    net, meta, entry, torch_device = load_network(TASK, SegNet, SegNetConfig, name, weights, device)
+    return SegModel(
+        net=net, labels=tuple(meta["labels"]), thresholds=dict(meta["thresholds"]),
+        inputs=InputSpec.from_dict(meta["inputs"]), patch=tuple(meta["patch"]), device=torch_device,
+        amp=torch_device.type == "cuda", entry=entry,
+    )
+
+
+def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None,
+                 single_component: bool = True, tta: bool = False) -> dict[str, Volume]:
+    """Boolean masks, one per label, on the CT grid of an aligned ``case`` (see alignment.align_case).
+
+    Args:
+        images: the model's input images on the CT grid (see ``seg_data.read_inputs``);
+            by default the case's CT, for CT-only models.
+        single_component: keep only the largest connected region of each OAR.
+        tta: average the probabilities with those of the left-right mirrored image.
+    """
+    from DoseSegLib.models.seg.inference import largest_component, predict_probabilities
+
+    if images is None:
+        if len(model.inputs.images) != 1:
+            raise DoseSegError(f"the model needs the images {model.inputs.images}; pass them as ``images``")
+        images = [case.ct]
+    region = region_mask(case)
+    box = mask_box(region, BOX_MARGIN)
+    image = input_channels(images, model.inputs, region)[(slice(None), *box)]
+    probabilities = cpu_if_out_of_memory(
+        model, lambda: predict_probabilities(model.net, image, model.patch, model.device, model.amp,
+                                             model.labels if tta else None))
+    masks = {}
+    for label, probability in zip(model.labels, probabilities):
+        mask = np.zeros(case.ct.shape, bool)
+        mask[box] = probability >= model.thresholds[label]
+        if single_component and label in OARS:
+            mask = largest_component(mask)
+        masks[label] = case.ct.with_array(mask)
+    return masks
+
+
+def segment_folder(model: SegModel, folder: Path, tta: bool = False) -> dict[str, Volume]:
+    """Masks for a patient folder holding the model's input images (ct.nrrd, ...)."""
+    case, images = read_inputs(Path(folder), model.inputs)
+    return segment_case(model, case, images, tta=tta)
+
+
+def write_masks(folder: Path, masks: dict[str, Volume]) -> list[str]:
+    """Write ``segmentation.seg.nrrd`` (named, coloured segments) and ``structures/<Name>.nrrd``.
+
+    Empty masks are left out (with a warning). Returns the names written.
+    """
+    kept = {name: mask for name, mask in masks.items() if mask.array.any()}
+    for name in masks.keys() - kept.keys():
+        log.warning("%s: no voxel found for %s; not written", folder.name, name)
+    if not kept:
+        raise DoseSegError(f"{folder.name}: no structure found")
+    write_segmentation(folder / "segmentation.seg.nrrd", kept, structure_colors(kept))
+    (folder / "structures").mkdir(exist_ok=True)
+    for name, mask in kept.items():
+        write_volume(folder / "structures" / f"{name}.nrrd", mask.with_array(mask.array.astype(np.uint8)))
+    return list(kept)

@@ -1,0 +1,220 @@
+"""Training of the segmentation network (BCE + Dice or DOSELO) on patient folders, validated by Dice.
+
+Writes into the run folder: config.json, log.csv (one row per epoch), last.pt (full
+state, for resume) and best.pt (inference weights with labels, inputs and the
+per-label thresholds tuned on validation; loadable with weights_only=True).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from DoseSegLib.core.case import OARS
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.models.common.devices import autocast
+from DoseSegLib.models.dose.training import to_device
+from DoseSegLib.models.seg.augment import SegAugmentation, SegAugmentConfig
+from DoseSegLib.models.common.patient_cache import load_arrays
+from DoseSegLib.models.seg.data import InputSpec, balanced_label_weights, build_cache, is_ct, random_patch
+from DoseSegLib.models.seg.inference import overlap_counts, predict_probabilities, tune_thresholds
+from DoseSegLib.models.seg.losses import load_frozen_dose_net, make_loss
+from DoseSegLib.models.seg.net import SegNet, SegNetConfig
+from DoseSegLib.models.common.training_loop import (RunConfig, Validation, descend, load_init_weights, patient_folders, run_epochs, start_run,
+                            write_config)
+
+log = logging.getLogger(__name__)
+LOG_COLUMNS = ("epoch", "train_loss", "train_seg", "train_dose", "val_dice", "lr", "seconds")
+
+
+@dataclass
+class SegTrainConfig(RunConfig):
+    """Options of ``doseseg train-seg`` (saved beside the checkpoints).
+
+    Attributes:
+        loss: "bce_dice" or "doselo".
+        dose_weight: lambda of the DOSELO dose term (MSE in Gy^2).
+        dose_model: catalogue name of the frozen dose network (DOSELO; default model when None).
+        dose_weights: a train-dose best.pt to use instead of the catalogue.
+        init_weights: a train-seg best.pt to start from (e.g. DOSELO fine-tuning of a baseline).
+        workers: processes preparing the patient cache.
+        foreground: share of training patches centred on a voxel of a random label.
+        balanced: draw that label with probability inversely proportional to how many
+            training patients have it (rare structures are seen as often as common ones).
+        reset_labels: labels whose output bias is moved, before training, so that their mean
+            logit is their prior log-odds (revives an output saturated at "never").
+        truncate: share of training patches cut at a random axial plane and padded above it,
+            as a scan with a short field of view.
+    """
+
+    loss: str = "bce_dice"
+    dose_weight: float = 1.0
+    dose_model: str | None = None
+    dose_weights: str | None = None
+    init_weights: str | None = None
+    labels: tuple[str, ...] = OARS
+    inputs: InputSpec = field(default_factory=InputSpec)
+    val_every: int = 2
+    patch: tuple[int, int, int] = (96, 80, 64)
+    workers: int = 2
+    foreground: float = 0.5
+    balanced: bool = True
+    reset_labels: tuple[str, ...] = ()
+    truncate: float = 0.1
+    net: SegNetConfig = field(default_factory=SegNetConfig)
+    augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
+
+
+def _check_patch(patch: tuple[int, ...], multiples: dict[str, int]) -> None:
+    for what, multiple in multiples.items():
+        if any(p % multiple for p in patch):
+            raise DoseSegError(f"patch {tuple(patch)} must be a multiple of {multiple} on each axis ({what})")
+
+
+class Validator:
+    """Validation patients: Dice of each label at thresholds tuned over the set."""
+
+    def __init__(self, samples: list[dict[str, np.ndarray]], patch: tuple[int, int, int]) -> None:
+        self.samples, self.patch = samples, patch
+
+    def counts(self, net: SegNet, device: torch.device,
+               single_component_options: Sequence[Sequence[bool] | None] = (None,)) -> list[list[dict]]:
+        """Overlap counts of every patient, once per post-processing option (see ``overlap_counts``)."""
+        net.eval()
+        found = [[] for _ in single_component_options]
+        for sample in tqdm(self.samples, desc="validation", unit="patient", leave=False):
+            probabilities = predict_probabilities(net, sample["image"], self.patch, device, amp=True)
+            for counts, single in zip(found, single_component_options):
+                counts.append(overlap_counts(probabilities, sample["labels"], single))
+        return found
+
+    def tune(self, counts: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-label tuned thresholds and mean Dice at them (NaN for labels no patient has)."""
+        return tune_thresholds(counts, [s["present"] for s in self.samples])
+
+    def score(self, net: SegNet, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+        """Thresholds tuned on the raw probabilities and the mean Dice at them, per label."""
+        return self.tune(self.counts(net, device)[0])
+
+
+def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Path | None = None,
+                       device: torch.device | None = None) -> dict:
+    """Train (or resume from ``out/last.pt``) the segmentation network; returns the best validation Dice.
+
+    Args:
+        data: dataset folder with train/ and validation/ patient folders.
+        out: run folder.
+        cache: prepared-array cache (default ``out/cache``).
+    """
+    device = start_run(config, device)
+    config = replace(config, net=replace(config.net, in_channels=config.inputs.channels,
+                                         out_channels=len(config.labels)))
+    doselo = config.loss == "doselo"
+    if doselo and not is_ct(config.inputs.images[0]):
+        raise DoseSegError("the DOSELO loss needs ct.nrrd as the first input (the dose network's grid)")
+    dose_net = load_frozen_dose_net(config.dose_model, config.dose_weights).to(device) if doselo else None
+    multiples = {"segmentation network": config.net.size_multiple}
+    if dose_net is not None:
+        multiples["dose network"] = dose_net.config.size_multiple
+    _check_patch(config.patch, multiples)
+    loss_fn = make_loss(config.loss, config.labels, dose_net, config.dose_weight).to(device)
+    net = SegNet(config.net)
+    if config.init_weights:
+        load_init_weights(net, config.init_weights)
+    write_config(out, config)
+
+    cache = cache or out / "cache"
+    train_folders = patient_folders(data, "train", config.max_train_patients)
+    val_folders = patient_folders(data, "validation", config.max_val_patients)
+    cached = build_cache(train_folders, cache, config.inputs, config.labels, doselo, config.workers)
+    train_samples = [load_arrays(f) for f in cached]
+    cached = build_cache(val_folders, cache, config.inputs, config.labels, False, config.workers)
+    validator = Validator([load_arrays(f) for f in cached], config.patch)
+
+    def validate(epoch: int) -> Validation:
+        thresholds, dice = validator.score(net, device)
+        values = {"val_dice": float(np.nanmean(dice)), **{f"dice_{n}": float(d) for n, d in zip(config.labels, dice)}}
+        return Validation(values["val_dice"], values, _meta(config, epoch, thresholds, dice))
+
+    result = run_epochs(
+        out, net, config, device, [*LOG_COLUMNS, *(f"dice_{n}" for n in config.labels)],
+        lambda optimizer, epoch: _train_epoch(net, loss_fn, optimizer, train_samples, config, epoch, device),
+        validate, maximize=True,
+        on_fresh_start=(lambda: reset_output_bias(net, train_samples, config, device)) if config.reset_labels else None,
+    )
+    return {"val_dice": result["best"], "epochs": result["epochs"]}
+
+
+@torch.no_grad()
+def reset_output_bias(net: SegNet, samples: list[dict], config: SegTrainConfig, device: torch.device) -> None:
+    """Shift the last convolution's bias of each of ``config.reset_labels`` so that the label's mean
+    logit over patches centred on it equals the log-odds of its voxel share in those patches."""
+    unknown = set(config.reset_labels) - set(config.labels)
+    if unknown:
+        raise DoseSegError(f"--reset-labels: {sorted(unknown)} not among the labels {list(config.labels)}")
+    final = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    rng = np.random.default_rng(config.seed)
+    net.eval()
+    for name in config.reset_labels:
+        index = config.labels.index(name)
+        weights = np.eye(len(config.labels))[index]  # centre every patch on this label
+        having = [s for s in samples if s["present"][index] and s["labels"][index].any()][:4]
+        if not having:
+            raise DoseSegError(f"--reset-labels: no training patient has {name}")
+        patches = [random_patch(s, config.patch, rng, 1.0, weights) for s in having]
+        image = torch.stack([p["image"] for p in patches]).to(device)
+        share = float(torch.stack([p["labels"][index] for p in patches]).mean())
+        mean_logit = float(net(image)[:, index].mean())
+        final.bias[index] += math.log(share / (1 - share)) - mean_logit
+        log.warning("%s: output bias moved by %+.1f (mean logit %.1f -> prior log-odds %.1f)", name,
+                    math.log(share / (1 - share)) - mean_logit, mean_logit, math.log(share / (1 - share)))
+
+
+def _meta(config: SegTrainConfig, epoch: int, thresholds: np.ndarray, dice: np.ndarray) -> dict:
+    """What inference needs besides the weights, and how they were obtained."""
+    return {
+        "labels": list(config.labels),
+        "thresholds": {n: float(t) for n, t in zip(config.labels, thresholds)},
+        "inputs": config.inputs.to_dict(),
+        "patch": list(config.patch),
+        "epoch": epoch,
+        "val_dice": float(np.nanmean(dice)),
+        "val_dice_per_label": {n: float(d) for n, d in zip(config.labels, dice)},
+        "loss": config.loss,
+        "dose_weight": config.dose_weight if config.loss == "doselo" else None,
+        "dose_model": (config.dose_weights or config.dose_model or "default") if config.loss == "doselo" else None,
+    }
+
+
+def _train_epoch(net: SegNet, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: list[dict],
+                 config: SegTrainConfig, epoch: int, device: torch.device) -> dict[str, float]:
+    """One pass over the training patients in random order; the mean of each loss term (train_loss, ...)."""
+    net.train()
+    loss_fn.train()
+    rng = np.random.default_rng([config.seed, epoch])
+    augment = SegAugmentation(config.augment, config.labels, seed=config.seed * 1000 + epoch)
+    order = rng.permutation(len(samples))
+    batches = [order[i: i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    history = defaultdict(list)
+    label_weights = balanced_label_weights(samples) if config.balanced else None
+    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
+    for indices in bar:
+        patches = [augment(to_device(random_patch(samples[i], config.patch, rng, config.foreground, label_weights,
+                                                  config.truncate), device)) for i in indices]
+        batch = {key: torch.stack([p[key] for p in patches]) for key in patches[0]}
+        with autocast(device):
+            logits = net(batch["image"]).float()
+        terms = loss_fn(logits, batch)
+        descend(optimizer, terms["loss"])
+        for key, value in terms.items():
+            history[key].append(value.item())
+        bar.set_postfix(loss=f"{np.mean(history['loss']):.3f}")
+    return {f"train_{key}": float(np.mean(values)) for key, values in history.items()}

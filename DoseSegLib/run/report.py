@@ -1,0 +1,223 @@
+"""The HTML report of one patient: a single self-contained file (figures embedded as base64 PNG)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from DoseSegLib.viz import figures
+from DoseSegLib.io.tables import Row
+
+if TYPE_CHECKING:
+    from DoseSegLib.run.pipeline import PatientResult
+
+Cell = str | tuple[str, str]  # text, or (text, css class)
+METRIC_COLUMNS = (
+    ("volume_cc", "Volume (cc)"), ("Dmean", "Dmean"), ("Dmax", "Dmax"), ("D99", "D99"), ("D95", "D95"),
+    ("D50", "D50"), ("D2", "D2"), ("D0.1cc", "D0.1cc"), ("HI", "HI"), ("CI", "CI"),
+)
+RADIOMICS_COLUMNS = (
+    ("original_shape_MeshVolume", "Volume (cc)", 1e-3), ("original_shape_Sphericity", "Sphericity", 1.0),
+    ("original_firstorder_Mean", "Mean HU", 1.0), ("original_firstorder_Median", "Median HU", 1.0),
+    ("original_firstorder_10Percentile", "P10 HU", 1.0), ("original_firstorder_90Percentile", "P90 HU", 1.0),
+    ("original_firstorder_Entropy", "Entropy", 1.0), ("original_firstorder_Kurtosis", "Kurtosis", 1.0),
+)
+OUTPUT_FILES = (
+    ("dose.nrrd", "predicted dose (Gy) on the CT grid"),
+    ("segmentation.seg.nrrd", "the structures used, for 3D Slicer"),
+    ("dvh.csv", "cumulative DVH of every structure"),
+    ("dvh_metrics.csv", "all DVH metrics (incl. D98, D1, D0.03cc, V_x)"),
+    ("constraints.csv", "clinical goals, pass or fail"),
+    ("radiomics.csv", "pyradiomics features on the CT"),
+    ("dose_difference.nrrd", "predicted minus reference dose (Gy)"),
+    ("comparison.csv", "every DVH metric, predicted vs reference"),
+    ("dvh_reference.csv", "DVH of the reference dose"),
+    ("summary.json", "this run in machine-readable form"),
+)
+STYLE = """
+body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; color: #1d232b; margin: 0; background: #f4f6f8; }
+main { max-width: 1240px; margin: 0 auto; padding: 18px 28px 40px; background: #fff; }
+h1 { font-size: 24px; margin: 6px 0 2px; } h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 2px solid #dde3ea;
+  padding-bottom: 4px; } .sub { color: #5a6673; font-size: 13px; margin: 0 0 12px; }
+.cards { display: flex; flex-wrap: wrap; gap: 8px; margin: 12px 0; }
+.card { background: #f1f5f9; border-radius: 6px; padding: 8px 12px; }
+.card b { display: block; font-size: 18px; } .card span { font-size: 12px; color: #5a6673; }
+.notes { background: #fff7e0; border-left: 4px solid #e0a800; padding: 6px 12px; font-size: 14px; }
+img { width: 100%; height: auto; display: block; margin: 6px 0; }
+table { border-collapse: collapse; font-size: 13px; margin: 6px 0 4px; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #e3e8ee; text-align: right; white-space: nowrap; }
+th { background: #eef2f6; } td:first-child, th:first-child { text-align: left; font-weight: 600; }
+td.text, th.text { text-align: left; white-space: normal; font-weight: normal; }
+tr:nth-child(even) td { background: #fafbfc; }
+td.pass { color: #fff; background: #2e7d32 !important; text-align: center; }
+td.fail { color: #fff; background: #c62828 !important; text-align: center; }
+td.na { color: #555; background: #e0e0e0 !important; text-align: center; }
+.foot { color: #5a6673; font-size: 12px; margin-top: 28px; }
+"""
+
+
+def _number(value: object, digits: int = 2) -> str:
+    if value is None or value == "":
+        return ""
+    number = float(value)
+    return "" if math.isnan(number) else f"{number:.{digits}f}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], text_columns: Sequence[int] = ()) -> str:
+    """An HTML table; a cell given as (text, class) gets that CSS class; ``text_columns`` align left."""
+    def cell(tag: str, value: Cell, column: int) -> str:
+        text, css = value if isinstance(value, tuple) else (value, "text" if column in text_columns else "")
+        css_attr = f' class="{css}"' if css else ""
+        return f"<{tag}{css_attr}>{html.escape(text)}</{tag}>"
+
+    head = "".join(cell("th", h, i) for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(cell("td", v, i) for i, v in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _image(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _cards(result: PatientResult) -> str:
+    case = result.case
+    counts = result.plan.counts()
+    auto = f" ({len(result.auto_segmented)} auto-segmented)" if result.auto_segmented else ""
+    cards = [
+        (f"{case.main_prescription:g} Gy", "prescription"),
+        (", ".join(case.targets), "targets"),
+        (str(len(case.structures)), f"structures{auto}"),
+        (f"{counts.get('pass', 0)} / {counts.get('fail', 0)}", "clinical goals passed / failed"),
+        (f"{sum(result.timings.values()):.1f} s", f"analysis time ({result.device})"),
+    ]
+    if result.comparison is not None:
+        cards[3:3] = [(f"{result.comparison.dose_error:.2f} Gy", "dose error vs reference"),
+                      (f"{result.comparison.dvh_error:.2f} Gy", "DVH error vs reference")]
+    body = "".join(f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>" for v, k in cards)
+    return f"<div class='cards'>{body}</div>"
+
+
+def _metrics_section(rows: Sequence[Row]) -> str:
+    table = _table(
+        ["Structure", *(label for _, label in METRIC_COLUMNS)],
+        [[str(r["structure"]), *(_number(r.get(key), 1 if key == "volume_cc" else 2) for key, _ in METRIC_COLUMNS)]
+         for r in rows],
+    )
+    return (f"<h2>DVH metrics (predicted dose)</h2>{table}<p class='sub'>Doses in Gy. Dx: minimum dose to the "
+            "hottest x% of the structure; D0.1cc: to its hottest 0.1 cc. HI = (D2 - D98) / D50 and Paddick CI "
+            "for targets. All metrics in dvh_metrics.csv.</p>")
+
+
+def _constraints_section(result: PatientResult) -> str:
+    """The goals on the predicted dose, and on the reference dose when there is one."""
+    def outcome(row: Row) -> list[Cell]:
+        text = str(row["result"])
+        return [_number(row.get("value")), (text, {"pass": "pass", "fail": "fail"}.get(text, "na"))]
+
+    reference = result.comparison.reference_plan.constraints if result.comparison else None
+    headers = ["Structure", "Goal", "Predicted", "Result"] + (["Reference", "Result"] if reference else []) + ["Note"]
+    body = []
+    for index, row in enumerate(result.constraints):
+        goal = f"{row['metric']} {row['operator']} {_number(row.get('limit'))} {row.get('limit_unit') or ''}"
+        cells = [str(row["structure"]), goal, *outcome(row)]
+        if reference:
+            cells += outcome(reference[index])
+        body.append([*cells, str(row.get("detail") or "")])
+    return "<h2>Clinical goals</h2>" + _table(headers, body, (1, len(headers) - 1))
+
+
+def _comparison_section(result: PatientResult) -> str:
+    comparison = result.comparison
+    ct, prescription = result.case.ct, result.case.main_prescription
+    rows = [
+        [str(r["structure"]), str(r["metric"]), _number(r["reference"]), _number(r["predicted"]),
+         _number(float(r["predicted"]) - float(r["reference"]))]
+        for r in comparison.openkbp_rows
+    ]
+    figure = figures.dose_difference_png(ct, comparison.difference, prescription, _centre(result))
+    return (
+        "<h2>Predicted vs reference dose</h2>"
+        f"<p class='sub'>Dose error {comparison.dose_error:.2f} Gy: mean |predicted - reference| over the "
+        f"possible-dose mask. DVH error {comparison.dvh_error:.2f} Gy: mean |difference| of the OpenKBP metrics "
+        "below (OARs: D0.1cc and mean; targets: D99, D95, D1).</p>"
+        + _image(figure, "predicted minus reference dose")
+        + _table(["Structure", "Metric", "Reference (Gy)", "Predicted (Gy)", "Difference (Gy)"], rows)
+        + "<p class='sub'>Every metric of every structure: comparison.csv.</p>"
+    )
+
+
+def _radiomics_section(rows: Sequence[Row]) -> str:
+    shown = [(key, label, scale) for key, label, scale in RADIOMICS_COLUMNS if any(key in r for r in rows)]
+    body = [[str(r["structure"]), *(_number(float(r[k]) * s if k in r else None) for k, _, s in shown)] for r in rows]
+    count = len(rows[0]) - 1
+    return (f"<h2>Radiomics (CT)</h2>{_table(['Structure', *(label for _, label, _ in shown)], body)}"
+            f"<p class='sub'>A selection of the {count} pyradiomics features per structure in radiomics.csv.</p>")
+
+
+def _about_section(result: PatientResult) -> str:
+    models = [[task, str(m["name"]), str(m["version"]), str(m["sha256"])] for task, m in result.models.items()]
+    timings = [[step, _number(seconds)] for step, seconds in result.timings.items()]
+    timings.append(["total", _number(sum(result.timings.values()))])
+    absent = set() if result.comparison else {"dose_difference.nrrd", "comparison.csv", "dvh_reference.csv"}
+    if not result.radiomics:
+        absent.add("radiomics.csv")
+    files = [[name, what] for name, what in OUTPUT_FILES if name not in absent]
+    return (
+        "<h2>Models</h2>" + _table(["Task", "Name", "Version", "sha256"], models, (1, 2, 3))
+        + "<h2>Run time</h2>" + _table(["Step", "Seconds"], timings)
+        + "<h2>Files in this folder</h2>" + _table(["File", "Content"], files, (1,))
+    )
+
+
+def _centre(result: PatientResult) -> tuple[int, int, int]:
+    """Voxel at the centre of the main (highest prescription) target, in the figures' orientation."""
+    main_target = next(iter(result.case.targets))
+    return figures.centre_index(result.case.structures[main_target])
+
+
+def render_report(result: PatientResult) -> str:
+    """The report of one patient as an HTML document."""
+    from DoseSegLib import __version__
+
+    case = result.case
+    targets = {name: case.structures[name] for name in case.targets}
+    reference = result.comparison.reference_plan.dvhs if result.comparison else None
+    dose_png = figures.dose_planes_png(
+        case.ct, result.dose, case.main_prescription, _centre(result), targets,
+        title=f"Predicted dose through the centre of {next(iter(targets))}",
+    )
+    dvh_png = figures.dvh_png(result.dvhs, reference, case.main_prescription)
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in result.notes)
+    parts = [
+        f"<h1>DoseSeg report: {html.escape(result.name)}</h1>",
+        f"<p class='sub'>{html.escape(str(result.source))} &middot; DoseSeg {__version__} &middot; "
+        f"{datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
+        _cards(result),
+        f"<ul class='notes'>{notes}</ul>" if notes else "",
+        "<h2>Predicted dose</h2>",
+        _image(dose_png, "CT with the predicted dose"),
+        "<p class='sub'>Colour wash from 10% of the prescription; isodose lines at 95, 80, 50 and 20% of it; "
+        "dashed white: targets. Axial viewed from the feet (patient's right on the left).</p>",
+        "<h2>Dose-volume histograms</h2>",
+        _image(dvh_png, "dose-volume histograms"),
+        _metrics_section(result.metrics),
+        _constraints_section(result),
+        _comparison_section(result) if result.comparison is not None else "",
+        _radiomics_section(result.radiomics) if result.radiomics else "",
+        _about_section(result),
+        "<p class='foot'>Research use only. The predicted dose estimates what a good plan could achieve for this "
+        "anatomy; it is not a deliverable treatment plan.</p>",
+    ]
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>DoseSeg report: "
+            f"{html.escape(result.name)}</title><style>{STYLE}</style></head><body><main>"
+            + "\n".join(parts) + "</main></body></html>\n")
+
+
+def write_report(path: str | Path, result: PatientResult) -> None:
+    """Write ``report.html`` for one patient."""
+    Path(path).write_text(render_report(result), encoding="utf-8")
