@@ -9,6 +9,8 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
+from DoseSegLogicLib import nodes
+from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline
 from slicer import (
     vtkMRMLPlotChartNode,
     vtkMRMLScalarVolumeNode,
@@ -23,9 +25,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-
-from DoseSegLogicLib import nodes
-from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline
 
 # Python packages each action needs (import name: pip requirement); torch comes from the PyTorch extension.
 BASE_PACKAGES = {"nrrd": "pynrrd>=1.0", "slicerio": "slicerio>=1.0", "SimpleITK": "SimpleITK>=2.2",
@@ -394,6 +393,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
     def test_DoseSegScene(self) -> None:
         """Geometry round trip, DVH tables against the library, metrics and goals, dose display."""
         import numpy as np
+
         from DoseSegLib.analysis.dvh import compute_dvhs
 
         self.delayDisplay("Scene: phantom nodes, DVH, metrics")

@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DoseSegLib.core.alignment import align_case, align_structure, body_mask, resample, resample_mask
+from DoseSegLib.core.alignment import (
+    align_case,
+    align_structure,
+    body_mask,
+    resample,
+    resample_mask,
+)
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.patient import read_patient
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.patient import read_patient
 
 ROTATION = np.array(  # 30 degrees about S, then -20 degrees about L: a proper rotation
     [[0.8660254, -0.4698463, -0.1710101], [0.5, 0.8137977, 0.2961981], [0.0, -0.3420201, 0.9396926]]

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from DoseSegLib import __version__
-from DoseSegLib.core.case import Case
 from DoseSegLib.cli.main import main
-from DoseSegLib.io.patient import read_volume, write_volume
+from DoseSegLib.core.case import Case
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.patient import read_volume, write_volume
 
 TreeHash = Callable[[Path], dict[str, str]]
 

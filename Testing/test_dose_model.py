@@ -10,18 +10,22 @@ import pytest
 import torch
 
 from DoseSegLib.core.case import OARS, Case
-from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose, working_grid
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import read_volume
 from DoseSegLib.models.common.catalogue import sha256_of
 from DoseSegLib.models.common.devices import select_device
+from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.models.dose.augment import _LEFT, _RIGHT, left_right_flip
 from DoseSegLib.models.dose.inputs import CHANNELS, dose_input_channels
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.models.dose.predict import (
+    load_dose_model,
+    predict_case_dose,
+    working_grid,
+)
 from DoseSegLib.models.dose.training import masked_mae, moment_loss, random_patch
 from DoseSegLib.models.seg.net import SegNet, SegNetConfig
-from DoseSegLib.models.common.training_loop import save_weights
-from DoseSegLib.core.volume import Volume
 
 TINY = DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dropout=0.0)
 

@@ -10,12 +10,17 @@ import torch
 
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.phantom import write_phantom_patient
+from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
 from DoseSegLib.models.seg.data import InputSpec, prepare_sample, random_patch
-from DoseSegLib.models.seg.losses import DoseloLoss, DoseTerm, load_frozen_dose_net, make_loss
+from DoseSegLib.models.seg.losses import (
+    DoseloLoss,
+    DoseTerm,
+    load_frozen_dose_net,
+    make_loss,
+)
 from DoseSegLib.models.seg.net import SegNet, SegNetConfig
-from DoseSegLib.models.common.training_loop import save_weights
-from DoseSegLib.io.phantom import write_phantom_patient
 
 TINY = {"channels": (4, 8, 16), "strides": (2, 2)}
 

@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from DoseSegLib.core.alignment import align_case
-from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, dose_coverage
+from DoseSegLib.analysis.dosecheck import (
+    check_dose_coverage,
+    check_dose_units,
+    dose_coverage,
+)
 from DoseSegLib.analysis.dvh import (
     METRIC_COLUMNS,
     compute_dvhs,
@@ -22,10 +25,11 @@ from DoseSegLib.analysis.dvh import (
     write_dvh_csv,
     write_metrics_csv,
 )
+from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.tables import read_csv
-from DoseSegLib.core.volume import Volume
 
 SPACING = (2.0, 2.0, 2.5)  # 0.01 cc voxels
 VOXEL_CC = 0.01

@@ -10,9 +10,9 @@ import pytest
 from test_scores import _on_ct_grid, challenge_metrics
 
 from DoseSegLib.cli.main import main
+from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import read_volume, write_volume
 from DoseSegLib.io.tables import read_csv
-from DoseSegLib.core.volume import Volume
 
 SHAPE = (32, 28, 24)
 SPACING = (3.0, 3.0, 2.5)

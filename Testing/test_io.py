@@ -12,6 +12,7 @@ import slicerio
 
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import (
     read_dose,
     read_mask,
@@ -22,7 +23,6 @@ from DoseSegLib.io.patient import (
     write_segmentation,
     write_volume,
 )
-from DoseSegLib.core.volume import Volume
 
 
 def rotation(axis: int, degrees: float) -> np.ndarray:

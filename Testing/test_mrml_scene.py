@@ -22,14 +22,18 @@ sys.path.insert(0, str(REPO / "DoseSeg"))
 
 from DoseSegLogicLib import nodes, pipeline, results  # noqa: E402
 from DoseSegLogicLib.pipeline import (  # noqa: E402
-    AUTO_SEGMENTED_TAG, CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, DoseSegJobError, DoseSegPipeline,
+    AUTO_SEGMENTED_TAG,
+    CONSTRAINTS_TABLE_NAME,
+    METRICS_TABLE_NAME,
+    DoseSegJobError,
+    DoseSegPipeline,
 )
 
 from DoseSegLib import OARS, Volume  # noqa: E402
-from DoseSegLib.core.alignment import align_case, body_mask  # noqa: E402
-from DoseSegLib.core.colors import structure_color  # noqa: E402
 from DoseSegLib.analysis.constraints import load_constraints  # noqa: E402
 from DoseSegLib.analysis.dvh import compute_dvhs, metrics_table  # noqa: E402
+from DoseSegLib.core.alignment import align_case, body_mask  # noqa: E402
+from DoseSegLib.core.colors import structure_color  # noqa: E402
 from DoseSegLib.io.patient import read_patient, write_segmentation, write_volume  # noqa: E402
 from DoseSegLib.io.phantom import make_phantom  # noqa: E402
 

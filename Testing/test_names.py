@@ -10,8 +10,8 @@ import pytest
 
 from DoseSegLib.core.case import OARS, target_prescription
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.patient import read_patient
 from DoseSegLib.core.names import NameMapper
+from DoseSegLib.io.patient import read_patient
 
 TG263 = {
     "Parotid_L": "LeftParotid",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.openkbp import crop_to_content, read_openkbp_csv
-from DoseSegLib.core.volume import Volume
+from DoseSegLib.core.volume import Volume, crop_to_content
+from DoseSegLib.io.openkbp import read_openkbp_csv
 
 N = 128
 VOXEL_DIMENSIONS = (3.0, 2.0, 2.5)  # mm along OpenKBP axes 0 (A->P), 1 (R->L), 2 (S->I)

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 
+from DoseSegLib.cli.main import main
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import OARS
-from DoseSegLib.cli.main import main
 from DoseSegLib.io.patient import read_patient, read_volume
-from DoseSegLib.models.common.catalogue import sha256_of
-from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
-from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.io.phantom import write_phantom_patient
-from DoseSegLib.run.pipeline import Pipeline, RunOptions
 from DoseSegLib.io.tables import read_csv
+from DoseSegLib.models.common.catalogue import sha256_of
+from DoseSegLib.models.common.training_loop import save_weights
+from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.run.pipeline import Pipeline, RunOptions
 
 TreeHash = Callable[[Path], dict[str, str]]
 
@@ -179,8 +179,8 @@ def test_ctrl_c_leaves_nothing_half_written(
 
 def _fake_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A catalogue segmentation entry and a stand-in segmentation module returning the phantom's own OARs."""
-    from DoseSegLib.models.common.catalogue import ModelEntry
     from DoseSegLib.io.phantom import make_phantom
+    from DoseSegLib.models.common.catalogue import ModelEntry
 
     entry = {"name": "fake-seg", "task": "segmentation", "file": "none.pt", "sha256": "0" * 64, "version": "9"}
     write_tiny_catalogue(tmp_path / "models", (entry,))

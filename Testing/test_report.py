@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from DoseSegLib.core.case import Case
 from DoseSegLib.analysis.dvh import compute_dvhs
-from DoseSegLib.viz.figures import centre_index, dvh_png, lps_oriented, plane
+from DoseSegLib.analysis.plan import evaluate_plan
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.phantom import make_phantom
 from DoseSegLib.run.pipeline import PatientResult, compare_doses
-from DoseSegLib.analysis.plan import evaluate_plan
 from DoseSegLib.run.report import render_report
-from DoseSegLib.core.volume import Volume
+from DoseSegLib.viz.figures import centre_index, dvh_png, lps_oriented, plane
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

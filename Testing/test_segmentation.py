@@ -10,21 +10,35 @@ import numpy as np
 import pytest
 import torch
 
-from DoseSegLib.core.case import OARS
 from DoseSegLib.cli.main import main
+from DoseSegLib.core.case import OARS
 from DoseSegLib.core.colors import OAR_COLORS, structure_color, structure_colors
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.patient import read_patient, read_segmentation, read_volume
-from DoseSegLib.models.common.catalogue import sha256_of
-from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
-from DoseSegLib.models.seg.augment import SegAugmentation, SegAugmentConfig, lateral_pairs, mirrored_name
-from DoseSegLib.models.seg.data import InputSpec
-from DoseSegLib.models.seg.inference import THRESHOLDS, overlap_counts, predict_probabilities, tune_thresholds
-from DoseSegLib.models.seg.net import SegNet, SegNetConfig
-from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.io.phantom import write_phantom_patient
-from DoseSegLib.models.seg.predict import load_segmentation_model, segment_case, segment_folder
 from DoseSegLib.io.tables import read_csv
+from DoseSegLib.models.common.catalogue import sha256_of
+from DoseSegLib.models.common.training_loop import save_weights
+from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.models.seg.augment import (
+    SegAugmentation,
+    SegAugmentConfig,
+    lateral_pairs,
+    mirrored_name,
+)
+from DoseSegLib.models.seg.data import InputSpec
+from DoseSegLib.models.seg.inference import (
+    THRESHOLDS,
+    overlap_counts,
+    predict_probabilities,
+    tune_thresholds,
+)
+from DoseSegLib.models.seg.net import SegNet, SegNetConfig
+from DoseSegLib.models.seg.predict import (
+    load_segmentation_model,
+    segment_case,
+    segment_folder,
+)
 
 TINY = {"channels": (4, 8, 16), "strides": (2, 2)}
 SMALL_PHANTOM = {"shape": (32, 32, 24), "spacing": (5.5, 6.5, 4.8)}

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from DoseSegLib.analysis.segmetrics import (
+    dice,
+    dosimetric_rmae,
+    hausdorff95,
+    segmentation_table,
+    surface_dice,
+)
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.analysis.segmetrics import dice, dosimetric_rmae, hausdorff95, segmentation_table, surface_dice
 from DoseSegLib.core.volume import Volume
 
 SHAPE = (30, 30, 24)

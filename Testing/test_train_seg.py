@@ -10,20 +10,24 @@ import numpy as np
 import pytest
 import torch
 
-from DoseSegLib.core.case import OARS
 from DoseSegLib.cli.main import main
+from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import write_volume
-from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.io.phantom import write_phantom_patient
 from DoseSegLib.models.common.patient_cache import load_arrays
+from DoseSegLib.models.common.training_loop import save_weights
+from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
 from DoseSegLib.models.seg.data import (
-    InputSpec, balanced_label_weights, build_cache, random_patch, read_inputs,
+    InputSpec,
+    balanced_label_weights,
+    build_cache,
+    random_patch,
+    read_inputs,
 )
 from DoseSegLib.models.seg.losses import make_loss
 from DoseSegLib.models.seg.net import SegNet, SegNetConfig
-from DoseSegLib.models.common.training_loop import save_weights
-from DoseSegLib.io.phantom import write_phantom_patient
-from DoseSegLib.core.volume import Volume
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--channels", "4", "8", "16", "--patch", "16", "16", "16", "--batch-size", "2", "--workers", "1"]

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from DoseSegLib.models.common.training_loop import RunConfig, Validation, cosine_lr, run_epochs
+from DoseSegLib.models.common.training_loop import (
+    RunConfig,
+    Validation,
+    cosine_lr,
+    run_epochs,
+)
 
 
 class TinyNet(torch.nn.Linear):

@@ -11,8 +11,8 @@ import time
 from common import machine, median_seconds, peak_memory_gb, require_data
 
 from DoseSegLib.core.alignment import align_case
-from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
 from DoseSegLib.io.patient import read_patient
+from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
 
 
 def main() -> None:

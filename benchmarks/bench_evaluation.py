@@ -12,11 +12,11 @@ import time
 
 from common import machine, median_seconds, require_data
 
-from DoseSegLib.core.alignment import align_case
 from DoseSegLib.analysis.dvh import compute_dvhs, metrics_table
-from DoseSegLib.io.patient import read_patient
 from DoseSegLib.analysis.plan import evaluate_plan
 from DoseSegLib.analysis.radiomics import make_extractor, radiomics_table
+from DoseSegLib.core.alignment import align_case
+from DoseSegLib.io.patient import read_patient
 
 
 def bare_pyradiomics(ct_image, mask_images: list) -> None:

@@ -24,10 +24,10 @@ import torch
 
 from DoseSegLib.core.case import OARS
 from DoseSegLib.models.common.patient_cache import load_arrays
+from DoseSegLib.models.common.training_loop import patient_folders, save_weights
 from DoseSegLib.models.seg.data import InputSpec, build_cache
 from DoseSegLib.models.seg.net import SegNet, SegNetConfig
 from DoseSegLib.models.seg.training import Validator
-from DoseSegLib.models.common.training_loop import patient_folders, save_weights
 
 
 def state_dict_of(path: Path) -> dict[str, torch.Tensor]:

@@ -21,10 +21,10 @@ from pathlib import Path
 from DoseSegLib import Case, Volume
 from DoseSegLib.analysis.constraints import RESULT_COLUMNS, load_constraints
 from DoseSegLib.analysis.dvh import compute_dvhs
-from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.patient import read_dose, read_mask, read_segmentation, write_patient
-from DoseSegLib.core.names import NameMapper
 from DoseSegLib.analysis.plan import evaluate_plan
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
+from DoseSegLib.io.patient import read_dose, read_mask, read_segmentation, write_patient
 
 from . import nodes, results
 from .process import CliProcess, cliCommand, cliEnvironment

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from DoseSegLib.core.case import target_prescription
 from DoseSegLib.analysis.dvh import v_columns
+from DoseSegLib.core.case import target_prescription
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.tables import Row, read_csv, write_csv
 

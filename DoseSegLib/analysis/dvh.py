@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.tables import Row, columns_of, write_csv
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.tables import Row, columns_of, write_csv
 
 PERCENT_METRICS = (99, 98, 95, 50, 2, 1)
 SMALL_VOLUMES_CC = (0.1, 0.03)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from DoseSegLib.analysis.dosecheck import check_dose_units
+from DoseSegLib.analysis.openkbp import dose_error, dvh_comparison, openkbp_scores
 from DoseSegLib.core.alignment import align_case, resample
 from DoseSegLib.core.case import Case
-from DoseSegLib.analysis.dosecheck import check_dose_units
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.patient import read_dose, read_patient
-from DoseSegLib.analysis.openkbp import dose_error, dvh_comparison, openkbp_scores
-from DoseSegLib.io.tables import Row, write_csv
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.patient import read_dose, read_patient
+from DoseSegLib.io.tables import Row, write_csv
 
 log = logging.getLogger(__name__)
 

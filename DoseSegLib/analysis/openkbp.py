@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from DoseSegLib.core.case import OARS, target_prescription
 from DoseSegLib.analysis.dvh import dose_at_volume_cc, dose_at_volume_pct
+from DoseSegLib.core.case import OARS, target_prescription
 
 TARGET_METRICS = ("D99", "D95", "D1")
 OAR_METRICS = ("D0.1cc", "mean")

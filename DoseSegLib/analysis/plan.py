@@ -6,14 +6,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from DoseSegLib.analysis.constraints import (
+    Constraint,
+    evaluate_constraints,
+    load_constraints,
+    v_doses,
+    write_constraints_csv,
+)
+from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units
+from DoseSegLib.analysis.dvh import (
+    DVH,
+    compute_dvhs,
+    metrics_table,
+    write_dvh_csv,
+    write_metrics_csv,
+)
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
-from DoseSegLib.analysis.constraints import Constraint, evaluate_constraints, load_constraints, v_doses, write_constraints_csv
-from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units
-from DoseSegLib.analysis.dvh import DVH, compute_dvhs, metrics_table, write_dvh_csv, write_metrics_csv
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.patient import read_dose, read_patient
 from DoseSegLib.core.names import NameMapper
+from DoseSegLib.io.patient import read_dose, read_patient
 from DoseSegLib.io.tables import Row
 
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.tables import Row
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.tables import Row
 
 DEFAULT_CLASSES = ("firstorder", "shape")
 DOSE_PREFIX = "dose_"

@@ -12,8 +12,8 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.tables import Row
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.tables import Row
 
 
 def _pair(pred: Volume, ref: Volume) -> tuple[torch.Tensor, torch.Tensor, bool, bool]:

@@ -30,12 +30,12 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from DoseSegLib.core.alignment import align_case
-    from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
-    from DoseSegLib.core.errors import DoseSegError
-    from DoseSegLib.io.patient import read_patient, write_volume
-    from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.cli.progress import progress_enabled
+    from DoseSegLib.core.alignment import align_case
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.io.outputs import check_output_dir, staged_output
+    from DoseSegLib.io.patient import read_patient, write_volume
+    from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
 
     names = {p.name for p in args.patients}
     if len(names) != len(args.patients):

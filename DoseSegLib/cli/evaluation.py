@@ -20,10 +20,10 @@ def _names_list(text: str) -> list[str]:
 
 
 def cmd_dvh(args: argparse.Namespace) -> None:
-    from DoseSegLib.cli.main import _names
     from DoseSegLib.analysis.constraints import load_constraints
-    from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.analysis.plan import evaluate_plan, load_plan
+    from DoseSegLib.cli.main import _names
+    from DoseSegLib.io.outputs import check_output_dir, staged_output
 
     check_output_dir(args.output, args.force, [args.patient, args.dose, args.segmentation, args.constraints])
     if args.step <= 0:
@@ -52,12 +52,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_radiomics(args: argparse.Namespace) -> None:
-    from DoseSegLib.core.alignment import align_case
-    from DoseSegLib.cli.main import _names
     from DoseSegLib.analysis.dosecheck import check_dose_units
-    from DoseSegLib.io.patient import read_patient
-    from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.analysis.radiomics import radiomics_table
+    from DoseSegLib.cli.main import _names
+    from DoseSegLib.core.alignment import align_case
+    from DoseSegLib.io.outputs import check_output_dir, staged_output
+    from DoseSegLib.io.patient import read_patient
     from DoseSegLib.io.tables import write_csv
 
     check_output_dir(args.output, args.force, [args.patient, args.segmentation, args.params])

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from DoseSegLib.cli.options import add_training_run_options, hu_windows, name_list, run_options
+from DoseSegLib.cli.options import (
+    add_training_run_options,
+    hu_windows,
+    name_list,
+    run_options,
+)
 from DoseSegLib.core.errors import DoseSegError
 
 
@@ -40,9 +45,9 @@ def cmd_train_features(args: argparse.Namespace) -> None:
 
 
 def cmd_features(args: argparse.Namespace) -> None:
-    from DoseSegLib.models.features.predict import features_tables, load_features_model
     from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.io.tables import write_csv
+    from DoseSegLib.models.features.predict import features_tables, load_features_model
 
     if len({p.name for p in args.patients}) != len(args.patients):
         raise DoseSegError("two patient folders share a name; their rows would collide")

@@ -11,6 +11,7 @@ from pathlib import Path
 from DoseSegLib import __version__
 from DoseSegLib.core.errors import DoseSegError
 
+
 def _names(args: argparse.Namespace):
     from DoseSegLib.core.names import NameMapper
 
@@ -18,9 +19,9 @@ def _names(args: argparse.Namespace):
 
 
 def cmd_import_openkbp(args: argparse.Namespace) -> None:
-    from DoseSegLib.io.patient import write_patient
     from DoseSegLib.io.openkbp import read_openkbp_csv
     from DoseSegLib.io.outputs import check_output_dir, staged_output
+    from DoseSegLib.io.patient import write_patient
 
     check_output_dir(args.output, args.force, [args.src])
     case = read_openkbp_csv(args.src, _names(args))
@@ -31,8 +32,8 @@ def cmd_import_openkbp(args: argparse.Namespace) -> None:
 
 def cmd_align(args: argparse.Namespace) -> None:
     from DoseSegLib.core.alignment import align_case
-    from DoseSegLib.io.patient import read_patient, write_patient
     from DoseSegLib.io.outputs import check_output_dir, staged_output
+    from DoseSegLib.io.patient import read_patient, write_patient
 
     check_output_dir(args.output, args.force, [args.patient, args.segmentation])
     case = align_case(read_patient(args.patient, _names(args), args.segmentation))

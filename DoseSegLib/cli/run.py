@@ -19,9 +19,9 @@ def run_patients(
     Returns:
         The exit code: 0, or 1 when a patient of a cohort failed.
     """
+    from DoseSegLib.cli.progress import progress_enabled
     from DoseSegLib.io.outputs import check_output_dir
     from DoseSegLib.run.pipeline import Pipeline
-    from DoseSegLib.cli.progress import progress_enabled
 
     check_output_dir(output, force, patients)
     pipeline = Pipeline(device, options, progress=progress_enabled())

@@ -6,8 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from DoseSegLib.cli.options import (
+    add_training_run_options,
+    hu_windows,
+    name_list,
+    probability,
+    run_options,
+)
 from DoseSegLib.core.case import OARS
-from DoseSegLib.cli.options import add_training_run_options, hu_windows, name_list, probability, run_options
 from DoseSegLib.core.errors import DoseSegError
 
 
@@ -36,9 +42,13 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
 def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.cli.progress import progress_enabled
-    from DoseSegLib.models.seg.predict import load_segmentation_model, segment_folder, write_masks
+    from DoseSegLib.io.outputs import check_output_dir, staged_output
+    from DoseSegLib.models.seg.predict import (
+        load_segmentation_model,
+        segment_folder,
+        write_masks,
+    )
 
     if len({p.name for p in args.patients}) != len(args.patients):
         raise DoseSegError("two patient folders share a name; their outputs would collide")
@@ -60,9 +70,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_seg(args: argparse.Namespace) -> None:
-    from DoseSegLib.models.seg.evaluation import evaluate_folder, summarise
     from DoseSegLib.io.outputs import staged_output
     from DoseSegLib.io.tables import write_csv
+    from DoseSegLib.models.seg.evaluation import evaluate_folder, summarise
 
     dose_model = None
     if not args.no_rmae:

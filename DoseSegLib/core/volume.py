@@ -79,3 +79,23 @@ class Volume:
         array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
         direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
         return cls(array, image.GetSpacing(), image.GetOrigin(), direction)
+
+
+def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
+    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels, within the array."""
+    nonzero = np.argwhere(mask)
+    lo = np.maximum(nonzero.min(axis=0) - margin, 0)
+    hi = np.minimum(nonzero.max(axis=0) + 1 + margin, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+
+def crop_to_content(volume: Volume, mask: np.ndarray) -> Volume:
+    """The sub-volume covering the bounding box of ``mask``, origin moved accordingly."""
+    if not mask.any():
+        return volume
+    box = mask_box(mask)
+    origin = volume.index_to_lps @ np.append([region.start for region in box], 1.0)
+    array = volume.array[box]
+    return Volume(np.ascontiguousarray(array), volume.spacing, tuple(origin[:3]), volume.direction)
+

@@ -17,7 +17,7 @@ import numpy as np
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
-from DoseSegLib.core.volume import Volume
+from DoseSegLib.core.volume import Volume, crop_to_content
 
 GRID = 128
 _SPECIAL = {"ct", "dose", "possible_dose_mask", "voxel_dimensions"}
@@ -42,17 +42,6 @@ def _read_sparse(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def _to_lps(array: np.ndarray) -> np.ndarray:
     """OpenKBP (A->P, R->L, S->I) array to LPS-indexed ``[x, y, z]``."""
     return np.ascontiguousarray(array.transpose(1, 0, 2)[:, :, ::-1])
-
-
-def crop_to_content(volume: Volume, mask: np.ndarray) -> Volume:
-    """The sub-volume covering the bounding box of ``mask``, origin moved accordingly."""
-    if not mask.any():
-        return volume
-    nonzero = np.argwhere(mask)
-    lo, hi = nonzero.min(axis=0), nonzero.max(axis=0) + 1
-    origin = volume.index_to_lps @ np.append(lo, 1.0)
-    array = volume.array[tuple(slice(a, b) for a, b in zip(lo, hi))]
-    return Volume(np.ascontiguousarray(array), volume.spacing, tuple(origin[:3]), volume.direction)
 
 
 def read_openkbp_csv(folder: str | Path, mapper: NameMapper | None = None) -> Case:

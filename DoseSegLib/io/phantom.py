@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from DoseSegLib.core.case import Case
+from DoseSegLib.core.volume import Volume, crop_to_content
 from DoseSegLib.io.patient import write_patient
-from DoseSegLib.io.openkbp import crop_to_content
-from DoseSegLib.core.volume import Volume
 
 AIR_HU, TISSUE_HU, BONE_HU = -1000, 40, 700
 FALLOFF_MM = 12.0

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from DoseSegLib import __version__
-from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.analysis.constraints import Constraint, load_constraints
 from DoseSegLib.analysis.dvh import DVH
-from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
-from DoseSegLib.io.tables import Row
+from DoseSegLib.core.case import OARS, Case
+from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.tables import Row
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +261,10 @@ class Pipeline:
         return result
 
     def _analyse(self, folder: Path, steps: _Steps) -> PatientResult:
-        from DoseSegLib.core.alignment import align_case
-        from DoseSegLib.models.dose.predict import predict_case_dose
         from DoseSegLib.analysis.dosecheck import check_dose_units
+        from DoseSegLib.core.alignment import align_case
         from DoseSegLib.io.patient import read_patient
+        from DoseSegLib.models.dose.predict import predict_case_dose
 
         with steps("read"):
             case = read_patient(folder)
@@ -395,11 +395,11 @@ def compare_doses(
 
 def write_results(result: PatientResult, folder: Path, steps: _Steps | None = None) -> None:
     """Write every output file of one patient into an existing (staging) folder, ``summary.json`` last."""
-    from DoseSegLib.core.colors import structure_colors
     from DoseSegLib.analysis.dvh import write_dvh_csv
+    from DoseSegLib.core.colors import structure_colors
     from DoseSegLib.io.patient import write_segmentation, write_volume
-    from DoseSegLib.run.report import write_report
     from DoseSegLib.io.tables import columns_of, write_csv
+    from DoseSegLib.run.report import write_report
 
     steps = steps or _Steps(result.name, False)
     with steps("report"):

@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DoseSegLib.viz import figures
 from DoseSegLib.io.tables import Row
+from DoseSegLib.viz import figures
 
 if TYPE_CHECKING:
     from DoseSegLib.run.pipeline import PatientResult

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from DoseSegLib.core.colors import structure_colors
 from DoseSegLib.analysis.dvh import DVH
+from DoseSegLib.core.colors import structure_colors
 from DoseSegLib.core.volume import Volume
 
 ISODOSE_PERCENTS = (95, 80, 50, 20)

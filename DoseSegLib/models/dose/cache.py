@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from DoseSegLib.core.alignment import align_case
+from DoseSegLib.core.volume import mask_box
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.models.common import patient_cache
-from DoseSegLib.models.dose.inputs import dose_input_channels, mask_box
-
-BOX_MARGIN = 4
+from DoseSegLib.models.common.arrays import BOX_MARGIN
+from DoseSegLib.models.dose.inputs import dose_input_channels
 
 
 def preprocess_patient(folder: Path) -> dict[str, np.ndarray]:

@@ -5,28 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from DoseSegLib.models.common.arrays import inference_shape, pad_to
 from DoseSegLib.models.common.devices import autocast
 from DoseSegLib.models.dose.augment import left_right_flip
 from DoseSegLib.models.dose.net import DoseNet
-
-CT_PAD = -1.0  # the CT channel's value for air
-
-
-def pad_to(array: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Pad channels-first ``array`` at the end of each spatial axis to ``shape``; CT with air."""
-    pads = [(0, max(0, s - n)) for s, n in zip(shape, array.shape[1:])]
-    out = np.pad(array, [(0, 0), *pads])
-    if any(after for _, after in pads):
-        region = tuple(slice(0, n) for n in array.shape[1:])
-        ct = np.full(out.shape[1:], CT_PAD, out.dtype)
-        ct[region] = array[0]
-        out[0] = ct
-    return out, tuple(slice(0, n) for n in array.shape[1:])
-
-
-def inference_shape(shape: tuple[int, ...], roi: tuple[int, ...], multiple: int) -> tuple[int, ...]:
-    """At least ``roi`` and a multiple of ``multiple`` on each axis."""
-    return tuple(max(r, -(-n // multiple) * multiple) for n, r in zip(shape, roi))
 
 
 @torch.inference_mode()

@@ -48,9 +48,3 @@ def dose_input_channels(case: Case) -> np.ndarray:
     return np.stack(channels)
 
 
-def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
-    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels, within the array."""
-    nonzero = np.argwhere(mask)
-    lo = np.maximum(nonzero.min(axis=0) - margin, 0)
-    hi = np.minimum(nonzero.max(axis=0) + 1 + margin, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))

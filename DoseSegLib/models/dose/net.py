@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from DoseSegLib.models.dose.inputs import CHANNELS
 from DoseSegLib.models.common.net_config import NetConfig
+from DoseSegLib.models.dose.inputs import CHANNELS
 
 
 @dataclass

@@ -11,19 +11,17 @@ import numpy as np
 from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume, mask_box
+from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.catalogue import ModelEntry, load_network
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
-from DoseSegLib.models.dose.inputs import dose_input_channels, mask_box
-from DoseSegLib.core.volume import Volume
+from DoseSegLib.models.dose.inputs import dose_input_channels
 
 log = logging.getLogger(__name__)
 # Voxel sizes the network was trained on (OpenKBP: 2.7-5.4 mm in-plane, 1.5-3.3 mm slices).
 TRAINED_SPACING_MIN = (2.7, 2.7, 1.5)
 TRAINED_SPACING_MAX = (5.5, 5.5, 3.3)
 WORKING_SPACING = (3.906, 3.906, 2.5)
-BOX_MARGIN = 4
-
-
 @dataclass
 class DoseModel:
     """A loaded dose network with its catalogue entry (None for weights loaded from a file)."""

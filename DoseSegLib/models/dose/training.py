@@ -10,18 +10,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from DoseSegLib.analysis.openkbp import dvh_abs_errors, openkbp_scores
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.io.patient import read_patient
-from DoseSegLib.analysis.openkbp import dvh_abs_errors, openkbp_scores
+from DoseSegLib.models.common.arrays import pad_to, to_device
 from DoseSegLib.models.common.devices import autocast
+from DoseSegLib.models.common.patient_cache import load_arrays
+from DoseSegLib.models.common.training_loop import (
+    RunConfig,
+    Validation,
+    descend,
+    load_init_weights,
+    patient_folders,
+    run_epochs,
+    start_run,
+    write_config,
+)
 from DoseSegLib.models.dose.augment import AugmentConfig, DoseAugmentation
 from DoseSegLib.models.dose.cache import build_cache
-from DoseSegLib.models.dose.inference import pad_to, predict_box
+from DoseSegLib.models.dose.inference import predict_box
 from DoseSegLib.models.dose.inputs import REFERENCE_GY
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
-from DoseSegLib.models.common.patient_cache import load_arrays
-from DoseSegLib.models.common.training_loop import (RunConfig, Validation, descend, load_init_weights, patient_folders, run_epochs, start_run,
-                            write_config)
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_dose_score", "val_dvh_score", "lr", "seconds")
 
@@ -56,11 +65,6 @@ def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int], rng
     dose, _ = pad_to(sample["dose"][None][box], patch)
     inputs = torch.from_numpy(np.ascontiguousarray(inputs))
     return {"ct": inputs[:1], "rest": inputs[1:], "dose": torch.from_numpy(np.ascontiguousarray(dose))}
-
-
-def to_device(patch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The patch's tensors on ``device`` (augmentation then runs there too)."""
-    return {key: value.to(device, non_blocking=True) for key, value in patch.items()}
 
 
 def masked_mae(pred: torch.Tensor, dose: torch.Tensor, rest: torch.Tensor, structure_weight: float) -> torch.Tensor:

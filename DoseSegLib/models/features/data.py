@@ -18,11 +18,10 @@ import numpy as np
 from DoseSegLib.core.alignment import body_mask, resample
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume, crop_to_content, mask_box
 from DoseSegLib.io.patient import read_patient
-from DoseSegLib.io.openkbp import crop_to_content
-from DoseSegLib.core.volume import Volume
 from DoseSegLib.models.common import patient_cache
-from DoseSegLib.models.dose.inputs import REFERENCE_GY, mask_box
+from DoseSegLib.models.dose.inputs import REFERENCE_GY
 
 AIR_HU = -1024.0
 BOX_MARGIN_MM = 10.0

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from DoseSegLib.analysis.radiomics import radiomics_table
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
 from DoseSegLib.io.patient import read_patient
+from DoseSegLib.io.tables import Row
 from DoseSegLib.models.common.catalogue import ModelEntry, load_network
 from DoseSegLib.models.features.data import FeatureInputs, prepare_inputs
-from DoseSegLib.analysis.radiomics import radiomics_table
-from DoseSegLib.io.tables import Row
 
 TASK = "features"
 FIGURE_CHANNELS = ("ct[-1024:1024]", "targets", "dose")

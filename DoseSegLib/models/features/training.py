@@ -15,9 +15,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from DoseSegLib.models.common.training_loop import (
+    RunConfig,
+    Validation,
+    descend,
+    patient_folders,
+    run_epochs,
+    start_run,
+    write_config,
+)
 from DoseSegLib.models.features.data import FeatureInputs, build_cache, load_images
 from DoseSegLib.models.features.net import FeatureNet, FeatureNetConfig
-from DoseSegLib.models.common.training_loop import RunConfig, Validation, descend, patient_folders, run_epochs, start_run, write_config
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ("epoch", "train_mse", "val_mse", "val_baseline_mse", "lr", "seconds")

@@ -17,17 +17,14 @@ import torch
 
 from DoseSegLib.core.alignment import align_case, body_mask, resample
 from DoseSegLib.core.case import Case
+from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.io.patient import read_patient, read_volume
-from DoseSegLib.core.volume import Volume
 from DoseSegLib.models.common import patient_cache
-from DoseSegLib.models.dose.inference import pad_to
-from DoseSegLib.models.dose.inputs import dose_input_channels, mask_box
+from DoseSegLib.models.common.arrays import BOX_MARGIN, pad_to
+from DoseSegLib.models.dose.inputs import dose_input_channels
 
 CT_IMAGE = "ct.nrrd"
 AIR_HU = -1024.0
-BOX_MARGIN = 4
-
-
 @dataclass
 class InputSpec:
     """How the network's input channels are made from a patient's images.

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from DoseSegLib.analysis.segmetrics import dosimetric_rmae, segmentation_table
 from DoseSegLib.core.alignment import align_case, align_structure
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.patient import read_mask, read_patient, read_segmentation
-from DoseSegLib.analysis.segmetrics import dosimetric_rmae, segmentation_table
-from DoseSegLib.io.tables import Row
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.patient import read_mask, read_patient, read_segmentation
+from DoseSegLib.io.tables import Row
 
 PDM_ROW = "possible_dose_mask"
 METRICS = ("dice", "hd95_mm", "surface_dice_2mm", "rmae")

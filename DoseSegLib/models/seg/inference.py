@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from DoseSegLib.models.common.arrays import inference_shape
 from DoseSegLib.models.common.devices import autocast
-from DoseSegLib.models.dose.inference import inference_shape
 from DoseSegLib.models.seg.augment import lateral_pairs, swap_pairs
 from DoseSegLib.models.seg.data import pad_channels
 from DoseSegLib.models.seg.net import SegNet

@@ -14,12 +14,17 @@ import numpy as np
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.colors import structure_colors
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.io.patient import write_segmentation, write_volume
+from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.catalogue import ModelEntry, load_network
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
-from DoseSegLib.models.dose.inputs import mask_box
-from DoseSegLib.models.seg.data import BOX_MARGIN, InputSpec, input_channels, read_inputs, region_mask
-from DoseSegLib.core.volume import Volume
+from DoseSegLib.models.seg.data import (
+    InputSpec,
+    input_channels,
+    read_inputs,
+    region_mask,
+)
 
 log = logging.getLogger(__name__)
 TASK = "segmentation"

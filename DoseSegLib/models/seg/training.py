@@ -20,16 +20,34 @@ from tqdm import tqdm
 
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.models.common.arrays import to_device
 from DoseSegLib.models.common.devices import autocast
-from DoseSegLib.models.dose.training import to_device
-from DoseSegLib.models.seg.augment import SegAugmentation, SegAugmentConfig
 from DoseSegLib.models.common.patient_cache import load_arrays
-from DoseSegLib.models.seg.data import InputSpec, balanced_label_weights, build_cache, is_ct, random_patch
-from DoseSegLib.models.seg.inference import overlap_counts, predict_probabilities, tune_thresholds
+from DoseSegLib.models.common.training_loop import (
+    RunConfig,
+    Validation,
+    descend,
+    load_init_weights,
+    patient_folders,
+    run_epochs,
+    start_run,
+    write_config,
+)
+from DoseSegLib.models.seg.augment import SegAugmentation, SegAugmentConfig
+from DoseSegLib.models.seg.data import (
+    InputSpec,
+    balanced_label_weights,
+    build_cache,
+    is_ct,
+    random_patch,
+)
+from DoseSegLib.models.seg.inference import (
+    overlap_counts,
+    predict_probabilities,
+    tune_thresholds,
+)
 from DoseSegLib.models.seg.losses import load_frozen_dose_net, make_loss
 from DoseSegLib.models.seg.net import SegNet, SegNetConfig
-from DoseSegLib.models.common.training_loop import (RunConfig, Validation, descend, load_init_weights, patient_folders, run_epochs, start_run,
-                            write_config)
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ("epoch", "train_loss", "train_seg", "train_dose", "val_dice", "lr", "seconds")
