@@ -16,7 +16,7 @@ from DoseSegLib.io.patient import read_volume
 from DoseSegLib.models.common.catalogue import sha256_of
 from DoseSegLib.models.common.devices import select_device
 from DoseSegLib.models.common.training_loop import save_weights
-from DoseSegLib.models.dose.augment import _LEFT, _RIGHT, left_right_flip
+from DoseSegLib.models.dose.augment import left_right_flip
 from DoseSegLib.models.dose.inputs import CHANNELS, dose_input_channels
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
 from DoseSegLib.models.dose.predict import (
@@ -78,10 +78,11 @@ def test_no_target_is_a_clear_error() -> None:
 
 
 def test_left_right_flip_swaps_parotids() -> None:
+    right, left = CHANNELS.index("RightParotid") - 1, CHANNELS.index("LeftParotid") - 1
     rest = torch.zeros(len(CHANNELS) - 1, 4, 2, 2)
-    rest[_RIGHT, 0] = 1
+    rest[right, 0] = 1
     flipped = left_right_flip({"ct": torch.zeros(1, 4, 2, 2), "rest": rest})["rest"]
-    assert flipped[_LEFT, 3].all() and not flipped[_RIGHT].any()
+    assert flipped[left, 3].all() and not flipped[right].any()
 
 
 def test_training_steps_decrease_loss() -> None:

@@ -71,9 +71,9 @@ def test_tqdm_progress_is_parsed_and_kept_out_of_the_log(tmp_path):
 def test_the_main_jobs_step_bar_reaches_the_runner_through_a_pipe(tmp_path):
     """Through a pipe (no terminal) the CLI draws its step bar only because cliEnvironment asks for it."""
     command = _script(tmp_path, """
-        from DoseSegLib.run.pipeline import STEPS, _Steps
+        from DoseSegLib.run.steps import STEPS, Steps
         from DoseSegLib.cli.progress import progress_enabled
-        steps = _Steps("pt_1", progress_enabled())
+        steps = Steps("pt_1", progress_enabled())
         for name in STEPS:
             with steps(name):
                 pass

@@ -18,14 +18,10 @@ from DoseSegLib.io.patient import read_patient, read_segmentation, read_volume
 from DoseSegLib.io.phantom import write_phantom_patient
 from DoseSegLib.io.tables import read_csv
 from DoseSegLib.models.common.catalogue import sha256_of
+from DoseSegLib.models.common.mirror import lateral_pairs, mirrored_name
 from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
-from DoseSegLib.models.seg.augment import (
-    SegAugmentation,
-    SegAugmentConfig,
-    lateral_pairs,
-    mirrored_name,
-)
+from DoseSegLib.models.seg.augment import SegAugmentation, SegAugmentConfig
 from DoseSegLib.models.seg.data import InputSpec
 from DoseSegLib.models.seg.inference import (
     THRESHOLDS,

@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from DoseSegLib.run.pipeline import RunOptions
+from DoseSegLib.run.results import RunOptions
 
 
 def run_patients(

@@ -2,202 +2,40 @@
 
 From Python::
 
-    from DoseSegLib.run.pipeline import Pipeline
+    from DoseSegLib import Pipeline
     result = Pipeline(device="auto").run("pt_201", "pt_201_results")
     print(result.comparison.dose_error if result.comparison else result.metrics[0])
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from DoseSegLib import __version__
 from DoseSegLib.analysis.constraints import Constraint, load_constraints
-from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
+from DoseSegLib.run.results import (
+    COHORT_COLUMNS,
+    BatchResult,
+    Comparison,
+    PatientResult,
+    RunOptions,
+)
+from DoseSegLib.run.steps import STEPS, Steps
+from DoseSegLib.run.writer import write_results
 
 log = logging.getLogger(__name__)
-
-COHORT_COLUMNS = (
-    "patient", "status", "error", "prescription_gy", "structures", "auto_segmented",
-    "constraints_failed", "dose_error_gy", "dvh_error_gy", "seconds",
-)
-COMPARISON_COLUMNS = ("structure", "metric", "reference", "predicted", "difference")
-STEPS = ("read", "align", "segment", "predict dose", "DVH and goals", "radiomics", "compare", "report", "write")
-
-
-@dataclass
-class RunOptions:
-    """What the main job does besides predicting the dose.
-
-    Attributes:
-        segment: auto-segment the OARs the patient lacks when a segmentation model exists.
-        segment_all: replace every OAR with the model's (implies ``segment``).
-        radiomics: compute pyradiomics features of every structure on the CT.
-        constraints: a constraint CSV (DoseSegLib's head-and-neck table when None).
-        tta: average the dose and the OAR probabilities with left-right mirrored predictions.
-        allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
-    """
-
-    segment: bool = True
-    segment_all: bool = False
-    radiomics: bool = True
-    constraints: str | Path | None = None
-    tta: bool = False
-    allow_high_dose: bool = False
-
-
-@dataclass
-class Comparison:
-    """The predicted dose against the patient's reference (planned) dose.
-
-    Attributes:
-        reference_dose: the reference dose on the CT grid (Gy).
-        difference: predicted minus reference (Gy).
-        dose_error: OpenKBP dose error (Gy).
-        dvh_error: mean absolute OpenKBP DVH metric error (Gy).
-        openkbp_rows: structure, metric, reference, predicted, abs_error of the challenge metrics.
-        metric_differences: structure, metric, reference, predicted, difference of every DVH metric.
-        reference_plan: DVHs, metrics and clinical goals of the reference dose.
-    """
-
-    reference_dose: Volume
-    difference: Volume
-    dose_error: float
-    dvh_error: float
-    openkbp_rows: list[Row]
-    metric_differences: list[Row]
-    reference_plan: PlanEvaluation
-
-
-@dataclass
-class PatientResult:
-    """Everything the main job computed for one patient (doses in Gy, on the CT grid)."""
-
-    name: str
-    source: Path
-    case: Case
-    dose: Volume
-    plan: PlanEvaluation
-    radiomics: list[Row]
-    comparison: Comparison | None
-    structure_sources: dict[str, str]
-    notes: list[str]
-    models: dict[str, dict]
-    device: str
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def dvhs(self) -> dict[str, DVH]:
-        return self.plan.dvhs
-
-    @property
-    def metrics(self) -> list[Row]:
-        return self.plan.metrics
-
-    @property
-    def constraints(self) -> list[Row]:
-        return self.plan.constraints
-
-    @property
-    def seconds(self) -> float:
-        """Time spent on this patient (model loading excluded)."""
-        return sum(seconds for step, seconds in self.timings.items() if step != "load models")
-
-    @property
-    def auto_segmented(self) -> list[str]:
-        return [name for name, source in self.structure_sources.items() if source == "auto"]
-
-    def summary(self) -> dict:
-        """A JSON-serialisable digest (what ``summary.json`` holds)."""
-        comparison = None
-        if self.comparison is not None:
-            comparison = {"dose_error_gy": self.comparison.dose_error, "dvh_error_gy": self.comparison.dvh_error}
-        return {
-            "patient": self.name,
-            "source": str(self.source),
-            "doseseg_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": self.device,
-            "prescription_gy": self.case.main_prescription,
-            "targets": self.case.targets,
-            "structures": {name: self.structure_sources[name] for name in self.case.structures},
-            "notes": self.notes,
-            "models": self.models,
-            "constraints": self.plan.counts(),
-            "failed_constraints": [_constraint_text(row) for row in self.constraints if row["result"] == "fail"],
-            "comparison": comparison,
-            "timings_s": {step: round(seconds, 3) for step, seconds in self.timings.items()},
-            "patient_seconds": round(self.seconds, 3),
-        }
-
-    def cohort_row(self) -> Row:
-        """One line of ``cohort_summary.csv``."""
-        return {
-            "patient": self.name, "status": "ok", "prescription_gy": self.case.main_prescription,
-            "structures": len(self.case.structures), "auto_segmented": " ".join(self.auto_segmented),
-            "constraints_failed": self.plan.counts().get("fail", 0),
-            "dose_error_gy": self.comparison.dose_error if self.comparison else None,
-            "dvh_error_gy": self.comparison.dvh_error if self.comparison else None,
-            "seconds": round(self.seconds, 2),
-        }
-
-
-def _constraint_text(row: Row) -> str:
-    value = row.get("value")
-    shown = f" (value {float(value):.2f})" if value is not None else ""
-    return f"{row['structure']} {row['metric']} {row['operator']} {float(row['limit']):g} {row['limit_unit']}{shown}"
-
-
-@dataclass
-class BatchResult:
-    """Outcome of a cohort run: one cohort-summary row per patient, failures included."""
-
-    rows: list[Row]
-    summaries: list[dict]
-
-    @property
-    def failed(self) -> list[str]:
-        return [str(row["patient"]) for row in self.rows if row["status"] != "ok"]
-
-
-class _Steps:
-    """Times each step of one patient and advances a progress bar (stderr) through them."""
-
-    def __init__(self, patient: str, progress: bool, steps: Sequence[str] = STEPS) -> None:
-        from tqdm import tqdm
-
-        self.timings: dict[str, float] = {}
-        self.patient = patient
-        self.bar = tqdm(total=len(steps), desc=patient, unit="step", file=sys.stderr, leave=False, mininterval=0,
-                        disable=not progress,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps {elapsed}")
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        self.bar.set_description(f"{self.patient} {name}")
-        start = time.perf_counter()
-        yield
-        self.timings[name] = time.perf_counter() - start
-        self.bar.update()
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 class Pipeline:
@@ -250,7 +88,7 @@ class Pipeline:
 
     def _process(self, folder: Path, out: Path | None) -> PatientResult:
         """Analyse ``folder`` and, when ``out`` is given, write the results there."""
-        steps = _Steps(folder.name, self.progress, STEPS if out is not None else STEPS[:-2])
+        steps = Steps(folder.name, self.progress, STEPS if out is not None else STEPS[:-2])
         try:
             result = self._analyse(folder, steps)
             result.timings = {"load models": self.load_seconds, **steps.timings}
@@ -260,7 +98,7 @@ class Pipeline:
             steps.close()
         return result
 
-    def _analyse(self, folder: Path, steps: _Steps) -> PatientResult:
+    def _analyse(self, folder: Path, steps: Steps) -> PatientResult:
         from DoseSegLib.analysis.dosecheck import check_dose_units
         from DoseSegLib.core.alignment import align_case
         from DoseSegLib.io.patient import read_patient
@@ -393,27 +231,3 @@ def compare_doses(
     return Comparison(case.dose, difference, score.dose_error, score.dvh_error, score.dvh_rows, differences, reference)
 
 
-def write_results(result: PatientResult, folder: Path, steps: _Steps | None = None) -> None:
-    """Write every output file of one patient into an existing (staging) folder, ``summary.json`` last."""
-    from DoseSegLib.analysis.dvh import write_dvh_csv
-    from DoseSegLib.core.colors import structure_colors
-    from DoseSegLib.io.patient import write_segmentation, write_volume
-    from DoseSegLib.io.tables import columns_of, write_csv
-    from DoseSegLib.run.report import write_report
-
-    steps = steps or _Steps(result.name, False)
-    with steps("report"):
-        write_report(folder / "report.html", result)
-    with steps("write"):
-        write_volume(folder / "dose.nrrd", result.dose)
-        structures = result.case.structures
-        write_segmentation(folder / "segmentation.seg.nrrd", structures, structure_colors(structures))
-        result.plan.write(folder)
-        if result.radiomics:
-            write_csv(folder / "radiomics.csv", result.radiomics, columns_of(result.radiomics, ("structure",)))
-        if result.comparison is not None:
-            write_volume(folder / "dose_difference.nrrd", result.comparison.difference)
-            write_dvh_csv(folder / "dvh_reference.csv", result.comparison.reference_plan.dvhs)
-            write_csv(folder / "comparison.csv", result.comparison.metric_differences, COMPARISON_COLUMNS)
-    result.timings.update(report=steps.timings["report"], write=steps.timings["write"])
-    (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")

@@ -8,13 +8,10 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from DoseSegLib.io.tables import Row
+from DoseSegLib.run.results import PatientResult, output_files
 from DoseSegLib.viz import figures
-
-if TYPE_CHECKING:
-    from DoseSegLib.run.pipeline import PatientResult
 
 Cell = str | tuple[str, str]  # text, or (text, css class)
 METRIC_COLUMNS = (
@@ -26,18 +23,6 @@ RADIOMICS_COLUMNS = (
     ("original_firstorder_Mean", "Mean HU", 1.0), ("original_firstorder_Median", "Median HU", 1.0),
     ("original_firstorder_10Percentile", "P10 HU", 1.0), ("original_firstorder_90Percentile", "P90 HU", 1.0),
     ("original_firstorder_Entropy", "Entropy", 1.0), ("original_firstorder_Kurtosis", "Kurtosis", 1.0),
-)
-OUTPUT_FILES = (
-    ("dose.nrrd", "predicted dose (Gy) on the CT grid"),
-    ("segmentation.seg.nrrd", "the structures used, for 3D Slicer"),
-    ("dvh.csv", "cumulative DVH of every structure"),
-    ("dvh_metrics.csv", "all DVH metrics (incl. D98, D1, D0.03cc, V_x)"),
-    ("constraints.csv", "clinical goals, pass or fail"),
-    ("radiomics.csv", "pyradiomics features on the CT"),
-    ("dose_difference.nrrd", "predicted minus reference dose (Gy)"),
-    ("comparison.csv", "every DVH metric, predicted vs reference"),
-    ("dvh_reference.csv", "DVH of the reference dose"),
-    ("summary.json", "this run in machine-readable form"),
 )
 STYLE = """
 body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; color: #1d232b; margin: 0; background: #f4f6f8; }
@@ -163,10 +148,7 @@ def _about_section(result: PatientResult) -> str:
     models = [[task, str(m["name"]), str(m["version"]), str(m["sha256"])] for task, m in result.models.items()]
     timings = [[step, _number(seconds)] for step, seconds in result.timings.items()]
     timings.append(["total", _number(sum(result.timings.values()))])
-    absent = set() if result.comparison else {"dose_difference.nrrd", "comparison.csv", "dvh_reference.csv"}
-    if not result.radiomics:
-        absent.add("radiomics.csv")
-    files = [[name, what] for name, what in OUTPUT_FILES if name not in absent]
+    files = [[entry.name, entry.content] for entry in output_files(result)]
     return (
         "<h2>Models</h2>" + _table(["Task", "Name", "Version", "sha256"], models, (1, 2, 3))
         + "<h2>Run time</h2>" + _table(["Step", "Seconds"], timings)

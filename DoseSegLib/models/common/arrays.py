@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+REFERENCE_GY = 70.0  # dose channels and targets are scaled by this
 BOX_MARGIN = 4  # voxels kept around the body (possible-dose) box that a network sees
 CT_PAD = -1.0  # the CT channel's value for air
+
+
+def ct_window(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """HU clipped to [low, high] and scaled to [0, 1] (float32 in, float32 out)."""
+    return (np.clip(values, low, high) - low) / (high - low)
 
 
 def pad_to(array: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[slice, ...]]:

@@ -12,13 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from DoseSegLib.core.case import OARS
+from DoseSegLib.models.common.mirror import lateral_pairs, swap_pairs
 from DoseSegLib.models.dose.inputs import CHANNELS
 
-# Index of each parotid among the "rest" channels (CHANNELS without the CT).
-_RIGHT = CHANNELS.index("RightParotid") - 1
-_LEFT = CHANNELS.index("LeftParotid") - 1
-assert "RightParotid" in OARS and "LeftParotid" in OARS
+REST_PAIRS = lateral_pairs(CHANNELS[1:])  # paired structures among the "rest" channels (all but the CT)
 
 
 @dataclass
@@ -36,11 +33,9 @@ class AugmentConfig:
 
 
 def left_right_flip(patch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Mirror across the patient's mid-sagittal plane; the parotid channels swap sides."""
+    """Mirror across the patient's mid-sagittal plane; paired structures' channels swap sides."""
     flipped = {key: torch.flip(value, dims=(1,)) for key, value in patch.items()}
-    rest = flipped["rest"].clone()
-    rest[[_RIGHT, _LEFT]] = rest[[_LEFT, _RIGHT]]
-    flipped["rest"] = rest
+    flipped["rest"] = swap_pairs(flipped["rest"], REST_PAIRS)
     return flipped
 
 

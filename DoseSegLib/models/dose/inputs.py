@@ -6,9 +6,9 @@ import numpy as np
 
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.models.common.arrays import REFERENCE_GY, ct_window
 
 CT_RANGE = (-1024.0, 1024.0)
-REFERENCE_GY = 70.0
 PROXIMITY_MM = 15.0
 CHANNELS = ("ct", "targets", "target_proximity", *OARS, "possible_dose_mask")
 
@@ -37,8 +37,7 @@ def dose_input_channels(case: Case) -> np.ndarray:
         )
     if case.possible_dose_mask is None:
         raise ValueError("align the case first (align_case adds the possible-dose mask)")
-    low, high = CT_RANGE
-    ct = (np.clip(case.ct.array.astype(np.float32), low, high) - low) / (high - low) * 2 - 1
+    ct = ct_window(case.ct.array.astype(np.float32), *CT_RANGE) * 2 - 1
     weighted, proximity = target_channels(case)
     channels = [ct, weighted, proximity]
     empty = np.zeros(case.ct.shape, np.float32)

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from DoseSegLib.analysis.openkbp import dvh_abs_errors, openkbp_scores
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.io.patient import read_patient
-from DoseSegLib.models.common.arrays import pad_to, to_device
+from DoseSegLib.models.common.arrays import REFERENCE_GY, pad_to, to_device
 from DoseSegLib.models.common.devices import autocast
 from DoseSegLib.models.common.patient_cache import load_arrays
 from DoseSegLib.models.common.training_loop import (
@@ -29,7 +29,6 @@ from DoseSegLib.models.common.training_loop import (
 from DoseSegLib.models.dose.augment import AugmentConfig, DoseAugmentation
 from DoseSegLib.models.dose.cache import build_cache
 from DoseSegLib.models.dose.inference import predict_box
-from DoseSegLib.models.dose.inputs import REFERENCE_GY
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_dose_score", "val_dvh_score", "lr", "seconds")

@@ -21,7 +21,7 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume, crop_to_content, mask_box
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.models.common import patient_cache
-from DoseSegLib.models.dose.inputs import REFERENCE_GY
+from DoseSegLib.models.common.arrays import REFERENCE_GY, ct_window
 
 AIR_HU = -1024.0
 BOX_MARGIN_MM = 10.0
@@ -108,7 +108,7 @@ def prepare_inputs(case: Case, spec: FeatureInputs) -> dict:
     margin = int(np.ceil(BOX_MARGIN_MM / min(small.spacing)))
     grid = box_grid(small, mask_box(body_mask(small).array, margin), spec.grid)
     ct = resample(small, grid, "linear", AIR_HU).array
-    channels = [(np.clip(ct, low, high) - low) / (high - low) for low, high in spec.ct_windows]
+    channels = [ct_window(ct, low, high) for low, high in spec.ct_windows]
     channels.append(target_union(case, grid))
     if spec.dose:
         channels.append(resample(case.dose, grid, "linear", 0.0).array / REFERENCE_GY)

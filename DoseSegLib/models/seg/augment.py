@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from DoseSegLib.models.common.mirror import lateral_pairs, swap_pairs
 from DoseSegLib.models.dose.inputs import CHANNELS
 
 SPATIAL_KEYS = ("image", "labels", "dose_inputs")
-_SIDES = (("Right", "Left"), ("Left", "Right"))
-_SUFFIXES = (("_R", "_L"), ("_L", "_R"))
 
 
 @dataclass
@@ -35,35 +34,9 @@ class SegAugmentConfig:
     intensity_scale: float = 0.1
 
 
-def mirrored_name(name: str) -> str | None:
-    """The name of the same structure on the other side, or None for a midline structure."""
-    for side, other in _SIDES:
-        if name.startswith(side):
-            return other + name[len(side):]
-    for side, other in _SUFFIXES:
-        if name.endswith(side):
-            return name[: -len(side)] + other
-    return None
-
-
-def lateral_pairs(names: Sequence[str]) -> list[tuple[int, int]]:
-    """Index pairs of names that are the left and right of one structure, each pair once."""
-    index = {name: i for i, name in enumerate(names)}
-    pairs = {tuple(sorted((i, index[mirrored_name(n)]))) for i, n in enumerate(names) if mirrored_name(n) in index}
-    return sorted(pairs)
-
-
 def _plain(value) -> torch.Tensor:
     """A plain tensor (MONAI transforms return MetaTensors)."""
     return torch.as_tensor(value).as_subclass(torch.Tensor)
-
-
-def swap_pairs(tensor: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
-    """``tensor`` with the channels (first axis) of each index pair exchanged."""
-    order = list(range(tensor.shape[0]))
-    for a, b in pairs:
-        order[a], order[b] = b, a
-    return tensor[order]
 
 
 class SegAugmentation:

@@ -20,7 +20,7 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.io.patient import read_patient, read_volume
 from DoseSegLib.models.common import patient_cache
-from DoseSegLib.models.common.arrays import BOX_MARGIN, pad_to
+from DoseSegLib.models.common.arrays import BOX_MARGIN, ct_window, pad_to
 from DoseSegLib.models.dose.inputs import dose_input_channels
 
 CT_IMAGE = "ct.nrrd"
@@ -79,7 +79,7 @@ def input_channels(images: list[Volume], spec: InputSpec, region: np.ndarray) ->
         values = image.array.astype(np.float32)
         if is_ct(name):
             for low, high in spec.ct_windows:
-                channels.append((np.clip(values, low, high) - low) / (high - low) * 2 - 1)
+                channels.append(ct_window(values, low, high) * 2 - 1)
         else:
             inside = values[region]
             channels.append((values - inside.mean()) / max(float(inside.std()), 1e-6))

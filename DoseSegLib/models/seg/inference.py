@@ -9,7 +9,7 @@ import torch
 
 from DoseSegLib.models.common.arrays import inference_shape
 from DoseSegLib.models.common.devices import autocast
-from DoseSegLib.models.seg.augment import lateral_pairs, swap_pairs
+from DoseSegLib.models.common.mirror import lateral_pairs, swap_pairs
 from DoseSegLib.models.seg.data import pad_channels
 from DoseSegLib.models.seg.net import SegNet
 

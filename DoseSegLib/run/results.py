@@ -1,0 +1,186 @@
+"""What the main job produces: its options, per-patient and cohort results, and the table of output files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from DoseSegLib import __version__
+from DoseSegLib.analysis.dvh import DVH
+from DoseSegLib.analysis.plan import PlanEvaluation
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.tables import Row
+
+COHORT_COLUMNS = (
+    "patient", "status", "error", "prescription_gy", "structures", "auto_segmented",
+    "constraints_failed", "dose_error_gy", "dvh_error_gy", "seconds",
+)
+COMPARISON_COLUMNS = ("structure", "metric", "reference", "predicted", "difference")
+@dataclass
+class RunOptions:
+    """What the main job does besides predicting the dose.
+
+    Attributes:
+        segment: auto-segment the OARs the patient lacks when a segmentation model exists.
+        segment_all: replace every OAR with the model's (implies ``segment``).
+        radiomics: compute pyradiomics features of every structure on the CT.
+        constraints: a constraint CSV (DoseSegLib's head-and-neck table when None).
+        tta: average the dose and the OAR probabilities with left-right mirrored predictions.
+        allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
+    """
+
+    segment: bool = True
+    segment_all: bool = False
+    radiomics: bool = True
+    constraints: str | Path | None = None
+    tta: bool = False
+    allow_high_dose: bool = False
+
+
+@dataclass
+class Comparison:
+    """The predicted dose against the patient's reference (planned) dose.
+
+    Attributes:
+        reference_dose: the reference dose on the CT grid (Gy).
+        difference: predicted minus reference (Gy).
+        dose_error: OpenKBP dose error (Gy).
+        dvh_error: mean absolute OpenKBP DVH metric error (Gy).
+        openkbp_rows: structure, metric, reference, predicted, abs_error of the challenge metrics.
+        metric_differences: structure, metric, reference, predicted, difference of every DVH metric.
+        reference_plan: DVHs, metrics and clinical goals of the reference dose.
+    """
+
+    reference_dose: Volume
+    difference: Volume
+    dose_error: float
+    dvh_error: float
+    openkbp_rows: list[Row]
+    metric_differences: list[Row]
+    reference_plan: PlanEvaluation
+
+
+@dataclass
+class PatientResult:
+    """Everything the main job computed for one patient (doses in Gy, on the CT grid)."""
+
+    name: str
+    source: Path
+    case: Case
+    dose: Volume
+    plan: PlanEvaluation
+    radiomics: list[Row]
+    comparison: Comparison | None
+    structure_sources: dict[str, str]
+    notes: list[str]
+    models: dict[str, dict]
+    device: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dvhs(self) -> dict[str, DVH]:
+        return self.plan.dvhs
+
+    @property
+    def metrics(self) -> list[Row]:
+        return self.plan.metrics
+
+    @property
+    def constraints(self) -> list[Row]:
+        return self.plan.constraints
+
+    @property
+    def seconds(self) -> float:
+        """Time spent on this patient (model loading excluded)."""
+        return sum(seconds for step, seconds in self.timings.items() if step != "load models")
+
+    @property
+    def auto_segmented(self) -> list[str]:
+        return [name for name, source in self.structure_sources.items() if source == "auto"]
+
+    def summary(self) -> dict:
+        """A JSON-serialisable digest (what ``summary.json`` holds)."""
+        comparison = None
+        if self.comparison is not None:
+            comparison = {"dose_error_gy": self.comparison.dose_error, "dvh_error_gy": self.comparison.dvh_error}
+        return {
+            "patient": self.name,
+            "source": str(self.source),
+            "doseseg_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": self.device,
+            "prescription_gy": self.case.main_prescription,
+            "targets": self.case.targets,
+            "structures": {name: self.structure_sources[name] for name in self.case.structures},
+            "notes": self.notes,
+            "models": self.models,
+            "constraints": self.plan.counts(),
+            "failed_constraints": [constraint_text(row) for row in self.constraints if row["result"] == "fail"],
+            "comparison": comparison,
+            "timings_s": {step: round(seconds, 3) for step, seconds in self.timings.items()},
+            "patient_seconds": round(self.seconds, 3),
+        }
+
+    def cohort_row(self) -> Row:
+        """One line of ``cohort_summary.csv``."""
+        return {
+            "patient": self.name, "status": "ok", "prescription_gy": self.case.main_prescription,
+            "structures": len(self.case.structures), "auto_segmented": " ".join(self.auto_segmented),
+            "constraints_failed": self.plan.counts().get("fail", 0),
+            "dose_error_gy": self.comparison.dose_error if self.comparison else None,
+            "dvh_error_gy": self.comparison.dvh_error if self.comparison else None,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def constraint_text(row: Row) -> str:
+    value = row.get("value")
+    shown = f" (value {float(value):.2f})" if value is not None else ""
+    return f"{row['structure']} {row['metric']} {row['operator']} {float(row['limit']):g} {row['limit_unit']}{shown}"
+
+
+@dataclass
+class BatchResult:
+    """Outcome of a cohort run: one cohort-summary row per patient, failures included."""
+
+    rows: list[Row]
+    summaries: list[dict]
+
+    @property
+    def failed(self) -> list[str]:
+        return [str(row["patient"]) for row in self.rows if row["status"] != "ok"]
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file of a patient's output folder: its name, what it holds, and when it is written.
+
+    ``needs`` is "" (always), "comparison" (a reference dose exists) or "radiomics" (features were computed).
+    """
+
+    name: str
+    content: str
+    needs: str = ""
+
+
+OUTPUT_FILES = (
+    OutputFile("report.html", "this report"),
+    OutputFile("dose.nrrd", "predicted dose (Gy) on the CT grid"),
+    OutputFile("segmentation.seg.nrrd", "the structures used, for 3D Slicer"),
+    OutputFile("dvh.csv", "cumulative DVH of every structure"),
+    OutputFile("dvh_metrics.csv", "all DVH metrics (incl. D98, D1, D0.03cc)"),
+    OutputFile("constraints.csv", "clinical goals, pass or fail"),
+    OutputFile("radiomics.csv", "pyradiomics features on the CT", "radiomics"),
+    OutputFile("dose_difference.nrrd", "predicted minus reference dose (Gy)", "comparison"),
+    OutputFile("comparison.csv", "every DVH metric, predicted vs reference", "comparison"),
+    OutputFile("dvh_reference.csv", "DVH of the reference dose", "comparison"),
+    OutputFile("summary.json", "this run in machine-readable form"),
+)
+
+
+def output_files(result: PatientResult) -> list[OutputFile]:
+    """The entries of :data:`OUTPUT_FILES` that ``result`` has, in writing order."""
+    present = {"": True, "comparison": result.comparison is not None, "radiomics": bool(result.radiomics)}
+    return [entry for entry in OUTPUT_FILES if present[entry.needs]]

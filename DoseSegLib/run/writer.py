@@ -1,0 +1,51 @@
+"""Writing one patient's results: every file of :data:`~DoseSegLib.run.results.OUTPUT_FILES`, summary.json last."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from DoseSegLib.run.results import COMPARISON_COLUMNS, PatientResult, output_files
+from DoseSegLib.run.steps import Steps
+
+
+def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
+    """For each output file name, how to write it from ``result``."""
+    from DoseSegLib.analysis.constraints import write_constraints_csv
+    from DoseSegLib.analysis.dvh import write_dvh_csv, write_metrics_csv
+    from DoseSegLib.core.colors import structure_colors
+    from DoseSegLib.io.patient import write_segmentation, write_volume
+    from DoseSegLib.io.tables import columns_of, write_csv
+    from DoseSegLib.run.report import write_report
+
+    structures = result.case.structures
+    comparison = result.comparison
+    return {
+        "report.html": lambda path: write_report(path, result),
+        "dose.nrrd": lambda path: write_volume(path, result.dose),
+        "segmentation.seg.nrrd": lambda path: write_segmentation(path, structures, structure_colors(structures)),
+        "dvh.csv": lambda path: write_dvh_csv(path, result.dvhs),
+        "dvh_metrics.csv": lambda path: write_metrics_csv(path, result.metrics),
+        "constraints.csv": lambda path: write_constraints_csv(path, result.constraints),
+        "radiomics.csv": lambda path: write_csv(path, result.radiomics, columns_of(result.radiomics, ("structure",))),
+        "dose_difference.nrrd": lambda path: write_volume(path, comparison.difference),
+        "comparison.csv": lambda path: write_csv(path, comparison.metric_differences, COMPARISON_COLUMNS),
+        "dvh_reference.csv": lambda path: write_dvh_csv(path, comparison.reference_plan.dvhs),
+        "summary.json": lambda path: path.write_text(json.dumps(result.summary(), indent=2) + "\n"),
+    }
+
+
+def write_results(result: PatientResult, folder: Path, steps: Steps | None = None) -> None:
+    """Write every output file of one patient into an existing (staging) folder, ``summary.json`` last."""
+    steps = steps or Steps(result.name, False)
+    writers = _writers(result)
+    files = [entry.name for entry in output_files(result)]
+    with steps("report"):
+        writers["report.html"](folder / "report.html")
+    with steps("write"):
+        for name in files:
+            if name not in ("report.html", "summary.json"):
+                writers[name](folder / name)
+    result.timings.update(report=steps.timings["report"], write=steps.timings["write"])
+    writers["summary.json"](folder / "summary.json")
