@@ -14,6 +14,7 @@ from DoseSegLib.models.common.training_loop import (
     Validation,
     cosine_lr,
     run_epochs,
+    train_epoch,
 )
 
 
@@ -33,16 +34,17 @@ def _run(out: Path, config: RunConfig, scores: list[float], maximize: bool = Fal
     """run_epochs with a validation that returns ``scores`` in turn; returns (result, epochs trained, fresh starts)."""
     trained, fresh, pending = [], [], list(scores)
 
-    def train_epoch(optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+    def make_step(epoch: int):
         trained.append(epoch)
-        return {"train_loss": 1.0 / epoch}
+        return lambda indices, rng: {"loss": (net.weight * 0).sum() + 1.0 / epoch}
 
     def validate(epoch: int) -> Validation:
         score = pending.pop(0)
         return Validation(score, {"val_score": score}, {"epoch": epoch})
 
     columns = ("epoch", "train_loss", "val_score", "lr", "seconds")
-    result = run_epochs(out, TinyNet(), config, torch.device("cpu"), columns, train_epoch, validate, maximize,
+    net = TinyNet()
+    result = run_epochs(out, net, config, torch.device("cpu"), columns, 1, make_step, validate, maximize,
                         on_fresh_start=lambda: fresh.append(True))
     return result, trained, len(fresh)
 
@@ -94,3 +96,20 @@ def test_cosine_learning_rate_follows_epochs_or_time() -> None:
     timed = RunConfig(epochs=1000, lr=1e-3, min_lr=1e-5, max_minutes=10.0)
     assert cosine_lr(timed, 1, 5.0) == pytest.approx((1e-3 + 1e-5) / 2)
     assert math.isclose(cosine_lr(timed, 1, 20.0), 1e-5)
+
+
+def test_train_epoch_visits_every_item_once_descends_and_averages_each_term() -> None:
+    net = TinyNet()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    seen = []
+
+    def step(indices, rng):
+        seen.extend(int(i) for i in indices)
+        loss = ((net(torch.ones(len(indices), 1)) - 1.0) ** 2).mean()
+        return {"loss": loss, "size": torch.tensor(float(len(indices)))}
+
+    before = net.weight.detach().clone()
+    values = train_epoch(net, optimizer, 5, RunConfig(batch_size=2), 1, step)
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+    assert values["train_size"] == pytest.approx(5 / 3) and set(values) == {"train_loss", "train_size"}
+    assert not torch.equal(net.weight, before)

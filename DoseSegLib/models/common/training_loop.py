@@ -2,7 +2,7 @@
 
 The run options (:class:`RunConfig`), the learning-rate schedule, weight files, and the
 epoch loop (:func:`run_epochs`) that writes log.csv, best.pt and last.pt, stops early and
-keeps to the time budget. Each training supplies only its epoch and validation steps.
+keeps to the time budget. Each training supplies only its batch step and its validation.
 """
 
 from __future__ import annotations
@@ -12,15 +12,20 @@ import json
 import logging
 import math
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
 from DoseSegLib.core.errors import DoseSegError
 
 log = logging.getLogger(__name__)
+
+Step = Callable[[np.ndarray, np.random.Generator], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -135,15 +140,39 @@ def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
     return loss.item()
 
 
+def train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, count: int, config: RunConfig, epoch: int,
+                step: Step, loss_name: str = "loss") -> dict[str, float]:
+    """One pass over ``count`` training items in a random order, ``config.batch_size`` at a time.
+
+    Args:
+        step: ``(item indices, rng) -> loss terms`` of one batch; the term ``loss_name`` is descended.
+
+    Returns:
+        The epoch mean of each term, named ``train_<term>``.
+    """
+    net.train()
+    rng = np.random.default_rng([config.seed, epoch])
+    order = rng.permutation(count)
+    batches = [order[i: i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    history = defaultdict(list)
+    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
+    for indices in bar:
+        terms = step(indices, rng)
+        descend(optimizer, terms[loss_name])
+        for key, value in terms.items():
+            history[key].append(value.item())
+        bar.set_postfix({loss_name: f"{np.mean(history[loss_name]):.4g}"})
+    return {f"train_{key}": float(np.mean(values)) for key, values in history.items()}
+
+
 def _spent(config: RunConfig, minutes: float) -> bool:
     return bool(config.max_minutes) and minutes > config.max_minutes
 
 
 def run_epochs(
     out: Path, net: torch.nn.Module, config: RunConfig, device: torch.device, columns: Sequence[str],
-    train_epoch: Callable[[torch.optim.Optimizer, int], dict[str, float]],
-    validate: Callable[[int], Validation], maximize: bool = False,
-    on_fresh_start: Callable[[], None] | None = None,
+    count: int, make_step: Callable[[int], Step], validate: Callable[[int], Validation], maximize: bool = False,
+    on_fresh_start: Callable[[], None] | None = None, loss_name: str = "loss",
 ) -> dict:
     """Train ``net`` (resuming from ``out/last.pt``) until the epochs, the patience or the time run out.
 
@@ -153,8 +182,10 @@ def run_epochs(
 
     Args:
         columns: log.csv columns; "epoch", "lr" and "seconds" are filled here, the others
-            from what ``train_epoch`` and ``validate`` return (NaN when not validated).
-        train_epoch: one training pass ``(optimizer, epoch) -> values``.
+            from the training terms (``train_<term>``) and ``validate`` (NaN when not validated).
+        count: number of training items (patients or images).
+        make_step: ``epoch -> step`` (see :func:`train_epoch`), made once per epoch (augmentation seeds).
+        loss_name: the step's term to descend.
         validate: ``epoch -> Validation``.
         maximize: a higher score is better (Dice); else lower (errors).
         on_fresh_start: called once before the first epoch of a run that is not resumed.
@@ -179,7 +210,7 @@ def run_epochs(
             lr = cosine_lr(config, state["epoch"], state["minutes"])
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            values = train_epoch(optimizer, epoch)
+            values = train_epoch(net, optimizer, count, config, epoch, make_step(epoch), loss_name)
             if epoch % config.val_every == 0 or epoch == config.epochs or _spent(
                     config, state["minutes"] + (time.monotonic() - t0) / 60):
                 net.eval()

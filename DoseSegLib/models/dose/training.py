@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from DoseSegLib.analysis.openkbp import dvh_abs_errors, openkbp_scores
 from DoseSegLib.core.alignment import align_case
@@ -18,8 +17,8 @@ from DoseSegLib.models.common.devices import autocast
 from DoseSegLib.models.common.patient_cache import load_arrays
 from DoseSegLib.models.common.training_loop import (
     RunConfig,
+    Step,
     Validation,
-    descend,
     load_init_weights,
     patient_folders,
     run_epochs,
@@ -158,31 +157,24 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
 
     result = run_epochs(
         out, net, config, device, LOG_COLUMNS,
-        lambda optimizer, epoch: {"train_loss": _train_epoch(net, optimizer, train_samples, config, epoch, device)},
-        validate,
+        len(train_samples), lambda epoch: _step(net, train_samples, config, epoch, device), validate,
     )
     return {"val_dose_score": result["best"], "val_dvh_score": result["best_values"].get("val_dvh_score", math.inf),
             "epochs": result["epochs"]}
 
 
-def _train_epoch(net: DoseNet, optimizer: torch.optim.Optimizer, samples: list[dict], config: TrainConfig,
-                 epoch: int, device: torch.device) -> float:
-    """One pass over the training patients in random order; returns the mean loss."""
-    net.train()
-    rng = np.random.default_rng([config.seed, epoch])
+def _step(net: DoseNet, samples: list[dict], config: TrainConfig, epoch: int, device: torch.device) -> Step:
+    """The batch step of one epoch: augmented random patches, masked MAE (+ the DVH moment term)."""
     augment = DoseAugmentation(config.augment, seed=config.seed * 1000 + epoch)
-    order = rng.permutation(len(samples))
-    batches = [order[i: i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    losses = []
-    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
-    for batch in bar:
-        patches = [augment(to_device(random_patch(samples[i], config.patch, rng), device)) for i in batch]
+
+    def step(indices: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        patches = [augment(to_device(random_patch(samples[i], config.patch, rng), device)) for i in indices]
         ct, rest, dose = (torch.stack([p[key] for p in patches]) for key in ("ct", "rest", "dose"))
         with autocast(device):
             pred = net(torch.cat([ct, rest], dim=1)).float()
         loss = masked_mae(pred, dose, rest, config.structure_weight)
         if config.moment_weight:
             loss = loss + config.moment_weight * moment_loss(pred, dose, rest)
-        losses.append(descend(optimizer, loss))
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}")
-    return float(np.mean(losses))
+        return {"loss": loss}
+
+    return step

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from DoseSegLib.models.common.training_loop import (
     RunConfig,
+    Step,
     Validation,
-    descend,
     patient_folders,
     run_epochs,
     start_run,
@@ -104,7 +103,7 @@ def train_features(data: Path, out: Path, config: FeatureTrainConfig, cache: Pat
 
     result = run_epochs(
         out, net, config, device, LOG_COLUMNS,
-        lambda optimizer, epoch: {"train_mse": _train_epoch(net, optimizer, train, config, epoch, device)}, validate,
+        len(train), lambda epoch: _step(net, train, config, device), validate, loss_name="mse",
     )
     return {"val_mse": result["best"], "val_baseline_mse": baseline, "epochs": result["epochs"]}
 
@@ -123,21 +122,14 @@ def _meta(config: FeatureTrainConfig, epoch: int, val_mse: float, baseline: floa
     }
 
 
-def _train_epoch(net: FeatureNet, optimizer: torch.optim.Optimizer, images: np.ndarray,
-                 config: FeatureTrainConfig, epoch: int, device: torch.device) -> float:
-    """One pass over the training images in random order (randomly mirrored); returns the mean MSE."""
-    net.train()
-    rng = np.random.default_rng([config.seed, epoch])
-    order = rng.permutation(len(images))
-    losses = []
-    bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-               leave=False)
-    for start in bar:
-        batch = images[order[start: start + config.batch_size]]
+def _step(net: FeatureNet, images: np.ndarray, config: FeatureTrainConfig, device: torch.device) -> Step:
+    """The batch step: reconstruct a batch of images (randomly mirrored left-right); the MSE."""
+
+    def step(indices: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        batch = images[indices]
         if config.flip and rng.random() < 0.5:
             batch = batch[:, :, ::-1]  # axis 0 of the grid is x (patient left-right)
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
-        loss = torch.nn.functional.mse_loss(net(x), x)
-        losses.append(descend(optimizer, loss))
-        bar.set_postfix(mse=f"{np.mean(losses):.4f}")
-    return float(np.mean(losses))
+        return {"mse": torch.nn.functional.mse_loss(net(x), x)}
+
+    return step

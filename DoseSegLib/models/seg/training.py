@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,8 +24,8 @@ from DoseSegLib.models.common.devices import autocast
 from DoseSegLib.models.common.patient_cache import load_arrays
 from DoseSegLib.models.common.training_loop import (
     RunConfig,
+    Step,
     Validation,
-    descend,
     load_init_weights,
     patient_folders,
     run_epochs,
@@ -164,7 +163,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
 
     result = run_epochs(
         out, net, config, device, [*LOG_COLUMNS, *(f"dice_{n}" for n in config.labels)],
-        lambda optimizer, epoch: _train_epoch(net, loss_fn, optimizer, train_samples, config, epoch, device),
+        len(train_samples), lambda epoch: _step(net, loss_fn, train_samples, config, epoch, device),
         validate, maximize=True,
         on_fresh_start=(lambda: reset_output_bias(net, train_samples, config, device)) if config.reset_labels else None,
     )
@@ -212,27 +211,19 @@ def _meta(config: SegTrainConfig, epoch: int, thresholds: np.ndarray, dice: np.n
     }
 
 
-def _train_epoch(net: SegNet, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: list[dict],
-                 config: SegTrainConfig, epoch: int, device: torch.device) -> dict[str, float]:
-    """One pass over the training patients in random order; the mean of each loss term (train_loss, ...)."""
-    net.train()
+def _step(net: SegNet, loss_fn: torch.nn.Module, samples: list[dict], config: SegTrainConfig, epoch: int,
+          device: torch.device) -> Step:
+    """The batch step of one epoch: augmented random patches, every term of ``loss_fn`` ("loss" descended)."""
     loss_fn.train()
-    rng = np.random.default_rng([config.seed, epoch])
     augment = SegAugmentation(config.augment, config.labels, seed=config.seed * 1000 + epoch)
-    order = rng.permutation(len(samples))
-    batches = [order[i: i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    history = defaultdict(list)
     label_weights = balanced_label_weights(samples) if config.balanced else None
-    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
-    for indices in bar:
+
+    def step(indices: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         patches = [augment(to_device(random_patch(samples[i], config.patch, rng, config.foreground, label_weights,
                                                   config.truncate), device)) for i in indices]
         batch = {key: torch.stack([p[key] for p in patches]) for key in patches[0]}
         with autocast(device):
             logits = net(batch["image"]).float()
-        terms = loss_fn(logits, batch)
-        descend(optimizer, terms["loss"])
-        for key, value in terms.items():
-            history[key].append(value.item())
-        bar.set_postfix(loss=f"{np.mean(history['loss']):.3f}")
-    return {f"train_{key}": float(np.mean(values)) for key, values in history.items()}
+        return loss_fn(logits, batch)
+
+    return step
