@@ -214,3 +214,17 @@ def test_bad_file_gives_one_line_error_naming_file_and_problem(tmp_path: Path, k
     message = str(info.value)
     assert message.startswith(f"{path}: ") and problem in message
     assert "\n" not in message
+
+
+def test_patient_folders_are_listed_in_natural_order_everywhere(tmp_path) -> None:
+    from DoseSegLib.io.listing import patient_folders, subfolders
+
+    for name in ("pt_10", "pt_2", "pt_1", "notes"):
+        (tmp_path / name).mkdir()
+        if name != "notes":
+            (tmp_path / name / "ct.nrrd").write_bytes(b"")
+    assert [p.name for p in patient_folders(tmp_path)] == ["pt_1", "pt_2", "pt_10"]
+    assert [p.name for p in patient_folders(tmp_path, limit=2)] == ["pt_1", "pt_2"]
+    assert [p.name for p in subfolders(tmp_path)] == ["notes", "pt_1", "pt_2", "pt_10"]
+    with pytest.raises(DoseSegError, match="no patient folder"):
+        patient_folders(tmp_path / "notes")

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from DoseSegLib.core.case import OARS
+from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.models.common.patient_cache import load_arrays
-from DoseSegLib.models.common.training_loop import patient_folders, save_weights
+from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.models.seg.data import InputSpec, build_cache
 from DoseSegLib.models.seg.net import SegNet, SegNetConfig
 from DoseSegLib.models.seg.training import Validator
@@ -60,7 +61,7 @@ def main() -> None:
     net = SegNet(SegNetConfig.from_dict(like["config"]))
     net.load_state_dict(average(args.snapshots))
     spec = InputSpec.from_dict(meta["inputs"])
-    cached = build_cache(patient_folders(args.data, "validation"), args.cache, spec, labels, False)
+    cached = build_cache(patient_folders(args.data / "validation"), args.cache, spec, labels, False)
     validator = Validator([load_arrays(f) for f in cached], tuple(meta["patch"]))
     as_segmented = [label in OARS for label in labels]  # segment_case keeps each OAR's largest region
     raw, kept = validator.counts(net, torch.device("cpu"), (None, as_segmented))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from DoseSegLib.core.alignment import align_case, resample
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.io.patient import read_dose, read_patient
 from DoseSegLib.io.tables import Row, write_csv
 
@@ -78,20 +78,6 @@ def score_patient(pred: Volume, reference: Case) -> PatientScore:
     return PatientScore(reference.name, error, rows)
 
 
-def reference_patients(split_dir: Path) -> list[Path]:
-    """Patient folders (those holding a ct.nrrd) of a split, in natural order (pt_2 before pt_10)."""
-    if not split_dir.is_dir():
-        raise DoseSegError(f"{split_dir}: reference folder not found")
-    folders = [p for p in split_dir.iterdir() if (p / "ct.nrrd").is_file()]
-    if not folders:
-        raise DoseSegError(f"{split_dir}: no patient folder (with a ct.nrrd) found")
-    return sorted(folders, key=lambda p: _natural_key(p.name))
-
-
-def _natural_key(name: str) -> list[tuple[int, str]]:
-    return [(int(t), "") if t.isdigit() else (-1, t) for t in re.findall(r"\d+|\D+", name)]
-
-
 def _predicted_dose(pred_dir: Path, patient: str) -> Path:
     return pred_dir / patient / "dose.nrrd"
 
@@ -99,7 +85,7 @@ def _predicted_dose(pred_dir: Path, patient: str) -> Path:
 def _matched_patients(pred_dir: Path, split_dir: Path, allow_missing: bool) -> list[Path]:
     if not pred_dir.is_dir():
         raise DoseSegError(f"{pred_dir}: prediction folder not found")
-    patients = reference_patients(split_dir)
+    patients = patient_folders(split_dir)
     missing = [p.name for p in patients if not _predicted_dose(pred_dir, p.name).is_file()]
     if missing and not allow_missing:
         shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")

@@ -87,15 +87,6 @@ def write_config(out: Path, config: RunConfig) -> None:
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
 
-def patient_folders(data: Path, split: str, limit: int | None = None) -> list[Path]:
-    """The first ``limit`` (all when None) patient folders with a ct.nrrd in ``data/split``, pt_2 before pt_10."""
-    folders = sorted((p for p in (data / split).iterdir() if (p / "ct.nrrd").is_file()),
-                     key=lambda p: (len(p.name), p.name))
-    if not folders:
-        raise DoseSegError(f"{data / split}: no patient folder with ct.nrrd")
-    return folders[:limit]
-
-
 def load_init_weights(net: torch.nn.Module, path: str | Path) -> None:
     """Start ``net`` from inference weights (a best.pt or a bundled model file) of the same architecture."""
     if not Path(path).is_file():

@@ -11,6 +11,7 @@ import torch
 
 from DoseSegLib.analysis.openkbp import dvh_abs_errors, openkbp_scores
 from DoseSegLib.core.alignment import align_case
+from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.models.common.arrays import REFERENCE_GY, pad_to, to_device
 from DoseSegLib.models.common.devices import autocast
@@ -20,7 +21,6 @@ from DoseSegLib.models.common.training_loop import (
     Step,
     Validation,
     load_init_weights,
-    patient_folders,
     run_epochs,
     start_run,
     write_config,
@@ -143,8 +143,8 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
     if config.init_weights:
         load_init_weights(net, config.init_weights)
     write_config(out, config)
-    train_folders = patient_folders(data, "train", config.max_train_patients)
-    val_folders = patient_folders(data, "validation", config.max_val_patients)
+    train_folders = patient_folders(data / "train", config.max_train_patients)
+    val_folders = patient_folders(data / "validation", config.max_val_patients)
     cache = cache or out / "cache"
     train_files = build_cache(train_folders, cache)
     val_set = ValidationSet(build_cache(val_folders, cache), val_folders)

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.models.common.training_loop import (
     RunConfig,
     Step,
     Validation,
-    patient_folders,
     run_epochs,
     start_run,
     write_config,
@@ -85,8 +85,8 @@ def train_features(data: Path, out: Path, config: FeatureTrainConfig, cache: Pat
         device: torch device (default CUDA when available).
     """
     device = start_run(config, device)
-    train_folders = patient_folders(data, "train", config.max_train_patients)
-    val_folders = patient_folders(data, "validation", config.max_val_patients)
+    train_folders = patient_folders(data / "train", config.max_train_patients)
+    val_folders = patient_folders(data / "validation", config.max_val_patients)
     config = _resolve(config, train_folders)
     net = FeatureNet(config.net).to(device)  # checks the grid before the slow cache
     write_config(out, config)

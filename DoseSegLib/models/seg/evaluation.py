@@ -19,6 +19,7 @@ from DoseSegLib.core.alignment import align_case, align_structure
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.listing import subfolders
 from DoseSegLib.io.patient import read_mask, read_patient, read_segmentation
 from DoseSegLib.io.tables import Row
 
@@ -72,9 +73,7 @@ def evaluate_folder(predictions: Path, reference: Path, labels: tuple[str, ...],
     Args:
         reference: folder of the reference patients (same folder names, ct.nrrd and structures/).
     """
-    folders = sorted(p for p in predictions.iterdir() if p.is_dir())
-    if not folders:
-        raise DoseSegError(f"{predictions}: no patient folder")
+    folders = subfolders(predictions, "patient folder")
     rows = []
     for folder in folders:
         case = align_case(read_patient(reference / folder.name))

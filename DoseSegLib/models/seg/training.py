@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.models.common.arrays import to_device
 from DoseSegLib.models.common.devices import autocast
 from DoseSegLib.models.common.patient_cache import load_arrays
@@ -27,7 +28,6 @@ from DoseSegLib.models.common.training_loop import (
     Step,
     Validation,
     load_init_weights,
-    patient_folders,
     run_epochs,
     start_run,
     write_config,
@@ -149,8 +149,8 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     write_config(out, config)
 
     cache = cache or out / "cache"
-    train_folders = patient_folders(data, "train", config.max_train_patients)
-    val_folders = patient_folders(data, "validation", config.max_val_patients)
+    train_folders = patient_folders(data / "train", config.max_train_patients)
+    val_folders = patient_folders(data / "validation", config.max_val_patients)
     cached = build_cache(train_folders, cache, config.inputs, config.labels, doselo, config.workers)
     train_samples = [load_arrays(f) for f in cached]
     cached = build_cache(val_folders, cache, config.inputs, config.labels, False, config.workers)
