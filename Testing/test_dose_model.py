@@ -225,7 +225,7 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setenv("DOSESEG_MODELS", str(_catalogue(tmp_path, DoseNet(TINY))))
     model = load_dose_model(device="cpu")
-    model.device, model.amp = torch.device("cuda"), True  # as if loaded on a GPU
+    model.device = torch.device("cuda")  # as if loaded on a GPU (amp follows the device)
     monkeypatch.setattr(model.net, "to", lambda device: model.net)  # no GPU here to move from
     real = dose_inference.predict_box
     devices_used = []

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from DoseSegLib.run.results import (
 )
 from DoseSegLib.run.steps import STEPS, Steps
 from DoseSegLib.run.writer import write_results
+
+if TYPE_CHECKING:
+    from DoseSegLib.models.seg.predict import SegModel
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ class Pipeline:
         self.segmenter, self.segmenter_note = self._load_segmenter(device)
         self.load_seconds = time.perf_counter() - start
 
-    def _load_segmenter(self, device: str) -> tuple[object | None, str]:
+    def _load_segmenter(self, device: str) -> tuple[SegModel | None, str]:
         """The catalogue's segmentation model, or None and why auto-segmentation is skipped."""
         from DoseSegLib.models.common.catalogue import load_catalogue
 

@@ -14,8 +14,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from DoseSegLib.core.errors import DoseSegError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -114,7 +118,8 @@ def load_checkpoint(task: str, name: str | None = None, weights: Path | None = N
 
 
 def load_network(task: str, network: type, config: type, name: str | None = None,
-                 weights: Path | None = None, device: str = "auto") -> tuple[object, dict, ModelEntry | None, object]:
+                 weights: Path | None = None, device: str = "auto",
+                 ) -> tuple[torch.nn.Module, dict, ModelEntry | None, torch.device]:
     """A network from the catalogue or a weights file (see :func:`load_checkpoint`), in eval mode on ``device``.
 
     Args:

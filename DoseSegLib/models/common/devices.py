@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
 from DoseSegLib.core.errors import DoseSegError
+
+if TYPE_CHECKING:
+    from DoseSegLib.models.common.handle import ModelHandle
 
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")
@@ -30,8 +33,8 @@ def autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
-def cpu_if_out_of_memory(model: Any, run: Callable[[], Result]) -> Result:
-    """``run()``; when CUDA runs out of memory, ``model`` (with ``net``, ``device`` and ``amp``)
+def cpu_if_out_of_memory(model: ModelHandle, run: Callable[[], Result]) -> Result:
+    """``run()``; when CUDA runs out of memory, ``model`` (its ``net`` and ``device``)
     moves to the CPU for the rest of the session and ``run()`` is repeated there."""
     try:
         return run()
@@ -41,5 +44,5 @@ def cpu_if_out_of_memory(model: Any, run: Callable[[], Result]) -> Result:
         log.warning("the GPU ran out of memory: continuing on the CPU (slower, same result)")
         torch.cuda.empty_cache()
         model.net.to("cpu")
-        model.device, model.amp = torch.device("cpu"), False
+        model.device = torch.device("cpu")
         return run()

@@ -13,8 +13,9 @@ from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.models.common.arrays import BOX_MARGIN
-from DoseSegLib.models.common.catalogue import ModelEntry, load_network
+from DoseSegLib.models.common.catalogue import load_network
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
+from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.dose.inputs import dose_input_channels
 
 log = logging.getLogger(__name__)
@@ -23,14 +24,10 @@ TRAINED_SPACING_MIN = (2.7, 2.7, 1.5)
 TRAINED_SPACING_MAX = (5.5, 5.5, 3.3)
 WORKING_SPACING = (3.906, 3.906, 2.5)
 @dataclass
-class DoseModel:
-    """A loaded dose network with its catalogue entry (None for weights loaded from a file)."""
+class DoseModel(ModelHandle):
+    """A loaded dose network and its sliding-window size (the training patch)."""
 
-    net: object
-    entry: ModelEntry | None
     patch: tuple[int, int, int]
-    device: object
-    amp: bool
 
 
 def load_dose_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> DoseModel:
@@ -47,7 +44,7 @@ def load_dose_model(name: str | None = None, device: str = "auto", weights: Path
     net, meta, entry, torch_device = load_network("dose", DoseNet, DoseNetConfig, name, weights, device)
     if "patch" not in meta:
         raise DoseSegError(f"{weights or entry.file}: no patch size in its metadata; not a train-dose best.pt")
-    return DoseModel(net, entry, tuple(meta["patch"]), torch_device, amp=torch_device.type == "cuda")
+    return DoseModel(net=net, device=torch_device, entry=entry, patch=tuple(meta["patch"]))
 
 
 def working_grid(ct: Volume) -> Volume | None:

@@ -16,7 +16,8 @@ from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.tables import Row
-from DoseSegLib.models.common.catalogue import ModelEntry, load_network
+from DoseSegLib.models.common.catalogue import load_network
+from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.features.data import FeatureInputs, prepare_inputs
 
 TASK = "features"
@@ -24,17 +25,10 @@ FIGURE_CHANNELS = ("ct[-1024:1024]", "targets", "dose")
 
 
 @dataclass
-class FeatureModel:
-    """A loaded autoencoder with its input spec (network in eval mode).
+class FeatureModel(ModelHandle):
+    """A loaded autoencoder with its input spec."""
 
-    Attributes:
-        entry: the catalogue row, or None for weights loaded from a file.
-    """
-
-    net: object
     inputs: FeatureInputs
-    device: object
-    entry: ModelEntry | None = None
 
 
 def load_features_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> FeatureModel:
@@ -50,7 +44,7 @@ def load_features_model(name: str | None = None, device: str = "auto", weights: 
     from DoseSegLib.models.features.net import FeatureNet, FeatureNetConfig
 
     net, meta, entry, torch_device = load_network(TASK, FeatureNet, FeatureNetConfig, name, weights, device)
-    return FeatureModel(net, FeatureInputs.from_dict(meta["inputs"]), torch_device, entry)
+    return FeatureModel(net=net, device=torch_device, entry=entry, inputs=FeatureInputs.from_dict(meta["inputs"]))
 
 
 def _run(model: FeatureModel, image: np.ndarray, decode: bool) -> np.ndarray:

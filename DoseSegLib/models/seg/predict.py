@@ -17,8 +17,9 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.io.patient import write_segmentation, write_volume
 from DoseSegLib.models.common.arrays import BOX_MARGIN
-from DoseSegLib.models.common.catalogue import ModelEntry, load_network
+from DoseSegLib.models.common.catalogue import load_network
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
+from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.seg.data import (
     InputSpec,
     input_channels,
@@ -31,23 +32,18 @@ TASK = "segmentation"
 
 
 @dataclass
-class SegModel:
+class SegModel(ModelHandle):
     """A loaded segmentation network with what it needs at inference.
 
     Attributes:
         thresholds: probability threshold of each label (tuned on validation).
         patch: sliding-window size.
-        entry: the catalogue row, or None for weights loaded from a file.
     """
 
-    net: object
     labels: tuple[str, ...]
     thresholds: dict[str, float]
     inputs: InputSpec
     patch: tuple[int, int, int]
-    device: object
-    amp: bool
-    entry: ModelEntry | None = None
 
 
 def load_segmentation_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> SegModel:
@@ -64,9 +60,8 @@ def load_segmentation_model(name: str | None = None, device: str = "auto", weigh
 
     net, meta, entry, torch_device = load_network(TASK, SegNet, SegNetConfig, name, weights, device)
     return SegModel(
-        net=net, labels=tuple(meta["labels"]), thresholds=dict(meta["thresholds"]),
-        inputs=InputSpec.from_dict(meta["inputs"]), patch=tuple(meta["patch"]), device=torch_device,
-        amp=torch_device.type == "cuda", entry=entry,
+        net=net, device=torch_device, entry=entry, labels=tuple(meta["labels"]),
+        thresholds=dict(meta["thresholds"]), inputs=InputSpec.from_dict(meta["inputs"]), patch=tuple(meta["patch"]),
     )
 
 
