@@ -11,12 +11,7 @@ import slicer
 import vtk
 from DoseSegLogicLib import nodes
 from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline
-from slicer import (
-    vtkMRMLPlotChartNode,
-    vtkMRMLScalarVolumeNode,
-    vtkMRMLSegmentationNode,
-    vtkMRMLTableNode,
-)
+from slicer import vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,

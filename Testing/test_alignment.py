@@ -10,13 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DoseSegLib.core.alignment import (
-    align_case,
-    align_structure,
-    body_mask,
-    resample,
-    resample_mask,
-)
+from DoseSegLib.core.alignment import align_case, align_structure, body_mask, resample, resample_mask
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume

@@ -10,12 +10,7 @@ import pytest
 from DoseSegLib.analysis.openkbp import dvh_abs_errors
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.io.patient import read_patient
-from DoseSegLib.models.common.catalogue import (
-    load_catalogue,
-    load_weights,
-    models_dir,
-    sha256_of,
-)
+from DoseSegLib.models.common.catalogue import load_catalogue, load_weights, models_dir, sha256_of
 
 CATALOGUE = load_catalogue(models_dir()) if (models_dir() / "catalogue.json").is_file() else []
 TASKS = {"dose", "segmentation"}

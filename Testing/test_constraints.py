@@ -7,12 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from DoseSegLib.analysis.constraints import (
-    Constraint,
-    evaluate_constraints,
-    load_constraints,
-    v_doses,
-)
+from DoseSegLib.analysis.constraints import Constraint, evaluate_constraints, load_constraints, v_doses
 from DoseSegLib.analysis.plan import evaluate_plan
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError

@@ -19,11 +19,7 @@ from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.models.dose.augment import left_right_flip
 from DoseSegLib.models.dose.inputs import CHANNELS, dose_input_channels
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
-from DoseSegLib.models.dose.predict import (
-    load_dose_model,
-    predict_case_dose,
-    working_grid,
-)
+from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose, working_grid
 from DoseSegLib.models.dose.training import masked_mae, moment_loss, random_patch
 from DoseSegLib.models.seg.net import SegNet, SegNetConfig
 

@@ -8,11 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from DoseSegLib.analysis.dosecheck import (
-    check_dose_coverage,
-    check_dose_units,
-    dose_coverage,
-)
+from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, dose_coverage
 from DoseSegLib.analysis.dvh import (
     METRIC_COLUMNS,
     compute_dvhs,

@@ -20,11 +20,7 @@ from DoseSegLib.io.phantom import write_phantom_patient
 from DoseSegLib.models.common.catalogue import load_catalogue
 from DoseSegLib.models.features.data import FeatureInputs, prepare_inputs
 from DoseSegLib.models.features.net import FeatureNet, FeatureNetConfig
-from DoseSegLib.models.features.predict import (
-    case_features,
-    load_features_model,
-    reconstruction_png,
-)
+from DoseSegLib.models.features.predict import case_features, load_features_model, reconstruction_png
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--grid", "16", "--channels", "4,8", "--workers", "1", "--threads", "1", "--batch-size", "2"]

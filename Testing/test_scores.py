@@ -8,13 +8,7 @@ import nrrd
 import numpy as np
 import pytest
 
-from DoseSegLib.analysis.openkbp import (
-    dose_error,
-    dvh_abs_errors,
-    dvh_comparison,
-    openkbp_metrics,
-    openkbp_scores,
-)
+from DoseSegLib.analysis.openkbp import dose_error, dvh_abs_errors, dvh_comparison, openkbp_metrics, openkbp_scores
 
 VOXEL_CC = 0.04  # 0.1 cc = 2.5 voxels -> round() gives 2 voxels
 

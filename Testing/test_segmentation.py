@@ -23,18 +23,9 @@ from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
 from DoseSegLib.models.seg.augment import SegAugmentation, SegAugmentConfig
 from DoseSegLib.models.seg.data import InputSpec
-from DoseSegLib.models.seg.inference import (
-    THRESHOLDS,
-    overlap_counts,
-    predict_probabilities,
-    tune_thresholds,
-)
+from DoseSegLib.models.seg.inference import THRESHOLDS, overlap_counts, predict_probabilities, tune_thresholds
 from DoseSegLib.models.seg.net import SegNet, SegNetConfig
-from DoseSegLib.models.seg.predict import (
-    load_segmentation_model,
-    segment_case,
-    segment_folder,
-)
+from DoseSegLib.models.seg.predict import load_segmentation_model, segment_case, segment_folder
 
 TINY = {"channels": (4, 8, 16), "strides": (2, 2)}
 SMALL_PHANTOM = {"shape": (32, 32, 24), "spacing": (5.5, 6.5, 4.8)}

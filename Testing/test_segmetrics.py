@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from DoseSegLib.analysis.segmetrics import (
-    dice,
-    dosimetric_rmae,
-    hausdorff95,
-    segmentation_table,
-    surface_dice,
-)
+from DoseSegLib.analysis.segmetrics import dice, dosimetric_rmae, hausdorff95, segmentation_table, surface_dice
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 

@@ -19,13 +19,7 @@ from DoseSegLib.io.phantom import write_phantom_patient
 from DoseSegLib.models.common.patient_cache import load_arrays
 from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
-from DoseSegLib.models.seg.data import (
-    InputSpec,
-    balanced_label_weights,
-    build_cache,
-    random_patch,
-    read_inputs,
-)
+from DoseSegLib.models.seg.data import InputSpec, balanced_label_weights, build_cache, random_patch, read_inputs
 from DoseSegLib.models.seg.losses import make_loss
 from DoseSegLib.models.seg.net import SegNet, SegNetConfig
 

@@ -9,13 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from DoseSegLib.models.common.training_loop import (
-    RunConfig,
-    Validation,
-    cosine_lr,
-    run_epochs,
-    train_epoch,
-)
+from DoseSegLib.models.common.training_loop import RunConfig, Validation, cosine_lr, run_epochs, train_epoch
 
 
 class TinyNet(torch.nn.Linear):

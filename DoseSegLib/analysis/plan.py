@@ -14,13 +14,7 @@ from DoseSegLib.analysis.constraints import (
     write_constraints_csv,
 )
 from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units
-from DoseSegLib.analysis.dvh import (
-    DVH,
-    compute_dvhs,
-    metrics_table,
-    write_dvh_csv,
-    write_metrics_csv,
-)
+from DoseSegLib.analysis.dvh import DVH, compute_dvhs, metrics_table, write_dvh_csv, write_metrics_csv
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError

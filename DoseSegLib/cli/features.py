@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from DoseSegLib.cli.options import (
-    add_training_run_options,
-    hu_windows,
-    name_list,
-    run_options,
-)
+from DoseSegLib.cli.options import add_training_run_options, hu_windows, name_list, run_options
 from DoseSegLib.core.errors import DoseSegError
 
 

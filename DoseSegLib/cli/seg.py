@@ -6,13 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from DoseSegLib.cli.options import (
-    add_training_run_options,
-    hu_windows,
-    name_list,
-    probability,
-    run_options,
-)
+from DoseSegLib.cli.options import add_training_run_options, hu_windows, name_list, probability, run_options
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
 
@@ -44,11 +38,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from DoseSegLib.cli.progress import progress_enabled
     from DoseSegLib.io.outputs import check_output_dir, staged_output
-    from DoseSegLib.models.seg.predict import (
-        load_segmentation_model,
-        segment_folder,
-        write_masks,
-    )
+    from DoseSegLib.models.seg.predict import load_segmentation_model, segment_folder, write_masks
 
     if len({p.name for p in args.patients}) != len(args.patients):
         raise DoseSegError("two patient folders share a name; their outputs would collide")

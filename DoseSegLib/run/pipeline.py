@@ -26,13 +26,7 @@ from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
-from DoseSegLib.run.results import (
-    COHORT_COLUMNS,
-    BatchResult,
-    Comparison,
-    PatientResult,
-    RunOptions,
-)
+from DoseSegLib.run.results import COHORT_COLUMNS, BatchResult, Comparison, PatientResult, RunOptions
 from DoseSegLib.run.steps import STEPS, Steps
 from DoseSegLib.run.writer import write_results
 

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.listing import patient_folders
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,19 @@ def write_config(out: Path, config: RunConfig) -> None:
     """Create the run folder and write the run's options to ``out/config.json``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+
+
+def split_folders(data: Path, config: RunConfig) -> tuple[list[Path], list[Path]]:
+    """The training and validation patient folders of ``data`` (its train/ and validation/), natural order."""
+    return (patient_folders(data / "train", config.max_train_patients),
+            patient_folders(data / "validation", config.max_val_patients))
+
+
+def begin(out: Path, config: RunConfig, net: torch.nn.Module) -> None:
+    """Start ``net`` from ``config.init_weights`` when the task's config has them; write out/config.json."""
+    if getattr(config, "init_weights", None):
+        load_init_weights(net, config.init_weights)
+    write_config(out, config)
 
 
 def load_init_weights(net: torch.nn.Module, path: str | Path) -> None:

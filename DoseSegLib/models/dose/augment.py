@@ -43,13 +43,7 @@ class DoseAugmentation:
     """Random flips, small rotations/translations, optional elastic warp, CT noise and blur."""
 
     def __init__(self, config: AugmentConfig, seed: int = 0) -> None:
-        from monai.transforms import (
-            Compose,
-            Rand3DElasticd,
-            RandAffined,
-            RandGaussianNoised,
-            RandGaussianSmoothd,
-        )
+        from monai.transforms import Compose, Rand3DElasticd, RandAffined, RandGaussianNoised, RandGaussianSmoothd
 
         keys = ["ct", "rest", "dose"]
         radians = np.deg2rad(config.rotate_deg)

@@ -10,10 +10,8 @@ import numpy as np
 
 from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.case import OARS, Case
-from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.models.common.arrays import BOX_MARGIN
-from DoseSegLib.models.common.catalogue import load_network
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
 from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.dose.inputs import dose_input_channels
@@ -27,24 +25,24 @@ WORKING_SPACING = (3.906, 3.906, 2.5)
 class DoseModel(ModelHandle):
     """A loaded dose network and its sliding-window size (the training patch)."""
 
+    TASK = "dose"
+
     patch: tuple[int, int, int]
+
+    @staticmethod
+    def network_classes() -> tuple[type, type]:
+        from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+
+        return DoseNet, DoseNetConfig
+
+    @staticmethod
+    def from_meta(meta: dict) -> dict:
+        return {"patch": tuple(meta["patch"])}
 
 
 def load_dose_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> DoseModel:
-    """Load a dose model onto ``device`` (network in eval mode).
-
-    Args:
-        name: catalogue model name (default: the catalogue's default dose model); its
-            checksum is verified before loading with weights_only=True.
-        device: "auto", "cpu" or "cuda".
-        weights: a train-dose best.pt to load instead (weights_only, no checksum: the file is the user's own).
-    """
-    from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
-
-    net, meta, entry, torch_device = load_network("dose", DoseNet, DoseNetConfig, name, weights, device)
-    if "patch" not in meta:
-        raise DoseSegError(f"{weights or entry.file}: no patch size in its metadata; not a train-dose best.pt")
-    return DoseModel(net=net, device=torch_device, entry=entry, patch=tuple(meta["patch"]))
+    """A dose model (see :meth:`ModelHandle.load`)."""
+    return DoseModel.load(name, device, weights)
 
 
 def working_grid(ct: Volume) -> Volume | None:

@@ -11,20 +11,12 @@ import torch
 
 from DoseSegLib.analysis.openkbp import dvh_abs_errors, openkbp_scores
 from DoseSegLib.core.alignment import align_case
-from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.io.patient import read_patient
+from DoseSegLib.models.common import training_loop as loop
 from DoseSegLib.models.common.arrays import REFERENCE_GY, pad_to, to_device
 from DoseSegLib.models.common.devices import autocast
 from DoseSegLib.models.common.patient_cache import load_arrays
-from DoseSegLib.models.common.training_loop import (
-    RunConfig,
-    Step,
-    Validation,
-    load_init_weights,
-    run_epochs,
-    start_run,
-    write_config,
-)
+from DoseSegLib.models.common.training_loop import RunConfig, Step, Validation
 from DoseSegLib.models.dose.augment import AugmentConfig, DoseAugmentation
 from DoseSegLib.models.dose.cache import build_cache
 from DoseSegLib.models.dose.inference import predict_box
@@ -138,13 +130,10 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
     Writes into ``out``: last.pt (full state, for resume), best.pt (inference weights),
     log.csv (one row per epoch) and config.json.
     """
-    device = start_run(config, device)
+    device = loop.start_run(config, device)
     net = DoseNet(config.net)
-    if config.init_weights:
-        load_init_weights(net, config.init_weights)
-    write_config(out, config)
-    train_folders = patient_folders(data / "train", config.max_train_patients)
-    val_folders = patient_folders(data / "validation", config.max_val_patients)
+    loop.begin(out, config, net)
+    train_folders, val_folders = loop.split_folders(data, config)
     cache = cache or out / "cache"
     train_files = build_cache(train_folders, cache)
     val_set = ValidationSet(build_cache(val_folders, cache), val_folders)
@@ -155,7 +144,7 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
         scores = {"val_dose_score": dose_score, "val_dvh_score": dvh_score}
         return Validation(dose_score, scores, {"epoch": epoch, **scores, "patch": list(config.patch)})
 
-    result = run_epochs(
+    result = loop.run_epochs(
         out, net, config, device, LOG_COLUMNS,
         len(train_samples), lambda epoch: _step(net, train_samples, config, epoch, device), validate,
     )

@@ -16,11 +16,9 @@ from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.tables import Row
-from DoseSegLib.models.common.catalogue import load_network
 from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.features.data import FeatureInputs, prepare_inputs
 
-TASK = "features"
 FIGURE_CHANNELS = ("ct[-1024:1024]", "targets", "dose")
 
 
@@ -28,23 +26,24 @@ FIGURE_CHANNELS = ("ct[-1024:1024]", "targets", "dose")
 class FeatureModel(ModelHandle):
     """A loaded autoencoder with its input spec."""
 
+    TASK = "features"
+
     inputs: FeatureInputs
+
+    @staticmethod
+    def network_classes() -> tuple[type, type]:
+        from DoseSegLib.models.features.net import FeatureNet, FeatureNetConfig
+
+        return FeatureNet, FeatureNetConfig
+
+    @staticmethod
+    def from_meta(meta: dict) -> dict:
+        return {"inputs": FeatureInputs.from_dict(meta["inputs"])}
 
 
 def load_features_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> FeatureModel:
-    """Load a feature autoencoder onto ``device``.
-
-    Args:
-        name: catalogue model name (default: the catalogue's default features model).
-        device: "auto", "cpu" or "cuda".
-        weights: a train-features best.pt to load instead of a catalogue model (weights_only,
-            no checksum: the file is the user's own).
-    """
-
-    from DoseSegLib.models.features.net import FeatureNet, FeatureNetConfig
-
-    net, meta, entry, torch_device = load_network(TASK, FeatureNet, FeatureNetConfig, name, weights, device)
-    return FeatureModel(net=net, device=torch_device, entry=entry, inputs=FeatureInputs.from_dict(meta["inputs"]))
+    """A feature autoencoder (see :meth:`ModelHandle.load`)."""
+    return FeatureModel.load(name, device, weights)
 
 
 def _run(model: FeatureModel, image: np.ndarray, decode: bool) -> np.ndarray:

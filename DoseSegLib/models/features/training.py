@@ -14,15 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from DoseSegLib.io.listing import patient_folders
-from DoseSegLib.models.common.training_loop import (
-    RunConfig,
-    Step,
-    Validation,
-    run_epochs,
-    start_run,
-    write_config,
-)
+from DoseSegLib.models.common import training_loop as loop
+from DoseSegLib.models.common.training_loop import RunConfig, Step, Validation
 from DoseSegLib.models.features.data import FeatureInputs, build_cache, load_images
 from DoseSegLib.models.features.net import FeatureNet, FeatureNetConfig
 
@@ -84,12 +77,11 @@ def train_features(data: Path, out: Path, config: FeatureTrainConfig, cache: Pat
         cache: prepared-array cache (default ``out/cache``).
         device: torch device (default CUDA when available).
     """
-    device = start_run(config, device)
-    train_folders = patient_folders(data / "train", config.max_train_patients)
-    val_folders = patient_folders(data / "validation", config.max_val_patients)
+    device = loop.start_run(config, device)
+    train_folders, val_folders = loop.split_folders(data, config)
     config = _resolve(config, train_folders)
     net = FeatureNet(config.net).to(device)  # checks the grid before the slow cache
-    write_config(out, config)
+    loop.begin(out, config, net)
     cache = cache or out / "cache"
     train = load_images(build_cache(train_folders, cache, config.inputs, config.workers))
     val = load_images(build_cache(val_folders, cache, config.inputs, config.workers))
@@ -101,7 +93,7 @@ def train_features(data: Path, out: Path, config: FeatureTrainConfig, cache: Pat
         return Validation(val_mse, {"val_mse": val_mse, "val_baseline_mse": baseline},
                           _meta(config, epoch, val_mse, baseline, len(train), len(val)))
 
-    result = run_epochs(
+    result = loop.run_epochs(
         out, net, config, device, LOG_COLUMNS,
         len(train), lambda epoch: _step(net, train, config, device), validate, loss_name="mse",
     )

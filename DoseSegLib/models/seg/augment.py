@@ -50,13 +50,7 @@ class SegAugmentation:
     """
 
     def __init__(self, config: SegAugmentConfig, labels: Sequence[str], seed: int = 0) -> None:
-        from monai.transforms import (
-            Compose,
-            Flip,
-            RandAffined,
-            RandGaussianNoised,
-            RandScaleIntensityd,
-        )
+        from monai.transforms import Compose, Flip, RandAffined, RandGaussianNoised, RandScaleIntensityd
 
         radians = np.deg2rad(config.rotate_deg)
         self.config = config

@@ -17,18 +17,11 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.io.patient import write_segmentation, write_volume
 from DoseSegLib.models.common.arrays import BOX_MARGIN
-from DoseSegLib.models.common.catalogue import load_network
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
 from DoseSegLib.models.common.handle import ModelHandle
-from DoseSegLib.models.seg.data import (
-    InputSpec,
-    input_channels,
-    read_inputs,
-    region_mask,
-)
+from DoseSegLib.models.seg.data import InputSpec, input_channels, read_inputs, region_mask
 
 log = logging.getLogger(__name__)
-TASK = "segmentation"
 
 
 @dataclass
@@ -40,29 +33,28 @@ class SegModel(ModelHandle):
         patch: sliding-window size.
     """
 
+    TASK = "segmentation"
+
     labels: tuple[str, ...]
     thresholds: dict[str, float]
     inputs: InputSpec
     patch: tuple[int, int, int]
 
+    @staticmethod
+    def network_classes() -> tuple[type, type]:
+        from DoseSegLib.models.seg.net import SegNet, SegNetConfig
+
+        return SegNet, SegNetConfig
+
+    @staticmethod
+    def from_meta(meta: dict) -> dict:
+        return {"labels": tuple(meta["labels"]), "thresholds": dict(meta["thresholds"]),
+                "inputs": InputSpec.from_dict(meta["inputs"]), "patch": tuple(meta["patch"])}
+
 
 def load_segmentation_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> SegModel:
-    """Load a segmentation model onto ``device`` (network in eval mode).
-
-    Args:
-        name: catalogue model name (default: the catalogue's default segmentation model).
-        device: "auto", "cpu" or "cuda".
-        weights: a train-seg best.pt to load instead of a catalogue model (weights_only,
-            no checksum: the file is the user's own).
-    """
-
-    from DoseSegLib.models.seg.net import SegNet, SegNetConfig
-
-    net, meta, entry, torch_device = load_network(TASK, SegNet, SegNetConfig, name, weights, device)
-    return SegModel(
-        net=net, device=torch_device, entry=entry, labels=tuple(meta["labels"]),
-        thresholds=dict(meta["thresholds"]), inputs=InputSpec.from_dict(meta["inputs"]), patch=tuple(meta["patch"]),
-    )
+    """A segmentation model (see :meth:`ModelHandle.load`)."""
+    return SegModel.load(name, device, weights)
 
 
 def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None,

@@ -19,32 +19,14 @@ from tqdm import tqdm
 
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.listing import patient_folders
+from DoseSegLib.models.common import training_loop as loop
 from DoseSegLib.models.common.arrays import to_device
 from DoseSegLib.models.common.devices import autocast
 from DoseSegLib.models.common.patient_cache import load_arrays
-from DoseSegLib.models.common.training_loop import (
-    RunConfig,
-    Step,
-    Validation,
-    load_init_weights,
-    run_epochs,
-    start_run,
-    write_config,
-)
+from DoseSegLib.models.common.training_loop import RunConfig, Step, Validation
 from DoseSegLib.models.seg.augment import SegAugmentation, SegAugmentConfig
-from DoseSegLib.models.seg.data import (
-    InputSpec,
-    balanced_label_weights,
-    build_cache,
-    is_ct,
-    random_patch,
-)
-from DoseSegLib.models.seg.inference import (
-    overlap_counts,
-    predict_probabilities,
-    tune_thresholds,
-)
+from DoseSegLib.models.seg.data import InputSpec, balanced_label_weights, build_cache, is_ct, random_patch
+from DoseSegLib.models.seg.inference import overlap_counts, predict_probabilities, tune_thresholds
 from DoseSegLib.models.seg.losses import load_frozen_dose_net, make_loss
 from DoseSegLib.models.seg.net import SegNet, SegNetConfig
 
@@ -131,7 +113,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
         out: run folder.
         cache: prepared-array cache (default ``out/cache``).
     """
-    device = start_run(config, device)
+    device = loop.start_run(config, device)
     config = replace(config, net=replace(config.net, in_channels=config.inputs.channels,
                                          out_channels=len(config.labels)))
     doselo = config.loss == "doselo"
@@ -144,13 +126,9 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     _check_patch(config.patch, multiples)
     loss_fn = make_loss(config.loss, config.labels, dose_net, config.dose_weight).to(device)
     net = SegNet(config.net)
-    if config.init_weights:
-        load_init_weights(net, config.init_weights)
-    write_config(out, config)
-
+    loop.begin(out, config, net)
     cache = cache or out / "cache"
-    train_folders = patient_folders(data / "train", config.max_train_patients)
-    val_folders = patient_folders(data / "validation", config.max_val_patients)
+    train_folders, val_folders = loop.split_folders(data, config)
     cached = build_cache(train_folders, cache, config.inputs, config.labels, doselo, config.workers)
     train_samples = [load_arrays(f) for f in cached]
     cached = build_cache(val_folders, cache, config.inputs, config.labels, False, config.workers)
@@ -161,7 +139,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
         values = {"val_dice": float(np.nanmean(dice)), **{f"dice_{n}": float(d) for n, d in zip(config.labels, dice)}}
         return Validation(values["val_dice"], values, _meta(config, epoch, thresholds, dice))
 
-    result = run_epochs(
+    result = loop.run_epochs(
         out, net, config, device, [*LOG_COLUMNS, *(f"dice_{n}" for n in config.labels)],
         len(train_samples), lambda epoch: _step(net, loss_fn, train_samples, config, epoch, device),
         validate, maximize=True,
