@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from DoseSegLib.models.common.augment import AugmentBase
 from DoseSegLib.models.common.mirror import lateral_pairs, swap_pairs
 from DoseSegLib.models.dose.inputs import CHANNELS
 
@@ -19,16 +20,11 @@ REST_PAIRS = lateral_pairs(CHANNELS[1:])  # paired structures among the "rest" c
 
 
 @dataclass
-class AugmentConfig:
-    """Probabilities and ranges of each augmentation."""
+class AugmentConfig(AugmentBase):
+    """The dose training's augmentations: the shared ones, translation, elastic warp and blur."""
 
-    flip_prob: float = 0.5
-    affine_prob: float = 0.25
-    rotate_deg: float = 5.0
     translate_vox: float = 4.0
     elastic_prob: float = 0.0
-    noise_prob: float = 0.2
-    noise_std: float = 0.03
     blur_prob: float = 0.1
 
 

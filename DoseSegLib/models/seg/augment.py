@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from DoseSegLib.models.common.augment import AugmentBase
 from DoseSegLib.models.common.mirror import lateral_pairs, swap_pairs
 from DoseSegLib.models.dose.inputs import CHANNELS
 
@@ -21,15 +22,12 @@ SPATIAL_KEYS = ("image", "labels", "dose_inputs")
 
 
 @dataclass
-class SegAugmentConfig:
-    """Probabilities and ranges of each augmentation."""
+class SegAugmentConfig(AugmentBase):
+    """The segmentation training's augmentations: the shared ones (wider rotation), scaling, intensity."""
 
-    flip_prob: float = 0.5
     affine_prob: float = 0.3
     rotate_deg: float = 7.0
     scale: float = 0.07
-    noise_prob: float = 0.2
-    noise_std: float = 0.03
     intensity_prob: float = 0.2
     intensity_scale: float = 0.1
 
