@@ -68,6 +68,7 @@ def test_tables_cover_every_structure(demo: Path, phantom_structures: set[str]) 
 def test_summary_names_the_models_and_the_comparison(demo: Path) -> None:
     summary = json.loads((demo / "summary.json").read_text())
     assert summary["patient"] == "demo_phantom"
+    assert "phantom" in summary["source"] and "tmp" not in summary["source"]  # not a deleted temporary folder
     assert summary["prescription_gy"] == 70.0
     assert summary["models"]["dose"]["name"] == "tiny-dose"
     assert re.fullmatch(r"[0-9a-f]{64}", summary["models"]["dose"]["sha256"])

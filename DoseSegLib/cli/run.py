@@ -9,10 +9,12 @@ from pathlib import Path
 
 from DoseSegLib.run.results import RunOptions
 
+DEMO_SOURCE = "synthetic head-and-neck phantom (doseseg demo; not a patient)"
+
 
 def run_patients(
     patients: list[Path], output: Path, force: bool, options: RunOptions, device: str = "auto",
-    as_json: bool = False,
+    as_json: bool = False, source_label: str = "",
 ) -> int:
     """Run the main job; one patient writes into ``output``, several into ``output/<patient>/``.
 
@@ -26,7 +28,7 @@ def run_patients(
     check_output_dir(output, force, patients)
     pipeline = Pipeline(device, options, progress=progress_enabled())
     if len(patients) == 1:
-        pipeline.run(patients[0], output, force)
+        pipeline.run(patients[0], output, force, source_label)
         summary = json.loads((output / "summary.json").read_text())
         print(json.dumps(summary, indent=2) if as_json else _describe(summary, output))
         return 0
@@ -67,7 +69,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="doseseg-demo-") as tmp:
         patient = Path(tmp) / "demo_phantom"
         write_phantom_patient(patient)
-        code = run_patients([patient], args.output, args.force, RunOptions(), args.device, args.json)
+        code = run_patients([patient], args.output, args.force, RunOptions(), args.device, args.json,
+                            DEMO_SOURCE)
     if not args.json:
         print("  note: the phantom's reference dose is a distance-to-target falloff, not a clinical plan: the\n"
               "  comparison shows the workflow, not the model's accuracy (its validation scores: see the model cards)")

@@ -84,12 +84,13 @@ class Pipeline:
         """Run every step on one patient folder and return the results without writing anything."""
         return self._process(Path(patient_dir), None)
 
-    def _process(self, folder: Path, out: Path | None) -> PatientResult:
+    def _process(self, folder: Path, out: Path | None, source_label: str = "") -> PatientResult:
         """Analyse ``folder`` and, when ``out`` is given, write the results there."""
         steps = Steps(folder.name, self.progress, STEPS if out is not None else STEPS[:-2])
         try:
             result = self._analyse(folder, steps)
             result.timings = {"load models": self.load_seconds, **steps.timings}
+            result.source_label = source_label
             if out is not None:
                 write_results(result, out, steps)
         finally:
@@ -149,18 +150,20 @@ class Pipeline:
         sources.update(dict.fromkeys(found, "auto"))
         return replace(case, structures={**case.structures, **found}), sources, notes
 
-    def run(self, patient_dir: str | Path, out_dir: str | Path, force: bool = False) -> PatientResult:
+    def run(self, patient_dir: str | Path, out_dir: str | Path, force: bool = False,
+            source_label: str = "") -> PatientResult:
         """Analyse one patient and write every output into ``out_dir`` (all or nothing).
 
         Args:
             patient_dir: patient folder (ct.nrrd, structures/ or a .seg.nrrd, optional dose.nrrd).
             out_dir: new or empty folder, or one holding results when ``force``.
             force: replace an output folder that holds results.
+            source_label: how summary.json and the report name the input (default: its folder).
         """
         from DoseSegLib.io.outputs import staged_output
 
         with staged_output(out_dir, force, [patient_dir]) as staging:
-            return self._process(Path(patient_dir), staging)
+            return self._process(Path(patient_dir), staging, source_label)
 
     def run_batch(self, patient_dirs: Sequence[str | Path], out_dir: str | Path, force: bool = False) -> BatchResult:
         """Run every patient into ``out_dir/<patient>/`` and write ``cohort_summary.csv``.

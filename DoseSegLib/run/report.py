@@ -177,7 +177,7 @@ def render_report(result: PatientResult) -> str:
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in result.notes)
     parts = [
         f"<h1>DoseSeg report: {html.escape(result.name)}</h1>",
-        f"<p class='sub'>{html.escape(str(result.source))} &middot; DoseSeg {__version__} &middot; "
+        f"<p class='sub'>{html.escape(result.origin)} &middot; DoseSeg {__version__} &middot; "
         f"{datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
         _cards(result),
         f"<ul class='notes'>{notes}</ul>" if notes else "",

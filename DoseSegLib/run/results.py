@@ -78,6 +78,12 @@ class PatientResult:
     models: dict[str, dict]
     device: str
     timings: dict[str, float] = field(default_factory=dict)
+    source_label: str = ""
+
+    @property
+    def origin(self) -> str:
+        """How the outputs name the input: its label when given (e.g. the demo's phantom), else its folder."""
+        return self.source_label or str(self.source)
 
     @property
     def dvhs(self) -> dict[str, DVH]:
@@ -107,7 +113,7 @@ class PatientResult:
             comparison = {"dose_error_gy": self.comparison.dose_error, "dvh_error_gy": self.comparison.dvh_error}
         return {
             "patient": self.name,
-            "source": str(self.source),
+            "source": self.origin,
             "doseseg_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": self.device,
