@@ -216,7 +216,8 @@ def test_dvh_command(
     assert steps == {0.5}
     metrics = read_csv(tmp_path / "o" / "dvh_metrics.csv")
     columns = ["structure", "volume_cc", "Dmean", "Dmin", "Dmax", "D99", "D98", "D95", "D50", "D2", "D1",
-               "D0.1cc", "D0.03cc", "V20Gy_pct", "V20Gy_cc", "V40Gy_pct", "V40Gy_cc", "prescription_gy", "HI", "CI"]
+               "D2cc", "D0.1cc", "D0.03cc", "V20Gy_pct", "V20Gy_cc", "V40Gy_pct", "V40Gy_cc", "prescription_gy", "HI", "CI",
+                   "dvh_method", "note"]
     assert list(metrics[0]) == columns
     ptv = next(r for r in metrics if r["structure"] == "PTV70")
     assert float(ptv["prescription_gy"]) == 70 and ptv["HI"] and ptv["CI"]

@@ -19,6 +19,13 @@ def _names_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def add_dvh_method(parser: argparse.ArgumentParser) -> None:
+    """The ``--dvh-method`` option (see DoseSegLib.analysis.sampling)."""
+    parser.add_argument("--dvh-method", choices=("auto", "voxel"), default="auto",
+                        help="auto: partial volume (structures on their own finer grid, small ones oversampled, "
+                             "dose interpolated trilinearly); voxel: dose-grid voxels only (default auto)")
+
+
 def cmd_dvh(args: argparse.Namespace) -> None:
     from DoseSegLib.analysis.constraints import load_constraints
     from DoseSegLib.analysis.plan import evaluate_plan, load_plan
@@ -30,7 +37,7 @@ def cmd_dvh(args: argparse.Namespace) -> None:
         raise DoseSegError(f"--step must be positive (got {args.step})")
     constraints = load_constraints(args.constraints)
     case = load_plan(args.patient, args.dose, _names(args), args.segmentation, args.allow_high_dose)
-    result = evaluate_plan(case, args.step, args.vx, constraints)
+    result = evaluate_plan(case, args.step, args.vx, constraints, args.dvh_method)
     with staged_output(args.output, args.force, [args.patient, args.dose, args.segmentation, args.constraints]) as out:
         result.write(out)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))
@@ -86,6 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vx", type=_floats, default=[], help="doses (Gy) for V_x metrics, e.g. 20,30,50")
     p.add_argument("--constraints", type=Path, help="CSV of clinical goals (default: DoseSeg's head-and-neck table)")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a dose above 200 Gy (else taken for cGy)")
+    add_dvh_method(p)
     _add_common(p)
     p.set_defaults(func=cmd_dvh)
 

@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from DoseSegLib.cli.evaluation import add_dvh_method
 from DoseSegLib.run.pipeline import RunOptions
 
 
@@ -55,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
+        dvh_method=args.dvh_method,
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json)
 
@@ -90,6 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true",
                    help="average the dose (and auto-segmented OARs) with left-right mirrored predictions")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
+    add_dvh_method(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -52,6 +52,7 @@ class RunOptions:
         constraints: a constraint CSV (DoseSegLib's head-and-neck table when None).
         tta: average the dose and the OAR probabilities with left-right mirrored predictions.
         allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
+        dvh_method: ``auto`` (partial volume) or ``voxel`` (dose-grid voxels); see ``analysis.sampling``.
     """
 
     segment: bool = True
@@ -60,6 +61,7 @@ class RunOptions:
     constraints: str | Path | None = None
     tta: bool = False
     allow_high_dose: bool = False
+    dvh_method: str = "auto"
 
 
 @dataclass
@@ -278,7 +280,8 @@ class Pipeline:
         with steps("predict dose"):
             dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
         with steps("DVH and goals"):
-            plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints)
+            plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
+                                 dvh_method=self.options.dvh_method)
         with steps("radiomics"):
             radiomics = self._radiomics(case, notes)
         with steps("compare"):
@@ -311,7 +314,8 @@ class Pipeline:
         if missing:
             notes.append(f"the segmentation model found no {', '.join(missing)}")
         sources.update(dict.fromkeys(found, "auto"))
-        return replace(case, structures={**case.structures, **found}), sources, notes
+        fine = {name: mask for name, mask in case.fine_structures.items() if name not in found}
+        return replace(case, structures={**case.structures, **found}, fine_structures=fine), sources, notes
 
     def run(self, patient_dir: str | Path, out_dir: str | Path, force: bool = False) -> PatientResult:
         """Analyse one patient and write every output into ``out_dir`` (all or nothing).
@@ -380,14 +384,14 @@ def compare_doses(
     from DoseSegLib.analysis.evaluation import score_patient
 
     predicted = predicted or evaluate_plan(replace(case, dose=dose), constraints=constraints)
-    reference = evaluate_plan(case, constraints=constraints)
-    score = score_patient(dose, case)
+    reference = evaluate_plan(case, constraints=constraints, dvh_method=predicted.method)
+    score = score_patient(dose, case, (predicted.doses, reference.doses))
     differences = [
         {"structure": p["structure"], "metric": key, "reference": r[key], "predicted": value,
          "difference": value - r[key]}
         for p, r in zip(predicted.metrics, reference.metrics, strict=True)
         for key, value in p.items()
-        if key not in ("structure", "prescription_gy") and key in r
+        if key not in ("structure", "prescription_gy") and isinstance(value, float) and key in r
     ]
     difference = dose.with_array(dose.array.astype(np.float32) - case.dose.array.astype(np.float32))
     return Comparison(case.dose, difference, score.dose_error, score.dvh_error, score.dvh_rows, differences, reference)
