@@ -71,18 +71,18 @@ def test_line_box_metrics_in_closed_form() -> None:
     lo, n = 10, 40
     metrics = dvh_metrics(samples(grid.array[lo:lo + n, 3, 4]), v_gy=(12.0, 20.0))
     d0, top = GRADIENT * lo, GRADIENT * (lo + n - 1)
-    assert metrics["volume_cc"] == pytest.approx(n * VOXEL_CC)
-    assert (metrics["Dmin"], metrics["Dmax"]) == (d0, top)
-    assert metrics["Dmean"] == pytest.approx((d0 + top) / 2)
+    assert metrics["Volume[cc]"] == pytest.approx(n * VOXEL_CC)
+    assert (metrics["Min[Gy]"], metrics["Max[Gy]"]) == (d0, top)
+    assert metrics["Mean[Gy]"] == pytest.approx((d0 + top) / 2)
     for x in (99, 98, 95, 50, 2, 1):
-        assert metrics[f"D{x}"] == pytest.approx(d0 + GRADIENT * (n - 1) * (100 - x) / 100), x
-    for volume_cc, key in ((0.1, "D0.1cc"), (0.03, "D0.03cc")):  # 25 % and 7.5 % of the 0.4 cc
+        assert metrics[f"D{x}%[Gy]"] == pytest.approx(d0 + GRADIENT * (n - 1) * (100 - x) / 100), x
+    for volume_cc, key in ((0.1, "D0.1cc[Gy]"), (0.03, "D0.03cc[Gy]")):  # 25 % and 7.5 % of the 0.4 cc
         assert metrics[key] == pytest.approx(d0 + GRADIENT * (n - 1) * (1 - volume_cc / 0.4)), key
-    assert "D2cc" not in metrics and "D2cc not computed: the structure holds 0.4 cc" in metrics["note"]
+    assert "D2cc[Gy]" not in metrics and "D2cc[Gy] not computed: the structure holds 0.4 cc" in metrics["note"]
     # V12Gy: 12 Gy is sample t = 14 (5 + 0.5 t); on the cumulative DVH it sits at 1 - 14/39.
-    assert metrics["V12Gy_pct"] == pytest.approx(100 * (1 - 14 / 39))
-    assert metrics["V12Gy_cc"] == pytest.approx(0.4 * (1 - 14 / 39))
-    assert metrics["V20Gy_pct"] == pytest.approx(100 * (1 - 30 / 39))
+    assert metrics["V12Gy[%]"] == pytest.approx(100 * (1 - 14 / 39))
+    assert metrics["V12Gy[cc]"] == pytest.approx(0.4 * (1 - 14 / 39))
+    assert metrics["V20Gy[%]"] == pytest.approx(100 * (1 - 30 / 39))
 
 
 def test_box_in_gradient_dvh_and_metrics() -> None:
@@ -92,12 +92,12 @@ def test_box_in_gradient_dvh_and_metrics() -> None:
     slabs = GRADIENT * np.arange(10, 30)
     (row,) = metrics_table(grid, {"Box": mask}, v_gy=[10.0])
     assert row["structure"] == "Box"
-    assert row["volume_cc"] == pytest.approx(1600 * VOXEL_CC)
-    assert row["Dmean"] == pytest.approx(slabs.mean())
-    assert (row["Dmin"], row["Dmax"]) == (5.0, 14.5)
-    assert row["D50"] == pytest.approx((slabs[9] + slabs[10]) / 2)  # between the two middle slabs
-    assert row["D0.1cc"] == row["D0.03cc"] == 14.5  # the hottest slab holds 0.8 cc
-    assert row["V10Gy_pct"] == pytest.approx(100 * (1 - 800 / 1599))  # the first 10 Gy voxel is sample 800
+    assert row["Volume[cc]"] == pytest.approx(1600 * VOXEL_CC)
+    assert row["Mean[Gy]"] == pytest.approx(slabs.mean())
+    assert (row["Min[Gy]"], row["Max[Gy]"]) == (5.0, 14.5)
+    assert row["D50%[Gy]"] == pytest.approx((slabs[9] + slabs[10]) / 2)  # between the two middle slabs
+    assert row["D0.1cc[Gy]"] == row["D0.03cc[Gy]"] == 14.5  # the hottest slab holds 0.8 cc
+    assert row["V10Gy[%]"] == pytest.approx(100 * (1 - 800 / 1599))  # the first 10 Gy voxel is sample 800
     assert "HI" not in row  # not a target
 
     dvh = compute_dvhs(grid, {"Box": mask}, step_gy=0.5)["Box"]
@@ -133,7 +133,7 @@ def test_target_homogeneity_and_paddick_conformity() -> None:
     body = box(grid, (0, 0, 0), (40, 20, 20))
     (row,) = metrics_table(grid, {"PTV60": target}, {"PTV60": 60.0}, body)
     assert row["prescription_gy"] == 60.0
-    assert row["HI"] == pytest.approx((row["D2"] - row["D98"]) / row["D50"])
+    assert row["HI"] == pytest.approx((row["D2%[Gy]"] - row["D98%[Gy]"]) / row["D50%[Gy]"])
     assert row["CI"] == pytest.approx(1000**2 / (1000 * 1400))
     # Half the target under-dosed: TV_PIV = 500.
     underdosed = grid.with_array(np.where(target.array & (np.arange(40)[:, None, None] < 15), 50.0, dose))
@@ -170,7 +170,7 @@ def test_csv_writers(tmp_path: Path) -> None:
     assert header[: len(METRIC_COLUMNS)] == list(METRIC_COLUMNS)
     assert header[-5:] == ["prescription_gy", "HI", "CI", "dvh_method", "note"]
     assert [r["HI"] == "" for r in metrics] == [True, False]
-    assert float(metrics[0]["D50"]) == pytest.approx(9.75)
+    assert float(metrics[0]["D50%[Gy]"]) == pytest.approx(9.75)
 
 
 def test_empty_or_misaligned_structure_is_named() -> None:
@@ -221,15 +221,15 @@ def test_real_patient_matches_plain_numpy(shared_data: Path, patient: str) -> No
     for row in rows:
         name = row["structure"]
         doses = dose[case.structures[name].array]
-        assert row["volume_cc"] == pytest.approx(doses.size * voxel_cc)
-        assert row["Dmean"] == pytest.approx(doses.mean(), rel=1e-12)
-        assert (row["Dmin"], row["Dmax"]) == (doses.min(), doses.max())
+        assert row["Volume[cc]"] == pytest.approx(doses.size * voxel_cc)
+        assert row["Mean[Gy]"] == pytest.approx(doses.mean(), rel=1e-12)
+        assert (row["Min[Gy]"], row["Max[Gy]"]) == (doses.min(), doses.max())
         for x in (99, 98, 95, 50, 2, 1):
-            assert row[f"D{x}"] == pytest.approx(np.percentile(doses, 100 - x), abs=1e-9)
+            assert row[f"D{x}%[Gy]"] == pytest.approx(np.percentile(doses, 100 - x), abs=1e-9)
         for v in (0.1, 0.03):
             hottest = v / (doses.size * voxel_cc)
-            assert row[f"D{v:g}cc"] == pytest.approx(np.percentile(doses, 100 - 100 * hottest), abs=1e-9)
-        assert row["V30Gy_pct"] == pytest.approx(100 * np.mean(doses >= 30), abs=100 / (doses.size - 1))
+            assert row[f"D{v:g}cc[Gy]"] == pytest.approx(np.percentile(doses, 100 - 100 * hottest), abs=1e-9)
+        assert row["V30Gy[%]"] == pytest.approx(100 * np.mean(doses >= 30), abs=100 / (doses.size - 1))
         edges = np.arange(len(dvhs[name].dose_gy)) * 0.1
         np.testing.assert_allclose(dvhs[name].volume_cc, [(doses >= e).sum() * voxel_cc for e in edges],
                                    atol=voxel_cc * (1 + 1e-9))

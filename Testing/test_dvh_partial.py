@@ -62,19 +62,19 @@ def test_sphere_in_a_linear_gradient() -> None:
     assert "structure grid 0.25x0.25x0.25 mm" in samples.method
     metrics = dvh_metrics(samples)
     centre_dose = BASE + SLOPE * centre[2]
-    assert metrics["Dmean"] == pytest.approx(centre_dose, abs=1e-4)  # symmetric about the centre
-    assert metrics["D50"] == pytest.approx(centre_dose, abs=1e-4)
-    assert metrics["volume_cc"] == pytest.approx(4 / 3 * math.pi * radius**3 / 1000, rel=2e-3)
-    assert metrics["Dmax"] == pytest.approx(centre_dose + SLOPE * radius, abs=SLOPE * step)
+    assert metrics["Mean[Gy]"] == pytest.approx(centre_dose, abs=1e-4)  # symmetric about the centre
+    assert metrics["D50%[Gy]"] == pytest.approx(centre_dose, abs=1e-4)
+    assert metrics["Volume[cc]"] == pytest.approx(4 / 3 * math.pi * radius**3 / 1000, rel=2e-3)
+    assert metrics["Max[Gy]"] == pytest.approx(centre_dose + SLOPE * radius, abs=SLOPE * step)
     exact = {}
     for x_pct in (98, 95, 2):
         t = brentq(lambda h: sphere_fraction_above(h, radius) - x_pct / 100, -radius, radius)
         exact[x_pct] = centre_dose + SLOPE * t
-        assert metrics[f"D{x_pct}"] == pytest.approx(exact[x_pct], abs=SLOPE * step / 2), x_pct
+        assert metrics[f"D{x_pct}%[Gy]"] == pytest.approx(exact[x_pct], abs=SLOPE * step / 2), x_pct
     # Cut to whole 2.5 mm dose voxels the sphere's D2% and D98% are further from the exact values.
     voxel = dvh_metrics(structure_doses(dose, "Sphere", coarse, fine, method="voxel"))
     for x_pct in (98, 2):
-        assert abs(voxel[f"D{x_pct}"] - exact[x_pct]) > abs(metrics[f"D{x_pct}"] - exact[x_pct]), x_pct
+        assert abs(voxel[f"D{x_pct}%[Gy]"] - exact[x_pct]) > abs(metrics[f"D{x_pct}%[Gy]"] - exact[x_pct]), x_pct
 
 
 def test_small_structure_keeps_its_volume() -> None:
@@ -90,16 +90,16 @@ def test_small_structure_keeps_its_volume() -> None:
     z = 10.25 + 0.5 * np.arange(5)
     levels = BASE + SLOPE * z  # 5 dose levels of 80 samples each
     metrics = dvh_metrics(samples, v_gy=[levels[2]])
-    assert metrics["volume_cc"] == pytest.approx(0.05)
-    assert metrics["Dmean"] == pytest.approx(levels.mean(), abs=1e-5)
-    assert (metrics["Dmin"], metrics["Dmax"]) == (pytest.approx(levels[0], abs=1e-5), pytest.approx(levels[-1], abs=1e-5))
+    assert metrics["Volume[cc]"] == pytest.approx(0.05)
+    assert metrics["Mean[Gy]"] == pytest.approx(levels.mean(), abs=1e-5)
+    assert (metrics["Min[Gy]"], metrics["Max[Gy]"]) == (pytest.approx(levels[0], abs=1e-5), pytest.approx(levels[-1], abs=1e-5))
     # D0.03cc: the hottest 60 %: quantile 40 % of 400 samples is position 159.6, between
     # sample 159 (level 1) and 160 (level 2).
-    assert metrics["D0.03cc"] == pytest.approx(levels[1] + 0.6 * (levels[2] - levels[1]), abs=1e-5)
-    assert "D0.1cc" not in metrics and "D2cc" not in metrics
-    assert "D0.1cc not computed: the structure holds 0.05 cc" in metrics["note"]
+    assert metrics["D0.03cc[Gy]"] == pytest.approx(levels[1] + 0.6 * (levels[2] - levels[1]), abs=1e-5)
+    assert "D0.1cc[Gy]" not in metrics and "D2cc[Gy]" not in metrics
+    assert "D0.1cc[Gy] not computed: the structure holds 0.05 cc" in metrics["note"]
     # V at level 2: its first sample is 160 of 0..399 on the curve.
-    assert metrics[f"V{levels[2]:g}Gy_pct"] == pytest.approx(100 * (1 - 160 / 399), abs=1e-4)
+    assert metrics[f"V{levels[2]:g}Gy[%]"] == pytest.approx(100 * (1 - 160 / 399), abs=1e-4)
 
 
 def test_small_structure_on_the_dose_grid_is_oversampled() -> None:
@@ -142,7 +142,7 @@ def eclipse_differences(metrics: list[dict], reference: Path) -> dict[str, list[
     for row in metrics:
         curve = curves[_key(str(row["structure"]))]
         theirs = (curve_mean_dose(curve), curve_dose_at_pct(curve, 95), curve_dose_at_pct(curve, 2))
-        ours = (row["Dmean"], row["D95"], row["D2"])
+        ours = (row["Mean[Gy]"], row["D95%[Gy]"], row["D2%[Gy]"])
         out[str(row["structure"])] = [100 * abs(a - b) / PLAN_MAX_GY for a, b in zip(ours, theirs)]
     return out
 
@@ -175,7 +175,7 @@ def test_eclipse_volumes(eclipse_case) -> None:
     curves = {_key(n): c for n, c in read_dvh_export(ECLIPSE / "reference" / "dvh_eclipse.csv").items()}
     for row in plan.metrics:
         reference = curves[_key(str(row["structure"]))].volume_cc
-        assert row["volume_cc"] == pytest.approx(reference, rel=0.015), row["structure"]
+        assert row["Volume[cc]"] == pytest.approx(reference, rel=0.015), row["structure"]
 
 
 def test_voxel_method_is_worse_on_eclipse(eclipse_case) -> None:

@@ -215,18 +215,18 @@ def test_dvh_command(
              if a["structure"] == b["structure"]}
     assert steps == {0.5}
     metrics = read_csv(tmp_path / "o" / "dvh_metrics.csv")
-    columns = ["structure", "volume_cc", "Dmean", "Dmin", "Dmax", "D99", "D98", "D95", "D50", "D2", "D1",
-               "D2cc", "D0.1cc", "D0.03cc", "V20Gy_pct", "V20Gy_cc", "V40Gy_pct", "V40Gy_cc", "prescription_gy", "HI", "CI",
-                   "dvh_method", "note"]
+    columns = ["structure", "Volume[cc]", "Mean[Gy]", "Min[Gy]", "Max[Gy]", "D99%[Gy]", "D98%[Gy]", "D95%[Gy]",
+               "D50%[Gy]", "D2%[Gy]", "D1%[Gy]", "D2cc[Gy]", "D0.1cc[Gy]", "D0.03cc[Gy]", "V20Gy[%]", "V20Gy[cc]",
+               "V40Gy[%]", "V40Gy[cc]", "prescription_gy", "HI", "CI", "dvh_method", "note"]
     assert list(metrics[0]) == columns
     ptv = next(r for r in metrics if r["structure"] == "PTV70")
     assert float(ptv["prescription_gy"]) == 70 and ptv["HI"] and ptv["CI"]
     dose = synthetic_dose(0)[box(*BOXES["PTV70"])].astype(np.float64)
-    assert float(ptv["D95"]) == pytest.approx(np.percentile(dose, 5), rel=1e-6)
+    assert float(ptv["D95%[Gy]"]) == pytest.approx(np.percentile(dose, 5), rel=1e-6)
     checks = read_csv(tmp_path / "o" / "constraints.csv", ["structure", "metric", "result"])
     results = {(r["structure"], r["metric"]): r["result"] for r in checks}
-    assert results[("RightParotid", "Dmean")] == "not evaluated"
-    assert results[("PTV70", "D95")] in ("pass", "fail") and ("PTV56", "D95") in results
+    assert results[("RightParotid", "Mean[Gy]")] == "not evaluated"
+    assert results[("PTV70", "D95%[Gy]")] in ("pass", "fail") and ("PTV56", "D95%[Gy]") in results
 
 
 def test_dvh_command_with_another_dose(synthetic_split: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -84,7 +84,7 @@ def test_real_patient_is_compared_with_its_reference(
     assert {r["structure"] for r in rows} == set(reference.structures)
     for row in rows:
         assert float(row["difference"]) == pytest.approx(float(row["predicted"]) - float(row["reference"]), abs=1e-4)
-    cord = next(r for r in rows if r["structure"] == "SpinalCord" and r["metric"] == "Dmean")
+    cord = next(r for r in rows if r["structure"] == "SpinalCord" and r["metric"] == "Mean[Gy]")
     assert float(cord["reference"]) == pytest.approx(reference.dose.array[reference.structures["SpinalCord"].array]
                                                      .mean(), rel=1e-6)
     assert "radiomics skipped (--no-radiomics)" in summary["notes"]

@@ -81,11 +81,6 @@ def volume_pct_at_dose(sorted_doses: np.ndarray, dose_gy: float | np.ndarray) ->
     return np.where(dose_gy <= sorted_doses[0], 100.0, np.where(dose_gy > sorted_doses[-1], 0.0, pct))
 
 
-def v_columns(dose_gy: float) -> tuple[str, str]:
-    """Names of the V_x metrics (percent of the volume, cm^3) for ``dose_gy``."""
-    return mn.volume_at_dose(dose_gy)
-
-
 def dvh_metrics(samples: StructureDoses, v_gy: Sequence[float] = ()) -> Row:
     """Volume, mean, min, max, D99% ... D1%, D2cc, D0.1cc, D0.03cc and V_x of one structure.
 

@@ -10,12 +10,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from DoseSegLib.analysis import metric_names as mn
 from DoseSegLib.analysis.dvh import percentile_sorted
 from DoseSegLib.analysis.sampling import StructureDoses
 from DoseSegLib.core.case import OARS, target_prescription
 
-TARGET_METRICS = ("D99", "D95", "D1")
-OAR_METRICS = ("D0.1cc", "mean")
+TARGET_PERCENTS = (99, 95, 1)
+TARGET_METRICS = tuple(mn.dose_at_pct(p) for p in TARGET_PERCENTS)
+OAR_METRICS = (mn.dose_at_cc(0.1), mn.MEAN)
 
 
 def dose_at_volume_cc(doses: np.ndarray, volume_cc: float, voxel_cc: float, presorted: bool = False) -> float:
@@ -43,7 +45,7 @@ def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray
 
 
 def challenge_metrics(voxels: Mapping[str, np.ndarray], voxel_cc: float) -> dict[tuple[str, str], float]:
-    """The challenge's DVH metrics: D0.1cc and mean dose for OARs, D99/D95/D1 for targets.
+    """The challenge's DVH metrics: D0.1cc[Gy] and Mean[Gy] for OARs, D99%/D95%/D1%[Gy] for targets.
 
     Args:
         voxels: each structure's dose-grid voxel doses (Gy), ascending; empty ones and structures
@@ -56,10 +58,10 @@ def challenge_metrics(voxels: Mapping[str, np.ndarray], voxel_cc: float) -> dict
         if doses.size == 0 or not (is_oar or target_prescription(name) is not None):
             continue
         if is_oar:
-            metrics[(name, "D0.1cc")] = dose_at_volume_cc(doses, 0.1, voxel_cc, presorted=True)
-            metrics[(name, "mean")] = float(doses.mean())
+            metrics[(name, mn.dose_at_cc(0.1))] = dose_at_volume_cc(doses, 0.1, voxel_cc, presorted=True)
+            metrics[(name, mn.MEAN)] = float(doses.mean())
         else:
-            values = percentile_sorted(doses, [100 - float(m[1:]) for m in TARGET_METRICS])
+            values = percentile_sorted(doses, [100 - p for p in TARGET_PERCENTS])
             metrics.update({(name, m): float(v) for m, v in zip(TARGET_METRICS, values)})
     return metrics
 

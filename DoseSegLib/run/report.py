@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from DoseSegLib.analysis import metric_names as mn
 from DoseSegLib.io.tables import Row
 from DoseSegLib.viz import figures
 
@@ -18,8 +19,7 @@ if TYPE_CHECKING:
 
 Cell = str | tuple[str, str]  # text, or (text, css class)
 METRIC_COLUMNS = (
-    ("volume_cc", "Volume (cc)"), ("Dmean", "Dmean"), ("Dmax", "Dmax"), ("D99", "D99"), ("D95", "D95"),
-    ("D50", "D50"), ("D2", "D2"), ("D0.1cc", "D0.1cc"), ("HI", "HI"), ("CI", "CI"),
+    mn.VOLUME, mn.MEAN, mn.MAX, *(mn.dose_at_pct(p) for p in (99, 95, 50, 2)), mn.dose_at_cc(0.03), "HI", "CI",
 )
 RADIOMICS_COLUMNS = (
     ("original_shape_MeshVolume", "Volume (cc)", 1e-3), ("original_shape_Sphericity", "Sphericity", 1.0),
@@ -31,7 +31,7 @@ OUTPUT_FILES = (
     ("dose.nrrd", "predicted dose (Gy) on the CT grid"),
     ("segmentation.seg.nrrd", "the structures used, for 3D Slicer"),
     ("dvh.csv", "cumulative DVH of every structure"),
-    ("dvh_metrics.csv", "all DVH metrics (incl. D98, D1, D0.03cc, V_x)"),
+    ("dvh_metrics.csv", "all DVH metrics, TG-263 names (D98%[Gy], D1%[Gy], D0.03cc[Gy], V_x ...)"),
     ("constraints.csv", "clinical goals, pass or fail"),
     ("radiomics.csv", "pyradiomics features on the CT"),
     ("dose_difference.nrrd", "predicted minus reference dose (Gy)"),
@@ -104,13 +104,18 @@ def _cards(result: PatientResult) -> str:
 
 def _metrics_section(rows: Sequence[Row]) -> str:
     table = _table(
-        ["Structure", *(label for _, label in METRIC_COLUMNS)],
-        [[str(r["structure"]), *(_number(r.get(key), 1 if key == "volume_cc" else 2) for key, _ in METRIC_COLUMNS)]
+        ["Structure", *METRIC_COLUMNS],
+        [[str(r["structure"]), *(_number(r.get(key), 1 if key == mn.VOLUME else 2) for key in METRIC_COLUMNS)]
          for r in rows],
     )
-    return (f"<h2>DVH metrics (predicted dose)</h2>{table}<p class='sub'>Doses in Gy. Dx: minimum dose to the "
-            "hottest x% of the structure; D0.1cc: to its hottest 0.1 cc. HI = (D2 - D98) / D50 and Paddick CI "
-            "for targets. All metrics in dvh_metrics.csv.</p>")
+    methods = sorted({str(r["dvh_method"]) for r in rows if r.get("dvh_method")})
+    notes = [f"{r['structure']}: {r['note']}" for r in rows if r.get("note")]
+    return (f"<h2>DVH metrics (predicted dose)</h2>{table}<p class='sub'>AAPM TG-263 names. Dx%: minimum dose to "
+            "the hottest x% of the structure; Dx cc: to its hottest x cm&sup3;, read on the cumulative DVH (an "
+            "empty cell: the structure is smaller than x cc). HI = (D2% - D98%) / D50% and Paddick CI for "
+            "targets. All metrics in dvh_metrics.csv.</p>"
+            f"<p class='sub'>DVH method: {html.escape('; '.join(methods))}.</p>"
+            + (f"<p class='sub'>{html.escape('; '.join(notes))}</p>" if notes else ""))
 
 
 def _constraints_section(result: PatientResult) -> str:
@@ -144,7 +149,8 @@ def _comparison_section(result: PatientResult) -> str:
         "<h2>Predicted vs reference dose</h2>"
         f"<p class='sub'>Dose error {comparison.dose_error:.2f} Gy: mean |predicted - reference| over the "
         f"possible-dose mask. DVH error {comparison.dvh_error:.2f} Gy: mean |difference| of the OpenKBP metrics "
-        "below (OARs: D0.1cc and mean; targets: D99, D95, D1).</p>"
+        "below, with the challenge's definitions on dose-grid voxels (OARs: D0.1cc[Gy] and Mean[Gy]; targets: "
+        "D99%[Gy], D95%[Gy], D1%[Gy]).</p>"
         + _image(figure, "predicted minus reference dose")
         + _table(["Structure", "Metric", "Reference (Gy)", "Predicted (Gy)", "Difference (Gy)"], rows)
         + "<p class='sub'>Every metric of every structure: comparison.csv.</p>"
