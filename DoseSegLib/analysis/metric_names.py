@@ -57,7 +57,8 @@ def canonical_metric(text: str, unit: str = "") -> tuple[str, str]:
         ValueError: an unknown metric, or a unit that contradicts the name.
     """
     text = text.strip()
-    stat, dose_pct, dose_cc, volume = _STAT.match(text), _DOSE_PCT.match(text), _DOSE_CC.match(text), _VOLUME.match(text)
+    stat, volume = _STAT.match(text), _VOLUME.match(text)
+    dose_pct, dose_cc = _DOSE_PCT.match(text), _DOSE_CC.match(text)
     if volume:
         x, bracket = float(volume.group(1)), volume.group(2)
         implied = {"%": "pct", "cc": "cc"}.get(bracket or "", "")

@@ -76,6 +76,7 @@ class Comparison:
         openkbp_rows: structure, metric, reference, predicted, abs_error of the challenge metrics.
         metric_differences: structure, metric, reference, predicted, difference of every DVH metric.
         reference_plan: DVHs, metrics and clinical goals of the reference dose.
+        gamma: global gamma pass rates (3%/3 mm, 2%/2 mm) in the body, rows of ``gamma.csv``.
     """
 
     reference_dose: Volume
@@ -85,6 +86,7 @@ class Comparison:
     openkbp_rows: list[Row]
     metric_differences: list[Row]
     reference_plan: PlanEvaluation
+    gamma: list[Row] = field(default_factory=list)
 
 
 @dataclass
@@ -129,7 +131,8 @@ class PatientResult:
         """A JSON-serialisable digest (what ``summary.json`` holds)."""
         comparison = None
         if self.comparison is not None:
-            comparison = {"dose_error_gy": self.comparison.dose_error, "dvh_error_gy": self.comparison.dvh_error}
+            comparison = {"dose_error_gy": self.comparison.dose_error, "dvh_error_gy": self.comparison.dvh_error,
+                          "gamma_pass_rate_pct": {r["criterion"]: r["pass_rate_pct"] for r in self.comparison.gamma}}
         return {
             "patient": self.name,
             "source": str(self.source),
@@ -382,6 +385,7 @@ def compare_doses(
         predicted: the predicted dose's evaluation when already computed.
     """
     from DoseSegLib.analysis.evaluation import score_patient
+    from DoseSegLib.analysis.gamma import gamma_pass_rates
 
     predicted = predicted or evaluate_plan(replace(case, dose=dose), constraints=constraints)
     reference = evaluate_plan(case, constraints=constraints, dvh_method=predicted.method)
@@ -394,12 +398,15 @@ def compare_doses(
         if key not in ("structure", "prescription_gy") and isinstance(value, float) and key in r
     ]
     difference = dose.with_array(dose.array.astype(np.float32) - case.dose.array.astype(np.float32))
-    return Comparison(case.dose, difference, score.dose_error, score.dvh_error, score.dvh_rows, differences, reference)
+    gamma = [r.row() for r in gamma_pass_rates(case.dose, dose, case.possible_dose_mask)]
+    return Comparison(case.dose, difference, score.dose_error, score.dvh_error, score.dvh_rows, differences, reference,
+                      gamma)
 
 
 def write_results(result: PatientResult, folder: Path, steps: _Steps | None = None) -> None:
     """Write every output file of one patient into an existing (staging) folder, ``summary.json`` last."""
     from DoseSegLib.analysis.dvh import write_dvh_csv
+    from DoseSegLib.analysis.gamma import GAMMA_COLUMNS
     from DoseSegLib.core.colors import structure_colors
     from DoseSegLib.io.patient import write_segmentation, write_volume
     from DoseSegLib.io.tables import columns_of, write_csv
@@ -419,5 +426,6 @@ def write_results(result: PatientResult, folder: Path, steps: _Steps | None = No
             write_volume(folder / "dose_difference.nrrd", result.comparison.difference)
             write_dvh_csv(folder / "dvh_reference.csv", result.comparison.reference_plan.dvhs)
             write_csv(folder / "comparison.csv", result.comparison.metric_differences, COMPARISON_COLUMNS)
+            write_csv(folder / "gamma.csv", result.comparison.gamma, GAMMA_COLUMNS)
     result.timings.update(report=steps.timings["report"], write=steps.timings["write"])
     (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")

@@ -37,6 +37,7 @@ OUTPUT_FILES = (
     ("dose_difference.nrrd", "predicted minus reference dose (Gy)"),
     ("comparison.csv", "every DVH metric, predicted vs reference"),
     ("dvh_reference.csv", "DVH of the reference dose"),
+    ("gamma.csv", "gamma pass rates, predicted vs reference dose"),
     ("summary.json", "this run in machine-readable form"),
 )
 STYLE = """
@@ -151,10 +152,24 @@ def _comparison_section(result: PatientResult) -> str:
         f"possible-dose mask. DVH error {comparison.dvh_error:.2f} Gy: mean |difference| of the OpenKBP metrics "
         "below, with the challenge's definitions on dose-grid voxels (OARs: D0.1cc[Gy] and Mean[Gy]; targets: "
         "D99%[Gy], D95%[Gy], D1%[Gy]).</p>"
+        + _gamma_text(comparison.gamma)
         + _image(figure, "predicted minus reference dose")
         + _table(["Structure", "Metric", "Reference (Gy)", "Predicted (Gy)", "Difference (Gy)"], rows)
         + "<p class='sub'>Every metric of every structure: comparison.csv.</p>"
     )
+
+
+def _gamma_text(rows: Sequence[Row]) -> str:
+    """One sentence per gamma criterion (gamma.csv)."""
+    if not rows:
+        return ""
+    parts = [f"{r['criterion']}: {float(r['pass_rate_pct']):.1f}% pass ({float(r['failed_cc']):.0f} of "
+             f"{float(r['evaluated_cc']):.0f} cc fail)" for r in rows]
+    first = rows[0]
+    return (f"<p class='sub'>Gamma index (global, pymedphys; reference points in the body above "
+            f"{float(first['low_dose_cutoff_pct']):g}% of the reference maximum {float(first['normalisation_gy']):.1f} "
+            f"Gy; {first['points_evaluated']} of {first['points']} points, a seeded random sample): "
+            f"{html.escape('; '.join(parts))}.</p>")
 
 
 def _radiomics_section(rows: Sequence[Row]) -> str:
@@ -169,7 +184,8 @@ def _about_section(result: PatientResult) -> str:
     models = [[task, str(m["name"]), str(m["version"]), str(m["sha256"])] for task, m in result.models.items()]
     timings = [[step, _number(seconds)] for step, seconds in result.timings.items()]
     timings.append(["total", _number(sum(result.timings.values()))])
-    absent = set() if result.comparison else {"dose_difference.nrrd", "comparison.csv", "dvh_reference.csv"}
+    absent = set() if result.comparison else {
+        "dose_difference.nrrd", "comparison.csv", "dvh_reference.csv", "gamma.csv"}
     if not result.radiomics:
         absent.add("radiomics.csv")
     files = [[name, what] for name, what in OUTPUT_FILES if name not in absent]
