@@ -184,3 +184,32 @@ def test_voxel_method_is_worse_on_eclipse(eclipse_case) -> None:
     rows = metrics_table(case.dose, case.structures, method="voxel")
     table = np.array(list(eclipse_differences(rows, ECLIPSE / "reference" / "dvh_eclipse.csv").values()))
     assert table.max() > 0.5
+
+
+def test_each_dose_is_gathered_once_per_run(phantom_case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The predicted and the reference dose are each gathered once; the OpenKBP scores read those samples."""
+    from dataclasses import replace
+
+    from DoseSegLib.analysis import openkbp, plan
+    from DoseSegLib.run.pipeline import compare_doses
+
+    calls = []
+    real = plan.gather_doses
+    monkeypatch.setattr(plan, "gather_doses", lambda *args, **kw: calls.append(args[0]) or real(*args, **kw))
+    monkeypatch.setattr(openkbp, "voxel_doses", lambda *args: pytest.fail("doses gathered again for the scores"))
+    case = align_case(phantom_case)
+    predicted_dose = case.dose.with_array(case.dose.array * 0.97)
+    predicted = evaluate_plan(replace(case, dose=predicted_dose))
+    comparison = compare_doses(predicted_dose, case, predicted=predicted)
+    assert [id(d) for d in calls] == [id(predicted_dose), id(case.dose)]
+    assert comparison.openkbp_rows and all(r["abs_error"] >= 0 for r in comparison.openkbp_rows)
+    mean = next(r for r in comparison.metric_differences if r["metric"] == "Mean[Gy]")
+    assert mean["difference"] == pytest.approx(-0.03 * mean["reference"], rel=1e-5)
+
+
+def test_volume_below_the_resolution_is_named() -> None:
+    dose = linear_dose(spacing=4.0)  # 0.064 cc voxels
+    samples = structure_doses(dose, "Box", dose.with_array(np.ones(dose.shape, bool)), method="voxel")
+    metrics = dvh_metrics(samples)
+    assert "D0.03cc[Gy]" in metrics and "D0.1cc[Gy]" in metrics
+    assert metrics["note"] == "D0.03cc[Gy] is below the resolution (0.064 cc per sample)"
