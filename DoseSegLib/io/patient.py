@@ -60,8 +60,12 @@ def read_volume(path: str | Path) -> Volume:
     return Volume(np.ascontiguousarray(array), spacing, origin, direction)
 
 
-def write_volume(path: str | Path, volume: Volume) -> None:
-    """Write a Volume as a gzip-compressed NRRD in LPS space."""
+DOSE_UNITS_KEY = "DoseUnits"  # NRRD key/value pair named after the DICOM RT Dose attribute (3004,0002)
+DOSE_SCALE = {"GY": 1.0, "CGY": 0.01}
+
+
+def write_volume(path: str | Path, volume: Volume, fields: dict[str, str] | None = None) -> None:
+    """Write a Volume as a gzip-compressed NRRD in LPS space, with optional key/value ``fields``."""
     import nrrd
 
     array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
@@ -71,8 +75,25 @@ def write_volume(path: str | Path, volume: Volume) -> None:
         "space origin": np.asarray(volume.origin),
         "kinds": ["domain"] * 3,
         "encoding": "gzip",
+        **(fields or {}),
     }
     nrrd.write(str(path), array, header)
+
+
+def write_dose(path: str | Path, dose: Volume) -> None:
+    """Write a dose in Gy, its unit in the header (``DoseUnits:=GY``)."""
+    write_volume(path, dose, {DOSE_UNITS_KEY: "GY"})
+
+
+def _dose_scale(path: Path) -> float:
+    """Gy per stored unit from the header's ``DoseUnits`` (GY or CGY); Gy when absent."""
+    import nrrd
+
+    units = str(nrrd.read_header(str(path)).get(DOSE_UNITS_KEY, "GY")).strip()
+    if units.upper() not in DOSE_SCALE:
+        raise DoseSegError(f"{path}: dose units '{units}' ({DOSE_UNITS_KEY}) are not GY or CGY; "
+                           "convert the dose to Gy and fix the header")
+    return DOSE_SCALE[units.upper()]
 
 
 def read_mask(path: str | Path) -> Volume:
@@ -85,9 +106,9 @@ def read_mask(path: str | Path) -> Volume:
 
 
 def read_dose(path: str | Path) -> Volume:
-    """Read a dose NRRD in Gy as float32, refusing negative values."""
+    """Read a dose NRRD as float32 Gy, refusing negative values; a ``DoseUnits:=CGY`` header is converted."""
     volume = read_volume(path)
-    dose = volume.array.astype(np.float32)
+    dose = volume.array.astype(np.float32) * np.float32(_dose_scale(Path(path)))
     if dose.min() < 0:
         raise DoseSegError(f"{path}: dose has negative values (min {dose.min():.3g}); expected Gy >= 0")
     return volume.with_array(dose)
@@ -187,7 +208,7 @@ def write_patient(folder: Path, case: Case) -> None:
     for name, mask in case.structures.items():
         write_volume(folder / "structures" / f"{name}.nrrd", mask.with_array(mask.array.astype(np.uint8)))
     if case.dose is not None:
-        write_volume(folder / "dose.nrrd", case.dose)
+        write_dose(folder / "dose.nrrd", case.dose)
     if case.possible_dose_mask is not None:
         mask = case.possible_dose_mask
         write_volume(folder / "possible_dose_mask.nrrd", mask.with_array(mask.array.astype(np.uint8)))

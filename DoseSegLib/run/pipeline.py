@@ -408,7 +408,7 @@ def write_results(result: PatientResult, folder: Path, steps: _Steps | None = No
     from DoseSegLib.analysis.dvh import write_dvh_csv
     from DoseSegLib.analysis.gamma import GAMMA_COLUMNS
     from DoseSegLib.core.colors import structure_colors
-    from DoseSegLib.io.patient import write_segmentation, write_volume
+    from DoseSegLib.io.patient import write_dose, write_segmentation
     from DoseSegLib.io.tables import columns_of, write_csv
     from DoseSegLib.run.report import write_report
 
@@ -416,14 +416,14 @@ def write_results(result: PatientResult, folder: Path, steps: _Steps | None = No
     with steps("report"):
         write_report(folder / "report.html", result)
     with steps("write"):
-        write_volume(folder / "dose.nrrd", result.dose)
+        write_dose(folder / "dose.nrrd", result.dose)
         structures = result.case.structures
         write_segmentation(folder / "segmentation.seg.nrrd", structures, structure_colors(structures))
         result.plan.write(folder)
         if result.radiomics:
             write_csv(folder / "radiomics.csv", result.radiomics, columns_of(result.radiomics, ("structure",)))
         if result.comparison is not None:
-            write_volume(folder / "dose_difference.nrrd", result.comparison.difference)
+            write_dose(folder / "dose_difference.nrrd", result.comparison.difference)
             write_dvh_csv(folder / "dvh_reference.csv", result.comparison.reference_plan.dvhs)
             write_csv(folder / "comparison.csv", result.comparison.metric_differences, COMPARISON_COLUMNS)
             write_csv(folder / "gamma.csv", result.comparison.gamma, GAMMA_COLUMNS)
