@@ -19,6 +19,7 @@ from DoseSegLib.analysis.dvh import (
     cumulative_dvh,
     dose_at_volume_pct,
     dvh_metrics,
+    metrics_rows,
     metrics_table,
     percentile_sorted,
     volume_pct_at_dose,
@@ -26,7 +27,7 @@ from DoseSegLib.analysis.dvh import (
     write_metrics_csv,
 )
 from DoseSegLib.analysis.openkbp import dose_at_volume_cc
-from DoseSegLib.analysis.sampling import StructureDoses
+from DoseSegLib.analysis.sampling import StructureDoses, gather_doses
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
@@ -143,6 +144,28 @@ def test_target_homogeneity_and_paddick_conformity() -> None:
     assert row["CI"] == pytest.approx(covered**2 / (1000 * 900))
 
 
+def test_paddick_ci_of_nested_and_separate_targets() -> None:
+    """PTV70 inside PTV56 (nested) and a separate PTV63: the high-dose targets are not PTV56's spill."""
+    shape = (60, 20, 20)
+    dose = np.zeros(shape, dtype=np.float32)
+    grid = Volume(dose, SPACING, (0.0, 0.0, 0.0))
+    ptv56, ptv70, ptv63 = box(grid, (5, 5, 5), (25, 15, 15)), box(grid, (10, 7, 7), (16, 13, 12)), \
+        box(grid, (35, 5, 5), (45, 15, 15))
+    dose[ptv56.array] = 57.0
+    dose[ptv70.array] = 71.0
+    dose[ptv63.array] = 64.0
+    dose[25:28, 5:15, 5:15] = 58.0  # 300 voxels of real spill at 56 Gy
+    grid = grid.with_array(dose)
+    masks = {"PTV70": ptv70, "PTV63": ptv63, "PTV56": ptv56}
+    rows = {r["structure"]: r for r in metrics_table(grid, masks, {"PTV70": 70.0, "PTV63": 63.0, "PTV56": 56.0})}
+    assert rows["PTV56"]["CI"] == pytest.approx(2000**2 / (2000 * 2300))  # PTV63 (64 Gy) is not spill
+    assert rows["PTV70"]["CI"] == pytest.approx(1.0) and rows["PTV63"]["CI"] == pytest.approx(1.0)
+    # Without the masks every voxel at 56 Gy or more counts, PTV63 included.
+    gathered = gather_doses(grid, masks)
+    plain = {r["structure"]: r for r in metrics_rows(gathered, grid, {"PTV56": 56.0})}
+    assert plain["PTV56"]["CI"] == pytest.approx(2000**2 / (2000 * 3300))
+
+
 def test_scalar_helpers_agree_with_numpy() -> None:
     rng = np.random.default_rng(2)
     doses = rng.uniform(0, 70, 333).astype(np.float32)
@@ -217,7 +240,6 @@ def test_real_patient_matches_plain_numpy(shared_data: Path, patient: str) -> No
     voxel_cc = np.prod(case.ct.spacing) / 1000
     rows = metrics_table(case.dose, case.structures, case.targets, case.possible_dose_mask, [30.0], method="voxel")
     dvhs = compute_dvhs(case.dose, case.structures, step_gy=0.1, method="voxel")
-    body_doses = dose[case.possible_dose_mask.array]
     for row in rows:
         name = row["structure"]
         doses = dose[case.structures[name].array]
@@ -234,6 +256,9 @@ def test_real_patient_matches_plain_numpy(shared_data: Path, patient: str) -> No
         np.testing.assert_allclose(dvhs[name].volume_cc, [(doses >= e).sum() * voxel_cc for e in edges],
                                    atol=voxel_cc * (1 + 1e-9))
         rx = case.targets.get(name)
-        if rx is not None:
-            covered, piv = (doses >= rx).sum(), (body_doses >= rx).sum()
+        if rx is not None:  # spill counted outside the other targets of this level or higher
+            others = [m.array for t, m in case.structures.items() if t != name and case.targets.get(t, 0) >= rx]
+            elsewhere = np.any(others, axis=0) & ~case.structures[name].array if others else False
+            piv = np.count_nonzero((dose >= rx) & case.possible_dose_mask.array & ~elsewhere)
+            covered = (doses >= rx).sum()
             assert row["CI"] == pytest.approx(covered**2 / (doses.size * piv), abs=2 / piv)

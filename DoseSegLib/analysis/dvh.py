@@ -175,12 +175,28 @@ def paddick_ci(target_cc: float, target_covered_cc: float, isodose_cc: float) ->
     return target_covered_cc**2 / (target_cc * isodose_cc)
 
 
+def isodose_volume_cc(
+    dose: Volume, rx: float, target: str, prescriptions: Mapping[str, float],
+    masks: Mapping[str, Volume], body: Volume | None = None,
+) -> float:
+    """PIV of ``target``: the body volume receiving at least ``rx``, less what lies in the other
+    targets prescribed ``rx`` or more (nested or separate dose levels are not spill)."""
+    region = dose.array >= rx
+    if body is not None:
+        region &= body.array.astype(bool, copy=False)
+    for other, other_rx in prescriptions.items():
+        if other != target and other_rx >= rx and other in masks:
+            region &= ~(masks[other].array.astype(bool, copy=False) & ~masks[target].array.astype(bool, copy=False))
+    return np.count_nonzero(region) * dose.voxel_volume_cc
+
+
 def metrics_rows(
     gathered: Mapping[str, StructureDoses],
     dose: Volume,
     prescriptions: Mapping[str, float] | None = None,
     body: Volume | None = None,
     v_gy: Sequence[float] = (),
+    masks: Mapping[str, Volume] | None = None,
 ) -> list[Row]:
     """One row of DVH metrics per gathered structure, with HI and Paddick CI for targets.
 
@@ -191,16 +207,17 @@ def metrics_rows(
         body: where the prescription isodose volume is counted (body or possible-dose mask);
             the whole grid when None.
         v_gy: doses x for which to report V_x.
+        masks: the structures on the dose grid; with them a target's CI counts only spill
+            outside the other targets of its dose level or higher (``isodose_volume_cc``).
     """
     prescriptions = prescriptions or {}
-    body_doses = dose.array[body.array.astype(bool, copy=False)] if body is not None else dose.array
     rows = []
     for name, samples in gathered.items():
         row: Row = {"structure": name, **dvh_metrics(samples, v_gy)}
         rx = prescriptions.get(name)
         if rx is not None:
             covered = float(volume_pct_at_dose(samples.doses, rx)) / 100 * samples.volume_cc
-            isodose = np.count_nonzero(body_doses >= rx) * dose.voxel_volume_cc
+            isodose = isodose_volume_cc(dose, rx, name, prescriptions, masks or {}, body)
             row.update(prescription_gy=rx, HI=homogeneity_index(row),
                        CI=paddick_ci(samples.volume_cc, covered, isodose))
         rows.append(row)
@@ -218,7 +235,7 @@ def metrics_table(
 ) -> list[Row]:
     """``metrics_rows`` of the structures' doses gathered here (see ``gather_doses``)."""
     gathered = gather_doses(dose, structures, fine_structures, method)
-    return metrics_rows(gathered, dose, prescriptions, body, v_gy)
+    return metrics_rows(gathered, dose, prescriptions, body, v_gy, structures)
 
 
 def dvh_rows(dvhs: Mapping[str, DVH]) -> list[Row]:

@@ -114,7 +114,8 @@ def _metrics_section(rows: Sequence[Row]) -> str:
     return (f"<h2>DVH metrics (predicted dose)</h2>{table}<p class='sub'>AAPM TG-263 names. Dx%: minimum dose to "
             "the hottest x% of the structure; Dx cc: to its hottest x cm&sup3;, read on the cumulative DVH (an "
             "empty cell: the structure is smaller than x cc). HI = (D2% - D98%) / D50% and Paddick CI for "
-            "targets. All metrics in dvh_metrics.csv.</p>"
+            "targets (its spill is the isodose volume outside every other target of the same or a higher dose "
+            "level). All metrics in dvh_metrics.csv.</p>"
             f"<p class='sub'>DVH method: {html.escape('; '.join(methods))}.</p>"
             + (f"<p class='sub'>{html.escape('; '.join(notes))}</p>" if notes else ""))
 
