@@ -123,7 +123,10 @@ def test_evaluate_plan_on_a_synthetic_case() -> None:
     assert checks[("LeftParotid", "Mean[Gy]")]["result"] == "pass"
     assert checks[("SpinalCord", "D0.1cc[Gy]")]["result"] == "fail"
     assert checks[("RightParotid", "Mean[Gy]")]["result"] == "not evaluated"
-    assert result.counts() == {"pass": 2, "fail": 1, "not evaluated": 3}
+    assert checks[("PTV70", "D98%[Gy]")]["result"] == checks[("PTV70", "D2%[Gy]")]["result"] == "pass"
+    # 9 goals on structures this case lacks (RightParotid, Brainstem, Mandible, Larynx, Esophagus, lenses,
+    # optic nerves, chiasm, cochleae)
+    assert result.counts() == {"pass": 4, "fail": 1, "not evaluated": 9}
 
 
 def test_old_and_tg263_metric_names(tmp_path: Path) -> None:
@@ -145,3 +148,15 @@ def test_old_and_tg263_metric_names(tmp_path: Path) -> None:
         path.write_text("structure,metric,operator,value,unit\n" + bad + "\n")
         with pytest.raises(DoseSegError, match=message):
             load_constraints(path)
+
+
+def test_site_tables_cite_their_sources() -> None:
+    """Every default goal names its source; the prostate table is there by name; targets get D2% <= 107%."""
+    for site in ("head-and-neck", "prostate"):
+        goals = load_constraints(site)
+        assert goals and all(g.note for g in goals), site
+        assert any(g.metric == "D2%[Gy]" and g.value == 107 and g.unit == "pct_rx" for g in goals)
+    prostate = {(g.structure, g.metric): g for g in load_constraints("prostate")}
+    assert prostate[("Rectum", "V70Gy[%]")].value == 20 and "QUANTEC" in prostate[("Rectum", "V70Gy[%]")].note
+    head_neck = {g.structure for g in load_constraints()}
+    assert {"Larynx", "Esophagus", "Lens*", "OpticChiasm", "Cochlea*", "Brainstem", "SpinalCord"} <= head_neck

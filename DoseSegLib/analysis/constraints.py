@@ -14,6 +14,9 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.tables import Row, read_csv, write_csv
 
 DEFAULT_CONSTRAINTS = Path(__file__).resolve().parents[1] / "data" / "constraints.csv"
+SITE_TABLES = {
+    "head-and-neck": DEFAULT_CONSTRAINTS, "prostate": DEFAULT_CONSTRAINTS.with_name("constraints_prostate.csv"),
+}
 CONSTRAINT_COLUMNS = ("structure", "metric", "operator", "value")
 RESULT_COLUMNS = ("structure", "metric", "operator", "limit", "limit_unit", "value", "result", "detail")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -75,9 +78,12 @@ def load_constraints(path: str | Path | None = None) -> list[Constraint]:
     (``Dmean``, ``D95``, ``D0.1cc``, ``V20Gy``) are read too.
 
     Args:
-        path: a CSV file; DoseSegLib's default head-and-neck table when None.
+        path: a CSV file, or the name of one of DoseSegLib's site tables (``head-and-neck``,
+            ``prostate``; conventional fractionation, sources in their ``note``); head and neck when None.
     """
-    path = Path(path) if path is not None else DEFAULT_CONSTRAINTS
+    if path is None or (str(path) in SITE_TABLES and not Path(path).is_file()):
+        path = SITE_TABLES[str(path or "head-and-neck")]
+    path = Path(path)
     rows = read_csv(path, CONSTRAINT_COLUMNS)
     return [
         _parse(row, f"{path}: line {line}")

@@ -91,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
     p.add_argument("--step", type=float, default=0.1, help="DVH dose bin width in Gy (default 0.1)")
     p.add_argument("--vx", type=_floats, default=[], help="doses (Gy) for V_x metrics, e.g. 20,30,50")
-    p.add_argument("--constraints", type=Path, help="CSV of clinical goals (default: DoseSeg's head-and-neck table)")
+    p.add_argument("--constraints", type=Path,
+                   help="CSV of clinical goals, or a site table: head-and-neck (default), prostate")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a dose above 200 Gy (else taken for cGy)")
     add_dvh_method(p)
     _add_common(p)

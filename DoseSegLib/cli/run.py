@@ -88,7 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     segment.add_argument("--no-segment", action="store_true", help="never auto-segment missing OARs")
     segment.add_argument("--segment-all", action="store_true", help="replace every OAR with the model's contours")
     p.add_argument("--no-radiomics", action="store_true", help="skip the pyradiomics features")
-    p.add_argument("--constraints", type=Path, help="clinical goals CSV (default: DoseSegLib's head-and-neck table)")
+    p.add_argument("--constraints", type=Path,
+                   help="clinical goals CSV, or a site table: head-and-neck (default), prostate")
     p.add_argument("--tta", action="store_true",
                    help="average the dose (and auto-segmented OARs) with left-right mirrored predictions")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
