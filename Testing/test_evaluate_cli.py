@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -247,6 +248,12 @@ def test_dvh_command_with_another_dose(synthetic_split: Path, tmp_path: Path, ca
     assert code == 0, err
 
 
+def radiomics_version() -> str:
+    import radiomics
+
+    return radiomics.__version__
+
+
 def test_radiomics_command(synthetic_split: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("radiomics")
     patient = synthetic_split / "case_2"
@@ -256,6 +263,13 @@ def test_radiomics_command(synthetic_split: Path, tmp_path: Path, capsys: pytest
     assert [r["structure"] for r in rows] == ["Brainstem", "PTV56", "PTV70", "SpinalCord"]
     assert "original_firstorder_Mean" in rows[0] and "dose_original_firstorder_Mean" in rows[0]
     assert not any(c.startswith(("diagnostics_", "original_shape")) for c in rows[0])
+    # pyradiomics' version, settings and diagnostics kept beside the table, as its own command line does
+    provenance = json.loads((tmp_path / "o" / "radiomics.json").read_text())
+    assert provenance["ct"]["pyradiomics_version"] == radiomics_version()
+    assert provenance["ct"]["enabled_features"] == {"firstorder": []}
+    assert provenance["dose"]["settings"]["binWidth"] == 1.0
+    brainstem = provenance["structures"]["Brainstem"]
+    assert brainstem["Versions_PyRadiomics"] == radiomics_version() and brainstem["Mask-original_VoxelNum"] > 0
     code, out, err = run_cli(capsys, "radiomics", patient, "-o", tmp_path / "o2", "--classes", "firstorder,nope")
     assert code == 1 and "nope" in err
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
@@ -73,11 +74,14 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
         if case.dose is None:
             raise DoseSegError(f"{args.patient}: --dose needs a dose.nrrd in the patient folder")
         check_dose_units(case.dose, str(args.patient / "dose.nrrd"), args.allow_high_dose)
+    provenance: dict = {}
     rows = radiomics_table(
-        case.ct, case.structures, args.classes, args.params, case.dose if args.dose else None, args.dose_bin_width
+        case.ct, case.structures, args.classes, args.params, case.dose if args.dose else None, args.dose_bin_width,
+        provenance,
     )
     with staged_output(args.output, args.force, [args.patient, args.segmentation, args.params]) as out:
         write_csv(out / "radiomics.csv", rows)
+        (out / "radiomics.json").write_text(json.dumps(provenance, indent=2) + "\n")
     print(f"wrote {args.output} ({len(rows)} structures, {len(rows[0]) - 1 if rows else 0} features)")
 
 

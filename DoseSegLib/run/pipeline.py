@@ -105,6 +105,7 @@ class PatientResult:
     models: dict[str, dict]
     device: str
     timings: dict[str, float] = field(default_factory=dict)
+    radiomics_provenance: dict = field(default_factory=dict)
 
     @property
     def dvhs(self) -> dict[str, DVH]:
@@ -285,20 +286,21 @@ class Pipeline:
         with steps("DVH and goals"):
             plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
                                  dvh_method=self.options.dvh_method)
+        provenance: dict = {}
         with steps("radiomics"):
-            radiomics = self._radiomics(case, notes)
+            radiomics = self._radiomics(case, notes, provenance)
         with steps("compare"):
             comparison = compare_doses(dose, case, self.constraints, plan) if case.dose is not None else None
         return PatientResult(case.name, folder, case, dose, plan, radiomics, comparison, sources, notes,
-                             self.models, str(self.dose_model.device))
+                             self.models, str(self.dose_model.device), radiomics_provenance=provenance)
 
-    def _radiomics(self, case: Case, notes: list[str]) -> list[Row]:
+    def _radiomics(self, case: Case, notes: list[str], provenance: dict) -> list[Row]:
         if not self.options.radiomics:
             notes.append("radiomics skipped (--no-radiomics)")
             return []
         from DoseSegLib.analysis.radiomics import radiomics_table
 
-        return radiomics_table(case.ct, case.structures)
+        return radiomics_table(case.ct, case.structures, provenance=provenance)
 
     def _segment(self, case: Case) -> tuple[Case, dict[str, str], list[str]]:
         """The case with auto-segmented OARs added, each structure's source, and notes."""
@@ -422,6 +424,7 @@ def write_results(result: PatientResult, folder: Path, steps: _Steps | None = No
         result.plan.write(folder)
         if result.radiomics:
             write_csv(folder / "radiomics.csv", result.radiomics, columns_of(result.radiomics, ("structure",)))
+            (folder / "radiomics.json").write_text(json.dumps(result.radiomics_provenance, indent=2) + "\n")
         if result.comparison is not None:
             write_dose(folder / "dose_difference.nrrd", result.comparison.difference)
             write_dvh_csv(folder / "dvh_reference.csv", result.comparison.reference_plan.dvhs)

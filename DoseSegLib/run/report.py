@@ -22,7 +22,7 @@ METRIC_COLUMNS = (
     mn.VOLUME, mn.MEAN, mn.MAX, *(mn.dose_at_pct(p) for p in (99, 95, 50, 2)), mn.dose_at_cc(0.03), "HI", "CI",
 )
 RADIOMICS_COLUMNS = (
-    ("original_shape_MeshVolume", "Volume (cc)", 1e-3), ("original_shape_Sphericity", "Sphericity", 1.0),
+    ("original_shape_MeshVolume", "Mesh volume (cc)", 1e-3), ("original_shape_Sphericity", "Sphericity", 1.0),
     ("original_firstorder_Mean", "Mean HU", 1.0), ("original_firstorder_Median", "Median HU", 1.0),
     ("original_firstorder_10Percentile", "P10 HU", 1.0), ("original_firstorder_90Percentile", "P90 HU", 1.0),
     ("original_firstorder_Entropy", "Entropy", 1.0), ("original_firstorder_Kurtosis", "Kurtosis", 1.0),
@@ -34,6 +34,7 @@ OUTPUT_FILES = (
     ("dvh_metrics.csv", "all DVH metrics, TG-263 names (D98%[Gy], D1%[Gy], D0.03cc[Gy], V_x ...)"),
     ("constraints.csv", "clinical goals, pass or fail"),
     ("radiomics.csv", "pyradiomics features on the CT"),
+    ("radiomics.json", "pyradiomics version, settings and diagnostics of radiomics.csv"),
     ("dose_difference.nrrd", "predicted minus reference dose (Gy)"),
     ("comparison.csv", "every DVH metric, predicted vs reference"),
     ("dvh_reference.csv", "DVH of the reference dose"),
@@ -188,7 +189,7 @@ def _about_section(result: PatientResult) -> str:
     absent = set() if result.comparison else {
         "dose_difference.nrrd", "comparison.csv", "dvh_reference.csv", "gamma.csv"}
     if not result.radiomics:
-        absent.add("radiomics.csv")
+        absent |= {"radiomics.csv", "radiomics.json"}
     files = [[name, what] for name, what in OUTPUT_FILES if name not in absent]
     return (
         "<h2>Models</h2>" + _table(["Task", "Name", "Version", "sha256"], models, (1, 2, 3))
