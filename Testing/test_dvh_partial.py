@@ -213,3 +213,15 @@ def test_volume_below_the_resolution_is_named() -> None:
     metrics = dvh_metrics(samples)
     assert "D0.03cc[Gy]" in metrics and "D0.1cc[Gy]" in metrics
     assert metrics["note"] == "D0.03cc[Gy] is below the resolution (0.064 cc per sample)"
+
+
+def test_metrics_name_the_original_structure(tmp_path: Path, phantom_case) -> None:
+    """``structure`` is the canonical name, ``original_name`` the file's (TG-263 ``Parotid_L`` here)."""
+    from DoseSegLib.io.patient import write_patient
+
+    write_patient(tmp_path, phantom_case)
+    (tmp_path / "structures" / "LeftParotid.nrrd").rename(tmp_path / "structures" / "Parotid_L.nrrd")
+    plan = evaluate_plan(align_case(read_patient(tmp_path)), constraints=[])
+    names = {row["structure"]: row["original_name"] for row in plan.metrics}
+    assert names["LeftParotid"] == "Parotid_L" and names["RightParotid"] == "RightParotid"
+    assert list(plan.metrics[0])[:3] == ["structure", "original_name", "Volume[cc]"]

@@ -23,7 +23,7 @@ from DoseSegLib.io.tables import Row, columns_of, write_csv
 PERCENT_METRICS = (99, 98, 95, 50, 2, 1)
 SMALL_VOLUMES_CC = (2.0, 0.1, 0.03)
 METRIC_COLUMNS = (
-    "structure", mn.VOLUME, mn.MEAN, mn.MIN, mn.MAX,
+    "structure", "original_name", mn.VOLUME, mn.MEAN, mn.MIN, mn.MAX,
     *(mn.dose_at_pct(p) for p in PERCENT_METRICS), *(mn.dose_at_cc(v) for v in SMALL_VOLUMES_CC),
 )
 TARGET_COLUMNS = ("prescription_gy", "HI", "CI")
@@ -197,6 +197,7 @@ def metrics_rows(
     body: Volume | None = None,
     v_gy: Sequence[float] = (),
     masks: Mapping[str, Volume] | None = None,
+    original_names: Mapping[str, str] | None = None,
 ) -> list[Row]:
     """One row of DVH metrics per gathered structure, with HI and Paddick CI for targets.
 
@@ -209,11 +210,14 @@ def metrics_rows(
         v_gy: doses x for which to report V_x.
         masks: the structures on the dose grid; with them a target's CI counts only spill
             outside the other targets of its dose level or higher (``isodose_volume_cc``).
+        original_names: each structure's name as in its file (``original_name``; empty when unknown,
+            e.g. auto-segmented).
     """
     prescriptions = prescriptions or {}
+    original_names = original_names or {}
     rows = []
     for name, samples in gathered.items():
-        row: Row = {"structure": name, **dvh_metrics(samples, v_gy)}
+        row: Row = {"structure": name, "original_name": original_names.get(name, ""), **dvh_metrics(samples, v_gy)}
         rx = prescriptions.get(name)
         if rx is not None:
             covered = float(volume_pct_at_dose(samples.doses, rx)) / 100 * samples.volume_cc

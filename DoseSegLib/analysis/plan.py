@@ -103,6 +103,7 @@ def evaluate_plan(
     doses = sorted(set(v_gy) | set(v_doses(constraints)))
     gathered = gather_doses(case.dose, case.structures, case.fine_structures, dvh_method)
     dvhs = dvhs_of(gathered, step_gy)
-    metrics = metrics_rows(gathered, case.dose, case.targets, case.possible_dose_mask, doses, case.structures)
+    metrics = metrics_rows(gathered, case.dose, case.targets, case.possible_dose_mask, doses, case.structures,
+                           case.original_names)
     checks = evaluate_constraints(metrics, constraints, case.main_prescription)
     return PlanEvaluation(dvhs, metrics, checks, gathered, dvh_method)

@@ -114,8 +114,13 @@ def read_dose(path: str | Path) -> Volume:
     return volume.with_array(dose)
 
 
-def read_segmentation(path: str | Path, mapper: NameMapper | None = None) -> dict[str, Volume]:
-    """Read a Slicer .seg.nrrd into boolean masks keyed by canonical segment name."""
+def read_segmentation(
+    path: str | Path, mapper: NameMapper | None = None, original_names: dict[str, str] | None = None
+) -> dict[str, Volume]:
+    """Read a Slicer .seg.nrrd into boolean masks keyed by canonical segment name.
+
+    ``original_names``, when given, receives each canonical name's segment name as in the file.
+    """
     import slicerio
 
     path = Path(path)
@@ -141,6 +146,8 @@ def read_segmentation(path: str | Path, mapper: NameMapper | None = None) -> dic
         if not mask.any():
             raise DoseSegError(f"{path}: segment '{segment['name']}' is empty")
         masks[name] = Volume(mask, tuple(spacing), tuple(ijk_to_lps[:3, 3]), direction)
+        if original_names is not None:
+            original_names[name] = segment["name"]
     return masks
 
 
@@ -184,21 +191,23 @@ def read_patient(
     mapper = mapper or NameMapper()
     ct = read_volume(folder / "ct.nrrd")
     structures: dict[str, Volume] = {}
+    original_names: dict[str, str] = {}
     default_seg = folder / "segmentation.seg.nrrd"
     if segmentation is None and not (folder / "structures").is_dir() and default_seg.is_file():
         segmentation = default_seg
     if segmentation is not None:
-        structures = read_segmentation(segmentation, mapper)
+        structures = read_segmentation(segmentation, mapper, original_names)
     else:
         for file in sorted((folder / "structures").glob("*.nrrd")):
             name = mapper.canonical(file.name[: -len(".nrrd")])
             if name in structures:
                 raise DoseSegError(f"{file}: a second file maps to structure '{name}'")
             structures[name] = read_mask(file)
+            original_names[name] = file.name[: -len(".nrrd")]
     dose = read_dose(folder / "dose.nrrd") if (folder / "dose.nrrd").is_file() else None
     mask_path = folder / "possible_dose_mask.nrrd"
     possible = read_mask(mask_path) if mask_path.is_file() else None
-    return Case(folder.name, ct, structures, dose, possible, source=folder)
+    return Case(folder.name, ct, structures, dose, possible, source=folder, original_names=original_names)
 
 
 def write_patient(folder: Path, case: Case) -> None:

@@ -320,7 +320,9 @@ class Pipeline:
             notes.append(f"the segmentation model found no {', '.join(missing)}")
         sources.update(dict.fromkeys(found, "auto"))
         fine = {name: mask for name, mask in case.fine_structures.items() if name not in found}
-        return replace(case, structures={**case.structures, **found}, fine_structures=fine), sources, notes
+        names = {name: text for name, text in case.original_names.items() if name not in found}
+        return replace(case, structures={**case.structures, **found}, fine_structures=fine,
+                       original_names=names), sources, notes
 
     def run(self, patient_dir: str | Path, out_dir: str | Path, force: bool = False) -> PatientResult:
         """Analyse one patient and write every output into ``out_dir`` (all or nothing).
