@@ -13,7 +13,7 @@ from scipy.optimize import brentq
 
 from DoseSegLib.analysis.dvh import dvh_metrics, metrics_table
 from DoseSegLib.analysis.plan import evaluate_plan
-from DoseSegLib.analysis.sampling import dose_on_grid, gather_doses, oversampling_factor, structure_doses
+from DoseSegLib.analysis.sampling import dose_on_grid, oversampling_factor, structure_doses
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
@@ -68,7 +68,7 @@ def test_sphere_in_a_linear_gradient() -> None:
     assert metrics["Max[Gy]"] == pytest.approx(centre_dose + SLOPE * radius, abs=SLOPE * step)
     exact = {}
     for x_pct in (98, 95, 2):
-        t = brentq(lambda h: sphere_fraction_above(h, radius) - x_pct / 100, -radius, radius)
+        t = brentq(lambda h, x=x_pct: sphere_fraction_above(h, radius) - x / 100, -radius, radius)
         exact[x_pct] = centre_dose + SLOPE * t
         assert metrics[f"D{x_pct}%[Gy]"] == pytest.approx(exact[x_pct], abs=SLOPE * step / 2), x_pct
     # Cut to whole 2.5 mm dose voxels the sphere's D2% and D98% are further from the exact values.
