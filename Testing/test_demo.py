@@ -18,7 +18,8 @@ from DoseSegLib.io.tables import read_csv
 
 OUTPUTS = {
     "dose.nrrd", "segmentation.seg.nrrd", "dvh.csv", "dvh_metrics.csv", "constraints.csv", "radiomics.csv",
-    "summary.json", "report.html", "dose_difference.nrrd", "comparison.csv", "dvh_reference.csv",
+    "summary.json", "report.html", "dose_difference.nrrd", "comparison.csv", "dvh_reference.csv", "gamma.csv",
+    "radiomics.json",
 }
 
 
@@ -56,7 +57,7 @@ def test_tables_cover_every_structure(demo: Path, phantom_structures: set[str]) 
     dvh = read_csv(demo / "dvh.csv", ("structure", "dose_gy", "volume_cc", "volume_pct"))
     assert {row["structure"] for row in dvh} == phantom_structures
     assert all(float(row["volume_pct"]) == 100.0 for row in dvh if float(row["dose_gy"]) == 0.0)
-    metrics = read_csv(demo / "dvh_metrics.csv", ("structure", "Dmean", "D95", "D0.1cc"))
+    metrics = read_csv(demo / "dvh_metrics.csv", ("structure", "Mean[Gy]", "D95%[Gy]", "D0.1cc[Gy]"))
     assert sorted(row["structure"] for row in metrics) == sorted(phantom_structures)
     assert {row["structure"] for row in read_csv(demo / "dvh_reference.csv")} == phantom_structures
     constraints = read_csv(demo / "constraints.csv", ("structure", "metric", "result"))

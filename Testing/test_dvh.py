@@ -13,14 +13,17 @@ from DoseSegLib.analysis.dvh import (
     METRIC_COLUMNS,
     compute_dvhs,
     cumulative_dvh,
-    dose_at_volume_cc,
     dose_at_volume_pct,
     dvh_metrics,
+    metrics_rows,
     metrics_table,
     percentile_sorted,
+    volume_pct_at_dose,
     write_dvh_csv,
     write_metrics_csv,
 )
+from DoseSegLib.analysis.openkbp import dose_at_volume_cc
+from DoseSegLib.analysis.sampling import StructureDoses, gather_doses
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
@@ -44,6 +47,12 @@ def box(grid: Volume, lo: tuple[int, int, int], hi: tuple[int, int, int]) -> Vol
     return grid.with_array(mask)
 
 
+def samples(doses: np.ndarray, sample_cc: float = VOXEL_CC) -> StructureDoses:
+    """Doses as the samples of one structure, each ``sample_cc``."""
+    ordered = np.sort(np.asarray(doses, dtype=np.float64), axis=None)
+    return StructureDoses(ordered, sample_cc, ordered, "test samples")
+
+
 def test_percentile_sorted_is_numpy_percentile() -> None:
     rng = np.random.default_rng(0)
     q = [0, 0.37, 1, 2, 5, 50, 95, 98, 99, 99.9, 100]
@@ -57,20 +66,20 @@ def test_line_box_metrics_in_closed_form() -> None:
     """A one-voxel-thick box along the gradient: N distinct doses d0 + g*t, so every Dx is linear in x."""
     grid = gradient_grid()
     lo, n = 10, 40
-    metrics = dvh_metrics(grid.array[lo:lo + n, 3, 4], VOXEL_CC, v_gy=(12.0, 20.0))
+    metrics = dvh_metrics(samples(grid.array[lo:lo + n, 3, 4]), v_gy=(12.0, 20.0))
     d0, top = GRADIENT * lo, GRADIENT * (lo + n - 1)
-    assert metrics["volume_cc"] == pytest.approx(n * VOXEL_CC)
-    assert (metrics["Dmin"], metrics["Dmax"]) == (d0, top)
-    assert metrics["Dmean"] == pytest.approx((d0 + top) / 2)
+    assert metrics["Volume[cc]"] == pytest.approx(n * VOXEL_CC)
+    assert (metrics["Min[Gy]"], metrics["Max[Gy]"]) == (d0, top)
+    assert metrics["Mean[Gy]"] == pytest.approx((d0 + top) / 2)
     for x in (99, 98, 95, 50, 2, 1):
-        assert metrics[f"D{x}"] == pytest.approx(d0 + GRADIENT * (n - 1) * (100 - x) / 100), x
-    for volume_cc, key in ((0.1, "D0.1cc"), (0.03, "D0.03cc")):
-        hottest = round(volume_cc / VOXEL_CC)  # 10 and 3 voxels
-        assert metrics[key] == pytest.approx(d0 + GRADIENT * (n - 1) * (1 - hottest / n)), key
-    # V12Gy: voxels t with 5 + 0.5 t >= 12, i.e. t >= 14: 26 of 40.
-    assert metrics["V12Gy_pct"] == pytest.approx(100 * 26 / 40)
-    assert metrics["V12Gy_cc"] == pytest.approx(26 * VOXEL_CC)
-    assert metrics["V20Gy_pct"] == pytest.approx(100 * 10 / 40)
+        assert metrics[f"D{x}%[Gy]"] == pytest.approx(d0 + GRADIENT * (n - 1) * (100 - x) / 100), x
+    for volume_cc, key in ((0.1, "D0.1cc[Gy]"), (0.03, "D0.03cc[Gy]")):  # 25 % and 7.5 % of the 0.4 cc
+        assert metrics[key] == pytest.approx(d0 + GRADIENT * (n - 1) * (1 - volume_cc / 0.4)), key
+    assert "D2cc[Gy]" not in metrics and "D2cc[Gy] not computed: the structure holds 0.4 cc" in metrics["note"]
+    # V12Gy: 12 Gy is sample t = 14 (5 + 0.5 t); on the cumulative DVH it sits at 1 - 14/39.
+    assert metrics["V12Gy[%]"] == pytest.approx(100 * (1 - 14 / 39))
+    assert metrics["V12Gy[cc]"] == pytest.approx(0.4 * (1 - 14 / 39))
+    assert metrics["V20Gy[%]"] == pytest.approx(100 * (1 - 30 / 39))
 
 
 def test_box_in_gradient_dvh_and_metrics() -> None:
@@ -80,17 +89,18 @@ def test_box_in_gradient_dvh_and_metrics() -> None:
     slabs = GRADIENT * np.arange(10, 30)
     (row,) = metrics_table(grid, {"Box": mask}, v_gy=[10.0])
     assert row["structure"] == "Box"
-    assert row["volume_cc"] == pytest.approx(1600 * VOXEL_CC)
-    assert row["Dmean"] == pytest.approx(slabs.mean())
-    assert (row["Dmin"], row["Dmax"]) == (5.0, 14.5)
-    assert row["D50"] == pytest.approx((slabs[9] + slabs[10]) / 2)  # between the two middle slabs
-    assert row["D0.1cc"] == row["D0.03cc"] == 14.5  # the hottest slab holds 0.8 cc
-    assert row["V10Gy_pct"] == pytest.approx(50.0)  # slabs 10 Gy and above: 10 of 20
+    assert row["Volume[cc]"] == pytest.approx(1600 * VOXEL_CC)
+    assert row["Mean[Gy]"] == pytest.approx(slabs.mean())
+    assert (row["Min[Gy]"], row["Max[Gy]"]) == (5.0, 14.5)
+    assert row["D50%[Gy]"] == pytest.approx((slabs[9] + slabs[10]) / 2)  # between the two middle slabs
+    assert row["D0.1cc[Gy]"] == row["D0.03cc[Gy]"] == 14.5  # the hottest slab holds 0.8 cc
+    assert row["V10Gy[%]"] == pytest.approx(100 * (1 - 800 / 1599))  # the first 10 Gy voxel is sample 800
     assert "HI" not in row  # not a target
 
     dvh = compute_dvhs(grid, {"Box": mask}, step_gy=0.5)["Box"]
     np.testing.assert_allclose(dvh.dose_gy, 0.5 * np.arange(31))  # 0 .. 15 Gy: ends above the 14.5 Gy maximum
-    expected_pct = [100.0 * np.mean(slabs >= d) for d in dvh.dose_gy]
+    # Every bin edge up to 14.5 Gy is a slab dose: the curve sits at its first voxel, 1 - index / 1599.
+    expected_pct = [100.0 * (1 - 80 * np.count_nonzero(slabs < d) / 1599) if d <= 14.5 else 0.0 for d in dvh.dose_gy]
     np.testing.assert_allclose(dvh.volume_pct, expected_pct)
     np.testing.assert_allclose(dvh.volume_cc, np.asarray(expected_pct) / 100 * 16.0)
     assert dvh.volume_pct[-1] == 0 and dvh.volume_pct[0] == 100
@@ -100,11 +110,12 @@ def test_box_in_gradient_dvh_and_metrics() -> None:
 def test_dvh_step_is_configurable(step: float) -> None:
     rng = np.random.default_rng(1)
     doses = rng.uniform(0, 70, 5000)
-    dvh = cumulative_dvh(doses, VOXEL_CC, step)
+    dvh = cumulative_dvh(samples(doses), step)
     np.testing.assert_allclose(np.diff(dvh.dose_gy), step)
     assert dvh.dose_gy[-2] <= doses.max() < dvh.dose_gy[-1]
     assert np.all(np.diff(dvh.volume_pct) <= 0)
-    np.testing.assert_allclose(dvh.volume_pct, [100 * np.mean(doses >= d) for d in dvh.dose_gy])
+    # Interpolated between samples: within one sample of the voxel count.
+    np.testing.assert_allclose(dvh.volume_pct, [100 * np.mean(doses >= d) for d in dvh.dose_gy], atol=100 / 4999)
 
 
 def test_target_homogeneity_and_paddick_conformity() -> None:
@@ -119,12 +130,36 @@ def test_target_homogeneity_and_paddick_conformity() -> None:
     body = box(grid, (0, 0, 0), (40, 20, 20))
     (row,) = metrics_table(grid, {"PTV60": target}, {"PTV60": 60.0}, body)
     assert row["prescription_gy"] == 60.0
-    assert row["HI"] == pytest.approx((row["D2"] - row["D98"]) / row["D50"])
+    assert row["HI"] == pytest.approx((row["D2%[Gy]"] - row["D98%[Gy]"]) / row["D50%[Gy]"])
     assert row["CI"] == pytest.approx(1000**2 / (1000 * 1400))
     # Half the target under-dosed: TV_PIV = 500.
     underdosed = grid.with_array(np.where(target.array & (np.arange(40)[:, None, None] < 15), 50.0, dose))
     (row,) = metrics_table(underdosed, {"PTV60": target}, {"PTV60": 60.0}, body)
-    assert row["CI"] == pytest.approx(500**2 / (1000 * 900))
+    # TV_PIV on the cumulative DVH: 60 Gy lies between the last 50 Gy sample (499) and 62.5 Gy (500).
+    covered = 1000 * (1 - (499 + 10 / 12.5) / 999)
+    assert row["CI"] == pytest.approx(covered**2 / (1000 * 900))
+
+
+def test_paddick_ci_of_nested_and_separate_targets() -> None:
+    """PTV70 inside PTV56 (nested) and a separate PTV63: the high-dose targets are not PTV56's spill."""
+    shape = (60, 20, 20)
+    dose = np.zeros(shape, dtype=np.float32)
+    grid = Volume(dose, SPACING, (0.0, 0.0, 0.0))
+    ptv56, ptv70, ptv63 = box(grid, (5, 5, 5), (25, 15, 15)), box(grid, (10, 7, 7), (16, 13, 12)), \
+        box(grid, (35, 5, 5), (45, 15, 15))
+    dose[ptv56.array] = 57.0
+    dose[ptv70.array] = 71.0
+    dose[ptv63.array] = 64.0
+    dose[25:28, 5:15, 5:15] = 58.0  # 300 voxels of real spill at 56 Gy
+    grid = grid.with_array(dose)
+    masks = {"PTV70": ptv70, "PTV63": ptv63, "PTV56": ptv56}
+    rows = {r["structure"]: r for r in metrics_table(grid, masks, {"PTV70": 70.0, "PTV63": 63.0, "PTV56": 56.0})}
+    assert rows["PTV56"]["CI"] == pytest.approx(2000**2 / (2000 * 2300))  # PTV63 (64 Gy) is not spill
+    assert rows["PTV70"]["CI"] == pytest.approx(1.0) and rows["PTV63"]["CI"] == pytest.approx(1.0)
+    # Without the masks every voxel at 56 Gy or more counts, PTV63 included.
+    gathered = gather_doses(grid, masks)
+    plain = {r["structure"]: r for r in metrics_rows(gathered, grid, {"PTV56": 56.0})}
+    assert plain["PTV56"]["CI"] == pytest.approx(2000**2 / (2000 * 3300))
 
 
 def test_scalar_helpers_agree_with_numpy() -> None:
@@ -135,6 +170,11 @@ def test_scalar_helpers_agree_with_numpy() -> None:
     assert dose_at_volume_cc(doses, 0.1, 0.004) == np.percentile(doses.astype(np.float64), 100 - n / 333 * 100)
     # A structure smaller than the volume gives its minimum instead of failing.
     assert dose_at_volume_cc(doses[:3], 0.1, 0.004) == doses[:3].min()
+    ordered = np.sort(doses.astype(np.float64))
+    assert volume_pct_at_dose(ordered, [0.0, ordered[0], ordered[-1], 71.0]).tolist() == [100, 100, 0, 0]
+    for i in (1, 100, 331):  # a sample's own dose sits at its place on the curve, and back
+        assert volume_pct_at_dose(ordered, ordered[i]) == pytest.approx(100 * (1 - i / 332))
+        assert dose_at_volume_pct(ordered, 100 * (1 - i / 332), presorted=True) == pytest.approx(ordered[i])
 
 
 def test_csv_writers(tmp_path: Path) -> None:
@@ -147,9 +187,9 @@ def test_csv_writers(tmp_path: Path) -> None:
     metrics = read_csv(tmp_path / "dvh_metrics.csv")
     header = list(metrics[0])
     assert header[: len(METRIC_COLUMNS)] == list(METRIC_COLUMNS)
-    assert header[-3:] == ["prescription_gy", "HI", "CI"]
+    assert header[-5:] == ["prescription_gy", "HI", "CI", "dvh_method", "note"]
     assert [r["HI"] == "" for r in metrics] == [True, False]
-    assert float(metrics[0]["D50"]) == pytest.approx(9.75)
+    assert float(metrics[0]["D50%[Gy]"]) == pytest.approx(9.75)
 
 
 def test_empty_or_misaligned_structure_is_named() -> None:
@@ -194,24 +234,27 @@ def test_real_patient_matches_plain_numpy(shared_data: Path, patient: str) -> No
     case = align_case(read_patient(folder))
     dose = case.dose.array.astype(np.float64)
     voxel_cc = np.prod(case.ct.spacing) / 1000
-    rows = metrics_table(case.dose, case.structures, case.targets, case.possible_dose_mask, v_gy=[30.0])
-    dvhs = compute_dvhs(case.dose, case.structures, step_gy=0.1)
-    body_doses = dose[case.possible_dose_mask.array]
+    rows = metrics_table(case.dose, case.structures, case.targets, case.possible_dose_mask, [30.0], method="voxel")
+    dvhs = compute_dvhs(case.dose, case.structures, step_gy=0.1, method="voxel")
     for row in rows:
         name = row["structure"]
         doses = dose[case.structures[name].array]
-        assert row["volume_cc"] == pytest.approx(doses.size * voxel_cc)
-        assert row["Dmean"] == pytest.approx(doses.mean(), rel=1e-12)
-        assert (row["Dmin"], row["Dmax"]) == (doses.min(), doses.max())
+        assert row["Volume[cc]"] == pytest.approx(doses.size * voxel_cc)
+        assert row["Mean[Gy]"] == pytest.approx(doses.mean(), rel=1e-12)
+        assert (row["Min[Gy]"], row["Max[Gy]"]) == (doses.min(), doses.max())
         for x in (99, 98, 95, 50, 2, 1):
-            assert row[f"D{x}"] == pytest.approx(np.percentile(doses, 100 - x), abs=1e-9)
+            assert row[f"D{x}%[Gy]"] == pytest.approx(np.percentile(doses, 100 - x), abs=1e-9)
         for v in (0.1, 0.03):
-            n = max(1, round(v / voxel_cc))
-            assert row[f"D{v:g}cc"] == pytest.approx(np.percentile(doses, 100 - n / doses.size * 100), abs=1e-9)
-        assert row["V30Gy_pct"] == pytest.approx(100 * np.mean(doses >= 30))
+            hottest = v / (doses.size * voxel_cc)
+            assert row[f"D{v:g}cc[Gy]"] == pytest.approx(np.percentile(doses, 100 - 100 * hottest), abs=1e-9)
+        assert row["V30Gy[%]"] == pytest.approx(100 * np.mean(doses >= 30), abs=100 / (doses.size - 1))
         edges = np.arange(len(dvhs[name].dose_gy)) * 0.1
-        np.testing.assert_allclose(dvhs[name].volume_cc, [(doses >= e).sum() * voxel_cc for e in edges])
+        np.testing.assert_allclose(dvhs[name].volume_cc, [(doses >= e).sum() * voxel_cc for e in edges],
+                                   atol=voxel_cc * (1 + 1e-9))
         rx = case.targets.get(name)
-        if rx is not None:
-            covered, piv = (doses >= rx).sum(), (body_doses >= rx).sum()
-            assert row["CI"] == pytest.approx(covered**2 / (doses.size * piv))
+        if rx is not None:  # spill counted outside the other targets of this level or higher
+            others = [m.array for t, m in case.structures.items() if t != name and case.targets.get(t, 0) >= rx]
+            elsewhere = np.any(others, axis=0) & ~case.structures[name].array if others else False
+            piv = np.count_nonzero((dose >= rx) & case.possible_dose_mask.array & ~elsewhere)
+            covered = (doses >= rx).sum()
+            assert row["CI"] == pytest.approx(covered**2 / (doses.size * piv), abs=2 / piv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -215,17 +216,19 @@ def test_dvh_command(
              if a["structure"] == b["structure"]}
     assert steps == {0.5}
     metrics = read_csv(tmp_path / "o" / "dvh_metrics.csv")
-    columns = ["structure", "volume_cc", "Dmean", "Dmin", "Dmax", "D99", "D98", "D95", "D50", "D2", "D1",
-               "D0.1cc", "D0.03cc", "V20Gy_pct", "V20Gy_cc", "V40Gy_pct", "V40Gy_cc", "prescription_gy", "HI", "CI"]
+    columns = ["structure", "original_name", "Volume[cc]", "Mean[Gy]", "Min[Gy]", "Max[Gy]", "D99%[Gy]", "D98%[Gy]", "D95%[Gy]",
+               "D50%[Gy]", "D2%[Gy]", "D1%[Gy]", "D2cc[Gy]", "D0.1cc[Gy]", "D0.03cc[Gy]", "V20Gy[%]", "V20Gy[cc]",
+               "V40Gy[%]", "V40Gy[cc]", "prescription_gy", "HI", "CI", "dvh_method", "note"]
     assert list(metrics[0]) == columns
     ptv = next(r for r in metrics if r["structure"] == "PTV70")
+    assert ptv["original_name"] in {p.name[:-5] for p in (patient / "structures").glob("*.nrrd")}
     assert float(ptv["prescription_gy"]) == 70 and ptv["HI"] and ptv["CI"]
     dose = synthetic_dose(0)[box(*BOXES["PTV70"])].astype(np.float64)
-    assert float(ptv["D95"]) == pytest.approx(np.percentile(dose, 5), rel=1e-6)
+    assert float(ptv["D95%[Gy]"]) == pytest.approx(np.percentile(dose, 5), rel=1e-6)
     checks = read_csv(tmp_path / "o" / "constraints.csv", ["structure", "metric", "result"])
     results = {(r["structure"], r["metric"]): r["result"] for r in checks}
-    assert results[("RightParotid", "Dmean")] == "not evaluated"
-    assert results[("PTV70", "D95")] in ("pass", "fail") and ("PTV56", "D95") in results
+    assert results[("RightParotid", "Mean[Gy]")] == "not evaluated"
+    assert results[("PTV70", "D95%[Gy]")] in ("pass", "fail") and ("PTV56", "D95%[Gy]") in results
 
 
 def test_dvh_command_with_another_dose(synthetic_split: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -246,6 +249,12 @@ def test_dvh_command_with_another_dose(synthetic_split: Path, tmp_path: Path, ca
     assert code == 0, err
 
 
+def radiomics_version() -> str:
+    import radiomics
+
+    return radiomics.__version__
+
+
 def test_radiomics_command(synthetic_split: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("radiomics")
     patient = synthetic_split / "case_2"
@@ -255,6 +264,13 @@ def test_radiomics_command(synthetic_split: Path, tmp_path: Path, capsys: pytest
     assert [r["structure"] for r in rows] == ["Brainstem", "PTV56", "PTV70", "SpinalCord"]
     assert "original_firstorder_Mean" in rows[0] and "dose_original_firstorder_Mean" in rows[0]
     assert not any(c.startswith(("diagnostics_", "original_shape")) for c in rows[0])
+    # pyradiomics' version, settings and diagnostics kept beside the table, as its own command line does
+    provenance = json.loads((tmp_path / "o" / "radiomics.json").read_text())
+    assert provenance["ct"]["pyradiomics_version"] == radiomics_version()
+    assert provenance["ct"]["enabled_features"] == {"firstorder": []}
+    assert provenance["dose"]["settings"]["binWidth"] == 1.0
+    brainstem = provenance["structures"]["Brainstem"]
+    assert brainstem["Versions_PyRadiomics"] == radiomics_version() and brainstem["Mask-original_VoxelNum"] > 0
     code, out, err = run_cli(capsys, "radiomics", patient, "-o", tmp_path / "o2", "--classes", "firstorder,nope")
     assert code == 1 and "nope" in err
 

@@ -209,7 +209,7 @@ def test_metrics_and_constraint_tables(scene, phantom, loaded):
     expected = metrics_table(phantom.dose, phantom.structures, {"PTV70": 70.0, "PTV56": 56.0})
     assert set(rows) == set(phantom.structures)
     for row in expected:
-        for key in ("Dmean", "D95", "D0.1cc", "volume_cc"):
+        for key in ("Mean[Gy]", "D95%[Gy]", "D0.1cc[Gy]", "Volume[cc]"):
             assert rows[row["structure"]][key] == pytest.approx(row[key], rel=1e-6)
     assert rows["PTV70"]["HI"] == pytest.approx(next(r for r in expected if r["structure"] == "PTV70")["HI"])
     checks = _rows(constraints)
@@ -392,8 +392,8 @@ def test_real_patient_nodes_dvh_and_metrics(scene, shared_data, tmp_path):
     metrics, constraints = pipeline.computeMetrics(dose, segmentation)
     rows = {row["structure"]: row for row in _rows(metrics)}
     for row in metrics_table(case.dose, case.structures, case.targets):
-        assert rows[row["structure"]]["Dmax"] == pytest.approx(row["Dmax"], rel=1e-6)
-        assert rows[row["structure"]]["D95"] == pytest.approx(row["D95"], rel=1e-6)
+        assert rows[row["structure"]]["Max[Gy]"] == pytest.approx(row["Max[Gy]"], rel=1e-6)
+        assert rows[row["structure"]]["D95%[Gy]"] == pytest.approx(row["D95%[Gy]"], rel=1e-6)
     assert "PTV70" in {row["structure"] for row in _rows(constraints)}
 
 

@@ -9,6 +9,7 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 
+import nrrd
 import numpy as np
 import pytest
 import torch
@@ -84,9 +85,17 @@ def test_real_patient_is_compared_with_its_reference(
     assert {r["structure"] for r in rows} == set(reference.structures)
     for row in rows:
         assert float(row["difference"]) == pytest.approx(float(row["predicted"]) - float(row["reference"]), abs=1e-4)
-    cord = next(r for r in rows if r["structure"] == "SpinalCord" and r["metric"] == "Dmean")
+    cord = next(r for r in rows if r["structure"] == "SpinalCord" and r["metric"] == "Mean[Gy]")
     assert float(cord["reference"]) == pytest.approx(reference.dose.array[reference.structures["SpinalCord"].array]
                                                      .mean(), rel=1e-6)
+    for name in ("dose.nrrd", "dose_difference.nrrd"):
+        assert nrrd.read_header(str(out / name))["DoseUnits"] == "GY"
+    gamma = read_csv(out / "gamma.csv", ("criterion", "pass_rate_pct", "evaluated_cc", "points_evaluated"))
+    assert [r["criterion"] for r in gamma] == ["3%/3mm", "2%/2mm"]
+    rates = summary["comparison"]["gamma_pass_rate_pct"]
+    assert 0 <= rates["2%/2mm"] <= rates["3%/3mm"] <= 100
+    assert rates["3%/3mm"] == pytest.approx(float(gamma[0]["pass_rate_pct"]), rel=1e-6)
+    assert float(gamma[0]["evaluated_cc"]) <= reference.possible_dose_mask.array.sum() * reference.ct.voxel_volume_cc
     assert "radiomics skipped (--no-radiomics)" in summary["notes"]
     assert not (out / "radiomics.csv").exists()
     assert summary["models"]["dose"]["sha256"] == sha256_of(tiny_models / "tiny_dose.pt")

@@ -34,12 +34,12 @@ def challenge_metrics(dose: np.ndarray, structures: dict[str, np.ndarray], voxel
             continue
         if name in ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible"):
             n = np.maximum(1, np.round(100 / voxel_mm3))
-            metrics[(name, "D0.1cc")] = np.percentile(roi, 100 - n / roi.size * 100)
-            metrics[(name, "mean")] = roi.mean()
+            metrics[(name, "D0.1cc[Gy]")] = np.percentile(roi, 100 - n / roi.size * 100)
+            metrics[(name, "Mean[Gy]")] = roi.mean()
         elif name in ("PTV56", "PTV63", "PTV70"):
-            metrics[(name, "D99")] = np.percentile(roi, 1)
-            metrics[(name, "D95")] = np.percentile(roi, 5)
-            metrics[(name, "D1")] = np.percentile(roi, 99)
+            metrics[(name, "D99%[Gy]")] = np.percentile(roi, 1)
+            metrics[(name, "D95%[Gy]")] = np.percentile(roi, 5)
+            metrics[(name, "D1%[Gy]")] = np.percentile(roi, 99)
     return metrics
 
 
@@ -67,7 +67,7 @@ def test_comparison_rows_and_abs_errors() -> None:
     pred = dose * 1.1
     rows = dvh_comparison(pred, dose, structures, VOXEL_CC)
     assert [(r["structure"], r["metric"]) for r in rows] == [
-        ("PTV70", "D99"), ("PTV70", "D95"), ("PTV70", "D1"), ("Brainstem", "D0.1cc"), ("Brainstem", "mean")
+        ("PTV70", "D99%[Gy]"), ("PTV70", "D95%[Gy]"), ("PTV70", "D1%[Gy]"), ("Brainstem", "D0.1cc[Gy]"), ("Brainstem", "Mean[Gy]")
     ]
     for row in rows:
         assert row["predicted"] == pytest.approx(1.1 * row["reference"])

@@ -329,7 +329,7 @@ class DoseSegPipeline:
 
     def computeMetrics(self, doseNode, segmentationNode, prescription: float | None = None,
                        constraintsFile: str | Path | None = None):
-        """DVH metrics (Dmean, D95, D0.1cc, ..., HI and CI of targets) and clinical-goal checks of every segment.
+        """DVH metrics (TG-263: Mean[Gy], D95%[Gy], D0.1cc[Gy], ..., HI, CI of targets) and goal checks of every segment.
 
         Args:
             prescription: Gy; the highest ``PTV<dose>`` level when None.

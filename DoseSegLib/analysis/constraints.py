@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from DoseSegLib.analysis.dvh import v_columns
+from DoseSegLib.analysis.metric_names import canonical_metric, volume_dose
 from DoseSegLib.core.case import target_prescription
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.tables import Row, read_csv, write_csv
 
 DEFAULT_CONSTRAINTS = Path(__file__).resolve().parents[1] / "data" / "constraints.csv"
-CONSTRAINT_COLUMNS = ("structure", "metric", "operator", "value", "unit")
+SITE_TABLES = {
+    "head-and-neck": DEFAULT_CONSTRAINTS, "prostate": DEFAULT_CONSTRAINTS.with_name("constraints_prostate.csv"),
+}
+CONSTRAINT_COLUMNS = ("structure", "metric", "operator", "value")
 RESULT_COLUMNS = ("structure", "metric", "operator", "limit", "limit_unit", "value", "result", "detail")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
-DOSE_METRIC = re.compile(r"^D(mean|min|max|\d+(\.\d+)?|\d+(\.\d+)?cc)$")
-VOLUME_METRIC = re.compile(r"^V(\d+(?:\.\d+)?)Gy$")
-DOSE_UNITS = ("Gy", "pct_rx")
-VOLUME_UNITS = ("pct", "cc")
 PASS, FAIL, NOT_EVALUATED = "pass", "fail", "not evaluated"
 
 
@@ -33,7 +31,8 @@ class Constraint:
 
     Attributes:
         structure: structure name, or a shell pattern such as ``PTV*``.
-        metric: Dmean, Dmin, Dmax, Dx (e.g. D95), Dxcc (e.g. D0.1cc) or VxGy (e.g. V30Gy).
+        metric: the TG-263 name of the metrics-table column it reads (``Mean[Gy]``, ``Max[Gy]``,
+            ``D95%[Gy]``, ``D0.1cc[Gy]``, ``V30Gy[%]``, ``V30Gy[cc]``; see ``metric_names``).
         operator: one of <, <=, >, >=.
         value: the limit.
         unit: Gy or pct_rx (percent of the structure's prescription) for D metrics;
@@ -51,48 +50,40 @@ class Constraint:
     @property
     def v_dose(self) -> float | None:
         """x of a VxGy metric, else None."""
-        match = VOLUME_METRIC.match(self.metric)
-        return float(match.group(1)) if match else None
-
-    @property
-    def column(self) -> str:
-        """The metrics-table column this goal reads."""
-        v_dose = self.v_dose
-        if v_dose is None:
-            return self.metric
-        pct, cc = v_columns(v_dose)
-        return pct if self.unit == "pct" else cc
+        return volume_dose(self.metric)
 
 
 def _parse(row: dict[str, str], where: str) -> Constraint:
-    fields = {k: (row.get(k) or "").strip() for k in (*CONSTRAINT_COLUMNS, "note")}
+    fields = {k: (row.get(k) or "").strip() for k in (*CONSTRAINT_COLUMNS, "unit", "note")}
     try:
         value = float(fields["value"])
     except ValueError:
         raise DoseSegError(f"{where}: value '{fields['value']}' is not a number") from None
     if fields["operator"] not in OPERATORS:
         raise DoseSegError(f"{where}: operator '{fields['operator']}' is not one of {' '.join(OPERATORS)}")
-    metric, unit = fields["metric"], fields["unit"]
-    if DOSE_METRIC.match(metric):
-        units = DOSE_UNITS
-    elif VOLUME_METRIC.match(metric):
-        units = VOLUME_UNITS
-    else:
-        raise DoseSegError(f"{where}: unknown metric '{metric}' (Dmean, Dmin, Dmax, D95, D0.1cc, V30Gy, ...)")
-    if unit not in units:
-        raise DoseSegError(f"{where}: unit of {metric} must be one of {', '.join(units)}, not '{unit}'")
+    try:
+        metric, unit = canonical_metric(fields["metric"], fields["unit"])
+    except ValueError as exc:
+        raise DoseSegError(f"{where}: {exc}") from None
     if not fields["structure"]:
         raise DoseSegError(f"{where}: no structure")
     return Constraint(fields["structure"], metric, fields["operator"], value, unit, fields["note"])
 
 
 def load_constraints(path: str | Path | None = None) -> list[Constraint]:
-    """Read a constraint table (columns structure, metric, operator, value, unit[, note]).
+    """Read a constraint table (columns structure, metric, operator, value[, unit][, note]).
+
+    The unit (Gy or pct_rx for doses, pct or cc for volumes) may be left out where the metric's
+    TG-263 name says it (``V20Gy[%]``, ``D95%[%]``); doses default to Gy. Older names
+    (``Dmean``, ``D95``, ``D0.1cc``, ``V20Gy``) are read too.
 
     Args:
-        path: a CSV file; DoseSegLib's default head-and-neck table when None.
+        path: a CSV file, or the name of one of DoseSegLib's site tables (``head-and-neck``,
+            ``prostate``; conventional fractionation, sources in their ``note``); head and neck when None.
     """
-    path = Path(path) if path is not None else DEFAULT_CONSTRAINTS
+    if path is None or (str(path) in SITE_TABLES and not Path(path).is_file()):
+        path = SITE_TABLES[str(path or "head-and-neck")]
+    path = Path(path)
     rows = read_csv(path, CONSTRAINT_COLUMNS)
     return [
         _parse(row, f"{path}: line {line}")
@@ -124,10 +115,10 @@ def _check(constraint: Constraint, row: Row, prescription: float | Mapping[str, 
             return {**result, "result": NOT_EVALUATED, "detail": "no prescription known for this structure"}
         limit, limit_unit = constraint.value / 100 * rx, "Gy"
         detail = f"{constraint.value:g}% of {rx:g} Gy" + (f"; {constraint.note}" if constraint.note else "")
-    value = row.get(constraint.column)
+    value = row.get(constraint.metric)
     if value is None:
-        return {**result, "limit": limit, "limit_unit": limit_unit, "result": NOT_EVALUATED,
-                "detail": f"metric {constraint.column} was not computed"}
+        why = f"metric {constraint.metric} was not computed" + (f" ({row['note']})" if row.get("note") else "")
+        return {**result, "limit": limit, "limit_unit": limit_unit, "result": NOT_EVALUATED, "detail": why}
     passed = OPERATORS[constraint.operator](float(value), limit)
     return {**result, "limit": limit, "limit_unit": limit_unit, "value": value,
             "result": PASS if passed else FAIL, "detail": detail}

@@ -1,4 +1,10 @@
-"""Dose-volume histograms and DVH metrics computed from the voxel doses themselves."""
+"""Dose-volume histograms and DVH metrics of each structure's dose samples (see ``analysis.sampling``).
+
+Every metric reads one piecewise-linear cumulative DVH: sample i of n (ascending dose) sits at
+the volume fraction 1 - i / (n - 1) receiving at least its dose, the ``np.percentile`` linear
+convention. Dx% and Dx cc are interpolated doses on it, Vx interpolated volumes, so no metric is
+rounded to whole voxels; a volume larger than the structure gives an empty cell and a note.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
+from DoseSegLib.analysis import metric_names as mn
+from DoseSegLib.analysis.sampling import StructureDoses, gather_doses
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row, columns_of, write_csv
 
 PERCENT_METRICS = (99, 98, 95, 50, 2, 1)
-SMALL_VOLUMES_CC = (0.1, 0.03)
+SMALL_VOLUMES_CC = (2.0, 0.1, 0.03)
 METRIC_COLUMNS = (
-    "structure", "volume_cc", "Dmean", "Dmin", "Dmax",
-    *(f"D{p}" for p in PERCENT_METRICS), *(f"D{v:g}cc" for v in SMALL_VOLUMES_CC),
+    "structure", "original_name", mn.VOLUME, mn.MEAN, mn.MIN, mn.MAX,
+    *(mn.dose_at_pct(p) for p in PERCENT_METRICS), *(mn.dose_at_cc(v) for v in SMALL_VOLUMES_CC),
 )
 TARGET_COLUMNS = ("prescription_gy", "HI", "CI")
+NOTE_COLUMNS = ("dvh_method", "note")
 DVH_COLUMNS = ("structure", "dose_gy", "volume_cc", "volume_pct")
 
 
@@ -41,83 +50,70 @@ def percentile_sorted(sorted_doses: np.ndarray, q: float | Sequence[float]) -> n
     return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
 
 
-def _sorted(doses: np.ndarray, presorted: bool) -> np.ndarray:
-    if doses.size == 0:
-        raise ValueError("structure has no voxel")
-    return doses if presorted else np.sort(doses.astype(np.float64, copy=False), axis=None)
-
-
 def dose_at_volume_pct(doses: np.ndarray, percent: float, presorted: bool = False) -> float:
-    """Dx: the dose received by at least ``percent`` % of the volume (linear interpolation).
+    """Dx%: the dose received by at least ``percent`` % of the volume (linear interpolation).
 
     Args:
         doses: the structure's voxel doses (Gy).
         percent: x in Dx.
         presorted: ``doses`` is already sorted ascending.
     """
-    return float(percentile_sorted(_sorted(doses, presorted), 100 - percent))
+    if doses.size == 0:
+        raise ValueError("structure has no voxel")
+    doses = doses if presorted else np.sort(doses.astype(np.float64, copy=False), axis=None)
+    return float(percentile_sorted(doses, 100 - percent))
 
 
-def dose_at_volume_cc(doses: np.ndarray, volume_cc: float, voxel_cc: float, presorted: bool = False) -> float:
-    """D_V (OpenKBP definition): the dose to the hottest ``volume_cc``, at least one voxel.
+def volume_pct_at_dose(sorted_doses: np.ndarray, dose_gy: float | np.ndarray) -> np.ndarray:
+    """Vx in % of the structure: the cumulative DVH at ``dose_gy``, interpolated between samples.
 
-    ``np.percentile(doses, 100 - n / len(doses) * 100)`` with ``n = max(1, round(volume_cc / voxel_cc))``;
-    a structure smaller than ``volume_cc`` gives its minimum dose.
-
-    Args:
-        doses: the structure's voxel doses (Gy).
-        volume_cc: V in cm^3.
-        voxel_cc: volume of one voxel in cm^3.
-        presorted: ``doses`` is already sorted ascending.
+    The inverse of ``percentile_sorted``: 100 % at or below the minimum dose, 0 % above the maximum.
     """
-    doses = _sorted(doses, presorted)
-    return float(percentile_sorted(doses, _hottest_percentile(volume_cc, voxel_cc, doses.size)))
+    dose_gy = np.asarray(dose_gy, dtype=np.float64)
+    n = sorted_doses.size
+    if n == 1:
+        return np.where(dose_gy <= sorted_doses[0], 100.0, 0.0)
+    upper = np.clip(np.searchsorted(sorted_doses, dose_gy, side="left"), 1, n - 1)
+    low, high = sorted_doses[upper - 1], sorted_doses[upper]
+    step = np.where(high > low, high - low, 1.0)
+    position = upper - 1 + np.clip((dose_gy - low) / step, 0.0, 1.0)
+    pct = 100.0 * (1.0 - position / (n - 1))
+    return np.where(dose_gy <= sorted_doses[0], 100.0, np.where(dose_gy > sorted_doses[-1], 0.0, pct))
 
 
-def _hottest_percentile(volume_cc: float, voxel_cc: float, count: int) -> float:
-    """The percentile of D_V: 100 - n / count * 100, n = max(1, round(V / voxel volume)) capped at count."""
-    n = min(max(1, round(volume_cc / voxel_cc)), count)
-    return 100 - n / count * 100
+def dvh_metrics(samples: StructureDoses, v_gy: Sequence[float] = ()) -> Row:
+    """Volume, mean, min, max, D99% ... D1%, D2cc, D0.1cc, D0.03cc and V_x of one structure.
 
-
-def volume_at_dose(sorted_doses: np.ndarray, dose_gy: float | np.ndarray) -> np.ndarray:
-    """Number of voxels receiving at least ``dose_gy`` (sorted ascending doses)."""
-    return sorted_doses.size - np.searchsorted(sorted_doses, dose_gy, side="left")
-
-
-def v_columns(dose_gy: float) -> tuple[str, str]:
-    """Names of the V_x metrics (percent of the volume, cm^3) for ``dose_gy``."""
-    return f"V{dose_gy:g}Gy_pct", f"V{dose_gy:g}Gy_cc"
-
-
-def dvh_metrics(
-    doses: np.ndarray, voxel_cc: float, v_gy: Sequence[float] = (), presorted: bool = False
-) -> dict[str, float]:
-    """volume_cc, Dmean, Dmin, Dmax, D99 ... D1, D0.1cc, D0.03cc and V_x of one structure's doses.
+    A Dx cc larger than the structure is left out (empty cell) and named in ``note``; one
+    smaller than a single sample is computed and named there too.
 
     Args:
-        doses: the structure's voxel doses (Gy).
-        voxel_cc: volume of one voxel in cm^3.
+        samples: the structure's dose samples (``gather_doses``).
         v_gy: doses x (Gy) for which to report V_x in % and cm^3.
-        presorted: ``doses`` is already sorted ascending.
     """
-    doses = _sorted(doses, presorted)
-    metrics = {
-        "volume_cc": doses.size * voxel_cc,
-        "Dmean": float(doses.mean()),
-        "Dmin": float(doses[0]),
-        "Dmax": float(doses[-1]),
-    }
-    percents = [100 - p for p in PERCENT_METRICS]
-    percents += [_hottest_percentile(v, voxel_cc, doses.size) for v in SMALL_VOLUMES_CC]
-    names = [f"D{p}" for p in PERCENT_METRICS] + [f"D{v:g}cc" for v in SMALL_VOLUMES_CC]
-    metrics.update(zip(names, percentile_sorted(doses, percents).tolist()))
-    counts = volume_at_dose(doses, np.asarray(v_gy, dtype=np.float64))
-    for dose_gy, count in zip(v_gy, counts.tolist()):
-        pct, cc = v_columns(dose_gy)
-        metrics[pct] = 100.0 * count / doses.size
-        metrics[cc] = count * voxel_cc
-    return metrics
+    doses, total = samples.doses, samples.volume_cc
+    row: Row = {mn.VOLUME: total, mn.MEAN: float(doses.mean()), mn.MIN: float(doses[0]), mn.MAX: float(doses[-1])}
+    row.update(zip(
+        (mn.dose_at_pct(p) for p in PERCENT_METRICS),
+        percentile_sorted(doses, [100 - p for p in PERCENT_METRICS]).tolist(),
+    ))
+    notes = []
+    for volume in SMALL_VOLUMES_CC:
+        name = mn.dose_at_cc(volume)
+        if volume > total:
+            notes.append(f"{name} not computed: the structure holds {total:.3g} cc")
+            continue
+        if volume < samples.sample_cc:
+            notes.append(f"{name} is below the resolution ({samples.sample_cc:.3g} cc per sample)")
+        row[name] = float(percentile_sorted(doses, 100 - 100 * volume / total))
+    pcts = volume_pct_at_dose(doses, np.asarray(v_gy, dtype=np.float64))
+    for dose_gy, pct in zip(v_gy, pcts.tolist()):
+        pct_name, cc_name = mn.volume_at_dose(dose_gy)
+        row[pct_name], row[cc_name] = pct, pct / 100 * total
+    row["dvh_method"] = samples.method
+    if notes:
+        row["note"] = "; ".join(notes)
+    return row
 
 
 @dataclass
@@ -129,79 +125,107 @@ class DVH:
     volume_pct: np.ndarray
 
 
-def cumulative_dvh(
-    doses: np.ndarray, voxel_cc: float, step_gy: float = 0.1, max_gy: float | None = None, presorted: bool = False
-) -> DVH:
+def cumulative_dvh(samples: StructureDoses, step_gy: float = 0.1, max_gy: float | None = None) -> DVH:
     """Cumulative DVH from 0 Gy in steps of ``step_gy``, ending at the first bin above the maximum (0 volume).
 
     Args:
-        doses: the structure's voxel doses (Gy).
-        voxel_cc: volume of one voxel in cm^3.
+        samples: the structure's dose samples.
         step_gy: dose bin width.
         max_gy: last dose of the curve (default: the structure's maximum dose).
-        presorted: ``doses`` is already sorted ascending.
-    """
-    if step_gy <= 0:
-        raise ValueError("DVH dose step must be positive")
-    doses = _sorted(doses, presorted)
-    top = float(doses[-1]) if max_gy is None else max_gy
-    edges = step_gy * np.arange(int(np.floor(top / step_gy)) + 2)
-    counts = volume_at_dose(doses, edges)
-    return DVH(edges, counts * voxel_cc, 100.0 * counts / doses.size)
-
-
-def structure_doses(dose: Volume, structures: Mapping[str, Volume]) -> dict[str, np.ndarray]:
-    """Each structure's voxel doses (Gy, float64), sorted ascending.
-
-    Args:
-        dose: dose on the structures' grid.
-        structures: boolean masks by name, on the dose grid.
-    """
-    doses = {}
-    for name, mask in structures.items():
-        if not mask.same_grid(dose):
-            raise DoseSegError(f"structure '{name}' is not on the dose grid: align the case first")
-        values = dose.array[mask.array.astype(bool, copy=False)]
-        if values.size == 0:
-            raise DoseSegError(f"structure '{name}' is empty (no voxel set)")
-        doses[name] = np.sort(values.astype(np.float64))
-    return doses
-
-
-def compute_dvhs(dose: Volume, structures: Mapping[str, Volume], step_gy: float = 0.1) -> dict[str, DVH]:
-    """Cumulative DVH (cm^3 and %) of every structure, each up to just above its own maximum.
-
-    Args:
-        dose: dose (Gy) on the structures' grid.
-        structures: boolean masks by name.
-        step_gy: dose bin width.
     """
     if step_gy <= 0:
         raise DoseSegError(f"DVH dose step must be positive (got {step_gy})")
-    voxel_cc = dose.voxel_volume_cc
-    return {
-        name: cumulative_dvh(values, voxel_cc, step_gy, presorted=True)
-        for name, values in structure_doses(dose, structures).items()
-    }
+    top = float(samples.doses[-1]) if max_gy is None else max_gy
+    edges = step_gy * np.arange(int(np.floor(top / step_gy)) + 2)
+    pct = volume_pct_at_dose(samples.doses, edges)
+    return DVH(edges, pct / 100 * samples.volume_cc, pct)
+
+
+def dvhs_of(gathered: Mapping[str, StructureDoses], step_gy: float = 0.1) -> dict[str, DVH]:
+    """Cumulative DVH (cm^3 and %) of every gathered structure, each up to just above its own maximum."""
+    return {name: cumulative_dvh(samples, step_gy) for name, samples in gathered.items()}
+
+
+def compute_dvhs(
+    dose: Volume, structures: Mapping[str, Volume], step_gy: float = 0.1,
+    fine_structures: Mapping[str, Volume] | None = None, method: str = "auto",
+) -> dict[str, DVH]:
+    """Cumulative DVH (cm^3 and %) of every structure (see ``gather_doses`` for the arguments)."""
+    if step_gy <= 0:
+        raise DoseSegError(f"DVH dose step must be positive (got {step_gy})")
+    return dvhs_of(gather_doses(dose, structures, fine_structures, method), step_gy)
 
 
 def homogeneity_index(metrics: Mapping[str, float]) -> float:
-    """ICRU 83 homogeneity index (D2 - D98) / D50; NaN when D50 is 0."""
-    d50 = metrics["D50"]
-    return (metrics["D2"] - metrics["D98"]) / d50 if d50 > 0 else float("nan")
+    """ICRU 83 homogeneity index (D2% - D98%) / D50%; NaN when D50% is 0."""
+    d50 = metrics[mn.dose_at_pct(50)]
+    return (metrics[mn.dose_at_pct(2)] - metrics[mn.dose_at_pct(98)]) / d50 if d50 > 0 else float("nan")
 
 
-def paddick_ci(target_count: int, target_covered: int, isodose_count: int) -> float:
-    """Paddick conformity index TV_PIV^2 / (TV * PIV) from voxel counts.
+def paddick_ci(target_cc: float, target_covered_cc: float, isodose_cc: float) -> float:
+    """Paddick conformity index TV_PIV^2 / (TV * PIV) from volumes (or voxel counts).
 
     Args:
-        target_count: TV, voxels of the target.
-        target_covered: TV_PIV, target voxels receiving at least the prescription.
-        isodose_count: PIV, body voxels receiving at least the prescription.
+        target_cc: TV, volume of the target.
+        target_covered_cc: TV_PIV, target volume receiving at least the prescription.
+        isodose_cc: PIV, body volume receiving at least the prescription.
     """
-    if isodose_count == 0:
+    if isodose_cc == 0:
         return 0.0
-    return target_covered**2 / (target_count * isodose_count)
+    return target_covered_cc**2 / (target_cc * isodose_cc)
+
+
+def isodose_volume_cc(
+    dose: Volume, rx: float, target: str, prescriptions: Mapping[str, float],
+    masks: Mapping[str, Volume], body: Volume | None = None,
+) -> float:
+    """PIV of ``target``: the body volume receiving at least ``rx``, less what lies in the other
+    targets prescribed ``rx`` or more (nested or separate dose levels are not spill)."""
+    region = dose.array >= rx
+    if body is not None:
+        region &= body.array.astype(bool, copy=False)
+    for other, other_rx in prescriptions.items():
+        if other != target and other_rx >= rx and other in masks:
+            region &= ~(masks[other].array.astype(bool, copy=False) & ~masks[target].array.astype(bool, copy=False))
+    return np.count_nonzero(region) * dose.voxel_volume_cc
+
+
+def metrics_rows(
+    gathered: Mapping[str, StructureDoses],
+    dose: Volume,
+    prescriptions: Mapping[str, float] | None = None,
+    body: Volume | None = None,
+    v_gy: Sequence[float] = (),
+    masks: Mapping[str, Volume] | None = None,
+    original_names: Mapping[str, str] | None = None,
+) -> list[Row]:
+    """One row of DVH metrics per gathered structure, with HI and Paddick CI for targets.
+
+    Args:
+        gathered: each structure's dose samples (``gather_doses``).
+        dose: the dose (Gy) they were taken from, for the prescription isodose volume.
+        prescriptions: prescription (Gy) of each target structure; other structures are OARs.
+        body: where the prescription isodose volume is counted (body or possible-dose mask);
+            the whole grid when None.
+        v_gy: doses x for which to report V_x.
+        masks: the structures on the dose grid; with them a target's CI counts only spill
+            outside the other targets of its dose level or higher (``isodose_volume_cc``).
+        original_names: each structure's name as in its file (``original_name``; empty when unknown,
+            e.g. auto-segmented).
+    """
+    prescriptions = prescriptions or {}
+    original_names = original_names or {}
+    rows = []
+    for name, samples in gathered.items():
+        row: Row = {"structure": name, "original_name": original_names.get(name, ""), **dvh_metrics(samples, v_gy)}
+        rx = prescriptions.get(name)
+        if rx is not None:
+            covered = float(volume_pct_at_dose(samples.doses, rx)) / 100 * samples.volume_cc
+            isodose = isodose_volume_cc(dose, rx, name, prescriptions, masks or {}, body)
+            row.update(prescription_gy=rx, HI=homogeneity_index(row),
+                       CI=paddick_ci(samples.volume_cc, covered, isodose))
+        rows.append(row)
+    return rows
 
 
 def metrics_table(
@@ -210,30 +234,12 @@ def metrics_table(
     prescriptions: Mapping[str, float] | None = None,
     body: Volume | None = None,
     v_gy: Sequence[float] = (),
+    fine_structures: Mapping[str, Volume] | None = None,
+    method: str = "auto",
 ) -> list[Row]:
-    """One row of DVH metrics per structure (doses in Gy), with HI and Paddick CI for targets.
-
-    Args:
-        dose: dose (Gy) on the structures' grid.
-        structures: boolean masks by name.
-        prescriptions: prescription (Gy) of each target structure; other structures are OARs.
-        body: where the prescription isodose volume is counted (body or possible-dose mask);
-            the whole grid when None.
-        v_gy: doses x for which to report V_x (``VxGy_pct``, ``VxGy_cc``).
-    """
-    prescriptions = prescriptions or {}
-    voxel_cc = dose.voxel_volume_cc
-    body_doses = dose.array[body.array.astype(bool, copy=False)] if body is not None else dose.array
-    rows = []
-    for name, values in structure_doses(dose, structures).items():
-        row: Row = {"structure": name, **dvh_metrics(values, voxel_cc, v_gy, presorted=True)}
-        rx = prescriptions.get(name)
-        if rx is not None:
-            covered = int(volume_at_dose(values, rx))
-            isodose = int(np.count_nonzero(body_doses >= rx))
-            row.update(prescription_gy=rx, HI=homogeneity_index(row), CI=paddick_ci(values.size, covered, isodose))
-        rows.append(row)
-    return rows
+    """``metrics_rows`` of the structures' doses gathered here (see ``gather_doses``)."""
+    gathered = gather_doses(dose, structures, fine_structures, method)
+    return metrics_rows(gathered, dose, prescriptions, body, v_gy, structures)
 
 
 def dvh_rows(dvhs: Mapping[str, DVH]) -> list[Row]:
@@ -251,7 +257,8 @@ def write_dvh_csv(path: str | Path, dvhs: Mapping[str, DVH]) -> None:
 
 
 def write_metrics_csv(path: str | Path, rows: Sequence[Row]) -> None:
-    """Write a metrics table as ``dvh_metrics.csv`` (metric columns first, then V_x, then target columns)."""
+    """Write a metrics table as ``dvh_metrics.csv``: metrics, V_x, target columns, then the method and notes."""
     columns = columns_of(rows, METRIC_COLUMNS)
-    columns = [c for c in columns if c not in TARGET_COLUMNS] + list(TARGET_COLUMNS)
+    tail = (*TARGET_COLUMNS, *NOTE_COLUMNS)
+    columns = [c for c in columns if c not in tail] + list(tail)
     write_csv(path, rows, columns)

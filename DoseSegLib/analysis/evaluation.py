@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from DoseSegLib.analysis.dosecheck import check_dose_units
-from DoseSegLib.analysis.openkbp import dose_error, dvh_comparison, openkbp_scores
+from DoseSegLib.analysis.openkbp import compare_challenge_metrics, dose_error, dvh_comparison, openkbp_scores
+from DoseSegLib.analysis.sampling import StructureDoses
 from DoseSegLib.core.alignment import align_case, resample
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -59,12 +61,17 @@ class CohortScore:
         return f"dose_score {self.dose_score:.4f} dvh_score {self.dvh_score:.4f} n {len(self.patients)}"
 
 
-def score_patient(pred: Volume, reference: Case) -> PatientScore:
+def score_patient(
+    pred: Volume, reference: Case,
+    shared: tuple[Mapping[str, StructureDoses], Mapping[str, StructureDoses]] | None = None,
+) -> PatientScore:
     """Dose error and DVH metric errors of a predicted dose against an aligned reference case.
 
     Args:
         pred: predicted dose (Gy), on any grid; resampled onto the CT grid when needed.
         reference: the reference case, aligned to its CT (see ``align_case``), with dose.
+        shared: the predicted and reference doses' structure samples when already gathered
+            (their dose-grid voxels are read, so nothing is gathered or sorted again).
     """
     if reference.dose is None:
         raise DoseSegError(f"reference patient {reference.name}: no dose.nrrd")
@@ -74,7 +81,10 @@ def score_patient(pred: Volume, reference: Case) -> PatientScore:
     pred_array, ref_array = pred.array, reference.dose.array
     structures = {name: mask.array for name, mask in reference.structures.items()}
     error = dose_error(pred_array, ref_array, reference.possible_dose_mask.array)
-    rows = dvh_comparison(pred_array, ref_array, structures, ct.voxel_volume_cc)
+    if shared is not None:
+        rows = compare_challenge_metrics(*shared, ct.voxel_volume_cc)
+    else:
+        rows = dvh_comparison(pred_array, ref_array, structures, ct.voxel_volume_cc)
     return PatientScore(reference.name, error, rows)
 
 

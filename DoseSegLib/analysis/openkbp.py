@@ -1,14 +1,42 @@
-"""OpenKBP challenge scores: dose score and DVH score (../shared/data/README.md)."""
+"""OpenKBP challenge scores: dose score and DVH score (../shared/data/README.md), with the challenge's definitions.
+
+The challenge reads dose-grid voxels (no partial volume) and rounds D0.1cc to whole voxels; these
+metrics are computed from the ``voxels`` of the shared dose samples, so nothing is sorted twice.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from DoseSegLib.analysis.dvh import dose_at_volume_cc, dose_at_volume_pct
+from DoseSegLib.analysis import metric_names as mn
+from DoseSegLib.analysis.dvh import percentile_sorted
+from DoseSegLib.analysis.sampling import StructureDoses
 from DoseSegLib.core.case import OARS, target_prescription
 
-TARGET_METRICS = ("D99", "D95", "D1")
-OAR_METRICS = ("D0.1cc", "mean")
+TARGET_PERCENTS = (99, 95, 1)
+TARGET_METRICS = tuple(mn.dose_at_pct(p) for p in TARGET_PERCENTS)
+OAR_METRICS = (mn.dose_at_cc(0.1), mn.MEAN)
+
+
+def dose_at_volume_cc(doses: np.ndarray, volume_cc: float, voxel_cc: float, presorted: bool = False) -> float:
+    """D_V (OpenKBP definition): the dose to the hottest ``volume_cc``, at least one voxel.
+
+    ``np.percentile(doses, 100 - n / len(doses) * 100)`` with ``n = max(1, round(volume_cc / voxel_cc))``;
+    a structure smaller than ``volume_cc`` gives its minimum dose.
+
+    Args:
+        doses: the structure's voxel doses (Gy).
+        volume_cc: V in cm^3.
+        voxel_cc: volume of one voxel in cm^3.
+        presorted: ``doses`` is already sorted ascending.
+    """
+    if doses.size == 0:
+        raise ValueError("structure has no voxel")
+    doses = doses if presorted else np.sort(doses.astype(np.float64, copy=False), axis=None)
+    n = min(max(1, round(volume_cc / voxel_cc)), doses.size)
+    return float(percentile_sorted(doses, 100 - n / doses.size * 100))
 
 
 def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray) -> float:
@@ -16,37 +44,60 @@ def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray
     return float(np.abs(pred.astype(np.float64) - ref).sum() / np.count_nonzero(possible_dose_mask))
 
 
-def openkbp_metrics(
-    dose: np.ndarray, structures: dict[str, np.ndarray], voxel_cc: float
-) -> dict[tuple[str, str], float]:
-    """The challenge's DVH metrics: D0.1cc and mean dose for OARs, D99/D95/D1 for targets.
+def challenge_metrics(voxels: Mapping[str, np.ndarray], voxel_cc: float) -> dict[tuple[str, str], float]:
+    """The challenge's DVH metrics: D0.1cc[Gy] and Mean[Gy] for OARs, D99%/D95%/D1%[Gy] for targets.
 
     Args:
-        dose: dose (Gy) on the structures' grid.
-        structures: boolean masks by name; empty masks and structures that are neither an
-            OpenKBP OAR nor a PTV<dose> target are left out, as the challenge does.
+        voxels: each structure's dose-grid voxel doses (Gy), ascending; empty ones and structures
+            that are neither an OpenKBP OAR nor a PTV<dose> target are left out, as the challenge does.
         voxel_cc: volume of one voxel in cm^3.
     """
     metrics = {}
-    for name, mask in structures.items():
+    for name, doses in voxels.items():
         is_oar = name in OARS
-        if not (is_oar or target_prescription(name) is not None):
+        if doses.size == 0 or not (is_oar or target_prescription(name) is not None):
             continue
-        doses = dose[mask]
-        if doses.size == 0:
-            continue
-        doses = np.sort(doses.astype(np.float64))
         if is_oar:
-            metrics[(name, "D0.1cc")] = dose_at_volume_cc(doses, 0.1, voxel_cc, presorted=True)
-            metrics[(name, "mean")] = float(doses.mean())
+            metrics[(name, mn.dose_at_cc(0.1))] = dose_at_volume_cc(doses, 0.1, voxel_cc, presorted=True)
+            metrics[(name, mn.MEAN)] = float(doses.mean())
         else:
-            for metric in TARGET_METRICS:
-                metrics[(name, metric)] = dose_at_volume_pct(doses, float(metric[1:]), presorted=True)
+            values = percentile_sorted(doses, [100 - p for p in TARGET_PERCENTS])
+            metrics.update({(name, m): float(v) for m, v in zip(TARGET_METRICS, values)})
     return metrics
 
 
+def voxel_doses(dose: np.ndarray, structures: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each structure's voxel doses (float64, ascending) from arrays on one grid."""
+    return {name: np.sort(dose[mask].astype(np.float64)) for name, mask in structures.items()}
+
+
+def openkbp_metrics(
+    dose: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
+) -> dict[tuple[str, str], float]:
+    """``challenge_metrics`` of a dose array and boolean mask arrays on its grid."""
+    return challenge_metrics(voxel_doses(dose, structures), voxel_cc)
+
+
+def compare_challenge_metrics(
+    pred: Mapping[str, StructureDoses], ref: Mapping[str, StructureDoses], voxel_cc: float
+) -> list[dict[str, object]]:
+    """Every challenge DVH metric of one patient from shared dose samples: rows of structure, metric,
+    reference, predicted, abs_error (Gy)."""
+    ref_metrics = challenge_metrics({n: s.voxels for n, s in ref.items()}, voxel_cc)
+    pred_metrics = challenge_metrics({n: s.voxels for n, s in pred.items()}, voxel_cc)
+    return _rows(pred_metrics, ref_metrics)
+
+
+def _rows(pred: dict[tuple[str, str], float], ref: dict[tuple[str, str], float]) -> list[dict[str, object]]:
+    return [
+        {"structure": name, "metric": metric, "reference": value, "predicted": pred[(name, metric)],
+         "abs_error": abs(pred[(name, metric)] - value)}
+        for (name, metric), value in ref.items()
+    ]
+
+
 def dvh_comparison(
-    pred: np.ndarray, ref: np.ndarray, structures: dict[str, np.ndarray], voxel_cc: float
+    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
 ) -> list[dict[str, object]]:
     """Every challenge DVH metric of one patient: rows of structure, metric, reference, predicted, abs_error (Gy).
 
@@ -56,21 +107,16 @@ def dvh_comparison(
         structures: boolean masks by name.
         voxel_cc: volume of one voxel in cm^3.
     """
-    ref_metrics = openkbp_metrics(ref, structures, voxel_cc)
-    pred_metrics = openkbp_metrics(pred, structures, voxel_cc)
-    return [
-        {"structure": name, "metric": metric, "reference": value, "predicted": pred_metrics[(name, metric)],
-         "abs_error": abs(pred_metrics[(name, metric)] - value)}
-        for (name, metric), value in ref_metrics.items()
-    ]
+    return _rows(openkbp_metrics(pred, structures, voxel_cc), openkbp_metrics(ref, structures, voxel_cc))
 
 
 def dvh_abs_errors(
-    pred: np.ndarray, ref: np.ndarray, structures: dict[str, np.ndarray], voxel_cc: float
+    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
 ) -> dict[tuple[str, str], float]:
     """|metric(pred) - metric(ref)| for every challenge DVH metric of one patient (Gy)."""
     rows = dvh_comparison(pred, ref, structures, voxel_cc)
     return {(row["structure"], row["metric"]): row["abs_error"] for row in rows}
+
 
 def openkbp_scores(dose_errors: list[float], dvh_errors: list[dict[tuple[str, str], float]]) -> tuple[float, float]:
     """Dose score (mean of per-patient dose errors) and DVH score (mean over every patient's metrics pooled).

@@ -14,7 +14,8 @@ from DoseSegLib.analysis.constraints import (
     write_constraints_csv,
 )
 from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units
-from DoseSegLib.analysis.dvh import DVH, compute_dvhs, metrics_table, write_dvh_csv, write_metrics_csv
+from DoseSegLib.analysis.dvh import DVH, dvhs_of, metrics_rows, write_dvh_csv, write_metrics_csv
+from DoseSegLib.analysis.sampling import StructureDoses, gather_doses
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -55,11 +56,14 @@ def load_plan(
 
 @dataclass
 class PlanEvaluation:
-    """DVHs, one row of DVH metrics per structure and one row per clinical-goal check."""
+    """DVHs, one row of DVH metrics per structure and one row per clinical-goal check, all read
+    from ``doses``: each structure's dose samples, gathered once."""
 
     dvhs: dict[str, DVH]
     metrics: list[Row]
     constraints: list[Row]
+    doses: dict[str, StructureDoses]
+    method: str = "auto"
 
     def write(self, folder: Path) -> None:
         """Write dvh.csv, dvh_metrics.csv and constraints.csv into an existing folder."""
@@ -80,6 +84,7 @@ def evaluate_plan(
     step_gy: float = 0.1,
     v_gy: Sequence[float] = (),
     constraints: Sequence[Constraint] | None = None,
+    dvh_method: str = "auto",
 ) -> PlanEvaluation:
     """DVHs, metrics (with HI and Paddick CI of the targets) and clinical goals of an aligned case.
 
@@ -89,12 +94,16 @@ def evaluate_plan(
         step_gy: DVH dose bin width.
         v_gy: doses x for which to report V_x, besides those the goals need.
         constraints: clinical goals; DoseSegLib's default table when None.
+        dvh_method: ``auto`` (partial volume: structures on their own finer grids, small ones
+            oversampled) or ``voxel`` (dose-grid voxels); see ``analysis.sampling``.
     """
     if case.dose is None:
         raise DoseSegError(f"{case.name}: no dose to evaluate")
     constraints = load_constraints() if constraints is None else constraints
     doses = sorted(set(v_gy) | set(v_doses(constraints)))
-    dvhs = compute_dvhs(case.dose, case.structures, step_gy)
-    metrics = metrics_table(case.dose, case.structures, case.targets, case.possible_dose_mask, doses)
+    gathered = gather_doses(case.dose, case.structures, case.fine_structures, dvh_method)
+    dvhs = dvhs_of(gathered, step_gy)
+    metrics = metrics_rows(gathered, case.dose, case.targets, case.possible_dose_mask, doses, case.structures,
+                           case.original_names)
     checks = evaluate_constraints(metrics, constraints, case.main_prescription)
-    return PlanEvaluation(dvhs, metrics, checks)
+    return PlanEvaluation(dvhs, metrics, checks, gathered, dvh_method)

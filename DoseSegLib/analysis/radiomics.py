@@ -70,7 +70,29 @@ def make_extractor(classes: Sequence[str] | None = None, params: str | Path | No
     return extractor
 
 
-def extract_features(extractor, image, mask, name: str, prefix: str = "") -> dict[str, float]:
+def _plain(value: object) -> object:
+    """A pyradiomics setting or diagnostic as JSON data."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def extractor_provenance(extractor) -> dict[str, object]:
+    """The pyradiomics version and the extractor's settings, image types and enabled features."""
+    import radiomics
+
+    return {"pyradiomics_version": radiomics.__version__, "settings": _plain(extractor.settings),
+            "enabled_image_types": _plain(extractor.enabledImagetypes),
+            "enabled_features": _plain(extractor.enabledFeatures)}
+
+
+def extract_features(
+    extractor, image, mask, name: str, prefix: str = "", diagnostics: dict | None = None
+) -> dict[str, float]:
     """pyradiomics' features of one mask (SimpleITK images), ``diagnostics_`` entries left out.
 
     Args:
@@ -79,11 +101,16 @@ def extract_features(extractor, image, mask, name: str, prefix: str = "") -> dic
         mask: the SimpleITK label image (label 1) on the same grid.
         name: structure name for error messages.
         prefix: text put before each feature name.
+        diagnostics: receives pyradiomics' ``diagnostics_`` entries (versions, settings, image
+            and mask checks), keyed without the prefix, when given.
     """
     try:
         result = extractor.execute(image, mask, label=1)
     except (ValueError, RuntimeError) as exc:
         raise DoseSegError(f"radiomics of structure '{name}' failed: {exc}") from exc
+    if diagnostics is not None:
+        diagnostics.update({k[len("diagnostics_"):]: _plain(v) for k, v in result.items()
+                            if k.startswith("diagnostics_")})
     return {prefix + key: float(value) for key, value in result.items() if not key.startswith("diagnostics_")}
 
 
@@ -94,6 +121,7 @@ def radiomics_table(
     params: str | Path | None = None,
     dose: Volume | None = None,
     dose_bin_width_gy: float = DOSE_BIN_WIDTH_GY,
+    provenance: dict | None = None,
 ) -> list[Row]:
     """One row per structure with pyradiomics' feature names as columns (e.g. ``original_firstorder_Mean``).
 
@@ -105,6 +133,9 @@ def radiomics_table(
         dose: also compute features of the dose (Gy, on the CT grid), as ``dose_``-prefixed columns;
             shape classes are left out there since they depend on the mask only.
         dose_bin_width_gy: grey-level bin width of the dose features.
+        provenance: receives, when given, what the pyradiomics command line keeps beside its
+            features: version, settings, enabled features, and each structure's diagnostics
+            (``radiomics.json``).
     """
     for name, mask in structures.items():
         if not mask.same_grid(ct):
@@ -119,11 +150,16 @@ def radiomics_table(
         for shape_class in SHAPE_CLASSES:
             dose_extractor.enableFeatureClassByName(shape_class, enabled=False)
         dose_image = dose.to_sitk()
+    diagnostics: dict[str, dict] = {}
     rows = []
     for name, mask in structures.items():
         label = mask.to_sitk()
-        row: Row = {"structure": name, **extract_features(extractor, image, label, name)}
+        diagnostics[name] = {}
+        row: Row = {"structure": name, **extract_features(extractor, image, label, name, "", diagnostics[name])}
         if dose_extractor is not None:
             row.update(extract_features(dose_extractor, dose_image, label, name, DOSE_PREFIX))
         rows.append(row)
+    if provenance is not None:
+        provenance.update(ct=extractor_provenance(extractor), structures=diagnostics,
+                          dose=extractor_provenance(dose_extractor) if dose_extractor is not None else None)
     return rows

@@ -34,7 +34,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     from DoseSegLib.core.alignment import align_case
     from DoseSegLib.core.errors import DoseSegError
     from DoseSegLib.io.outputs import check_output_dir, staged_output
-    from DoseSegLib.io.patient import read_patient, write_volume
+    from DoseSegLib.io.patient import read_patient, write_dose
     from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
 
     names = {p.name for p in args.patients}
@@ -54,7 +54,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
                 print(f"doseseg: error: {folder}: {exc}", file=sys.stderr)
                 continue
             (out / folder.name).mkdir()
-            write_volume(out / folder.name / "dose.nrrd", dose)
+            write_dose(out / folder.name / "dose.nrrd", dose)
     print(f"wrote {args.output} ({len(args.patients) - failures} of {len(args.patients)} patients)")
     return 1 if failures else 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
@@ -19,6 +20,13 @@ def _names_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def add_dvh_method(parser: argparse.ArgumentParser) -> None:
+    """The ``--dvh-method`` option (see DoseSegLib.analysis.sampling)."""
+    parser.add_argument("--dvh-method", choices=("auto", "voxel"), default="auto",
+                        help="auto: partial volume (structures on their own finer grid, small ones oversampled, "
+                             "dose interpolated trilinearly); voxel: dose-grid voxels only (default auto)")
+
+
 def cmd_dvh(args: argparse.Namespace) -> None:
     from DoseSegLib.analysis.constraints import load_constraints
     from DoseSegLib.analysis.plan import evaluate_plan, load_plan
@@ -30,7 +38,7 @@ def cmd_dvh(args: argparse.Namespace) -> None:
         raise DoseSegError(f"--step must be positive (got {args.step})")
     constraints = load_constraints(args.constraints)
     case = load_plan(args.patient, args.dose, _names(args), args.segmentation, args.allow_high_dose)
-    result = evaluate_plan(case, args.step, args.vx, constraints)
+    result = evaluate_plan(case, args.step, args.vx, constraints, args.dvh_method)
     with staged_output(args.output, args.force, [args.patient, args.dose, args.segmentation, args.constraints]) as out:
         result.write(out)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))
@@ -66,11 +74,14 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
         if case.dose is None:
             raise DoseSegError(f"{args.patient}: --dose needs a dose.nrrd in the patient folder")
         check_dose_units(case.dose, str(args.patient / "dose.nrrd"), args.allow_high_dose)
+    provenance: dict = {}
     rows = radiomics_table(
-        case.ct, case.structures, args.classes, args.params, case.dose if args.dose else None, args.dose_bin_width
+        case.ct, case.structures, args.classes, args.params, case.dose if args.dose else None, args.dose_bin_width,
+        provenance,
     )
     with staged_output(args.output, args.force, [args.patient, args.segmentation, args.params]) as out:
         write_csv(out / "radiomics.csv", rows)
+        (out / "radiomics.json").write_text(json.dumps(provenance, indent=2) + "\n")
     print(f"wrote {args.output} ({len(rows)} structures, {len(rows[0]) - 1 if rows else 0} features)")
 
 
@@ -84,8 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
     p.add_argument("--step", type=float, default=0.1, help="DVH dose bin width in Gy (default 0.1)")
     p.add_argument("--vx", type=_floats, default=[], help="doses (Gy) for V_x metrics, e.g. 20,30,50")
-    p.add_argument("--constraints", type=Path, help="CSV of clinical goals (default: DoseSeg's head-and-neck table)")
+    p.add_argument("--constraints", type=Path,
+                   help="CSV of clinical goals, or a site table: head-and-neck (default), prostate")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a dose above 200 Gy (else taken for cGy)")
+    add_dvh_method(p)
     _add_common(p)
     p.set_defaults(func=cmd_dvh)
 

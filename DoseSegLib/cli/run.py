@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from DoseSegLib.cli.evaluation import add_dvh_method
 from DoseSegLib.run.results import RunOptions
 
 DEMO_SOURCE = "synthetic head-and-neck phantom (doseseg demo; not a patient)"
@@ -57,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
+        dvh_method=args.dvh_method,
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json)
 
@@ -89,10 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     segment.add_argument("--no-segment", action="store_true", help="never auto-segment missing OARs")
     segment.add_argument("--segment-all", action="store_true", help="replace every OAR with the model's contours")
     p.add_argument("--no-radiomics", action="store_true", help="skip the pyradiomics features")
-    p.add_argument("--constraints", type=Path, help="clinical goals CSV (default: DoseSegLib's head-and-neck table)")
+    p.add_argument("--constraints", type=Path,
+                   help="clinical goals CSV, or a site table: head-and-neck (default), prostate")
     p.add_argument("--tta", action="store_true",
                    help="average the dose (and auto-segmented OARs) with left-right mirrored predictions")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
+    add_dvh_method(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -78,6 +78,13 @@ def _outside_fraction(mask: Volume, grid: Volume) -> float:
     corners = np.array(list(itertools.product(*[(0, n - 1) for n in mask.shape])))
     if inside(corners).all():  # the grid is convex: every voxel centre is inside too
         return 0.0
+    if np.allclose(mask.direction, grid.direction, atol=1e-6):  # same axes: inside is separable per axis
+        start = grid.direction.T @ (np.asarray(mask.origin) - np.asarray(grid.origin)) / np.asarray(grid.spacing)
+        step = np.asarray(mask.spacing) / np.asarray(grid.spacing)
+        positions = [start[a] + step[a] * np.arange(n) for a, n in enumerate(mask.shape)]
+        axes = [(p > -0.5) & (p < size - 0.5) for p, size in zip(positions, grid.shape)]
+        kept = np.count_nonzero(mask.array[np.ix_(*axes)])
+        return 1.0 - kept / np.count_nonzero(mask.array)
     return 1.0 - inside(np.argwhere(mask.array)).mean()
 
 
@@ -112,10 +119,12 @@ def body_mask(ct: Volume, threshold_hu: float = -400.0) -> Volume:
 def align_case(case: Case) -> Case:
     """The case with every structure, the dose and the possible-dose mask on the CT grid.
 
-    A missing possible-dose mask is replaced by the body mask derived from the CT.
+    A missing possible-dose mask is replaced by the body mask derived from the CT. Structures
+    given finer than the CT grid are also kept on their own grids (``fine_structures``).
     """
     ct = case.ct
     structures = {name: align_structure(name, mask, ct) for name, mask in case.structures.items()}
+    fine = {name: mask for name, mask in case.structures.items() if mask.voxel_volume_cc < ct.voxel_volume_cc}
     dose = None
     if case.dose is not None:
         dose = resample(case.dose, ct, "linear", 0.0)
@@ -124,4 +133,4 @@ def align_case(case: Case) -> Case:
         possible = align_structure("possible_dose_mask", case.possible_dose_mask, ct)
     else:
         possible = body_mask(ct)
-    return replace(case, structures=structures, dose=dose, possible_dose_mask=possible)
+    return replace(case, structures=structures, dose=dose, possible_dose_mask=possible, fine_structures=fine)

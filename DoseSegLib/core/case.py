@@ -20,7 +20,12 @@ def target_prescription(name: str) -> float | None:
 
 @dataclass
 class Case:
-    """One patient's images. Structure masks are boolean volumes."""
+    """One patient's images. Structure masks are boolean volumes.
+
+    ``fine_structures`` holds, after alignment, the structures that were given finer than the
+    CT grid, on their own grids: the DVH samples them there (partial volume). ``original_names``
+    gives a structure's name as in its file, by canonical name.
+    """
 
     name: str
     ct: Volume
@@ -29,6 +34,8 @@ class Case:
     possible_dose_mask: Volume | None = None
     prescription: float | None = None
     source: Path | None = None
+    fine_structures: dict[str, Volume] = field(default_factory=dict)
+    original_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def targets(self) -> dict[str, float]:

@@ -83,10 +83,11 @@ class Volume:
 
 def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
     """Slices of the bounding box of ``mask`` grown by ``margin`` voxels, within the array."""
-    nonzero = np.argwhere(mask)
-    lo = np.maximum(nonzero.min(axis=0) - margin, 0)
-    hi = np.minimum(nonzero.max(axis=0) + 1 + margin, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = []
+    for axis, size in enumerate(mask.shape):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, size)))
+    return tuple(box)
 
 
 

@@ -60,8 +60,12 @@ def read_volume(path: str | Path) -> Volume:
     return Volume(np.ascontiguousarray(array), spacing, origin, direction)
 
 
-def write_volume(path: str | Path, volume: Volume) -> None:
-    """Write a Volume as a gzip-compressed NRRD in LPS space."""
+DOSE_UNITS_KEY = "DoseUnits"  # NRRD key/value pair named after the DICOM RT Dose attribute (3004,0002)
+DOSE_SCALE = {"GY": 1.0, "CGY": 0.01}
+
+
+def write_volume(path: str | Path, volume: Volume, fields: dict[str, str] | None = None) -> None:
+    """Write a Volume as a gzip-compressed NRRD in LPS space, with optional key/value ``fields``."""
     import nrrd
 
     array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
@@ -71,8 +75,25 @@ def write_volume(path: str | Path, volume: Volume) -> None:
         "space origin": np.asarray(volume.origin),
         "kinds": ["domain"] * 3,
         "encoding": "gzip",
+        **(fields or {}),
     }
     nrrd.write(str(path), array, header)
+
+
+def write_dose(path: str | Path, dose: Volume) -> None:
+    """Write a dose in Gy, its unit in the header (``DoseUnits:=GY``)."""
+    write_volume(path, dose, {DOSE_UNITS_KEY: "GY"})
+
+
+def _dose_scale(path: Path) -> float:
+    """Gy per stored unit from the header's ``DoseUnits`` (GY or CGY); Gy when absent."""
+    import nrrd
+
+    units = str(nrrd.read_header(str(path)).get(DOSE_UNITS_KEY, "GY")).strip()
+    if units.upper() not in DOSE_SCALE:
+        raise DoseSegError(f"{path}: dose units '{units}' ({DOSE_UNITS_KEY}) are not GY or CGY; "
+                           "convert the dose to Gy and fix the header")
+    return DOSE_SCALE[units.upper()]
 
 
 def read_mask(path: str | Path) -> Volume:
@@ -85,16 +106,21 @@ def read_mask(path: str | Path) -> Volume:
 
 
 def read_dose(path: str | Path) -> Volume:
-    """Read a dose NRRD in Gy as float32, refusing negative values."""
+    """Read a dose NRRD as float32 Gy, refusing negative values; a ``DoseUnits:=CGY`` header is converted."""
     volume = read_volume(path)
-    dose = volume.array.astype(np.float32)
+    dose = volume.array.astype(np.float32) * np.float32(_dose_scale(Path(path)))
     if dose.min() < 0:
         raise DoseSegError(f"{path}: dose has negative values (min {dose.min():.3g}); expected Gy >= 0")
     return volume.with_array(dose)
 
 
-def read_segmentation(path: str | Path, mapper: NameMapper | None = None) -> dict[str, Volume]:
-    """Read a Slicer .seg.nrrd into boolean masks keyed by canonical segment name."""
+def read_segmentation(
+    path: str | Path, mapper: NameMapper | None = None, original_names: dict[str, str] | None = None
+) -> dict[str, Volume]:
+    """Read a Slicer .seg.nrrd into boolean masks keyed by canonical segment name.
+
+    ``original_names``, when given, receives each canonical name's segment name as in the file.
+    """
     import slicerio
 
     path = Path(path)
@@ -120,6 +146,8 @@ def read_segmentation(path: str | Path, mapper: NameMapper | None = None) -> dic
         if not mask.any():
             raise DoseSegError(f"{path}: segment '{segment['name']}' is empty")
         masks[name] = Volume(mask, tuple(spacing), tuple(ijk_to_lps[:3, 3]), direction)
+        if original_names is not None:
+            original_names[name] = segment["name"]
     return masks
 
 
@@ -163,21 +191,23 @@ def read_patient(
     mapper = mapper or NameMapper()
     ct = read_volume(folder / "ct.nrrd")
     structures: dict[str, Volume] = {}
+    original_names: dict[str, str] = {}
     default_seg = folder / "segmentation.seg.nrrd"
     if segmentation is None and not (folder / "structures").is_dir() and default_seg.is_file():
         segmentation = default_seg
     if segmentation is not None:
-        structures = read_segmentation(segmentation, mapper)
+        structures = read_segmentation(segmentation, mapper, original_names)
     else:
         for file in sorted((folder / "structures").glob("*.nrrd")):
             name = mapper.canonical(file.name[: -len(".nrrd")])
             if name in structures:
                 raise DoseSegError(f"{file}: a second file maps to structure '{name}'")
             structures[name] = read_mask(file)
+            original_names[name] = file.name[: -len(".nrrd")]
     dose = read_dose(folder / "dose.nrrd") if (folder / "dose.nrrd").is_file() else None
     mask_path = folder / "possible_dose_mask.nrrd"
     possible = read_mask(mask_path) if mask_path.is_file() else None
-    return Case(folder.name, ct, structures, dose, possible, source=folder)
+    return Case(folder.name, ct, structures, dose, possible, source=folder, original_names=original_names)
 
 
 def write_patient(folder: Path, case: Case) -> None:
@@ -187,7 +217,7 @@ def write_patient(folder: Path, case: Case) -> None:
     for name, mask in case.structures.items():
         write_volume(folder / "structures" / f"{name}.nrrd", mask.with_array(mask.array.astype(np.uint8)))
     if case.dose is not None:
-        write_volume(folder / "dose.nrrd", case.dose)
+        write_dose(folder / "dose.nrrd", case.dose)
     if case.possible_dose_mask is not None:
         mask = case.possible_dose_mask
         write_volume(folder / "possible_dose_mask.nrrd", mask.with_array(mask.array.astype(np.uint8)))

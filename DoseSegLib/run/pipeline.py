@@ -115,21 +115,23 @@ class Pipeline:
         with steps("predict dose"):
             dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
         with steps("DVH and goals"):
-            plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints)
+            plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
+                                 dvh_method=self.options.dvh_method)
+        provenance: dict = {}
         with steps("radiomics"):
-            radiomics = self._radiomics(case, notes)
+            radiomics = self._radiomics(case, notes, provenance)
         with steps("compare"):
             comparison = compare_doses(dose, case, self.constraints, plan) if case.dose is not None else None
         return PatientResult(case.name, folder, case, dose, plan, radiomics, comparison, sources, notes,
-                             self.models, str(self.dose_model.device))
+                             self.models, str(self.dose_model.device), radiomics_provenance=provenance)
 
-    def _radiomics(self, case: Case, notes: list[str]) -> list[Row]:
+    def _radiomics(self, case: Case, notes: list[str], provenance: dict) -> list[Row]:
         if not self.options.radiomics:
             notes.append("radiomics skipped (--no-radiomics)")
             return []
         from DoseSegLib.analysis.radiomics import radiomics_table
 
-        return radiomics_table(case.ct, case.structures)
+        return radiomics_table(case.ct, case.structures, provenance=provenance)
 
     def _segment(self, case: Case) -> tuple[Case, dict[str, str], list[str]]:
         """The case with auto-segmented OARs added, each structure's source, and notes."""
@@ -148,7 +150,10 @@ class Pipeline:
         if missing:
             notes.append(f"the segmentation model found no {', '.join(missing)}")
         sources.update(dict.fromkeys(found, "auto"))
-        return replace(case, structures={**case.structures, **found}), sources, notes
+        fine = {name: mask for name, mask in case.fine_structures.items() if name not in found}
+        names = {name: text for name, text in case.original_names.items() if name not in found}
+        return replace(case, structures={**case.structures, **found}, fine_structures=fine,
+                       original_names=names), sources, notes
 
     def run(self, patient_dir: str | Path, out_dir: str | Path, force: bool = False,
             source_label: str = "") -> PatientResult:
@@ -217,18 +222,21 @@ def compare_doses(
         predicted: the predicted dose's evaluation when already computed.
     """
     from DoseSegLib.analysis.evaluation import score_patient
+    from DoseSegLib.analysis.gamma import gamma_pass_rates
 
     predicted = predicted or evaluate_plan(replace(case, dose=dose), constraints=constraints)
-    reference = evaluate_plan(case, constraints=constraints)
-    score = score_patient(dose, case)
+    reference = evaluate_plan(case, constraints=constraints, dvh_method=predicted.method)
+    score = score_patient(dose, case, (predicted.doses, reference.doses))
     differences = [
         {"structure": p["structure"], "metric": key, "reference": r[key], "predicted": value,
          "difference": value - r[key]}
         for p, r in zip(predicted.metrics, reference.metrics, strict=True)
         for key, value in p.items()
-        if key not in ("structure", "prescription_gy") and key in r
+        if key not in ("structure", "prescription_gy") and isinstance(value, float) and key in r
     ]
     difference = dose.with_array(dose.array.astype(np.float32) - case.dose.array.astype(np.float32))
-    return Comparison(case.dose, difference, score.dose_error, score.dvh_error, score.dvh_rows, differences, reference)
+    gamma = [r.row() for r in gamma_pass_rates(case.dose, dose, case.possible_dose_mask)]
+    return Comparison(case.dose, difference, score.dose_error, score.dvh_error, score.dvh_rows, differences, reference,
+                      gamma)
 
 

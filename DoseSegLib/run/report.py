@@ -9,17 +9,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from DoseSegLib.analysis import metric_names as mn
 from DoseSegLib.io.tables import Row
 from DoseSegLib.run.results import PatientResult, output_files
 from DoseSegLib.viz import figures
 
 Cell = str | tuple[str, str]  # text, or (text, css class)
 METRIC_COLUMNS = (
-    ("volume_cc", "Volume (cc)"), ("Dmean", "Dmean"), ("Dmax", "Dmax"), ("D99", "D99"), ("D95", "D95"),
-    ("D50", "D50"), ("D2", "D2"), ("D0.1cc", "D0.1cc"), ("HI", "HI"), ("CI", "CI"),
+    mn.VOLUME, mn.MEAN, mn.MAX, *(mn.dose_at_pct(p) for p in (99, 95, 50, 2)), mn.dose_at_cc(0.03), "HI", "CI",
 )
 RADIOMICS_COLUMNS = (
-    ("original_shape_MeshVolume", "Volume (cc)", 1e-3), ("original_shape_Sphericity", "Sphericity", 1.0),
+    ("original_shape_MeshVolume", "Mesh volume (cc)", 1e-3), ("original_shape_Sphericity", "Sphericity", 1.0),
     ("original_firstorder_Mean", "Mean HU", 1.0), ("original_firstorder_Median", "Median HU", 1.0),
     ("original_firstorder_10Percentile", "P10 HU", 1.0), ("original_firstorder_90Percentile", "P90 HU", 1.0),
     ("original_firstorder_Entropy", "Entropy", 1.0), ("original_firstorder_Kurtosis", "Kurtosis", 1.0),
@@ -89,13 +89,19 @@ def _cards(result: PatientResult) -> str:
 
 def _metrics_section(rows: Sequence[Row]) -> str:
     table = _table(
-        ["Structure", *(label for _, label in METRIC_COLUMNS)],
-        [[str(r["structure"]), *(_number(r.get(key), 1 if key == "volume_cc" else 2) for key, _ in METRIC_COLUMNS)]
+        ["Structure", *METRIC_COLUMNS],
+        [[str(r["structure"]), *(_number(r.get(key), 1 if key == mn.VOLUME else 2) for key in METRIC_COLUMNS)]
          for r in rows],
     )
-    return (f"<h2>DVH metrics (predicted dose)</h2>{table}<p class='sub'>Doses in Gy. Dx: minimum dose to the "
-            "hottest x% of the structure; D0.1cc: to its hottest 0.1 cc. HI = (D2 - D98) / D50 and Paddick CI "
-            "for targets. All metrics in dvh_metrics.csv.</p>")
+    methods = sorted({str(r["dvh_method"]) for r in rows if r.get("dvh_method")})
+    notes = [f"{r['structure']}: {r['note']}" for r in rows if r.get("note")]
+    return (f"<h2>DVH metrics (predicted dose)</h2>{table}<p class='sub'>AAPM TG-263 names. Dx%: minimum dose to "
+            "the hottest x% of the structure; Dx cc: to its hottest x cm&sup3;, read on the cumulative DVH (an "
+            "empty cell: the structure is smaller than x cc). HI = (D2% - D98%) / D50% and Paddick CI for "
+            "targets (its spill is the isodose volume outside every other target of the same or a higher dose "
+            "level). All metrics in dvh_metrics.csv.</p>"
+            f"<p class='sub'>DVH method: {html.escape('; '.join(methods))}.</p>"
+            + (f"<p class='sub'>{html.escape('; '.join(notes))}</p>" if notes else ""))
 
 
 def _constraints_section(result: PatientResult) -> str:
@@ -129,11 +135,26 @@ def _comparison_section(result: PatientResult) -> str:
         "<h2>Predicted vs reference dose</h2>"
         f"<p class='sub'>Dose error {comparison.dose_error:.2f} Gy: mean |predicted - reference| over the "
         f"possible-dose mask. DVH error {comparison.dvh_error:.2f} Gy: mean |difference| of the OpenKBP metrics "
-        "below (OARs: D0.1cc and mean; targets: D99, D95, D1).</p>"
+        "below, with the challenge's definitions on dose-grid voxels (OARs: D0.1cc[Gy] and Mean[Gy]; targets: "
+        "D99%[Gy], D95%[Gy], D1%[Gy]).</p>"
+        + _gamma_text(comparison.gamma)
         + _image(figure, "predicted minus reference dose")
         + _table(["Structure", "Metric", "Reference (Gy)", "Predicted (Gy)", "Difference (Gy)"], rows)
         + "<p class='sub'>Every metric of every structure: comparison.csv.</p>"
     )
+
+
+def _gamma_text(rows: Sequence[Row]) -> str:
+    """One sentence per gamma criterion (gamma.csv)."""
+    if not rows:
+        return ""
+    parts = [f"{r['criterion']}: {float(r['pass_rate_pct']):.1f}% pass ({float(r['failed_cc']):.0f} of "
+             f"{float(r['evaluated_cc']):.0f} cc fail)" for r in rows]
+    first = rows[0]
+    return (f"<p class='sub'>Gamma index (global, pymedphys; reference points in the body above "
+            f"{float(first['low_dose_cutoff_pct']):g}% of the reference maximum {float(first['normalisation_gy']):.1f} "
+            f"Gy; {first['points_evaluated']} of {first['points']} points, a seeded random sample): "
+            f"{html.escape('; '.join(parts))}.</p>")
 
 
 def _radiomics_section(rows: Sequence[Row]) -> str:

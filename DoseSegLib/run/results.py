@@ -29,6 +29,7 @@ class RunOptions:
         constraints: a constraint CSV (DoseSegLib's head-and-neck table when None).
         tta: average the dose and the OAR probabilities with left-right mirrored predictions.
         allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
+        dvh_method: ``auto`` (partial volume) or ``voxel`` (dose-grid voxels); see ``analysis.sampling``.
     """
 
     segment: bool = True
@@ -37,6 +38,7 @@ class RunOptions:
     constraints: str | Path | None = None
     tta: bool = False
     allow_high_dose: bool = False
+    dvh_method: str = "auto"
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Comparison:
         openkbp_rows: structure, metric, reference, predicted, abs_error of the challenge metrics.
         metric_differences: structure, metric, reference, predicted, difference of every DVH metric.
         reference_plan: DVHs, metrics and clinical goals of the reference dose.
+        gamma: global gamma pass rates (3%/3 mm, 2%/2 mm) in the body, rows of ``gamma.csv``.
     """
 
     reference_dose: Volume
@@ -60,6 +63,7 @@ class Comparison:
     openkbp_rows: list[Row]
     metric_differences: list[Row]
     reference_plan: PlanEvaluation
+    gamma: list[Row] = field(default_factory=list)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class PatientResult:
     device: str
     timings: dict[str, float] = field(default_factory=dict)
     source_label: str = ""
+    radiomics_provenance: dict = field(default_factory=dict)
 
     @property
     def origin(self) -> str:
@@ -110,7 +115,8 @@ class PatientResult:
         """A JSON-serialisable digest (what ``summary.json`` holds)."""
         comparison = None
         if self.comparison is not None:
-            comparison = {"dose_error_gy": self.comparison.dose_error, "dvh_error_gy": self.comparison.dvh_error}
+            comparison = {"dose_error_gy": self.comparison.dose_error, "dvh_error_gy": self.comparison.dvh_error,
+                          "gamma_pass_rate_pct": {r["criterion"]: r["pass_rate_pct"] for r in self.comparison.gamma}}
         return {
             "patient": self.name,
             "source": self.origin,
@@ -176,12 +182,14 @@ OUTPUT_FILES = (
     OutputFile("dose.nrrd", "predicted dose (Gy) on the CT grid"),
     OutputFile("segmentation.seg.nrrd", "the structures used, for 3D Slicer"),
     OutputFile("dvh.csv", "cumulative DVH of every structure"),
-    OutputFile("dvh_metrics.csv", "all DVH metrics (incl. D98, D1, D0.03cc)"),
+    OutputFile("dvh_metrics.csv", "all DVH metrics, TG-263 names (D98%[Gy], D1%[Gy], D0.03cc[Gy], V_x ...)"),
     OutputFile("constraints.csv", "clinical goals, pass or fail"),
     OutputFile("radiomics.csv", "pyradiomics features on the CT", "radiomics"),
+    OutputFile("radiomics.json", "pyradiomics version, settings and diagnostics of radiomics.csv", "radiomics"),
     OutputFile("dose_difference.nrrd", "predicted minus reference dose (Gy)", "comparison"),
     OutputFile("comparison.csv", "every DVH metric, predicted vs reference", "comparison"),
     OutputFile("dvh_reference.csv", "DVH of the reference dose", "comparison"),
+    OutputFile("gamma.csv", "gamma pass rates, predicted vs reference dose", "comparison"),
     OutputFile("summary.json", "this run in machine-readable form"),
 )
 

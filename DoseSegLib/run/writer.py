@@ -14,8 +14,9 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
     """For each output file name, how to write it from ``result``."""
     from DoseSegLib.analysis.constraints import write_constraints_csv
     from DoseSegLib.analysis.dvh import write_dvh_csv, write_metrics_csv
+    from DoseSegLib.analysis.gamma import GAMMA_COLUMNS
     from DoseSegLib.core.colors import structure_colors
-    from DoseSegLib.io.patient import write_segmentation, write_volume
+    from DoseSegLib.io.patient import write_dose, write_segmentation
     from DoseSegLib.io.tables import columns_of, write_csv
     from DoseSegLib.run.report import write_report
 
@@ -23,15 +24,17 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
     comparison = result.comparison
     return {
         "report.html": lambda path: write_report(path, result),
-        "dose.nrrd": lambda path: write_volume(path, result.dose),
+        "dose.nrrd": lambda path: write_dose(path, result.dose),
         "segmentation.seg.nrrd": lambda path: write_segmentation(path, structures, structure_colors(structures)),
         "dvh.csv": lambda path: write_dvh_csv(path, result.dvhs),
         "dvh_metrics.csv": lambda path: write_metrics_csv(path, result.metrics),
         "constraints.csv": lambda path: write_constraints_csv(path, result.constraints),
         "radiomics.csv": lambda path: write_csv(path, result.radiomics, columns_of(result.radiomics, ("structure",))),
-        "dose_difference.nrrd": lambda path: write_volume(path, comparison.difference),
+        "radiomics.json": lambda path: path.write_text(json.dumps(result.radiomics_provenance, indent=2) + "\n"),
+        "dose_difference.nrrd": lambda path: write_dose(path, comparison.difference),
         "comparison.csv": lambda path: write_csv(path, comparison.metric_differences, COMPARISON_COLUMNS),
         "dvh_reference.csv": lambda path: write_dvh_csv(path, comparison.reference_plan.dvhs),
+        "gamma.csv": lambda path: write_csv(path, comparison.gamma, GAMMA_COLUMNS),
         "summary.json": lambda path: path.write_text(json.dumps(result.summary(), indent=2) + "\n"),
     }
 
