@@ -4,13 +4,14 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import time
 from typing import Annotated
 
 import qt
 import slicer
 import vtk
 from DoseSegLogicLib import nodes
-from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline
+from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
 from slicer import (
     vtkMRMLPlotChartNode,
     vtkMRMLScalarVolumeNode,
@@ -196,7 +197,8 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         self._startJob(ALL_PACKAGES,
                        lambda: self.logic.startRunAll(p.ctVolume, p.segmentation, p.referenceDose,
-                                                      self._prescription(), p.device, p.mirrorAveraging),
+                                                      self._prescription(), p.device, p.mirrorAveraging,
+                                                      p.predictedDose, self.logic.newRunFolder(p.ctVolume)),
                        self._showRunAll)
 
     def onDvh(self) -> None:
@@ -307,6 +309,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.getParameterNode().radiomicsTable = outputs["radiomics"]
         self._showDose(outputs["dose"])
         self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
+        self.ui.statusLabel.text = f"Run all: done; report and files in {outputs['folder']}"
 
 
 class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
@@ -322,6 +325,12 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
 
     def getParameterNode(self):
         return DoseSegParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def newRunFolder(ctNode) -> str:
+        """A new folder for the outputs of one Run all (report.html, tables, volumes) under Slicer's scene folder."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return os.path.join(slicer.app.defaultScenePath, "DoseSeg", f"{fileName(ctNode.GetName())}-{stamp}")
 
     def showChart(self, chartNode) -> None:
         """Switch to a layout with a plot view showing ``chartNode``."""

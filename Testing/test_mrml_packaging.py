@@ -25,7 +25,7 @@ SOURCE_MODELS = REPO / "Resources" / "Models"
 
 
 def _run(*command: object, cwd: Path | None = None) -> str:
-    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"{' '.join(map(str, command))} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -93,7 +93,7 @@ def test_installed_library_finds_the_installed_models(modules_dir, tmp_path):
     env["PYTHONPATH"] = str(modules_dir)
     code = ("import DoseSegLib.models.common.catalogue as c; "
             "print(c.__file__); print(c.models_dir()); print(len(c.load_catalogue()))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     library, models, count = result.stdout.split("\n")[:3]
     assert Path(library).is_relative_to(modules_dir)

@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "DoseSeg"))
 
-from DoseSegLogicLib.process import CliProcess, cliCommand, cliEnvironment  # noqa: E402
+from DoseSegLogicLib.process import CliProcess, cliCommand, cliEnvironment
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="process groups and /proc are POSIX")
 

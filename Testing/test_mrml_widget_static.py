@@ -53,7 +53,7 @@ def test_every_widget_the_module_uses_exists():
 def test_parameter_bindings_match_the_parameter_node():
     fields = _parameter_fields()
     bound = {}
-    for name, widget in _widgets().items():
+    for widget in _widgets().values():
         for prop in widget.findall("property"):
             if prop.get("name") == "SlicerParameterName":
                 bound[prop.findtext("string")] = widget
@@ -116,4 +116,4 @@ def test_logic_layer_is_qt_free():
     for path in (MODULE / "DoseSegLogicLib").glob("*.py"):
         text = path.read_text()
         assert not re.search(r"^\s*(import|from) (qt|ctk)\b|slicer\.app\b|ScriptedLoadableModule|slicer\.modules",
-                             text, re.M), path.name
+                             text, re.MULTILINE), path.name

@@ -4,7 +4,8 @@ Long steps (align, auto-segment, predict dose, radiomics, run all) write a
 patient folder (ct.nrrd, structures/<Name>.nrrd, dose.nrrd) in a temporary
 folder, run the DoseSegLib command line there in a background process and load
 its output into the scene. ``start<Step>`` returns the running :class:`DoseSegJob`
-(the GUI polls it from a timer); ``<step>`` waits for it. The DVH runs in-process.
+(the GUI polls it from a timer); ``<step>`` waits for it. The DVH button runs in-process;
+Run all loads the tables ``doseseg run`` wrote (see :mod:`runfolder`).
 """
 
 from __future__ import annotations
@@ -26,13 +27,11 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.patient import read_dose, read_mask, read_segmentation, write_patient
 
-from . import nodes, results
+from . import nodes, results, runfolder
 from .process import CliProcess, cliCommand, cliEnvironment
+from .runfolder import CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, RADIOMICS_TABLE_NAME
 
 AUTO_SEGMENTED_TAG = "DoseSeg.AutoSegmented"
-METRICS_TABLE_NAME = "DoseSeg DVH metrics"
-CONSTRAINTS_TABLE_NAME = "DoseSeg constraints"
-RADIOMICS_TABLE_NAME = "DoseSeg radiomics"
 RADIOMICS_CSV = "radiomics*.csv"
 DOSE_FILE = "dose.nrrd"
 SEGMENTATION_FILE = "*.seg.nrrd"
@@ -53,14 +52,17 @@ class DoseSegJob:
 
     Args:
         title: what the step does, for messages.
-        writeInputs: writes the input files into the given folder and returns the CLI arguments;
-            runs in a worker thread, so it must not touch the scene.
-        finish: loads the results from the given output folder into the scene (main thread).
+        writeInputs: writes the input files into the given folder and returns the CLI arguments
+            (``-o`` and the output folder are added); runs in a worker thread, so it must not touch the scene.
+        finish: loads the results from the output folder into the scene (main thread).
+        output: the command's output folder, kept afterwards; a temporary one removed with the inputs when None.
     """
 
-    def __init__(self, title: str, writeInputs: Callable[[Path], list], finish: Callable[[Path], object]) -> None:
+    def __init__(self, title: str, writeInputs: Callable[[Path], list], finish: Callable[[Path], object],
+                 output: Path | None = None) -> None:
         self.title = title
         self.folder = Path(tempfile.mkdtemp(prefix="DoseSeg-"))
+        self.output = Path(output) if output is not None else self.folder / "output"
         self.process: CliProcess | None = None
         self.result = None
         self.done = False
@@ -90,7 +92,7 @@ class DoseSegJob:
 
     def _launch(self) -> None:
         try:
-            args = self._writeInputs(self.folder)
+            args = [*self._writeInputs(self.folder), "-o", self.output]
             with self._lock:
                 if not self.cancelled:
                     self.process = CliProcess(cliCommand(args), self.folder, cliEnvironment()).start()
@@ -111,7 +113,7 @@ class DoseSegJob:
                 if code != 0:
                     lastLine = self.process.lines[-1] if self.process.lines else f"exit code {code}"
                     raise DoseSegJobError(f"{self.title} failed: {lastLine}", self.log)
-                self.result = self._finish(self.folder / "output")
+                self.result = self._finish(self.output)
         finally:
             self.done = True
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -145,7 +147,7 @@ def _options(command: list, device: str, mirrorAveraging: bool) -> list:
     return [*command, "--device", device, *(["--tta"] if mirrorAveraging else [])]
 
 
-def _fileName(name: str) -> str:
+def fileName(name: str) -> str:
     """A structure name usable as a file name on every system."""
     return re.sub(r'[\\/:*?"<>|]', "_", name).strip() or "structure"
 
@@ -158,25 +160,29 @@ class DoseSegPipeline:
 
     # -- long steps, in a background process --------------------------------------------------------------------
 
-    def _job(self, title, ctNode, segmentationNode, command, finish, doseNode=None, onCtGrid=True) -> DoseSegJob:
-        """A started job over a patient folder holding the CT, the segments (on the CT grid or their own) and a dose."""
+    def _job(self, title, ctNode, segmentationNode, command, finish, doseNode=None, onCtGrid=True,
+             output=None) -> DoseSegJob:
+        """A started job over a patient folder holding the CT, the segments (on the CT grid or their own) and a dose.
+
+        ``output`` is the command's output folder (kept); a temporary one when None.
+        """
         ct = nodes.volumeFromNode(ctNode)
         masks = {}
         if segmentationNode is not None:
             masks = nodes.segmentMasks(segmentationNode, ct if onCtGrid else None)
         dose = nodes.volumeFromNode(doseNode) if doseNode is not None else None
-        names = {_fileName(name) for name in masks}
+        names = {fileName(name) for name in masks}
         if len(names) != len(masks):
             raise DoseSegError("two segment names give the same file name: rename one of them")
 
         def writeInputs(folder: Path) -> list:
             patient = folder / "patient"
             patient.mkdir()
-            structures = {_fileName(name): mask for name, mask in masks.items()}
+            structures = {fileName(name): mask for name, mask in masks.items()}
             write_patient(patient, Case("patient", ct, structures, dose))
-            return [*command[:1], patient, *command[1:], "-o", folder / "output"]
+            return [*command[:1], patient, *command[1:]]
 
-        return DoseSegJob(title, writeInputs, finish).start()
+        return DoseSegJob(title, writeInputs, finish, output).start()
 
     def startAlignStructures(self, ctNode, segmentationNode) -> DoseSegJob:
         """Resample every segment onto the CT grid (``doseseg align``) into a new segmentation node."""
@@ -263,27 +269,49 @@ class DoseSegPipeline:
                              self.scene, _findOutput(output, RADIOMICS_CSV), RADIOMICS_TABLE_NAME))
 
     def startRunAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None,
-                    device: str = "auto", mirrorAveraging: bool = False) -> DoseSegJob:
-        """The whole chain (``doseseg run``): missing OARs, dose and radiomics; then DVH, metrics and goals in-process.
+                    device: str = "auto", mirrorAveraging: bool = False, doseNode=None,
+                    outputFolder: str | Path | None = None) -> DoseSegJob:
+        """The whole chain (``doseseg run``), its outputs loaded as the command wrote them.
 
         The job's result is a dict of the output nodes: dose, segmentation, dvhTables, dvhChart, metrics,
-        constraints, radiomics (None when pyradiomics is missing). ``referenceDoseNode`` goes into the
-        patient folder as its dose.nrrd, which the command compares the prediction with.
-        ``mirrorAveraging`` passes ``--tta``.
+        constraints, radiomics and comparison (None when the command wrote no such table), and folder
+        (``outputFolder``, or None when the outputs were temporary). The DVH, metric and goal tables are
+        the command's CSV files, so they agree with its report.
+
+        Args:
+            referenceDoseNode: goes into the patient folder as its dose.nrrd, which the command compares with.
+            prescription: Gy, top of the dose colour window only (the command reads the prescriptions
+                from the PTV names).
+            mirrorAveraging: passes ``--tta``.
+            doseNode: the volume node the predicted dose goes into (a new one when None).
+            outputFolder: a new or empty folder keeping every output (report.html included).
         """
 
         def finish(output: Path) -> dict:
-            segmentation = self.addMissingSegments(_findOutput(output, SEGMENTATION_FILE), ctNode, segmentationNode)
-            doseNode = self.loadDose(_findOutput(output, DOSE_FILE), ctNode, prescription)
-            dvhTables, chartNode = self.computeDvh(doseNode, segmentation, referenceDoseNode)
-            metrics, constraints = self.computeMetrics(doseNode, segmentation, prescription)
-            radiomicsFile = _findOutput(output, RADIOMICS_CSV, required=False)
-            radiomics = results.loadCsvTable(self.scene, radiomicsFile, RADIOMICS_TABLE_NAME) if radiomicsFile else None
-            return {"dose": doseNode, "segmentation": segmentation, "dvhTables": dvhTables, "dvhChart": chartNode,
-                    "metrics": metrics, "constraints": constraints, "radiomics": radiomics}
+            return self.loadRunFolder(output, ctNode, segmentationNode, prescription, doseNode) | {
+                "folder": Path(outputFolder) if outputFolder is not None else None}
 
         return self._job("Run all", ctNode, segmentationNode, _options(["run"], device, mirrorAveraging), finish,
-                         doseNode=referenceDoseNode)
+                         doseNode=referenceDoseNode, output=outputFolder)
+
+    def loadRunFolder(self, folder: str | Path, ctNode, segmentationNode=None, prescription: float | None = None,
+                      doseNode=None) -> dict:
+        """Load a ``doseseg run`` output folder of one patient: dose, missing OARs and the command's tables.
+
+        Args:
+            folder: the folder holding summary.json, dose.nrrd, segmentation.seg.nrrd, dvh.csv, ...
+            ctNode: the CT the dose is shown over (reference geometry of a new segmentation).
+            segmentationNode: receives the structures it lacks; a new node when None.
+            prescription: Gy, top of the dose colour window.
+            doseNode: the volume node to fill; a new one when None.
+
+        Returns:
+            dict of nodes: dose, segmentation, and those of :func:`runfolder.loadRunTables`.
+        """
+        folder = runfolder.checkRunFolder(Path(folder))
+        segmentation = self.addMissingSegments(folder / "segmentation.seg.nrrd", ctNode, segmentationNode)
+        dose = self.loadDose(folder / DOSE_FILE, ctNode, prescription, doseNode)
+        return {"dose": dose, "segmentation": segmentation, **runfolder.loadRunTables(self.scene, folder, segmentation)}
 
     def alignStructures(self, ctNode, segmentationNode):
         """:meth:`startAlignStructures`, waiting for the result."""
@@ -303,10 +331,11 @@ class DoseSegPipeline:
         return self.startExtractRadiomics(ctNode, segmentationNode).wait()
 
     def runAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None,
-               device: str = "auto", mirrorAveraging: bool = False) -> dict:
+               device: str = "auto", mirrorAveraging: bool = False, doseNode=None,
+               outputFolder: str | Path | None = None) -> dict:
         """:meth:`startRunAll`, waiting for the result."""
         return self.startRunAll(ctNode, segmentationNode, referenceDoseNode, prescription, device,
-                                mirrorAveraging).wait()
+                                mirrorAveraging, doseNode, outputFolder).wait()
 
     # -- fast steps, in-process --------------------------------------------------------------------------------
 
