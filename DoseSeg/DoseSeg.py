@@ -4,14 +4,14 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import sys
 import time
 from typing import Annotated
 
 import qt
 import slicer
 import vtk
-from DoseSegLogicLib import nodes
-from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
+from DoseSegLogicLib.compat import versionProblem
 from slicer import (
     vtkMRMLPlotChartNode,
     vtkMRMLScalarVolumeNode,
@@ -26,6 +26,15 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+# Checked before DoseSegLib is imported: on an older Slicer the module loads and says what to do.
+VERSION_PROBLEM = versionProblem((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
+if VERSION_PROBLEM is None:
+    from DoseSegLogicLib import nodes
+    from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
+else:
+    logging.error(VERSION_PROBLEM)
+    DoseSegPipeline = DoseSegJobError = object  # never used: the panel and the logic stop at VERSION_PROBLEM
 
 # Python packages each action needs (import name: pip requirement); torch comes from the PyTorch extension.
 BASE_PACKAGES = {"nrrd": "pynrrd>=1.0", "slicerio": "slicerio>=1.0", "SimpleITK": "SimpleITK>=2.2",
@@ -92,6 +101,12 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if VERSION_PROBLEM:
+            label = qt.QLabel(VERSION_PROBLEM)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/DoseSeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -113,11 +128,14 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self.onCancel()
+        self._timer.stop()
+        if not VERSION_PROBLEM:
+            self.onCancel()
         self.removeObservers()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if not VERSION_PROBLEM:
+            self.initializeParameterNode()
 
     def exit(self) -> None:
         self.setParameterNode(None)
@@ -320,6 +338,8 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
     """
 
     def __init__(self) -> None:
+        if VERSION_PROBLEM:
+            raise RuntimeError(VERSION_PROBLEM)
         ScriptedLoadableModuleLogic.__init__(self)
         DoseSegPipeline.__init__(self, slicer.mrmlScene)
 

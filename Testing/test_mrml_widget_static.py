@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import py_compile
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "DoseSeg"
@@ -117,3 +120,46 @@ def test_logic_layer_is_qt_free():
         text = path.read_text()
         assert not re.search(r"^\s*(import|from) (qt|ctk)\b|slicer\.app\b|ScriptedLoadableModule|slicer\.modules",
                              text, re.MULTILINE), path.name
+
+
+# -- Slicer and Python versions ------------------------------------------------------------------------------------
+
+
+def _load_compat():
+    spec = importlib.util.spec_from_file_location("doseseg_compat", MODULE / "DoseSegLogicLib" / "compat.py")
+    compat = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compat)
+    return compat
+
+
+@pytest.mark.parametrize(("slicer_version", "python", "ok"), [
+    ((5, 8), (3, 9, 10), False), ((5, 6), (3, 9), False), ((5, 10), (3, 9), False),
+    ((5, 10), (3, 12, 1), True), ((5, 11), (3, 12), True), ((6, 0), (3, 13), True),
+])
+def test_older_slicer_gets_a_clear_message(slicer_version, python, ok):
+    problem = _load_compat().versionProblem(slicer_version, python)
+    if ok:
+        assert problem is None
+    else:
+        assert problem.startswith("DoseSeg needs 3D Slicer 5.10 or later")
+        assert f"this is Slicer {slicer_version[0]}.{slicer_version[1]} with Python {python[0]}.{python[1]}" in problem
+        assert "download.slicer.org" in problem
+
+
+def test_version_check_comes_before_the_library():
+    """On Slicer 5.8 (Python 3.9) DoseSeg.py and compat.py must parse and run up to the check; DoseSegLib
+    (3.10+ code) is only imported when the check passes, and the panel and the logic stop at the message."""
+    ast.parse((MODULE / "DoseSegLogicLib" / "compat.py").read_text(), feature_version=(3, 6))
+    tree = ast.parse(SOURCE, feature_version=(3, 9))
+    assert not any(isinstance(node, ast.ImportFrom) and node.module == "__future__" for node in tree.body)
+    for node in ast.walk(tree):  # annotations are evaluated at import: no `X | Y` (3.10+)
+        for annotation in (getattr(node, "returns", None), getattr(node, "annotation", None)):
+            if annotation is not None:
+                assert not any(isinstance(n, ast.BinOp) for n in ast.walk(annotation)), ast.unparse(annotation)
+    top_imports = [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
+    assert "DoseSegLogicLib.compat" in top_imports
+    assert not [m for m in top_imports if m.startswith("DoseSegLib") or m in ("DoseSegLogicLib", "DoseSegLogicLib.pipeline")]
+    guarded = next(n for n in tree.body if isinstance(n, ast.If) and "VERSION_PROBLEM" in ast.unparse(n.test))
+    assert {n.module for n in guarded.body if isinstance(n, ast.ImportFrom)} >= {"DoseSegLogicLib.pipeline"}
+    assert re.search(r"def setup\(self\).*?if VERSION_PROBLEM:.*?QLabel\(VERSION_PROBLEM\).*?return", SOURCE, re.DOTALL)
+    assert re.search(r"class DoseSegLogic\(.*?if VERSION_PROBLEM:\s+raise RuntimeError\(VERSION_PROBLEM\)", SOURCE, re.DOTALL)
