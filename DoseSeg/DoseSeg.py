@@ -31,6 +31,7 @@ from slicer.util import VTKObservationMixin
 VERSION_PROBLEM = versionProblem((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
 if VERSION_PROBLEM is None:
     from DoseSegLogicLib import nodes
+    from DoseSegLogicLib.dependencies import radiomicsProblem
     from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
 else:
     logging.error(VERSION_PROBLEM)
@@ -40,8 +41,8 @@ else:
 BASE_PACKAGES = {"nrrd": "pynrrd>=1.0", "slicerio": "slicerio>=1.0", "SimpleITK": "SimpleITK>=2.2",
                  "scipy": "scipy>=1.10", "tqdm": "tqdm>=4.60"}
 MODEL_PACKAGES = {"torch": "torch>=2.1", "monai": "monai>=1.3"}
-RADIOMICS_PACKAGES = {"radiomics": "pyradiomics>=3.0.1"}
-ALL_PACKAGES = {**BASE_PACKAGES, **MODEL_PACKAGES, **RADIOMICS_PACKAGES}
+# pyradiomics is never pip-installed: it comes from the SlicerRadiomics extension (DoseSegLogicLib.dependencies).
+ALL_PACKAGES = {**BASE_PACKAGES, **MODEL_PACKAGES}
 
 
 class DoseSeg(ScriptedLoadableModule):
@@ -95,6 +96,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._job = None
         self._onJobResult = None
+        self._radiomicsProblem = None
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self.onPollJob)
@@ -121,6 +123,9 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.dvhButton.connect("clicked(bool)", self.onDvh)
         self.ui.radiomicsButton.connect("clicked(bool)", self.onRadiomics)
         self.ui.runAllButton.connect("clicked(bool)", self.onRunAll)
+        self._radiomicsProblem = radiomicsProblem()
+        if self._radiomicsProblem:
+            self.ui.radiomicsButton.toolTip = self._radiomicsProblem
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.showChartButton.connect("clicked(bool)", self.onShowChart)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
@@ -177,7 +182,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.enabled = idle and hasCt
         self.ui.predictButton.enabled = idle and hasCt and hasSegments
         self.ui.dvhButton.enabled = idle and bool(dose) and hasSegments
-        self.ui.radiomicsButton.enabled = idle and hasCt and hasSegments
+        self.ui.radiomicsButton.enabled = idle and hasCt and hasSegments and self._radiomicsProblem is None
         self.ui.runAllButton.enabled = idle and hasCt and hasSegments
         self.ui.cancelButton.enabled = not idle
         self.ui.metricsTableView.setMRMLTableNode(p.metricsTable)
@@ -207,7 +212,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onRadiomics(self) -> None:
         p = self._parameterNode
-        self._startJob({**BASE_PACKAGES, **RADIOMICS_PACKAGES},
+        self._startJob(BASE_PACKAGES,
                        lambda: self.logic.startExtractRadiomics(p.ctVolume, p.segmentation),
                        lambda table: self._showTable(table, "radiomicsTable", 2))
 
@@ -364,8 +369,9 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
     def installPackages(self, packages: dict = ALL_PACKAGES, askConfirmation: bool = True) -> None:
         """Install the missing packages without changing any installed one (Slicer's own included).
 
-        torch comes from the PyTorch extension's installer; the others from pip, constrained to the
-        installed versions of everything already present; pyradiomics builds without isolation.
+        torch comes from the PyTorch extension's installer; the others from pip (ready-made wheels only,
+        never a build), constrained to the installed versions of everything already present. pyradiomics
+        is not among them: it comes from the SlicerRadiomics extension.
         """
         missing = self.missingPackages(packages)
         if not missing:
@@ -378,12 +384,9 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, ">=2.1") is None:
                 raise RuntimeError("PyTorch was not installed")
         constraints = ["-c", self._installedVersionsFile()]
-        plain = [packages[name] for name in missing if name not in ("torch", "radiomics")]
+        plain = [packages[name] for name in missing if name != "torch"]
         if plain:
-            slicer.util.pip_install([*plain, *constraints])
-        if "radiomics" in missing:
-            slicer.util.pip_install(["versioneer", *constraints])
-            slicer.util.pip_install(["--no-build-isolation", packages["radiomics"], *constraints])
+            slicer.util.pip_install(["--only-binary", ":all:", *plain, *constraints])
 
     @staticmethod
     def _installedVersionsFile() -> str:
@@ -452,7 +455,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
         aligned = logic.alignStructures(ctNode, segmentationNode)
         self.assertEqual(aligned.GetSegmentation().GetNumberOfSegments(),
                          segmentationNode.GetSegmentation().GetNumberOfSegments())
-        if not logic.missingPackages(RADIOMICS_PACKAGES):
+        if radiomicsProblem() is None:
             self.assertGreater(logic.extractRadiomics(ctNode, aligned).GetNumberOfRows(), 0)
         if slicer.app.testingEnabled() and not os.environ.get("DOSESEG_TEST_MODELS"):
             self.delayDisplay("Testing mode: model steps skipped (set DOSESEG_TEST_MODELS=1 to run them)")

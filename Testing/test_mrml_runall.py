@@ -6,6 +6,9 @@ The command line is a stand-in copying a run folder made by DoseSegLib's own wri
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +17,9 @@ from mrml_helpers import column, table_rows
 
 pytest_plugins = ["mrml_fixtures"]  # its fixtures: scene, phantom, loaded, fake_cli; it puts DoseSeg/ on sys.path
 
-from DoseSegLogicLib import nodes
+from DoseSegLogicLib import dependencies, nodes
 from DoseSegLogicLib.pipeline import DoseSegPipeline
+from DoseSegLogicLib.process import cliEnvironment
 from DoseSegLogicLib.results import readDvhCsv
 
 from DoseSegLib import DoseSegError
@@ -122,3 +126,37 @@ def test_dvh_csv_with_a_bad_value_names_the_file(tmp_path):
     (tmp_path / "dvh.csv").write_text("structure,dose_gy,volume_cc,volume_pct\nPTV70,0,1.5,100\nPTV70,x,1,50\n")
     with pytest.raises(DoseSegError, match="dvh.csv: DVH of 'PTV70' holds a value that is not a number"):
         readDvhCsv(tmp_path / "dvh.csv")
+
+
+# -- pyradiomics from SlicerRadiomics, or no radiomics -------------------------------------------------------------
+
+
+def test_without_pyradiomics_run_all_skips_radiomics_and_the_step_says_why(scene, loaded, fake_cli, monkeypatch):
+    ct, reference, segmentation = loaded
+    logic = DoseSegPipeline(scene)
+    assert dependencies.radiomicsProblem() is None, "this environment has pyradiomics"
+    logic.runAll(ct, segmentation, reference)
+    assert "--no-radiomics" not in fake_cli()[-1]["args"]
+
+    monkeypatch.setattr(dependencies, "radiomicsFolder", lambda: None)
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(DoseSegError, match="install SlicerRadiomics from the Extensions Manager"):
+        logic.startExtractRadiomics(ct, segmentation)
+    assert scene.GetNumberOfNodes() == before and len(fake_cli()) == 1, "nothing started"
+    logic.runAll(ct, segmentation, reference)
+    assert fake_cli()[-1]["args"][0] == "run" and "--no-radiomics" in fake_cli()[-1]["args"]
+
+
+def test_slicerradiomics_copy_is_found_and_given_to_the_command(tmp_path, monkeypatch):
+    """SlicerRadiomics puts its pyradiomics on Slicer's Python path; the background command gets that folder."""
+    folder = tmp_path / "SlicerRadiomics" / "lib" / "site-packages"
+    (folder / "radiomics").mkdir(parents=True)
+    (folder / "radiomics" / "__init__.py").write_text("__version__ = 'from SlicerRadiomics'\n")
+    monkeypatch.delitem(sys.modules, "radiomics", raising=False)
+    monkeypatch.syspath_prepend(str(folder))
+    assert dependencies.radiomicsFolder() == folder.resolve() and dependencies.radiomicsProblem() is None
+    env = cliEnvironment()
+    assert str(folder.resolve()) in env["PYTHONPATH"].split(os.pathsep)
+    found = subprocess.run([sys.executable, "-c", "import radiomics; print(radiomics.__version__)"],
+                           env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert found.stdout.strip() == "from SlicerRadiomics"

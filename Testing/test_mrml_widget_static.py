@@ -163,3 +163,11 @@ def test_version_check_comes_before_the_library():
     assert {n.module for n in guarded.body if isinstance(n, ast.ImportFrom)} >= {"DoseSegLogicLib.pipeline"}
     assert re.search(r"def setup\(self\).*?if VERSION_PROBLEM:.*?QLabel\(VERSION_PROBLEM\).*?return", SOURCE, re.DOTALL)
     assert re.search(r"class DoseSegLogic\(.*?if VERSION_PROBLEM:\s+raise RuntimeError\(VERSION_PROBLEM\)", SOURCE, re.DOTALL)
+
+
+def test_radiomics_button_is_disabled_with_the_reason_and_pyradiomics_never_built():
+    assert "self._radiomicsProblem = radiomicsProblem()" in SOURCE
+    assert "self.ui.radiomicsButton.toolTip = self._radiomicsProblem" in SOURCE
+    assert re.search(r"self\.ui\.radiomicsButton\.enabled = .*and self\._radiomicsProblem is None", SOURCE)
+    assert "pyradiomics" not in re.sub(r'""".*?"""|#.*', "", SOURCE, flags=re.DOTALL), "no pip requirement for it"
+    assert "--no-build-isolation" not in SOURCE and '"--only-binary", ":all:"' in SOURCE

@@ -27,7 +27,7 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.patient import read_dose, read_mask, read_segmentation, write_patient
 
-from . import nodes, results, runfolder
+from . import dependencies, nodes, results, runfolder
 from .process import CliProcess, cliCommand, cliEnvironment
 from .runfolder import CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, RADIOMICS_TABLE_NAME
 
@@ -263,14 +263,20 @@ class DoseSegPipeline:
         return doseNode
 
     def startExtractRadiomics(self, ctNode, segmentationNode) -> DoseSegJob:
-        """pyradiomics features of every segment on the CT (``doseseg radiomics``) into a table node."""
+        """pyradiomics features of every segment on the CT (``doseseg radiomics``) into a table node.
+
+        Raises DoseSegError at once when pyradiomics is not importable (see :mod:`dependencies`).
+        """
+        problem = dependencies.radiomicsProblem()
+        if problem:
+            raise DoseSegError(problem)
         return self._job("Extract radiomics", ctNode, segmentationNode, ["radiomics"],
                          lambda output: results.loadCsvTable(
                              self.scene, _findOutput(output, RADIOMICS_CSV), RADIOMICS_TABLE_NAME))
 
     def startRunAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None,
                     device: str = "auto", mirrorAveraging: bool = False, doseNode=None,
-                    outputFolder: str | Path | None = None) -> DoseSegJob:
+                    outputFolder: str | Path | None = None, radiomics: bool | None = None) -> DoseSegJob:
         """The whole chain (``doseseg run``), its outputs loaded as the command wrote them.
 
         The job's result is a dict of the output nodes: dose, segmentation, dvhTables, dvhChart, metrics,
@@ -285,14 +291,19 @@ class DoseSegPipeline:
             mirrorAveraging: passes ``--tta``.
             doseNode: the volume node the predicted dose goes into (a new one when None).
             outputFolder: a new or empty folder keeping every output (report.html included).
+            radiomics: extract the radiomics features; when None, only if pyradiomics is importable
+                (``--no-radiomics`` otherwise).
         """
+        if radiomics is None:
+            radiomics = dependencies.radiomicsProblem() is None
+        command = _options(["run"], device, mirrorAveraging) + ([] if radiomics else ["--no-radiomics"])
 
         def finish(output: Path) -> dict:
             return self.loadRunFolder(output, ctNode, segmentationNode, prescription, doseNode) | {
                 "folder": Path(outputFolder) if outputFolder is not None else None}
 
-        return self._job("Run all", ctNode, segmentationNode, _options(["run"], device, mirrorAveraging), finish,
-                         doseNode=referenceDoseNode, output=outputFolder)
+        return self._job("Run all", ctNode, segmentationNode, command, finish, doseNode=referenceDoseNode,
+                         output=outputFolder)
 
     def loadRunFolder(self, folder: str | Path, ctNode, segmentationNode=None, prescription: float | None = None,
                       doseNode=None) -> dict:

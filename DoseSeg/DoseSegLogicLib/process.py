@@ -21,6 +21,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .dependencies import radiomicsFolder
+
 TQDM_PROGRESS = re.compile(r"(?:(?P<description>[^\r\n|]*?):\s*)?(?P<percent>\d{1,3})%\|")
 LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -36,13 +38,16 @@ def cliCommand(args: Sequence[object], python: str | None = None) -> list[str]:
 
 
 def cliEnvironment() -> dict[str, str]:
-    """This process's environment with DoseSegLib importable, unbuffered output and progress bars."""
+    """This process's environment with DoseSegLib (and SlicerRadiomics' pyradiomics, when installed) importable,
+    unbuffered output and progress bars."""
     spec = importlib.util.find_spec("DoseSegLib")
     if spec is None or spec.origin is None:
         raise RuntimeError("DoseSegLib is not importable: is the DoseSeg extension installed?")
     libraryParent = str(Path(spec.origin).resolve().parents[1])
+    radiomics = radiomicsFolder()
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [libraryParent, env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [libraryParent, radiomics and str(radiomics),
+                                                      env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env["DOSESEG_PROGRESS"] = "1"  # progress bars on the pipe, parsed by CliProcess
     return env
