@@ -34,7 +34,7 @@ if VERSION_PROBLEM is None:
     from DoseSegLogicLib.dependencies import radiomicsProblem
     from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
 else:
-    logging.error(VERSION_PROBLEM)
+    logging.getLogger("DoseSeg").error(VERSION_PROBLEM)
     DoseSegPipeline = DoseSegJobError = object  # never used: the panel and the logic stop at VERSION_PROBLEM
 
 # Python packages each action needs (import name: pip requirement); torch comes from the PyTorch extension.
@@ -129,7 +129,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.showChartButton.connect("clicked(bool)", self.onShowChart)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
-        self.ui.doseOpacitySlider.connect("valueChanged(double)", self.logic.setDoseOpacity)
+        self.ui.doseOpacitySlider.connect("valueChanged(double)", self.onDoseOpacity)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -184,7 +184,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.dvhButton.enabled = idle and bool(dose) and hasSegments
         self.ui.radiomicsButton.enabled = idle and hasCt and hasSegments and self._radiomicsProblem is None
         self.ui.runAllButton.enabled = idle and hasCt and hasSegments
-        self.ui.cancelButton.enabled = not idle
+        self.ui.cancelButton.enabled = not idle and not self._job.cancelled
         self.ui.metricsTableView.setMRMLTableNode(p.metricsTable)
         self.ui.constraintsTableView.setMRMLTableNode(p.constraintsTable)
         self.ui.radiomicsTableView.setMRMLTableNode(p.radiomicsTable)
@@ -233,6 +233,10 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             metrics, constraints = self.logic.computeMetrics(dose, p.segmentation, self._prescription())
             self._showDvh(chart, metrics, constraints)
 
+    def onDoseOpacity(self, opacity: float) -> None:
+        p = self._parameterNode
+        self.logic.setDoseOpacity(opacity, p.predictedDose or p.referenceDose)
+
     def onShowChart(self) -> None:
         if self._parameterNode.dvhChart:
             self.logic.showChart(self._parameterNode.dvhChart)
@@ -242,9 +246,9 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onCancel(self) -> None:
         if self._job is not None:
-            self.ui.statusLabel.text = "Cancelling..."
-            slicer.app.processEvents()
-            self._job.cancel()
+            self.ui.statusLabel.text = "Cancelling: the step is cleaning up..."
+            self._job.cancel()  # returns at once; onPollJob sees the end
+            self.updateGui()
 
     # -- background job ----------------------------------------------------------------------------------------
 
@@ -268,13 +272,13 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         except Exception as error:
             self._endJob()
-            logging.exception("DoseSeg: loading the results failed")
+            logging.getLogger("DoseSeg").exception("loading the results failed")
             slicer.util.errorDisplay(f"{job.title}: loading the results failed: {error}", detailedText=job.log)
             return
         if not done:
             self.ui.progressBar.setRange(0, 0 if job.progress is None else 100)
             self.ui.progressBar.value = int(job.progress or 0)
-            self.ui.statusLabel.text = f"{job.title}: {job.status}"
+            self.ui.statusLabel.text = f"{job.title}: {'cancelling, cleaning up' if job.cancelled else job.status}"
             return
         self._endJob()
         self.ui.statusLabel.text = f"{job.title}: {'cancelled' if job.cancelled else 'done'}"
@@ -314,7 +318,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showDose(self, doseNode) -> None:
         p = self.logic.getParameterNode()
         p.predictedDose = doseNode
-        self.logic.setDoseOpacity(p.doseOpacity)
+        self.logic.setDoseOpacity(p.doseOpacity, doseNode)
 
     def _showDvh(self, chart, metrics, constraints) -> None:
         p = self.logic.getParameterNode()

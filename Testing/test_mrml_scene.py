@@ -186,6 +186,30 @@ def test_dose_display_follows_slicerrt(scene, loaded):
     assert scene.GetNodesByClassByName("vtkMRMLColorTableNode", "Dose_ColorTable").GetNumberOfItems() == 1
 
 
+def test_opacity_only_touches_views_showing_the_dose(scene, loaded):
+    ct, dose, _ = loaded
+    nodes.showDose(dose, ct, opacity=0.5)
+    other = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")  # a view showing something else over the CT
+    other.SetBackgroundVolumeID(ct.GetID())
+    other.SetForegroundVolumeID(ct.GetID())
+    other.SetForegroundOpacity(0.3)
+    empty = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")  # a view with no foreground
+    empty.SetForegroundOpacity(0.1)
+    logic = DoseSegPipeline(scene)
+    logic.setDoseOpacity(0.9, dose)
+    logic.setDoseOpacity(0.7)  # any RT dose
+    found = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    composites = [found.GetItemAsObject(i) for i in range(found.GetNumberOfItems())]
+    showing = [c for c in composites if c.GetForegroundVolumeID() == dose.GetID()]
+    assert len(showing) == 3 and all(c.GetForegroundOpacity() == pytest.approx(0.7) for c in showing)
+    assert other.GetForegroundOpacity() == pytest.approx(0.3) and empty.GetForegroundOpacity() == pytest.approx(0.1)
+    second = nodes.addVolumeNode(scene, nodes.volumeFromNode(dose), "second dose")
+    other.SetForegroundVolumeID(second.GetID())
+    logic.setDoseOpacity(0.2, dose)
+    assert other.GetForegroundOpacity() == pytest.approx(0.3), "a view showing another volume keeps its opacity"
+    assert all(c.GetForegroundOpacity() == pytest.approx(0.2) for c in showing)
+
+
 def test_cli_outputs_load_as_dose_and_missing_oars(scene, phantom, loaded, tmp_path):
     ct, _, segmentation = loaded
     write_volume(tmp_path / "dose.nrrd", phantom.dose)

@@ -171,3 +171,19 @@ def test_radiomics_button_is_disabled_with_the_reason_and_pyradiomics_never_buil
     assert re.search(r"self\.ui\.radiomicsButton\.enabled = .*and self\._radiomicsProblem is None", SOURCE)
     assert "pyradiomics" not in re.sub(r'""".*?"""|#.*', "", SOURCE, flags=re.DOTALL), "no pip requirement for it"
     assert "--no-build-isolation" not in SOURCE and '"--only-binary", ":all:"' in SOURCE
+
+
+def _method(name: str) -> str:
+    """Source of a DoseSegWidget method."""
+    tree = ast.parse(SOURCE)
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DoseSegWidget")
+    return ast.unparse(next(n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == name))
+
+
+def test_widget_stops_its_timer_cancels_without_waiting_and_reuses_the_dose_node():
+    assert "self._timer.stop()" in _method("cleanup"), "a reload during a job must not poll deleted widgets"
+    cancel = _method("onCancel")
+    assert "self._job.cancel()" in cancel and "processEvents" not in cancel and "wait" not in cancel
+    assert "p.predictedDose or p.referenceDose" in _method("onDoseOpacity")
+    assert "self.ui.doseOpacitySlider.connect('valueChanged(double)', self.onDoseOpacity)" in _method("setup")
+    assert "p.predictedDose, self.logic.newRunFolder(p.ctVolume)" in _method("onRunAll")

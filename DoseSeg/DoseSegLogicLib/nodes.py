@@ -233,13 +233,17 @@ def showDose(doseNode, ctNode=None, prescription: float | None = None, opacity: 
         if ctNode is not None:
             composite.SetBackgroundVolumeID(ctNode.GetID())
         composite.SetForegroundVolumeID(doseNode.GetID())
-    setDoseOpacity(scene, opacity)
+    setDoseOpacity(scene, opacity, doseNode)
 
 
-def setDoseOpacity(scene, opacity: float) -> None:
-    """Foreground (dose) opacity of every slice view."""
+def setDoseOpacity(scene, opacity: float, doseNode=None) -> None:
+    """Foreground opacity of the slice views showing ``doseNode`` (any RT dose when None); other views keep theirs."""
     for composite in _sliceCompositeNodes(scene):
-        composite.SetForegroundOpacity(opacity)
+        foreground = scene.GetNodeByID(composite.GetForegroundVolumeID() or "")
+        if foreground is None:
+            continue
+        if foreground is doseNode or (doseNode is None and foreground.GetAttribute(DOSE_ATTRIBUTE) == "1"):
+            composite.SetForegroundOpacity(opacity)
 
 
 def _sliceCompositeNodes(scene) -> list:

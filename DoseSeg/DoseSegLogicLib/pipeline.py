@@ -103,8 +103,8 @@ class DoseSegJob:
         """Advance the job; True once it is over (results loaded or cancelled). Raises DoseSegJobError on failure."""
         if self.done:
             return True
-        if self._writer.is_alive() or (self.process and not self.cancelled and self.process.poll() is None):
-            return False
+        if self._writer.is_alive() or (self.process and self.process.poll() is None):
+            return False  # a cancelled command is cleaning up (or about to be killed): wait for it
         try:
             if self._error is not None:
                 raise DoseSegJobError(f"{self.title}: cannot start ({self._error})", self.log) from self._error
@@ -126,7 +126,10 @@ class DoseSegJob:
         return self.result
 
     def cancel(self) -> None:
-        """Stop the step and every process it started; nothing is loaded into the scene."""
+        """Ask the step to stop, at once (see :meth:`CliProcess.cancel`); nothing is loaded into the scene.
+
+        :meth:`poll` turns True once the command has ended (cleaned up, or killed after the grace period).
+        """
         with self._lock:
             self.cancelled = True
             process = self.process
@@ -388,9 +391,9 @@ class DoseSegPipeline:
         results.setTableRows(constraintsTable, evaluation.constraints, RESULT_COLUMNS)
         return metricsTable, constraintsTable
 
-    def setDoseOpacity(self, opacity: float) -> None:
-        """Opacity of the dose over the CT in every slice view."""
-        nodes.setDoseOpacity(self.scene, opacity)
+    def setDoseOpacity(self, opacity: float, doseNode=None) -> None:
+        """Opacity of ``doseNode`` (any RT dose when None) in the slice views showing it over the CT."""
+        nodes.setDoseOpacity(self.scene, opacity, doseNode)
 
     @staticmethod
     def _doseAndMasks(doseNode, segmentationNode) -> tuple[Volume, dict[str, Volume], dict[str, tuple]]:
