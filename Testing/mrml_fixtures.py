@@ -14,7 +14,7 @@ from pathlib import Path
 import mrml_helpers  # noqa: F401 (puts DoseSeg/ on sys.path)
 import pytest
 import slicer
-from DoseSegLogicLib import nodes, pipeline
+from DoseSegLogicLib import jobs, nodes
 
 from DoseSegLib import OARS
 from DoseSegLib.analysis.constraints import load_constraints
@@ -98,5 +98,5 @@ def fake_cli(tmp_path, monkeypatch, phantom):
             handle.write(json.dumps({{"args": args, "inputs": inputs}}) + "\\n")
         shutil.copytree({str(ready)!r}, args[args.index("-o") + 1], dirs_exist_ok=True)
     """))
-    monkeypatch.setattr(pipeline, "cliCommand", lambda args: [sys.executable, str(script), *map(str, args)])
+    monkeypatch.setattr(jobs, "cliCommand", lambda args: [sys.executable, str(script), *map(str, args)])
     return lambda: [json.loads(line) for line in calls.read_text().splitlines()]

@@ -46,7 +46,7 @@ def test_model_steps_wire_the_cli_and_load_its_outputs(scene, phantom, loaded, f
 
     outputs = logic.runAll(ct, segmentation, reference, device="cuda", mirrorAveraging=True)
     assert set(outputs) == {"dose", "segmentation", "dvhTables", "dvhChart", "metrics", "constraints", "radiomics",
-                            "comparison", "folder"}
+                            "comparison", "doseDifference", "folder"}
     assert outputs["metrics"].GetNumberOfRows() == len(phantom.structures)
     assert outputs["radiomics"].GetNumberOfRows() == 1 and outputs["folder"] is None
     call = fake_cli()[-1]

@@ -12,11 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-import tempfile
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from DoseSegLib import Case, Volume
@@ -27,8 +22,8 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.patient import read_dose, read_mask, read_segmentation, write_patient
 
-from . import dependencies, nodes, results, runfolder
-from .process import CliProcess, cliCommand, cliEnvironment
+from . import dependencies, hierarchy, isodose, nodes, results, runfolder, terminology
+from .jobs import DoseSegJob, DoseSegJobError  # noqa: F401 (DoseSegJobError: part of this API)
 from .runfolder import CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, RADIOMICS_TABLE_NAME
 
 AUTO_SEGMENTED_TAG = "DoseSeg.AutoSegmented"
@@ -37,104 +32,6 @@ DOSE_FILE = "dose.nrrd"
 SEGMENTATION_FILE = "*.seg.nrrd"
 
 log = logging.getLogger(__name__)
-
-
-class DoseSegJobError(DoseSegError):
-    """A failed step; ``log`` holds the command's output for the error dialog."""
-
-    def __init__(self, message: str, log: str = "") -> None:
-        super().__init__(message)
-        self.log = log
-
-
-class DoseSegJob:
-    """One command-line step: inputs written and the command run in the background, then results loaded.
-
-    Args:
-        title: what the step does, for messages.
-        writeInputs: writes the input files into the given folder and returns the CLI arguments
-            (``-o`` and the output folder are added); runs in a worker thread, so it must not touch the scene.
-        finish: loads the results from the output folder into the scene (main thread).
-        output: the command's output folder, kept afterwards; a temporary one removed with the inputs when None.
-    """
-
-    def __init__(self, title: str, writeInputs: Callable[[Path], list], finish: Callable[[Path], object],
-                 output: Path | None = None) -> None:
-        self.title = title
-        self.folder = Path(tempfile.mkdtemp(prefix="DoseSeg-"))
-        self.output = Path(output) if output is not None else self.folder / "output"
-        self.process: CliProcess | None = None
-        self.result = None
-        self.done = False
-        self.cancelled = False
-        self._writeInputs = writeInputs
-        self._finish = finish
-        self._error: Exception | None = None
-        self._lock = threading.Lock()
-        self._writer = threading.Thread(target=self._launch, daemon=True)
-
-    @property
-    def progress(self) -> float | None:
-        """Percent done of the command's progress bar, None while unknown."""
-        return self.process.progress if self.process else None
-
-    @property
-    def status(self) -> str:
-        return self.process.status if self.process else "writing inputs"
-
-    @property
-    def log(self) -> str:
-        return self.process.log if self.process else ""
-
-    def start(self) -> DoseSegJob:
-        self._writer.start()
-        return self
-
-    def _launch(self) -> None:
-        try:
-            args = [*self._writeInputs(self.folder), "-o", self.output]
-            with self._lock:
-                if not self.cancelled:
-                    self.process = CliProcess(cliCommand(args), self.folder, cliEnvironment()).start()
-        except Exception as exc:  # shown by poll() in the main thread
-            self._error = exc
-
-    def poll(self) -> bool:
-        """Advance the job; True once it is over (results loaded or cancelled). Raises DoseSegJobError on failure."""
-        if self.done:
-            return True
-        if self._writer.is_alive() or (self.process and self.process.poll() is None):
-            return False  # a cancelled command is cleaning up (or about to be killed): wait for it
-        try:
-            if self._error is not None:
-                raise DoseSegJobError(f"{self.title}: cannot start ({self._error})", self.log) from self._error
-            if not self.cancelled:
-                code = self.process.poll()
-                if code != 0:
-                    lastLine = self.process.lines[-1] if self.process.lines else f"exit code {code}"
-                    raise DoseSegJobError(f"{self.title} failed: {lastLine}", self.log)
-                self.result = self._finish(self.output)
-        finally:
-            self.done = True
-            shutil.rmtree(self.folder, ignore_errors=True)
-        return True
-
-    def wait(self, interval: float = 0.2):
-        """Block until the job is over; its result (None when cancelled)."""
-        while not self.poll():
-            time.sleep(interval)
-        return self.result
-
-    def cancel(self) -> None:
-        """Ask the step to stop, at once (see :meth:`CliProcess.cancel`); nothing is loaded into the scene.
-
-        :meth:`poll` turns True once the command has ended (cleaned up, or killed after the grace period).
-        """
-        with self._lock:
-            self.cancelled = True
-            process = self.process
-        if process is not None:
-            process.cancel()
 
 
 def _findOutput(folder: Path, pattern: str, required: bool = True) -> Path | None:
@@ -215,7 +112,8 @@ class DoseSegPipeline:
                                                                 segmentationNode))
 
     def addMissingSegments(self, path: str | Path, ctNode, segmentationNode=None):
-        """Add the structures of a .seg.nrrd that ``segmentationNode`` lacks (by canonical name), tagged auto-segmented.
+        """Add the structures of a .seg.nrrd that ``segmentationNode`` lacks (by canonical name), tagged auto-segmented
+        and with their standard terminology (see :mod:`terminology`).
 
         Args:
             path: the .seg.nrrd (e.g. written by ``doseseg segment``).
@@ -228,11 +126,14 @@ class DoseSegPipeline:
         masks = read_segmentation(path)
         if segmentationNode is None:
             segmentationNode = nodes.newSegmentationNode(self.scene, f"{ctNode.GetName()} segmentation", ctNode)
+            hierarchy.placeBesideCt(ctNode, segmentationNode)
         present = {NameMapper().canonical(name) for name in nodes.segmentColors(segmentationNode)}
         missing = {name: mask for name, mask in masks.items() if name not in present}
         segmentation = segmentationNode.GetSegmentation()
-        for segmentId in nodes.addSegments(segmentationNode, missing):
-            segmentation.GetSegment(segmentId).SetTag(AUTO_SEGMENTED_TAG, "1")
+        for name, segmentId in zip(missing, nodes.addSegments(segmentationNode, missing)):
+            segment = segmentation.GetSegment(segmentId)
+            segment.SetTag(AUTO_SEGMENTED_TAG, "1")
+            terminology.setTerminology(segment, name)
         log.info("auto-segmented: %s", ", ".join(missing) or "nothing missing")
         return segmentationNode
 
@@ -249,7 +150,8 @@ class DoseSegPipeline:
                          lambda output: self.loadDose(_findOutput(output, DOSE_FILE), ctNode, prescription, doseNode))
 
     def loadDose(self, path: str | Path, ctNode, prescription: float | None = None, doseNode=None):
-        """Load a dose NRRD (Gy) as an RT dose volume shown over the CT.
+        """Load a dose NRRD (Gy) as an RT dose volume (SlicerRT's attributes, unit Gy) under the CT's study,
+        shown over the CT.
 
         Args:
             path: the dose file (e.g. written by ``doseseg predict-dose``).
@@ -263,6 +165,7 @@ class DoseSegPipeline:
         else:
             nodes.updateVolumeNode(doseNode, dose)
         nodes.showDose(doseNode, ctNode, prescription)
+        hierarchy.placeBesideCt(ctNode, doseNode)
         return doseNode
 
     def startExtractRadiomics(self, ctNode, segmentationNode) -> DoseSegJob:
@@ -320,12 +223,24 @@ class DoseSegPipeline:
             doseNode: the volume node to fill; a new one when None.
 
         Returns:
-            dict of nodes: dose, segmentation, and those of :func:`runfolder.loadRunTables`.
+            dict of nodes: dose, segmentation, doseDifference (predicted minus reference, None without a
+            reference dose) and those of :func:`runfolder.loadRunTables`; the tables and the chart go in
+            the "DoseSeg results" folder under the CT's study.
         """
         folder = runfolder.checkRunFolder(Path(folder))
         segmentation = self.addMissingSegments(folder / "segmentation.seg.nrrd", ctNode, segmentationNode)
         dose = self.loadDose(folder / DOSE_FILE, ctNode, prescription, doseNode)
-        return {"dose": dose, "segmentation": segmentation, **runfolder.loadRunTables(self.scene, folder, segmentation)}
+        difference = runfolder.loadDoseDifference(self.scene, folder, ctNode)
+        tables = runfolder.loadRunTables(self.scene, folder, segmentation)
+        hierarchy.placeInFolder(ctNode, hierarchy.RESULTS_FOLDER, difference, tables["dvhChart"],
+                                *tables["dvhTables"], *(tables[key] for key in runfolder.TABLE_KEYS))
+        return {"dose": dose, "segmentation": segmentation, "doseDifference": difference, **tables}
+
+    def showIsodose(self, doseNode, prescription: float | None = None) -> list:
+        """Isodose lines of ``doseNode`` as contour models (see :mod:`isodose`) in a folder beside the dose."""
+        models = isodose.isodoseModels(doseNode, prescription)
+        hierarchy.placeInFolder(doseNode, hierarchy.ISODOSE_FOLDER, *models)
+        return models
 
     def alignStructures(self, ctNode, segmentationNode):
         """:meth:`startAlignStructures`, waiting for the result."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
+from DoseSegLib.io.patient import read_volume
 
 from . import nodes, results
 
@@ -18,6 +19,8 @@ METRICS_TABLE_NAME = "DoseSeg DVH metrics"
 CONSTRAINTS_TABLE_NAME = "DoseSeg constraints"
 RADIOMICS_TABLE_NAME = "DoseSeg radiomics"
 COMPARISON_TABLE_NAME = "DoseSeg comparison"
+DIFFERENCE_ATTRIBUTE = "DoseSeg.DoseDifference"
+TABLE_KEYS = ("metrics", "constraints", "radiomics", "comparison")
 REQUIRED_FILES = ("summary.json", "dose.nrrd", "segmentation.seg.nrrd", "dvh.csv", "dvh_metrics.csv",
                   "constraints.csv")
 
@@ -60,3 +63,21 @@ def loadRunTables(scene, folder: Path, segmentationNode) -> dict:
         "radiomics": _optionalTable(scene, folder / "radiomics.csv", RADIOMICS_TABLE_NAME),
         "comparison": _optionalTable(scene, folder / "comparison.csv", COMPARISON_TABLE_NAME),
     }
+
+
+def loadDoseDifference(scene, folder: Path, ctNode):
+    """``dose_difference.nrrd`` (predicted minus reference, Gy) as "<CT> dose difference" (reused), None without one."""
+    path = folder / "dose_difference.nrrd"
+    if not path.is_file():
+        return None
+    name = f"{ctNode.GetName()} dose difference"
+    volume = read_volume(path)
+    node = scene.GetFirstNode(name, "vtkMRMLScalarVolumeNode")
+    if node is None:
+        node = nodes.addVolumeNode(scene, volume, name)
+    else:
+        nodes.updateVolumeNode(node, volume)
+    node.SetAttribute(DIFFERENCE_ATTRIBUTE, "1")
+    for attribute, value in nodes.DOSE_UNIT_ATTRIBUTES.items():
+        node.SetAttribute(attribute, value)
+    return node
