@@ -33,6 +33,7 @@ if VERSION_PROBLEM is None:
     from DoseSegLogicLib import nodes
     from DoseSegLogicLib.dependencies import radiomicsProblem
     from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
+    from DoseSegLogicLib.terminology import TERMINOLOGY_FILE
 else:
     logging.getLogger("DoseSeg").error(VERSION_PROBLEM)
     DoseSegPipeline = DoseSegJobError = object  # never used: the panel and the logic stop at VERSION_PROBLEM
@@ -83,6 +84,7 @@ class DoseSegParameterNode:
     metricsTable: vtkMRMLTableNode
     constraintsTable: vtkMRMLTableNode
     radiomicsTable: vtkMRMLTableNode
+    comparisonTable: vtkMRMLTableNode
 
 
 class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -188,6 +190,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.metricsTableView.setMRMLTableNode(p.metricsTable)
         self.ui.constraintsTableView.setMRMLTableNode(p.constraintsTable)
         self.ui.radiomicsTableView.setMRMLTableNode(p.radiomicsTable)
+        self.ui.comparisonTableView.setMRMLTableNode(p.comparisonTable)
 
     # -- actions ---------------------------------------------------------------------------------------------------
 
@@ -319,6 +322,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self.logic.getParameterNode()
         p.predictedDose = doseNode
         self.logic.setDoseOpacity(p.doseOpacity, doseNode)
+        self.logic.showIsodose(doseNode, self._prescription())
 
     def _showDvh(self, chart, metrics, constraints) -> None:
         p = self.logic.getParameterNode()
@@ -334,6 +338,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showRunAll(self, outputs: dict) -> None:
         self._showSegmentation(outputs["segmentation"])
         self.logic.getParameterNode().radiomicsTable = outputs["radiomics"]
+        self.logic.getParameterNode().comparisonTable = outputs["comparison"]
         self._showDose(outputs["dose"])
         self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
         self.ui.statusLabel.text = f"Run all: done; report and files in {outputs['folder']}"
@@ -351,6 +356,26 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
             raise RuntimeError(VERSION_PROBLEM)
         ScriptedLoadableModuleLogic.__init__(self)
         DoseSegPipeline.__init__(self, slicer.mrmlScene)
+        if hasattr(slicer.modules, "terminologies"):  # the auto-segmented OARs' codes, shown by the Segment Editor
+            slicer.modules.terminologies.logic().LoadTerminologyFromFile(str(TERMINOLOGY_FILE))
+
+    def showIsodose(self, doseNode, prescription=None) -> list:
+        """Isodose lines through SlicerRT's Isodose module when installed, else DoseSeg's contour models."""
+        if not hasattr(slicer.modules, "isodose"):
+            return DoseSegPipeline.showIsodose(self, doseNode, prescription)
+        try:
+            isodoseLogic = slicer.modules.isodose.logic()
+            parameters = (slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLIsodoseNode")
+                          or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLIsodoseNode"))
+            parameters.SetAndObserveDoseVolumeNode(doseNode)
+            if parameters.GetColorTableNode() is None:
+                parameters.SetAndObserveColorTableNode(isodoseLogic.GetDefaultIsodoseColorTable(slicer.mrmlScene))
+            parameters.SetShowIsodoseLines(True)
+            isodoseLogic.CreateIsodoseSurfaces(parameters)
+            return [parameters.GetIsosurfacesModelNode()]
+        except (AttributeError, TypeError) as error:  # an Isodose module of another SlicerRT version
+            logging.getLogger("DoseSeg").warning("SlicerRT Isodose failed (%s): DoseSeg's isodose lines instead", error)
+            return DoseSegPipeline.showIsodose(self, doseNode, prescription)
 
     def getParameterNode(self):
         return DoseSegParameterNode(super().getParameterNode())

@@ -187,3 +187,11 @@ def test_widget_stops_its_timer_cancels_without_waiting_and_reuses_the_dose_node
     assert "p.predictedDose or p.referenceDose" in _method("onDoseOpacity")
     assert "self.ui.doseOpacitySlider.connect('valueChanged(double)', self.onDoseOpacity)" in _method("setup")
     assert "p.predictedDose, self.logic.newRunFolder(p.ctVolume)" in _method("onRunAll")
+
+
+def test_slicerrt_isodose_terminology_and_comparison_are_wired():
+    assert "self.logic.showIsodose(doseNode, self._prescription())" in _method("_showDose")
+    assert "getParameterNode().comparisonTable = outputs['comparison']" in _method("_showRunAll")
+    assert 'if not hasattr(slicer.modules, "isodose"):' in SOURCE and "CreateIsodoseSurfaces(parameters)" in SOURCE
+    assert "LoadTerminologyFromFile(str(TERMINOLOGY_FILE))" in SOURCE
+    assert "comparisonTableView" in _widgets()
