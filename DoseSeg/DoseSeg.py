@@ -18,6 +18,8 @@ from slicer import (
     vtkMRMLSegmentationNode,
     vtkMRMLTableNode,
 )
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -30,7 +32,7 @@ from slicer.util import VTKObservationMixin
 # Checked before DoseSegLib is imported: on an older Slicer the module loads and says what to do.
 VERSION_PROBLEM = versionProblem((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
 if VERSION_PROBLEM is None:
-    from DoseSegLogicLib import nodes
+    from DoseSegLogicLib import nodes, sample
     from DoseSegLogicLib.dependencies import radiomicsProblem
     from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
     from DoseSegLogicLib.terminology import TERMINOLOGY_FILE
@@ -42,6 +44,7 @@ else:
 BASE_PACKAGES = {"nrrd": "pynrrd>=1.0", "slicerio": "slicerio>=1.0", "SimpleITK": "SimpleITK>=2.2",
                  "scipy": "scipy>=1.10", "tqdm": "tqdm>=4.60"}
 MODEL_PACKAGES = {"torch": "torch>=2.1", "monai": "monai>=1.3"}
+DOCUMENTATION_URL = "https://github.com/DoseSeg/DoseSeg/blob/main/docs/slicer.md"
 # pyradiomics is never pip-installed: it comes from the SlicerRadiomics extension (DoseSegLogicLib.dependencies).
 ALL_PACKAGES = {**BASE_PACKAGES, **MODEL_PACKAGES}
 
@@ -51,20 +54,33 @@ class DoseSeg(ScriptedLoadableModule):
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "DoseSeg"
-        self.parent.categories = ["Radiotherapy"]
+        self.parent.title = _("DoseSeg")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
         self.parent.dependencies = []
         self.parent.contributors = ["DoseSeg developers"]
-        self.parent.helpText = """
-Predicts the 3D dose a good plan would deliver from a CT and its structures, auto-segments the organs at
-risk a case lacks, and shows dose-volume histograms, DVH metrics, clinical-goal checks and radiomics
-features. Long steps run in a background process (Cancel stops them). For research use only: not for
-clinical decisions. See the DoseSeg README for details.
-"""
-        self.parent.acknowledgementText = """
-Built on 3D Slicer, SlicerRT conventions, MONAI, PyTorch and pyradiomics; dose model trained on the
-OpenKBP challenge data.
-"""
+        self.parent.helpText = _(
+            "Predicts the 3D dose a good plan would deliver from a CT and its structures, auto-segments the organs "
+            "at risk a case lacks, and shows dose-volume histograms, DVH metrics, clinical-goal checks, isodose "
+            "lines and radiomics features. Long steps run in a background process (Cancel stops them). For "
+            "research use only: not for clinical decisions."
+        ) + f' <a href="{DOCUMENTATION_URL}">' + _("DoseSeg in Slicer: documentation") + "</a>"
+        self.parent.acknowledgementText = _(
+            "Built on 3D Slicer, SlicerRT conventions, MONAI, PyTorch and pyradiomics; dose model trained on the "
+            "OpenKBP challenge data (Babier et al., Medical Physics 2021)."
+        )
+        if not VERSION_PROBLEM:
+            slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """The synthetic phantom in the Sample Data module (category DoseSeg), generated locally on click."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="DoseSeg", sampleName=sample.SAMPLE_NAME, uris=[], fileNames=[], nodeNames=[],
+        thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "DoseSeg.png"),
+        customDownloader=lambda source: sample.loadPhantom(slicer.mrmlScene),
+    )
 
 
 @parameterNodeWrapper
@@ -229,10 +245,10 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDvh(self) -> None:
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("DVH computation failed.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("DVH computation failed."), waitCursor=True):
             dose = p.predictedDose or p.referenceDose
             reference = p.referenceDose if p.predictedDose else None
-            _, chart = self.logic.computeDvh(dose, p.segmentation, reference, p.dvhStep)
+            _tables, chart = self.logic.computeDvh(dose, p.segmentation, reference, p.dvhStep)
             metrics, constraints = self.logic.computeMetrics(dose, p.segmentation, self._prescription())
             self._showDvh(chart, metrics, constraints)
 
@@ -249,7 +265,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onCancel(self) -> None:
         if self._job is not None:
-            self.ui.statusLabel.text = "Cancelling: the step is cleaning up..."
+            self.ui.statusLabel.text = _("Cancelling: the step is cleaning up...")
             self._job.cancel()  # returns at once; onPollJob sees the end
             self.updateGui()
 
@@ -259,7 +275,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Check the packages, start the job and poll it from a timer; ``onResult`` gets its result."""
         if self._job is not None or not self._ensurePackages(packages):
             return
-        with slicer.util.tryWithErrorDisplay("The step could not start.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("The step could not start."), waitCursor=True):
             self._job = start()
             self._onJobResult = onResult
             self._timer.start()
@@ -276,17 +292,19 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as error:
             self._endJob()
             logging.getLogger("DoseSeg").exception("loading the results failed")
-            slicer.util.errorDisplay(f"{job.title}: loading the results failed: {error}", detailedText=job.log)
+            slicer.util.errorDisplay(_("{title}: loading the results failed: {error}").format(title=job.title, error=error),
+                                     detailedText=job.log)
             return
         if not done:
             self.ui.progressBar.setRange(0, 0 if job.progress is None else 100)
             self.ui.progressBar.value = int(job.progress or 0)
-            self.ui.statusLabel.text = f"{job.title}: {'cancelling, cleaning up' if job.cancelled else job.status}"
+            state = _("cancelling, cleaning up") if job.cancelled else job.status
+            self.ui.statusLabel.text = f"{job.title}: {state}"
             return
         self._endJob()
-        self.ui.statusLabel.text = f"{job.title}: {'cancelled' if job.cancelled else 'done'}"
+        self.ui.statusLabel.text = f"{job.title}: {_('cancelled') if job.cancelled else _('done')}"
         if job.result is not None:
-            with slicer.util.tryWithErrorDisplay("Showing the results failed.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Showing the results failed."), waitCursor=True):
                 self._onJobResult(job.result)
 
     def _endJob(self) -> None:
@@ -302,9 +320,10 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not missing:
             return True
         names = ", ".join(packages[name] for name in missing)
-        if not slicer.util.confirmOkCancelDisplay(f"DoseSeg needs these Python packages: {names}.\nInstall them now?"):
+        if not slicer.util.confirmOkCancelDisplay(
+                _("DoseSeg needs these Python packages: {names}.\nInstall them now?").format(names=names)):
             return False
-        with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
             self.logic.installPackages({name: packages[name] for name in missing})
         return True
 
@@ -341,7 +360,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.getParameterNode().comparisonTable = outputs["comparison"]
         self._showDose(outputs["dose"])
         self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
-        self.ui.statusLabel.text = f"Run all: done; report and files in {outputs['folder']}"
+        self.ui.statusLabel.text = _("Run all: done; report and files in {folder}").format(folder=outputs["folder"])
 
 
 class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
@@ -478,7 +497,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
 
     def test_DoseSegSteps(self) -> None:
         """Align and radiomics through the background CLI; the model steps unless Slicer's testing mode is on."""
-        _, ctNode, doseNode, segmentationNode = self._loadPhantom()
+        _case, ctNode, doseNode, segmentationNode = self._loadPhantom()
         logic = DoseSegLogic()
         self.delayDisplay("Align structures (background process)")
         aligned = logic.alignStructures(ctNode, segmentationNode)

@@ -11,7 +11,7 @@ from mrml_helpers import REPO, table_rows
 
 pytest_plugins = ["mrml_fixtures"]  # its fixtures: scene, phantom, loaded, fake_cli; it puts DoseSeg/ on sys.path
 
-from DoseSegLogicLib import hierarchy, isodose, nodes, terminology
+from DoseSegLogicLib import hierarchy, isodose, nodes, sample, terminology
 from DoseSegLogicLib.pipeline import AUTO_SEGMENTED_TAG, DoseSegPipeline
 from scipy import ndimage
 
@@ -199,3 +199,21 @@ def test_terminology_resource_is_installed_with_the_module():
     cmake = (REPO / "DoseSeg" / "CMakeLists.txt").read_text()
     assert "Resources/Terminology/${MODULE_NAME}.term.json" in cmake
     assert terminology.TERMINOLOGY_FILE == REPO / "DoseSeg" / "Resources" / "Terminology" / "DoseSeg.term.json"
+
+
+# -- sample data ---------------------------------------------------------------------------------------------------
+
+
+def test_sample_phantom_loads_as_a_dicom_rt_study_and_runs_all(scene, phantom, fake_cli):
+    ct, segmentation, dose = sample.loadPhantom(scene)
+    sh = _sh(scene)
+    study = _parent(scene, ct)
+    assert sh.GetItemLevel(study) == "Study" and sh.GetItemName(sh.GetItemParent(study)) == sample.PATIENT_NAME
+    assert _parent(scene, segmentation) == study == _parent(scene, dose)
+    assert np.array_equal(nodes.volumeFromNode(ct).array, phantom.ct.array)
+    assert np.array_equal(nodes.volumeFromNode(dose).array, phantom.dose.array)
+    assert dose.GetAttribute("DicomRtImport.DoseVolume") == "1" and dose.GetAttribute("DicomRtImport.DoseUnitName") == "GY"
+    assert sorted(nodes.segmentColors(segmentation)) == sorted(phantom.structures)
+    outputs = DoseSegPipeline(scene).runAll(ct, segmentation, dose)
+    assert _parent(scene, outputs["dose"]) == study
+    assert sh.GetItemParent(_parent(scene, outputs["metrics"])) == study

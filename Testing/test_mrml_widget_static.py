@@ -195,3 +195,37 @@ def test_slicerrt_isodose_terminology_and_comparison_are_wired():
     assert 'if not hasattr(slicer.modules, "isodose"):' in SOURCE and "CreateIsodoseSurfaces(parameters)" in SOURCE
     assert "LoadTerminologyFromFile(str(TERMINOLOGY_FILE))" in SOURCE
     assert "comparisonTableView" in _widgets()
+
+
+# -- catalogue -----------------------------------------------------------------------------------------------------
+
+
+def test_catalogue_metadata_license_and_no_missing_screenshot():
+    top = (REPO / "CMakeLists.txt").read_text()
+    license_text = (REPO / "LICENSE").read_text()
+    assert license_text.startswith("BSD 3-Clause License") and "Neither the name of the copyright holder" in license_text
+    assert 'license = { text = "BSD-3-Clause" }' in (REPO / "pyproject.toml").read_text()
+    screenshots = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]*)"\)', top).group(1).split()
+    prefix = "https://raw.githubusercontent.com/DoseSeg/DoseSeg/main/"
+    for url in screenshots:
+        assert (REPO / url.removeprefix(prefix)).is_file(), f"screenshot URL to a missing file: {url}"
+    icon = re.search(r'set\(EXTENSION_ICONURL "([^"]*)"\)', top).group(1)
+    assert (REPO / icon.removeprefix(prefix)).is_file()
+    docs = (REPO / "docs" / "slicer.md").read_text()
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", docs):
+        assert (REPO / "docs" / image).resolve().is_file(), f"docs/slicer.md shows a missing picture: {image}"
+
+
+def test_translation_markers_help_link_and_sample_data():
+    assert "from slicer.i18n import tr as _" in SOURCE
+    module = next(n for n in ast.parse(SOURCE).body if isinstance(n, ast.ClassDef) and n.name == "DoseSeg")
+    init = ast.unparse(module)
+    assert "self.parent.title = _('DoseSeg')" in init
+    assert "translate('qSlicerAbstractCoreModule', 'Radiotherapy')" in init
+    assert "self.parent.helpText = _(" in init and "<a href=" in init and "DOCUMENTATION_URL" in init
+    assert "self.parent.acknowledgementText = _(" in init
+    assert "slicer.app.connect('startupCompleted()', registerSampleData)" in init
+    assert re.search(r"registerCustomSampleDataSource\(.*?customDownloader=lambda source: sample\.loadPhantom",
+                     SOURCE, re.DOTALL)
+    assert not re.search(r'(statusLabel\.text\s*=|errorDisplay\(|tryWithErrorDisplay\()\s*f?"[A-Za-z]', SOURCE), \
+        "user-facing messages go through _()"
