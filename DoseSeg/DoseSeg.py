@@ -1,7 +1,6 @@
 """DoseSeg: dose prediction, OAR auto-segmentation, DVH and radiomics for radiotherapy planning research."""
 
 import importlib.metadata
-import importlib.util
 import logging
 import os
 import sys
@@ -29,10 +28,12 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+DOCUMENTATION_URL = "https://github.com/DoseSeg/DoseSeg/blob/main/docs/slicer.md"
+
 # Checked before DoseSegLib is imported: on an older Slicer the module loads and says what to do.
 VERSION_PROBLEM = versionProblem((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
 if VERSION_PROBLEM is None:
-    from DoseSegLogicLib import nodes, sample
+    from DoseSegLogicLib import nodes, requirements, sample
     from DoseSegLogicLib.dependencies import radiomicsProblem
     from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
     from DoseSegLogicLib.terminology import TERMINOLOGY_FILE
@@ -40,13 +41,6 @@ else:
     logging.getLogger("DoseSeg").error(VERSION_PROBLEM)
     DoseSegPipeline = DoseSegJobError = object  # never used: the panel and the logic stop at VERSION_PROBLEM
 
-# Python packages each action needs (import name: pip requirement); torch comes from the PyTorch extension.
-BASE_PACKAGES = {"nrrd": "pynrrd>=1.0", "slicerio": "slicerio>=1.0", "SimpleITK": "SimpleITK>=2.2",
-                 "scipy": "scipy>=1.10", "tqdm": "tqdm>=4.60"}
-MODEL_PACKAGES = {"torch": "torch>=2.1", "monai": "monai>=1.3"}
-DOCUMENTATION_URL = "https://github.com/DoseSeg/DoseSeg/blob/main/docs/slicer.md"
-# pyradiomics is never pip-installed: it comes from the SlicerRadiomics extension (DoseSegLogicLib.dependencies).
-ALL_PACKAGES = {**BASE_PACKAGES, **MODEL_PACKAGES}
 
 
 class DoseSeg(ScriptedLoadableModule):
@@ -212,32 +206,32 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onAlign(self) -> None:
         p = self._parameterNode
-        self._startJob(BASE_PACKAGES, lambda: self.logic.startAlignStructures(p.ctVolume, p.segmentation),
+        self._startJob(False, lambda: self.logic.startAlignStructures(p.ctVolume, p.segmentation),
                        self._showSegmentation)
 
     def onSegment(self) -> None:
         p = self._parameterNode
-        self._startJob({**BASE_PACKAGES, **MODEL_PACKAGES},
+        self._startJob(True,
                        lambda: self.logic.startSegmentMissingOars(p.ctVolume, p.segmentation, p.device,
                                                                   p.mirrorAveraging),
                        self._showSegmentation)
 
     def onPredict(self) -> None:
         p = self._parameterNode
-        self._startJob({**BASE_PACKAGES, **MODEL_PACKAGES},
+        self._startJob(True,
                        lambda: self.logic.startPredictDose(p.ctVolume, p.segmentation, p.device, self._prescription(),
                                                            p.predictedDose, p.mirrorAveraging),
                        self._showDose)
 
     def onRadiomics(self) -> None:
         p = self._parameterNode
-        self._startJob(BASE_PACKAGES,
+        self._startJob(False,
                        lambda: self.logic.startExtractRadiomics(p.ctVolume, p.segmentation),
                        lambda table: self._showTable(table, "radiomicsTable", 2))
 
     def onRunAll(self) -> None:
         p = self._parameterNode
-        self._startJob(ALL_PACKAGES,
+        self._startJob(True,
                        lambda: self.logic.startRunAll(p.ctVolume, p.segmentation, p.referenceDose,
                                                       self._prescription(), p.device, p.mirrorAveraging,
                                                       p.predictedDose, self.logic.newRunFolder(p.ctVolume)),
@@ -261,7 +255,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.showChart(self._parameterNode.dvhChart)
 
     def onInstallDependencies(self) -> None:
-        self._ensurePackages(ALL_PACKAGES)
+        self._ensurePackages(withModels=True)
 
     def onCancel(self) -> None:
         if self._job is not None:
@@ -271,9 +265,10 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- background job ----------------------------------------------------------------------------------------
 
-    def _startJob(self, packages: dict, start, onResult) -> None:
-        """Check the packages, start the job and poll it from a timer; ``onResult`` gets its result."""
-        if self._job is not None or not self._ensurePackages(packages):
+    def _startJob(self, withModels: bool, start, onResult) -> None:
+        """Check the packages (the models' too when ``withModels``), start the job and poll it from a timer;
+        ``onResult`` gets its result."""
+        if self._job is not None or not self._ensurePackages(withModels):
             return
         with slicer.util.tryWithErrorDisplay(_("The step could not start."), waitCursor=True):
             self._job = start()
@@ -314,18 +309,25 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = 0
         self.updateGui()
 
-    def _ensurePackages(self, packages: dict) -> bool:
-        """True when every package is importable, after installing the missing ones if the user agrees."""
-        missing = self.logic.missingPackages(packages)
-        if not missing:
+    def _ensurePackages(self, withModels: bool) -> bool:
+        """True when every required package is there, after installing the missing ones if the user agrees
+        (one dialog listing them all); an installed torch that is too old is reported, not replaced."""
+        unmet = self.logic.unmetRequirements(withModels)
+        if not unmet:
             return True
-        names = ", ".join(packages[name] for name in missing)
+        problem = requirements.torchTooOld(unmet)
+        if problem:
+            slicer.util.errorDisplay(problem)
+            return False
+        names = "\n".join(f"  {requirement.describe()}" for requirement in unmet)
         if not slicer.util.confirmOkCancelDisplay(
-                _("DoseSeg needs these Python packages: {names}.\nInstall them now?").format(names=names)):
+                _("DoseSeg needs these Python packages:\n{names}\nInstall them now? (torch through the PyTorch "
+                  "extension; the packages already installed are not changed)").format(names=names)):
             return False
         with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
-            self.logic.installPackages({name: packages[name] for name in missing})
-        return True
+            self.logic.installPackages(withModels, askConfirmation=False)
+            return True
+        return False
 
     # -- results -----------------------------------------------------------------------------------------------
 
@@ -410,37 +412,48 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
         slicer.modules.plots.logic().ShowChartInLayout(chartNode)
 
     @staticmethod
-    def missingPackages(packages: dict = ALL_PACKAGES) -> list:
-        """The import names of ``packages`` that cannot be imported."""
-        return [name for name in packages if importlib.util.find_spec(name) is None]
+    def unmetRequirements(withModels: bool = True) -> list:
+        """The packages of Resources/requirements.txt missing or too old (the models' only when ``withModels``).
 
-    def installPackages(self, packages: dict = ALL_PACKAGES, askConfirmation: bool = True) -> None:
-        """Install the missing packages without changing any installed one (Slicer's own included).
-
-        torch comes from the PyTorch extension's installer; the others from pip (ready-made wheels only,
-        never a build), constrained to the installed versions of everything already present. pyradiomics
-        is not among them: it comes from the SlicerRadiomics extension.
+        Slicer 5.11+ reads the file with ``slicer.packaging`` first: nothing is listed when it is satisfied.
         """
-        missing = self.missingPackages(packages)
-        if not missing:
-            return
-        if "torch" in missing:
+        packaging = getattr(slicer, "packaging", None)
+        if withModels and packaging is not None and packaging.pip_check(
+                packaging.load_requirements(str(requirements.REQUIREMENTS_FILE))):
+            return []
+        return requirements.unmetRequirements(withModels)
+
+    def installPackages(self, withModels: bool = True, askConfirmation: bool = True) -> None:
+        """Install the missing or too old requirements, without changing any other installed package.
+
+        torch comes from the PyTorch extension's installer (an installed torch that is too old is reported,
+        not replaced); the others from pip, ready-made wheels only (never a build), constrained to the
+        installed versions of every other package. pyradiomics comes from the SlicerRadiomics extension.
+        """
+        unmet = requirements.unmetRequirements(withModels)
+        problem = requirements.torchTooOld(unmet)
+        if problem:
+            raise RuntimeError(problem)
+        for requirement in unmet:
+            if requirement.name != "torch":
+                continue
             try:
                 import PyTorchUtils
             except ImportError:
                 raise RuntimeError("PyTorch is missing: install the PyTorch extension (Extensions Manager)") from None
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, ">=2.1") is None:
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, f">={requirement.minimum}") is None:
                 raise RuntimeError("PyTorch was not installed")
-        constraints = ["-c", self._installedVersionsFile()]
-        plain = [packages[name] for name in missing if name != "torch"]
-        if plain:
-            slicer.util.pip_install(["--only-binary", ":all:", *plain, *constraints])
+        pip = [str(requirement) for requirement in unmet if requirement.name != "torch"]
+        if pip:
+            constraints = self._installedVersionsFile(exclude={requirement.name.lower() for requirement in unmet})
+            slicer.util.pip_install(["--only-binary", ":all:", *pip, "-c", constraints])
 
     @staticmethod
-    def _installedVersionsFile() -> str:
-        """A pip constraints file pinning every installed distribution, so that installs only add packages."""
+    def _installedVersionsFile(exclude: set) -> str:
+        """A pip constraints file pinning every installed distribution but ``exclude`` (lower-case names),
+        so that installs only add packages or update those."""
         pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
-                       if d.metadata["Name"]})
+                       if d.metadata["Name"] and d.metadata["Name"].lower() not in exclude})
         path = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
         with open(path, "w") as handle:
             handle.write("\n".join(pins) + "\n")
@@ -452,7 +465,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
-        DoseSegLogic().installPackages(BASE_PACKAGES, askConfirmation=False)
+        DoseSegLogic().installPackages(withModels=False, askConfirmation=False)
 
     def runTest(self) -> None:
         self.setUp()
@@ -509,7 +522,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
             self.delayDisplay("Testing mode: model steps skipped (set DOSESEG_TEST_MODELS=1 to run them)")
             return
         self.delayDisplay("Model steps: auto-segment, predict dose, run all")
-        logic.installPackages(ALL_PACKAGES, askConfirmation=False)
+        logic.installPackages(withModels=True, askConfirmation=False)
         self.assertIsNotNone(logic.segmentMissingOars(ctNode, aligned))
         predicted = logic.predictDose(ctNode, aligned)
         self.assertEqual(predicted.GetAttribute(nodes.DOSE_ATTRIBUTE), "1")

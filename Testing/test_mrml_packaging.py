@@ -61,7 +61,8 @@ def test_one_copy_of_the_module_and_of_doseseglib(installed, modules_dir):
     assert [p.relative_to(modules_dir).as_posix() for p in installed.rglob("DoseSeg.py")] == ["DoseSeg.py"]
     assert [p.relative_to(modules_dir).as_posix() for p in installed.rglob("DoseSegLogicLib")] == ["DoseSegLogicLib"]
     assert [p.relative_to(modules_dir).as_posix() for p in installed.rglob("DoseSegLib")] == ["DoseSegLib"]
-    for resource in ("Resources/UI/DoseSeg.ui", "Resources/Icons/DoseSeg.png"):
+    for resource in ("Resources/UI/DoseSeg.ui", "Resources/Icons/DoseSeg.png", "Resources/requirements.txt",
+                     "Resources/Terminology/DoseSeg.term.json"):
         assert len(list(installed.rglob(Path(resource).name))) == 1 and (modules_dir / resource).is_file()
 
 

@@ -229,3 +229,11 @@ def test_translation_markers_help_link_and_sample_data():
                      SOURCE, re.DOTALL)
     assert not re.search(r'(statusLabel\.text\s*=|errorDisplay\(|tryWithErrorDisplay\()\s*f?"[A-Za-z]', SOURCE), \
         "user-facing messages go through _()"
+
+
+def test_one_dialog_for_every_package_and_an_old_torch_stops():
+    ensure = _method("_ensurePackages")
+    assert ensure.count("confirmOkCancelDisplay") == 1 and "requirement.describe()" in ensure
+    assert "requirements.torchTooOld(unmet)" in ensure and "askConfirmation=False" in ensure
+    assert "packaging.load_requirements(str(requirements.REQUIREMENTS_FILE))" in SOURCE
+    assert "PACKAGES = {" not in SOURCE, "the requirements live in Resources/requirements.txt"
