@@ -1,6 +1,5 @@
 """DoseSeg: dose prediction, OAR auto-segmentation, DVH and radiomics for radiotherapy planning research."""
 
-import importlib.metadata
 import logging
 import os
 import sys
@@ -23,7 +22,6 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
@@ -33,10 +31,11 @@ DOCUMENTATION_URL = "https://github.com/DoseSeg/DoseSeg/blob/main/docs/slicer.md
 # Checked before DoseSegLib is imported: on an older Slicer the module loads and says what to do.
 VERSION_PROBLEM = versionProblem((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
 if VERSION_PROBLEM is None:
-    from DoseSegLogicLib import nodes, requirements, sample
+    from DoseSegLogicLib import requirements, sample
     from DoseSegLogicLib.dependencies import radiomicsProblem
     from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
     from DoseSegLogicLib.terminology import TERMINOLOGY_FILE
+    from DoseSegTestLib.selftest import DoseSegTest  # noqa: F401 (Slicer's Reload & Test looks for it here)
 else:
     logging.getLogger("DoseSeg").error(VERSION_PROBLEM)
     DoseSegPipeline = DoseSegJobError = object  # never used: the panel and the logic stop at VERSION_PROBLEM
@@ -434,98 +433,17 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
         problem = requirements.torchTooOld(unmet)
         if problem:
             raise RuntimeError(problem)
-        for requirement in unmet:
-            if requirement.name != "torch":
-                continue
+        torch = next((requirement for requirement in unmet if requirement.name == "torch"), None)
+        if torch is not None:
             try:
                 import PyTorchUtils
             except ImportError:
                 raise RuntimeError("PyTorch is missing: install the PyTorch extension (Extensions Manager)") from None
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, f">={requirement.minimum}") is None:
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, f">={torch.minimum}") is None:
                 raise RuntimeError("PyTorch was not installed")
-        pip = [str(requirement) for requirement in unmet if requirement.name != "torch"]
+        pip = [str(requirement) for requirement in unmet if requirement is not torch]
         if pip:
-            constraints = self._installedVersionsFile(exclude={requirement.name.lower() for requirement in unmet})
+            constraints = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
+            with open(constraints, "w") as handle:  # the installed versions of everything else stay
+                handle.write(requirements.installedPins(exclude={requirement.name for requirement in unmet}))
             slicer.util.pip_install(["--only-binary", ":all:", *pip, "-c", constraints])
-
-    @staticmethod
-    def _installedVersionsFile(exclude: set) -> str:
-        """A pip constraints file pinning every installed distribution but ``exclude`` (lower-case names),
-        so that installs only add packages or update those."""
-        pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
-                       if d.metadata["Name"] and d.metadata["Name"].lower() not in exclude})
-        path = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
-        with open(path, "w") as handle:
-            handle.write("\n".join(pins) + "\n")
-        return path
-
-
-class DoseSegTest(ScriptedLoadableModuleTest):
-    """The scene scenario of the pytest suite, inside Slicer: a phantom patient, its DVH, metrics and steps."""
-
-    def setUp(self) -> None:
-        slicer.mrmlScene.Clear()
-        DoseSegLogic().installPackages(withModels=False, askConfirmation=False)
-
-    def runTest(self) -> None:
-        self.setUp()
-        self.test_DoseSegScene()
-        self.setUp()
-        self.test_DoseSegSteps()
-
-    def _loadPhantom(self):
-        from DoseSegLib.io.phantom import make_phantom
-
-        case = make_phantom()
-        ctNode = nodes.addVolumeNode(slicer.mrmlScene, case.ct, "phantom CT")
-        doseNode = nodes.addVolumeNode(slicer.mrmlScene, case.dose, "phantom dose")
-        segmentationNode = nodes.newSegmentationNode(slicer.mrmlScene, "phantom structures", ctNode)
-        nodes.addSegments(segmentationNode, case.structures)
-        return case, ctNode, doseNode, segmentationNode
-
-    def test_DoseSegScene(self) -> None:
-        """Geometry round trip, DVH tables against the library, metrics and goals, dose display."""
-        import numpy as np
-
-        from DoseSegLib.analysis.dvh import compute_dvhs
-
-        self.delayDisplay("Scene: phantom nodes, DVH, metrics")
-        case, ctNode, doseNode, segmentationNode = self._loadPhantom()
-        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(doseNode), case.dose.array.transpose(2, 1, 0)))
-        self.assertTrue(nodes.volumeFromNode(doseNode).same_grid(case.ct))
-        logic = DoseSegLogic()
-        tables, chart = logic.computeDvh(doseNode, segmentationNode)
-        self.assertEqual(len(tables), len(case.structures))
-        self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), len(case.structures))
-        expected = compute_dvhs(case.dose, case.structures)["PTV70"]
-        table = slicer.util.getFirstNodeByClassByName("vtkMRMLTableNode", "DVH PTV70")
-        self.assertTrue(np.allclose(slicer.util.arrayFromTableColumn(table, "Volume"), expected.volume_pct))
-        metrics, constraints = logic.computeMetrics(doseNode, segmentationNode)
-        self.assertEqual(metrics.GetNumberOfRows(), len(case.structures))
-        self.assertGreater(constraints.GetNumberOfRows(), 0)
-        nodes.showDose(doseNode, ctNode, 70.0)
-        logic.showChart(chart)
-        self.assertEqual(doseNode.GetAttribute(nodes.DOSE_ATTRIBUTE), "1")
-        self.delayDisplay("Scene test passed")
-
-    def test_DoseSegSteps(self) -> None:
-        """Align and radiomics through the background CLI; the model steps unless Slicer's testing mode is on."""
-        _case, ctNode, doseNode, segmentationNode = self._loadPhantom()
-        logic = DoseSegLogic()
-        self.delayDisplay("Align structures (background process)")
-        aligned = logic.alignStructures(ctNode, segmentationNode)
-        self.assertEqual(aligned.GetSegmentation().GetNumberOfSegments(),
-                         segmentationNode.GetSegmentation().GetNumberOfSegments())
-        if radiomicsProblem() is None:
-            self.assertGreater(logic.extractRadiomics(ctNode, aligned).GetNumberOfRows(), 0)
-        if slicer.app.testingEnabled() and not os.environ.get("DOSESEG_TEST_MODELS"):
-            self.delayDisplay("Testing mode: model steps skipped (set DOSESEG_TEST_MODELS=1 to run them)")
-            return
-        self.delayDisplay("Model steps: auto-segment, predict dose, run all")
-        logic.installPackages(withModels=True, askConfirmation=False)
-        self.assertIsNotNone(logic.segmentMissingOars(ctNode, aligned))
-        predicted = logic.predictDose(ctNode, aligned)
-        self.assertEqual(predicted.GetAttribute(nodes.DOSE_ATTRIBUTE), "1")
-        outputs = logic.runAll(ctNode, aligned, doseNode)
-        self.assertGreater(outputs["metrics"].GetNumberOfRows(), 0)
-        self.delayDisplay("Steps test passed")

@@ -72,3 +72,12 @@ def test_the_installed_versions_are_read_from_the_environment():
     import scipy
 
     assert found["scipy"] == scipy.__version__
+
+
+def test_pins_keep_every_installed_package_but_those_to_update():
+    import numpy
+
+    pins = requirements.installedPins(exclude={"SciPy", "tqdm"}).splitlines()
+    assert f"numpy=={numpy.__version__}" in pins
+    assert not [pin for pin in pins if pin.lower().startswith(("scipy==", "tqdm=="))]
+    assert all(re.fullmatch(r"[\w.-]+==\S+", pin) for pin in pins)

@@ -78,3 +78,12 @@ def torchTooOld(unmet: list[Requirement]) -> str | None:
             return (f"DoseSeg needs {requirement} but this Slicer has torch {requirement.installed}: update it "
                     "in the PyTorch Utils module (PyTorch extension), then restart Slicer.")
     return None
+
+
+def installedPins(exclude: set[str] = frozenset()) -> str:
+    """A pip constraints file's text pinning every installed distribution but ``exclude`` (names, any case),
+    so that an install only adds packages (or updates the excluded ones)."""
+    skip = {name.lower() for name in exclude}
+    pins = {f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
+            if d.metadata["Name"] and d.metadata["Name"].lower() not in skip}
+    return "\n".join(sorted(pins)) + "\n"
