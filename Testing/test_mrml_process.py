@@ -196,6 +196,7 @@ def test_windows_runs_it_without_a_console_window(monkeypatch):
 def test_the_real_command_cancelled_mid_run_leaves_no_partial_output(tmp_path):
     """`doseseg demo` (the whole main job) cancelled once it is under way: Ctrl-C cleanup, exit 130, and neither
     the output folder nor a staging folder beside it remains."""
+    pytest.importorskip("torch", reason="the demo runs the dose model")
     process = CliProcess(cliCommand(["demo", "-o", tmp_path / "out", "--device", "cpu"]), cwd=tmp_path,
                          env=cliEnvironment()).start()
     assert _until(lambda: process.poll() is not None or process.progress is not None, timeout=120.0), process.log

@@ -131,10 +131,12 @@ def test_dvh_csv_with_a_bad_value_names_the_file(tmp_path):
 # -- pyradiomics from SlicerRadiomics, or no radiomics -------------------------------------------------------------
 
 
-def test_without_pyradiomics_run_all_skips_radiomics_and_the_step_says_why(scene, loaded, fake_cli, monkeypatch):
+def test_without_pyradiomics_run_all_skips_radiomics_and_the_step_says_why(scene, loaded, fake_cli, monkeypatch,
+                                                                           tmp_path):
     ct, reference, segmentation = loaded
     logic = DoseSegPipeline(scene)
-    assert dependencies.radiomicsProblem() is None, "this environment has pyradiomics"
+    monkeypatch.setattr(dependencies, "radiomicsFolder", lambda: tmp_path)  # pyradiomics found (SlicerRadiomics)
+    assert dependencies.radiomicsProblem() is None
     logic.runAll(ct, segmentation, reference)
     assert "--no-radiomics" not in fake_cli()[-1]["args"]
 
