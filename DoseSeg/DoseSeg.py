@@ -1,32 +1,40 @@
 """DoseSeg: dose prediction, OAR auto-segmentation, DVH and radiomics for radiotherapy planning research."""
 
-import importlib.metadata
-import importlib.util
 import logging
 import os
+import sys
+import time
 from typing import Annotated
 
 import qt
 import slicer
 import vtk
-from DoseSegLogicLib import nodes
-from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline
+from DoseSegLogicLib.compat import versionProblem
 from slicer import vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
 
-# Python packages each action needs (import name: pip requirement); torch comes from the PyTorch extension.
-BASE_PACKAGES = {"nrrd": "pynrrd>=1.0", "slicerio": "slicerio>=1.0", "SimpleITK": "SimpleITK>=2.2",
-                 "scipy": "scipy>=1.10", "tqdm": "tqdm>=4.60"}
-MODEL_PACKAGES = {"torch": "torch>=2.1", "monai": "monai>=1.3"}
-RADIOMICS_PACKAGES = {"radiomics": "pyradiomics>=3.0.1"}
-ALL_PACKAGES = {**BASE_PACKAGES, **MODEL_PACKAGES, **RADIOMICS_PACKAGES}
+DOCUMENTATION_URL = "https://github.com/DoseSeg/DoseSeg/blob/main/docs/slicer.md"
+
+# Checked before DoseSegLib is imported: on an older Slicer the module loads and says what to do.
+VERSION_PROBLEM = versionProblem((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
+if VERSION_PROBLEM is None:
+    from DoseSegLogicLib import requirements, sample
+    from DoseSegLogicLib.dependencies import radiomicsProblem
+    from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
+    from DoseSegLogicLib.terminology import TERMINOLOGY_FILE
+    from DoseSegTestLib.selftest import DoseSegTest  # noqa: F401 (Slicer's Reload & Test looks for it here)
+else:
+    logging.getLogger("DoseSeg").error(VERSION_PROBLEM)
+    DoseSegPipeline = DoseSegJobError = object  # never used: the panel and the logic stop at VERSION_PROBLEM
+
 
 
 class DoseSeg(ScriptedLoadableModule):
@@ -34,20 +42,33 @@ class DoseSeg(ScriptedLoadableModule):
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "DoseSeg"
-        self.parent.categories = ["Radiotherapy"]
+        self.parent.title = _("DoseSeg")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
         self.parent.dependencies = []
         self.parent.contributors = ["DoseSeg developers"]
-        self.parent.helpText = """
-Predicts the 3D dose a good plan would deliver from a CT and its structures, auto-segments the organs at
-risk a case lacks, and shows dose-volume histograms, DVH metrics, clinical-goal checks and radiomics
-features. Long steps run in a background process (Cancel stops them). For research use only: not for
-clinical decisions. See the DoseSeg README for details.
-"""
-        self.parent.acknowledgementText = """
-Built on 3D Slicer, SlicerRT conventions, MONAI, PyTorch and pyradiomics; dose model trained on the
-OpenKBP challenge data.
-"""
+        self.parent.helpText = _(
+            "Predicts the 3D dose a good plan would deliver from a CT and its structures, auto-segments the organs "
+            "at risk a case lacks, and shows dose-volume histograms, DVH metrics, clinical-goal checks, isodose "
+            "lines and radiomics features. Long steps run in a background process (Cancel stops them). For "
+            "research use only: not for clinical decisions."
+        ) + f' <a href="{DOCUMENTATION_URL}">' + _("DoseSeg in Slicer: documentation") + "</a>"
+        self.parent.acknowledgementText = _(
+            "Built on 3D Slicer, SlicerRT conventions, MONAI, PyTorch and pyradiomics; dose model trained on the "
+            "OpenKBP challenge data (Babier et al., Medical Physics 2021)."
+        )
+        if not VERSION_PROBLEM:
+            slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """The synthetic phantom in the Sample Data module (category DoseSeg), generated locally on click."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="DoseSeg", sampleName=sample.SAMPLE_NAME, uris=[], fileNames=[], nodeNames=[],
+        thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "DoseSeg.png"),
+        customDownloader=lambda source: sample.loadPhantom(slicer.mrmlScene),
+    )
 
 
 @parameterNodeWrapper
@@ -67,6 +88,7 @@ class DoseSegParameterNode:
     metricsTable: vtkMRMLTableNode
     constraintsTable: vtkMRMLTableNode
     radiomicsTable: vtkMRMLTableNode
+    comparisonTable: vtkMRMLTableNode
 
 
 class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -80,12 +102,19 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._job = None
         self._onJobResult = None
+        self._radiomicsProblem = None
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self.onPollJob)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if VERSION_PROBLEM:
+            label = qt.QLabel(VERSION_PROBLEM)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/DoseSeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -100,18 +129,24 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.dvhButton.connect("clicked(bool)", self.onDvh)
         self.ui.radiomicsButton.connect("clicked(bool)", self.onRadiomics)
         self.ui.runAllButton.connect("clicked(bool)", self.onRunAll)
+        self._radiomicsProblem = radiomicsProblem()
+        if self._radiomicsProblem:
+            self.ui.radiomicsButton.toolTip = self._radiomicsProblem
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.showChartButton.connect("clicked(bool)", self.onShowChart)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
-        self.ui.doseOpacitySlider.connect("valueChanged(double)", self.logic.setDoseOpacity)
+        self.ui.doseOpacitySlider.connect("valueChanged(double)", self.onDoseOpacity)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self.onCancel()
+        self._timer.stop()
+        if not VERSION_PROBLEM:
+            self.onCancel()
         self.removeObservers()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if not VERSION_PROBLEM:
+            self.initializeParameterNode()
 
     def exit(self) -> None:
         self.setParameterNode(None)
@@ -153,76 +188,83 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.enabled = idle and hasCt
         self.ui.predictButton.enabled = idle and hasCt and hasSegments
         self.ui.dvhButton.enabled = idle and bool(dose) and hasSegments
-        self.ui.radiomicsButton.enabled = idle and hasCt and hasSegments
+        self.ui.radiomicsButton.enabled = idle and hasCt and hasSegments and self._radiomicsProblem is None
         self.ui.runAllButton.enabled = idle and hasCt and hasSegments
-        self.ui.cancelButton.enabled = not idle
+        self.ui.cancelButton.enabled = not idle and not self._job.cancelled
         self.ui.metricsTableView.setMRMLTableNode(p.metricsTable)
         self.ui.constraintsTableView.setMRMLTableNode(p.constraintsTable)
         self.ui.radiomicsTableView.setMRMLTableNode(p.radiomicsTable)
+        self.ui.comparisonTableView.setMRMLTableNode(p.comparisonTable)
 
     # -- actions ---------------------------------------------------------------------------------------------------
 
     def onAlign(self) -> None:
         p = self._parameterNode
-        self._startJob(BASE_PACKAGES, lambda: self.logic.startAlignStructures(p.ctVolume, p.segmentation),
+        self._startJob(False, lambda: self.logic.startAlignStructures(p.ctVolume, p.segmentation),
                        self._showSegmentation)
 
     def onSegment(self) -> None:
         p = self._parameterNode
-        self._startJob({**BASE_PACKAGES, **MODEL_PACKAGES},
+        self._startJob(True,
                        lambda: self.logic.startSegmentMissingOars(p.ctVolume, p.segmentation, p.device,
                                                                   p.mirrorAveraging),
                        self._showSegmentation)
 
     def onPredict(self) -> None:
         p = self._parameterNode
-        self._startJob({**BASE_PACKAGES, **MODEL_PACKAGES},
+        self._startJob(True,
                        lambda: self.logic.startPredictDose(p.ctVolume, p.segmentation, p.device, self._prescription(),
                                                            p.predictedDose, p.mirrorAveraging),
                        self._showDose)
 
     def onRadiomics(self) -> None:
         p = self._parameterNode
-        self._startJob({**BASE_PACKAGES, **RADIOMICS_PACKAGES},
+        self._startJob(False,
                        lambda: self.logic.startExtractRadiomics(p.ctVolume, p.segmentation),
                        lambda table: self._showTable(table, "radiomicsTable", 2))
 
     def onRunAll(self) -> None:
         p = self._parameterNode
-        self._startJob(ALL_PACKAGES,
+        self._startJob(True,
                        lambda: self.logic.startRunAll(p.ctVolume, p.segmentation, p.referenceDose,
-                                                      self._prescription(), p.device, p.mirrorAveraging),
+                                                      self._prescription(), p.device, p.mirrorAveraging,
+                                                      p.predictedDose, self.logic.newRunFolder(p.ctVolume)),
                        self._showRunAll)
 
     def onDvh(self) -> None:
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("DVH computation failed.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("DVH computation failed."), waitCursor=True):
             dose = p.predictedDose or p.referenceDose
             reference = p.referenceDose if p.predictedDose else None
-            _, chart = self.logic.computeDvh(dose, p.segmentation, reference, p.dvhStep)
+            _tables, chart = self.logic.computeDvh(dose, p.segmentation, reference, p.dvhStep)
             metrics, constraints = self.logic.computeMetrics(dose, p.segmentation, self._prescription())
             self._showDvh(chart, metrics, constraints)
+
+    def onDoseOpacity(self, opacity: float) -> None:
+        p = self._parameterNode
+        self.logic.setDoseOpacity(opacity, p.predictedDose or p.referenceDose)
 
     def onShowChart(self) -> None:
         if self._parameterNode.dvhChart:
             self.logic.showChart(self._parameterNode.dvhChart)
 
     def onInstallDependencies(self) -> None:
-        self._ensurePackages(ALL_PACKAGES)
+        self._ensurePackages(withModels=True)
 
     def onCancel(self) -> None:
         if self._job is not None:
-            self.ui.statusLabel.text = "Cancelling..."
-            slicer.app.processEvents()
-            self._job.cancel()
+            self.ui.statusLabel.text = _("Cancelling: the step is cleaning up...")
+            self._job.cancel()  # returns at once; onPollJob sees the end
+            self.updateGui()
 
     # -- background job ----------------------------------------------------------------------------------------
 
-    def _startJob(self, packages: dict, start, onResult) -> None:
-        """Check the packages, start the job and poll it from a timer; ``onResult`` gets its result."""
-        if self._job is not None or not self._ensurePackages(packages):
+    def _startJob(self, withModels: bool, start, onResult) -> None:
+        """Check the packages (the models' too when ``withModels``), start the job and poll it from a timer;
+        ``onResult`` gets its result."""
+        if self._job is not None or not self._ensurePackages(withModels):
             return
-        with slicer.util.tryWithErrorDisplay("The step could not start.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("The step could not start."), waitCursor=True):
             self._job = start()
             self._onJobResult = onResult
             self._timer.start()
@@ -238,18 +280,20 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         except Exception as error:
             self._endJob()
-            logging.exception("DoseSeg: loading the results failed")
-            slicer.util.errorDisplay(f"{job.title}: loading the results failed: {error}", detailedText=job.log)
+            logging.getLogger("DoseSeg").exception("loading the results failed")
+            slicer.util.errorDisplay(_("{title}: loading the results failed: {error}").format(title=job.title, error=error),
+                                     detailedText=job.log)
             return
         if not done:
             self.ui.progressBar.setRange(0, 0 if job.progress is None else 100)
             self.ui.progressBar.value = int(job.progress or 0)
-            self.ui.statusLabel.text = f"{job.title}: {job.status}"
+            state = _("cancelling, cleaning up") if job.cancelled else job.status
+            self.ui.statusLabel.text = f"{job.title}: {state}"
             return
         self._endJob()
-        self.ui.statusLabel.text = f"{job.title}: {'cancelled' if job.cancelled else 'done'}"
+        self.ui.statusLabel.text = f"{job.title}: {_('cancelled') if job.cancelled else _('done')}"
         if job.result is not None:
-            with slicer.util.tryWithErrorDisplay("Showing the results failed.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Showing the results failed."), waitCursor=True):
                 self._onJobResult(job.result)
 
     def _endJob(self) -> None:
@@ -259,17 +303,25 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = 0
         self.updateGui()
 
-    def _ensurePackages(self, packages: dict) -> bool:
-        """True when every package is importable, after installing the missing ones if the user agrees."""
-        missing = self.logic.missingPackages(packages)
-        if not missing:
+    def _ensurePackages(self, withModels: bool) -> bool:
+        """True when every required package is there, after installing the missing ones if the user agrees
+        (one dialog listing them all); an installed torch that is too old is reported, not replaced."""
+        unmet = self.logic.unmetRequirements(withModels)
+        if not unmet:
             return True
-        names = ", ".join(packages[name] for name in missing)
-        if not slicer.util.confirmOkCancelDisplay(f"DoseSeg needs these Python packages: {names}.\nInstall them now?"):
+        problem = requirements.torchTooOld(unmet)
+        if problem:
+            slicer.util.errorDisplay(problem)
             return False
-        with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
-            self.logic.installPackages({name: packages[name] for name in missing})
-        return True
+        names = "\n".join(f"  {requirement.describe()}" for requirement in unmet)
+        if not slicer.util.confirmOkCancelDisplay(
+                _("DoseSeg needs these Python packages:\n{names}\nInstall them now? (torch through the PyTorch "
+                  "extension; the packages already installed are not changed)").format(names=names)):
+            return False
+        with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
+            self.logic.installPackages(withModels, askConfirmation=False)
+            return True
+        return False
 
     # -- results -----------------------------------------------------------------------------------------------
 
@@ -284,7 +336,8 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showDose(self, doseNode) -> None:
         p = self.logic.getParameterNode()
         p.predictedDose = doseNode
-        self.logic.setDoseOpacity(p.doseOpacity)
+        self.logic.setDoseOpacity(p.doseOpacity, doseNode)
+        self.logic.showIsodose(doseNode, self._prescription())
 
     def _showDvh(self, chart, metrics, constraints) -> None:
         p = self.logic.getParameterNode()
@@ -300,8 +353,10 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showRunAll(self, outputs: dict) -> None:
         self._showSegmentation(outputs["segmentation"])
         self.logic.getParameterNode().radiomicsTable = outputs["radiomics"]
+        self.logic.getParameterNode().comparisonTable = outputs["comparison"]
         self._showDose(outputs["dose"])
         self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
+        self.ui.statusLabel.text = _("Run all: done; report and files in {folder}").format(folder=outputs["folder"])
 
 
 class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
@@ -312,122 +367,78 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
     """
 
     def __init__(self) -> None:
+        if VERSION_PROBLEM:
+            raise RuntimeError(VERSION_PROBLEM)
         ScriptedLoadableModuleLogic.__init__(self)
         DoseSegPipeline.__init__(self, slicer.mrmlScene)
+        if hasattr(slicer.modules, "terminologies"):  # the auto-segmented OARs' codes, shown by the Segment Editor
+            slicer.modules.terminologies.logic().LoadTerminologyFromFile(str(TERMINOLOGY_FILE))
+
+    def showIsodose(self, doseNode, prescription=None) -> list:
+        """Isodose lines through SlicerRT's Isodose module when installed, else DoseSeg's contour models."""
+        if not hasattr(slicer.modules, "isodose"):
+            return DoseSegPipeline.showIsodose(self, doseNode, prescription)
+        try:
+            isodoseLogic = slicer.modules.isodose.logic()
+            parameters = (slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLIsodoseNode")
+                          or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLIsodoseNode"))
+            parameters.SetAndObserveDoseVolumeNode(doseNode)
+            if parameters.GetColorTableNode() is None:
+                parameters.SetAndObserveColorTableNode(isodoseLogic.GetDefaultIsodoseColorTable(slicer.mrmlScene))
+            parameters.SetShowIsodoseLines(True)
+            isodoseLogic.CreateIsodoseSurfaces(parameters)
+            return [parameters.GetIsosurfacesModelNode()]
+        except (AttributeError, TypeError) as error:  # an Isodose module of another SlicerRT version
+            logging.getLogger("DoseSeg").warning("SlicerRT Isodose failed (%s): DoseSeg's isodose lines instead", error)
+            return DoseSegPipeline.showIsodose(self, doseNode, prescription)
 
     def getParameterNode(self):
         return DoseSegParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def newRunFolder(ctNode) -> str:
+        """A new folder for the outputs of one Run all (report.html, tables, volumes) under Slicer's scene folder."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return os.path.join(slicer.app.defaultScenePath, "DoseSeg", f"{fileName(ctNode.GetName())}-{stamp}")
 
     def showChart(self, chartNode) -> None:
         """Switch to a layout with a plot view showing ``chartNode``."""
         slicer.modules.plots.logic().ShowChartInLayout(chartNode)
 
     @staticmethod
-    def missingPackages(packages: dict = ALL_PACKAGES) -> list:
-        """The import names of ``packages`` that cannot be imported."""
-        return [name for name in packages if importlib.util.find_spec(name) is None]
+    def unmetRequirements(withModels: bool = True) -> list:
+        """The packages of Resources/requirements.txt missing or too old (the models' only when ``withModels``).
 
-    def installPackages(self, packages: dict = ALL_PACKAGES, askConfirmation: bool = True) -> None:
-        """Install the missing packages without changing any installed one (Slicer's own included).
-
-        torch comes from the PyTorch extension's installer; the others from pip, constrained to the
-        installed versions of everything already present; pyradiomics builds without isolation.
+        Slicer 5.11+ reads the file with ``slicer.packaging`` first: nothing is listed when it is satisfied.
         """
-        missing = self.missingPackages(packages)
-        if not missing:
-            return
-        if "torch" in missing:
+        packaging = getattr(slicer, "packaging", None)
+        if withModels and packaging is not None and packaging.pip_check(
+                packaging.load_requirements(str(requirements.REQUIREMENTS_FILE))):
+            return []
+        return requirements.unmetRequirements(withModels)
+
+    def installPackages(self, withModels: bool = True, askConfirmation: bool = True) -> None:
+        """Install the missing or too old requirements, without changing any other installed package.
+
+        torch comes from the PyTorch extension's installer (an installed torch that is too old is reported,
+        not replaced); the others from pip, ready-made wheels only (never a build), constrained to the
+        installed versions of every other package. pyradiomics comes from the SlicerRadiomics extension.
+        """
+        unmet = requirements.unmetRequirements(withModels)
+        problem = requirements.torchTooOld(unmet)
+        if problem:
+            raise RuntimeError(problem)
+        torch = next((requirement for requirement in unmet if requirement.name == "torch"), None)
+        if torch is not None:
             try:
                 import PyTorchUtils
             except ImportError:
                 raise RuntimeError("PyTorch is missing: install the PyTorch extension (Extensions Manager)") from None
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, ">=2.1") is None:
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, f">={torch.minimum}") is None:
                 raise RuntimeError("PyTorch was not installed")
-        constraints = ["-c", self._installedVersionsFile()]
-        plain = [packages[name] for name in missing if name not in ("torch", "radiomics")]
-        if plain:
-            slicer.util.pip_install([*plain, *constraints])
-        if "radiomics" in missing:
-            slicer.util.pip_install(["versioneer", *constraints])
-            slicer.util.pip_install(["--no-build-isolation", packages["radiomics"], *constraints])
-
-    @staticmethod
-    def _installedVersionsFile() -> str:
-        """A pip constraints file pinning every installed distribution, so that installs only add packages."""
-        pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
-                       if d.metadata["Name"]})
-        path = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
-        with open(path, "w") as handle:
-            handle.write("\n".join(pins) + "\n")
-        return path
-
-
-class DoseSegTest(ScriptedLoadableModuleTest):
-    """The scene scenario of the pytest suite, inside Slicer: a phantom patient, its DVH, metrics and steps."""
-
-    def setUp(self) -> None:
-        slicer.mrmlScene.Clear()
-        DoseSegLogic().installPackages(BASE_PACKAGES, askConfirmation=False)
-
-    def runTest(self) -> None:
-        self.setUp()
-        self.test_DoseSegScene()
-        self.setUp()
-        self.test_DoseSegSteps()
-
-    def _loadPhantom(self):
-        from DoseSegLib.io.phantom import make_phantom
-
-        case = make_phantom()
-        ctNode = nodes.addVolumeNode(slicer.mrmlScene, case.ct, "phantom CT")
-        doseNode = nodes.addVolumeNode(slicer.mrmlScene, case.dose, "phantom dose")
-        segmentationNode = nodes.newSegmentationNode(slicer.mrmlScene, "phantom structures", ctNode)
-        nodes.addSegments(segmentationNode, case.structures)
-        return case, ctNode, doseNode, segmentationNode
-
-    def test_DoseSegScene(self) -> None:
-        """Geometry round trip, DVH tables against the library, metrics and goals, dose display."""
-        import numpy as np
-
-        from DoseSegLib.analysis.dvh import compute_dvhs
-
-        self.delayDisplay("Scene: phantom nodes, DVH, metrics")
-        case, ctNode, doseNode, segmentationNode = self._loadPhantom()
-        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(doseNode), case.dose.array.transpose(2, 1, 0)))
-        self.assertTrue(nodes.volumeFromNode(doseNode).same_grid(case.ct))
-        logic = DoseSegLogic()
-        tables, chart = logic.computeDvh(doseNode, segmentationNode)
-        self.assertEqual(len(tables), len(case.structures))
-        self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), len(case.structures))
-        expected = compute_dvhs(case.dose, case.structures)["PTV70"]
-        table = slicer.util.getFirstNodeByClassByName("vtkMRMLTableNode", "DVH PTV70")
-        self.assertTrue(np.allclose(slicer.util.arrayFromTableColumn(table, "Volume"), expected.volume_pct))
-        metrics, constraints = logic.computeMetrics(doseNode, segmentationNode)
-        self.assertEqual(metrics.GetNumberOfRows(), len(case.structures))
-        self.assertGreater(constraints.GetNumberOfRows(), 0)
-        nodes.showDose(doseNode, ctNode, 70.0)
-        logic.showChart(chart)
-        self.assertEqual(doseNode.GetAttribute(nodes.DOSE_ATTRIBUTE), "1")
-        self.delayDisplay("Scene test passed")
-
-    def test_DoseSegSteps(self) -> None:
-        """Align and radiomics through the background CLI; the model steps unless Slicer's testing mode is on."""
-        _, ctNode, doseNode, segmentationNode = self._loadPhantom()
-        logic = DoseSegLogic()
-        self.delayDisplay("Align structures (background process)")
-        aligned = logic.alignStructures(ctNode, segmentationNode)
-        self.assertEqual(aligned.GetSegmentation().GetNumberOfSegments(),
-                         segmentationNode.GetSegmentation().GetNumberOfSegments())
-        if not logic.missingPackages(RADIOMICS_PACKAGES):
-            self.assertGreater(logic.extractRadiomics(ctNode, aligned).GetNumberOfRows(), 0)
-        if slicer.app.testingEnabled() and not os.environ.get("DOSESEG_TEST_MODELS"):
-            self.delayDisplay("Testing mode: model steps skipped (set DOSESEG_TEST_MODELS=1 to run them)")
-            return
-        self.delayDisplay("Model steps: auto-segment, predict dose, run all")
-        logic.installPackages(ALL_PACKAGES, askConfirmation=False)
-        self.assertIsNotNone(logic.segmentMissingOars(ctNode, aligned))
-        predicted = logic.predictDose(ctNode, aligned)
-        self.assertEqual(predicted.GetAttribute(nodes.DOSE_ATTRIBUTE), "1")
-        outputs = logic.runAll(ctNode, aligned, doseNode)
-        self.assertGreater(outputs["metrics"].GetNumberOfRows(), 0)
-        self.delayDisplay("Steps test passed")
+        pip = [str(requirement) for requirement in unmet if requirement is not torch]
+        if pip:
+            constraints = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
+            with open(constraints, "w") as handle:  # the installed versions of everything else stay
+                handle.write(requirements.installedPins(exclude={requirement.name for requirement in unmet}))
+            slicer.util.pip_install(["--only-binary", ":all:", *pip, "-c", constraints])

@@ -7,21 +7,16 @@ for the predicted one: these tests check the scene code, not the model.
 
 from __future__ import annotations
 
-import json
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pytest
 import slicer
 import vtk
+from mrml_helpers import column, ijk_to_ras, table_rows
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "DoseSeg"))
+pytest_plugins = ["mrml_fixtures"]  # its fixtures: scene, phantom, loaded, fake_cli; it puts DoseSeg/ on sys.path
 
-from DoseSegLogicLib import nodes, pipeline, results  # noqa: E402
-from DoseSegLogicLib.pipeline import (  # noqa: E402
+from DoseSegLogicLib import nodes, results
+from DoseSegLogicLib.pipeline import (
     AUTO_SEGMENTED_TAG,
     CONSTRAINTS_TABLE_NAME,
     METRICS_TABLE_NAME,
@@ -29,72 +24,15 @@ from DoseSegLogicLib.pipeline import (  # noqa: E402
     DoseSegPipeline,
 )
 
-from DoseSegLib import OARS, Volume  # noqa: E402
-from DoseSegLib.analysis.constraints import load_constraints  # noqa: E402
-from DoseSegLib.analysis.dvh import compute_dvhs, metrics_table  # noqa: E402
-from DoseSegLib.core.alignment import align_case, body_mask  # noqa: E402
-from DoseSegLib.core.colors import structure_color  # noqa: E402
-from DoseSegLib.io.patient import read_patient, write_segmentation, write_volume  # noqa: E402
-from DoseSegLib.io.phantom import make_phantom  # noqa: E402
+from DoseSegLib import Volume
+from DoseSegLib.analysis.constraints import load_constraints
+from DoseSegLib.analysis.dvh import compute_dvhs, metrics_table
+from DoseSegLib.core.alignment import align_case, body_mask
+from DoseSegLib.core.colors import structure_color
+from DoseSegLib.io.patient import read_patient, write_segmentation, write_volume
+from DoseSegLib.io.phantom import make_phantom
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def converter_rules():
-    """Register the segmentation converter rules once, as Slicer's Segmentations module does."""
-    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
-    if not factory.GetConverterRules():
-        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
-        factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
-
-
-@pytest.fixture
-def scene():
-    scene = slicer.vtkMRMLScene()
-    for _ in range(3):
-        scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
-    yield scene
-    scene.Clear(True)
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    return make_phantom()
-
-
-@pytest.fixture
-def loaded(scene, phantom):
-    """CT, dose and segmentation nodes of the phantom."""
-    ct = nodes.addVolumeNode(scene, phantom.ct, "CT")
-    dose = nodes.addVolumeNode(scene, phantom.dose, "Dose")
-    segmentation = nodes.newSegmentationNode(scene, "Structures", ct)
-    nodes.addSegments(segmentation, phantom.structures)
-    return ct, dose, segmentation
-
-
-def _matrix(vtkMatrix) -> np.ndarray:
-    return np.array([[vtkMatrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
-def _ijkToRas(node) -> np.ndarray:
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(matrix)
-    return _matrix(matrix)
-
-
-def _column(tableNode, name: str) -> np.ndarray:
-    return np.asarray(slicer.util.arrayFromTableColumn(tableNode, name))
-
-
-def _rows(tableNode) -> list[dict[str, object]]:
-    """The table's rows: floats from numeric columns, text from the others."""
-    table = tableNode.GetTable()
-    columns = [table.GetColumn(c) for c in range(table.GetNumberOfColumns())]
-    return [
-        {column.GetName(): column.GetValue(r) for column in columns}
-        for r in range(table.GetNumberOfRows())
-    ]
 
 
 def _rotated_volume() -> Volume:
@@ -110,7 +48,7 @@ def _rotated_volume() -> Volume:
 @pytest.mark.parametrize("volume", [make_phantom(shape=(20, 16, 12)).ct, _rotated_volume()], ids=["axial", "oblique"])
 def test_volume_node_geometry_and_kji_round_trip(scene, volume):
     node = nodes.addVolumeNode(scene, volume, "volume")
-    assert np.allclose(_ijkToRas(node), LPS_TO_RAS @ volume.index_to_lps)
+    assert np.allclose(ijk_to_ras(node), LPS_TO_RAS @ volume.index_to_lps)
     assert np.allclose(node.GetSpacing(), volume.spacing)
     assert np.allclose(node.GetOrigin(), LPS_TO_RAS[:3, :3] @ np.asarray(volume.origin))
     assert node.GetImageData().GetDimensions() == volume.shape
@@ -188,9 +126,9 @@ def test_dvh_tables_and_chart_match_the_library(scene, phantom, loaded):
     assert chart.GetName() == results.DVH_CHART_NAME and chart.GetNumberOfPlotSeriesNodes() == len(tables)
     for table in tables[: len(expected)]:
         name = table.GetAttribute("DoseSeg.Structure")
-        assert np.allclose(_column(table, "Dose"), expected[name].dose_gy)
-        assert np.allclose(_column(table, "Volume"), expected[name].volume_pct)
-        assert np.allclose(_column(table, "VolumeCc"), expected[name].volume_cc)
+        assert np.allclose(column(table, "Dose"), expected[name].dose_gy)
+        assert np.allclose(column(table, "Volume"), expected[name].volume_pct)
+        assert np.allclose(column(table, "VolumeCc"), expected[name].volume_cc)
         assert table.GetColumnUnitLabel("Dose") == "Gy"
     for index in range(chart.GetNumberOfPlotSeriesNodes()):
         series = chart.GetNthPlotSeriesNode(index)
@@ -205,14 +143,14 @@ def test_metrics_and_constraint_tables(scene, phantom, loaded):
     _, dose, segmentation = loaded
     metrics, constraints = DoseSegPipeline(scene).computeMetrics(dose, segmentation, prescription=70.0)
     assert (metrics.GetName(), constraints.GetName()) == (METRICS_TABLE_NAME, CONSTRAINTS_TABLE_NAME)
-    rows = {row["structure"]: row for row in _rows(metrics)}
+    rows = {row["structure"]: row for row in table_rows(metrics)}
     expected = metrics_table(phantom.dose, phantom.structures, {"PTV70": 70.0, "PTV56": 56.0})
     assert set(rows) == set(phantom.structures)
     for row in expected:
         for key in ("Mean[Gy]", "D95%[Gy]", "D0.1cc[Gy]", "Volume[cc]"):
             assert rows[row["structure"]][key] == pytest.approx(row[key], rel=1e-6)
     assert rows["PTV70"]["HI"] == pytest.approx(next(r for r in expected if r["structure"] == "PTV70")["HI"])
-    checks = _rows(constraints)
+    checks = table_rows(constraints)
     assert len(checks) >= len(load_constraints())
     assert {row["result"] for row in checks} <= {"pass", "fail", "not evaluated"}
 
@@ -222,8 +160,8 @@ def test_csv_results_become_tables(scene, tmp_path):
     table = results.loadCsvTable(scene, tmp_path / "radiomics.csv", "radiomics")
     assert table.GetTable().GetColumnByName("original_firstorder_Mean").IsA("vtkDoubleArray")
     assert table.GetTable().GetColumnByName("note").IsA("vtkStringArray")
-    assert _column(table, "original_firstorder_Mean")[0] == 41.5
-    assert np.isnan(_column(table, "original_firstorder_Mean")[1])
+    assert column(table, "original_firstorder_Mean")[0] == 41.5
+    assert np.isnan(column(table, "original_firstorder_Mean")[1])
 
 
 def test_dose_display_follows_slicerrt(scene, loaded):
@@ -248,6 +186,30 @@ def test_dose_display_follows_slicerrt(scene, loaded):
     assert scene.GetNodesByClassByName("vtkMRMLColorTableNode", "Dose_ColorTable").GetNumberOfItems() == 1
 
 
+def test_opacity_only_touches_views_showing_the_dose(scene, loaded):
+    ct, dose, _ = loaded
+    nodes.showDose(dose, ct, opacity=0.5)
+    other = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")  # a view showing something else over the CT
+    other.SetBackgroundVolumeID(ct.GetID())
+    other.SetForegroundVolumeID(ct.GetID())
+    other.SetForegroundOpacity(0.3)
+    empty = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")  # a view with no foreground
+    empty.SetForegroundOpacity(0.1)
+    logic = DoseSegPipeline(scene)
+    logic.setDoseOpacity(0.9, dose)
+    logic.setDoseOpacity(0.7)  # any RT dose
+    found = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    composites = [found.GetItemAsObject(i) for i in range(found.GetNumberOfItems())]
+    showing = [c for c in composites if c.GetForegroundVolumeID() == dose.GetID()]
+    assert len(showing) == 3 and all(c.GetForegroundOpacity() == pytest.approx(0.7) for c in showing)
+    assert other.GetForegroundOpacity() == pytest.approx(0.3) and empty.GetForegroundOpacity() == pytest.approx(0.1)
+    second = nodes.addVolumeNode(scene, nodes.volumeFromNode(dose), "second dose")
+    other.SetForegroundVolumeID(second.GetID())
+    logic.setDoseOpacity(0.2, dose)
+    assert other.GetForegroundOpacity() == pytest.approx(0.3), "a view showing another volume keeps its opacity"
+    assert all(c.GetForegroundOpacity() == pytest.approx(0.2) for c in showing)
+
+
 def test_cli_outputs_load_as_dose_and_missing_oars(scene, phantom, loaded, tmp_path):
     ct, _, segmentation = loaded
     write_volume(tmp_path / "dose.nrrd", phantom.dose)
@@ -256,7 +218,7 @@ def test_cli_outputs_load_as_dose_and_missing_oars(scene, phantom, loaded, tmp_p
     pipeline = DoseSegPipeline(scene)
     doseNode = pipeline.loadDose(tmp_path / "dose.nrrd", ct, prescription=70.0)
     assert doseNode.GetName() == "CT predicted dose" and doseNode.GetAttribute("DicomRtImport.DoseVolume") == "1"
-    assert np.allclose(_ijkToRas(doseNode), _ijkToRas(ct))
+    assert np.allclose(ijk_to_ras(doseNode), ijk_to_ras(ct))
     segments = segmentation.GetSegmentation()
     segments.RemoveSegment(segments.GetSegmentIdBySegmentName("Larynx"))
     pipeline.addMissingSegments(tmp_path / "segmentation.seg.nrrd", ct, segmentation)
@@ -301,60 +263,6 @@ def test_cancelled_job_loads_nothing(scene, loaded):
     assert scene.GetNumberOfNodes() == before
 
 
-@pytest.fixture
-def fake_cli(tmp_path, monkeypatch, phantom):
-    """The command line replaced by a script that copies ready outputs: the models are not under test here.
-
-    Returns a function giving the calls so far, each {"args": [...], "inputs": [the patient folder's files]}.
-    """
-    ready = tmp_path / "ready"
-    ready.mkdir()
-    write_volume(ready / "dose.nrrd", phantom.dose)  # the reference dose stands in for a prediction
-    write_segmentation(ready / "segmentation.seg.nrrd", {name: phantom.structures[name] for name in OARS})
-    (ready / "radiomics.csv").write_text("structure,original_firstorder_Mean\nPTV70,40.5\n")
-    calls = tmp_path / "calls.jsonl"
-    script = tmp_path / "fake_cli.py"
-    script.write_text(textwrap.dedent(f"""
-        import json, shutil, sys
-        from pathlib import Path
-        args = sys.argv[1:]
-        patient = Path(args[1])
-        inputs = sorted(p.relative_to(patient).as_posix() for p in patient.rglob("*.nrrd"))
-        with open({str(calls)!r}, "a") as handle:
-            handle.write(json.dumps({{"args": args, "inputs": inputs}}) + "\\n")
-        shutil.copytree({str(ready)!r}, args[args.index("-o") + 1])
-    """))
-    monkeypatch.setattr(pipeline, "cliCommand", lambda args: [sys.executable, str(script), *map(str, args)])
-    return lambda: [json.loads(line) for line in calls.read_text().splitlines()]
-
-
-def test_model_steps_wire_the_cli_and_load_its_outputs(scene, phantom, loaded, fake_cli):
-    ct, reference, segmentation = loaded
-    logic = DoseSegPipeline(scene)
-    dose = logic.predictDose(ct, segmentation, device="cpu", prescription=70.0)
-    assert dose.GetAttribute("DicomRtImport.DoseVolume") == "1"
-    assert np.array_equal(nodes.volumeFromNode(dose).array, phantom.dose.array)
-    call = fake_cli()[-1]
-    assert call["args"][0] == "predict-dose" and call["args"][2:4] == ["--device", "cpu"]
-    assert {"ct.nrrd", "structures/PTV70.nrrd", "structures/Larynx.nrrd"} <= set(call["inputs"])
-
-    segments = segmentation.GetSegmentation()
-    segments.RemoveSegment(segments.GetSegmentIdBySegmentName("Mandible"))
-    assert logic.segmentMissingOars(ct, segmentation) is segmentation
-    assert segments.GetSegmentIdBySegmentName("Mandible") and segments.GetNumberOfSegments() == len(phantom.structures)
-    assert fake_cli()[-1]["args"][0] == "segment" and "--tta" not in fake_cli()[-1]["args"]
-    logic.segmentMissingOars(ct, segmentation, mirrorAveraging=True)
-    assert fake_cli()[-1]["args"][0] == "segment" and "--tta" in fake_cli()[-1]["args"]
-
-    outputs = logic.runAll(ct, segmentation, reference, device="cuda", mirrorAveraging=True)
-    assert set(outputs) == {"dose", "segmentation", "dvhTables", "dvhChart", "metrics", "constraints", "radiomics"}
-    assert outputs["metrics"].GetNumberOfRows() == len(phantom.structures)
-    assert outputs["radiomics"].GetNumberOfRows() == 1
-    call = fake_cli()[-1]
-    assert call["args"][0] == "run" and "cuda" in call["args"] and "dose.nrrd" in call["inputs"]
-    assert "--tta" in call["args"]
-
-
 # -- real patient --------------------------------------------------------------------------------------------------
 
 
@@ -368,7 +276,7 @@ def test_real_patient_nodes_dvh_and_metrics(scene, shared_data, tmp_path):
     write_volume(tmp_path / "dose.nrrd", case.dose)  # the reference dose stands in for a prediction
     pipeline = DoseSegPipeline(scene)
     dose = pipeline.loadDose(tmp_path / "dose.nrrd", ct)
-    assert np.allclose(_ijkToRas(dose), _ijkToRas(ct))
+    assert np.allclose(ijk_to_ras(dose), ijk_to_ras(ct))
     assert np.allclose(dose.GetSpacing(), ct.GetSpacing()) and np.allclose(dose.GetOrigin(), ct.GetOrigin())
     assert dose.GetImageData().GetDimensions() == ct.GetImageData().GetDimensions() == case.ct.shape
     assert np.array_equal(slicer.util.arrayFromVolume(dose), case.dose.array.transpose(2, 1, 0))
@@ -386,15 +294,15 @@ def test_real_patient_nodes_dvh_and_metrics(scene, shared_data, tmp_path):
     assert chart.GetNumberOfPlotSeriesNodes() == len(tables) == len(expected) == 10
     for table in tables:
         dvh = expected[table.GetAttribute("DoseSeg.Structure")]
-        assert np.allclose(_column(table, "Dose"), dvh.dose_gy)
-        assert np.allclose(_column(table, "Volume"), dvh.volume_pct)
+        assert np.allclose(column(table, "Dose"), dvh.dose_gy)
+        assert np.allclose(column(table, "Volume"), dvh.volume_pct)
 
     metrics, constraints = pipeline.computeMetrics(dose, segmentation)
-    rows = {row["structure"]: row for row in _rows(metrics)}
+    rows = {row["structure"]: row for row in table_rows(metrics)}
     for row in metrics_table(case.dose, case.structures, case.targets):
         assert rows[row["structure"]]["Max[Gy]"] == pytest.approx(row["Max[Gy]"], rel=1e-6)
         assert rows[row["structure"]]["D95%[Gy]"] == pytest.approx(row["D95%[Gy]"], rel=1e-6)
-    assert "PTV70" in {row["structure"] for row in _rows(constraints)}
+    assert "PTV70" in {row["structure"] for row in table_rows(constraints)}
 
 
 @pytest.mark.slow
@@ -411,7 +319,7 @@ def test_real_patient_model_steps_through_the_real_command_line(scene, shared_da
 
     dose = logic.predictDose(ct, segmentation, device="cpu")
     assert dose.GetAttribute("DicomRtImport.DoseVolume") == "1"
-    assert np.allclose(_ijkToRas(dose), _ijkToRas(ct))
+    assert np.allclose(ijk_to_ras(dose), ijk_to_ras(ct))
     predicted = slicer.util.arrayFromVolume(dose).transpose(2, 1, 0)
     assert predicted.shape == case.ct.shape and predicted.min() >= 0
     body = body_mask(case.ct).array  # the scene has no possible-dose mask: the CLI derives the body
@@ -420,7 +328,7 @@ def test_real_patient_model_steps_through_the_real_command_line(scene, shared_da
     assert np.abs(predicted - case.dose.array)[inside].mean() < 6.0, "the bundled model is far off on pt_201"
 
     radiomics = logic.extractRadiomics(ct, segmentation)
-    rows = {row["structure"]: row for row in _rows(radiomics)}
+    rows = {row["structure"]: row for row in table_rows(radiomics)}
     assert set(rows) == set(case.structures)
     assert rows["PTV70"]["original_shape_VoxelVolume"] == pytest.approx(
         case.structures["PTV70"].array.sum() * case.ct.voxel_volume_cc * 1000, rel=1e-6)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import py_compile
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "DoseSeg"
@@ -53,7 +56,7 @@ def test_every_widget_the_module_uses_exists():
 def test_parameter_bindings_match_the_parameter_node():
     fields = _parameter_fields()
     bound = {}
-    for name, widget in _widgets().items():
+    for widget in _widgets().values():
         for prop in widget.findall("property"):
             if prop.get("name") == "SlicerParameterName":
                 bound[prop.findtext("string")] = widget
@@ -102,7 +105,7 @@ def test_cmake_lists_install_every_module_file():
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in module_cmake
     top = (REPO / "CMakeLists.txt").read_text()
     for text in ('EXTENSION_CATEGORY "Radiotherapy"', 'EXTENSION_DEPENDS "PyTorch"', "find_package(Slicer REQUIRED)",
-                 "add_subdirectory(DoseSeg)", "ctkMacroCompilePythonScript", "DoseSegLib/*.py"):
+                 "add_subdirectory(DoseSeg)", "ctkMacroCompilePythonScript", "DoseSegLib/*.py", "NO_INSTALL_SUBDIR"):
         assert text in top, text
 
 
@@ -116,4 +119,121 @@ def test_logic_layer_is_qt_free():
     for path in (MODULE / "DoseSegLogicLib").glob("*.py"):
         text = path.read_text()
         assert not re.search(r"^\s*(import|from) (qt|ctk)\b|slicer\.app\b|ScriptedLoadableModule|slicer\.modules",
-                             text, re.M), path.name
+                             text, re.MULTILINE), path.name
+
+
+# -- Slicer and Python versions ------------------------------------------------------------------------------------
+
+
+def _load_compat():
+    spec = importlib.util.spec_from_file_location("doseseg_compat", MODULE / "DoseSegLogicLib" / "compat.py")
+    compat = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compat)
+    return compat
+
+
+@pytest.mark.parametrize(("slicer_version", "python", "ok"), [
+    ((5, 8), (3, 9, 10), False), ((5, 6), (3, 9), False), ((5, 10), (3, 9), False),
+    ((5, 10), (3, 12, 1), True), ((5, 11), (3, 12), True), ((6, 0), (3, 13), True),
+])
+def test_older_slicer_gets_a_clear_message(slicer_version, python, ok):
+    problem = _load_compat().versionProblem(slicer_version, python)
+    if ok:
+        assert problem is None
+    else:
+        assert problem.startswith("DoseSeg needs 3D Slicer 5.10 or later")
+        assert f"this is Slicer {slicer_version[0]}.{slicer_version[1]} with Python {python[0]}.{python[1]}" in problem
+        assert "download.slicer.org" in problem
+
+
+def test_version_check_comes_before_the_library():
+    """On Slicer 5.8 (Python 3.9) DoseSeg.py and compat.py must parse and run up to the check; DoseSegLib
+    (3.10+ code) is only imported when the check passes, and the panel and the logic stop at the message."""
+    ast.parse((MODULE / "DoseSegLogicLib" / "compat.py").read_text(), feature_version=(3, 6))
+    tree = ast.parse(SOURCE, feature_version=(3, 9))
+    assert not any(isinstance(node, ast.ImportFrom) and node.module == "__future__" for node in tree.body)
+    for node in ast.walk(tree):  # annotations are evaluated at import: no `X | Y` (3.10+)
+        for annotation in (getattr(node, "returns", None), getattr(node, "annotation", None)):
+            if annotation is not None:
+                assert not any(isinstance(n, ast.BinOp) for n in ast.walk(annotation)), ast.unparse(annotation)
+    top_imports = [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
+    assert "DoseSegLogicLib.compat" in top_imports
+    assert not [m for m in top_imports if m.startswith("DoseSegLib") or m in ("DoseSegLogicLib", "DoseSegLogicLib.pipeline")]
+    guarded = next(n for n in tree.body if isinstance(n, ast.If) and "VERSION_PROBLEM" in ast.unparse(n.test))
+    assert {n.module for n in guarded.body if isinstance(n, ast.ImportFrom)} >= {"DoseSegLogicLib.pipeline"}
+    assert re.search(r"def setup\(self\).*?if VERSION_PROBLEM:.*?QLabel\(VERSION_PROBLEM\).*?return", SOURCE, re.DOTALL)
+    assert re.search(r"class DoseSegLogic\(.*?if VERSION_PROBLEM:\s+raise RuntimeError\(VERSION_PROBLEM\)", SOURCE, re.DOTALL)
+
+
+def test_radiomics_button_is_disabled_with_the_reason_and_pyradiomics_never_built():
+    assert "self._radiomicsProblem = radiomicsProblem()" in SOURCE
+    assert "self.ui.radiomicsButton.toolTip = self._radiomicsProblem" in SOURCE
+    assert re.search(r"self\.ui\.radiomicsButton\.enabled = .*and self\._radiomicsProblem is None", SOURCE)
+    assert "pyradiomics" not in re.sub(r'""".*?"""|#.*', "", SOURCE, flags=re.DOTALL), "no pip requirement for it"
+    assert "--no-build-isolation" not in SOURCE and '"--only-binary", ":all:"' in SOURCE
+
+
+def _method(name: str) -> str:
+    """Source of a DoseSegWidget method."""
+    tree = ast.parse(SOURCE)
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DoseSegWidget")
+    return ast.unparse(next(n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == name))
+
+
+def test_widget_stops_its_timer_cancels_without_waiting_and_reuses_the_dose_node():
+    assert "self._timer.stop()" in _method("cleanup"), "a reload during a job must not poll deleted widgets"
+    cancel = _method("onCancel")
+    assert "self._job.cancel()" in cancel and "processEvents" not in cancel and "wait" not in cancel
+    assert "p.predictedDose or p.referenceDose" in _method("onDoseOpacity")
+    assert "self.ui.doseOpacitySlider.connect('valueChanged(double)', self.onDoseOpacity)" in _method("setup")
+    assert "p.predictedDose, self.logic.newRunFolder(p.ctVolume)" in _method("onRunAll")
+
+
+def test_slicerrt_isodose_terminology_and_comparison_are_wired():
+    assert "self.logic.showIsodose(doseNode, self._prescription())" in _method("_showDose")
+    assert "getParameterNode().comparisonTable = outputs['comparison']" in _method("_showRunAll")
+    assert 'if not hasattr(slicer.modules, "isodose"):' in SOURCE and "CreateIsodoseSurfaces(parameters)" in SOURCE
+    assert "LoadTerminologyFromFile(str(TERMINOLOGY_FILE))" in SOURCE
+    assert "comparisonTableView" in _widgets()
+
+
+# -- catalogue -----------------------------------------------------------------------------------------------------
+
+
+def test_catalogue_metadata_license_and_no_missing_screenshot():
+    top = (REPO / "CMakeLists.txt").read_text()
+    license_text = (REPO / "LICENSE").read_text()
+    assert license_text.startswith("BSD 3-Clause License") and "Neither the name of the copyright holder" in license_text
+    assert 'license = { text = "BSD-3-Clause" }' in (REPO / "pyproject.toml").read_text()
+    screenshots = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]*)"\)', top).group(1).split()
+    prefix = "https://raw.githubusercontent.com/DoseSeg/DoseSeg/main/"
+    for url in screenshots:
+        assert (REPO / url.removeprefix(prefix)).is_file(), f"screenshot URL to a missing file: {url}"
+    icon = re.search(r'set\(EXTENSION_ICONURL "([^"]*)"\)', top).group(1)
+    assert (REPO / icon.removeprefix(prefix)).is_file()
+    docs = (REPO / "docs" / "slicer.md").read_text()
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", docs):
+        assert (REPO / "docs" / image).resolve().is_file(), f"docs/slicer.md shows a missing picture: {image}"
+
+
+def test_translation_markers_help_link_and_sample_data():
+    assert "from slicer.i18n import tr as _" in SOURCE
+    module = next(n for n in ast.parse(SOURCE).body if isinstance(n, ast.ClassDef) and n.name == "DoseSeg")
+    init = ast.unparse(module)
+    assert "self.parent.title = _('DoseSeg')" in init
+    assert "translate('qSlicerAbstractCoreModule', 'Radiotherapy')" in init
+    assert "self.parent.helpText = _(" in init and "<a href=" in init and "DOCUMENTATION_URL" in init
+    assert "self.parent.acknowledgementText = _(" in init
+    assert "slicer.app.connect('startupCompleted()', registerSampleData)" in init
+    assert re.search(r"registerCustomSampleDataSource\(.*?customDownloader=lambda source: sample\.loadPhantom",
+                     SOURCE, re.DOTALL)
+    assert not re.search(r'(statusLabel\.text\s*=|errorDisplay\(|tryWithErrorDisplay\()\s*f?"[A-Za-z]', SOURCE), \
+        "user-facing messages go through _()"
+
+
+def test_one_dialog_for_every_package_and_an_old_torch_stops():
+    ensure = _method("_ensurePackages")
+    assert ensure.count("confirmOkCancelDisplay") == 1 and "requirement.describe()" in ensure
+    assert "requirements.torchTooOld(unmet)" in ensure and "askConfirmation=False" in ensure
+    assert "packaging.load_requirements(str(requirements.REQUIREMENTS_FILE))" in SOURCE
+    assert "PACKAGES = {" not in SOURCE, "the requirements live in Resources/requirements.txt"

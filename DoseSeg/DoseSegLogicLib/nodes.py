@@ -23,6 +23,8 @@ from DoseSegLib.core.colors import structure_color
 from DoseSegLib.core.errors import DoseSegError
 
 DOSE_ATTRIBUTE = "DicomRtImport.DoseVolume"
+# SlicerRT's DVH and Isodose modules read the unit from these (DoseSeg's doses are in Gy)
+DOSE_UNIT_ATTRIBUTES = {"DicomRtImport.DoseUnitName": "GY", "DicomRtImport.DoseUnitValue": "1.0"}
 DOSE_COLOR_TABLE_NAME = "Dose_ColorTable"
 LOWER_THRESHOLD_FRACTION = 0.05
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -204,9 +206,20 @@ def doseColorTable(scene):
     colorNode.SetTypeToUser()
     colorNode.SetNumberOfColors(256)
     for index in range(256):
-        red, green, blue = colorsys.hsv_to_rgb(0.667 * (1.0 - index / 255.0), 1.0, 1.0)
-        colorNode.SetColor(index, red, green, blue, 1.0)
+        colorNode.SetColor(index, *doseColor(index / 255.0), 1.0)
     return colorNode
+
+
+def doseColor(fraction: float) -> tuple[float, float, float]:
+    """The colour of a dose at ``fraction`` of the top of the colour window: blue (0) to red (1)."""
+    return colorsys.hsv_to_rgb(0.667 * (1.0 - min(max(fraction, 0.0), 1.0)), 1.0, 1.0)
+
+
+def markDose(volumeNode) -> None:
+    """Mark a volume as an RT dose in Gy, the way SlicerRT's DICOM-RT import does."""
+    volumeNode.SetAttribute(DOSE_ATTRIBUTE, "1")
+    for name, value in DOSE_UNIT_ATTRIBUTES.items():
+        volumeNode.SetAttribute(name, value)
 
 
 def showDose(doseNode, ctNode=None, prescription: float | None = None, opacity: float = 0.5) -> None:
@@ -216,7 +229,7 @@ def showDose(doseNode, ctNode=None, prescription: float | None = None, opacity: 
     prescription; doses below 5 % of the prescription (or of the maximum) are transparent.
     """
     scene = doseNode.GetScene()
-    doseNode.SetAttribute(DOSE_ATTRIBUTE, "1")
+    markDose(doseNode)
     if doseNode.GetDisplayNode() is None:
         doseNode.CreateDefaultDisplayNodes()
     maxDose = float(doseNode.GetImageData().GetScalarRange()[1])
@@ -233,13 +246,17 @@ def showDose(doseNode, ctNode=None, prescription: float | None = None, opacity: 
         if ctNode is not None:
             composite.SetBackgroundVolumeID(ctNode.GetID())
         composite.SetForegroundVolumeID(doseNode.GetID())
-    setDoseOpacity(scene, opacity)
+    setDoseOpacity(scene, opacity, doseNode)
 
 
-def setDoseOpacity(scene, opacity: float) -> None:
-    """Foreground (dose) opacity of every slice view."""
+def setDoseOpacity(scene, opacity: float, doseNode=None) -> None:
+    """Foreground opacity of the slice views showing ``doseNode`` (any RT dose when None); other views keep theirs."""
     for composite in _sliceCompositeNodes(scene):
-        composite.SetForegroundOpacity(opacity)
+        foreground = scene.GetNodeByID(composite.GetForegroundVolumeID() or "")
+        if foreground is None:
+            continue
+        if foreground is doseNode or (doseNode is None and foreground.GetAttribute(DOSE_ATTRIBUTE) == "1"):
+            composite.SetForegroundOpacity(opacity)
 
 
 def _sliceCompositeNodes(scene) -> list:

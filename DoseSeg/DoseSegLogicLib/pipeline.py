@@ -4,18 +4,14 @@ Long steps (align, auto-segment, predict dose, radiomics, run all) write a
 patient folder (ct.nrrd, structures/<Name>.nrrd, dose.nrrd) in a temporary
 folder, run the DoseSegLib command line there in a background process and load
 its output into the scene. ``start<Step>`` returns the running :class:`DoseSegJob`
-(the GUI polls it from a timer); ``<step>`` waits for it. The DVH runs in-process.
+(the GUI polls it from a timer); ``<step>`` waits for it. The DVH button runs in-process;
+Run all loads the tables ``doseseg run`` wrote (see :mod:`runfolder`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import shutil
-import tempfile
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from DoseSegLib import Case, Volume
@@ -26,110 +22,16 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.patient import read_dose, read_mask, read_segmentation, write_patient
 
-from . import nodes, results
-from .process import CliProcess, cliCommand, cliEnvironment
+from . import dependencies, hierarchy, isodose, nodes, results, runfolder, terminology
+from .jobs import DoseSegJob, DoseSegJobError  # noqa: F401 (DoseSegJobError: part of this API)
+from .runfolder import CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, RADIOMICS_TABLE_NAME
 
 AUTO_SEGMENTED_TAG = "DoseSeg.AutoSegmented"
-METRICS_TABLE_NAME = "DoseSeg DVH metrics"
-CONSTRAINTS_TABLE_NAME = "DoseSeg constraints"
-RADIOMICS_TABLE_NAME = "DoseSeg radiomics"
 RADIOMICS_CSV = "radiomics*.csv"
 DOSE_FILE = "dose.nrrd"
 SEGMENTATION_FILE = "*.seg.nrrd"
 
 log = logging.getLogger(__name__)
-
-
-class DoseSegJobError(DoseSegError):
-    """A failed step; ``log`` holds the command's output for the error dialog."""
-
-    def __init__(self, message: str, log: str = "") -> None:
-        super().__init__(message)
-        self.log = log
-
-
-class DoseSegJob:
-    """One command-line step: inputs written and the command run in the background, then results loaded.
-
-    Args:
-        title: what the step does, for messages.
-        writeInputs: writes the input files into the given folder and returns the CLI arguments;
-            runs in a worker thread, so it must not touch the scene.
-        finish: loads the results from the given output folder into the scene (main thread).
-    """
-
-    def __init__(self, title: str, writeInputs: Callable[[Path], list], finish: Callable[[Path], object]) -> None:
-        self.title = title
-        self.folder = Path(tempfile.mkdtemp(prefix="DoseSeg-"))
-        self.process: CliProcess | None = None
-        self.result = None
-        self.done = False
-        self.cancelled = False
-        self._writeInputs = writeInputs
-        self._finish = finish
-        self._error: Exception | None = None
-        self._lock = threading.Lock()
-        self._writer = threading.Thread(target=self._launch, daemon=True)
-
-    @property
-    def progress(self) -> float | None:
-        """Percent done of the command's progress bar, None while unknown."""
-        return self.process.progress if self.process else None
-
-    @property
-    def status(self) -> str:
-        return self.process.status if self.process else "writing inputs"
-
-    @property
-    def log(self) -> str:
-        return self.process.log if self.process else ""
-
-    def start(self) -> DoseSegJob:
-        self._writer.start()
-        return self
-
-    def _launch(self) -> None:
-        try:
-            args = self._writeInputs(self.folder)
-            with self._lock:
-                if not self.cancelled:
-                    self.process = CliProcess(cliCommand(args), self.folder, cliEnvironment()).start()
-        except Exception as exc:  # shown by poll() in the main thread
-            self._error = exc
-
-    def poll(self) -> bool:
-        """Advance the job; True once it is over (results loaded or cancelled). Raises DoseSegJobError on failure."""
-        if self.done:
-            return True
-        if self._writer.is_alive() or (self.process and not self.cancelled and self.process.poll() is None):
-            return False
-        try:
-            if self._error is not None:
-                raise DoseSegJobError(f"{self.title}: cannot start ({self._error})", self.log) from self._error
-            if not self.cancelled:
-                code = self.process.poll()
-                if code != 0:
-                    lastLine = self.process.lines[-1] if self.process.lines else f"exit code {code}"
-                    raise DoseSegJobError(f"{self.title} failed: {lastLine}", self.log)
-                self.result = self._finish(self.folder / "output")
-        finally:
-            self.done = True
-            shutil.rmtree(self.folder, ignore_errors=True)
-        return True
-
-    def wait(self, interval: float = 0.2):
-        """Block until the job is over; its result (None when cancelled)."""
-        while not self.poll():
-            time.sleep(interval)
-        return self.result
-
-    def cancel(self) -> None:
-        """Stop the step and every process it started; nothing is loaded into the scene."""
-        with self._lock:
-            self.cancelled = True
-            process = self.process
-        if process is not None:
-            process.cancel()
 
 
 def _findOutput(folder: Path, pattern: str, required: bool = True) -> Path | None:
@@ -145,7 +47,7 @@ def _options(command: list, device: str, mirrorAveraging: bool) -> list:
     return [*command, "--device", device, *(["--tta"] if mirrorAveraging else [])]
 
 
-def _fileName(name: str) -> str:
+def fileName(name: str) -> str:
     """A structure name usable as a file name on every system."""
     return re.sub(r'[\\/:*?"<>|]', "_", name).strip() or "structure"
 
@@ -158,25 +60,29 @@ class DoseSegPipeline:
 
     # -- long steps, in a background process --------------------------------------------------------------------
 
-    def _job(self, title, ctNode, segmentationNode, command, finish, doseNode=None, onCtGrid=True) -> DoseSegJob:
-        """A started job over a patient folder holding the CT, the segments (on the CT grid or their own) and a dose."""
+    def _job(self, title, ctNode, segmentationNode, command, finish, doseNode=None, onCtGrid=True,
+             output=None) -> DoseSegJob:
+        """A started job over a patient folder holding the CT, the segments (on the CT grid or their own) and a dose.
+
+        ``output`` is the command's output folder (kept); a temporary one when None.
+        """
         ct = nodes.volumeFromNode(ctNode)
         masks = {}
         if segmentationNode is not None:
             masks = nodes.segmentMasks(segmentationNode, ct if onCtGrid else None)
         dose = nodes.volumeFromNode(doseNode) if doseNode is not None else None
-        names = {_fileName(name) for name in masks}
+        names = {fileName(name) for name in masks}
         if len(names) != len(masks):
             raise DoseSegError("two segment names give the same file name: rename one of them")
 
         def writeInputs(folder: Path) -> list:
             patient = folder / "patient"
             patient.mkdir()
-            structures = {_fileName(name): mask for name, mask in masks.items()}
+            structures = {fileName(name): mask for name, mask in masks.items()}
             write_patient(patient, Case("patient", ct, structures, dose))
-            return [*command[:1], patient, *command[1:], "-o", folder / "output"]
+            return [*command[:1], patient, *command[1:]]
 
-        return DoseSegJob(title, writeInputs, finish).start()
+        return DoseSegJob(title, writeInputs, finish, output).start()
 
     def startAlignStructures(self, ctNode, segmentationNode) -> DoseSegJob:
         """Resample every segment onto the CT grid (``doseseg align``) into a new segmentation node."""
@@ -206,7 +112,8 @@ class DoseSegPipeline:
                                                                 segmentationNode))
 
     def addMissingSegments(self, path: str | Path, ctNode, segmentationNode=None):
-        """Add the structures of a .seg.nrrd that ``segmentationNode`` lacks (by canonical name), tagged auto-segmented.
+        """Add the structures of a .seg.nrrd that ``segmentationNode`` lacks (by canonical name), tagged auto-segmented
+        and with their standard terminology (see :mod:`terminology`).
 
         Args:
             path: the .seg.nrrd (e.g. written by ``doseseg segment``).
@@ -219,11 +126,14 @@ class DoseSegPipeline:
         masks = read_segmentation(path)
         if segmentationNode is None:
             segmentationNode = nodes.newSegmentationNode(self.scene, f"{ctNode.GetName()} segmentation", ctNode)
+            hierarchy.placeBesideCt(ctNode, segmentationNode)
         present = {NameMapper().canonical(name) for name in nodes.segmentColors(segmentationNode)}
         missing = {name: mask for name, mask in masks.items() if name not in present}
         segmentation = segmentationNode.GetSegmentation()
-        for segmentId in nodes.addSegments(segmentationNode, missing):
-            segmentation.GetSegment(segmentId).SetTag(AUTO_SEGMENTED_TAG, "1")
+        for name, segmentId in zip(missing, nodes.addSegments(segmentationNode, missing)):
+            segment = segmentation.GetSegment(segmentId)
+            segment.SetTag(AUTO_SEGMENTED_TAG, "1")
+            terminology.setTerminology(segment, name)
         log.info("auto-segmented: %s", ", ".join(missing) or "nothing missing")
         return segmentationNode
 
@@ -240,7 +150,8 @@ class DoseSegPipeline:
                          lambda output: self.loadDose(_findOutput(output, DOSE_FILE), ctNode, prescription, doseNode))
 
     def loadDose(self, path: str | Path, ctNode, prescription: float | None = None, doseNode=None):
-        """Load a dose NRRD (Gy) as an RT dose volume shown over the CT.
+        """Load a dose NRRD (Gy) as an RT dose volume (SlicerRT's attributes, unit Gy) under the CT's study,
+        shown over the CT.
 
         Args:
             path: the dose file (e.g. written by ``doseseg predict-dose``).
@@ -254,36 +165,82 @@ class DoseSegPipeline:
         else:
             nodes.updateVolumeNode(doseNode, dose)
         nodes.showDose(doseNode, ctNode, prescription)
+        hierarchy.placeBesideCt(ctNode, doseNode)
         return doseNode
 
     def startExtractRadiomics(self, ctNode, segmentationNode) -> DoseSegJob:
-        """pyradiomics features of every segment on the CT (``doseseg radiomics``) into a table node."""
+        """pyradiomics features of every segment on the CT (``doseseg radiomics``) into a table node.
+
+        Raises DoseSegError at once when pyradiomics is not importable (see :mod:`dependencies`).
+        """
+        problem = dependencies.radiomicsProblem()
+        if problem:
+            raise DoseSegError(problem)
         return self._job("Extract radiomics", ctNode, segmentationNode, ["radiomics"],
                          lambda output: results.loadCsvTable(
                              self.scene, _findOutput(output, RADIOMICS_CSV), RADIOMICS_TABLE_NAME))
 
     def startRunAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None,
-                    device: str = "auto", mirrorAveraging: bool = False) -> DoseSegJob:
-        """The whole chain (``doseseg run``): missing OARs, dose and radiomics; then DVH, metrics and goals in-process.
+                    device: str = "auto", mirrorAveraging: bool = False, doseNode=None,
+                    outputFolder: str | Path | None = None, radiomics: bool | None = None) -> DoseSegJob:
+        """The whole chain (``doseseg run``), its outputs loaded as the command wrote them.
 
         The job's result is a dict of the output nodes: dose, segmentation, dvhTables, dvhChart, metrics,
-        constraints, radiomics (None when pyradiomics is missing). ``referenceDoseNode`` goes into the
-        patient folder as its dose.nrrd, which the command compares the prediction with.
-        ``mirrorAveraging`` passes ``--tta``.
+        constraints, radiomics and comparison (None when the command wrote no such table), and folder
+        (``outputFolder``, or None when the outputs were temporary). The DVH, metric and goal tables are
+        the command's CSV files, so they agree with its report.
+
+        Args:
+            referenceDoseNode: goes into the patient folder as its dose.nrrd, which the command compares with.
+            prescription: Gy, top of the dose colour window only (the command reads the prescriptions
+                from the PTV names).
+            mirrorAveraging: passes ``--tta``.
+            doseNode: the volume node the predicted dose goes into (a new one when None).
+            outputFolder: a new or empty folder keeping every output (report.html included).
+            radiomics: extract the radiomics features; when None, only if pyradiomics is importable
+                (``--no-radiomics`` otherwise).
         """
+        if radiomics is None:
+            radiomics = dependencies.radiomicsProblem() is None
+        command = _options(["run"], device, mirrorAveraging) + ([] if radiomics else ["--no-radiomics"])
 
         def finish(output: Path) -> dict:
-            segmentation = self.addMissingSegments(_findOutput(output, SEGMENTATION_FILE), ctNode, segmentationNode)
-            doseNode = self.loadDose(_findOutput(output, DOSE_FILE), ctNode, prescription)
-            dvhTables, chartNode = self.computeDvh(doseNode, segmentation, referenceDoseNode)
-            metrics, constraints = self.computeMetrics(doseNode, segmentation, prescription)
-            radiomicsFile = _findOutput(output, RADIOMICS_CSV, required=False)
-            radiomics = results.loadCsvTable(self.scene, radiomicsFile, RADIOMICS_TABLE_NAME) if radiomicsFile else None
-            return {"dose": doseNode, "segmentation": segmentation, "dvhTables": dvhTables, "dvhChart": chartNode,
-                    "metrics": metrics, "constraints": constraints, "radiomics": radiomics}
+            return self.loadRunFolder(output, ctNode, segmentationNode, prescription, doseNode) | {
+                "folder": Path(outputFolder) if outputFolder is not None else None}
 
-        return self._job("Run all", ctNode, segmentationNode, _options(["run"], device, mirrorAveraging), finish,
-                         doseNode=referenceDoseNode)
+        return self._job("Run all", ctNode, segmentationNode, command, finish, doseNode=referenceDoseNode,
+                         output=outputFolder)
+
+    def loadRunFolder(self, folder: str | Path, ctNode, segmentationNode=None, prescription: float | None = None,
+                      doseNode=None) -> dict:
+        """Load a ``doseseg run`` output folder of one patient: dose, missing OARs and the command's tables.
+
+        Args:
+            folder: the folder holding summary.json, dose.nrrd, segmentation.seg.nrrd, dvh.csv, ...
+            ctNode: the CT the dose is shown over (reference geometry of a new segmentation).
+            segmentationNode: receives the structures it lacks; a new node when None.
+            prescription: Gy, top of the dose colour window.
+            doseNode: the volume node to fill; a new one when None.
+
+        Returns:
+            dict of nodes: dose, segmentation, doseDifference (predicted minus reference, None without a
+            reference dose) and those of :func:`runfolder.loadRunTables`; the tables and the chart go in
+            the "DoseSeg results" folder under the CT's study.
+        """
+        folder = runfolder.checkRunFolder(Path(folder))
+        segmentation = self.addMissingSegments(folder / "segmentation.seg.nrrd", ctNode, segmentationNode)
+        dose = self.loadDose(folder / DOSE_FILE, ctNode, prescription, doseNode)
+        difference = runfolder.loadDoseDifference(self.scene, folder, ctNode)
+        tables = runfolder.loadRunTables(self.scene, folder, segmentation)
+        hierarchy.placeInFolder(ctNode, hierarchy.RESULTS_FOLDER, difference, tables["dvhChart"],
+                                *tables["dvhTables"], *(tables[key] for key in runfolder.TABLE_KEYS))
+        return {"dose": dose, "segmentation": segmentation, "doseDifference": difference, **tables}
+
+    def showIsodose(self, doseNode, prescription: float | None = None) -> list:
+        """Isodose lines of ``doseNode`` as contour models (see :mod:`isodose`) in a folder beside the dose."""
+        models = isodose.isodoseModels(doseNode, prescription)
+        hierarchy.placeInFolder(doseNode, hierarchy.ISODOSE_FOLDER, *models)
+        return models
 
     def alignStructures(self, ctNode, segmentationNode):
         """:meth:`startAlignStructures`, waiting for the result."""
@@ -303,10 +260,11 @@ class DoseSegPipeline:
         return self.startExtractRadiomics(ctNode, segmentationNode).wait()
 
     def runAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None,
-               device: str = "auto", mirrorAveraging: bool = False) -> dict:
+               device: str = "auto", mirrorAveraging: bool = False, doseNode=None,
+               outputFolder: str | Path | None = None) -> dict:
         """:meth:`startRunAll`, waiting for the result."""
         return self.startRunAll(ctNode, segmentationNode, referenceDoseNode, prescription, device,
-                                mirrorAveraging).wait()
+                                mirrorAveraging, doseNode, outputFolder).wait()
 
     # -- fast steps, in-process --------------------------------------------------------------------------------
 
@@ -348,9 +306,9 @@ class DoseSegPipeline:
         results.setTableRows(constraintsTable, evaluation.constraints, RESULT_COLUMNS)
         return metricsTable, constraintsTable
 
-    def setDoseOpacity(self, opacity: float) -> None:
-        """Opacity of the dose over the CT in every slice view."""
-        nodes.setDoseOpacity(self.scene, opacity)
+    def setDoseOpacity(self, opacity: float, doseNode=None) -> None:
+        """Opacity of ``doseNode`` (any RT dose when None) in the slice views showing it over the CT."""
+        nodes.setDoseOpacity(self.scene, opacity, doseNode)
 
     @staticmethod
     def _doseAndMasks(doseNode, segmentationNode) -> tuple[Volume, dict[str, Volume], dict[str, tuple]]:

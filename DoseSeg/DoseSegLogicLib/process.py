@@ -1,13 +1,16 @@
 """Run the DoseSegLib command line in a background process: start, poll output and progress, cancel.
 
 Standard library only (no Qt, no Slicer), so the GUI drives it from a timer and
-the console waits on it. The process gets its own process group (session), so
-cancelling stops it together with every process it started.
+the console waits on it. The process gets its own process group (session), and no
+console window on Windows. Cancel never blocks: it asks the command to stop through
+its stdin (see :mod:`stoppable_cli`: the library's Ctrl-C cleanup runs), and a timer
+kills the whole process group if it is still running after a grace period.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import importlib.util
 import os
 import queue
@@ -21,6 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .dependencies import radiomicsFolder
+
 TQDM_PROGRESS = re.compile(r"(?:(?P<description>[^\r\n|]*?):\s*)?(?P<percent>\d{1,3})%\|")
 LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -31,18 +36,22 @@ def pythonExecutable() -> str:
 
 
 def cliCommand(args: Sequence[object], python: str | None = None) -> list[str]:
-    """The command line running ``python -m DoseSegLib.cli ARGS``."""
-    return [python or pythonExecutable(), "-m", "DoseSegLib.cli", *map(str, args)]
+    """The command line running ``doseseg ARGS`` so that :meth:`CliProcess.cancel` can stop it cleanly."""
+    return [python or pythonExecutable(), "-m", "DoseSegLogicLib.stoppable_cli", *map(str, args)]
 
 
 def cliEnvironment() -> dict[str, str]:
-    """This process's environment with DoseSegLib importable, unbuffered output and progress bars."""
+    """This process's environment with DoseSegLib (and SlicerRadiomics' pyradiomics, when installed) importable,
+    unbuffered output and progress bars."""
     spec = importlib.util.find_spec("DoseSegLib")
     if spec is None or spec.origin is None:
         raise RuntimeError("DoseSegLib is not importable: is the DoseSeg extension installed?")
     libraryParent = str(Path(spec.origin).resolve().parents[1])
+    moduleParent = str(Path(__file__).resolve().parents[1])  # DoseSegLogicLib's (the same folder in Slicer)
+    radiomics = radiomicsFolder()
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [libraryParent, env.get("PYTHONPATH")]))
+    folders = dict.fromkeys([libraryParent, moduleParent, radiomics and str(radiomics), env.get("PYTHONPATH")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, folders))
     env["PYTHONUNBUFFERED"] = "1"
     env["DOSESEG_PROGRESS"] = "1"  # progress bars on the pipe, parsed by CliProcess
     return env
@@ -69,6 +78,7 @@ class CliProcess:
         self._process: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._pieces: queue.Queue = queue.Queue()
+        self._killer: threading.Timer | None = None
 
     @property
     def pid(self) -> int | None:
@@ -80,13 +90,9 @@ class CliProcess:
 
     def start(self) -> CliProcess:
         """Start the command; returns at once."""
-        if os.name == "nt":
-            group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-        else:
-            group = {"start_new_session": True}
         self._process = subprocess.Popen(
-            self.command, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **group,
+            self.command, cwd=self.cwd, env=self.env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **processGroupOptions(),
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -133,18 +139,34 @@ class CliProcess:
             time.sleep(interval)
         return code
 
-    def cancel(self, grace: float = 5.0) -> None:
-        """Interrupt the whole process group (Ctrl-C, so the CLI cleans up); kill what is left after ``grace`` s."""
-        if self._process is None:
+    def cancel(self, grace: float = 10.0) -> None:
+        """Ask the command to stop (a line on its stdin) and return at once; kill what is left after ``grace`` s."""
+        if self._process is None or self.cancelled:
             return
         self.cancelled = True
+        try:
+            self._process.stdin.write(b"stop\n")
+            self._process.stdin.close()
+        except OSError:  # it has already ended
+            pass
+        self._killer = threading.Timer(grace, self.kill)
+        self._killer.daemon = True
+        self._killer.start()
+
+    def kill(self) -> None:
+        """Kill the process and every process it started, now (a no-op once it has ended)."""
+        if self._process is None or self._process.poll() is not None:
+            return
         if os.name == "nt":
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)], capture_output=True)
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)], capture_output=True,
+                           check=False, **processGroupOptions())
         else:
-            for sig, timeout in ((signal.SIGINT, grace), (signal.SIGKILL, None)):
-                try:
-                    os.killpg(self._process.pid, sig)
-                    self._process.wait(timeout=timeout)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
-        self._process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+
+
+def processGroupOptions() -> dict:
+    """Popen options: a process group of its own and, on Windows, no console window."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+    return {"start_new_session": True}

@@ -10,7 +10,9 @@ import numpy as np
 import vtk
 from vtk.util import numpy_support
 
-from DoseSegLib.analysis.dvh import DVH
+from DoseSegLib.analysis.dvh import DVH, DVH_COLUMNS
+from DoseSegLib.core.colors import structure_color
+from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.tables import columns_of, format_value, read_csv
 
 DVH_CHART_NAME = "DoseSeg DVH"
@@ -117,3 +119,26 @@ def addDvhNodes(
         chartNode.AddAndObservePlotSeriesNodeID(seriesNode.GetID())
         tableNodes.append(tableNode)
     return tableNodes
+
+
+def readDvhCsv(path: str | Path) -> dict[str, DVH]:
+    """The DVHs of a ``dvh.csv`` written by the command line (columns structure, dose_gy, volume_cc, volume_pct)."""
+    curves: dict[str, list] = {}
+    for row in read_csv(path, DVH_COLUMNS):
+        curves.setdefault(row["structure"], []).append([row["dose_gy"], row["volume_cc"], row["volume_pct"]])
+    dvhs = {}
+    for name, points in curves.items():
+        try:
+            values = np.asarray(points, dtype=np.float64)
+        except ValueError as exc:
+            raise DoseSegError(f"{path}: DVH of '{name}' holds a value that is not a number ({exc})") from exc
+        dvhs[name] = DVH(dose_gy=values[:, 0], volume_cc=values[:, 1], volume_pct=values[:, 2])
+    return dvhs
+
+
+def loadDvhCsv(chartNode, path: str | Path, colors: Mapping[str, Sequence[float]], label: str = "",
+               dashed: bool = False) -> list:
+    """:func:`addDvhNodes` for the DVHs of a ``dvh.csv``; structures without a colour get DoseSegLib's."""
+    dvhs = readDvhCsv(path)
+    colors = {name: colors.get(name) or structure_color(name) for name in dvhs}
+    return addDvhNodes(chartNode, dvhs, colors, label, dashed)

@@ -1,0 +1,115 @@
+"""One step of the module as a background job: inputs written in a worker thread, the command run, results loaded.
+
+Qt-free: the GUI polls a job from a timer, the console waits on it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from DoseSegLib.core.errors import DoseSegError
+
+from .process import CliProcess, cliCommand, cliEnvironment
+
+
+class DoseSegJobError(DoseSegError):
+    """A failed step; ``log`` holds the command's output for the error dialog."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log
+
+
+class DoseSegJob:
+    """One command-line step: inputs written and the command run in the background, then results loaded.
+
+    Args:
+        title: what the step does, for messages.
+        writeInputs: writes the input files into the given folder and returns the CLI arguments
+            (``-o`` and the output folder are added); runs in a worker thread, so it must not touch the scene.
+        finish: loads the results from the output folder into the scene (main thread).
+        output: the command's output folder, kept afterwards; a temporary one removed with the inputs when None.
+    """
+
+    def __init__(self, title: str, writeInputs: Callable[[Path], list], finish: Callable[[Path], object],
+                 output: Path | None = None) -> None:
+        self.title = title
+        self.folder = Path(tempfile.mkdtemp(prefix="DoseSeg-"))
+        self.output = Path(output) if output is not None else self.folder / "output"
+        self.process: CliProcess | None = None
+        self.result = None
+        self.done = False
+        self.cancelled = False
+        self._writeInputs = writeInputs
+        self._finish = finish
+        self._error: Exception | None = None
+        self._lock = threading.Lock()
+        self._writer = threading.Thread(target=self._launch, daemon=True)
+
+    @property
+    def progress(self) -> float | None:
+        """Percent done of the command's progress bar, None while unknown."""
+        return self.process.progress if self.process else None
+
+    @property
+    def status(self) -> str:
+        return self.process.status if self.process else "writing inputs"
+
+    @property
+    def log(self) -> str:
+        return self.process.log if self.process else ""
+
+    def start(self) -> DoseSegJob:
+        self._writer.start()
+        return self
+
+    def _launch(self) -> None:
+        try:
+            args = [*self._writeInputs(self.folder), "-o", self.output]
+            with self._lock:
+                if not self.cancelled:
+                    self.process = CliProcess(cliCommand(args), self.folder, cliEnvironment()).start()
+        except Exception as exc:  # shown by poll() in the main thread
+            self._error = exc
+
+    def poll(self) -> bool:
+        """Advance the job; True once it is over (results loaded or cancelled). Raises DoseSegJobError on failure."""
+        if self.done:
+            return True
+        if self._writer.is_alive() or (self.process and self.process.poll() is None):
+            return False  # a cancelled command is cleaning up (or about to be killed): wait for it
+        try:
+            if self._error is not None:
+                raise DoseSegJobError(f"{self.title}: cannot start ({self._error})", self.log) from self._error
+            if not self.cancelled:
+                code = self.process.poll()
+                if code != 0:
+                    lastLine = self.process.lines[-1] if self.process.lines else f"exit code {code}"
+                    raise DoseSegJobError(f"{self.title} failed: {lastLine}", self.log)
+                self.result = self._finish(self.output)
+        finally:
+            self.done = True
+            shutil.rmtree(self.folder, ignore_errors=True)
+        return True
+
+    def wait(self, interval: float = 0.2):
+        """Block until the job is over; its result (None when cancelled)."""
+        while not self.poll():
+            time.sleep(interval)
+        return self.result
+
+    def cancel(self) -> None:
+        """Ask the step to stop, at once (see :meth:`CliProcess.cancel`); nothing is loaded into the scene.
+
+        :meth:`poll` turns True once the command has ended (cleaned up, or killed after the grace period).
+        """
+        with self._lock:
+            self.cancelled = True
+            process = self.process
+        if process is not None:
+            process.cancel()

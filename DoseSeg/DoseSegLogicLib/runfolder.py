@@ -1,0 +1,83 @@
+"""An output folder of ``doseseg run`` loaded into the scene, exactly as the command wrote it.
+
+The tables of the scene are the command's own files (dvh.csv, dvh_metrics.csv,
+constraints.csv, radiomics.csv, comparison.csv), never a recomputation: what the
+module shows is what the HTML report of the same run says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
+from DoseSegLib.io.patient import read_volume
+
+from . import nodes, results
+
+METRICS_TABLE_NAME = "DoseSeg DVH metrics"
+CONSTRAINTS_TABLE_NAME = "DoseSeg constraints"
+RADIOMICS_TABLE_NAME = "DoseSeg radiomics"
+COMPARISON_TABLE_NAME = "DoseSeg comparison"
+DIFFERENCE_ATTRIBUTE = "DoseSeg.DoseDifference"
+TABLE_KEYS = ("metrics", "constraints", "radiomics", "comparison")
+REQUIRED_FILES = ("summary.json", "dose.nrrd", "segmentation.seg.nrrd", "dvh.csv", "dvh_metrics.csv",
+                  "constraints.csv")
+
+
+def checkRunFolder(folder: Path) -> Path:
+    """``folder`` when it holds a complete ``doseseg run`` output, else a DoseSegError naming what is missing."""
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise DoseSegError(f"{folder}: not a complete `doseseg run` output (missing {', '.join(missing)})")
+    return folder
+
+
+def curveColors(segmentationNode) -> dict[str, tuple]:
+    """Segment colours keyed by canonical structure name (the names the command writes)."""
+    mapper = NameMapper()
+    return {mapper.canonical(name): color for name, color in nodes.segmentColors(segmentationNode).items()}
+
+
+def _optionalTable(scene, path: Path, name: str):
+    return results.loadCsvTable(scene, path, name) if path.is_file() else None
+
+
+def loadRunTables(scene, folder: Path, segmentationNode) -> dict:
+    """The DVH chart and tables of a run folder; curves take their segment's colour, reference curves dashed.
+
+    Returns:
+        dict with dvhTables, dvhChart, metrics, constraints, radiomics and comparison
+        (the last two None when the command wrote no such file).
+    """
+    colors = curveColors(segmentationNode)
+    chartNode = results.dvhChart(scene)
+    dvhTables = results.loadDvhCsv(chartNode, folder / "dvh.csv", colors)
+    if (folder / "dvh_reference.csv").is_file():
+        dvhTables += results.loadDvhCsv(chartNode, folder / "dvh_reference.csv", colors, "reference ", dashed=True)
+    return {
+        "dvhTables": dvhTables,
+        "dvhChart": chartNode,
+        "metrics": results.loadCsvTable(scene, folder / "dvh_metrics.csv", METRICS_TABLE_NAME),
+        "constraints": results.loadCsvTable(scene, folder / "constraints.csv", CONSTRAINTS_TABLE_NAME),
+        "radiomics": _optionalTable(scene, folder / "radiomics.csv", RADIOMICS_TABLE_NAME),
+        "comparison": _optionalTable(scene, folder / "comparison.csv", COMPARISON_TABLE_NAME),
+    }
+
+
+def loadDoseDifference(scene, folder: Path, ctNode):
+    """``dose_difference.nrrd`` (predicted minus reference, Gy) as "<CT> dose difference" (reused), None without one."""
+    path = folder / "dose_difference.nrrd"
+    if not path.is_file():
+        return None
+    name = f"{ctNode.GetName()} dose difference"
+    volume = read_volume(path)
+    node = scene.GetFirstNode(name, "vtkMRMLScalarVolumeNode")
+    if node is None:
+        node = nodes.addVolumeNode(scene, volume, name)
+    else:
+        nodes.updateVolumeNode(node, volume)
+    node.SetAttribute(DIFFERENCE_ATTRIBUTE, "1")
+    for attribute, value in nodes.DOSE_UNIT_ATTRIBUTES.items():
+        node.SetAttribute(attribute, value)
+    return node
