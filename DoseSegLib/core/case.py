@@ -29,6 +29,7 @@ class Case:
     possible_dose_mask: Volume | None = None
     prescription: float | None = None
     source: Path | None = None
+    prescriptions: dict[str, float] = field(default_factory=dict)  # target -> Gy, e.g. from an RTPLAN
 
     @property
     def targets(self) -> dict[str, float]:

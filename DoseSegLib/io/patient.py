@@ -147,20 +147,36 @@ def write_segmentation(
 
 
 def read_patient(
-    folder: str | Path, mapper: NameMapper | None = None, segmentation: str | Path | None = None
+    folder: str | Path, mapper: NameMapper | None = None, segmentation: str | Path | None = None,
+    series: str | None = None,
 ) -> Case:
     """Read a patient folder: ct.nrrd, structures/<Name>.nrrd or a .seg.nrrd, optional dose and mask.
+
+    A folder of DICOM files (CT series, RTSTRUCT, RTDOSE, RTPLAN; found by content, a DICOMDIR
+    or its folder too) gives the same Case (see ``DoseSegLib.io.dicom.reader``).
 
     Args:
         folder: the patient folder.
         mapper: structure-name mapping (default aliases when None).
         segmentation: a .seg.nrrd to use instead of structures/; by default the folder's
             ``segmentation.seg.nrrd`` is used when there is no structures/ folder.
+        series: SeriesInstanceUID of the CT series of a DICOM folder holding several.
     """
+    from DoseSegLib.io.dicom.detect import patient_format
+
     folder = Path(folder)
+    if folder.name.upper() == "DICOMDIR" and folder.is_file():
+        folder = folder.parent
     if not folder.is_dir():
         raise DoseSegError(f"{folder}: patient folder not found")
     mapper = mapper or NameMapper()
+    if patient_format(folder) == "dicom":
+        from DoseSegLib.io.dicom.reader import read_dicom_patient
+
+        if segmentation is not None:
+            raise DoseSegError(f"{segmentation}: a separate segmentation is not used with a DICOM patient folder; "
+                               "put its RTSTRUCT in the folder")
+        return read_dicom_patient(folder, mapper, series)
     ct = read_volume(folder / "ct.nrrd")
     structures: dict[str, Volume] = {}
     default_seg = folder / "segmentation.seg.nrrd"

@@ -1,0 +1,184 @@
+"""RTDOSE and RTSTRUCT out, in the CT's study and Frame of Reference, marked as research output.
+
+Every object gets new Series and SOP Instance UIDs, copies the patient and study of the CT
+(nothing else is invented), references the CT series, says in its SeriesDescription that it
+is DoseSeg research output and carries ApprovalStatus UNAPPROVED.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+
+from DoseSegLib import __version__
+from DoseSegLib.core.colors import structure_color
+from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.dicom.contours import mask_polygons
+from DoseSegLib.io.dicom.series import SeriesGeometry
+
+RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
+RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
+STUDY_REFERENCE = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (the usual RTReferencedStudy class)
+RESEARCH = "DoseSeg research output - not a clinical plan"
+_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+           "StudyTime", "StudyID", "ReferringPhysicianName", "AccessionNumber", "StudyDescription")
+
+
+def decimal(value: float) -> str:
+    """A DS string (at most 16 characters) for ``value``."""
+    text = f"{value:.6g}"
+    return text if len(text) <= 16 else f"{value:.8e}"[:16]
+
+
+def new_object(sop_class: str, modality: str, ct: SeriesGeometry, description: str,
+               anonymise: dict[str, str] | None = None):
+    """A dataset with file meta, patient and study of the CT, new UIDs and the research markers."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+    source = ct.slices[0]
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.SOPClassUID = sop_class
+    for keyword in _COPIED:
+        if keyword in source:
+            setattr(ds, keyword, source.data_element(keyword).value)
+    for keyword, value in (anonymise or {}).items():
+        setattr(ds, keyword, value)
+    now = datetime.datetime.now()
+    ds.InstanceCreationDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.Modality = modality
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 9001
+    ds.SeriesDescription = f"{RESEARCH}: {description}"[:64]
+    ds.FrameOfReferenceUID = ct.frame_of_reference
+    ds.PositionReferenceIndicator = ""
+    ds.Manufacturer = "DoseSeg"
+    ds.ManufacturerModelName = "DoseSeg research software"
+    ds.SoftwareVersions = __version__
+    ds.ApprovalStatus = "UNAPPROVED"
+    return ds
+
+
+def _save(ds, path: Path) -> Path:
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_rtdose(path: Path, dose: Volume, ct: SeriesGeometry, description: str = "predicted dose",
+                 anonymise: dict[str, str] | None = None) -> Path:
+    """Write a dose in Gy (any grid whose k axis is the slice normal) as an RTDOSE, uint32 + DoseGridScaling."""
+    row, col, normal = dose.direction.T
+    if not np.allclose(np.cross(row, col), normal, atol=1e-6):
+        raise ValueError("the dose grid's k axis must be the slice normal (row x column)")
+    values = np.clip(dose.array.astype(np.float64), 0, None)
+    top = float(values.max())
+    scaling = float(decimal(top / 4_000_000_000 if top > 0 else 1e-9))
+    pixels = np.round(values / scaling).astype(np.uint32)
+    ni, nj, nk = dose.shape
+    ds = new_object(RT_DOSE, "RTDOSE", ct, description, anonymise)
+    ds.ImagePositionPatient = [decimal(v) for v in dose.origin]
+    ds.ImageOrientationPatient = [decimal(v) for v in (*row, *col)]
+    ds.PixelSpacing = [decimal(dose.spacing[1]), decimal(dose.spacing[0])]
+    ds.SliceThickness = decimal(dose.spacing[2])
+    ds.GridFrameOffsetVector = [decimal(k * dose.spacing[2]) for k in range(nk)]
+    ds.FrameIncrementPointer = 0x3004000C
+    ds.NumberOfFrames = nk
+    ds.Rows, ds.Columns = nj, ni
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 32
+    ds.HighBit = 31
+    ds.PixelRepresentation = 0
+    ds.DoseUnits, ds.DoseType, ds.DoseSummationType = "GY", "PHYSICAL", "PLAN"
+    ds.DoseComment = "DoseSeg prediction; no plan delivers it"
+    ds.DoseGridScaling = decimal(scaling)
+    ds.PixelData = np.ascontiguousarray(pixels.transpose(2, 1, 0)).tobytes()
+    return _save(ds, Path(path))
+
+
+def _referenced_frame(ct: SeriesGeometry):
+    from pydicom.dataset import Dataset
+
+    images = []
+    for header in ct.slices:
+        image = Dataset()
+        image.ReferencedSOPClassUID = header.SOPClassUID
+        image.ReferencedSOPInstanceUID = header.SOPInstanceUID
+        images.append(image)
+    series = Dataset()
+    series.SeriesInstanceUID = ct.series_uid
+    series.ContourImageSequence = images
+    study = Dataset()
+    study.ReferencedSOPClassUID = STUDY_REFERENCE
+    study.ReferencedSOPInstanceUID = ct.slices[0].StudyInstanceUID
+    study.RTReferencedSeriesSequence = [series]
+    frame = Dataset()
+    frame.FrameOfReferenceUID = ct.frame_of_reference
+    frame.RTReferencedStudySequence = [study]
+    return frame, images
+
+
+def _contours(mask: np.ndarray, grid: Volume, images: list) -> list:
+    """ContourSequence items of one mask on the CT grid, each referencing its CT slice."""
+    from pydicom.dataset import Dataset
+
+    affine = grid.index_to_lps
+    items = []
+    for k in np.flatnonzero(mask.any(axis=(0, 1))):
+        for polygon in mask_polygons(mask[:, :, k]):
+            ijk = np.column_stack([polygon, np.full(len(polygon), float(k)), np.ones(len(polygon))])
+            lps = (ijk @ affine.T)[:, :3]
+            item = Dataset()
+            item.ContourImageSequence = [images[k]]
+            item.ContourGeometricType = "CLOSED_PLANAR"
+            item.NumberOfContourPoints = len(lps)
+            item.ContourData = [f"{v:.3f}" for v in lps.ravel()]
+            items.append(item)
+    return items
+
+
+def write_rtstruct(path: Path, masks: dict[str, Volume], ct: SeriesGeometry, kinds: dict[str, str] | None = None,
+                   description: str = "auto-segmented structures", anonymise: dict[str, str] | None = None) -> Path:
+    """Write masks on the CT grid as an RTSTRUCT, contours through the voxel-boundary midpoints.
+
+    Args:
+        kinds: RTROIInterpretedType per name (default ORGAN; PTV for names starting with PTV).
+    """
+    from pydicom.dataset import Dataset
+
+    ds = new_object(RT_STRUCT, "RTSTRUCT", ct, description, anonymise)
+    ds.StructureSetLabel = "DoseSeg"
+    ds.StructureSetDate, ds.StructureSetTime = ds.ContentDate, ds.ContentTime
+    frame, images = _referenced_frame(ct)
+    ds.ReferencedFrameOfReferenceSequence = [frame]
+    rois, contours, observations = [], [], []
+    for number, (name, mask) in enumerate(masks.items(), start=1):
+        if not mask.same_grid(ct.grid):
+            raise ValueError(f"structure '{name}' is not on the CT grid; resample it first")
+        roi = Dataset()
+        roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, ct.frame_of_reference, name
+        roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        rois.append(roi)
+        contour = Dataset()
+        contour.ROIDisplayColor = [int(round(255 * c)) for c in structure_color(name)]
+        contour.ReferencedROINumber = number
+        contour.ContourSequence = _contours(mask.array, ct.grid, images)
+        contours.append(contour)
+        observation = Dataset()
+        observation.ObservationNumber = observation.ReferencedROINumber = number
+        kind = (kinds or {}).get(name) or ("PTV" if name.upper().startswith("PTV") else "ORGAN")
+        observation.RTROIInterpretedType, observation.ROIInterpreter = kind, ""
+        observations.append(observation)
+    ds.StructureSetROISequence = rois
+    ds.ROIContourSequence = contours
+    ds.RTROIObservationsSequence = observations
+    return _save(ds, Path(path))

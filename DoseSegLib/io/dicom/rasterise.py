@@ -1,0 +1,108 @@
+"""RTSTRUCT contours onto any grid: the TPS slab convention and the even-odd rule.
+
+Each contour plane stands for a slab of ``slab_mm`` (the CT slice spacing by default)
+centred on it, so a structure spans from its first to its last contour plane, half a
+slab beyond each; a grid slice takes the contours of the plane whose slab holds its
+centre. Within a plane every contour of the structure counts together by the even-odd
+rule (holes and islands need no flags). A voxel is inside when its centre is. The grid
+may be the CT's or a finer one around a small structure (``subvoxel_grid``): contours
+are planes of patient space, the grid only samples them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume
+
+PLANE_TOL = 0.05  # contour points may wander this fraction of a grid step off their plane
+
+
+def fill_polygons(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Even-odd fill of 2D polygons given in continuous index coordinates (x = i, y = j).
+
+    Returns a boolean ``shape`` array, True where the pixel centre ``(i, j)`` is inside.
+    """
+    ni, nj = shape
+    rows, starts = [], []
+    for polygon in polygons:
+        x0, y0 = polygon[:, 0], polygon[:, 1]
+        x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+        lo = np.clip(np.ceil(np.minimum(y0, y1)), 0, nj).astype(int)  # rows j with min <= j < max
+        hi = np.clip(np.ceil(np.maximum(y0, y1)), 0, nj).astype(int)
+        count = np.maximum(hi - lo, 0)
+        edge = np.repeat(np.arange(len(x0)), count)
+        j = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + lo[edge]
+        x = x0[edge] + (j - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
+        rows.append(j)
+        starts.append(np.clip(np.ceil(x), 0, ni).astype(int))
+    flips = np.zeros((nj, ni + 1), dtype=np.int32)
+    if rows:
+        np.add.at(flips, (np.concatenate(rows), np.concatenate(starts)), 1)
+    return (np.cumsum(flips, axis=1)[:, :ni] % 2).astype(bool).T
+
+
+def _planes(contours: Sequence[np.ndarray], grid: Volume) -> dict[float, list[np.ndarray]]:
+    """Contours in the grid's continuous index coordinates, grouped by plane (k index)."""
+    to_index = np.linalg.inv(grid.index_to_lps)
+    planes: dict[float, list[np.ndarray]] = {}
+    for points in contours:
+        ijk = points @ to_index[:3, :3].T + to_index[:3, 3]
+        k = ijk[:, 2]
+        if np.ptp(k) > PLANE_TOL:
+            raise DoseSegError("a contour is not in a plane of the grid's slices (oblique contours "
+                               f"are not supported; it spans {np.ptp(k) * grid.spacing[2]:.2f} mm across slices)")
+        key = round(float(k.mean()), 4)
+        planes.setdefault(key, []).append(ijk[:, :2])
+    return planes
+
+
+def rasterise(contours: Sequence[np.ndarray], grid: Volume, slab_mm: float | None = None) -> np.ndarray:
+    """A boolean mask on ``grid`` from closed planar contours (each ``(n, 3)`` LPS mm).
+
+    Args:
+        contours: the structure's contours, any number per plane.
+        grid: the target geometry (only its shape, spacing, origin and direction are used).
+        slab_mm: thickness each contour plane stands for; by default the median gap
+            between the structure's planes (the grid's slice step when it has one plane).
+    """
+    mask = np.zeros(grid.shape, dtype=bool)
+    planes = _planes([c for c in contours if len(c) >= 3], grid)
+    if not planes:
+        return mask
+    keys = np.array(sorted(planes))
+    if slab_mm is None:
+        slab_mm = float(np.median(np.diff(keys))) * grid.spacing[2] if len(keys) > 1 else grid.spacing[2]
+    half = slab_mm / grid.spacing[2] / 2  # in k steps
+    slices = np.arange(grid.shape[2])
+    nearest = np.clip(np.searchsorted(keys, slices), 1, len(keys) - 1) if len(keys) > 1 else np.zeros_like(slices)
+    if len(keys) > 1:
+        left_closer = slices - keys[nearest - 1] <= keys[nearest] - slices
+        nearest = np.where(left_closer, nearest - 1, nearest)
+    distance = slices - keys[nearest]
+    inside = (distance >= -half - 1e-6) & (distance < half - 1e-6)
+    filled: dict[int, np.ndarray] = {}
+    for k in np.flatnonzero(inside):
+        plane = int(nearest[k])
+        if plane not in filled:
+            filled[plane] = fill_polygons(planes[float(keys[plane])], grid.shape[:2])
+        mask[:, :, k] = filled[plane]
+    return mask
+
+
+def subvoxel_grid(grid: Volume, mask: np.ndarray, factor: int = 4, margin: int = 1) -> Volume:
+    """A grid ``factor`` times finer than ``grid`` in-plane and across slices, over ``mask``'s bounding box.
+
+    For small structures whose DVH needs sub-voxel sampling: rasterise their contours onto it.
+    """
+    from DoseSegLib.core.volume import mask_box
+
+    box = mask_box(mask, margin)
+    lo = np.array([b.start for b in box], dtype=float) - 0.5 + 0.5 / factor  # first fine voxel centre
+    shape = tuple(int((b.stop - b.start) * factor) for b in box)
+    origin = grid.index_to_lps @ np.append(lo, 1.0)
+    spacing = tuple(s / factor for s in grid.spacing)
+    return Volume(np.broadcast_to(np.False_, shape), spacing, tuple(origin[:3]), grid.direction)

@@ -1,0 +1,76 @@
+"""A DICOM patient folder (CT series, RTSTRUCT, RTDOSE, RTPLAN) to the same Case as the NRRD layout."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
+from DoseSegLib.io.dicom.detect import DicomIndex, scan_folder
+from DoseSegLib.io.dicom.rtdose import reference_dose
+from DoseSegLib.io.dicom.rtplan import plan_prescriptions
+from DoseSegLib.io.dicom.rtstruct import read_rois, referenced_series, structure_masks, structure_set_frame
+from DoseSegLib.io.dicom.series import SeriesGeometry, choose_series, group_series, read_series, series_geometry
+
+log = logging.getLogger(__name__)
+
+
+def ct_geometry(index: DicomIndex, series: str | None = None) -> SeriesGeometry:
+    """The chosen CT series' geometry: ``series``, the only one, or the one the RTSTRUCT references."""
+    referenced = set().union(*(referenced_series(ds) for ds in index.of("RTSTRUCT")))
+    groups = group_series(index.of("CT"))
+    uid = choose_series(index.folder, groups, series, referenced)
+    return series_geometry(index.folder, groups[uid])
+
+
+def _structure_set(index: DicomIndex, geometry: SeriesGeometry):
+    """The RTSTRUCT drawn on the chosen series (or the only one), None when there is none."""
+    sets = index.of("RTSTRUCT")
+    if not sets:
+        return None
+    on_series = [ds for ds in sets if geometry.series_uid in referenced_series(ds)]
+    candidates = on_series or sets
+    if len(candidates) > 1:
+        raise DoseSegError(f"{index.folder}: {len(candidates)} RTSTRUCT files for one CT "
+                           f"({', '.join(Path(ds.filename).name for ds in candidates)}); keep one")
+    ds = candidates[0]
+    frame = structure_set_frame(ds)
+    if frame and geometry.frame_of_reference and frame != geometry.frame_of_reference:
+        raise DoseSegError(f"{ds.filename}: RTSTRUCT in Frame of Reference {frame}, the CT series in "
+                           f"{geometry.frame_of_reference}; use the structure set drawn on this CT")
+    return ds  # a structure set has no pixel data: its header is the whole file
+
+
+def read_dicom_patient(folder: str | Path, mapper: NameMapper | None = None, series: str | None = None) -> Case:
+    """Read a folder of DICOM files (found by content; subfolders and a DICOMDIR included) into a Case.
+
+    The CT keeps its DICOM geometry (LPS, slices sorted along the normal), structures are
+    rasterised at CT resolution (slab convention, even-odd rule), the EXTERNAL ROI becomes the
+    possible-dose mask (the body), the RTDOSE is the reference dose on its own grid and the
+    RTPLAN's target prescriptions are recorded on the case.
+
+    Args:
+        folder: the patient folder.
+        mapper: structure-name mapping (default aliases when None).
+        series: SeriesInstanceUID of the CT series, needed only when the folder holds several
+            and no RTSTRUCT says which.
+    """
+    folder = Path(folder)
+    mapper = mapper or NameMapper()
+    index = scan_folder(folder)
+    geometry = ct_geometry(index, series)
+    frame = geometry.frame_of_reference
+    ct = read_series(geometry)
+    structures, body, roi_names = {}, None, {}
+    structure_set = _structure_set(index, geometry)
+    if structure_set is not None:
+        structures, body = structure_masks(structure_set, geometry.grid, frame, mapper)
+        roi_names = {roi.number: mapper.canonical(roi.name) for roi in read_rois(structure_set)}
+    dose = reference_dose(index.of("RTDOSE"), frame, folder)
+    prescriptions = plan_prescriptions(index.of("RTPLAN"), roi_names, frame, folder)
+    log.info("%s: DICOM patient, CT %s, %d structures, dose %s, prescriptions %s", folder, ct.shape,
+             len(structures), "yes" if dose else "no", prescriptions.doses or "none")
+    return Case(folder.name, ct, structures, dose.volume if dose else None, body, prescriptions.highest,
+                source=folder, prescriptions=prescriptions.doses)
