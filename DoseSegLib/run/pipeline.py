@@ -397,6 +397,7 @@ def write_results(result: PatientResult, folder: Path, steps: _Steps | None = No
     """Write every output file of one patient into an existing (staging) folder, ``summary.json`` last."""
     from DoseSegLib.analysis.dvh import write_dvh_csv
     from DoseSegLib.core.colors import structure_colors
+    from DoseSegLib.io.dicom.results import is_dicom_patient, write_dicom_results
     from DoseSegLib.io.patient import write_segmentation, write_volume
     from DoseSegLib.io.tables import columns_of, write_csv
     from DoseSegLib.run.report import write_report
@@ -415,5 +416,7 @@ def write_results(result: PatientResult, folder: Path, steps: _Steps | None = No
             write_volume(folder / "dose_difference.nrrd", result.comparison.difference)
             write_dvh_csv(folder / "dvh_reference.csv", result.comparison.reference_plan.dvhs)
             write_csv(folder / "comparison.csv", result.comparison.metric_differences, COMPARISON_COLUMNS)
+        if is_dicom_patient(result.source):  # a DICOM patient also gets DICOM-RT outputs for its TPS
+            write_dicom_results(folder, result.source, result.dose, {n: structures[n] for n in result.auto_segmented})
     result.timings.update(report=steps.timings["report"], write=steps.timings["write"])
     (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")

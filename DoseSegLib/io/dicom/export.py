@@ -69,7 +69,11 @@ def new_object(sop_class: str, modality: str, ct: SeriesGeometry, description: s
 
 
 def _save(ds, path: Path) -> Path:
-    ds.save_as(path, enforce_file_format=True)
+    try:
+        ds.save_as(path, enforce_file_format=True)
+    except TypeError:  # pydicom 2.x (Slicer's Python): same result under the older keyword
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(path, write_like_original=False)
     return path
 
 
@@ -81,7 +85,8 @@ def write_rtdose(path: Path, dose: Volume, ct: SeriesGeometry, description: str 
         raise ValueError("the dose grid's k axis must be the slice normal (row x column)")
     values = np.clip(dose.array.astype(np.float64), 0, None)
     top = float(values.max())
-    scaling = float(decimal(top / 4_000_000_000 if top > 0 else 1e-9))
+    # a step of a millionth of the maximum: far below any clinical meaning, above float32's resolution
+    scaling = float(decimal(top / 1_000_000 if top > 0 else 1e-6))
     pixels = np.round(values / scaling).astype(np.uint32)
     ni, nj, nk = dose.shape
     ds = new_object(RT_DOSE, "RTDOSE", ct, description, anonymise)

@@ -77,11 +77,9 @@ def rasterise(contours: Sequence[np.ndarray], grid: Volume, slab_mm: float | Non
     if slab_mm is None:
         slab_mm = float(np.median(np.diff(keys))) * grid.spacing[2] if len(keys) > 1 else grid.spacing[2]
     half = slab_mm / grid.spacing[2] / 2  # in k steps
-    slices = np.arange(grid.shape[2])
-    nearest = np.clip(np.searchsorted(keys, slices), 1, len(keys) - 1) if len(keys) > 1 else np.zeros_like(slices)
-    if len(keys) > 1:
-        left_closer = slices - keys[nearest - 1] <= keys[nearest] - slices
-        nearest = np.where(left_closer, nearest - 1, nearest)
+    slices = np.arange(grid.shape[2], dtype=float)
+    # each slice goes to the plane whose slab [plane - half, plane + half) holds its centre
+    nearest = np.searchsorted((keys[:-1] + keys[1:]) / 2, slices + 1e-6, side="right")
     distance = slices - keys[nearest]
     inside = (distance >= -half - 1e-6) & (distance < half - 1e-6)
     filled: dict[int, np.ndarray] = {}
@@ -93,16 +91,19 @@ def rasterise(contours: Sequence[np.ndarray], grid: Volume, slab_mm: float | Non
     return mask
 
 
-def subvoxel_grid(grid: Volume, mask: np.ndarray, factor: int = 4, margin: int = 1) -> Volume:
-    """A grid ``factor`` times finer than ``grid`` in-plane and across slices, over ``mask``'s bounding box.
+def subvoxel_grid(grid: Volume, contours: Sequence[np.ndarray], factor: int = 4, slab_mm: float | None = None) -> Volume:
+    """A grid ``factor`` times finer than ``grid`` on every axis, covering the contours and their end slabs.
 
-    For small structures whose DVH needs sub-voxel sampling: rasterise their contours onto it.
+    For small structures whose DVH needs sub-voxel sampling: rasterise their contours onto it
+    (with the CT's ``slab_mm``). Its voxels nest exactly in ``grid``'s.
     """
-    from DoseSegLib.core.volume import mask_box
-
-    box = mask_box(mask, margin)
-    lo = np.array([b.start for b in box], dtype=float) - 0.5 + 0.5 / factor  # first fine voxel centre
-    shape = tuple(int((b.stop - b.start) * factor) for b in box)
-    origin = grid.index_to_lps @ np.append(lo, 1.0)
+    to_index = np.linalg.inv(grid.index_to_lps)
+    ijk = np.concatenate(contours) @ to_index[:3, :3].T + to_index[:3, 3]
+    half = (slab_mm or grid.spacing[2]) / grid.spacing[2] / 2
+    lo = np.floor(ijk.min(axis=0) - (0.5, 0.5, half - 0.5)).astype(int)  # whole coarse voxels, as indices
+    hi = np.ceil(ijk.max(axis=0) + (0.5, 0.5, half - 0.5)).astype(int)
+    shape = tuple(int(n) for n in (hi - lo + 1) * factor)
+    first = lo - 0.5 + 0.5 / factor  # the first fine voxel centre, in coarse indices
+    origin = grid.index_to_lps @ np.append(first, 1.0)
     spacing = tuple(s / factor for s in grid.spacing)
     return Volume(np.broadcast_to(np.False_, shape), spacing, tuple(origin[:3]), grid.direction)

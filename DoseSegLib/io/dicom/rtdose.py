@@ -66,7 +66,7 @@ def read_rtdose(path) -> RtDose:
     positions = positions[order]
     step = uniform_positions(positions, f"{path}: RTDOSE frames") or float(ds.get("SliceThickness") or 1.0)
     scaling = float(ds.get("DoseGridScaling", 1.0) or 1.0)
-    dose = pixels[order].transpose(2, 1, 0).astype(np.float32) * np.float32(scaling)
+    dose = (pixels[order].transpose(2, 1, 0) * scaling).astype(np.float32)
     first = origin + (positions[0] - origin @ normal) * normal
     spacing = (float(ds.PixelSpacing[1]), float(ds.PixelSpacing[0]), step)
     volume = Volume(dose, spacing, tuple(first), np.column_stack([row, col, normal]))
