@@ -13,7 +13,7 @@ from DoseSegLib.core.alignment import align_structure
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.detect import scan_folder
-from DoseSegLib.io.dicom.export import decimal, new_object, write_rtdose, write_rtstruct
+from DoseSegLib.io.dicom.export import decimal, mask_contours, new_object, write_rtdose, write_rtstruct
 from DoseSegLib.io.dicom.reader import ct_geometry
 from DoseSegLib.io.dicom.series import SeriesGeometry
 
@@ -83,7 +83,7 @@ def write_dicom_patient(folder: Path, case: Case, plan: bool = True) -> Path:
     if case.possible_dose_mask is not None:
         masks["External"] = align_structure("External", case.possible_dose_mask, ct.grid)
         kinds["External"] = "EXTERNAL"
-    write_rtstruct(folder / "rtstruct.dcm", masks, ct, kinds)
+    write_rtstruct(folder / "rtstruct.dcm", {name: mask_contours(mask) for name, mask in masks.items()}, ct, kinds)
     if case.dose is not None:
         write_rtdose(folder / "rtdose.dcm", case.dose, ct, "reference dose")
     targets = {number: case.targets[name] for number, name in enumerate(masks, start=1) if name in case.targets}

@@ -8,6 +8,7 @@ is DoseSeg research output and carries ApprovalStatus UNAPPROVED.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -132,28 +133,40 @@ def _referenced_frame(ct: SeriesGeometry):
     return frame, images
 
 
-def _contours(mask: np.ndarray, grid: Volume, images: list) -> list:
-    """ContourSequence items of one mask on the CT grid, each referencing its CT slice."""
+def mask_contours(mask: Volume, slices: Iterable[int] | None = None) -> list[np.ndarray]:
+    """Closed planar contours ``(n, 3)`` in LPS mm of a mask's k slices (all non-empty ones by default)."""
+    array = np.asarray(mask.array, dtype=bool)
+    chosen = np.flatnonzero(array.any(axis=(0, 1))) if slices is None else slices
+    contours = []
+    for k in chosen:
+        for polygon in mask_polygons(array[:, :, k]):
+            ijk = np.column_stack([polygon, np.full(len(polygon), float(k)), np.ones(len(polygon))])
+            contours.append((ijk @ mask.index_to_lps.T)[:, :3])
+    return contours
+
+
+def _contour_items(contours: list[np.ndarray], ct: SeriesGeometry, images: list) -> list:
+    """ContourSequence items, each referencing the CT slice of its plane when it lies on one."""
     from pydicom.dataset import Dataset
 
-    affine = grid.index_to_lps
+    to_index = np.linalg.inv(ct.grid.index_to_lps)
     items = []
-    for k in np.flatnonzero(mask.any(axis=(0, 1))):
-        for polygon in mask_polygons(mask[:, :, k]):
-            ijk = np.column_stack([polygon, np.full(len(polygon), float(k)), np.ones(len(polygon))])
-            lps = (ijk @ affine.T)[:, :3]
-            item = Dataset()
-            item.ContourImageSequence = [images[k]]
-            item.ContourGeometricType = "CLOSED_PLANAR"
-            item.NumberOfContourPoints = len(lps)
-            item.ContourData = [f"{v:.3f}" for v in lps.ravel()]
-            items.append(item)
+    for lps in contours:
+        item = Dataset()
+        k = float((to_index[2, :3] @ lps[0]) + to_index[2, 3])
+        if abs(k - round(k)) < 0.01 and 0 <= round(k) < len(images):
+            item.ContourImageSequence = [images[round(k)]]
+        item.ContourGeometricType = "CLOSED_PLANAR"
+        item.NumberOfContourPoints = len(lps)
+        item.ContourData = [f"{v:.3f}" for v in lps.ravel()]
+        items.append(item)
     return items
 
 
-def write_rtstruct(path: Path, masks: dict[str, Volume], ct: SeriesGeometry, kinds: dict[str, str] | None = None,
-                   description: str = "auto-segmented structures", anonymise: dict[str, str] | None = None) -> Path:
-    """Write masks on the CT grid as an RTSTRUCT, contours through the voxel-boundary midpoints.
+def write_rtstruct(path: Path, structures: dict[str, list[np.ndarray]], ct: SeriesGeometry,
+                   kinds: dict[str, str] | None = None, description: str = "auto-segmented structures",
+                   anonymise: dict[str, str] | None = None) -> Path:
+    """Write structures given as planar contours (``mask_contours``) as an RTSTRUCT on the CT's frame.
 
     Args:
         kinds: RTROIInterpretedType per name (default ORGAN; PTV for names starting with PTV).
@@ -166,9 +179,7 @@ def write_rtstruct(path: Path, masks: dict[str, Volume], ct: SeriesGeometry, kin
     frame, images = _referenced_frame(ct)
     ds.ReferencedFrameOfReferenceSequence = [frame]
     rois, contours, observations = [], [], []
-    for number, (name, mask) in enumerate(masks.items(), start=1):
-        if not mask.same_grid(ct.grid):
-            raise ValueError(f"structure '{name}' is not on the CT grid; resample it first")
+    for number, (name, polygons) in enumerate(structures.items(), start=1):
         roi = Dataset()
         roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, ct.frame_of_reference, name
         roi.ROIGenerationAlgorithm = "AUTOMATIC"
@@ -176,7 +187,7 @@ def write_rtstruct(path: Path, masks: dict[str, Volume], ct: SeriesGeometry, kin
         contour = Dataset()
         contour.ROIDisplayColor = [int(round(255 * c)) for c in structure_color(name)]
         contour.ReferencedROINumber = number
-        contour.ContourSequence = _contours(mask.array, ct.grid, images)
+        contour.ContourSequence = _contour_items(polygons, ct, images)
         contours.append(contour)
         observation = Dataset()
         observation.ObservationNumber = observation.ReferencedROINumber = number

@@ -9,7 +9,7 @@ import numpy as np
 from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.detect import patient_format, scan_folder
-from DoseSegLib.io.dicom.export import write_rtdose, write_rtstruct
+from DoseSegLib.io.dicom.export import mask_contours, write_rtdose, write_rtstruct
 from DoseSegLib.io.dicom.reader import ct_geometry
 
 
@@ -32,7 +32,7 @@ def write_dicom_results(
         on_ct = dose if dose.same_grid(ct.grid) else resample(dose, ct.grid, "linear", 0.0)
         written.append(write_rtdose(Path(out) / "rtdose.dcm", on_ct.with_array(on_ct.array.astype(np.float32)), ct))
     if structures:
-        masks = {name: mask if mask.same_grid(ct.grid) else resample_mask(mask, ct.grid)
-                 for name, mask in structures.items()}
-        written.append(write_rtstruct(Path(out) / "rtstruct.dcm", masks, ct))
+        contours = {name: mask_contours(mask if mask.same_grid(ct.grid) else resample_mask(mask, ct.grid))
+                    for name, mask in structures.items()}
+        written.append(write_rtstruct(Path(out) / "rtstruct.dcm", contours, ct))
     return written
