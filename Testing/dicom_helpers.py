@@ -95,3 +95,31 @@ def write_dicom_patient(folder: Path, case: Case, plan: bool = True) -> Path:
 def dose_scaling(path: Path) -> float:
     """DoseGridScaling of an RTDOSE file."""
     return float(pydicom.dcmread(path, stop_before_pixels=True).DoseGridScaling)
+
+
+def slab_planes(mask: Volume, plane_mm: float) -> list[np.ndarray]:
+    """The planar contours a slab-rasterised mask came from: one plane per ``plane_mm`` run of slices."""
+    group = int(round(plane_mm / mask.spacing[2]))
+    changes = [k for k in range(mask.shape[2] - 1) if not np.array_equal(mask.array[:, :, k], mask.array[:, :, k + 1])]
+    assert changes and all((k - changes[0]) % group == 0 for k in changes), "not slabs of plane_mm"
+    first = (changes[0] + 0.5) % group - group / 2  # slice coordinate of the first plane's centre (may be < 0)
+    contours = []
+    for centre in np.arange(first, mask.shape[2] - 1 + group / 2, group):
+        k = int(np.clip(np.ceil(centre), 0, mask.shape[2] - 1))
+        shift = mask.direction[:, 2] * mask.spacing[2] * (centre - k)
+        contours += [c + shift for c in mask_contours(mask, [k])]
+    return contours
+
+
+def write_dicom_from_slab_masks(folder: Path, case: Case, plane_mm: float) -> Path:
+    """``case`` as CT series + RTSTRUCT + RTDOSE, contours recovered from masks rasterised on finer grids.
+
+    For structures given as masks made from planar contours on sub-voxel grids
+    (slicerrt-eclipse-prostate): see ``slab_planes``.
+    """
+    write_ct_series(folder, case.ct)
+    ct = ct_geometry(scan_folder(folder))
+    structures = {name: slab_planes(mask, plane_mm) for name, mask in case.structures.items()}
+    write_rtstruct(folder / "rtstruct.dcm", structures, ct)
+    write_rtdose(folder / "rtdose.dcm", case.dose, ct, "reference dose")
+    return folder
