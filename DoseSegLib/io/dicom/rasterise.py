@@ -39,10 +39,14 @@ def fill_polygons(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.
         x = x0[edge] + (j - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
         rows.append(j)
         starts.append(np.clip(np.ceil(x), 0, ni).astype(int))
-    flips = np.zeros((nj, ni + 1), dtype=np.int32)
-    if rows:
-        np.add.at(flips, (np.concatenate(rows), np.concatenate(starts)), 1)
-    return (np.cumsum(flips, axis=1)[:, :ni] % 2).astype(bool).T
+    mask = np.zeros((ni, nj), dtype=bool)
+    rows = np.concatenate(rows) if rows else np.zeros(0, dtype=int)
+    if rows.size:
+        first, last = rows.min(), rows.max() + 1  # only the rows the polygons cross
+        flips = np.zeros((last - first, ni + 1), dtype=np.int32)
+        np.add.at(flips, (rows - first, np.concatenate(starts)), 1)
+        mask[:, first:last] = (np.cumsum(flips, axis=1)[:, :ni] % 2).astype(bool).T
+    return mask
 
 
 def _planes(contours: Sequence[np.ndarray], grid: Volume) -> dict[float, list[np.ndarray]]:
@@ -58,6 +62,15 @@ def _planes(contours: Sequence[np.ndarray], grid: Volume) -> dict[float, list[np
         key = round(float(k.mean()), 4)
         planes.setdefault(key, []).append(ijk[:, :2])
     return planes
+
+
+def _cropped(fill: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """The bounding box of a filled plane and its contents; None when empty."""
+    rows, cols = np.flatnonzero(fill.any(axis=1)), np.flatnonzero(fill.any(axis=0))
+    if rows.size == 0:
+        return None
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    return box, fill[box]
 
 
 def rasterise(contours: Sequence[np.ndarray], grid: Volume, slab_mm: float | None = None) -> np.ndarray:
@@ -82,12 +95,14 @@ def rasterise(contours: Sequence[np.ndarray], grid: Volume, slab_mm: float | Non
     nearest = np.searchsorted((keys[:-1] + keys[1:]) / 2, slices + 1e-6, side="right")
     distance = slices - keys[nearest]
     inside = (distance >= -half - 1e-6) & (distance < half - 1e-6)
-    filled: dict[int, np.ndarray] = {}
+    filled: dict[int, tuple | None] = {}
     for k in np.flatnonzero(inside):
         plane = int(nearest[k])
         if plane not in filled:
-            filled[plane] = fill_polygons(planes[float(keys[plane])], grid.shape[:2])
-        mask[:, :, k] = filled[plane]
+            filled[plane] = _cropped(fill_polygons(planes[float(keys[plane])], grid.shape[:2]))
+        if filled[plane] is not None:  # write only the plane's bounding box: the k axis is the slow one
+            (rows, cols), block = filled[plane]
+            mask[rows, cols, k] = block
     return mask
 
 

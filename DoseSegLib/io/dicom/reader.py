@@ -66,8 +66,9 @@ def read_dicom_patient(folder: str | Path, mapper: NameMapper | None = None, ser
     structures, body, roi_names = {}, None, {}
     structure_set = _structure_set(index, geometry)
     if structure_set is not None:
-        structures, body = structure_masks(structure_set, geometry.grid, frame, mapper)
-        roi_names = {roi.number: mapper.canonical(roi.name) for roi in read_rois(structure_set)}
+        rois = read_rois(structure_set)
+        structures, body = structure_masks(structure_set, geometry.grid, frame, mapper, rois)
+        roi_names = {roi.number: mapper.canonical(roi.name) for roi in rois}
     dose = reference_dose(index.of("RTDOSE"), frame, folder)
     prescriptions = plan_prescriptions(index.of("RTPLAN"), roi_names, frame, folder)
     log.info("%s: DICOM patient, CT %s, %d structures, dose %s, prescriptions %s", folder, ct.shape,

@@ -38,10 +38,16 @@ def referenced_series(ds) -> set[str]:
 
 
 def _contour_points(item, path: str, name: str) -> np.ndarray:
-    data = item.get("ContourData")
-    if data is None or len(data) % 3:
+    """ContourData as ``(n, 3)``, parsed straight from the file's text (pydicom's DS objects are slow)."""
+    element = item.get_item(0x30060050) if 0x30060050 in item else None
+    value = None if element is None else element.value
+    if isinstance(value, bytes):
+        numbers = np.array(value.decode("ascii", "replace").replace("\\", " ").split(), dtype=float)
+    else:
+        numbers = np.atleast_1d(np.asarray([] if value is None else value, dtype=float))
+    if numbers.size == 0 or numbers.size % 3:
         raise DoseSegError(f"{path}: ROI '{name}' has a contour whose ContourData is not x, y, z triples")
-    return np.asarray([float(v) for v in data]).reshape(-1, 3)
+    return numbers.reshape(-1, 3)
 
 
 def read_rois(ds) -> list[Roi]:
@@ -74,7 +80,8 @@ def roi_mask(roi: Roi, grid: Volume, slab_mm: float, path: str) -> np.ndarray:
         raise DoseSegError(f"{path}: ROI '{roi.name}': {exc}") from exc
 
 
-def structure_masks(ds, grid: Volume, frame_of_reference: str, mapper) -> tuple[dict[str, Volume], Volume | None]:
+def structure_masks(ds, grid: Volume, frame_of_reference: str, mapper,
+                    rois: list[Roi] | None = None) -> tuple[dict[str, Volume], Volume | None]:
     """Canonically named masks on ``grid`` and the body (the EXTERNAL ROI), from a structure set.
 
     Choices: ROIs without contours (empty, or points only) and ROIs that cover no voxel centre
@@ -84,7 +91,7 @@ def structure_masks(ds, grid: Volume, frame_of_reference: str, mapper) -> tuple[
     path = str(getattr(ds, "filename", "RTSTRUCT"))
     masks: dict[str, Volume] = {}
     bodies: list[tuple[str, Volume]] = []
-    for roi in read_rois(ds):
+    for roi in rois if rois is not None else read_rois(ds):
         if roi.frame_of_reference and frame_of_reference and roi.frame_of_reference != frame_of_reference:
             raise DoseSegError(f"{path}: ROI '{roi.name}' is in Frame of Reference {roi.frame_of_reference}, the CT "
                                f"in {frame_of_reference}; use the structure set drawn on this CT")

@@ -134,7 +134,7 @@ def read_series(geometry: SeriesGeometry) -> Volume:
     slopes = np.array([float(s.get("RescaleSlope", 1) or 1) for s in slices])
     intercepts = np.array([float(s.get("RescaleIntercept", 0) or 0) for s in slices])
     integral = np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))
-    hu = np.empty((ni, nj, nk), dtype=np.float32)
+    hu = np.empty((nk, nj, ni), dtype=np.float32)  # filled slice by slice in memory order, transposed at the end
     for k, header in enumerate(slices):
         try:
             pixels = pydicom.dcmread(header.filename, force=True).pixel_array
@@ -143,7 +143,7 @@ def read_series(geometry: SeriesGeometry) -> Volume:
                                "decompress the series (e.g. gdcmconv --raw) and try again") from exc
         if pixels.shape != (nj, ni):
             raise DoseSegError(f"{header.filename}: pixel data {pixels.shape} does not match Rows x Columns")
-        hu[:, :, k] = pixels.T * slopes[k] + intercepts[k]
+        hu[k] = pixels * slopes[k] + intercepts[k]
     if integral and hu.min() >= -32768 and hu.max() <= 32767:
         hu = hu.astype(np.int16)
-    return geometry.grid.with_array(hu)
+    return geometry.grid.with_array(np.ascontiguousarray(hu.transpose(2, 1, 0)))
