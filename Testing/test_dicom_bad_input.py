@@ -151,3 +151,19 @@ def test_two_rois_with_one_canonical_name_are_refused(patient: Path) -> None:
 def test_garbage_with_a_dicom_preamble_is_refused(patient: Path) -> None:
     (patient / "CT0005.dcm").write_bytes(bytes(128) + b"DICM" + b"\x02\x00\x10\x00UI\x04\x00abc")
     refused(patient, "1 slice(s) missing")  # the damaged file is not DICOM, so its slice is missing
+
+
+def test_a_series_is_chosen_by_option_or_by_one_of_its_files(patient: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    ct = make_phantom().ct
+    for path in write_ct_series(tmp_path / "other", ct.with_array(ct.array + 1)):
+        shutil.move(path, patient / f"other_{path.name}")
+    (patient / "rtstruct.dcm").unlink()
+    (patient / "rtdose.dcm").unlink()
+    (patient / "rtplan.dcm").unlink()
+    assert np.array_equal(read_patient(patient / "other_CT0007.dcm").ct.array, ct.array + 1)
+    uid = str(pydicom.dcmread(patient / "other_CT0000.dcm").SeriesInstanceUID)
+    assert main(["align", str(patient), "--series", uid, "-o", str(tmp_path / "out")]) == 0
+    assert np.array_equal(read_patient(tmp_path / "out").ct.array, ct.array + 1)
+    (tmp_path / "notes.txt").write_text("x")
+    refused(tmp_path / "notes.txt", "not a patient folder, a DICOMDIR or a DICOM file")

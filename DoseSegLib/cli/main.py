@@ -36,7 +36,7 @@ def cmd_align(args: argparse.Namespace) -> None:
     from DoseSegLib.io.patient import read_patient, write_patient
 
     check_output_dir(args.output, args.force, [args.patient, args.segmentation])
-    case = align_case(read_patient(args.patient, _names(args), args.segmentation))
+    case = align_case(read_patient(args.patient, _names(args), args.segmentation, args.series))
     with staged_output(args.output, args.force, [args.patient, args.segmentation]) as out:
         write_patient(out, case)
     print(f"wrote {args.output}")
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("align", help="resample structures, dose and possible-dose mask onto the CT grid")
     p.add_argument("patient", type=Path, help="patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)")
     p.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
+    p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
     _add_common(p)
     p.set_defaults(func=cmd_align)
 

@@ -30,6 +30,7 @@ class Case:
     prescription: float | None = None
     source: Path | None = None
     prescriptions: dict[str, float] = field(default_factory=dict)  # target -> Gy, e.g. from an RTPLAN
+    dicom_series: str | None = None  # SeriesInstanceUID of the CT when read from DICOM (outputs reference it)
 
     @property
     def targets(self) -> dict[str, float]:

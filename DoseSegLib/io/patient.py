@@ -160,13 +160,15 @@ def read_patient(
         mapper: structure-name mapping (default aliases when None).
         segmentation: a .seg.nrrd to use instead of structures/; by default the folder's
             ``segmentation.seg.nrrd`` is used when there is no structures/ folder.
-        series: SeriesInstanceUID of the CT series of a DICOM folder holding several.
+        series: SeriesInstanceUID of the CT series of a DICOM folder holding several (or give
+            one of the series' files as ``folder``).
     """
-    from DoseSegLib.io.dicom.detect import patient_format
+    from DoseSegLib.io.dicom.detect import dicom_location, patient_format
 
     folder = Path(folder)
-    if folder.name.upper() == "DICOMDIR" and folder.is_file():
-        folder = folder.parent
+    if folder.is_file():  # a DICOMDIR, or one file of the CT series to use
+        folder, file_series = dicom_location(folder)
+        series = series or file_series
     if not folder.is_dir():
         raise DoseSegError(f"{folder}: patient folder not found")
     mapper = mapper or NameMapper()

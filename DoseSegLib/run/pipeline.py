@@ -52,6 +52,7 @@ class RunOptions:
         constraints: a constraint CSV (DoseSegLib's head-and-neck table when None).
         tta: average the dose and the OAR probabilities with left-right mirrored predictions.
         allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
+        series: the CT series (SeriesInstanceUID) of a DICOM patient folder holding several.
     """
 
     segment: bool = True
@@ -60,6 +61,7 @@ class RunOptions:
     constraints: str | Path | None = None
     tta: bool = False
     allow_high_dose: bool = False
+    series: str | None = None
 
 
 @dataclass
@@ -267,7 +269,7 @@ class Pipeline:
         from DoseSegLib.models.dose.predict import predict_case_dose
 
         with steps("read"):
-            case = read_patient(folder)
+            case = read_patient(folder, series=self.options.series)
             if case.dose is not None:
                 check_dose_units(case.dose, str(folder / "dose.nrrd"), self.options.allow_high_dose)
         with steps("align"):
@@ -397,7 +399,7 @@ def write_results(result: PatientResult, folder: Path, steps: _Steps | None = No
     """Write every output file of one patient into an existing (staging) folder, ``summary.json`` last."""
     from DoseSegLib.analysis.dvh import write_dvh_csv
     from DoseSegLib.core.colors import structure_colors
-    from DoseSegLib.io.dicom.results import is_dicom_patient, write_dicom_results
+    from DoseSegLib.io.dicom.results import write_dicom_results
     from DoseSegLib.io.patient import write_segmentation, write_volume
     from DoseSegLib.io.tables import columns_of, write_csv
     from DoseSegLib.run.report import write_report
@@ -416,7 +418,8 @@ def write_results(result: PatientResult, folder: Path, steps: _Steps | None = No
             write_volume(folder / "dose_difference.nrrd", result.comparison.difference)
             write_dvh_csv(folder / "dvh_reference.csv", result.comparison.reference_plan.dvhs)
             write_csv(folder / "comparison.csv", result.comparison.metric_differences, COMPARISON_COLUMNS)
-        if is_dicom_patient(result.source):  # a DICOM patient also gets DICOM-RT outputs for its TPS
-            write_dicom_results(folder, result.source, result.dose, {n: structures[n] for n in result.auto_segmented})
+        if result.case.dicom_series:  # a DICOM patient also gets DICOM-RT outputs for its TPS
+            write_dicom_results(folder, result.case.source, result.dose,
+                                {n: structures[n] for n in result.auto_segmented}, result.case.dicom_series)
     result.timings.update(report=steps.timings["report"], write=steps.timings["write"])
     (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")

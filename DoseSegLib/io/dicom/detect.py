@@ -58,6 +58,16 @@ def patient_format(folder: Path) -> str:
     return "dicom" if kinds["dicom"] else "nrrd"
 
 
+def dicom_location(path: Path) -> tuple[Path, str | None]:
+    """A DICOMDIR or one file of a CT series given as the patient: its folder, and that file's series."""
+    if path.name.upper() == "DICOMDIR":
+        return path.parent, None
+    header = read_header(path) if sniff(path) == "dicom" else None
+    if header is None:
+        raise DoseSegError(f"{path}: not a patient folder, a DICOMDIR or a DICOM file")
+    return path.parent, str(header.get("SeriesInstanceUID", "")) or None
+
+
 @dataclass
 class DicomIndex:
     """The DICOM headers of a folder (read without pixel data), grouped by modality."""

@@ -74,4 +74,4 @@ def read_dicom_patient(folder: str | Path, mapper: NameMapper | None = None, ser
     log.info("%s: DICOM patient, CT %s, %d structures, dose %s, prescriptions %s", folder, ct.shape,
              len(structures), "yes" if dose else "no", prescriptions.doses or "none")
     return Case(folder.name, ct, structures, dose.volume if dose else None, body, prescriptions.highest,
-                source=folder, prescriptions=prescriptions.doses)
+                source=folder, prescriptions=prescriptions.doses, dicom_series=geometry.series_uid)

@@ -8,14 +8,9 @@ import numpy as np
 
 from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.volume import Volume
-from DoseSegLib.io.dicom.detect import patient_format, scan_folder
+from DoseSegLib.io.dicom.detect import scan_folder
 from DoseSegLib.io.dicom.export import mask_contours, write_rtdose, write_rtstruct
 from DoseSegLib.io.dicom.reader import ct_geometry
-
-
-def is_dicom_patient(source: Path | None) -> bool:
-    """True when ``source`` is a patient folder of DICOM files."""
-    return source is not None and Path(source).is_dir() and patient_format(Path(source)) == "dicom"
 
 
 def write_dicom_results(

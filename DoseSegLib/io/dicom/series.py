@@ -59,7 +59,7 @@ def choose_series(folder: Path, series: dict[str, list], wanted: str | None, ref
     if len(chosen) == 1:
         return chosen[0]
     raise DoseSegError(f"{folder}: {len(series)} CT series and no RTSTRUCT naming one of them; "
-                       f"choose one with --series UID: {listing}")
+                       f"choose one with --series UID or by giving one of its files as the patient: {listing}")
 
 
 def _vector(ds, keyword: str, size: int) -> np.ndarray:
