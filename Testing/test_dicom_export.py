@@ -15,13 +15,13 @@ from test_pipeline import _fake_segmentation, write_tiny_catalogue
 
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.case import Case
+from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.dicom.detect import scan_folder
 from DoseSegLib.io.dicom.reader import ct_geometry
 from DoseSegLib.io.dicom.results import write_dicom_results
 from DoseSegLib.io.dicom.rtstruct import structure_masks
 from DoseSegLib.io.patient import read_volume, write_segmentation, write_volume
 from DoseSegLib.io.phantom import make_phantom
-from DoseSegLib.core.names import NameMapper
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +157,22 @@ def test_export_dicom_refuses_a_ct_folder_without_dicom(tmp_path: Path, dicom_ct
     assert main(["export-dicom", str(results), "--ct", str(tmp_path / "results"), "-o", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "not a folder of DICOM files" in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_export_dicom_anonymise_keeps_identity_out(tmp_path: Path, dicom_ct: Path, phantom: Case) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    write_volume(results / "dose.nrrd", phantom.dose)
+    write_segmentation(results / "segmentation.seg.nrrd", {"LeftParotid": phantom.structures["LeftParotid"]})
+    names = set()
+    for run in ("a", "b"):
+        out = tmp_path / run
+        assert main(["export-dicom", str(results), "--ct", str(dicom_ct), "-o", str(out), "--anonymise"]) == 0
+        for path in out.iterdir():
+            data = path.read_bytes()
+            assert b"Test^Patient" not in data and b"DS-TEST" not in data
+            ds = pydicom.dcmread(path)
+            assert ds.PatientName == ds.PatientID and ds.PatientIdentityRemoved == "YES"
+            assert "PatientBirthDate" not in ds and "StudyID" not in ds
+            names.add(ds.PatientID)
+    assert len(names) == 1 and next(iter(names)).startswith("DS-")  # one stable pseudonym

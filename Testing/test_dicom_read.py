@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicom_helpers import dose_scaling, write_dicom_patient
 from pydicom.data import get_testdata_file
 
 from DoseSegLib.core.volume import Volume
@@ -19,7 +20,6 @@ from DoseSegLib.io.dicom.rtplan import read_prescriptions
 from DoseSegLib.io.dicom.rtstruct import read_rois
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.phantom import make_phantom
-from dicom_helpers import dose_scaling, write_dicom_patient
 
 
 @pytest.fixture(scope="module")

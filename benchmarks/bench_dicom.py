@@ -19,14 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import machine, peak_memory_gb
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "Testing"), str(ROOT / "benchmarks")]
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.volume import Volume
 
-from common import machine, peak_memory_gb  # noqa: E402
-
-from DoseSegLib.core.case import Case  # noqa: E402
-from DoseSegLib.core.volume import Volume  # noqa: E402
+TESTING = Path(__file__).resolve().parents[1] / "Testing"  # the DICOM writer of the tests
 
 
 def synthetic_case(slices: int, rois: int) -> Case:
@@ -76,6 +74,7 @@ def main() -> None:
     if args.read:
         print(json.dumps(read_once(args.read)))
         return
+    sys.path.insert(0, str(TESTING))
     from dicom_helpers import write_dicom_patient
 
     print(f"machine: {machine()}")

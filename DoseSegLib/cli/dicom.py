@@ -41,7 +41,7 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
     if dose is None and not structures:
         raise DoseSegError(f"{args.results}: neither dose.nrrd nor auto-segmented structures to export")
     with staged_output(args.output, args.force, [args.results, args.ct]) as out:
-        written = write_dicom_results(out, args.ct, dose, structures, args.series)
+        written = write_dicom_results(out, args.ct, dose, structures, args.series, args.anonymise)
     print(f"wrote {', '.join(str(args.output / p.name) for p in written)}")
 
 
@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series", help="SeriesInstanceUID of the CT series when the folder holds several")
     p.add_argument("--all-structures", action="store_true",
                    help="export every structure, not only the auto-segmented ones")
+    p.add_argument("--anonymise", action="store_true",
+                   help="patient name and ID replaced by a stable pseudonym (a hash of the ID), birth date, sex, "
+                        "referring physician, accession number and study ID left out")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (must be new or empty)")
     p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
     p.set_defaults(func=cmd_export_dicom)

@@ -2,12 +2,15 @@
 
 Every object gets new Series and SOP Instance UIDs, copies the patient and study of the CT
 (nothing else is invented), references the CT series, says in its SeriesDescription that it
-is DoseSeg research output and carries ApprovalStatus UNAPPROVED.
+is DoseSeg research output and carries ApprovalStatus UNAPPROVED. With ``anonymise``, the
+patient's name and ID become a stable pseudonym and birth date, sex, referring physician,
+accession number and study ID are left out (the study and frame UIDs stay, to link back to the CT).
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +30,15 @@ _COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyI
            "StudyTime", "StudyID", "ReferringPhysicianName", "AccessionNumber", "StudyDescription")
 
 
+_IDENTITY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "ReferringPhysicianName",
+             "AccessionNumber", "StudyID")
+
+
+def pseudonym(patient_id: str) -> str:
+    """A stable stand-in for a PatientID (a hash: hides the identity from readers, not a de-identification)."""
+    return "DS-" + hashlib.sha256(f"doseseg:{patient_id}".encode()).hexdigest()[:12].upper()
+
+
 def decimal(value: float) -> str:
     """A DS string (at most 16 characters) for ``value``."""
     text = f"{value:.6g}"
@@ -34,10 +46,10 @@ def decimal(value: float) -> str:
 
 
 def new_object(sop_class: str, modality: str, ct: SeriesGeometry, description: str,
-               anonymise: dict[str, str] | None = None):
+               anonymise: bool = False):
     """A dataset with file meta, patient and study of the CT, new UIDs and the research markers."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     source = ct.slices[0]
     ds = Dataset()
@@ -51,8 +63,12 @@ def new_object(sop_class: str, modality: str, ct: SeriesGeometry, description: s
     for keyword in _COPIED:
         if keyword in source:
             setattr(ds, keyword, source.data_element(keyword).value)
-    for keyword, value in (anonymise or {}).items():
-        setattr(ds, keyword, value)
+    if anonymise:
+        for keyword in _IDENTITY:
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.PatientName = ds.PatientID = pseudonym(str(source.get("PatientID", "")))
+        ds.PatientIdentityRemoved = "YES"
     now = datetime.datetime.now()
     ds.InstanceCreationDate = ds.ContentDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = ds.ContentTime = now.strftime("%H%M%S")
@@ -79,7 +95,7 @@ def _save(ds, path: Path) -> Path:
 
 
 def write_rtdose(path: Path, dose: Volume, ct: SeriesGeometry, description: str = "predicted dose",
-                 anonymise: dict[str, str] | None = None) -> Path:
+                 anonymise: bool = False) -> Path:
     """Write a dose in Gy (any grid whose k axis is the slice normal) as an RTDOSE, uint32 + DoseGridScaling."""
     row, col, normal = dose.direction.T
     if not np.allclose(np.cross(row, col), normal, atol=1e-6):
@@ -165,7 +181,7 @@ def _contour_items(contours: list[np.ndarray], ct: SeriesGeometry, images: list)
 
 def write_rtstruct(path: Path, structures: dict[str, list[np.ndarray]], ct: SeriesGeometry,
                    kinds: dict[str, str] | None = None, description: str = "auto-segmented structures",
-                   anonymise: dict[str, str] | None = None) -> Path:
+                   anonymise: bool = False) -> Path:
     """Write structures given as planar contours (``mask_contours``) as an RTSTRUCT on the CT's frame.
 
     Args:

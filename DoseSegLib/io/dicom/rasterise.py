@@ -106,7 +106,9 @@ def rasterise(contours: Sequence[np.ndarray], grid: Volume, slab_mm: float | Non
     return mask
 
 
-def subvoxel_grid(grid: Volume, contours: Sequence[np.ndarray], factor: int = 4, slab_mm: float | None = None) -> Volume:
+def subvoxel_grid(
+    grid: Volume, contours: Sequence[np.ndarray], factor: int = 4, slab_mm: float | None = None
+) -> Volume:
     """A grid ``factor`` times finer than ``grid`` on every axis, covering the contours and their end slabs.
 
     For small structures whose DVH needs sub-voxel sampling: rasterise their contours onto it

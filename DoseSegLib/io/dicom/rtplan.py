@@ -31,7 +31,8 @@ def read_prescriptions(ds, roi_names: dict[int, str]) -> Prescriptions:
             raise DoseSegError(f"{ds.filename}: TargetPrescriptionDose {dose:g} Gy is not a plausible prescription")
         number = item.get("ReferencedROINumber")
         name = roi_names.get(int(number)) if number is not None else None
-        name = name or str(item.get("DoseReferenceDescription", "") or f"DoseReference{item.get('DoseReferenceNumber', '')}")
+        fallback = f"DoseReference{item.get('DoseReferenceNumber', '')}"
+        name = name or str(item.get("DoseReferenceDescription", "") or fallback)
         result.doses[name] = max(dose, result.doses.get(name, 0.0))
     fractions = [int(g.NumberOfFractionsPlanned) for g in ds.get("FractionGroupSequence", [])
                  if g.get("NumberOfFractionsPlanned") is not None]
