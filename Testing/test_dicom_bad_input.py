@@ -167,3 +167,16 @@ def test_a_series_is_chosen_by_option_or_by_one_of_its_files(patient: Path, tmp_
     assert np.array_equal(read_patient(tmp_path / "out").ct.array, ct.array + 1)
     (tmp_path / "notes.txt").write_text("x")
     refused(tmp_path / "notes.txt", "not a patient folder, a DICOMDIR or a DICOM file")
+
+
+def test_slices_of_another_size_or_spacing_are_refused(patient: Path) -> None:
+    edit(patient / "CT0003.dcm", lambda ds: setattr(ds, "PixelSpacing", [2.0, 2.0]))
+    refused(patient, "the CT slices differ in PixelSpacing")
+
+
+def test_tilted_series_is_refused(patient: Path) -> None:
+    for k, path in enumerate(sorted(patient.glob("CT*.dcm"))):
+        edit(path, lambda ds, k=k: setattr(ds, "ImagePositionPatient",
+                                           [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1] + 0.5 * k,
+                                            ds.ImagePositionPatient[2]]))
+    refused(patient, "gantry tilt")

@@ -69,11 +69,12 @@ def _vector(ds, keyword: str, size: int) -> np.ndarray:
     return np.asarray([float(v) for v in value])
 
 
-def _same(slices: Sequence, keyword: str, folder: Path) -> None:
-    values = {tuple(np.round(np.asarray(s.get(keyword, ()), dtype=float), 4)) if keyword != "Rows"
-              else (int(s.Rows), int(s.Columns)) for s in slices}
-    if len(values) > 1:
-        raise DoseSegError(f"{folder}: the CT slices differ in {keyword}; the series is not one 3D image")
+def _same_frame(slices: Sequence, folder: Path) -> None:
+    """Refuse slices that differ in orientation, pixel spacing or size."""
+    for keyword in ("ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
+        values = {tuple(np.round(np.atleast_1d(np.asarray(s.get(keyword, 0), dtype=float)), 4)) for s in slices}
+        if len(values) > 1:
+            raise DoseSegError(f"{folder}: the CT slices differ in {keyword}; the series is not one 3D image")
 
 
 def uniform_positions(positions: np.ndarray, where: str) -> float:
@@ -97,8 +98,7 @@ def uniform_positions(positions: np.ndarray, where: str) -> float:
 
 def series_geometry(folder: Path, slices: list) -> SeriesGeometry:
     """Sort the slices along their normal and check they form one regular 3D grid."""
-    for keyword in ("ImageOrientationPatient", "PixelSpacing", "Rows"):
-        _same(slices, keyword, folder)
+    _same_frame(slices, folder)
     orientation = _vector(slices[0], "ImageOrientationPatient", 6)
     row, col = orientation[:3], orientation[3:]
     normal = np.cross(row, col)
@@ -107,11 +107,12 @@ def series_geometry(folder: Path, slices: list) -> SeriesGeometry:
     positions = np.array([_vector(s, "ImagePositionPatient", 3) for s in slices])
     order = np.argsort(positions @ normal)
     slices, positions = [slices[i] for i in order], positions[order]
-    step = uniform_positions(positions @ normal, f"{folder}: CT series {slices[0].SeriesInstanceUID}")
+    along = positions @ normal
+    step = uniform_positions(along, f"{folder}: CT series {slices[0].SeriesInstanceUID}")
+    drift = positions - positions[0] - np.outer(along - along[0], normal)  # each slice's in-plane shift
     if step == 0.0:
         step = float(slices[0].get("SpacingBetweenSlices") or slices[0].get("SliceThickness") or 1.0)
-    elif np.max(np.linalg.norm(positions - positions[0] - np.outer(positions @ normal - positions[0] @ normal,
-                                                                      normal), axis=1)) > 0.01 * step + 1e-3:
+    elif np.abs(drift).max() > 0.01 * step + 1e-3:
         raise DoseSegError(f"{folder}: the CT slices are shifted in-plane (gantry tilt); resample the series first")
     pixel = _vector(slices[0], "PixelSpacing", 2)  # row spacing (along the column direction), column spacing
     shape = (int(slices[0].Columns), int(slices[0].Rows), len(slices))
