@@ -152,3 +152,21 @@ def test_non_dicom_files_are_ignored_with_a_warning(phantom_dicom: Path, tmp_pat
     with caplog.at_level(logging.WARNING):
         case = read_patient(folder)
     assert "ignored 2 file(s) that are not DICOM" in caplog.text and len(case.structures) == 9
+
+
+def test_rtstruct_and_rtdose_files_serve_nrrd_patients(phantom_dicom: Path, phantom_dir: Path, tmp_path: Path) -> None:
+    """--segmentation and --dose take DICOM files too (an NRRD CT exported from the same DICOM)."""
+    from DoseSegLib.cli.main import main
+    from DoseSegLib.io.patient import read_dose
+
+    case = make_phantom()
+    back = read_patient(phantom_dir, segmentation=phantom_dicom / "rtstruct.dcm")
+    assert set(back.structures) == set(case.structures)
+    for name, mask in case.structures.items():
+        assert np.array_equal(back.structures[name].array, mask.array), name
+    dose = read_dose(phantom_dicom / "rtdose.dcm")
+    assert dose.same_grid(case.dose) and np.abs(dose.array - case.dose.array).max() < dose_scaling(
+        phantom_dicom / "rtdose.dcm")
+    assert main(["dvh", str(phantom_dir), "--dose", str(phantom_dicom / "rtdose.dcm"),
+                 "--segmentation", str(phantom_dicom / "rtstruct.dcm"), "-o", str(tmp_path / "dvh")]) == 0
+    assert (tmp_path / "dvh" / "dvh_metrics.csv").is_file()

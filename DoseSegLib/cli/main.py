@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("align", help="resample structures, dose and possible-dose mask onto the CT grid")
     p.add_argument("patient", type=Path, help="patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)")
-    p.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
+    p.add_argument("--segmentation", type=Path, help="a .seg.nrrd or an RTSTRUCT to use instead of structures/")
     p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
     _add_common(p)
     p.set_defaults(func=cmd_align)

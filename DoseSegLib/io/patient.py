@@ -85,7 +85,13 @@ def read_mask(path: str | Path) -> Volume:
 
 
 def read_dose(path: str | Path) -> Volume:
-    """Read a dose NRRD in Gy as float32, refusing negative values."""
+    """Read a dose NRRD (or a DICOM RTDOSE in GY) in Gy as float32, refusing negative values."""
+    from DoseSegLib.io.dicom.detect import sniff
+
+    if Path(path).is_file() and sniff(Path(path)) == "dicom":
+        from DoseSegLib.io.dicom.rtdose import read_dose_gy
+
+        return read_dose_gy(path).volume
     volume = read_volume(path)
     dose = volume.array.astype(np.float32)
     if dose.min() < 0:
@@ -158,12 +164,13 @@ def read_patient(
     Args:
         folder: the patient folder.
         mapper: structure-name mapping (default aliases when None).
-        segmentation: a .seg.nrrd to use instead of structures/; by default the folder's
+        segmentation: a .seg.nrrd or an RTSTRUCT to use instead of structures/ (or the DICOM
+            folder's RTSTRUCT); by default the folder's
             ``segmentation.seg.nrrd`` is used when there is no structures/ folder.
         series: SeriesInstanceUID of the CT series of a DICOM folder holding several (or give
             one of the series' files as ``folder``).
     """
-    from DoseSegLib.io.dicom.detect import dicom_location, patient_format
+    from DoseSegLib.io.dicom.detect import dicom_location, patient_format, sniff
 
     folder = Path(folder)
     if folder.is_file():  # a DICOMDIR, or one file of the CT series to use
@@ -175,16 +182,18 @@ def read_patient(
     if patient_format(folder) == "dicom":
         from DoseSegLib.io.dicom.reader import read_dicom_patient
 
-        if segmentation is not None:
-            raise DoseSegError(f"{segmentation}: a separate segmentation is not used with a DICOM patient folder; "
-                               "put its RTSTRUCT in the folder")
-        return read_dicom_patient(folder, mapper, series)
+        return read_dicom_patient(folder, mapper, series, segmentation)
     ct = read_volume(folder / "ct.nrrd")
     structures: dict[str, Volume] = {}
     default_seg = folder / "segmentation.seg.nrrd"
     if segmentation is None and not (folder / "structures").is_dir() and default_seg.is_file():
         segmentation = default_seg
-    if segmentation is not None:
+    possible = None
+    if segmentation is not None and sniff(Path(segmentation)) == "dicom":  # an RTSTRUCT drawn on this CT
+        from DoseSegLib.io.dicom.reader import read_structure_file
+
+        structures, possible, _ = read_structure_file(Path(segmentation), ct, "", mapper)
+    elif segmentation is not None:
         structures = read_segmentation(segmentation, mapper)
     else:
         for file in sorted((folder / "structures").glob("*.nrrd")):
@@ -194,7 +203,7 @@ def read_patient(
             structures[name] = read_mask(file)
     dose = read_dose(folder / "dose.nrrd") if (folder / "dose.nrrd").is_file() else None
     mask_path = folder / "possible_dose_mask.nrrd"
-    possible = read_mask(mask_path) if mask_path.is_file() else None
+    possible = read_mask(mask_path) if mask_path.is_file() else possible
     return Case(folder.name, ct, structures, dose, possible, source=folder)
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
-from DoseSegLib.io.dicom.detect import DicomIndex, scan_folder
+from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.dicom.detect import DicomIndex, read_header, scan_folder
 from DoseSegLib.io.dicom.rtdose import reference_dose
 from DoseSegLib.io.dicom.rtplan import plan_prescriptions
 from DoseSegLib.io.dicom.rtstruct import read_rois, referenced_series, structure_masks, structure_set_frame
@@ -35,15 +36,27 @@ def _structure_set(index: DicomIndex, geometry: SeriesGeometry):
     if len(candidates) > 1:
         raise DoseSegError(f"{index.folder}: {len(candidates)} RTSTRUCT files for one CT "
                            f"({', '.join(Path(ds.filename).name for ds in candidates)}); keep one")
-    ds = candidates[0]
-    frame = structure_set_frame(ds)
-    if frame and geometry.frame_of_reference and frame != geometry.frame_of_reference:
-        raise DoseSegError(f"{ds.filename}: RTSTRUCT in Frame of Reference {frame}, the CT series in "
-                           f"{geometry.frame_of_reference}; use the structure set drawn on this CT")
-    return ds  # a structure set has no pixel data: its header is the whole file
+    return Path(candidates[0].filename)
 
 
-def read_dicom_patient(folder: str | Path, mapper: NameMapper | None = None, series: str | None = None) -> Case:
+def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper) -> tuple[dict, Volume | None, dict]:
+    """An RTSTRUCT file's masks on ``grid``, its body and its ROI names by number (``frame`` '' skips the check)."""
+    ds = read_header(Path(path))
+    if ds is None or str(ds.get("Modality", "")).upper() != "RTSTRUCT":
+        raise DoseSegError(f"{path}: not a DICOM RTSTRUCT")
+    found = structure_set_frame(ds)
+    if found and frame and found != frame:
+        raise DoseSegError(f"{path}: RTSTRUCT in Frame of Reference {found}, the CT series in {frame}; "
+                           "use the structure set drawn on this CT")
+    rois = read_rois(ds)
+    masks, body = structure_masks(ds, grid, frame, mapper, rois)
+    return masks, body, {roi.number: mapper.canonical(roi.name) for roi in rois}
+
+
+def read_dicom_patient(
+    folder: str | Path, mapper: NameMapper | None = None, series: str | None = None,
+    structure_file: str | Path | None = None,
+) -> Case:
     """Read a folder of DICOM files (found by content; subfolders and a DICOMDIR included) into a Case.
 
     The CT keeps its DICOM geometry (LPS, slices sorted along the normal), structures are
@@ -56,6 +69,7 @@ def read_dicom_patient(folder: str | Path, mapper: NameMapper | None = None, ser
         mapper: structure-name mapping (default aliases when None).
         series: SeriesInstanceUID of the CT series, needed only when the folder holds several
             and no RTSTRUCT says which.
+        structure_file: an RTSTRUCT to use instead of the folder's.
     """
     folder = Path(folder)
     mapper = mapper or NameMapper()
@@ -64,11 +78,9 @@ def read_dicom_patient(folder: str | Path, mapper: NameMapper | None = None, ser
     frame = geometry.frame_of_reference
     ct = read_series(geometry)
     structures, body, roi_names = {}, None, {}
-    structure_set = _structure_set(index, geometry)
+    structure_set = structure_file or _structure_set(index, geometry)
     if structure_set is not None:
-        rois = read_rois(structure_set)
-        structures, body = structure_masks(structure_set, geometry.grid, frame, mapper, rois)
-        roi_names = {roi.number: mapper.canonical(roi.name) for roi in rois}
+        structures, body, roi_names = read_structure_file(structure_set, geometry.grid, frame, mapper)
     dose = reference_dose(index.of("RTDOSE"), frame, folder)
     prescriptions = plan_prescriptions(index.of("RTPLAN"), roi_names, frame, folder)
     log.info("%s: DICOM patient, CT %s, %d structures, dose %s, prescriptions %s", folder, ct.shape,

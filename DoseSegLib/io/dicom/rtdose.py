@@ -86,8 +86,12 @@ def reference_dose(headers: list, frame_of_reference: str, folder) -> RtDose | N
             raise DoseSegError(f"{folder}: {len(headers)} RTDOSE files and not exactly one PLAN sum ({listing}); "
                                "keep the plan dose only")
         headers = plans
-    dose = read_rtdose(headers[0].filename)
-    path = headers[0].filename
+    return read_dose_gy(headers[0].filename, frame_of_reference)
+
+
+def read_dose_gy(path, frame_of_reference: str = "") -> RtDose:
+    """An RTDOSE that must be absolute (GY), non-negative and, when given, in ``frame_of_reference``."""
+    dose = read_rtdose(path)
     if dose.units != "GY":
         raise DoseSegError(f"{path}: DoseUnits is {dose.units or 'missing'}; only absolute dose in GY is accepted")
     if dose.frame_of_reference and frame_of_reference and dose.frame_of_reference != frame_of_reference:
