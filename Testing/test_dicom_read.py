@@ -170,3 +170,31 @@ def test_rtstruct_and_rtdose_files_serve_nrrd_patients(phantom_dicom: Path, phan
     assert main(["dvh", str(phantom_dir), "--dose", str(phantom_dicom / "rtdose.dcm"),
                  "--segmentation", str(phantom_dicom / "rtstruct.dcm"), "-o", str(tmp_path / "dvh")]) == 0
     assert (tmp_path / "dvh" / "dvh_metrics.csv").is_file()
+
+
+def _flipped(volume: Volume) -> Volume:
+    """The same image stored with every axis reversed (direction -I): same physical content."""
+    corner = volume.index_to_lps @ np.append(np.asarray(volume.shape) - 1.0, 1.0)
+    return Volume(np.ascontiguousarray(volume.array[::-1, ::-1, ::-1]), volume.spacing, tuple(corner[:3]),
+                  -volume.direction)
+
+
+def _centroid(mask: Volume) -> np.ndarray:
+    ijk = np.argwhere(mask.array).mean(axis=0)
+    return (mask.index_to_lps @ np.append(ijk, 1.0))[:3]
+
+
+def test_reversed_axes_never_mirror_an_organ(tmp_path: Path) -> None:
+    """A series stored right-to-left, anterior-to-posterior and head-to-feet reads back in the same place."""
+    from DoseSegLib.core.alignment import resample
+
+    case = make_phantom()
+    stored = type(case)(case.name, _flipped(case.ct), {n: _flipped(m) for n, m in case.structures.items()},
+                        _flipped(case.dose))
+    back = read_patient(write_dicom_patient(tmp_path / "p", stored))
+    assert np.allclose(back.ct.direction, np.diag([-1.0, -1.0, 1.0]))  # rows and columns as stored, slices sorted
+    assert np.array_equal(resample(back.ct, case.ct, "nearest").array, case.ct.array)
+    for name, mask in case.structures.items():
+        assert np.allclose(_centroid(back.structures[name]), _centroid(mask), atol=1e-6), name
+    assert _centroid(back.structures["LeftParotid"])[0] > 0 > _centroid(back.structures["RightParotid"])[0]
+    assert np.allclose(resample(back.dose, case.ct).array, case.dose.array, atol=1e-4)

@@ -96,9 +96,13 @@ def _save(ds, path: Path) -> Path:
 
 def write_rtdose(path: Path, dose: Volume, ct: SeriesGeometry, description: str = "predicted dose",
                  anonymise: bool = False) -> Path:
-    """Write a dose in Gy (any grid whose k axis is the slice normal) as an RTDOSE, uint32 + DoseGridScaling."""
-    row, col, normal = dose.direction.T
-    if not np.allclose(np.cross(row, col), normal, atol=1e-6):
+    """Write a dose in Gy (any grid whose k axis is +-the slice normal) as an RTDOSE, uint32 + DoseGridScaling."""
+    row, col, k_axis = dose.direction.T
+    normal = np.cross(row, col)
+    if np.allclose(k_axis, -normal, atol=1e-6):  # frames must run along the normal: store them reversed
+        last = dose.index_to_lps @ np.array([0.0, 0.0, dose.shape[2] - 1, 1.0])
+        dose = Volume(dose.array[:, :, ::-1], dose.spacing, tuple(last[:3]), np.column_stack([row, col, normal]))
+    elif not np.allclose(k_axis, normal, atol=1e-6):
         raise ValueError("the dose grid's k axis must be the slice normal (row x column)")
     values = np.clip(dose.array.astype(np.float64), 0, None)
     top = float(values.max())
