@@ -11,6 +11,8 @@ import pytest
 from dicom_helpers import write_dicom_from_slab_masks
 
 from DoseSegLib.cli.main import main
+from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.dicom.partial import partial_volume
 from DoseSegLib.io.dicom.rasterise import rasterise
 from DoseSegLib.io.dicom.rtstruct import read_rois
 from DoseSegLib.io.patient import read_patient
@@ -30,12 +32,19 @@ def prostate(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
 
 
 def test_contours_rasterise_back_to_the_eclipse_slab_masks(prostate: tuple[Path, Path]) -> None:
-    """The fine masks were made from Eclipse's contours with the slab convention: ours gives the same voxels."""
+    """The fine masks were made from Eclipse's contours with its convention: ours gives the same voxels, none
+    beyond the first and last planes, and the same volumes as partial volume on the CT grid."""
     source, folder = prostate
     originals = read_patient(source).structures
+    ct = read_patient(folder).ct
     for roi in read_rois(pydicom.dcmread(folder / "rtstruct.dcm")):
         mask = originals[roi.name]
-        assert np.array_equal(rasterise(roi.contours, mask, slab_mm=2.5), mask.array), roi.name
+        corner = mask.index_to_lps @ np.array([-2.0, -2.0, -4.0, 1.0])  # two voxels and a slab of room around
+        padded = Volume(np.pad(mask.array, ((2, 2), (2, 2), (4, 4))), mask.spacing, tuple(corner[:3]), mask.direction)
+        assert np.array_equal(rasterise(roi.contours, padded, slab_mm=2.5), padded.array), roi.name
+        fractions = partial_volume(roi.contours, ct, factor=4, slab_mm=2.5)  # on the 2.5 mm CT grid
+        assert fractions.sum() * ct.voxel_volume_cc == pytest.approx(mask.array.sum() * mask.voxel_volume_cc,
+                                                                      rel=0.005), roi.name
 
 
 def _curves(path: Path, eclipse: bool) -> dict[str, np.ndarray]:

@@ -86,24 +86,31 @@ def test_slab_convention_spans_first_to_last_plane() -> None:
     assert list(np.flatnonzero(ct.any(axis=(0, 1)))) == [2, 3, 4]  # exactly the three contour slices
     fine = rasterise(contours, _grid((20, 20, 40), (1, 1, 0.625), (0, 0, 0.3125)), slab_mm=2.5)
     z = 0.3125 + 0.625 * np.flatnonzero(fine.any(axis=(0, 1)))
-    assert z.min() > 5.0 - 1.25 and z.max() < 10.0 + 1.25 and len(z) == 12  # half a slab beyond each end
+    assert z.min() >= 5.0 and z.max() <= 10.0 and len(z) == 8  # from the first to the last plane, no further
     half_steps = rasterise(contours, _grid((20, 20, 16), (1, 1, 1.25)))  # centres on the slab boundaries
-    assert list(np.flatnonzero(half_steps.any(axis=(0, 1)))) == [3, 4, 5, 6, 7, 8]  # [3.75, 11.25) mm
+    assert list(np.flatnonzero(half_steps.any(axis=(0, 1)))) == [4, 5, 6, 7, 8]  # [5, 10] mm
     shifted = rasterise([_circle((10, 10), 4, z) for z in (6.0, 8.5)], _grid((20, 20, 10), (1, 1, 2.5)))
-    assert list(np.flatnonzero(shifted.any(axis=(0, 1)))) == [2, 3]  # contours off the CT planes: nearest slab
+    assert list(np.flatnonzero(shifted.any(axis=(0, 1)))) == [3]  # contours off the CT planes: [6, 8.5] mm
+    lone = rasterise([_circle((10, 10), 4, 6.0)], _grid((20, 20, 10), (1, 1, 2.5)), slab_mm=2.5)
+    assert list(np.flatnonzero(lone.any(axis=(0, 1)))) == [2]  # one plane keeps its slab [4.75, 7.25)
 
 
-def test_subvoxel_grid_measures_a_small_sphere_better() -> None:
+def _slab_volume(radius: float, planes: np.ndarray, step: float) -> float:
+    """Volume of a sphere's contours by the slab convention: full slabs inside, half slabs at both ends."""
+    areas = np.pi * (radius**2 - planes**2)
+    return float(step * (areas.sum() - (areas[0] + areas[-1]) / 2))
+
+
+def test_subvoxel_grid_measures_a_small_sphere() -> None:
     radius, step = 4.0, 2.5
     planes = np.arange(-3.75, 3.76, step)
     contours = [_circle((0, 0), np.sqrt(radius**2 - z**2), z) for z in planes if abs(z) < radius]
-    slab_volume = sum(np.pi * (radius**2 - z**2) * step for z in planes if abs(z) < radius)  # the TPS's volume
+    slab_volume = _slab_volume(radius, planes, step)  # the TPS's volume
     ct = _grid((16, 16, 6), (2.0, 2.0, step), (-15.0, -15.0, -6.25))
-    coarse = rasterise(contours, ct).sum() * np.prod(ct.spacing)
     fine_grid = subvoxel_grid(ct, contours, factor=10)
+    assert fine_grid.spacing == (0.2, 0.2, 0.25)
     fine = rasterise(contours, fine_grid, slab_mm=step).sum() * np.prod(fine_grid.spacing)
-    assert abs(fine - slab_volume) / slab_volume < 0.03
-    assert abs(fine - slab_volume) < abs(coarse - slab_volume)
+    assert abs(fine - slab_volume) / slab_volume < 0.015
 
 
 def test_pydicom_bundled_rt_files_are_read() -> None:
@@ -198,3 +205,20 @@ def test_reversed_axes_never_mirror_an_organ(tmp_path: Path) -> None:
         assert np.allclose(_centroid(back.structures[name]), _centroid(mask), atol=1e-6), name
     assert _centroid(back.structures["LeftParotid"])[0] > 0 > _centroid(back.structures["RightParotid"])[0]
     assert np.allclose(resample(back.dose, case.ct).array, case.dose.array, atol=1e-4)
+
+
+def test_partial_volume_measures_a_small_sphere_in_bounded_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from DoseSegLib.io.dicom import partial
+
+    radius, step = 4.0, 2.5
+    planes = np.arange(-3.75, 3.76, step)
+    contours = [_circle((0, 0), np.sqrt(radius**2 - z**2), z) for z in planes if abs(z) < radius]
+    slab_volume = _slab_volume(radius, planes, step)
+    ct = _grid((16, 16, 6), (2.0, 2.0, step), (-15.0, -15.0, -6.25))
+    fractions = partial.partial_volume(contours, ct, factor=8)
+    assert fractions.min() >= 0 and fractions.max() <= 1 and fractions.dtype == np.float32
+    assert fractions.sum() * np.prod(ct.spacing) == pytest.approx(slab_volume, rel=0.02)
+    assert np.array_equal(fractions > 0, rasterise(contours, _grid((128, 128, 48), (0.25, 0.25, 0.3125),
+                          (-15.875, -15.875, -7.34375)), 2.5).reshape(16, 8, 16, 8, 6, 8).any(axis=(1, 3, 5)))
+    monkeypatch.setattr(partial, "MAX_FINE_VOXELS", 1)  # one CT slice at a time: the same fractions
+    assert np.array_equal(partial.partial_volume(contours, ct, factor=8), fractions)

@@ -1,12 +1,13 @@
 """RTSTRUCT contours onto any grid: the TPS slab convention and the even-odd rule.
 
 Each contour plane stands for a slab of ``slab_mm`` (the CT slice spacing by default)
-centred on it, so a structure spans from its first to its last contour plane, half a
-slab beyond each; a grid slice takes the contours of the plane whose slab holds its
-centre. Within a plane every contour of the structure counts together by the even-odd
-rule (holes and islands need no flags). A voxel is inside when its centre is. The grid
-may be the CT's or a finer one around a small structure (``subvoxel_grid``): contours
-are planes of patient space, the grid only samples them.
+centred on it, cut at the structure's first and last planes: the structure spans from
+its first to its last contour plane, as in Eclipse (a structure of one plane keeps its
+whole slab). A grid slice takes the contours of the plane whose slab holds its centre.
+Within a plane every contour of the structure counts together by the even-odd rule
+(holes and islands need no flags). A voxel is inside when its centre is. The grid may be
+the CT's or a finer one around a small structure (``subvoxel_grid``; ``partial`` gives
+voxel fractions): contours are planes of patient space, the grid only samples them.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def rasterise(contours: Sequence[np.ndarray], grid: Volume, slab_mm: float | Non
     nearest = np.searchsorted((keys[:-1] + keys[1:]) / 2, slices + 1e-6, side="right")
     distance = slices - keys[nearest]
     inside = (distance >= -half - 1e-6) & (distance < half - 1e-6)
+    if len(keys) > 1:  # the structure spans from its first to its last plane (a lone plane keeps its slab)
+        inside &= (slices >= keys[0] - 1e-6) & (slices <= keys[-1] + 1e-6)
     filled: dict[int, tuple | None] = {}
     for k in np.flatnonzero(inside):
         plane = int(nearest[k])
