@@ -22,7 +22,7 @@ def test_import_contracts_are_kept() -> None:
     lint = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
     if not Path(lint).exists():
         pytest.skip("import-linter is not installed (bash setup.sh installs it)")
-    result = subprocess.run([lint, "--config", str(REPO / ".importlinter")], cwd=REPO, capture_output=True, text=True,
+    result = subprocess.run([lint, str(REPO / ".importlinter")], cwd=REPO, capture_output=True, text=True,
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stdout[-3000:]
     assert "3 kept, 0 broken" in result.stdout

@@ -91,8 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("dvh", help="DVHs, DVH metrics and clinical goals of a patient's dose")
     p.add_argument("patient", type=Path, help="patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)")
-    p.add_argument("--dose", type=Path, help="dose NRRD (Gy) to use instead of the folder's dose.nrrd")
-    p.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
+    p.add_argument("--dose", type=Path, help="dose NRRD (Gy) or RTDOSE to use instead of the folder's dose")
+    p.add_argument("--segmentation", type=Path, help="a .seg.nrrd or an RTSTRUCT to use instead of structures/")
     p.add_argument("--step", type=float, default=0.1, help="DVH dose bin width in Gy (default 0.1)")
     p.add_argument("--vx", type=_floats, default=[], help="doses (Gy) for V_x metrics, e.g. 20,30,50")
     p.add_argument("--constraints", type=Path,

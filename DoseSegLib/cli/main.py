@@ -36,7 +36,7 @@ def cmd_align(args: argparse.Namespace) -> None:
     from DoseSegLib.io.patient import read_patient, write_patient
 
     check_output_dir(args.output, args.force, [args.patient, args.segmentation])
-    case = align_case(read_patient(args.patient, _names(args), args.segmentation))
+    case = align_case(read_patient(args.patient, _names(args), args.segmentation, args.series))
     with staged_output(args.output, args.force, [args.patient, args.segmentation]) as out:
         write_patient(out, case)
     print(f"wrote {args.output}")
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("align", help="resample structures, dose and possible-dose mask onto the CT grid")
     p.add_argument("patient", type=Path, help="patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)")
-    p.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
+    p.add_argument("--segmentation", type=Path, help="a .seg.nrrd or an RTSTRUCT to use instead of structures/")
+    p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
     _add_common(p)
     p.set_defaults(func=cmd_align)
 
@@ -73,13 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable]:
     """Sub-command registrars of the other modules (each adds its own parsers)."""
+    from DoseSegLib.cli import dicom as cli_dicom
     from DoseSegLib.cli import dose as cli_dose
     from DoseSegLib.cli import evaluation as cli_evaluation
     from DoseSegLib.cli import features as cli_features
     from DoseSegLib.cli import run as cli_run
     from DoseSegLib.cli import seg as cli_seg
 
-    return [cli_dose.register, cli_evaluation.register, cli_features.register, cli_run.register, cli_seg.register]
+    return [cli_dicom.register, cli_dose.register, cli_evaluation.register, cli_features.register, cli_run.register,
+            cli_seg.register]
 
 
 def main(argv: list[str] | None = None) -> int:

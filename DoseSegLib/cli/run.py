@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
-        dvh_method=args.dvh_method,
+        dvh_method=args.dvh_method, series=args.series,
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json)
 
@@ -97,6 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="average the dose (and auto-segmented OARs) with left-right mirrored predictions")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
     add_dvh_method(p)
+    p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -36,6 +36,8 @@ class Case:
     source: Path | None = None
     fine_structures: dict[str, Volume] = field(default_factory=dict)
     original_names: dict[str, str] = field(default_factory=dict)
+    prescriptions: dict[str, float] = field(default_factory=dict)  # target -> Gy, e.g. from an RTPLAN
+    dicom_series: str | None = None  # SeriesInstanceUID of the CT when read from DICOM (outputs reference it)
 
     @property
     def targets(self) -> dict[str, float]:

@@ -106,7 +106,14 @@ def read_mask(path: str | Path) -> Volume:
 
 
 def read_dose(path: str | Path) -> Volume:
-    """Read a dose NRRD as float32 Gy, refusing negative values; a ``DoseUnits:=CGY`` header is converted."""
+    """Read a dose NRRD (or a DICOM RTDOSE in GY) in Gy as float32, refusing negative values; a NRRD
+    ``DoseUnits:=CGY`` header is converted."""
+    from DoseSegLib.io.dicom.detect import sniff
+
+    if Path(path).is_file() and sniff(Path(path)) == "dicom":
+        from DoseSegLib.io.dicom.rtdose import read_dose_gy
+
+        return read_dose_gy(path).volume
     volume = read_volume(path)
     dose = volume.array.astype(np.float32) * np.float32(_dose_scale(Path(path)))
     if dose.min() < 0:
@@ -175,27 +182,48 @@ def write_segmentation(
 
 
 def read_patient(
-    folder: str | Path, mapper: NameMapper | None = None, segmentation: str | Path | None = None
+    folder: str | Path, mapper: NameMapper | None = None, segmentation: str | Path | None = None,
+    series: str | None = None,
 ) -> Case:
     """Read a patient folder: ct.nrrd, structures/<Name>.nrrd or a .seg.nrrd, optional dose and mask.
+
+    A folder of DICOM files (CT series, RTSTRUCT, RTDOSE, RTPLAN; found by content, a DICOMDIR
+    or its folder too) gives the same Case (see ``DoseSegLib.io.dicom.reader``).
 
     Args:
         folder: the patient folder.
         mapper: structure-name mapping (default aliases when None).
-        segmentation: a .seg.nrrd to use instead of structures/; by default the folder's
+        segmentation: a .seg.nrrd or an RTSTRUCT to use instead of structures/ (or the DICOM
+            folder's RTSTRUCT); by default the folder's
             ``segmentation.seg.nrrd`` is used when there is no structures/ folder.
+        series: SeriesInstanceUID of the CT series of a DICOM folder holding several (or give
+            one of the series' files as ``folder``).
     """
+    from DoseSegLib.io.dicom.detect import dicom_location, patient_format, sniff
+
     folder = Path(folder)
+    if folder.is_file():  # a DICOMDIR, or one file of the CT series to use
+        folder, file_series = dicom_location(folder)
+        series = series or file_series
     if not folder.is_dir():
         raise DoseSegError(f"{folder}: patient folder not found")
     mapper = mapper or NameMapper()
+    if patient_format(folder) == "dicom":
+        from DoseSegLib.io.dicom.reader import read_dicom_patient
+
+        return read_dicom_patient(folder, mapper, series, segmentation)
     ct = read_volume(folder / "ct.nrrd")
     structures: dict[str, Volume] = {}
     original_names: dict[str, str] = {}
     default_seg = folder / "segmentation.seg.nrrd"
     if segmentation is None and not (folder / "structures").is_dir() and default_seg.is_file():
         segmentation = default_seg
-    if segmentation is not None:
+    possible = None
+    if segmentation is not None and sniff(Path(segmentation)) == "dicom":  # an RTSTRUCT drawn on this CT
+        from DoseSegLib.io.dicom.reader import read_structure_file
+
+        structures, possible, _ = read_structure_file(Path(segmentation), ct, "", mapper)
+    elif segmentation is not None:
         structures = read_segmentation(segmentation, mapper, original_names)
     else:
         for file in sorted((folder / "structures").glob("*.nrrd")):
@@ -206,7 +234,7 @@ def read_patient(
             original_names[name] = file.name[: -len(".nrrd")]
     dose = read_dose(folder / "dose.nrrd") if (folder / "dose.nrrd").is_file() else None
     mask_path = folder / "possible_dose_mask.nrrd"
-    possible = read_mask(mask_path) if mask_path.is_file() else None
+    possible = read_mask(mask_path) if mask_path.is_file() else possible
     return Case(folder.name, ct, structures, dose, possible, source=folder, original_names=original_names)
 
 

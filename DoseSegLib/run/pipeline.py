@@ -104,7 +104,7 @@ class Pipeline:
         from DoseSegLib.models.dose.predict import predict_case_dose
 
         with steps("read"):
-            case = read_patient(folder)
+            case = read_patient(folder, series=self.options.series)
             if case.dose is not None:
                 check_dose_units(case.dose, str(folder / "dose.nrrd"), self.options.allow_high_dose)
         with steps("align"):

@@ -30,6 +30,7 @@ class RunOptions:
         tta: average the dose and the OAR probabilities with left-right mirrored predictions.
         allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
         dvh_method: ``auto`` (partial volume) or ``voxel`` (dose-grid voxels); see ``analysis.sampling``.
+        series: the CT series (SeriesInstanceUID) of a DICOM patient folder holding several.
     """
 
     segment: bool = True
@@ -39,6 +40,7 @@ class RunOptions:
     tta: bool = False
     allow_high_dose: bool = False
     dvh_method: str = "auto"
+    series: str | None = None
 
 
 @dataclass
@@ -169,12 +171,12 @@ class BatchResult:
 class OutputFile:
     """One file of a patient's output folder: its name, what it holds, and when it is written.
 
-    ``needs`` is "" (always), "comparison" (a reference dose exists) or "radiomics" (features were computed).
+    ``needs`` says when: always, with a reference dose, with radiomics, for a DICOM patient (with auto OARs).
     """
 
     name: str
     content: str
-    needs: str = ""
+    needs: str = ""  # "", "comparison", "radiomics", "dicom" (a DICOM patient), "dicom_auto" (... with auto OARs)
 
 
 OUTPUT_FILES = (
@@ -190,11 +192,15 @@ OUTPUT_FILES = (
     OutputFile("comparison.csv", "every DVH metric, predicted vs reference", "comparison"),
     OutputFile("dvh_reference.csv", "DVH of the reference dose", "comparison"),
     OutputFile("gamma.csv", "gamma pass rates, predicted vs reference dose", "comparison"),
+    OutputFile("rtdose.dcm", "the predicted dose as DICOM RTDOSE in the CT's frame", "dicom"),
+    OutputFile("rtstruct.dcm", "the auto-segmented OARs as DICOM RTSTRUCT", "dicom_auto"),
     OutputFile("summary.json", "this run in machine-readable form"),
 )
 
 
 def output_files(result: PatientResult) -> list[OutputFile]:
     """The entries of :data:`OUTPUT_FILES` that ``result`` has, in writing order."""
-    present = {"": True, "comparison": result.comparison is not None, "radiomics": bool(result.radiomics)}
+    dicom = bool(result.case.dicom_series)
+    present = {"": True, "comparison": result.comparison is not None, "radiomics": bool(result.radiomics),
+               "dicom": dicom, "dicom_auto": dicom and bool(result.auto_segmented)}
     return [entry for entry in OUTPUT_FILES if present[entry.needs]]

@@ -16,12 +16,14 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
     from DoseSegLib.analysis.dvh import write_dvh_csv, write_metrics_csv
     from DoseSegLib.analysis.gamma import GAMMA_COLUMNS
     from DoseSegLib.core.colors import structure_colors
+    from DoseSegLib.io.dicom.results import write_dicom_results
     from DoseSegLib.io.patient import write_dose, write_segmentation
     from DoseSegLib.io.tables import columns_of, write_csv
     from DoseSegLib.run.report import write_report
 
     structures = result.case.structures
     comparison = result.comparison
+    auto = {name: structures[name] for name in result.auto_segmented}
     return {
         "report.html": lambda path: write_report(path, result),
         "dose.nrrd": lambda path: write_dose(path, result.dose),
@@ -35,6 +37,10 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
         "comparison.csv": lambda path: write_csv(path, comparison.metric_differences, COMPARISON_COLUMNS),
         "dvh_reference.csv": lambda path: write_dvh_csv(path, comparison.reference_plan.dvhs),
         "gamma.csv": lambda path: write_csv(path, comparison.gamma, GAMMA_COLUMNS),
+        # one pass over the CT series writes both DICOM files (rtstruct.dcm only with auto-segmented OARs)
+        "rtdose.dcm": lambda path: write_dicom_results(path.parent, result.case.source, result.dose, auto,
+                                                       result.case.dicom_series),
+        "rtstruct.dcm": lambda path: None,
         "summary.json": lambda path: path.write_text(json.dumps(result.summary(), indent=2) + "\n"),
     }
 

@@ -1,0 +1,120 @@
+"""Find the DICOM files of a patient folder by content (not by name) and index them by modality.
+
+Choices: files that are not DICOM (a README, a .DS_Store, a PDF) are ignored with a
+warning; NRRD files next to DICOM files are refused (one folder, one patient, one
+format); a DICOMDIR is not needed (the folder is scanned) and is skipped; a folder
+holding several patients (PatientID) is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from DoseSegLib.core.errors import DoseSegError
+
+log = logging.getLogger(__name__)
+
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+_RAW_STARTS = (b"\x08\x00", b"\x02\x00")  # a DICOM file without preamble begins with group 0008 or 0002
+
+
+def sniff(path: Path) -> str:
+    """'dicom', 'nrrd' or 'other' from the first bytes of a file."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return "other"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(b"NRRD"):
+        return "nrrd"
+    if head[:2] in _RAW_STARTS and len(head) == 132:
+        return "dicom"
+    return "other"
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def patient_format(folder: Path) -> str:
+    """'dicom' or 'nrrd' for a patient folder; refuses a folder that mixes both.
+
+    A folder with neither is reported as 'nrrd' so that the NRRD reader names the missing ct.nrrd.
+    """
+    kinds: dict[str, list[Path]] = defaultdict(list)
+    for path in _files(folder):
+        kinds[sniff(path)].append(path)
+    if kinds["dicom"] and kinds["nrrd"]:
+        raise DoseSegError(
+            f"{folder}: holds both NRRD files ({kinds['nrrd'][0].name}, ...) and {len(kinds['dicom'])} DICOM files; "
+            "a patient folder holds one patient in one format: move the DICOM files into a folder of their own"
+        )
+    return "dicom" if kinds["dicom"] else "nrrd"
+
+
+def dicom_location(path: Path) -> tuple[Path, str | None]:
+    """A DICOMDIR or one file of a CT series given as the patient: its folder, and that file's series."""
+    if path.name.upper() == "DICOMDIR":
+        return path.parent, None
+    header = read_header(path) if sniff(path) == "dicom" else None
+    if header is None:
+        raise DoseSegError(f"{path}: not a patient folder, a DICOMDIR or a DICOM file")
+    return path.parent, str(header.get("SeriesInstanceUID", "")) or None
+
+
+@dataclass
+class DicomIndex:
+    """The DICOM headers of a folder (read without pixel data), grouped by modality."""
+
+    folder: Path
+    by_modality: dict[str, list] = field(default_factory=lambda: defaultdict(list))
+    ignored: list[Path] = field(default_factory=list)
+
+    def of(self, modality: str) -> list:
+        return self.by_modality.get(modality, [])
+
+
+def read_header(path: Path):
+    """A file's DICOM header (no pixel data), or None when it is not a DICOM object."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with warnings.catch_warnings():  # damaged values are judged below, not printed
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
+        return None
+    if "SOPClassUID" not in ds and "MediaStorageSOPClassUID" not in getattr(ds, "file_meta", {}):
+        return None
+    ds.filename = str(path)
+    return ds
+
+
+def scan_folder(folder: Path) -> DicomIndex:
+    """Index every DICOM file under ``folder`` by modality; one patient only."""
+    index = DicomIndex(folder)
+    for path in _files(folder):
+        kind = sniff(path)
+        ds = read_header(path) if kind == "dicom" else None
+        if ds is None:
+            index.ignored.append(path)
+            continue
+        sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+        if sop_class == DICOMDIR_CLASS:
+            continue
+        index.by_modality[str(ds.get("Modality", "")).upper()].append(ds)
+    if index.ignored:
+        log.warning("%s: ignored %d file(s) that are not DICOM (%s)", folder, len(index.ignored),
+                    ", ".join(p.name for p in index.ignored[:3]) + (", ..." if len(index.ignored) > 3 else ""))
+    patients = {str(ds.get("PatientID", "")) for group in index.by_modality.values() for ds in group}
+    if len(patients) > 1:
+        raise DoseSegError(f"{folder}: holds files of {len(patients)} patients (PatientID); "
+                           "give each patient a folder of its own")
+    return index

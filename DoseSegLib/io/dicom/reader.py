@@ -1,0 +1,92 @@
+"""A DICOM patient folder (CT series, RTSTRUCT, RTDOSE, RTPLAN) to the same Case as the NRRD layout."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
+from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.dicom.detect import DicomIndex, read_header, scan_folder
+from DoseSegLib.io.dicom.rtdose import reference_dose
+from DoseSegLib.io.dicom.rtplan import plan_prescriptions
+from DoseSegLib.io.dicom.rtstruct import read_rois, referenced_series, structure_masks, structure_set_frame
+from DoseSegLib.io.dicom.series import SeriesGeometry, choose_series, group_series, read_series, series_geometry
+
+log = logging.getLogger(__name__)
+
+
+def ct_geometry(index: DicomIndex, series: str | None = None) -> SeriesGeometry:
+    """The chosen CT series' geometry: ``series``, the only one, or the one the RTSTRUCT references."""
+    referenced = set().union(*(referenced_series(ds) for ds in index.of("RTSTRUCT")))
+    groups = group_series(index.of("CT"))
+    uid = choose_series(index.folder, groups, series, referenced)
+    return series_geometry(index.folder, groups[uid])
+
+
+def _structure_set(index: DicomIndex, geometry: SeriesGeometry):
+    """The RTSTRUCT drawn on the chosen series (or the only one), None when there is none."""
+    sets = index.of("RTSTRUCT")
+    if not sets:
+        return None
+    on_series = [ds for ds in sets if geometry.series_uid in referenced_series(ds)]
+    candidates = on_series or sets
+    if len(candidates) > 1:
+        raise DoseSegError(f"{index.folder}: {len(candidates)} RTSTRUCT files for one CT "
+                           f"({', '.join(Path(ds.filename).name for ds in candidates)}); keep one")
+    return Path(candidates[0].filename)
+
+
+def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper) -> tuple[dict, Volume | None, dict]:
+    """An RTSTRUCT file's masks on ``grid``, its body and its ROI names by number (``frame`` '' skips the check)."""
+    ds = read_header(Path(path))
+    if ds is None or str(ds.get("Modality", "")).upper() != "RTSTRUCT":
+        raise DoseSegError(f"{path}: not a DICOM RTSTRUCT")
+    found = structure_set_frame(ds)
+    if found and frame and found != frame:
+        raise DoseSegError(f"{path}: RTSTRUCT in Frame of Reference {found}, the CT series in {frame}; "
+                           "use the structure set drawn on this CT")
+    rois = read_rois(ds)
+    masks, body = structure_masks(ds, grid, frame, mapper, rois)
+    return masks, body, {roi.number: mapper.canonical(roi.name) for roi in rois}
+
+
+def read_dicom_patient(
+    folder: str | Path, mapper: NameMapper | None = None, series: str | None = None,
+    structure_file: str | Path | None = None,
+) -> Case:
+    """Read a folder of DICOM files (found by content; subfolders and a DICOMDIR included) into a Case.
+
+    The CT keeps its DICOM geometry (LPS, slices sorted along the normal), structures are
+    rasterised at CT resolution (slab convention, even-odd rule), the EXTERNAL ROI becomes the
+    possible-dose mask (the body), the RTDOSE is the reference dose on its own grid and the
+    RTPLAN's target prescriptions are recorded on the case.
+
+    Args:
+        folder: the patient folder.
+        mapper: structure-name mapping (default aliases when None).
+        series: SeriesInstanceUID of the CT series, needed only when the folder holds several
+            and no RTSTRUCT says which.
+        structure_file: an RTSTRUCT to use instead of the folder's.
+    """
+    folder = Path(folder)
+    mapper = mapper or NameMapper()
+    index = scan_folder(folder)
+    geometry = ct_geometry(index, series)
+    frame = geometry.frame_of_reference
+    ct = read_series(geometry)
+    structures, body, roi_names = {}, None, {}
+    structure_set = structure_file or _structure_set(index, geometry)
+    if structure_set is not None:
+        structures, body, roi_names = read_structure_file(structure_set, geometry.grid, frame, mapper)
+    dose = reference_dose(index.of("RTDOSE"), frame, folder)
+    prescriptions = plan_prescriptions(index.of("RTPLAN"), roi_names, frame, folder)
+    log.info("%s: DICOM patient, CT %s, %d structures, dose %s, prescriptions %s", folder, ct.shape,
+             len(structures), "yes" if dose else "no", prescriptions.doses or "none")
+    original_names = {canonical: roi.name for roi in (read_rois(read_header(Path(structure_set))) if structure_set else [])
+                      if (canonical := mapper.canonical(roi.name)) in structures}
+    return Case(folder.name, ct, structures, dose.volume if dose else None, body, prescriptions.highest,
+                source=folder, prescriptions=prescriptions.doses, dicom_series=geometry.series_uid,
+                original_names=original_names)

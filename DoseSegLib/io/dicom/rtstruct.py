@@ -1,0 +1,127 @@
+"""RTSTRUCT in: ROIs (name, interpreted type, Frame of Reference, planar contours) and their masks."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.dicom.rasterise import rasterise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Roi:
+    """One ROI of a structure set; contours are ``(n, 3)`` LPS mm arrays (CLOSED_PLANAR only)."""
+
+    number: int
+    name: str
+    kind: str  # RTROIInterpretedType: EXTERNAL, PTV, ORGAN, ...
+    frame_of_reference: str
+    contours: list[np.ndarray] = field(default_factory=list)
+    points: int = 0  # POINT / MARKER contours, not rasterised
+
+
+def referenced_series(ds) -> set[str]:
+    """The SeriesInstanceUIDs a structure set says it was drawn on."""
+    found = set()
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
+        for study in frame.get("RTReferencedStudySequence", []):
+            for series in study.get("RTReferencedSeriesSequence", []):
+                found.add(str(series.get("SeriesInstanceUID", "")))
+    return found
+
+
+def _contour_points(item, path: str, name: str) -> np.ndarray:
+    """ContourData as ``(n, 3)``, parsed straight from the file's text (pydicom's DS objects are slow)."""
+    element = item.get_item(0x30060050) if 0x30060050 in item else None
+    value = None if element is None else element.value
+    if isinstance(value, bytes):
+        numbers = np.array(value.decode("ascii", "replace").replace("\\", " ").split(), dtype=float)
+    else:
+        numbers = np.atleast_1d(np.asarray([] if value is None else value, dtype=float))
+    if numbers.size == 0 or numbers.size % 3:
+        raise DoseSegError(f"{path}: ROI '{name}' has a contour whose ContourData is not x, y, z triples")
+    return numbers.reshape(-1, 3)
+
+
+def read_rois(ds) -> list[Roi]:
+    """Every ROI of a structure set (read with pydicom), in StructureSetROISequence order."""
+    path = str(getattr(ds, "filename", "RTSTRUCT"))
+    kinds = {int(o.ReferencedROINumber): str(o.get("RTROIInterpretedType", "") or "").upper()
+             for o in ds.get("RTROIObservationsSequence", []) if "ReferencedROINumber" in o}
+    rois = {}
+    for item in ds.get("StructureSetROISequence", []):
+        number = int(item.ROINumber)
+        rois[number] = Roi(number, str(item.get("ROIName", f"ROI {number}")).strip(), kinds.get(number, ""),
+                           str(item.get("ReferencedFrameOfReferenceUID", "")))
+    for item in ds.get("ROIContourSequence", []):
+        roi = rois.get(int(item.ReferencedROINumber))
+        if roi is None:
+            raise DoseSegError(f"{path}: contours for ROI number {item.ReferencedROINumber}, which is not declared")
+        for contour in item.get("ContourSequence", []):
+            if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).upper() == "CLOSED_PLANAR":
+                roi.contours.append(_contour_points(contour, path, roi.name))
+            else:
+                roi.points += 1
+    return list(rois.values())
+
+
+def roi_mask(roi: Roi, grid: Volume, slab_mm: float, path: str) -> np.ndarray:
+    """The ROI rasterised onto ``grid`` (slab convention, even-odd rule), with the file named on error."""
+    try:
+        return rasterise(roi.contours, grid, slab_mm)
+    except DoseSegError as exc:
+        raise DoseSegError(f"{path}: ROI '{roi.name}': {exc}") from exc
+
+
+def structure_masks(ds, grid: Volume, frame_of_reference: str, mapper,
+                    rois: list[Roi] | None = None) -> tuple[dict[str, Volume], Volume | None]:
+    """Canonically named masks on ``grid`` and the body (the EXTERNAL ROI), from a structure set.
+
+    Choices: ROIs without contours (empty, or points only) and ROIs that cover no voxel centre
+    are skipped with a warning; two ROIs mapping to one name, two EXTERNAL ROIs and an ROI in
+    another Frame of Reference are refused.
+    """
+    path = str(getattr(ds, "filename", "RTSTRUCT"))
+    masks: dict[str, Volume] = {}
+    bodies: list[tuple[str, Volume]] = []
+    for roi in rois if rois is not None else read_rois(ds):
+        if roi.frame_of_reference and frame_of_reference and roi.frame_of_reference != frame_of_reference:
+            raise DoseSegError(f"{path}: ROI '{roi.name}' is in Frame of Reference {roi.frame_of_reference}, the CT "
+                               f"in {frame_of_reference}; use the structure set drawn on this CT")
+        if not roi.contours:
+            log.warning("%s: ROI '%s' has no closed contour; skipped", path, roi.name)
+            continue
+        mask = roi_mask(roi, grid, grid.spacing[2], path)
+        if not mask.any():
+            log.warning("%s: ROI '%s' covers no CT voxel centre (outside the CT or smaller than a voxel); skipped",
+                        path, roi.name)
+            continue
+        if roi.kind == "EXTERNAL":
+            bodies.append((roi.name, grid.with_array(mask)))
+            continue
+        name = mapper.canonical(roi.name)
+        if name in masks:
+            raise DoseSegError(f"{path}: a second ROI ('{roi.name}') maps to structure '{name}'; rename one")
+        masks[name] = grid.with_array(mask)
+    if len(bodies) > 1:
+        raise DoseSegError(f"{path}: {len(bodies)} EXTERNAL ROIs ({', '.join(n for n, _ in bodies)}); keep one body")
+    return masks, bodies[0][1] if bodies else None
+
+
+def structure_set_frame(ds) -> str:
+    """The Frame of Reference a structure set's ROIs are drawn in ('' when it does not say)."""
+    frames = {str(r.get("ReferencedFrameOfReferenceUID", "")) for r in ds.get("StructureSetROISequence", [])}
+    frames |= {str(f.get("FrameOfReferenceUID", "")) for f in ds.get("ReferencedFrameOfReferenceSequence", [])}
+    frames.discard("")
+    return frames.pop() if len(frames) == 1 else ""
+
+
+def path_of(ds) -> Path:
+    return Path(str(getattr(ds, "filename", "")))

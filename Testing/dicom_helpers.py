@@ -1,0 +1,125 @@
+"""Write a Case as a DICOM patient folder (CT series, RTSTRUCT, RTDOSE, RTPLAN) for the DICOM tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from DoseSegLib.core.alignment import align_structure
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.dicom.detect import scan_folder
+from DoseSegLib.io.dicom.export import decimal, mask_contours, new_object, write_rtdose, write_rtstruct
+from DoseSegLib.io.dicom.reader import ct_geometry
+from DoseSegLib.io.dicom.series import SeriesGeometry
+
+RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
+
+
+def write_ct_series(folder: Path, ct: Volume, patient_id: str = "DS-TEST", frame: str | None = None,
+                    study: str | None = None) -> list[Path]:
+    """One CT file per k slice (axial, identity in-plane axes as the CT's), stored HU + 1024 with an intercept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frame, study, series = frame or generate_uid(), study or generate_uid(), generate_uid()
+    row, col = ct.direction[:, 0], ct.direction[:, 1]
+    paths = []
+    for k in range(ct.shape[2]):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.PatientName, ds.PatientID, ds.Modality = "Test^Patient", patient_id, "CT"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.StudyDate, ds.StudyTime, ds.StudyID = "20260101", "120000", "1"
+        ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
+        position = ct.index_to_lps @ np.array([0.0, 0.0, k, 1.0])
+        ds.ImagePositionPatient = [decimal(v) for v in position[:3]]
+        ds.ImageOrientationPatient = [decimal(v) for v in (*row, *col)]
+        ds.PixelSpacing = [decimal(ct.spacing[1]), decimal(ct.spacing[0])]
+        ds.SliceThickness = decimal(ct.spacing[2])
+        ds.Rows, ds.Columns = ct.shape[1], ct.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        stored = np.clip(ct.array[:, :, k].astype(np.int32) + 1024, 0, 65535).astype(np.uint16)
+        ds.PixelData = np.ascontiguousarray(stored.T).tobytes()
+        path = folder / f"CT{k:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def write_rtplan(path: Path, ct: SeriesGeometry, prescriptions: dict[int, float], fractions: int = 35) -> Path:
+    """An RTPLAN holding only prescriptions: ROI number -> TargetPrescriptionDose (Gy)."""
+    ds = new_object(RT_PLAN, "RTPLAN", ct, "test plan")
+    ds.RTPlanLabel, ds.RTPlanGeometry = "TEST", "PATIENT"
+    references = []
+    for number, (roi, dose) in enumerate(prescriptions.items(), start=1):
+        item = Dataset()
+        item.DoseReferenceNumber, item.DoseReferenceStructureType = number, "VOLUME"
+        item.ReferencedROINumber, item.DoseReferenceType = roi, "TARGET"
+        item.TargetPrescriptionDose = decimal(dose)
+        references.append(item)
+    ds.DoseReferenceSequence = references
+    group = Dataset()
+    group.FractionGroupNumber, group.NumberOfFractionsPlanned, group.NumberOfBeams = 1, fractions, 0
+    ds.FractionGroupSequence = [group]
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_dicom_patient(folder: Path, case: Case, plan: bool = True) -> Path:
+    """``case`` as a DICOM folder: CT series, RTSTRUCT (structures on the CT grid + the possible-dose
+    mask as EXTERNAL), RTDOSE (the dose on its own grid) and an RTPLAN with the targets' prescriptions."""
+    write_ct_series(folder, case.ct)
+    ct = ct_geometry(scan_folder(folder))
+    masks = {name: align_structure(name, mask, ct.grid) for name, mask in case.structures.items()}
+    kinds = {}
+    if case.possible_dose_mask is not None:
+        masks["External"] = align_structure("External", case.possible_dose_mask, ct.grid)
+        kinds["External"] = "EXTERNAL"
+    write_rtstruct(folder / "rtstruct.dcm", {name: mask_contours(mask) for name, mask in masks.items()}, ct, kinds)
+    if case.dose is not None:
+        write_rtdose(folder / "rtdose.dcm", case.dose, ct, "reference dose")
+    targets = {number: case.targets[name] for number, name in enumerate(masks, start=1) if name in case.targets}
+    if plan and targets:
+        write_rtplan(folder / "rtplan.dcm", ct, targets)
+    return folder
+
+
+def dose_scaling(path: Path) -> float:
+    """DoseGridScaling of an RTDOSE file."""
+    return float(pydicom.dcmread(path, stop_before_pixels=True).DoseGridScaling)
+
+
+def slab_planes(mask: Volume, plane_mm: float) -> list[np.ndarray]:
+    """The planar contours a slab-rasterised mask came from: one plane per ``plane_mm`` run of slices."""
+    group = int(round(plane_mm / mask.spacing[2]))
+    changes = [k for k in range(mask.shape[2] - 1) if not np.array_equal(mask.array[:, :, k], mask.array[:, :, k + 1])]
+    assert changes and all((k - changes[0]) % group == 0 for k in changes), "not slabs of plane_mm"
+    first = (changes[0] + 0.5) % group - group / 2  # slice coordinate of the first plane's centre (may be < 0)
+    contours = []
+    for centre in np.arange(first, mask.shape[2] - 1 + group / 2, group):
+        k = int(np.clip(np.ceil(centre), 0, mask.shape[2] - 1))
+        shift = mask.direction[:, 2] * mask.spacing[2] * (centre - k)
+        contours += [c + shift for c in mask_contours(mask, [k])]
+    return contours
+
+
+def write_dicom_from_slab_masks(folder: Path, case: Case, plane_mm: float) -> Path:
+    """``case`` as CT series + RTSTRUCT + RTDOSE, contours recovered from masks rasterised on finer grids.
+
+    For structures given as masks made from planar contours on sub-voxel grids
+    (slicerrt-eclipse-prostate): see ``slab_planes``.
+    """
+    write_ct_series(folder, case.ct)
+    ct = ct_geometry(scan_folder(folder))
+    structures = {name: slab_planes(mask, plane_mm) for name, mask in case.structures.items()}
+    write_rtstruct(folder / "rtstruct.dcm", structures, ct)
+    write_rtdose(folder / "rtdose.dcm", case.dose, ct, "reference dose")
+    return folder

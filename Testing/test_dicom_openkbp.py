@@ -1,0 +1,48 @@
+"""Real-data DICOM round trip: an OpenKBP validation patient written as DICOM-RT reads back as the same case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dicom_helpers import dose_scaling, write_dicom_patient
+
+from DoseSegLib.core.alignment import align_case
+from DoseSegLib.io.patient import read_patient
+from DoseSegLib.run.pipeline import Pipeline, RunOptions
+
+
+@pytest.fixture(scope="module")
+def pair(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    nrrd = shared_data / "openkbp" / "validation" / "pt_201"
+    return nrrd, write_dicom_patient(tmp_path_factory.mktemp("dicom") / "pt_201", read_patient(nrrd))
+
+
+def test_openkbp_patient_round_trip(pair: tuple[Path, Path]) -> None:
+    nrrd, dicom = pair
+    reference, back = align_case(read_patient(nrrd)), read_patient(dicom)
+    assert back.ct.same_grid(reference.ct) and np.array_equal(back.ct.array, reference.ct.array)
+    assert set(back.structures) == set(reference.structures)
+    for name, mask in reference.structures.items():
+        a, b = mask.array, back.structures[name].array
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.98, name
+    assert np.array_equal(back.possible_dose_mask.array, reference.possible_dose_mask.array)
+    original = read_patient(nrrd).dose
+    assert back.dose.same_grid(original)  # the RTDOSE keeps the dose's own (cropped) grid
+    assert np.abs(back.dose.array - original.array).max() < dose_scaling(dicom / "rtdose.dcm")
+    assert back.prescriptions == {"PTV70": 70.0, "PTV63": 63.0, "PTV56": 56.0}
+
+
+@pytest.mark.slow
+def test_openkbp_patient_gives_the_same_prediction_and_dvh(pair: tuple[Path, Path]) -> None:
+    nrrd, dicom = pair
+    pipeline = Pipeline(device="cpu", options=RunOptions(radiomics=False, segment=False))
+    from_nrrd, from_dicom = pipeline.analyse(nrrd), pipeline.analyse(dicom)
+    np.testing.assert_allclose(from_dicom.dose.array, from_nrrd.dose.array, atol=1e-4)
+    assert len(from_dicom.metrics) == len(from_nrrd.metrics)
+    for a, b in zip(from_nrrd.metrics, from_dicom.metrics):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            assert b[key] == (pytest.approx(value, abs=1e-3) if isinstance(value, float) else value), (a, key)
+    assert from_dicom.comparison.dvh_error == pytest.approx(from_nrrd.comparison.dvh_error, abs=1e-4)
