@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ddp_train
 import numpy as np
 import pytest
 import torch
 
-import ddp_train
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.phantom import write_phantom_patient
 from DoseSegLib.models.common import distributed
@@ -36,7 +36,7 @@ def _torchrun(data: Path, out: Path, epochs: int, reports: Path) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "Testing")]), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(REPO / "Testing" / "ddp_train.py"), str(data), str(out), str(epochs), str(reports)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1)]
 

@@ -63,10 +63,10 @@ def setup(device: torch.device | None) -> torch.device:
     if not launched():
         return device
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not active():
-        minutes = float(os.environ.get(TIMEOUT_ENV, 120))
+        minutes = float(os.environ.get(TIMEOUT_ENV, "120"))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=minutes))
     return device
 
