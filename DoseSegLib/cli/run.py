@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from DoseSegLib.cli.shard import add_shard_option, apply_shard
 from DoseSegLib.run.results import RunOptions
 
 DEMO_SOURCE = "synthetic head-and-neck phantom (doseseg demo; not a patient)"
@@ -14,9 +15,10 @@ DEMO_SOURCE = "synthetic head-and-neck phantom (doseseg demo; not a patient)"
 
 def run_patients(
     patients: list[Path], output: Path, force: bool, options: RunOptions, device: str = "auto",
-    as_json: bool = False, source_label: str = "",
+    as_json: bool = False, source_label: str = "", per_patient: bool = False,
 ) -> int:
-    """Run the main job; one patient writes into ``output``, several into ``output/<patient>/``.
+    """Run the main job; one patient writes into ``output``, several (or any with ``per_patient``)
+    into ``output/<patient>/`` with ``output/cohort_summary.csv``.
 
     Returns:
         The exit code: 0, or 1 when a patient of a cohort failed.
@@ -27,7 +29,7 @@ def run_patients(
 
     check_output_dir(output, force, patients)
     pipeline = Pipeline(device, options, progress=progress_enabled())
-    if len(patients) == 1:
+    if len(patients) == 1 and not per_patient:
         pipeline.run(patients[0], output, force, source_label)
         summary = json.loads((output / "summary.json").read_text())
         print(json.dumps(summary, indent=2) if as_json else _describe(summary, output))
@@ -54,11 +56,14 @@ def _describe(summary: dict, folder: Path) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if not apply_shard(args):
+        return 0
     options = RunOptions(
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
     )
-    return run_patients(args.patients, args.output, args.force, options, args.device, args.json)
+    return run_patients(args.patients, args.output, args.force, options, args.device, args.json,
+                        per_patient=bool(args.shard))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -93,6 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true",
                    help="average the dose (and auto-segmented OARs) with left-right mirrored predictions")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
+    add_shard_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
