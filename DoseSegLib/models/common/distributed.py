@@ -83,6 +83,13 @@ def wrap(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def broadcast_parameters(net: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank (after a change made on each rank, e.g. a bias reset)."""
+    if world_size() > 1:
+        for tensor in [*net.parameters(), *net.buffers()]:
+            dist.broadcast(tensor.data, 0)
+
+
 def barrier() -> None:
     """Wait for every rank (nothing without torchrun)."""
     if active():

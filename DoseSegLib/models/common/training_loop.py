@@ -241,6 +241,7 @@ def run_epochs(
     state = resume(last, net, optimizer, state, device)
     if on_fresh_start is not None and state["epoch"] == 0:
         on_fresh_start()
+        distributed.broadcast_parameters(net)  # every rank starts from rank 0's result
     with _log_rows(out / "log.csv", columns) as write_row:
         while state["epoch"] < config.epochs and state["stale"] < config.patience:
             epoch = state["epoch"] + 1
