@@ -143,6 +143,14 @@ def mean_count(count: torch.Tensor) -> torch.Tensor:
     return (total / world_size()).to(count.dtype if count.is_floating_point() else torch.float32)
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a global batch that does not split evenly over the processes."""
+    size = world_size()
+    if batch_size % size:
+        raise DoseSegError(f"batch size {batch_size} (the global batch) does not split evenly over {size} "
+                           f"processes: use a multiple of {size}")
+
+
 def batch_positions(count: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """This rank's share of each global batch of an epoch, as (position, item) pairs, shape (n, 2).
 
@@ -153,10 +161,8 @@ def batch_positions(count: int, batch_size: int, seed: int, epoch: int) -> list[
     each. The position (in the padded permutation) seeds the item's random draws, so they
     do not depend on the world size.
     """
+    check_batch_size(batch_size)
     size = world_size()
-    if batch_size % size:
-        raise DoseSegError(f"batch size {batch_size} (the global batch) does not split evenly over {size} "
-                           f"processes: use a multiple of {size}")
     order = np.random.default_rng([seed, epoch]).permutation(count)
     order = np.concatenate([order, order[: (-count) % size]])
     pairs = np.stack([np.arange(len(order)), order], axis=1)

@@ -82,6 +82,7 @@ def start_run(config: RunConfig, device: torch.device | None) -> torch.device:
     The default device is CUDA when available (``cuda:LOCAL_RANK`` under torchrun).
     """
     device = distributed.setup(device)
+    distributed.check_batch_size(config.batch_size)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
