@@ -90,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
     _add_outputs(p)
+    add_shard_option(p)
     segment = p.add_mutually_exclusive_group()
     segment.add_argument("--no-segment", action="store_true", help="never auto-segment missing OARs")
     segment.add_argument("--segment-all", action="store_true", help="replace every OAR with the model's contours")
@@ -98,7 +99,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true",
                    help="average the dose (and auto-segmented OARs) with left-right mirrored predictions")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
-    add_shard_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
