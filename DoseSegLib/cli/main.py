@@ -73,14 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable]:
     """Sub-command registrars of the other modules (each adds its own parsers)."""
-    from DoseSegLib.cli import cohort as cli_cohort
     from DoseSegLib.cli import dose as cli_dose
     from DoseSegLib.cli import evaluation as cli_evaluation
     from DoseSegLib.cli import features as cli_features
     from DoseSegLib.cli import run as cli_run
     from DoseSegLib.cli import seg as cli_seg
 
-    return [cli_cohort.register, cli_dose.register, cli_evaluation.register, cli_features.register, cli_run.register, cli_seg.register]
+    return [cli_dose.register, cli_evaluation.register, cli_features.register, cli_run.register, cli_seg.register]
 
 
 def main(argv: list[str] | None = None) -> int:

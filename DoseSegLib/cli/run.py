@@ -7,7 +7,6 @@ import json
 import tempfile
 from pathlib import Path
 
-from DoseSegLib.cli.shard import add_shard_option, apply_shard
 from DoseSegLib.run.results import RunOptions
 
 DEMO_SOURCE = "synthetic head-and-neck phantom (doseseg demo; not a patient)"
@@ -56,6 +55,8 @@ def _describe(summary: dict, folder: Path) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from DoseSegLib.cli.shard import apply_shard
+
     if not apply_shard(args):
         return 0
     options = RunOptions(
@@ -83,6 +84,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from DoseSegLib.cli import cohort
+    from DoseSegLib.cli.shard import add_shard_option
+
     p = sub.add_parser(
         "run", help="the main job: segment, predict the dose, DVH, goals, radiomics, comparison and HTML report",
         description="Predict the dose of one or more patients and analyse it. One patient writes into OUTPUT; "
@@ -108,6 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_outputs(p)
     p.set_defaults(func=cmd_demo)
+    cohort.register(sub)  # merge-cohort: joins the outputs of `run --shard` tasks
 
 
 def _add_outputs(parser: argparse.ArgumentParser) -> None:
