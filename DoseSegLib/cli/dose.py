@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from DoseSegLib.cli.options import add_training_run_options, probability, run_options
+from DoseSegLib.cli.shard import add_shard_option, apply_shard
 
 
 def cmd_train_dose(args: argparse.Namespace) -> None:
@@ -37,6 +38,8 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     from DoseSegLib.io.patient import read_patient, write_dose
     from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
 
+    if not apply_shard(args):
+        return 0
     names = {p.name for p in args.patients}
     if len(names) != len(args.patients):
         raise DoseSegError("two patient folders share a name; their outputs would collide")
@@ -90,4 +93,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="catalogue model name (default: the bundled default dose model)")
     p.add_argument("--weights", type=Path, help="a train-dose best.pt instead of a catalogue model")
     p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")
+    add_shard_option(p)
     p.set_defaults(func=cmd_predict_dose)

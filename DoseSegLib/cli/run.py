@@ -15,9 +15,10 @@ DEMO_SOURCE = "synthetic head-and-neck phantom (doseseg demo; not a patient)"
 
 def run_patients(
     patients: list[Path], output: Path, force: bool, options: RunOptions, device: str = "auto",
-    as_json: bool = False, source_label: str = "",
+    as_json: bool = False, source_label: str = "", per_patient: bool = False,
 ) -> int:
-    """Run the main job; one patient writes into ``output``, several into ``output/<patient>/``.
+    """Run the main job; one patient writes into ``output``, several (or any with ``per_patient``)
+    into ``output/<patient>/`` with ``output/cohort_summary.csv``.
 
     Returns:
         The exit code: 0, or 1 when a patient of a cohort failed.
@@ -28,7 +29,7 @@ def run_patients(
 
     check_output_dir(output, force, patients)
     pipeline = Pipeline(device, options, progress=progress_enabled())
-    if len(patients) == 1:
+    if len(patients) == 1 and not per_patient:
         pipeline.run(patients[0], output, force, source_label)
         summary = json.loads((output / "summary.json").read_text())
         print(json.dumps(summary, indent=2) if as_json else _describe(summary, output))
@@ -55,12 +56,17 @@ def _describe(summary: dict, folder: Path) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from DoseSegLib.cli.shard import apply_shard
+
+    if not apply_shard(args):
+        return 0
     options = RunOptions(
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
         dvh_method=args.dvh_method, series=args.series,
     )
-    return run_patients(args.patients, args.output, args.force, options, args.device, args.json)
+    return run_patients(args.patients, args.output, args.force, options, args.device, args.json,
+                        per_patient=bool(args.shard))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -80,6 +86,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from DoseSegLib.cli import cohort
+    from DoseSegLib.cli.shard import add_shard_option
+
     p = sub.add_parser(
         "run", help="the main job: segment, predict the dose, DVH, goals, radiomics, comparison and HTML report",
         description="Predict the dose of one or more patients and analyse it. One patient writes into OUTPUT; "
@@ -87,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
     _add_outputs(p)
+    add_shard_option(p)
     segment = p.add_mutually_exclusive_group()
     segment.add_argument("--no-segment", action="store_true", help="never auto-segment missing OARs")
     segment.add_argument("--segment-all", action="store_true", help="replace every OAR with the model's contours")
@@ -107,6 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_outputs(p)
     p.set_defaults(func=cmd_demo)
+    cohort.register(sub)  # merge-cohort: joins the outputs of `run --shard` tasks
 
 
 def _add_outputs(parser: argparse.ArgumentParser) -> None:

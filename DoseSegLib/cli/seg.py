@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from DoseSegLib.cli.options import add_training_run_options, hu_windows, name_list, probability, run_options
+from DoseSegLib.cli.shard import add_shard_option, apply_shard
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
 
@@ -40,6 +41,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.models.seg.predict import load_segmentation_model, segment_folder, write_masks
 
+    if not apply_shard(args):
+        return 0
     if len({p.name for p in args.patients}) != len(args.patients):
         raise DoseSegError("two patient folders share a name; their outputs would collide")
     check_output_dir(args.output, args.force, args.patients)
@@ -122,6 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=Path, help="a train-seg best.pt instead of a catalogue model")
     p.add_argument("--tta", action="store_true",
                    help="average with a left-right mirrored prediction (twice the time)")
+    add_shard_option(p)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate-seg", help="Dice, HD95 and dosimetric RMAE of predicted segmentations")

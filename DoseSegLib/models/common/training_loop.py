@@ -13,7 +13,8 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,10 +24,11 @@ from tqdm import tqdm
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.listing import patient_folders
+from DoseSegLib.models.common import distributed
 
 log = logging.getLogger(__name__)
 
-Step = Callable[[np.ndarray, np.random.Generator], dict[str, torch.Tensor]]
+Step = Callable[[np.ndarray, list[np.random.Generator]], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -75,17 +77,28 @@ def cosine_lr(config: RunConfig, epochs_done: int, minutes_used: float) -> float
 
 
 def start_run(config: RunConfig, device: torch.device | None) -> torch.device:
-    """Seed torch and set its threads; returns the device (default CUDA when available)."""
+    """Join torchrun's process group if launched by it, seed torch and set its threads; returns the device.
+
+    The default device is CUDA when available (``cuda:LOCAL_RANK`` under torchrun).
+    """
+    device = distributed.setup(device)
+    distributed.check_batch_size(config.batch_size)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    return device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return device
 
 
 def write_config(out: Path, config: RunConfig) -> None:
-    """Create the run folder and write the run's options to ``out/config.json``."""
+    """Create the run folder and write ``out/config.json``: the run's options, "world_size" and "backend".
+
+    Only rank 0 writes (other ranks never touch the run folder).
+    """
+    if not distributed.is_main():
+        return
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    settings = {**asdict(config), "world_size": distributed.world_size(), "backend": distributed.backend()}
+    (out / "config.json").write_text(json.dumps(settings, indent=2))
 
 
 def split_folders(data: Path, config: RunConfig) -> tuple[list[Path], list[Path]]:
@@ -147,31 +160,53 @@ def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
 
 def train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, count: int, config: RunConfig, epoch: int,
                 step: Step, loss_name: str = "loss") -> dict[str, float]:
-    """One pass over ``count`` training items in a random order, ``config.batch_size`` at a time.
+    """One pass over ``count`` training items in a random order, global batches of ``config.batch_size``.
+
+    Under torchrun each rank steps on its share of each global batch (see
+    :func:`distributed.batch_positions`); the gradients are averaged across ranks.
 
     Args:
-        step: ``(item indices, rng) -> loss terms`` of one batch; the term ``loss_name`` is descended.
+        step: ``(item indices, one random generator per item) -> loss terms`` of one batch;
+            the term ``loss_name`` is descended. An item's generator is seeded by the seed,
+            the epoch and the item's position in the epoch, whatever the world size.
 
     Returns:
-        The epoch mean of each term, named ``train_<term>``.
+        The epoch mean of each term (averaged over ranks), named ``train_<term>``.
     """
     net.train()
-    rng = np.random.default_rng([config.seed, epoch])
-    order = rng.permutation(count)
-    batches = [order[i: i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    batches = distributed.batch_positions(count, config.batch_size, config.seed, epoch)
     history = defaultdict(list)
-    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
-    for indices in bar:
-        terms = step(indices, rng)
+    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+               disable=not distributed.is_main())
+    for pairs in bar:
+        terms = step(pairs[:, 1], [np.random.default_rng([config.seed, epoch, int(p)]) for p in pairs[:, 0]])
         descend(optimizer, terms[loss_name])
         for key, value in terms.items():
             history[key].append(value.item())
         bar.set_postfix({loss_name: f"{np.mean(history[loss_name]):.4g}"})
-    return {f"train_{key}": float(np.mean(values)) for key, values in history.items()}
+    return distributed.average({f"train_{key}": float(np.mean(values)) for key, values in history.items()})
 
 
 def _spent(config: RunConfig, minutes: float) -> bool:
     return bool(config.max_minutes) and minutes > config.max_minutes
+
+
+@contextmanager
+def _log_rows(path: Path, columns: Sequence[str]) -> Iterator[Callable[[dict], None]]:
+    """A function appending a row to log.csv (header first in a new file); a no-op except on rank 0."""
+    if not distributed.is_main():
+        yield lambda row: None
+        return
+    with path.open("a", newline="") as log_file:
+        writer = csv.DictWriter(log_file, fieldnames=list(columns), restval="nan")
+        if log_file.tell() == 0:
+            writer.writeheader()
+
+        def write(row: dict) -> None:
+            writer.writerow(row)
+            log_file.flush()
+
+        yield write
 
 
 def run_epochs(
@@ -183,7 +218,9 @@ def run_epochs(
 
     Each epoch sets the learning rate, trains, validates when due (every ``val_every``
     epochs, after the last epoch and when the time budget is spent), saves best.pt when
-    the score improves, appends a log.csv row and saves last.pt.
+    the score improves, appends a log.csv row and saves last.pt. Under torchrun every
+    rank runs this loop (``validate`` must return the same score on every rank, and time
+    is rank 0's); only rank 0 writes. last.pt resumes under any world size.
 
     Args:
         columns: log.csv columns; "epoch", "lr" and "seconds" are filled here, the others
@@ -205,10 +242,8 @@ def run_epochs(
     state = resume(last, net, optimizer, state, device)
     if on_fresh_start is not None and state["epoch"] == 0:
         on_fresh_start()
-    with (out / "log.csv").open("a", newline="") as log_file:
-        writer = csv.DictWriter(log_file, fieldnames=list(columns), restval="nan")
-        if log_file.tell() == 0:
-            writer.writeheader()
+        distributed.broadcast_parameters(net)  # every rank starts from rank 0's result
+    with _log_rows(out / "log.csv", columns) as write_row:
         while state["epoch"] < config.epochs and state["stale"] < config.patience:
             epoch = state["epoch"] + 1
             t0 = time.monotonic()
@@ -217,23 +252,24 @@ def run_epochs(
                 group["lr"] = lr
             values = train_epoch(net, optimizer, count, config, epoch, make_step(epoch), loss_name)
             if epoch % config.val_every == 0 or epoch == config.epochs or _spent(
-                    config, state["minutes"] + (time.monotonic() - t0) / 60):
+                    config, state["minutes"] + distributed.agree(time.monotonic() - t0) / 60):
                 net.eval()
                 validation = validate(epoch)
                 values = {**values, **validation.values}
                 improved = validation.score > state["best"] if maximize else validation.score < state["best"]
                 if improved:
                     state.update(best=validation.score, best_values=validation.values, stale=0)
-                    save_weights(out / "best.pt", net, validation.meta)
+                    if distributed.is_main():
+                        save_weights(out / "best.pt", net, validation.meta)
                 else:
                     state["stale"] += 1
-            seconds = time.monotonic() - t0
+            seconds = distributed.agree(time.monotonic() - t0)
             state["epoch"] = epoch
             state["minutes"] += seconds / 60
-            writer.writerow({**{k: f"{v:.6g}" for k, v in values.items()},
-                             "epoch": epoch, "lr": f"{lr:.3g}", "seconds": f"{seconds:.1f}"})
-            log_file.flush()
-            save_last(last, net, optimizer, state)
+            write_row({**{k: f"{v:.6g}" for k, v in values.items()},
+                       "epoch": epoch, "lr": f"{lr:.3g}", "seconds": f"{seconds:.1f}"})
+            if distributed.is_main():
+                save_last(last, net, optimizer, state)
             if _spent(config, state["minutes"]):
                 log.warning("time limit of %.0f min reached after epoch %d", config.max_minutes, epoch)
                 break

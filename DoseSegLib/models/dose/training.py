@@ -12,6 +12,7 @@ import torch
 from DoseSegLib.analysis.openkbp import dvh_abs_errors, openkbp_scores
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.io.patient import read_patient
+from DoseSegLib.models.common import distributed
 from DoseSegLib.models.common import training_loop as loop
 from DoseSegLib.models.common.arrays import REFERENCE_GY, pad_to, to_device
 from DoseSegLib.models.common.devices import autocast
@@ -58,12 +59,15 @@ def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int], rng
 
 
 def masked_mae(pred: torch.Tensor, dose: torch.Tensor, rest: torch.Tensor, structure_weight: float) -> torch.Tensor:
-    """MAE in Gy inside the possible-dose mask, structures (targets and OARs) weighted up."""
+    """MAE in Gy inside the possible-dose mask, structures (targets and OARs) weighted up.
+
+    Normalised by the mask voxels of the global batch (all ranks under torchrun).
+    """
     mask = rest[:, -1:]
     structure_channels = torch.cat([rest[:, :1], rest[:, 2:-1]], dim=1)  # targets and OARs, not proximity
     structures = (structure_channels > 0.5).any(dim=1, keepdim=True).float()
     weight = mask * (1 + structure_weight * structures)
-    return (weight * (pred - dose).abs()).sum() / mask.sum().clamp(min=1)
+    return (weight * (pred - dose).abs()).sum() / distributed.mean_count(mask.sum()).clamp(min=1)
 
 
 MOMENTS = (1, 2, 10)  # mean dose, spread and a soft maximum of each structure
@@ -80,21 +84,20 @@ def moment_loss(pred: torch.Tensor, dose: torch.Tensor, rest: torch.Tensor) -> t
 
     The moment of order p of a structure's doses is mean(d^p)^(1/p): the mean dose (p=1) and,
     as p grows, a soft maximum; matching them matches the shape of the DVH (moment loss of
-    Jhanwar et al., Med. Phys. 2022). Structures absent from a patch do not count.
+    Jhanwar et al., Med. Phys. 2022). Structures absent from a patch do not count; the
+    mean is over the structures present in the global batch (all ranks under torchrun).
     """
     regions = structure_regions(rest)
     counts = regions.sum(dim=(2, 3, 4))
     present = counts > 0
-    if not present.any():
-        return pred.sum() * 0.0
 
     def moments(values: torch.Tensor, p: int) -> torch.Tensor:
         scaled = (values.clamp(min=0) / REFERENCE_GY) ** p  # in units of 70 Gy: no overflow at p=10
         mean = (regions * scaled).sum(dim=(2, 3, 4)) / counts.clamp(min=1)
         return REFERENCE_GY * mean.clamp(min=1e-12) ** (1.0 / p)
 
-    errors = [(moments(pred, p) - moments(dose, p))[present] ** 2 for p in MOMENTS]
-    return torch.cat(errors).mean()
+    errors = torch.cat([(moments(pred, p) - moments(dose, p))[present] ** 2 for p in MOMENTS])
+    return (errors.sum() + pred.sum() * 0.0) / distributed.mean_count(present.sum() * len(MOMENTS)).clamp(min=1)
 
 
 class ValidationSet:
@@ -111,16 +114,17 @@ class ValidationSet:
             self.grid = case.ct.shape
 
     def score(self, net: DoseNet, roi: tuple[int, int, int], device: torch.device) -> tuple[float, float]:
-        """Dose and DVH scores of ``net`` over the set."""
+        """Dose and DVH scores of ``net`` over the set (split between the ranks under torchrun)."""
         dose_errors, dvh_errors = [], []
-        for i, sample in enumerate(self.samples):
+        for i in distributed.shard(len(self.samples)):
+            sample = self.samples[i]
             box = tuple(slice(int(a), int(b)) for a, b in sample["box"])
             pred, ref = np.zeros(self.grid, np.float32), np.zeros(self.grid, np.float32)
             pred[box] = predict_box(net, sample["inputs"], roi, device, amp=device.type == "cuda")
             ref[box] = sample["dose"]
             dose_errors.append(float(np.abs(pred - ref).sum() / self.mask_counts[i]))
             dvh_errors.append(dvh_abs_errors(pred, ref, self.structures[i], self.voxel_cc[i]))
-        return openkbp_scores(dose_errors, dvh_errors)
+        return openkbp_scores(distributed.gather(dose_errors), distributed.gather(dvh_errors))
 
 
 def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = None,
@@ -133,6 +137,7 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
     device = loop.start_run(config, device)
     net = DoseNet(config.net)
     loop.begin(out, config, net)
+    model = distributed.wrap(net, device)
     train_folders, val_folders = loop.split_folders(data, config)
     cache = cache or out / "cache"
     train_files = build_cache(train_folders, cache)
@@ -146,18 +151,19 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
 
     result = loop.run_epochs(
         out, net, config, device, LOG_COLUMNS,
-        len(train_samples), lambda epoch: _step(net, train_samples, config, epoch, device), validate,
+        len(train_samples), lambda epoch: _step(model, train_samples, config, epoch, device), validate,
     )
     return {"val_dose_score": result["best"], "val_dvh_score": result["best_values"].get("val_dvh_score", math.inf),
             "epochs": result["epochs"]}
 
 
-def _step(net: DoseNet, samples: list[dict], config: TrainConfig, epoch: int, device: torch.device) -> Step:
+def _step(net: torch.nn.Module, samples: list[dict], config: TrainConfig, epoch: int, device: torch.device) -> Step:
     """The batch step of one epoch: augmented random patches, masked MAE (+ the DVH moment term)."""
     augment = DoseAugmentation(config.augment, seed=config.seed * 1000 + epoch)
 
-    def step(indices: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        patches = [augment(to_device(random_patch(samples[i], config.patch, rng), device)) for i in indices]
+    def step(indices: np.ndarray, rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
+        patches = [augment(to_device(random_patch(samples[i], config.patch, rng), device))
+                   for i, rng in zip(indices, rngs)]
         ct, rest, dose = (torch.stack([p[key] for p in patches]) for key in ("ct", "rest", "dose"))
         with autocast(device):
             pred = net(torch.cat([ct, rest], dim=1)).float()

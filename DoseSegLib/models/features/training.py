@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from DoseSegLib.models.common import distributed
 from DoseSegLib.models.common import training_loop as loop
 from DoseSegLib.models.common.training_loop import RunConfig, Step, Validation
 from DoseSegLib.models.features.data import FeatureInputs, build_cache, load_images
@@ -44,14 +45,18 @@ class FeatureTrainConfig(RunConfig):
 
 
 def reconstruction_mse(net: FeatureNet, images: np.ndarray, device: torch.device, batch_size: int = 4) -> float:
-    """Mean squared reconstruction error of ``net`` (eval mode) over ``images`` (N, C, X, Y, Z)."""
+    """Mean squared reconstruction error of ``net`` (eval mode) over ``images`` (N, C, X, Y, Z).
+
+    Under torchrun each rank reconstructs its share of the images; every rank gets the mean.
+    """
     net.eval()
-    total = 0.0
+    mine = images[list(distributed.shard(len(images)))]
+    errors = []
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(images[start: start + batch_size]).to(device)
-            total += float(((net(x) - x) ** 2).sum())
-    return total / images.size
+        for start in range(0, len(mine), batch_size):
+            x = torch.from_numpy(mine[start: start + batch_size]).to(device)
+            errors.extend(float(e) for e in ((net(x) - x) ** 2).flatten(1).sum(dim=1))
+    return sum(distributed.gather(errors)) / images.size
 
 
 def _resolve(config: FeatureTrainConfig, train_folders: list[Path]) -> FeatureTrainConfig:
@@ -82,6 +87,7 @@ def train_features(data: Path, out: Path, config: FeatureTrainConfig, cache: Pat
     config = _resolve(config, train_folders)
     net = FeatureNet(config.net).to(device)  # checks the grid before the slow cache
     loop.begin(out, config, net)
+    model = distributed.wrap(net, device)
     cache = cache or out / "cache"
     train = load_images(build_cache(train_folders, cache, config.inputs, config.workers))
     val = load_images(build_cache(val_folders, cache, config.inputs, config.workers))
@@ -95,7 +101,7 @@ def train_features(data: Path, out: Path, config: FeatureTrainConfig, cache: Pat
 
     result = loop.run_epochs(
         out, net, config, device, LOG_COLUMNS,
-        len(train), lambda epoch: _step(net, train, config, device), validate, loss_name="mse",
+        len(train), lambda epoch: _step(model, train, config, device), validate, loss_name="mse",
     )
     return {"val_mse": result["best"], "val_baseline_mse": baseline, "epochs": result["epochs"]}
 
@@ -114,14 +120,13 @@ def _meta(config: FeatureTrainConfig, epoch: int, val_mse: float, baseline: floa
     }
 
 
-def _step(net: FeatureNet, images: np.ndarray, config: FeatureTrainConfig, device: torch.device) -> Step:
-    """The batch step: reconstruct a batch of images (randomly mirrored left-right); the MSE."""
+def _step(net: torch.nn.Module, images: np.ndarray, config: FeatureTrainConfig, device: torch.device) -> Step:
+    """The batch step: reconstruct a batch of images (each randomly mirrored left-right); the MSE."""
 
-    def step(indices: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        batch = images[indices]
-        if config.flip and rng.random() < 0.5:
-            batch = batch[:, :, ::-1]  # axis 0 of the grid is x (patient left-right)
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+    def step(indices: np.ndarray, rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
+        batch = [images[i, :, ::-1] if config.flip and rng.random() < 0.5 else images[i]  # axis x: left-right
+                 for i, rng in zip(indices, rngs)]
+        x = torch.from_numpy(np.ascontiguousarray(np.stack(batch))).to(device)
         return {"mse": torch.nn.functional.mse_loss(net(x), x)}
 
     return step

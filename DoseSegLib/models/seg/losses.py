@@ -16,6 +16,7 @@ from torch import nn
 
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.models.common import distributed
 from DoseSegLib.models.dose.inputs import CHANNELS
 from DoseSegLib.models.dose.net import DoseNet
 
@@ -23,7 +24,10 @@ LOSSES = ("bce_dice", "doselo")
 
 
 class BceDiceLoss(nn.Module):
-    """BCE + soft Dice (MONAI DiceLoss on sigmoid outputs), per label, averaged over present labels."""
+    """BCE + soft Dice (MONAI DiceLoss on sigmoid outputs), per label, averaged over present labels.
+
+    The average is over the (patient, label) pairs present in the global batch (all ranks under torchrun).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,7 +41,7 @@ class BceDiceLoss(nn.Module):
         bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=(2, 3, 4))
         dice = self.dice(logits, labels).reshape(bce.shape)
         weight = batch["present"].to(bce.dtype)
-        seg = ((bce + dice) * weight).sum() / weight.sum().clamp(min=1)
+        seg = ((bce + dice) * weight).sum() / distributed.mean_count(weight.sum()).clamp(min=1)
         return {"loss": seg, "seg": seg}
 
 

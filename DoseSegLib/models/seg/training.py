@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.models.common import distributed
 from DoseSegLib.models.common import training_loop as loop
 from DoseSegLib.models.common.arrays import to_device
 from DoseSegLib.models.common.devices import autocast
@@ -86,14 +87,18 @@ class Validator:
 
     def counts(self, net: SegNet, device: torch.device,
                single_component_options: Sequence[Sequence[bool] | None] = (None,)) -> list[list[dict]]:
-        """Overlap counts of every patient, once per post-processing option (see ``overlap_counts``)."""
+        """Overlap counts of every patient, once per post-processing option (see ``overlap_counts``).
+
+        Under torchrun each rank predicts its share of the patients; every rank gets all counts.
+        """
         net.eval()
         found = [[] for _ in single_component_options]
-        for sample in tqdm(self.samples, desc="validation", unit="patient", leave=False):
+        mine = [self.samples[i] for i in distributed.shard(len(self.samples))]
+        for sample in tqdm(mine, desc="validation", unit="patient", leave=False, disable=not distributed.is_main()):
             probabilities = predict_probabilities(net, sample["image"], self.patch, device, amp=True)
             for counts, single in zip(found, single_component_options):
                 counts.append(overlap_counts(probabilities, sample["labels"], single))
-        return found
+        return [distributed.gather(counts) for counts in found]
 
     def tune(self, counts: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         """Per-label tuned thresholds and mean Dice at them (NaN for labels no patient has)."""
@@ -127,6 +132,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     loss_fn = make_loss(config.loss, config.labels, dose_net, config.dose_weight).to(device)
     net = SegNet(config.net)
     loop.begin(out, config, net)
+    model = distributed.wrap(net, device)
     cache = cache or out / "cache"
     train_folders, val_folders = loop.split_folders(data, config)
     cached = build_cache(train_folders, cache, config.inputs, config.labels, doselo, config.workers)
@@ -141,7 +147,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
 
     result = loop.run_epochs(
         out, net, config, device, [*LOG_COLUMNS, *(f"dice_{n}" for n in config.labels)],
-        len(train_samples), lambda epoch: _step(net, loss_fn, train_samples, config, epoch, device),
+        len(train_samples), lambda epoch: _step(model, loss_fn, train_samples, config, epoch, device),
         validate, maximize=True,
         on_fresh_start=(lambda: reset_output_bias(net, train_samples, config, device)) if config.reset_labels else None,
     )
@@ -189,16 +195,16 @@ def _meta(config: SegTrainConfig, epoch: int, thresholds: np.ndarray, dice: np.n
     }
 
 
-def _step(net: SegNet, loss_fn: torch.nn.Module, samples: list[dict], config: SegTrainConfig, epoch: int,
+def _step(net: torch.nn.Module, loss_fn: torch.nn.Module, samples: list[dict], config: SegTrainConfig, epoch: int,
           device: torch.device) -> Step:
     """The batch step of one epoch: augmented random patches, every term of ``loss_fn`` ("loss" descended)."""
     loss_fn.train()
     augment = SegAugmentation(config.augment, config.labels, seed=config.seed * 1000 + epoch)
     label_weights = balanced_label_weights(samples) if config.balanced else None
 
-    def step(indices: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def step(indices: np.ndarray, rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
         patches = [augment(to_device(random_patch(samples[i], config.patch, rng, config.foreground, label_weights,
-                                                  config.truncate), device)) for i in indices]
+                                                  config.truncate), device)) for i, rng in zip(indices, rngs)]
         batch = {key: torch.stack([p[key] for p in patches]) for key in patches[0]}
         with autocast(device):
             logits = net(batch["image"]).float()
