@@ -15,6 +15,7 @@ from DoseSegLib.analysis.openkbp import dose_error, dvh_comparison, openkbp_scor
 from DoseSegLib.core.alignment import align_case, resample
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import read_dose, read_patient
 from DoseSegLib.io.tables import Row, write_csv
@@ -125,6 +126,7 @@ def evaluate_predictions(
     allow_missing: bool = False,
     allow_high_dose: bool = False,
     progress: bool = False,
+    mapper: NameMapper | None = None,
 ) -> CohortScore:
     """OpenKBP dose and DVH scores of ``pred_dir/<patient>/dose.nrrd`` against ``split_dir/<patient>/``.
 
@@ -134,6 +136,7 @@ def evaluate_predictions(
         allow_missing: score only the patients that have a prediction instead of failing.
         allow_high_dose: accept predicted doses above 200 Gy.
         progress: show a progress bar on stderr.
+        mapper: structure-name mapping of the reference patients (default aliases when None).
     """
     from tqdm import tqdm
 
@@ -144,7 +147,7 @@ def evaluate_predictions(
         path = _predicted_dose(pred_dir, folder.name)
         pred = read_dose(path)
         check_dose_units(pred, str(path), allow_high_dose)
-        reference = align_case(read_patient(folder))
+        reference = align_case(read_patient(folder, mapper))
         if not (folder / "possible_dose_mask.nrrd").is_file():
             log.warning("%s: no possible_dose_mask.nrrd; the dose score uses the body mask instead", folder)
         scores.append(score_patient(pred, reference))

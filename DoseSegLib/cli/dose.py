@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from DoseSegLib.cli.options import add_training_run_options, probability, run_options
+from DoseSegLib.cli.options import (
+    add_device,
+    add_names,
+    add_output,
+    add_training_run_options,
+    name_mapper,
+    probability,
+    run_options,
+)
 
 
 def cmd_train_dose(args: argparse.Namespace) -> None:
@@ -40,14 +48,15 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     names = {p.name for p in args.patients}
     if len(names) != len(args.patients):
         raise DoseSegError("two patient folders share a name; their outputs would collide")
-    check_output_dir(args.output, args.force)
+    check_output_dir(args.output, args.force, args.patients)
+    mapper = name_mapper(args)
     model = load_dose_model(args.model, args.device, args.weights)
     failures = 0
-    with staged_output(args.output, args.force) as out:
+    with staged_output(args.output, args.force, args.patients) as out:
         for folder in tqdm(args.patients, desc="predict-dose", unit="patient",
                            disable=len(args.patients) < 2 or not progress_enabled()):
             try:
-                case = align_case(read_patient(folder))
+                case = align_case(read_patient(folder, mapper))
                 dose = predict_case_dose(model, case, tta=args.tta)
             except DoseSegError as exc:
                 failures += 1
@@ -84,9 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict-dose", help="predict the 3D dose of one or more patients")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="writes OUTPUT/<patient>/dose.nrrd")
-    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_output(p, help="writes OUTPUT/<patient>/dose.nrrd")
+    add_names(p)
+    add_device(p)
     p.add_argument("--model", help="catalogue model name (default: the bundled default dose model)")
     p.add_argument("--weights", type=Path, help="a train-dose best.pt instead of a catalogue model")
     p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")

@@ -6,9 +6,13 @@ import argparse
 from pathlib import Path
 
 from DoseSegLib.cli.options import (
+    add_device,
+    add_names,
+    add_output,
     add_training_run_options,
     hu_windows,
     name_list,
+    name_mapper,
     run_options,
 )
 from DoseSegLib.core.errors import DoseSegError
@@ -53,7 +57,8 @@ def cmd_features(args: argparse.Namespace) -> None:
         raise DoseSegError("two patient folders share a name; their rows would collide")
     check_output_dir(args.output, args.force, args.patients)
     model = load_features_model(args.model, args.device, args.weights)
-    features, joined = features_tables(model, args.patients, args.radiomics, args.radiomics_classes)
+    features, joined = features_tables(model, args.patients, args.radiomics, args.radiomics_classes,
+                                       name_mapper(args))
     with staged_output(args.output, args.force, args.patients) as out:
         write_csv(out / "features.csv", features)
         if args.radiomics:
@@ -82,14 +87,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("features", help="one row of autoencoder features per patient (optionally with radiomics)")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV, dose)")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="writes OUTPUT/features.csv (and radiomics_features.csv with --radiomics)")
-    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    add_output(p, help="writes OUTPUT/features.csv (and radiomics_features.csv with --radiomics)")
+    add_names(p)
     p.add_argument("--radiomics", action="store_true",
                    help="also join each patient's features to its per-structure radiomics rows")
     p.add_argument("--radiomics-classes", type=name_list, default=("firstorder",),
                    help="pyradiomics feature classes for --radiomics (default firstorder)")
     p.add_argument("--model", help="catalogue model name (default: the default features model)")
     p.add_argument("--weights", type=Path, help="a train-features best.pt instead of a catalogue model")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device(p)
     p.set_defaults(func=cmd_features)

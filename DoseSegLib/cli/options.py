@@ -1,9 +1,36 @@
-"""Command-line option types and the options every training command shares."""
+"""Command-line option types and the options shared by several commands, each defined once."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def add_output(parser: argparse.ArgumentParser, help: str = "output folder (must be new or empty)") -> None:
+    """``-o/--output`` and ``--force``."""
+    parser.add_argument("-o", "--output", type=Path, required=True, help=help)
+    parser.add_argument("--force", action="store_true",
+                        help="replace an output folder that holds DoseSeg results (never other files)")
+
+
+def add_names(parser: argparse.ArgumentParser) -> None:
+    """``--names``: extra structure-name aliases."""
+    parser.add_argument("--names", type=Path, help='JSON {"alias": "CanonicalName"} added to the default aliases')
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device``: where the models run."""
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="where the models run (default auto)")
+
+
+def name_mapper(args: argparse.Namespace):
+    """The structure-name mapper of ``--names`` (the default aliases without it)."""
+    from DoseSegLib.core.names import NameMapper
+
+    return NameMapper.from_json(args.names) if getattr(args, "names", None) else NameMapper()
 
 
 def name_list(text: str) -> tuple[str, ...]:
@@ -54,7 +81,7 @@ def add_training_run_options(p: argparse.ArgumentParser, epochs: int, batch_size
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     if workers:
         p.add_argument("--workers", type=int, default=2, help="processes preparing the cache")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device(p)
 
 
 def run_options(args: argparse.Namespace) -> dict:

@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from DoseSegLib.cli.options import add_device, add_names, add_output, name_mapper
 from DoseSegLib.run.pipeline import RunOptions
 
 
@@ -55,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
+        names=name_mapper(args),
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json)
 
@@ -63,7 +65,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from DoseSegLib.io.outputs import check_output_dir
     from DoseSegLib.io.phantom import write_phantom_patient
 
-    check_output_dir(args.output, args.force)
+    check_output_dir(args.output, args.force, [])
     with tempfile.TemporaryDirectory(prefix="doseseg-demo-") as tmp:
         patient = Path(tmp) / "demo_phantom"
         write_phantom_patient(patient)
@@ -82,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
     _add_outputs(p)
+    add_names(p)
     segment = p.add_mutually_exclusive_group()
     segment.add_argument("--no-segment", action="store_true", help="never auto-segment missing OARs")
     segment.add_argument("--segment-all", action="store_true", help="replace every OAR with the model's contours")
@@ -102,7 +105,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_outputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (must be new or empty)")
-    parser.add_argument("--force", action="store_true", help="replace an output folder that holds results")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the models run")
+    add_output(parser)
+    add_device(parser)
     parser.add_argument("--json", action="store_true", help="print the summary JSON to stdout (for scripts)")

@@ -62,3 +62,48 @@ class NameMapper:
             level = float(match.group(1).replace("p", "."))
             return f"PTV{level:g}"
         return name
+
+
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+MAX_FILENAME = 80
+
+
+def _digest(name: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def safe_filename(name: str) -> str:
+    """A structure name as a plain file-name stem: never a path, never hidden, bounded length.
+
+    Separators, control characters and characters Windows refuses become ``_``; leading
+    dots and spaces are dropped (no ``..``, no hidden files); reserved device names get a
+    ``_`` prefix; a name that had to be changed or shortened ends with ``~`` and 8 hex
+    digits of its sha256, so that two distinct names never share a file.
+    """
+    stem = _UNSAFE.sub("_", name).lstrip(". ").rstrip(". ")
+    if stem.split(".")[0].lower() in _RESERVED:
+        stem = f"_{stem}"
+    if stem and stem == name and len(stem) <= MAX_FILENAME and "~" not in stem:
+        return stem
+    return f"{stem[:MAX_FILENAME - 9] or 'structure'}~{_digest(name)}"
+
+
+def structure_filenames(names: list[str] | tuple[str, ...] | dict) -> dict[str, str]:
+    """``{name: "<safe stem>.nrrd"}`` for every name; refuses names whose files would collide.
+
+    Distinct names get distinct files, also on case-insensitive file systems (macOS, Windows).
+    """
+    files: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for name in names:
+        file = f"{safe_filename(name)}.nrrd"
+        if file.lower() in seen:
+            file = f"{safe_filename(name)[:MAX_FILENAME - 9]}~{_digest(name)}.nrrd"
+        if file.lower() in seen:
+            raise DoseSegError(f"structures '{seen[file.lower()]}' and '{name}' would share the file {file}")
+        seen[file.lower()] = name
+        files[name] = file
+    return files

@@ -10,7 +10,7 @@ import numpy as np
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.names import NameMapper
+from DoseSegLib.core.names import NameMapper, structure_filenames
 from DoseSegLib.core.volume import Volume
 
 _TO_LPS = {
@@ -180,12 +180,18 @@ def read_patient(
     return Case(folder.name, ct, structures, dose, possible, source=folder)
 
 
+def write_structures(folder: Path, structures: dict[str, Volume]) -> None:
+    """Write each mask as ``folder/<name>.nrrd``, the name made safe by :func:`names.structure_filenames`."""
+    folder.mkdir(exist_ok=True)
+    for name, file in structure_filenames(structures).items():
+        mask = structures[name]
+        write_volume(folder / file, mask.with_array(mask.array.astype(np.uint8)))
+
+
 def write_patient(folder: Path, case: Case) -> None:
     """Write a case in the patient-folder layout (folder must exist)."""
     write_volume(folder / "ct.nrrd", case.ct)
-    (folder / "structures").mkdir(exist_ok=True)
-    for name, mask in case.structures.items():
-        write_volume(folder / "structures" / f"{name}.nrrd", mask.with_array(mask.array.astype(np.uint8)))
+    write_structures(folder / "structures", case.structures)
     if case.dose is not None:
         write_volume(folder / "dose.nrrd", case.dose)
     if case.possible_dose_mask is not None:

@@ -28,6 +28,7 @@ from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
 
@@ -52,6 +53,7 @@ class RunOptions:
         constraints: a constraint CSV (DoseSegLib's head-and-neck table when None).
         tta: average the dose and the OAR probabilities with left-right mirrored predictions.
         allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
+        names: structure-name mapping (e.g. ``NameMapper({"Stem": "Brainstem"})``; default aliases when None).
     """
 
     segment: bool = True
@@ -60,6 +62,7 @@ class RunOptions:
     constraints: str | Path | None = None
     tta: bool = False
     allow_high_dose: bool = False
+    names: NameMapper | None = None
 
 
 @dataclass
@@ -267,7 +270,7 @@ class Pipeline:
         from DoseSegLib.models.dose.predict import predict_case_dose
 
         with steps("read"):
-            case = read_patient(folder)
+            case = read_patient(folder, self.options.names)
             if case.dose is not None:
                 check_dose_units(case.dose, str(folder / "dose.nrrd"), self.options.allow_high_dose)
         with steps("align"):

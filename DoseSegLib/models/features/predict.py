@@ -14,6 +14,7 @@ import numpy as np
 from DoseSegLib.analysis.radiomics import radiomics_table
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
+from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.tables import Row
 from DoseSegLib.models.common.catalogue import ModelEntry, load_network
@@ -75,19 +76,21 @@ def feature_row(model: FeatureModel, case: Case) -> Row:
 
 
 def features_tables(model: FeatureModel, folders: Sequence[Path], radiomics: bool = False,
-                    classes: Sequence[str] | None = None) -> tuple[list[Row], list[Row]]:
+                    classes: Sequence[str] | None = None, mapper: NameMapper | None = None
+                    ) -> tuple[list[Row], list[Row]]:
     """One feature row per patient folder, and (with ``radiomics``) each structure's radiomics row joined to it.
 
     Args:
         folders: patient folders (ct.nrrd, structures/ with at least one PTV, dose.nrrd if the model uses it).
         radiomics: also compute pyradiomics features of every structure on the aligned case.
         classes: pyradiomics feature classes (see ``radiomics.make_extractor``).
+        mapper: structure-name mapping (default aliases when None).
     """
     from tqdm import tqdm
 
     features, joined = [], []
     for folder in tqdm(folders, desc="features", unit="patient", disable=len(folders) < 2):
-        case = read_patient(folder)
+        case = read_patient(folder, mapper)
         row = feature_row(model, case)
         features.append(row)
         if radiomics:

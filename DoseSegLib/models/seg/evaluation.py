@@ -18,6 +18,7 @@ from DoseSegLib.analysis.segmetrics import dosimetric_rmae, segmentation_table
 from DoseSegLib.core.alignment import align_case, align_structure
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import read_mask, read_patient, read_segmentation
 from DoseSegLib.io.tables import Row
@@ -66,18 +67,20 @@ def evaluate_case(predicted: dict[str, Volume], case: Case, labels: tuple[str, .
     return rows
 
 
-def evaluate_folder(predictions: Path, reference: Path, labels: tuple[str, ...], dose_model=None) -> list[Row]:
+def evaluate_folder(predictions: Path, reference: Path, labels: tuple[str, ...], dose_model=None,
+                    mapper: NameMapper | None = None) -> list[Row]:
     """Rows of :func:`evaluate_case` for every patient folder under ``predictions``.
 
     Args:
         reference: folder of the reference patients (same folder names, ct.nrrd and structures/).
+        mapper: structure-name mapping of the reference patients (default aliases when None).
     """
     folders = sorted(p for p in predictions.iterdir() if p.is_dir())
     if not folders:
         raise DoseSegError(f"{predictions}: no patient folder")
     rows = []
     for folder in folders:
-        case = align_case(read_patient(reference / folder.name))
+        case = align_case(read_patient(reference / folder.name, mapper))
         rows.extend(evaluate_case(read_predicted(folder), case, labels, dose_model))
     return rows
 

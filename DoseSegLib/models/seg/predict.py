@@ -15,7 +15,7 @@ from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.colors import structure_colors
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume, mask_box
-from DoseSegLib.io.patient import write_segmentation, write_volume
+from DoseSegLib.io.patient import write_segmentation, write_structures
 from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.catalogue import ModelEntry, load_network
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
@@ -119,7 +119,5 @@ def write_masks(folder: Path, masks: dict[str, Volume]) -> list[str]:
     if not kept:
         raise DoseSegError(f"{folder.name}: no structure found")
     write_segmentation(folder / "segmentation.seg.nrrd", kept, structure_colors(kept))
-    (folder / "structures").mkdir(exist_ok=True)
-    for name, mask in kept.items():
-        write_volume(folder / "structures" / f"{name}.nrrd", mask.with_array(mask.array.astype(np.uint8)))
+    write_structures(folder / "structures", kept)
     return list(kept)
