@@ -14,6 +14,7 @@ import numpy as np
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.colors import structure_colors
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.orientation import Reorientation
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.io.patient import write_segmentation, write_structures
 from DoseSegLib.models.common.arrays import BOX_MARGIN
@@ -86,6 +87,9 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
         if len(model.inputs.images) != 1:
             raise DoseSegError(f"the model needs the images {model.inputs.images}; pass them as ``images``")
         images = [case.ct]
+    grid, orientation = case.ct, Reorientation.of(case.ct)  # the network sees canonical voxel order
+    case = orientation.case_to_canonical(case)
+    images = [orientation.to_canonical(image) for image in images]
     region = region_mask(case)
     box = mask_box(region, BOX_MARGIN)
     image = input_channels(images, model.inputs, region)[(slice(None), *box)]
@@ -98,7 +102,7 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
         mask[box] = probability >= model.thresholds[label]
         if single_component and label in OARS:
             mask = largest_component(mask)
-        masks[label] = case.ct.with_array(mask)
+        masks[label] = orientation.from_canonical(case.ct.with_array(mask), grid)
     return masks
 
 
