@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from DoseSegLib.core.alignment import resample
+from DoseSegLib.core.alignment import body_mask, resample
+from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 
@@ -76,3 +77,38 @@ def check_dose_coverage(dose: Volume, structures: Mapping[str, Volume]) -> dict[
                 name, 100 * (1 - fraction),
             )
     return coverage
+
+
+PLAUSIBLE_PEAK = 1.3  # a predicted maximum above this times the highest prescription is not a plausible plan
+OUTSIDE_BODY_MARGIN_MM = 10.0
+OUTSIDE_BODY_SHARE = 0.6  # of the highest prescription, beyond the margin (real plans reach 0.4 there: pt_203)
+
+
+def check_predicted_dose(dose: Volume, case: Case) -> None:
+    """Refuse a predicted dose no plan would deliver, before anything is written.
+
+    No voxel may exceed 1.3 times the highest prescription, and no voxel farther than 10 mm
+    outside the body may get more than 60% of it. The error names the patient and the likely cause.
+
+    Args:
+        dose: the predicted dose (Gy) on the CT grid of the aligned ``case``.
+    """
+    from scipy import ndimage
+
+    if not case.targets:
+        return
+    target, top = next(iter(case.targets.items()))
+    peak = float(dose.array.max())
+    if peak > PLAUSIBLE_PEAK * top:
+        raise DoseSegError(
+            f"patient '{case.name}': predicted maximum {peak:.1f} Gy is above {PLAUSIBLE_PEAK:g} x the highest "
+            f"prescription ({target}: {top:g} Gy); likely cause: a target dose taken wrongly from its name (give "
+            f"it with --prescription {target}=GY) or a CT unlike the training data")
+    body = body_mask(case.ct).array
+    distance = ndimage.distance_transform_edt(~body, sampling=case.ct.spacing)
+    outside = dose.array[distance > OUTSIDE_BODY_MARGIN_MM]
+    if outside.size and float(outside.max()) > OUTSIDE_BODY_SHARE * top:
+        raise DoseSegError(
+            f"patient '{case.name}': predicted dose up to {float(outside.max()):.1f} Gy more than "
+            f"{OUTSIDE_BODY_MARGIN_MM:g} mm outside the body; likely cause: a CT whose air is not near -1000 HU "
+            "or a possible-dose mask reaching beyond the body")

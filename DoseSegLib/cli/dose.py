@@ -38,6 +38,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from DoseSegLib.analysis.dosecheck import check_predicted_dose
     from DoseSegLib.cli.progress import progress_enabled
     from DoseSegLib.core.alignment import align_case
     from DoseSegLib.core.errors import DoseSegError
@@ -58,6 +59,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
             try:
                 case = align_case(read_patient(folder, mapper))
                 dose = predict_case_dose(model, case, tta=args.tta)
+                check_predicted_dose(dose, case)
             except DoseSegError as exc:
                 failures += 1
                 print(f"doseseg: error: {folder}: {exc}", file=sys.stderr)

@@ -16,9 +16,22 @@ def add_output(parser: argparse.ArgumentParser, help: str = "output folder (must
                         help="replace an output folder that holds DoseSeg results (never other files)")
 
 
+def prescription(text: str) -> tuple[str, float]:
+    """``NAME=GY`` (``--prescription``)."""
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.core.names import parse_prescription
+
+    try:
+        return parse_prescription(text)
+    except DoseSegError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_names(parser: argparse.ArgumentParser) -> None:
-    """``--names``: extra structure-name aliases."""
+    """``--names`` (extra structure-name aliases) and ``--prescription`` (target doses): how to read a patient."""
     parser.add_argument("--names", type=Path, help='JSON {"alias": "CanonicalName"} added to the default aliases')
+    parser.add_argument("--prescription", type=prescription, action="append", default=[], metavar="NAME=GY",
+                        help="dose of a target in Gy, e.g. PTV_High=70 (repeatable; overrides a dose in the name)")
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
@@ -27,10 +40,13 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def name_mapper(args: argparse.Namespace):
-    """The structure-name mapper of ``--names`` (the default aliases without it)."""
+    """The structure-name mapper of ``--names`` and ``--prescription`` (the default aliases without them)."""
     from DoseSegLib.core.names import NameMapper
 
-    return NameMapper.from_json(args.names) if getattr(args, "names", None) else NameMapper()
+    prescriptions = dict(getattr(args, "prescription", None) or [])
+    if getattr(args, "names", None):
+        return NameMapper.from_json(args.names, prescriptions)
+    return NameMapper(prescriptions=prescriptions)
 
 
 def name_list(text: str) -> tuple[str, ...]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper, structure_filenames
 from DoseSegLib.core.volume import Volume
+
+log = logging.getLogger(__name__)
 
 _TO_LPS = {
     "left-posterior-superior": np.diag([1.0, 1.0, 1.0]),
@@ -93,8 +97,14 @@ def read_dose(path: str | Path) -> Volume:
     return volume.with_array(dose)
 
 
-def read_segmentation(path: str | Path, mapper: NameMapper | None = None) -> dict[str, Volume]:
-    """Read a Slicer .seg.nrrd into boolean masks keyed by canonical segment name."""
+def read_segmentation(
+    path: str | Path, mapper: NameMapper | None = None, originals: dict[str, str] | None = None
+) -> dict[str, Volume]:
+    """Read a Slicer .seg.nrrd into boolean masks keyed by canonical segment name.
+
+    Args:
+        originals: filled with ``{canonical: name in the file}`` when given.
+    """
     import slicerio
 
     path = Path(path)
@@ -120,6 +130,8 @@ def read_segmentation(path: str | Path, mapper: NameMapper | None = None) -> dic
         if not mask.any():
             raise DoseSegError(f"{path}: segment '{segment['name']}' is empty")
         masks[name] = Volume(mask, tuple(spacing), tuple(ijk_to_lps[:3, 3]), direction)
+        if originals is not None:
+            originals[name] = segment["name"]
     return masks
 
 
@@ -166,18 +178,38 @@ def read_patient(
     default_seg = folder / "segmentation.seg.nrrd"
     if segmentation is None and not (folder / "structures").is_dir() and default_seg.is_file():
         segmentation = default_seg
+    originals: dict[str, str] = {}
     if segmentation is not None:
-        structures = read_segmentation(segmentation, mapper)
+        structures = read_segmentation(segmentation, mapper, originals)
     else:
         for file in sorted((folder / "structures").glob("*.nrrd")):
-            name = mapper.canonical(file.name[: -len(".nrrd")])
+            original = file.name[: -len(".nrrd")]
+            name = mapper.canonical(original)
             if name in structures:
-                raise DoseSegError(f"{file}: a second file maps to structure '{name}'")
+                raise DoseSegError(f"{file}: '{original}' and '{originals[name]}' both map to structure '{name}' "
+                                   "(remove one, or rename it)")
             structures[name] = read_mask(file)
+            originals[name] = original
     dose = read_dose(folder / "dose.nrrd") if (folder / "dose.nrrd").is_file() else None
     mask_path = folder / "possible_dose_mask.nrrd"
     possible = read_mask(mask_path) if mask_path.is_file() else None
-    return Case(folder.name, ct, structures, dose, possible, source=folder)
+    return with_mapper_results(Case(folder.name, ct, structures, dose, possible, source=folder), mapper, originals)
+
+
+def with_mapper_results(case: Case, mapper: NameMapper, originals: dict[str, str]) -> Case:
+    """``case`` with the explicit prescriptions, notes and original names of a name mapping."""
+    missing = [name for name in mapper.prescriptions if name not in case.structures]
+    if missing:
+        raise DoseSegError(f"patient '{case.name}': --prescription names {', '.join(missing)}, which the "
+                           f"patient does not have (targets: {', '.join(case.target_names) or 'none'})")
+    case = replace(case, prescriptions=dict(mapper.prescriptions), original_names=originals)
+    notes = [note for note in map(mapper.note, originals.values()) if note]
+    notes += [f"target {name}: dose unknown, not guessed (give it with --prescription {name}=GY)"
+              for name in case.unknown_targets]
+    for note in notes:
+        log.warning("%s: %s", case.name, note)
+    notes += [f"prescription of {n}: {gy:g} Gy (given)" for n, gy in mapper.prescriptions.items()]
+    return replace(case, notes=notes)
 
 
 def write_structures(folder: Path, structures: dict[str, Volume]) -> None:

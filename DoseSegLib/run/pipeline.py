@@ -54,6 +54,7 @@ class RunOptions:
         tta: average the dose and the OAR probabilities with left-right mirrored predictions.
         allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
         names: structure-name mapping (e.g. ``NameMapper({"Stem": "Brainstem"})``; default aliases when None).
+        prescriptions: target doses in Gy (e.g. ``{"PTV_High": 70}``), overriding a dose in the name.
     """
 
     segment: bool = True
@@ -63,6 +64,11 @@ class RunOptions:
     tta: bool = False
     allow_high_dose: bool = False
     names: NameMapper | None = None
+    prescriptions: dict[str, float] | None = None
+
+    def mapper(self) -> NameMapper:
+        """The name mapping with the explicit prescriptions."""
+        return (self.names or NameMapper()).with_prescriptions(self.prescriptions or {})
 
 
 @dataclass
@@ -139,6 +145,7 @@ class PatientResult:
             "device": self.device,
             "prescription_gy": self.case.main_prescription,
             "targets": self.case.targets,
+            "targets_unknown_dose": self.case.unknown_targets,
             "structures": {name: self.structure_sources[name] for name in self.case.structures},
             "notes": self.notes,
             "models": self.models,
@@ -264,22 +271,24 @@ class Pipeline:
         return result
 
     def _analyse(self, folder: Path, steps: _Steps) -> PatientResult:
-        from DoseSegLib.analysis.dosecheck import check_dose_units
+        from DoseSegLib.analysis.dosecheck import check_dose_units, check_predicted_dose
         from DoseSegLib.core.alignment import align_case
         from DoseSegLib.io.patient import read_patient
         from DoseSegLib.models.dose.predict import predict_case_dose
 
         with steps("read"):
-            case = read_patient(folder, self.options.names)
+            case = read_patient(folder, self.options.mapper())
             if case.dose is not None:
                 check_dose_units(case.dose, str(folder / "dose.nrrd"), self.options.allow_high_dose)
         with steps("align"):
             case = align_case(case)
         with steps("segment"):
-            case, sources, notes = self._segment(case)
+            case, sources, segment_notes = self._segment(case)
+            notes = [*case.notes, *segment_notes]
             case = replace(case, structures=_ordered(case))
         with steps("predict dose"):
             dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
+            check_predicted_dose(dose, case)
         with steps("DVH and goals"):
             plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints)
         with steps("radiomics"):

@@ -82,10 +82,10 @@ def box_grid(ct: Volume, box: tuple[slice, slice, slice], grid: tuple[int, int, 
 
 def target_union(case: Case, grid: Volume) -> np.ndarray:
     """Fraction of each grid voxel inside any target (PTV), from each mask's own bounding box."""
-    if not case.targets:
-        raise DoseSegError(f"{case.source or case.name}: no target structure (PTV<dose>) to describe")
+    if not case.target_names:
+        raise DoseSegError(f"{case.source or case.name}: no target structure (PTV) to describe")
     union = np.zeros(grid.shape, np.float32)
-    for name in case.targets:
+    for name in case.target_names:
         mask = case.structures[name]
         box = crop_to_content(mask, mask.array)
         fraction = resample(box.with_array(box.array.astype(np.float32)), grid, "linear", 0.0)
