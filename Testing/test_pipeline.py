@@ -32,7 +32,8 @@ def write_tiny_catalogue(folder: Path, extra_entries: tuple[dict, ...] = ()) -> 
     """A catalogue.json with a randomly initialised small dose network (plus ``extra_entries``)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    net = DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1))
+    # dose_scale_gy: a plausible dose range (at 70, the random net predicts hundreds of Gy: refused as implausible)
+    net = DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dose_scale_gy=7.0))
     save_weights(folder / "tiny_dose.pt", net, {"patch": [32, 32, 32]})
     entry = {"name": "tiny-dose", "task": "dose", "file": "tiny_dose.pt", "sha256": sha256_of(folder / "tiny_dose.pt"),
              "version": "test", "default": True}

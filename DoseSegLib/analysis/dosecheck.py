@@ -55,7 +55,7 @@ def dose_coverage(dose: Volume, structures: Mapping[str, Volume]) -> dict[str, f
     return coverage
 
 
-def check_dose_coverage(dose: Volume, structures: Mapping[str, Volume]) -> dict[str, float]:
+def check_dose_coverage(dose: Volume, structures: Mapping[str, Volume], source: str = "dose") -> dict[str, float]:
     """Warn, naming each structure, when part of it lies outside the dose grid (its dose counts as 0 there).
 
     Raises DoseSegError when no structure overlaps the dose at all (wrong dose file or geometry).
@@ -63,18 +63,20 @@ def check_dose_coverage(dose: Volume, structures: Mapping[str, Volume]) -> dict[
     Args:
         dose: the dose on its own grid (before alignment).
         structures: boolean masks, all on one grid (e.g. the CT's).
+        source: what to call the dose in the messages (e.g. its file).
 
     Returns:
         The fraction of each structure inside the dose grid.
     """
     coverage = dose_coverage(dose, structures)
     if coverage and max(coverage.values()) == 0:
-        raise DoseSegError("the dose grid covers none of the structures: wrong dose file or geometry?")
+        raise DoseSegError(f"{source}: the dose grid covers none of the structures: wrong dose file or geometry? "
+                           "(check the dose's origin and direction against the CT's)")
     for name, fraction in coverage.items():
         if fraction < 1:
             log.warning(
-                "structure '%s': %.1f%% of its voxels lie outside the dose grid (dose taken as 0 Gy there)",
-                name, 100 * (1 - fraction),
+                "%s: structure '%s': %.1f%% of its voxels lie outside the dose grid (dose taken as 0 Gy there)",
+                source, name, 100 * (1 - fraction),
             )
     return coverage
 

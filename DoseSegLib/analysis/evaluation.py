@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from DoseSegLib.analysis.dosecheck import check_dose_units
+from DoseSegLib.analysis.ctcheck import check_ct
+from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units
 from DoseSegLib.analysis.openkbp import dose_error, dvh_comparison, openkbp_scores
 from DoseSegLib.core.alignment import align_case, resample
 from DoseSegLib.core.case import Case
@@ -22,6 +23,7 @@ from DoseSegLib.io.tables import Row, write_csv
 
 log = logging.getLogger(__name__)
 
+RINGING_GY = 1.0  # predicted doses of other tools may ring slightly below 0 Gy: clipped, with a warning
 PER_PATIENT_COLUMNS = ("patient", "dose_error", "dvh_error")
 DVH_ERROR_COLUMNS = ("patient", "structure", "metric", "reference", "predicted", "abs_error")
 
@@ -145,9 +147,14 @@ def evaluate_predictions(
     for folder in tqdm(_matched_patients(pred_dir, split_dir, allow_missing), desc="scoring", unit="patient",
                        file=sys.stderr, disable=not progress, leave=False):
         path = _predicted_dose(pred_dir, folder.name)
-        pred = read_dose(path)
+        pred = read_dose(path, ringing_gy=RINGING_GY)
         check_dose_units(pred, str(path), allow_high_dose)
-        reference = align_case(read_patient(folder, mapper))
+        original = read_patient(folder, mapper)
+        check_ct(original.ct, str(folder / "ct.nrrd"), strict=False)
+        reference = align_case(original)
+        check_dose_coverage(pred, reference.structures, str(path))
+        if original.dose is not None:
+            check_dose_coverage(original.dose, reference.structures, str(folder / "dose.nrrd"))
         if not (folder / "possible_dose_mask.nrrd").is_file():
             log.warning("%s: no possible_dose_mask.nrrd; the dose score uses the body mask instead", folder)
         scores.append(score_patient(pred, reference))

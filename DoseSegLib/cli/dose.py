@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from DoseSegLib.cli.options import (
+    add_any_site,
     add_device,
     add_names,
     add_output,
@@ -38,7 +39,9 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from DoseSegLib.analysis.ctcheck import check_ct
     from DoseSegLib.analysis.dosecheck import check_predicted_dose
+    from DoseSegLib.analysis.site import check_site
     from DoseSegLib.cli.progress import progress_enabled
     from DoseSegLib.core.alignment import align_case
     from DoseSegLib.core.errors import DoseSegError
@@ -58,6 +61,8 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
                            disable=len(args.patients) < 2 or not progress_enabled()):
             try:
                 case = align_case(read_patient(folder, mapper))
+                check_ct(case.ct, str(folder / "ct.nrrd"))
+                site_note = check_site(case, args.any_site)
                 dose = predict_case_dose(model, case, tta=args.tta)
                 check_predicted_dose(dose, case)
             except DoseSegError as exc:
@@ -66,6 +71,9 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
                 continue
             (out / folder.name).mkdir()
             write_volume(out / folder.name / "dose.nrrd", dose)
+            notes = [*case.notes, *([site_note] if site_note else [])]
+            if notes:  # what was interpreted or overridden, beside the result
+                (out / folder.name / "notes.txt").write_text("\n".join(notes) + "\n")
     print(f"wrote {args.output} ({len(args.patients) - failures} of {len(args.patients)} patients)")
     return 1 if failures else 0
 
@@ -101,4 +109,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="catalogue model name (default: the bundled default dose model)")
     p.add_argument("--weights", type=Path, help="a train-dose best.pt instead of a catalogue model")
     p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")
+    add_any_site(p)
     p.set_defaults(func=cmd_predict_dose)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from DoseSegLib.cli.options import add_names, add_output, name_mapper
+from DoseSegLib.cli.options import MAX_DVH_BINS, add_names, add_output, dose_step, name_mapper
 from DoseSegLib.core.errors import DoseSegError
 
 
@@ -22,15 +22,20 @@ def _names_list(text: str) -> list[str]:
 
 def cmd_dvh(args: argparse.Namespace) -> None:
     from DoseSegLib.analysis.constraints import load_constraints
+    from DoseSegLib.analysis.ctcheck import check_ct
     from DoseSegLib.analysis.plan import evaluate_plan, load_plan
     from DoseSegLib.io.outputs import check_output_dir, staged_output
 
     inputs = [args.patient, args.dose, args.segmentation, args.constraints]
     check_output_dir(args.output, args.force, inputs)
-    if args.step <= 0:
-        raise DoseSegError(f"--step must be positive (got {args.step})")
     constraints = load_constraints(args.constraints)
     case = load_plan(args.patient, args.dose, name_mapper(args), args.segmentation, args.allow_high_dose)
+    check_ct(case.ct, str(args.patient / "ct.nrrd"), strict=False)
+    bins = float(case.dose.array.max()) / args.step
+    if bins > MAX_DVH_BINS:
+        raise DoseSegError(f"{args.dose or args.patient}: --step {args.step:g} Gy gives {bins:.3g} DVH bins for a "
+                           f"maximum of {float(case.dose.array.max()):.4g} Gy (at most {MAX_DVH_BINS:g}): use a "
+                           "larger --step")
     result = evaluate_plan(case, args.step, args.vx, constraints)
     with staged_output(args.output, args.force, inputs) as out:
         result.write(out)
@@ -68,6 +73,9 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
         if case.dose is None:
             raise DoseSegError(f"{args.patient}: --dose needs a dose.nrrd in the patient folder")
         check_dose_units(case.dose, str(args.patient / "dose.nrrd"), args.allow_high_dose)
+    if not case.structures:
+        raise DoseSegError(f"{args.segmentation or args.patient / 'structures'}: no structure to describe "
+                           "(add structures/<Name>.nrrd or give --segmentation)")
     rows = radiomics_table(
         case.ct, case.structures, args.classes, args.params, case.dose if args.dose else None, args.dose_bin_width
     )
@@ -82,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("patient", type=Path, help="patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)")
     p.add_argument("--dose", type=Path, help="dose NRRD (Gy) to use instead of the folder's dose.nrrd")
     p.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
-    p.add_argument("--step", type=float, default=0.1, help="DVH dose bin width in Gy (default 0.1)")
+    p.add_argument("--step", type=dose_step, default=0.1, help="DVH dose bin width in Gy, 0.001 to 5 (default 0.1)")
     p.add_argument("--vx", type=_floats, default=[], help="doses (Gy) for V_x metrics, e.g. 20,30,50")
     p.add_argument("--constraints", type=Path, help="CSV of clinical goals (default: DoseSeg's head-and-neck table)")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a dose above 200 Gy (else taken for cGy)")
@@ -107,7 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="feature classes, e.g. firstorder,shape,glcm (default: firstorder,shape, "
                         "or the parameter file's)")
     p.add_argument("--dose", action="store_true", help="also compute dose features (dose_ columns)")
-    p.add_argument("--dose-bin-width", type=float, default=1.0, help="bin width of the dose features in Gy")
+    p.add_argument("--dose-bin-width", type=dose_step, default=1.0,
+                   help="bin width of the dose features in Gy, 0.001 to 5 (default 1)")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a dose above 200 Gy")
     add_output(p)
     add_names(p)

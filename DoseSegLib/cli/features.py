@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from DoseSegLib.cli.options import (
@@ -48,7 +49,7 @@ def cmd_train_features(args: argparse.Namespace) -> None:
           f"epochs {result['epochs']}")
 
 
-def cmd_features(args: argparse.Namespace) -> None:
+def cmd_features(args: argparse.Namespace) -> int:
     from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.io.tables import write_csv
     from DoseSegLib.models.features.predict import features_tables, load_features_model
@@ -57,13 +58,20 @@ def cmd_features(args: argparse.Namespace) -> None:
         raise DoseSegError("two patient folders share a name; their rows would collide")
     check_output_dir(args.output, args.force, args.patients)
     model = load_features_model(args.model, args.device, args.weights)
+    failures: list[tuple[Path, str]] = []
     features, joined = features_tables(model, args.patients, args.radiomics, args.radiomics_classes,
-                                       name_mapper(args))
+                                       name_mapper(args), failures if len(args.patients) > 1 else None)
+    for folder, message in failures:  # a batch finishes the good patients
+        print(f"doseseg: error: {folder}: {message}", file=sys.stderr)
+    if not features:
+        raise DoseSegError("no patient could be described (see the errors above)")
     with staged_output(args.output, args.force, args.patients) as out:
         write_csv(out / "features.csv", features)
         if args.radiomics:
             write_csv(out / "radiomics_features.csv", joined)
-    print(f"wrote {args.output} ({len(features)} patients, {model.net.config.latent} features each)")
+    print(f"wrote {args.output} ({len(features)} of {len(args.patients)} patients, "
+          f"{model.net.config.latent} features each)")
+    return 1 if failures else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

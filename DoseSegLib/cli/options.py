@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import fields
 from pathlib import Path
 
@@ -39,6 +40,12 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=DEVICES, help="where the models run (default auto)")
 
 
+def add_any_site(parser: argparse.ArgumentParser) -> None:
+    """``--any-site``: run the head-and-neck models on a patient of another site (recorded in the outputs)."""
+    parser.add_argument("--any-site", action="store_true",
+                        help="run the models on a patient without head-and-neck organs (recorded in the outputs)")
+
+
 def name_mapper(args: argparse.Namespace):
     """The structure-name mapper of ``--names`` and ``--prescription`` (the default aliases without them)."""
     from DoseSegLib.core.names import NameMapper
@@ -66,6 +73,21 @@ def hu_windows(text: str) -> tuple[tuple[float, float], ...]:
     if not windows or any(len(w) != 2 or w[0] >= w[1] for w in windows):
         raise argparse.ArgumentTypeError("expected LOW:HIGH[,LOW:HIGH...] in HU, e.g. -1024:1024,-160:240")
     return windows
+
+
+STEP_GY = (0.001, 5.0)
+MAX_DVH_BINS = 1_000_000
+
+
+def dose_step(text: str) -> float:
+    """A DVH bin width in Gy, finite, from 0.001 to 5 Gy."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not STEP_GY[0] <= value <= STEP_GY[1]:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a bin width from {STEP_GY[0]:g} to {STEP_GY[1]:g} Gy, got {text!r}")
+    return value
 
 
 def probability(text: str) -> float:

@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from DoseSegLib.cli.options import add_device, add_names, add_output, name_mapper
+from DoseSegLib.cli.options import add_any_site, add_device, add_names, add_output, name_mapper
 from DoseSegLib.run.pipeline import RunOptions
 
 
@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
-        names=name_mapper(args),
+        names=name_mapper(args), any_site=args.any_site,
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json)
 
@@ -93,6 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true",
                    help="average the dose (and auto-segmented OARs) with left-right mirrored predictions")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
+    add_any_site(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

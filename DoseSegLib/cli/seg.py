@@ -85,7 +85,8 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> None:
         from DoseSegLib.models.dose.predict import load_dose_model
 
         dose_model = load_dose_model(args.dose_model, args.device)
-    rows = evaluate_folder(args.predictions, args.reference, args.labels, dose_model, name_mapper(args))
+    rows = evaluate_folder(args.predictions, args.reference, args.labels, dose_model, name_mapper(args),
+                           args.allow_missing)
     summary = summarise(rows)
     with staged_output(args.output, args.force, inputs) as out:
         write_csv(out / "per_structure.csv", rows, digits=5)
@@ -144,6 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_output(p, help="writes per_structure.csv and summary.csv")
     add_names(p)
     p.add_argument("--labels", type=name_list, default=OARS, help="structures to score (default the 7 OARs)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score only the reference patients that have a prediction")
     p.add_argument("--dose-model", help="catalogue dose model for RMAE (default model)")
     p.add_argument("--no-rmae", action="store_true", help="skip the dosimetric error (no dose model needed)")
     add_device(p)

@@ -88,12 +88,23 @@ def read_mask(path: str | Path) -> Volume:
     return volume.with_array(mask)
 
 
-def read_dose(path: str | Path) -> Volume:
-    """Read a dose NRRD in Gy as float32, refusing negative values."""
+def read_dose(path: str | Path, ringing_gy: float = 0.0) -> Volume:
+    """Read a dose NRRD in Gy as float32, refusing negative values.
+
+    Args:
+        ringing_gy: negative values down to ``-ringing_gy`` (interpolation ringing of other
+            tools' outputs) are set to 0 with a warning; lower ones are still refused.
+    """
     volume = read_volume(path)
     dose = volume.array.astype(np.float32)
-    if dose.min() < 0:
-        raise DoseSegError(f"{path}: dose has negative values (min {dose.min():.3g}); expected Gy >= 0")
+    low = float(dose.min()) if dose.size else 0.0
+    if low < -ringing_gy or (low < 0 and not ringing_gy):
+        raise DoseSegError(f"{path}: dose has negative values (min {low:.3g} Gy); expected Gy >= 0"
+                           + (f" (values down to -{ringing_gy:g} Gy are taken as ringing)" if ringing_gy else ""))
+    if low < 0:
+        log.warning("%s: %d voxels slightly negative (min %.3g Gy, interpolation ringing?) set to 0 Gy",
+                    path, int((dose < 0).sum()), low)
+        dose = np.maximum(dose, 0)
     return volume.with_array(dose)
 
 
@@ -114,6 +125,9 @@ def read_segmentation(
         seg = slicerio.read_segmentation(str(path))
     except Exception as exc:  # slicerio raises many types for malformed files
         raise DoseSegError(f"{path}: unreadable segmentation ({exc})") from exc
+    if not seg.get("segments"):
+        raise DoseSegError(f"{path}: no segment in this file: not a Slicer segmentation (.seg.nrrd); give a "
+                           "segmentation exported from Slicer, or structures/<Name>.nrrd files")
     voxels = seg["voxels"]
     layered = voxels.ndim == 4
     ijk_to_lps = np.asarray(seg["ijkToLPS"], dtype=float)

@@ -55,6 +55,7 @@ class RunOptions:
         allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
         names: structure-name mapping (e.g. ``NameMapper({"Stem": "Brainstem"})``; default aliases when None).
         prescriptions: target doses in Gy (e.g. ``{"PTV_High": 70}``), overriding a dose in the name.
+        any_site: run the head-and-neck models on a patient of another site (recorded in the notes).
     """
 
     segment: bool = True
@@ -65,6 +66,7 @@ class RunOptions:
     allow_high_dose: bool = False
     names: NameMapper | None = None
     prescriptions: dict[str, float] | None = None
+    any_site: bool = False
 
     def mapper(self) -> NameMapper:
         """The name mapping with the explicit prescriptions."""
@@ -271,17 +273,25 @@ class Pipeline:
         return result
 
     def _analyse(self, folder: Path, steps: _Steps) -> PatientResult:
-        from DoseSegLib.analysis.dosecheck import check_dose_units, check_predicted_dose
+        from DoseSegLib.analysis.ctcheck import check_ct
+        from DoseSegLib.analysis.site import check_site
+        from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, check_predicted_dose
         from DoseSegLib.core.alignment import align_case
         from DoseSegLib.io.patient import read_patient
         from DoseSegLib.models.dose.predict import predict_case_dose
 
         with steps("read"):
             case = read_patient(folder, self.options.mapper())
+            check_ct(case.ct, str(folder / "ct.nrrd"))
+            site_note = check_site(case, self.options.any_site)
+            case = replace(case, notes=[*case.notes, site_note]) if site_note else case
             if case.dose is not None:
                 check_dose_units(case.dose, str(folder / "dose.nrrd"), self.options.allow_high_dose)
         with steps("align"):
+            reference = case.dose
             case = align_case(case)
+            if reference is not None:
+                check_dose_coverage(reference, case.structures, str(folder / "dose.nrrd"))
         with steps("segment"):
             case, sources, segment_notes = self._segment(case)
             notes = [*case.notes, *segment_notes]

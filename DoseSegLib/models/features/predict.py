@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from DoseSegLib.analysis.ctcheck import check_ct
 from DoseSegLib.analysis.radiomics import radiomics_table
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.tables import Row
@@ -76,8 +78,8 @@ def feature_row(model: FeatureModel, case: Case) -> Row:
 
 
 def features_tables(model: FeatureModel, folders: Sequence[Path], radiomics: bool = False,
-                    classes: Sequence[str] | None = None, mapper: NameMapper | None = None
-                    ) -> tuple[list[Row], list[Row]]:
+                    classes: Sequence[str] | None = None, mapper: NameMapper | None = None,
+                    failures: list[tuple[Path, str]] | None = None) -> tuple[list[Row], list[Row]]:
     """One feature row per patient folder, and (with ``radiomics``) each structure's radiomics row joined to it.
 
     Args:
@@ -85,18 +87,27 @@ def features_tables(model: FeatureModel, folders: Sequence[Path], radiomics: boo
         radiomics: also compute pyradiomics features of every structure on the aligned case.
         classes: pyradiomics feature classes (see ``radiomics.make_extractor``).
         mapper: structure-name mapping (default aliases when None).
+        failures: when given, a patient that fails is appended as (folder, error) and the others go on;
+            otherwise its error is raised.
     """
     from tqdm import tqdm
 
     features, joined = [], []
     for folder in tqdm(folders, desc="features", unit="patient", disable=len(folders) < 2):
-        case = read_patient(folder, mapper)
-        row = feature_row(model, case)
+        try:
+            case = read_patient(folder, mapper)
+            check_ct(case.ct, str(folder / "ct.nrrd"))
+            row = feature_row(model, case)
+            if radiomics:
+                aligned = align_case(case)
+                structures = radiomics_table(aligned.ct, aligned.structures, classes)
+                joined += [{"patient": case.name, **structure, **row} for structure in structures]
+        except DoseSegError as exc:
+            if failures is None:
+                raise
+            failures.append((folder, str(exc)))
+            continue
         features.append(row)
-        if radiomics:
-            aligned = align_case(case)
-            structures = radiomics_table(aligned.ct, aligned.structures, classes)
-            joined += [{"patient": case.name, **structure, **row} for structure in structures]
     return features, joined
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from DoseSegLib.analysis.ctcheck import check_ct
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.colors import structure_colors
 from DoseSegLib.core.errors import DoseSegError
@@ -109,6 +110,7 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
 def segment_folder(model: SegModel, folder: Path, tta: bool = False) -> dict[str, Volume]:
     """Masks for a patient folder holding the model's input images (ct.nrrd, ...)."""
     case, images = read_inputs(Path(folder), model.inputs)
+    check_ct(case.ct, str(Path(folder) / "ct.nrrd"))
     return segment_case(model, case, images, tta=tta)
 
 
