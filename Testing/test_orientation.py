@@ -93,7 +93,7 @@ class _SidesNet(torch.nn.Module):
     """A stand-in segmenter whose canonical behaviour is known: body voxels in the half of the window
     towards +i (patient left in canonical order) are LeftParotid, the others RightParotid."""
 
-    class config:  # noqa: N801 (the attribute the inference reads)
+    class config:  # the attribute the inference reads
         size_multiple = 16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

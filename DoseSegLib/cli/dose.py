@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--moment-weight", type=float, default=0.0,
                    help="weight of a DVH-aware loss term (dose moments 1, 2, 10 of each structure, Gy^2); e.g. 0.05")
     p.add_argument("--elastic-prob", type=probability, default=0.0, help="probability of an elastic warp")
-    add_training_run_options(p, epochs=30, batch_size=2, val_every=3, patience=4)
+    add_training_run_options(p, "TrainConfig")
     p.set_defaults(func=cmd_train_dose)
 
     p = sub.add_parser("predict-dose", help="predict the 3D dose of one or more patients")

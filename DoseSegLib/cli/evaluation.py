@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from DoseSegLib.cli.options import MAX_DVH_BINS, add_names, add_output, dose_step, name_mapper
+from DoseSegLib.cli.options import (
+    MAX_DVH_BINS,
+    add_names,
+    add_output,
+    add_patient,
+    dose_step,
+    name_mapper,
+)
 from DoseSegLib.core.errors import DoseSegError
 
 
@@ -87,15 +94,13 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the dvh, evaluate and radiomics sub-commands."""
     p = sub.add_parser("dvh", help="DVHs, DVH metrics and clinical goals of a patient's dose")
-    p.add_argument("patient", type=Path, help="patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)")
+    add_patient(p)
     p.add_argument("--dose", type=Path, help="dose NRRD (Gy) to use instead of the folder's dose.nrrd")
-    p.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
     p.add_argument("--step", type=dose_step, default=0.1, help="DVH dose bin width in Gy, 0.001 to 5 (default 0.1)")
     p.add_argument("--vx", type=_floats, default=[], help="doses (Gy) for V_x metrics, e.g. 20,30,50")
     p.add_argument("--constraints", type=Path, help="CSV of clinical goals (default: DoseSeg's head-and-neck table)")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a dose above 200 Gy (else taken for cGy)")
     add_output(p)
-    add_names(p)
     p.set_defaults(func=cmd_dvh)
 
     p = sub.add_parser("evaluate", help="OpenKBP dose and DVH scores of predicted doses against reference patients")
@@ -108,8 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("radiomics", help="pyradiomics features of every structure (and optionally of the dose)")
-    p.add_argument("patient", type=Path, help="patient folder (ct.nrrd, structures/ or a .seg.nrrd)")
-    p.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
+    add_patient(p, help="patient folder (ct.nrrd, structures/ or a .seg.nrrd)")
     p.add_argument("--params", type=Path, help="pyradiomics parameter file (YAML or JSON)")
     p.add_argument("--classes", type=_names_list,
                    help="feature classes, e.g. firstorder,shape,glcm (default: firstorder,shape, "
@@ -119,5 +123,4 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bin width of the dose features in Gy, 0.001 to 5 (default 1)")
     p.add_argument("--allow-high-dose", action="store_true", help="accept a dose above 200 Gy")
     add_output(p)
-    add_names(p)
     p.set_defaults(func=cmd_radiomics)

@@ -41,7 +41,6 @@ def cmd_train_features(args: argparse.Namespace) -> None:
     config = FeatureTrainConfig(
         inputs=FeatureInputs(ct_windows=args.ct_windows, grid=grid),
         use_dose={"auto": None, "on": True, "off": False}[args.dose], **run_options(args), flip=not args.no_flip,
-        workers=args.workers,
         net=FeatureNetConfig(channels=args.channels, latent=args.latent),
     )
     result = train_features(args.data, args.out, config, cache=args.cache, device=select_device(args.device))
@@ -90,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=_sizes, default=(16, 32, 64, 64), help="encoder widths, one per stage")
     p.add_argument("--latent", type=int, default=16, help="number of features")
     p.add_argument("--no-flip", action="store_true", help="no left-right mirroring of training images")
-    add_training_run_options(p, epochs=100, batch_size=4, val_every=1, patience=15, workers=True)
+    add_training_run_options(p, "FeatureTrainConfig", workers=True)
     p.set_defaults(func=cmd_train_features)
 
     p = sub.add_parser("features", help="one row of autoencoder features per patient (optionally with radiomics)")

@@ -35,6 +35,14 @@ def add_names(parser: argparse.ArgumentParser) -> None:
                         help="dose of a target in Gy, e.g. PTV_High=70 (repeatable; overrides a dose in the name)")
 
 
+def add_patient(parser: argparse.ArgumentParser,
+                help: str = "patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)") -> None:
+    """One patient folder, ``--segmentation`` to use instead of its structures/, and ``--names``/``--prescription``."""
+    parser.add_argument("patient", type=Path, help=help)
+    parser.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
+    add_names(parser)
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     """``--device``: where the models run."""
     parser.add_argument("--device", default="auto", choices=DEVICES, help="where the models run (default auto)")
@@ -101,29 +109,39 @@ def probability(text: str) -> float:
     return value
 
 
-def add_training_run_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, val_every: int,
-                             patience: int, workers: bool = False) -> None:
-    """Options every training command shares (see ``models.training_loop.RunConfig``), with its defaults."""
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
-    p.add_argument("--weight-decay", type=float, default=1e-5)
-    p.add_argument("--val-every", type=int, default=val_every, help="validate every N epochs")
-    p.add_argument("--patience", type=int, default=patience, help="validations without improvement before stopping")
+def add_training_run_options(p: argparse.ArgumentParser, config: str, workers: bool = False) -> None:
+    """Options every training command shares (``models.common.training_loop.RunConfig``).
+
+    Their defaults are not restated here: an option not given is left out of the parsed
+    arguments (``argparse.SUPPRESS``), so the task's config dataclass default applies.
+
+    Args:
+        config: the task's config class, named in the help (e.g. ``TrainConfig``).
+    """
+    default = f"(default: {config}'s)"
+    kept = {"default": argparse.SUPPRESS}
+    p.add_argument("--epochs", type=int, help=f"most epochs {default}", **kept)
+    p.add_argument("--batch-size", type=int, help=f"patients per batch {default}", **kept)
+    p.add_argument("--lr", type=float, help=f"initial learning rate, cosine decay {default}", **kept)
+    p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay {default}", **kept)
+    p.add_argument("--val-every", type=int, help=f"validate every N epochs {default}", **kept)
+    p.add_argument("--patience", type=int, help=f"validations without improvement before stopping {default}",
+                   **kept)
     p.add_argument("--max-minutes", type=float,
                    help="training-time budget in minutes, summed over resumed runs: the cosine LR decay ends with it "
                         "and training stops after the epoch that passes it (that epoch is validated)")
     p.add_argument("--max-train-patients", type=int, help="only the first N training patients (quick runs)")
     p.add_argument("--max-val-patients", type=int, help="only the first N validation patients")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help=f"random seed {default}", **kept)
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     if workers:
-        p.add_argument("--workers", type=int, default=2, help="processes preparing the cache")
+        p.add_argument("--workers", type=int, help=f"processes preparing the cache {default}", **kept)
     add_device(p)
 
 
 def run_options(args: argparse.Namespace) -> dict:
-    """The ``RunConfig`` fields set by :func:`add_training_run_options`, from parsed ``args``."""
+    """The config fields given through :func:`add_training_run_options` (``RunConfig``'s and ``workers``)."""
     from DoseSegLib.models.common.training_loop import RunConfig
 
-    return {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
+    names = [f.name for f in fields(RunConfig)] + ["workers"]
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}

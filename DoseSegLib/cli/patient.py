@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from DoseSegLib.cli.options import add_names, add_output, name_mapper
+from DoseSegLib.cli.options import add_names, add_output, add_patient, name_mapper
 
 
 def cmd_import_openkbp(args: argparse.Namespace) -> None:
@@ -42,8 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_import_openkbp)
 
     p = sub.add_parser("align", help="resample structures, dose and possible-dose mask onto the CT grid")
-    p.add_argument("patient", type=Path, help="patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)")
-    p.add_argument("--segmentation", type=Path, help="a .seg.nrrd to use instead of structures/")
+    add_patient(p)
     add_output(p)
-    add_names(p)
     p.set_defaults(func=cmd_align)

@@ -7,7 +7,13 @@ import json
 import tempfile
 from pathlib import Path
 
-from DoseSegLib.cli.options import add_any_site, add_device, add_names, add_output, name_mapper
+from DoseSegLib.cli.options import (
+    add_any_site,
+    add_device,
+    add_names,
+    add_output,
+    name_mapper,
+)
 from DoseSegLib.run.pipeline import RunOptions
 
 

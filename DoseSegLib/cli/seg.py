@@ -34,7 +34,6 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
         dose_weights=str(args.dose_weights) if args.dose_weights else None,
         init_weights=str(args.init) if args.init else None, labels=args.labels,
         inputs=InputSpec(args.inputs, args.ct_windows), **run_options(args), patch=tuple(args.patch),
-        workers=args.workers,
         foreground=args.foreground, balanced=not args.no_balance, reset_labels=args.reset_labels,
         truncate=args.truncate, net=SegNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
                          squeeze_excitation=not args.no_se, dropout=args.dropout),
@@ -126,7 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "whose field of view stops short of the skull top")
     p.add_argument("--no-balance", action="store_true",
                    help="centre patches on structures uniformly, not inversely to how many patients have them")
-    add_training_run_options(p, epochs=40, batch_size=2, val_every=2, patience=5, workers=True)
+    add_training_run_options(p, "SegTrainConfig", workers=True)
     p.set_defaults(func=cmd_train_seg)
 
     p = sub.add_parser("segment", help="auto-segment the organs at risk of one or more patients")

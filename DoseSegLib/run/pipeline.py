@@ -274,8 +274,12 @@ class Pipeline:
 
     def _analyse(self, folder: Path, steps: _Steps) -> PatientResult:
         from DoseSegLib.analysis.ctcheck import check_ct
+        from DoseSegLib.analysis.dosecheck import (
+            check_dose_coverage,
+            check_dose_units,
+            check_predicted_dose,
+        )
         from DoseSegLib.analysis.site import check_site
-        from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, check_predicted_dose
         from DoseSegLib.core.alignment import align_case
         from DoseSegLib.io.patient import read_patient
         from DoseSegLib.models.dose.predict import predict_case_dose

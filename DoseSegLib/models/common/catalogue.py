@@ -115,7 +115,7 @@ def load_checkpoint(task: str, name: str | None = None, weights: Path | None = N
         raise DoseSegError(f"{weights}: {task} weights not found")
     try:
         checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors alike: the file is not a weights file
+    except Exception as exc:  # noqa: BLE001 (pickle, zip and torch errors alike: not a weights file)
         raise DoseSegError(f"{weights}: not a DoseSeg {task} weights file ({type(exc).__name__}); give the "
                            f"best.pt that 'doseseg {_TRAIN_COMMANDS.get(task, 'train')}' wrote") from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "config", "meta"} <= set(checkpoint):
