@@ -82,11 +82,13 @@ def test_evaluate_warns_when_a_dose_covers_part(reference_dir: Path, tmp_path: P
 
 def _spoil_ct(folder: Path, how: str) -> None:
     ct = read_volume(folder / "ct.nrrd")
-    array = np.zeros_like(ct.array) if how == "zero" else (ct.array.astype(np.int32) + 1024).astype(np.uint16)
+    spoiled = {"zero": lambda a: np.zeros_like(a), "blank": lambda a: np.full_like(a, -1000),
+               "offset": lambda a: (a.astype(np.int32) + 1024).astype(np.uint16)}
+    array = spoiled[how](ct.array)
     write_volume(folder / "ct.nrrd", ct.with_array(array))
 
 
-@pytest.mark.parametrize("how", ["zero", "offset"])
+@pytest.mark.parametrize("how", ["zero", "blank", "offset"])
 def test_model_commands_refuse_an_implausible_ct(how: str, phantom_dir: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     _spoil_ct(phantom_dir, how)

@@ -149,6 +149,7 @@ class PatientResult:
             "targets": self.case.targets,
             "targets_unknown_dose": self.case.unknown_targets,
             "structures": {name: self.structure_sources[name] for name in self.case.structures},
+            "original_names": self.case.original_names,
             "notes": self.notes,
             "models": self.models,
             "constraints": self.plan.counts(),
