@@ -285,3 +285,7 @@ def test_model_commands_refuse_another_site_unless_overridden(phantom_dir: Path,
     assert code == 0, err
     assert "site check overridden (--any-site)" in (tmp_path / "o2" / "phantom" / "notes.txt").read_text()
     assert _cli(capsys, "dvh", phantom_dir, "-o", tmp_path / "dvh")[0] == 0  # DVH works for any site
+    code, err = _cli(capsys, "features", phantom_dir, "-o", tmp_path / "f", "--device", "cpu")
+    assert code == 1 and "--any-site" in _one_line(err)
+    assert _cli(capsys, "features", phantom_dir, "-o", tmp_path / "f", "--device", "cpu", "--any-site")[0] == 0
+    assert "site check overridden" in (tmp_path / "f" / "features.csv").read_text()

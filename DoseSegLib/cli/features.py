@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from DoseSegLib.cli.options import (
+    add_any_site,
     add_device,
     add_names,
     add_output,
@@ -59,7 +60,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     model = load_features_model(args.model, args.device, args.weights)
     failures: list[tuple[Path, str]] = []
     features, joined = features_tables(model, args.patients, args.radiomics, args.radiomics_classes,
-                                       name_mapper(args), failures if len(args.patients) > 1 else None)
+                                       name_mapper(args), failures if len(args.patients) > 1 else None,
+                                       args.any_site)
     for folder, message in failures:  # a batch finishes the good patients
         print(f"doseseg: error: {folder}: {message}", file=sys.stderr)
     if not features:
@@ -102,5 +104,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pyradiomics feature classes for --radiomics (default firstorder)")
     p.add_argument("--model", help="catalogue model name (default: the default features model)")
     p.add_argument("--weights", type=Path, help="a train-features best.pt instead of a catalogue model")
+    add_any_site(p)
     add_device(p)
     p.set_defaults(func=cmd_features)

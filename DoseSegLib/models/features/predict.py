@@ -13,6 +13,7 @@ import numpy as np
 
 from DoseSegLib.analysis.ctcheck import check_ct
 from DoseSegLib.analysis.radiomics import radiomics_table
+from DoseSegLib.analysis.site import check_site
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -79,7 +80,8 @@ def feature_row(model: FeatureModel, case: Case) -> Row:
 
 def features_tables(model: FeatureModel, folders: Sequence[Path], radiomics: bool = False,
                     classes: Sequence[str] | None = None, mapper: NameMapper | None = None,
-                    failures: list[tuple[Path, str]] | None = None) -> tuple[list[Row], list[Row]]:
+                    failures: list[tuple[Path, str]] | None = None, any_site: bool = False
+                    ) -> tuple[list[Row], list[Row]]:
     """One feature row per patient folder, and (with ``radiomics``) each structure's radiomics row joined to it.
 
     Args:
@@ -89,6 +91,7 @@ def features_tables(model: FeatureModel, folders: Sequence[Path], radiomics: boo
         mapper: structure-name mapping (default aliases when None).
         failures: when given, a patient that fails is appended as (folder, error) and the others go on;
             otherwise its error is raised.
+        any_site: describe patients without head-and-neck organs too (noted in their row).
     """
     from tqdm import tqdm
 
@@ -97,7 +100,8 @@ def features_tables(model: FeatureModel, folders: Sequence[Path], radiomics: boo
         try:
             case = read_patient(folder, mapper)
             check_ct(case.ct, str(folder / "ct.nrrd"))
-            row = feature_row(model, case)
+            site_note = check_site(case, any_site)
+            row = {**feature_row(model, case), **({"note": site_note} if site_note else {})}
             if radiomics:
                 aligned = align_case(case)
                 structures = radiomics_table(aligned.ct, aligned.structures, classes)
