@@ -82,35 +82,30 @@ def check_dose_coverage(dose: Volume, structures: Mapping[str, Volume], source: 
 
 
 PLAUSIBLE_PEAK = 1.3  # a predicted maximum above this times the highest prescription is not a plausible plan
-OUTSIDE_BODY_MARGIN_MM = 10.0
-OUTSIDE_BODY_SHARE = 0.6  # of the highest prescription, beyond the margin (real plans reach 0.4 there: pt_203)
+OUTSIDE_GY = 0.01  # the most dose allowed outside the body (the possible-dose mask, else the CT's body)
 
 
 def check_predicted_dose(dose: Volume, case: Case) -> None:
     """Refuse a predicted dose no plan would deliver, before anything is written.
 
-    No voxel may exceed 1.3 times the highest prescription, and no voxel farther than 10 mm
-    outside the body may get more than 60% of it. The error names the patient and the likely cause.
+    No voxel may exceed 1.3 times the highest prescription (measured on 33 OpenKBP validation
+    patients: at most 1.14), and no voxel outside the body (the possible-dose mask, else the
+    body from the CT) may get dose. The error names the patient and the likely cause.
 
     Args:
         dose: the predicted dose (Gy) on the CT grid of the aligned ``case``.
     """
-    from scipy import ndimage
-
-    if not case.targets:
-        return
-    target, top = next(iter(case.targets.items()))
-    peak = float(dose.array.max())
-    if peak > PLAUSIBLE_PEAK * top:
+    if case.targets:
+        target, top = next(iter(case.targets.items()))
+        peak = float(dose.array.max())
+        if peak > PLAUSIBLE_PEAK * top:
+            raise DoseSegError(
+                f"patient '{case.name}': predicted maximum {peak:.1f} Gy is above {PLAUSIBLE_PEAK:g} x the highest "
+                f"prescription ({target}: {top:g} Gy); likely cause: a target dose taken wrongly from its name "
+                f"(give it with --prescription {target}=GY) or a CT unlike the training data")
+    body = case.possible_dose_mask.array if case.possible_dose_mask is not None else body_mask(case.ct).array
+    outside = dose.array[~body.astype(bool)]
+    if outside.size and float(outside.max()) > OUTSIDE_GY:
         raise DoseSegError(
-            f"patient '{case.name}': predicted maximum {peak:.1f} Gy is above {PLAUSIBLE_PEAK:g} x the highest "
-            f"prescription ({target}: {top:g} Gy); likely cause: a target dose taken wrongly from its name (give "
-            f"it with --prescription {target}=GY) or a CT unlike the training data")
-    body = body_mask(case.ct).array
-    distance = ndimage.distance_transform_edt(~body, sampling=case.ct.spacing)
-    outside = dose.array[distance > OUTSIDE_BODY_MARGIN_MM]
-    if outside.size and float(outside.max()) > OUTSIDE_BODY_SHARE * top:
-        raise DoseSegError(
-            f"patient '{case.name}': predicted dose up to {float(outside.max()):.1f} Gy more than "
-            f"{OUTSIDE_BODY_MARGIN_MM:g} mm outside the body; likely cause: a CT whose air is not near -1000 HU "
-            "or a possible-dose mask reaching beyond the body")
+            f"patient '{case.name}': predicted dose up to {float(outside.max()):.2f} Gy outside the body "
+            "(possible-dose mask); likely cause: the dose and the patient are not on one grid (align the case)")
