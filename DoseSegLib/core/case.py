@@ -31,7 +31,10 @@ def is_target(name: str) -> bool:
 
 @dataclass
 class Case:
-    """One patient's images. Structure masks are boolean volumes."""
+    """One patient's images. Structure masks are boolean volumes.
+
+    ``original_names`` gives a structure's name as in its file, by canonical name.
+    """
 
     name: str
     ct: Volume
@@ -40,9 +43,9 @@ class Case:
     possible_dose_mask: Volume | None = None
     prescription: float | None = None
     source: Path | None = None
-    prescriptions: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
     original_names: dict[str, str] = field(default_factory=dict)
+    prescriptions: dict[str, float] = field(default_factory=dict)  # target -> Gy, explicit (--prescription)
+    notes: list[str] = field(default_factory=list)  # what reading the names interpreted, for the outputs
 
     @property
     def target_names(self) -> list[str]:

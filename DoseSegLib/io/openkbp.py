@@ -72,19 +72,19 @@ def read_openkbp_csv(folder: str | Path, mapper: NameMapper | None = None) -> Ca
 
     ct_values = dense("ct", np.float64)
     ct = volume(np.where(ct_values > 0, ct_values - 1000, -1000).astype(np.int16))
-    structures, originals = {}, {}
+    structures, original_names = {}, {}
     for file in sorted(folder.glob("*.csv")):
         name = file.stem
         if name not in _SPECIAL:
             canonical = mapper.canonical(name)
             if canonical in structures:
-                raise DoseSegError(f"{file}: '{name}' and '{originals[canonical]}' both map to structure "
+                raise DoseSegError(f"{file}: '{name}' and '{original_names[canonical]}' both map to structure "
                                    f"'{canonical}' (remove one of the two files)")
             mask = dense(name, np.uint8)
             if not mask.any():
                 raise DoseSegError(f"{file}: structure is empty (no voxel listed)")
             structures[canonical] = crop_to_content(volume(mask), mask > 0)
-            originals[canonical] = name
+            original_names[canonical] = name
     possible = None
     if (folder / "possible_dose_mask.csv").is_file():
         possible = volume(dense("possible_dose_mask", np.uint8))
@@ -96,4 +96,5 @@ def read_openkbp_csv(folder: str | Path, mapper: NameMapper | None = None) -> Ca
                                "expected Gy >= 0")
         if possible is not None:
             dose = crop_to_content(dose, possible.array > 0)
-    return with_mapper_results(Case(folder.name, ct, structures, dose, possible, source=folder), mapper, originals)
+    case = Case(folder.name, ct, structures, dose, possible, source=folder)
+    return with_mapper_results(case, mapper, original_names)

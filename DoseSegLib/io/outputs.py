@@ -15,6 +15,7 @@ One rule for every command (:func:`check_output_dir`, applied again by :func:`st
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from DoseSegLib import __version__
 from DoseSegLib.core.errors import DoseSegError
 
 MARKER = ".doseseg-output.json"
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 _STAGING = re.compile(r"^\..+\.(?:partial|old)-(\d+)-[^/]+$")
 
 
@@ -194,7 +196,10 @@ def staged_output(out_dir: str | Path, force: bool, inputs: Iterable[str | Path 
         with _sigterm_as_interrupt():
             try:
                 yield staging
-            except OSError as exc:  # full disk, permissions: name the file
+            except OSError as exc:  # full disk, permissions: name the output file, not the hidden staging one
+                writing = str(exc.filename or "").startswith(str(staging)) or exc.errno in _WRITE_ERRORS
+                if not writing:
+                    raise
                 where = str(exc.filename or staging).replace(str(staging), str(out_dir))
                 raise DoseSegError(f"{where}: cannot write the output ({exc.strerror or exc}); free space or "
                                    f"choose another output folder") from exc

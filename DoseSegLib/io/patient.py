@@ -109,12 +109,11 @@ def read_dose(path: str | Path, ringing_gy: float = 0.0) -> Volume:
 
 
 def read_segmentation(
-    path: str | Path, mapper: NameMapper | None = None, originals: dict[str, str] | None = None
+    path: str | Path, mapper: NameMapper | None = None, original_names: dict[str, str] | None = None
 ) -> dict[str, Volume]:
     """Read a Slicer .seg.nrrd into boolean masks keyed by canonical segment name.
 
-    Args:
-        originals: filled with ``{canonical: name in the file}`` when given.
+    ``original_names``, when given, receives each canonical name's segment name as in the file.
     """
     import slicerio
 
@@ -144,8 +143,8 @@ def read_segmentation(
         if not mask.any():
             raise DoseSegError(f"{path}: segment '{segment['name']}' is empty")
         masks[name] = Volume(mask, tuple(spacing), tuple(ijk_to_lps[:3, 3]), direction)
-        if originals is not None:
-            originals[name] = segment["name"]
+        if original_names is not None:
+            original_names[name] = segment["name"]
     return masks
 
 
@@ -192,32 +191,33 @@ def read_patient(
     default_seg = folder / "segmentation.seg.nrrd"
     if segmentation is None and not (folder / "structures").is_dir() and default_seg.is_file():
         segmentation = default_seg
-    originals: dict[str, str] = {}
+    original_names: dict[str, str] = {}
     if segmentation is not None:
-        structures = read_segmentation(segmentation, mapper, originals)
+        structures = read_segmentation(segmentation, mapper, original_names)
     else:
         for file in sorted((folder / "structures").glob("*.nrrd")):
             original = file.name[: -len(".nrrd")]
             name = mapper.canonical(original)
             if name in structures:
-                raise DoseSegError(f"{file}: '{original}' and '{originals[name]}' both map to structure '{name}' "
-                                   "(remove one, or rename it)")
+                raise DoseSegError(f"{file}: '{original}' and '{original_names[name]}' both map to structure "
+                                   f"'{name}' (remove one, or rename it)")
             structures[name] = read_mask(file)
-            originals[name] = original
+            original_names[name] = original
     dose = read_dose(folder / "dose.nrrd") if (folder / "dose.nrrd").is_file() else None
     mask_path = folder / "possible_dose_mask.nrrd"
     possible = read_mask(mask_path) if mask_path.is_file() else None
-    return with_mapper_results(Case(folder.name, ct, structures, dose, possible, source=folder), mapper, originals)
+    case = Case(folder.name, ct, structures, dose, possible, source=folder)
+    return with_mapper_results(case, mapper, original_names)
 
 
-def with_mapper_results(case: Case, mapper: NameMapper, originals: dict[str, str]) -> Case:
+def with_mapper_results(case: Case, mapper: NameMapper, original_names: dict[str, str]) -> Case:
     """``case`` with the explicit prescriptions, notes and original names of a name mapping."""
     missing = [name for name in mapper.prescriptions if name not in case.structures]
     if missing:
         raise DoseSegError(f"patient '{case.name}': --prescription names {', '.join(missing)}, which the "
                            f"patient does not have (targets: {', '.join(case.target_names) or 'none'})")
-    case = replace(case, prescriptions=dict(mapper.prescriptions), original_names=originals)
-    notes = [note for note in map(mapper.note, originals.values()) if note]
+    case = replace(case, prescriptions=dict(mapper.prescriptions), original_names=original_names)
+    notes = [note for note in map(mapper.note, original_names.values()) if note]
     notes += [f"target {name}: dose unknown, not guessed (give it with --prescription {name}=GY)"
               for name in case.unknown_targets]
     for note in notes:
