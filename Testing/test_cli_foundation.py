@@ -175,13 +175,16 @@ def test_missing_patient_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -
 def test_existing_results_are_kept_unless_forced(
     phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, tree_hash: TreeHash
 ) -> None:
+    from DoseSegLib.io.outputs import staged_output
+
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "report.html").write_text("earlier results")
+    with staged_output(out, False, []) as earlier:
+        (earlier / "report.html").write_text("earlier results")
+    before = tree_hash(out)
     code, _, err = run_cli(capsys, "align", phantom_dir, "-o", out)
     assert code == 1 and err.count("\n") == 1
     assert f"{out}: output folder already holds results" in err
-    assert sorted(p.name for p in out.iterdir()) == ["report.html"]
+    assert tree_hash(out) == before
     assert run_cli(capsys, "align", phantom_dir, "-o", out, "--force")[0] == 0
     assert (out / "ct.nrrd").is_file() and not (out / "report.html").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "phantom"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.outputs import check_output_dir, staged_output
+from DoseSegLib.io.outputs import MARKER, check_output_dir, staged_output
 
 
 def _write(folder: Path, name: str = "result.txt", text: str = "new") -> None:
@@ -18,7 +18,7 @@ def _write(folder: Path, name: str = "result.txt", text: str = "new") -> None:
 
 def test_success_moves_results_into_place(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    with staged_output(out) as staging:
+    with staged_output(out, False, []) as staging:
         assert staging != out and staging.parent == out.parent
         assert not out.exists()
         _write(staging)
@@ -28,7 +28,7 @@ def test_success_moves_results_into_place(tmp_path: Path) -> None:
 
 def test_nested_new_output_folder_is_created(tmp_path: Path) -> None:
     out = tmp_path / "a" / "b" / "out"
-    with staged_output(out) as staging:
+    with staged_output(out, False, []) as staging:
         _write(staging)
     assert (out / "result.txt").is_file()
 
@@ -37,7 +37,7 @@ def test_nested_new_output_folder_is_created(tmp_path: Path) -> None:
 def test_failure_leaves_no_partial_output(tmp_path: Path, error: type[BaseException]) -> None:
     out = tmp_path / "out"
     with pytest.raises(error):
-        with staged_output(out) as staging:
+        with staged_output(out, False, []) as staging:
             _write(staging)
             raise error()
     assert list(tmp_path.iterdir()) == []
@@ -48,27 +48,30 @@ def test_existing_results_are_refused(tmp_path: Path) -> None:
     out.mkdir()
     _write(out, text="old")
     with pytest.raises(DoseSegError, match=r"out: output folder already holds results.*--force"):
-        with staged_output(out):
+        with staged_output(out, False, []):
             pytest.fail("must not start")
     assert (out / "result.txt").read_text() == "old"
 
 
+def _previous_results(out: Path, name: str = "result.txt", text: str = "old") -> None:
+    with staged_output(out, False, []) as staging:
+        _write(staging, name, text)
+
+
 def test_force_replaces_existing_results(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    _write(out, "stale.txt", "old")
-    with staged_output(out, force=True) as staging:
+    _previous_results(out, "stale.txt")
+    with staged_output(out, True, []) as staging:
         _write(staging)
-    assert sorted(p.name for p in out.iterdir()) == ["result.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "result.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_failure_with_force_keeps_old_results(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    _write(out, text="old")
+    _previous_results(out)
     with pytest.raises(RuntimeError):
-        with staged_output(out, force=True) as staging:
+        with staged_output(out, True, []) as staging:
             _write(staging)
             raise RuntimeError
     assert (out / "result.txt").read_text() == "old"
@@ -78,7 +81,7 @@ def test_failure_with_force_keeps_old_results(tmp_path: Path) -> None:
 def test_empty_existing_folder_is_accepted(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    with staged_output(out) as staging:
+    with staged_output(out, False, []) as staging:
         _write(staging)
     assert (out / "result.txt").is_file()
 
@@ -87,7 +90,7 @@ def test_output_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.write_text("x")
     with pytest.raises(DoseSegError, match="not a folder"):
-        check_output_dir(out, force=True)
+        check_output_dir(out, True, [])
 
 
 @pytest.mark.parametrize("relation", ["same", "inside", "contains"])
@@ -110,7 +113,7 @@ def test_sibling_output_is_not_an_overlap(tmp_path: Path) -> None:
 def test_results_get_the_users_usual_permissions(tmp_path: Path) -> None:
     mask = os.umask(0o022)
     try:
-        with staged_output(tmp_path / "out") as staging:
+        with staged_output(tmp_path / "out", False, []) as staging:
             (staging / "a.txt").write_text("x")
     finally:
         os.umask(mask)

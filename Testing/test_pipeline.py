@@ -17,6 +17,7 @@ import torch
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import OARS
+from DoseSegLib.io.outputs import MARKER
 from DoseSegLib.io.patient import read_patient, read_volume
 from DoseSegLib.io.phantom import write_phantom_patient
 from DoseSegLib.io.tables import read_csv
@@ -32,7 +33,8 @@ def write_tiny_catalogue(folder: Path, extra_entries: tuple[dict, ...] = ()) -> 
     """A catalogue.json with a randomly initialised small dose network (plus ``extra_entries``)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    net = DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1))
+    # dose_scale_gy: a plausible dose range (at 70, the random net predicts hundreds of Gy: refused as implausible)
+    net = DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dose_scale_gy=7.0))
     save_weights(folder / "tiny_dose.pt", net, {"patch": [32, 32, 32]})
     entry = {"name": "tiny-dose", "task": "dose", "file": "tiny_dose.pt", "sha256": sha256_of(folder / "tiny_dose.pt"),
              "version": "test", "default": True}
@@ -115,7 +117,7 @@ def test_batch_goes_on_after_a_bad_patient(
     code, stdout, stderr = run_cli(capsys, "run", good_a, bad, good_b, "-o", out, "--no-radiomics", "--device", "cpu")
     assert code == 1
     assert f"{bad}" in stderr and "ct.nrrd" in stderr
-    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "cohort_summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "a", "b", "cohort_summary.csv"]
     for name in ("a", "b"):
         assert (out / name / "report.html").is_file() and (out / name / "dose.nrrd").is_file()
     cohort = {r["patient"]: r for r in read_csv(out / "cohort_summary.csv", ("patient", "status", "error"))}
@@ -136,9 +138,12 @@ def test_existing_output_is_refused_without_force(
     assert stderr.startswith("doseseg: error:") and "--force" in stderr and stderr.count("\n") == 1
     assert (out / "old.txt").read_text() == "keep me"
 
+    code, _, stderr = run_cli(capsys, "run", phantom_dir, "-o", out, "--no-radiomics", "--force")
+    assert code == 1 and "did not write: old.txt" in stderr  # --force replaces only DoseSeg results
+    (out / "old.txt").unlink()
+    assert run_cli(capsys, "run", phantom_dir, "-o", out, "--no-radiomics")[0] == 0
     code, stdout, _ = run_cli(capsys, "run", phantom_dir, "-o", out, "--no-radiomics", "--force", "--json")
     assert code == 0
-    assert not (out / "old.txt").exists()
     assert json.loads(stdout)["patient"] == phantom_dir.name
     assert _leftovers(tmp_path) == []
 
@@ -151,7 +156,7 @@ def test_patient_without_reference_dose_gets_no_comparison(tiny_models: Path, tm
     assert result.comparison is None
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "dose.nrrd", "segmentation.seg.nrrd", "dvh.csv", "dvh_metrics.csv", "constraints.csv", "summary.json",
-        "report.html",
+        "report.html", MARKER,
     }
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["comparison"] is None
 

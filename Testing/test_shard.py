@@ -90,8 +90,8 @@ def test_run_shards_then_merge_cohort(tmp_path: Path, monkeypatch, capsys) -> No
         code, stdout, _ = run_cli(capsys, "run", *patients, "-o", out, "--shard", f"{k}/2", *common)
         assert code == 0 and f"shard {k}/2" in stdout
     # shard 2 holds one patient and still writes OUT/<patient>/ with a cohort summary
-    assert sorted(p.name for p in shards[0].iterdir()) == ["b", "c", "cohort_summary.csv"]
-    assert sorted(p.name for p in shards[1].iterdir()) == ["a", "cohort_summary.csv"]
+    assert sorted(p.name for p in shards[0].iterdir()) == [".doseseg-output.json", "b", "c", "cohort_summary.csv"]
+    assert sorted(p.name for p in shards[1].iterdir()) == [".doseseg-output.json", "a", "cohort_summary.csv"]
     assert (shards[1] / "a" / "report.html").is_file()
 
     merged = tmp_path / "merged"

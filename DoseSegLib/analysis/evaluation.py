@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from DoseSegLib.analysis.dosecheck import check_dose_units
+from DoseSegLib.analysis.ctcheck import check_ct
+from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units
 from DoseSegLib.analysis.openkbp import compare_challenge_metrics, dose_error, dvh_comparison, openkbp_scores
 from DoseSegLib.analysis.sampling import StructureDoses
 from DoseSegLib.core.alignment import align_case, resample
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.io.patient import read_dose, read_patient
@@ -23,6 +25,7 @@ from DoseSegLib.io.tables import Row, write_csv
 
 log = logging.getLogger(__name__)
 
+RINGING_GY = 1.0  # predicted doses of other tools may ring slightly below 0 Gy: clipped, with a warning
 PER_PATIENT_COLUMNS = ("patient", "dose_error", "dvh_error")
 DVH_ERROR_COLUMNS = ("patient", "structure", "metric", "reference", "predicted", "abs_error")
 
@@ -121,6 +124,7 @@ def evaluate_predictions(
     allow_missing: bool = False,
     allow_high_dose: bool = False,
     progress: bool = False,
+    mapper: NameMapper | None = None,
 ) -> CohortScore:
     """OpenKBP dose and DVH scores of ``pred_dir/<patient>/dose.nrrd`` against ``split_dir/<patient>/``.
 
@@ -130,6 +134,7 @@ def evaluate_predictions(
         allow_missing: score only the patients that have a prediction instead of failing.
         allow_high_dose: accept predicted doses above 200 Gy.
         progress: show a progress bar on stderr.
+        mapper: structure-name mapping of the reference patients (default aliases when None).
     """
     from tqdm import tqdm
 
@@ -138,9 +143,14 @@ def evaluate_predictions(
     for folder in tqdm(_matched_patients(pred_dir, split_dir, allow_missing), desc="scoring", unit="patient",
                        file=sys.stderr, disable=not progress, leave=False):
         path = _predicted_dose(pred_dir, folder.name)
-        pred = read_dose(path)
+        pred = read_dose(path, ringing_gy=RINGING_GY)
         check_dose_units(pred, str(path), allow_high_dose)
-        reference = align_case(read_patient(folder))
+        original = read_patient(folder, mapper)
+        check_ct(original.ct, str(folder / "ct.nrrd"), strict=False)
+        reference = align_case(original)
+        check_dose_coverage(pred, reference.structures, str(path))
+        if original.dose is not None:
+            check_dose_coverage(original.dose, reference.structures, str(folder / "dose.nrrd"))
         if not (folder / "possible_dose_mask.nrrd").is_file():
             log.warning("%s: no possible_dose_mask.nrrd; the dose score uses the body mask instead", folder)
         scores.append(score_patient(pred, reference))

@@ -11,6 +11,8 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
 
+log = logging.getLogger(__name__)
+
 DEFAULT_CLASSES = ("firstorder", "shape")
 DOSE_PREFIX = "dose_"
 DOSE_BIN_WIDTH_GY = 1.0
@@ -155,9 +157,13 @@ def radiomics_table(
     for name, mask in structures.items():
         label = mask.to_sitk()
         diagnostics[name] = {}
-        row: Row = {"structure": name, **extract_features(extractor, image, label, name, "", diagnostics[name])}
-        if dose_extractor is not None:
-            row.update(extract_features(dose_extractor, dose_image, label, name, DOSE_PREFIX))
+        try:
+            row: Row = {"structure": name, **extract_features(extractor, image, label, name, "", diagnostics[name])}
+            if dose_extractor is not None:
+                row.update(extract_features(dose_extractor, dose_image, label, name, DOSE_PREFIX))
+        except DoseSegError as exc:  # e.g. a one-voxel structure: skipped, the others go on
+            log.warning("%s; structure skipped", exc)
+            row = {"structure": name, "warning": f"skipped: {exc}"}
         rows.append(row)
     if provenance is not None:
         provenance.update(ct=extractor_provenance(extractor), structures=diagnostics,

@@ -7,10 +7,11 @@ from pathlib import Path
 
 
 def cmd_merge_cohort(args: argparse.Namespace) -> int:
-    from DoseSegLib.io.outputs import staged_output
+    from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.io.tables import write_csv
     from DoseSegLib.run.merge import MERGED_COLUMNS, SUMMARY, merge_cohort_rows
 
+    check_output_dir(args.output, args.force, args.shards)
     rows = merge_cohort_rows(args.shards)
     with staged_output(args.output, args.force, args.shards) as out:
         write_csv(out / SUMMARY, rows, MERGED_COLUMNS)

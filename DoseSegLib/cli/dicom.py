@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from DoseSegLib.cli.options import add_output
+
 
 def _results_structures(results: Path, all_structures: bool) -> dict:
     """The auto-segmented structures of a results folder (all of them without a summary.json or with ``all``)."""
@@ -30,11 +32,11 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
     from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.io.patient import read_dose
 
+    check_output_dir(args.output, args.force, [args.results, args.ct])
     if not args.results.is_dir():
         raise DoseSegError(f"{args.results}: results folder not found")
     if not args.ct.is_dir() or patient_format(args.ct) != "dicom":
         raise DoseSegError(f"{args.ct}: not a folder of DICOM files (the CT series the results belong to)")
-    check_output_dir(args.output, args.force, [args.results, args.ct])
     dose_path = args.results / "dose.nrrd"
     dose = read_dose(dose_path) if dose_path.is_file() else None
     structures = _results_structures(args.results, args.all_structures)
@@ -60,6 +62,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--anonymise", action="store_true",
                    help="patient name and ID replaced by a stable pseudonym (a hash of the ID), birth date, sex, "
                         "referring physician, accession number and study ID left out")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (must be new or empty)")
-    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    add_output(p)
     p.set_defaults(func=cmd_export_dicom)

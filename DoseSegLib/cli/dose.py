@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from DoseSegLib.cli.options import add_training_run_options, probability, run_options
+from DoseSegLib.cli.options import (
+    add_any_site,
+    add_device,
+    add_names,
+    add_output,
+    add_training_run_options,
+    name_mapper,
+    probability,
+    run_options,
+)
 from DoseSegLib.cli.shard import add_shard_option, apply_shard
 
 
@@ -31,6 +40,9 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from DoseSegLib.analysis.ctcheck import check_ct
+    from DoseSegLib.analysis.dosecheck import check_predicted_dose
+    from DoseSegLib.analysis.site import check_site
     from DoseSegLib.cli.progress import progress_enabled
     from DoseSegLib.core.alignment import align_case
     from DoseSegLib.core.errors import DoseSegError
@@ -43,21 +55,28 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     names = {p.name for p in args.patients}
     if len(names) != len(args.patients):
         raise DoseSegError("two patient folders share a name; their outputs would collide")
-    check_output_dir(args.output, args.force)
+    check_output_dir(args.output, args.force, args.patients)
+    mapper = name_mapper(args)
     model = load_dose_model(args.model, args.device, args.weights)
     failures = 0
-    with staged_output(args.output, args.force) as out:
+    with staged_output(args.output, args.force, args.patients) as out:
         for folder in tqdm(args.patients, desc="predict-dose", unit="patient",
                            disable=len(args.patients) < 2 or not progress_enabled()):
             try:
-                case = align_case(read_patient(folder))
+                case = align_case(read_patient(folder, mapper))
+                check_ct(case.ct, str(folder / "ct.nrrd"))
+                site_note = check_site(case, args.any_site)
                 dose = predict_case_dose(model, case, tta=args.tta)
+                check_predicted_dose(dose, case)
             except DoseSegError as exc:
                 failures += 1
                 print(f"doseseg: error: {folder}: {exc}", file=sys.stderr)
                 continue
             (out / folder.name).mkdir()
             write_dose(out / folder.name / "dose.nrrd", dose)
+            notes = [*case.notes, *([site_note] if site_note else [])]
+            if notes:  # what was interpreted or overridden, beside the result
+                (out / folder.name / "notes.txt").write_text("\n".join(notes) + "\n")
     print(f"wrote {args.output} ({len(args.patients) - failures} of {len(args.patients)} patients)")
     return 1 if failures else 0
 
@@ -82,16 +101,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--moment-weight", type=float, default=0.0,
                    help="weight of a DVH-aware loss term (dose moments 1, 2, 10 of each structure, Gy^2); e.g. 0.05")
     p.add_argument("--elastic-prob", type=probability, default=0.0, help="probability of an elastic warp")
-    add_training_run_options(p, epochs=30, batch_size=2, val_every=3, patience=4)
+    add_training_run_options(p, "TrainConfig")
     p.set_defaults(func=cmd_train_dose)
 
     p = sub.add_parser("predict-dose", help="predict the 3D dose of one or more patients")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="writes OUTPUT/<patient>/dose.nrrd")
-    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_output(p, help="writes OUTPUT/<patient>/dose.nrrd")
+    add_names(p)
+    add_device(p)
     p.add_argument("--model", help="catalogue model name (default: the bundled default dose model)")
     p.add_argument("--weights", type=Path, help="a train-dose best.pt instead of a catalogue model")
     p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")
     add_shard_option(p)
+    add_any_site(p)
     p.set_defaults(func=cmd_predict_dose)

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from DoseSegLib.cli.options import add_training_run_options, hu_windows, name_list, run_options
+from DoseSegLib.cli.options import (
+    add_any_site,
+    add_device,
+    add_names,
+    add_output,
+    add_training_run_options,
+    hu_windows,
+    name_list,
+    name_mapper,
+    run_options,
+)
 from DoseSegLib.core.errors import DoseSegError
 
 
@@ -31,7 +42,6 @@ def cmd_train_features(args: argparse.Namespace) -> None:
     config = FeatureTrainConfig(
         inputs=FeatureInputs(ct_windows=args.ct_windows, grid=grid),
         use_dose={"auto": None, "on": True, "off": False}[args.dose], **run_options(args), flip=not args.no_flip,
-        workers=args.workers,
         net=FeatureNetConfig(channels=args.channels, latent=args.latent),
     )
     result = train_features(args.data, args.out, config, cache=args.cache, device=select_device(args.device))
@@ -39,7 +49,7 @@ def cmd_train_features(args: argparse.Namespace) -> None:
           f"epochs {result['epochs']}")
 
 
-def cmd_features(args: argparse.Namespace) -> None:
+def cmd_features(args: argparse.Namespace) -> int:
     from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.io.tables import write_csv
     from DoseSegLib.models.features.predict import features_tables, load_features_model
@@ -48,12 +58,21 @@ def cmd_features(args: argparse.Namespace) -> None:
         raise DoseSegError("two patient folders share a name; their rows would collide")
     check_output_dir(args.output, args.force, args.patients)
     model = load_features_model(args.model, args.device, args.weights)
-    features, joined = features_tables(model, args.patients, args.radiomics, args.radiomics_classes)
+    failures: list[tuple[Path, str]] = []
+    features, joined = features_tables(model, args.patients, args.radiomics, args.radiomics_classes,
+                                       name_mapper(args), failures if len(args.patients) > 1 else None,
+                                       args.any_site)
+    for folder, message in failures:  # a batch finishes the good patients
+        print(f"doseseg: error: {folder}: {message}", file=sys.stderr)
+    if not features:
+        raise DoseSegError("no patient could be described (see the errors above)")
     with staged_output(args.output, args.force, args.patients) as out:
         write_csv(out / "features.csv", features)
         if args.radiomics:
             write_csv(out / "radiomics_features.csv", joined)
-    print(f"wrote {args.output} ({len(features)} patients, {model.net.config.latent} features each)")
+    print(f"wrote {args.output} ({len(features)} of {len(args.patients)} patients, "
+          f"{model.net.config.latent} features each)")
+    return 1 if failures else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,19 +91,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=_sizes, default=(16, 32, 64, 64), help="encoder widths, one per stage")
     p.add_argument("--latent", type=int, default=16, help="number of features")
     p.add_argument("--no-flip", action="store_true", help="no left-right mirroring of training images")
-    add_training_run_options(p, epochs=100, batch_size=4, val_every=1, patience=15, workers=True)
+    add_training_run_options(p, "FeatureTrainConfig", workers=True)
     p.set_defaults(func=cmd_train_features)
 
     p = sub.add_parser("features", help="one row of autoencoder features per patient (optionally with radiomics)")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV, dose)")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="writes OUTPUT/features.csv (and radiomics_features.csv with --radiomics)")
-    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    add_output(p, help="writes OUTPUT/features.csv (and radiomics_features.csv with --radiomics)")
+    add_names(p)
     p.add_argument("--radiomics", action="store_true",
                    help="also join each patient's features to its per-structure radiomics rows")
     p.add_argument("--radiomics-classes", type=name_list, default=("firstorder",),
                    help="pyradiomics feature classes for --radiomics (default firstorder)")
     p.add_argument("--model", help="catalogue model name (default: the default features model)")
     p.add_argument("--weights", type=Path, help="a train-features best.pt instead of a catalogue model")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_any_site(p)
+    add_device(p)
     p.set_defaults(func=cmd_features)

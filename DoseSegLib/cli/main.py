@@ -6,47 +6,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from DoseSegLib import __version__
 from DoseSegLib.core.errors import DoseSegError
-
-
-def _names(args: argparse.Namespace):
-    from DoseSegLib.core.names import NameMapper
-
-    return NameMapper.from_json(args.names) if getattr(args, "names", None) else NameMapper()
-
-
-def cmd_import_openkbp(args: argparse.Namespace) -> None:
-    from DoseSegLib.io.openkbp import read_openkbp_csv
-    from DoseSegLib.io.outputs import check_output_dir, staged_output
-    from DoseSegLib.io.patient import write_patient
-
-    check_output_dir(args.output, args.force, [args.src])
-    case = read_openkbp_csv(args.src, _names(args))
-    with staged_output(args.output, args.force, [args.src]) as out:
-        write_patient(out, case)
-    print(f"wrote {args.output}")
-
-
-def cmd_align(args: argparse.Namespace) -> None:
-    from DoseSegLib.core.alignment import align_case
-    from DoseSegLib.io.outputs import check_output_dir, staged_output
-    from DoseSegLib.io.patient import read_patient, write_patient
-
-    check_output_dir(args.output, args.force, [args.patient, args.segmentation])
-    case = align_case(read_patient(args.patient, _names(args), args.segmentation, args.series))
-    with staged_output(args.output, args.force, [args.patient, args.segmentation]) as out:
-        write_patient(out, case)
-    print(f"wrote {args.output}")
-
-
-def _add_common(parser: argparse.ArgumentParser, names: bool = True) -> None:
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (must be new or empty)")
-    parser.add_argument("--force", action="store_true", help="replace an output folder that holds results")
-    if names:
-        parser.add_argument("--names", type=Path, help='JSON {"alias": "CanonicalName"} added to the default aliases')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,34 +17,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("import-openkbp", help="convert an OpenKBP CSV patient folder to the NRRD layout")
-    p.add_argument("src", type=Path, help="OpenKBP patient folder (ct.csv, dose.csv, <structure>.csv, ...)")
-    _add_common(p)
-    p.set_defaults(func=cmd_import_openkbp)
-
-    p = sub.add_parser("align", help="resample structures, dose and possible-dose mask onto the CT grid")
-    p.add_argument("patient", type=Path, help="patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)")
-    p.add_argument("--segmentation", type=Path, help="a .seg.nrrd or an RTSTRUCT to use instead of structures/")
-    p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
-    _add_common(p)
-    p.set_defaults(func=cmd_align)
-
-    for register in _extra_commands():
+    for register in _commands():
         register(sub)
     return parser
 
 
-def _extra_commands() -> list[Callable]:
-    """Sub-command registrars of the other modules (each adds its own parsers)."""
+def _commands() -> list[Callable]:
+    """Sub-command registrars of the command modules (each adds its own parsers)."""
     from DoseSegLib.cli import dicom as cli_dicom
     from DoseSegLib.cli import dose as cli_dose
     from DoseSegLib.cli import evaluation as cli_evaluation
     from DoseSegLib.cli import features as cli_features
+    from DoseSegLib.cli import patient as cli_patient
     from DoseSegLib.cli import run as cli_run
     from DoseSegLib.cli import seg as cli_seg
 
-    return [cli_dicom.register, cli_dose.register, cli_evaluation.register, cli_features.register, cli_run.register,
-            cli_seg.register]
+    return [cli_patient.register, cli_dicom.register, cli_dose.register, cli_evaluation.register,
+            cli_features.register, cli_run.register, cli_seg.register]
 
 
 def main(argv: list[str] | None = None) -> int:

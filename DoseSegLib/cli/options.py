@@ -1,9 +1,67 @@
-"""Command-line option types and the options every training command shares."""
+"""Command-line option types and the options shared by several commands, each defined once."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import fields
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def add_output(parser: argparse.ArgumentParser, help: str = "output folder (must be new or empty)") -> None:
+    """``-o/--output`` and ``--force``."""
+    parser.add_argument("-o", "--output", type=Path, required=True, help=help)
+    parser.add_argument("--force", action="store_true",
+                        help="replace an output folder that holds DoseSeg results (never other files)")
+
+
+def prescription(text: str) -> tuple[str, float]:
+    """``NAME=GY`` (``--prescription``)."""
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.core.names import parse_prescription
+
+    try:
+        return parse_prescription(text)
+    except DoseSegError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_names(parser: argparse.ArgumentParser) -> None:
+    """``--names`` (extra structure-name aliases) and ``--prescription`` (target doses): how to read a patient."""
+    parser.add_argument("--names", type=Path, help='JSON {"alias": "CanonicalName"} added to the default aliases')
+    parser.add_argument("--prescription", type=prescription, action="append", default=[], metavar="NAME=GY",
+                        help="dose of a target in Gy, e.g. PTV_High=70 (repeatable; overrides a dose in the name)")
+
+
+def add_patient(parser: argparse.ArgumentParser,
+                help: str = "patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)") -> None:
+    """One patient folder, ``--segmentation`` to use instead of its structures/, and ``--names``/``--prescription``."""
+    parser.add_argument("patient", type=Path, help=help)
+    parser.add_argument("--segmentation", type=Path, help="a .seg.nrrd or an RTSTRUCT to use instead of structures/")
+    add_names(parser)
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device``: where the models run."""
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="where the models run (default auto)")
+
+
+def add_any_site(parser: argparse.ArgumentParser) -> None:
+    """``--any-site``: run the head-and-neck models on a patient of another site (recorded in the outputs)."""
+    parser.add_argument("--any-site", action="store_true",
+                        help="run the models on a patient without head-and-neck organs (recorded in the outputs)")
+
+
+def name_mapper(args: argparse.Namespace):
+    """The structure-name mapper of ``--names`` and ``--prescription`` (the default aliases without them)."""
+    from DoseSegLib.core.names import NameMapper
+
+    prescriptions = dict(getattr(args, "prescription", None) or [])
+    if getattr(args, "names", None):
+        return NameMapper.from_json(args.names, prescriptions)
+    return NameMapper(prescriptions=prescriptions)
 
 
 def name_list(text: str) -> tuple[str, ...]:
@@ -25,6 +83,21 @@ def hu_windows(text: str) -> tuple[tuple[float, float], ...]:
     return windows
 
 
+STEP_GY = (0.001, 5.0)
+MAX_DVH_BINS = 1_000_000
+
+
+def dose_step(text: str) -> float:
+    """A DVH bin width in Gy, finite, from 0.001 to 5 Gy."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not STEP_GY[0] <= value <= STEP_GY[1]:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a bin width from {STEP_GY[0]:g} to {STEP_GY[1]:g} Gy, got {text!r}")
+    return value
+
+
 def probability(text: str) -> float:
     """A share between 0 and 1."""
     try:
@@ -36,29 +109,39 @@ def probability(text: str) -> float:
     return value
 
 
-def add_training_run_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, val_every: int,
-                             patience: int, workers: bool = False) -> None:
-    """Options every training command shares (see ``models.training_loop.RunConfig``), with its defaults."""
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
-    p.add_argument("--weight-decay", type=float, default=1e-5)
-    p.add_argument("--val-every", type=int, default=val_every, help="validate every N epochs")
-    p.add_argument("--patience", type=int, default=patience, help="validations without improvement before stopping")
+def add_training_run_options(p: argparse.ArgumentParser, config: str, workers: bool = False) -> None:
+    """Options every training command shares (``models.common.training_loop.RunConfig``).
+
+    Their defaults are not restated here: an option not given is left out of the parsed
+    arguments (``argparse.SUPPRESS``), so the task's config dataclass default applies.
+
+    Args:
+        config: the task's config class, named in the help (e.g. ``TrainConfig``).
+    """
+    default = f"(default: {config}'s)"
+    kept = {"default": argparse.SUPPRESS}
+    p.add_argument("--epochs", type=int, help=f"most epochs {default}", **kept)
+    p.add_argument("--batch-size", type=int, help=f"patients per batch {default}", **kept)
+    p.add_argument("--lr", type=float, help=f"initial learning rate, cosine decay {default}", **kept)
+    p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay {default}", **kept)
+    p.add_argument("--val-every", type=int, help=f"validate every N epochs {default}", **kept)
+    p.add_argument("--patience", type=int, help=f"validations without improvement before stopping {default}",
+                   **kept)
     p.add_argument("--max-minutes", type=float,
                    help="training-time budget in minutes, summed over resumed runs: the cosine LR decay ends with it "
                         "and training stops after the epoch that passes it (that epoch is validated)")
     p.add_argument("--max-train-patients", type=int, help="only the first N training patients (quick runs)")
     p.add_argument("--max-val-patients", type=int, help="only the first N validation patients")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help=f"random seed {default}", **kept)
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     if workers:
-        p.add_argument("--workers", type=int, default=2, help="processes preparing the cache")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+        p.add_argument("--workers", type=int, help=f"processes preparing the cache {default}", **kept)
+    add_device(p)
 
 
 def run_options(args: argparse.Namespace) -> dict:
-    """The ``RunConfig`` fields set by :func:`add_training_run_options`, from parsed ``args``."""
+    """The config fields given through :func:`add_training_run_options` (``RunConfig``'s and ``workers``)."""
     from DoseSegLib.models.common.training_loop import RunConfig
 
-    return {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
+    names = [f.name for f in fields(RunConfig)] + ["workers"]
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}

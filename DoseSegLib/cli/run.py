@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from DoseSegLib.cli.evaluation import add_dvh_method
+from DoseSegLib.cli.options import add_any_site, add_device, add_names, add_output, name_mapper
 from DoseSegLib.run.results import RunOptions
 
 DEMO_SOURCE = "synthetic head-and-neck phantom (doseseg demo; not a patient)"
@@ -63,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
-        dvh_method=args.dvh_method, series=args.series,
+        dvh_method=args.dvh_method, series=args.series, names=name_mapper(args), any_site=args.any_site,
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json,
                         per_patient=bool(args.shard))
@@ -73,7 +74,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from DoseSegLib.io.outputs import check_output_dir
     from DoseSegLib.io.phantom import write_phantom_patient
 
-    check_output_dir(args.output, args.force)
+    check_output_dir(args.output, args.force, [])
     with tempfile.TemporaryDirectory(prefix="doseseg-demo-") as tmp:
         patient = Path(tmp) / "demo_phantom"
         write_phantom_patient(patient)
@@ -97,6 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
     _add_outputs(p)
     add_shard_option(p)
+    add_names(p)
     segment = p.add_mutually_exclusive_group()
     segment.add_argument("--no-segment", action="store_true", help="never auto-segment missing OARs")
     segment.add_argument("--segment-all", action="store_true", help="replace every OAR with the model's contours")
@@ -108,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
     add_dvh_method(p)
     p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
+    add_any_site(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -121,7 +124,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_outputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (must be new or empty)")
-    parser.add_argument("--force", action="store_true", help="replace an output folder that holds results")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the models run")
+    add_output(parser)
+    add_device(parser)
     parser.add_argument("--json", action="store_true", help="print the summary JSON to stdout (for scripts)")

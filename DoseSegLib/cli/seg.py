@@ -6,7 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from DoseSegLib.cli.options import add_training_run_options, hu_windows, name_list, probability, run_options
+from DoseSegLib.cli.options import (
+    add_device,
+    add_names,
+    add_output,
+    add_training_run_options,
+    hu_windows,
+    name_list,
+    name_mapper,
+    probability,
+    run_options,
+)
 from DoseSegLib.cli.shard import add_shard_option, apply_shard
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
@@ -25,7 +35,6 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
         dose_weights=str(args.dose_weights) if args.dose_weights else None,
         init_weights=str(args.init) if args.init else None, labels=args.labels,
         inputs=InputSpec(args.inputs, args.ct_windows), **run_options(args), patch=tuple(args.patch),
-        workers=args.workers,
         foreground=args.foreground, balanced=not args.no_balance, reset_labels=args.reset_labels,
         truncate=args.truncate, net=SegNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
                          squeeze_excitation=not args.no_se, dropout=args.dropout),
@@ -63,18 +72,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_seg(args: argparse.Namespace) -> None:
-    from DoseSegLib.io.outputs import staged_output
+    from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.io.tables import write_csv
     from DoseSegLib.models.seg.evaluation import evaluate_folder, summarise
 
+    inputs = [args.predictions, args.reference]
+    check_output_dir(args.output, args.force, inputs)
     dose_model = None
     if not args.no_rmae:
         from DoseSegLib.models.dose.predict import load_dose_model
 
         dose_model = load_dose_model(args.dose_model, args.device)
-    rows = evaluate_folder(args.predictions, args.reference, args.labels, dose_model)
+    rows = evaluate_folder(args.predictions, args.reference, args.labels, dose_model, name_mapper(args),
+                           args.allow_missing)
     summary = summarise(rows)
-    with staged_output(args.output, args.force, [args.predictions, args.reference]) as out:
+    with staged_output(args.output, args.force, inputs) as out:
         write_csv(out / "per_structure.csv", rows, digits=5)
         write_csv(out / "summary.csv", summary, digits=5)
     mean = summary[-1]
@@ -112,15 +124,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "whose field of view stops short of the skull top")
     p.add_argument("--no-balance", action="store_true",
                    help="centre patches on structures uniformly, not inversely to how many patients have them")
-    add_training_run_options(p, epochs=40, batch_size=2, val_every=2, patience=5, workers=True)
+    add_training_run_options(p, "SegTrainConfig", workers=True)
     p.set_defaults(func=cmd_train_seg)
 
     p = sub.add_parser("segment", help="auto-segment the organs at risk of one or more patients")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd and the model's other inputs)")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="writes OUTPUT/<patient>/segmentation.seg.nrrd and structures/<Name>.nrrd")
-    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_output(p, help="writes OUTPUT/<patient>/segmentation.seg.nrrd and structures/<Name>.nrrd")
+    add_device(p)
     p.add_argument("--model", help="catalogue model name (default: the default segmentation model)")
     p.add_argument("--weights", type=Path, help="a train-seg best.pt instead of a catalogue model")
     p.add_argument("--tta", action="store_true",
@@ -131,10 +141,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-seg", help="Dice, HD95 and dosimetric RMAE of predicted segmentations")
     p.add_argument("predictions", type=Path, help="folder of patient folders written by 'doseseg segment'")
     p.add_argument("--reference", type=Path, required=True, help="folder of the reference patient folders")
-    p.add_argument("-o", "--output", type=Path, required=True, help="writes per_structure.csv and summary.csv")
-    p.add_argument("--force", action="store_true", help="replace an output folder that holds results")
+    add_output(p, help="writes per_structure.csv and summary.csv")
+    add_names(p)
     p.add_argument("--labels", type=name_list, default=OARS, help="structures to score (default the 7 OARs)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score only the reference patients that have a prediction")
     p.add_argument("--dose-model", help="catalogue dose model for RMAE (default model)")
     p.add_argument("--no-rmae", action="store_true", help="skip the dosimetric error (no dose model needed)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device(p)
     p.set_defaults(func=cmd_evaluate_seg)

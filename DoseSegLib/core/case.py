@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from DoseSegLib.core.names import CGY_FROM, DOSE_FROM
 from DoseSegLib.core.volume import Volume
 
 OARS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
@@ -13,9 +14,19 @@ TARGET_PATTERN = re.compile(r"^PTV(\d+(?:\.\d+)?)$")
 
 
 def target_prescription(name: str) -> float | None:
-    """Prescription in Gy of a canonical target name such as ``PTV70``, else None."""
+    """Prescription in Gy of a canonical target name such as ``PTV70``, else None.
+
+    Numbers below 10 (``PTV1``, ``PTV2``) number targets and are not doses; cGy numbers are
+    converted by ``NameMapper.canonical`` before (``PTV_7000`` becomes ``PTV70``).
+    """
     match = TARGET_PATTERN.match(name)
-    return float(match.group(1)) if match else None
+    level = float(match.group(1)) if match else None
+    return level if level is not None and DOSE_FROM <= level < CGY_FROM else None
+
+
+def is_target(name: str) -> bool:
+    """A planning target volume by name (``PTV70``, ``PTV1``, ``PTV_High``, ``ptv low``)."""
+    return name.upper().startswith("PTV")
 
 
 @dataclass
@@ -36,15 +47,26 @@ class Case:
     source: Path | None = None
     fine_structures: dict[str, Volume] = field(default_factory=dict)
     original_names: dict[str, str] = field(default_factory=dict)
-    prescriptions: dict[str, float] = field(default_factory=dict)  # target -> Gy, e.g. from an RTPLAN
+    prescriptions: dict[str, float] = field(default_factory=dict)  # target -> Gy (RTPLAN, then --prescription)
     dicom_series: str | None = None  # SeriesInstanceUID of the CT when read from DICOM (outputs reference it)
+    notes: list[str] = field(default_factory=list)  # what reading the names interpreted, for the outputs
+
+    @property
+    def target_names(self) -> list[str]:
+        """Every target structure, whether its dose is known or not."""
+        return [n for n in self.structures if is_target(n) or n in self.prescriptions]
 
     @property
     def targets(self) -> dict[str, float]:
-        """Target structure names and their prescriptions in Gy, highest first."""
-        found = {n: target_prescription(n) for n in self.structures}
+        """Targets whose prescription is known (explicit, else from the name) in Gy, highest first."""
+        found = {n: self.prescriptions.get(n, target_prescription(n)) for n in self.target_names}
         targets = {n: p for n, p in found.items() if p is not None}
         return dict(sorted(targets.items(), key=lambda item: -item[1]))
+
+    @property
+    def unknown_targets(self) -> list[str]:
+        """Targets whose dose is not known: never guessed (give it with ``--prescription NAME=GY``)."""
+        return [n for n in self.target_names if n not in self.targets]
 
     @property
     def main_prescription(self) -> float | None:

@@ -2,33 +2,58 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
 
-_ALIASES = {
-    "Brainstem": ["brainstem", "brain_stem", "stem"],
-    "SpinalCord": ["spinalcord", "spinal_cord", "cord", "spinalcanal"],
-    "RightParotid": ["rightparotid", "parotid_r", "parotidr", "rparotid", "rt_parotid", "parotid_right",
-                     "glnd_parotid_r", "r_parotid"],
-    "LeftParotid": ["leftparotid", "parotid_l", "parotidl", "lparotid", "lt_parotid", "parotid_left",
-                    "glnd_parotid_l", "l_parotid"],
-    "Esophagus": ["esophagus", "oesophagus", "esophagus_s"],
-    "Larynx": ["larynx", "larynx_g", "glottis"],
-    "Mandible": ["mandible", "bone_mandible", "jaw"],
-}
-_PTV = re.compile(r"^ptv[_ \-]?(\d+(?:[.p]\d+)?)(?:gy)?$")
+log = logging.getLogger(__name__)
+NAMES_TABLE = Path(__file__).resolve().parents[1] / "data" / "structure_names.csv"
+# PTV with a number: PTV70, PTV_70, PTV 56Gy, PTV_59.4, PTV_59p4, PTV_7000 (cGy), PTV1 (a number, not a dose).
+_PTV = re.compile(r"^ptv[_ \-]?(\d+(?:[.p]\d+)?)(?:c?gy)?$")
+CGY_FROM = 100.0  # a number this large in a target name is cGy
+DOSE_FROM = 10.0  # smaller numbers (PTV1, PTV2) number the targets: they are not doses
 
 
 def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-DEFAULT_ALIASES: dict[str, str] = {
-    _key(alias): canonical for canonical, aliases in _ALIASES.items() for alias in aliases
-}
+def _load_table(path: Path = NAMES_TABLE) -> dict[str, str]:
+    """``{alias key: canonical}`` from the shipped table (TG-263 head-and-neck names and common variants)."""
+    aliases = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            for alias in (row["canonical"], row["tg263"], *row["aliases"].split("|")):
+                if alias.strip():
+                    aliases[_key(alias)] = row["canonical"]
+    return aliases
+
+
+DEFAULT_ALIASES: dict[str, str] = _load_table()
+
+
+def _gy(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 100:
+        raise DoseSegError(f"--prescription dose '{text}' must be in Gy, above 0 and at most 100 "
+                           "(e.g. PTV_High=70; 7000 cGy is 70 Gy)")
+    return value
+
+
+def parse_prescription(text: str) -> tuple[str, float]:
+    """``NAME=GY`` -> (NAME, Gy), e.g. ``PTV_High=70``."""
+    name, sep, value = text.rpartition("=")
+    if not sep or not name.strip():
+        raise DoseSegError(f"--prescription '{text}': expected NAME=GY, e.g. PTV_High=70")
+    return name.strip(), _gy(value.strip())
 
 
 class NameMapper:
@@ -36,14 +61,18 @@ class NameMapper:
 
     Args:
         extra: additional ``{alias: canonical}`` pairs, taking precedence over the defaults.
+        prescriptions: ``{target name: Gy}`` set explicitly (``--prescription``); they override
+            any dose read from a target's name. Names are mapped like structure names.
     """
 
-    def __init__(self, extra: dict[str, str] | None = None) -> None:
+    def __init__(self, extra: Mapping[str, str] | None = None,
+                 prescriptions: Mapping[str, float] | None = None) -> None:
         self.aliases = dict(DEFAULT_ALIASES)
         self.aliases.update({_key(k): v for k, v in (extra or {}).items()})
+        self.prescriptions = {self.canonical(name): float(gy) for name, gy in (prescriptions or {}).items()}
 
     @classmethod
-    def from_json(cls, path: str | Path) -> NameMapper:
+    def from_json(cls, path: str | Path, prescriptions: Mapping[str, float] | None = None) -> NameMapper:
         """Load extra aliases from a JSON object ``{"alias": "CanonicalName", ...}``."""
         try:
             data = json.loads(Path(path).read_text())
@@ -51,14 +80,75 @@ class NameMapper:
             raise DoseSegError(f"{path}: cannot read name mapping ({exc})") from exc
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise DoseSegError(f"{path}: name mapping must be a JSON object of strings")
-        return cls(data)
+        return cls(data, prescriptions)
+
+    def with_prescriptions(self, prescriptions: Mapping[str, float]) -> NameMapper:
+        """The same aliases with these explicit target doses (Gy) added."""
+        mapper = NameMapper(prescriptions=prescriptions)
+        mapper.aliases = self.aliases
+        mapper.prescriptions = {**self.prescriptions, **mapper.prescriptions}
+        return mapper
+
+    def note(self, name: str) -> str | None:
+        """What the mapping had to interpret in ``name`` (a cGy number in a target name), for the outputs."""
+        match = None if _key(name) in self.aliases else _PTV.match(name.lower().strip())
+        level = float(match.group(1).replace("p", ".")) if match else 0.0
+        return f"target '{name}': {level:g} read as cGy ({level / 100:g} Gy)" if level >= CGY_FROM else None
 
     def canonical(self, name: str) -> str:
+        """The canonical name: an alias's canonical name, ``PTV<Gy>`` for a target named with a dose."""
         key = _key(name)
         if key in self.aliases:
             return self.aliases[key]
         match = _PTV.match(name.lower().strip())
-        if match:
-            level = float(match.group(1).replace("p", "."))
-            return f"PTV{level:g}"
-        return name
+        if not match:
+            return name
+        level = float(match.group(1).replace("p", "."))
+        if level >= CGY_FROM:
+            log.info("%s", self.note(name))
+            return f"PTV{level / 100:g}"
+        return f"PTV{level:g}"  # below 10 a number, not a dose: see case.target_prescription
+
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+MAX_FILENAME = 80
+
+
+def _digest(name: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def safe_filename(name: str) -> str:
+    """A structure name as a plain file-name stem: never a path, never hidden, bounded length.
+
+    Separators, control characters and characters Windows refuses become ``_``; leading
+    dots and spaces are dropped (no ``..``, no hidden files); reserved device names get a
+    ``_`` prefix; a name that had to be changed or shortened ends with ``~`` and 8 hex
+    digits of its sha256, so that two distinct names never share a file.
+    """
+    stem = _UNSAFE.sub("_", name).lstrip(". ").rstrip(". ")
+    if stem.split(".")[0].lower() in _RESERVED:
+        stem = f"_{stem}"
+    if stem and stem == name and len(stem) <= MAX_FILENAME and "~" not in stem:
+        return stem
+    return f"{stem[:MAX_FILENAME - 9] or 'structure'}~{_digest(name)}"
+
+
+def structure_filenames(names: list[str] | tuple[str, ...] | dict) -> dict[str, str]:
+    """``{name: "<safe stem>.nrrd"}`` for every name; refuses names whose files would collide.
+
+    Distinct names get distinct files, also on case-insensitive file systems (macOS, Windows).
+    """
+    files: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for name in names:
+        file = f"{safe_filename(name)}.nrrd"
+        if file.lower() in seen:
+            file = f"{safe_filename(name)[:MAX_FILENAME - 9]}~{_digest(name)}.nrrd"
+        if file.lower() in seen:
+            raise DoseSegError(f"structures '{seen[file.lower()]}' and '{name}' would share the file {file}")
+        seen[file.lower()] = name
+        files[name] = file
+    return files

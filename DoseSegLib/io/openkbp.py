@@ -18,6 +18,7 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume, crop_to_content
+from DoseSegLib.io.patient import with_mapper_results
 
 GRID = 128
 _SPECIAL = {"ct", "dose", "possible_dose_mask", "voxel_dimensions"}
@@ -53,6 +54,9 @@ def read_openkbp_csv(folder: str | Path, mapper: NameMapper | None = None) -> Ca
         voxel = np.loadtxt(folder / "voxel_dimensions.csv", dtype=float)
     except (OSError, ValueError) as exc:
         raise DoseSegError(f"{folder / 'voxel_dimensions.csv'}: unreadable ({exc})") from exc
+    if voxel.shape != (3,) or not np.all(np.isfinite(voxel)) or np.any(voxel <= 0):
+        raise DoseSegError(f"{folder / 'voxel_dimensions.csv'}: expected three positive voxel sizes in mm, "
+                           f"found {voxel.tolist()}")
     spacing = (voxel[1], voxel[0], voxel[2])
     origin = tuple(-s * (GRID - 1) / 2 for s in spacing)
     mapper = mapper or NameMapper()
@@ -68,14 +72,19 @@ def read_openkbp_csv(folder: str | Path, mapper: NameMapper | None = None) -> Ca
 
     ct_values = dense("ct", np.float64)
     ct = volume(np.where(ct_values > 0, ct_values - 1000, -1000).astype(np.int16))
-    structures = {}
+    structures, original_names = {}, {}
     for file in sorted(folder.glob("*.csv")):
         name = file.stem
         if name not in _SPECIAL:
+            canonical = mapper.canonical(name)
+            if canonical in structures:
+                raise DoseSegError(f"{file}: '{name}' and '{original_names[canonical]}' both map to structure "
+                                   f"'{canonical}' (remove one of the two files)")
             mask = dense(name, np.uint8)
             if not mask.any():
                 raise DoseSegError(f"{file}: structure is empty (no voxel listed)")
-            structures[mapper.canonical(name)] = crop_to_content(volume(mask), mask > 0)
+            structures[canonical] = crop_to_content(volume(mask), mask > 0)
+            original_names[canonical] = name
     possible = None
     if (folder / "possible_dose_mask.csv").is_file():
         possible = volume(dense("possible_dose_mask", np.uint8))
@@ -87,4 +96,5 @@ def read_openkbp_csv(folder: str | Path, mapper: NameMapper | None = None) -> Ca
                                "expected Gy >= 0")
         if possible is not None:
             dose = crop_to_content(dose, possible.array > 0)
-    return Case(folder.name, ct, structures, dose, possible, source=folder)
+    case = Case(folder.name, ct, structures, dose, possible, source=folder)
+    return with_mapper_results(case, mapper, original_names)

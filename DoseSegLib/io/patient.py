@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.names import NameMapper
+from DoseSegLib.core.names import NameMapper, structure_filenames
 from DoseSegLib.core.volume import Volume
+
+log = logging.getLogger(__name__)
 
 _TO_LPS = {
     "left-posterior-superior": np.diag([1.0, 1.0, 1.0]),
@@ -105,19 +109,32 @@ def read_mask(path: str | Path) -> Volume:
     return volume.with_array(mask)
 
 
-def read_dose(path: str | Path) -> Volume:
+def read_dose(path: str | Path, ringing_gy: float = 0.0) -> Volume:
     """Read a dose NRRD (or a DICOM RTDOSE in GY) in Gy as float32, refusing negative values; a NRRD
-    ``DoseUnits:=CGY`` header is converted."""
+    ``DoseUnits:=CGY`` header is converted.
+
+    Args:
+        ringing_gy: negative values down to ``-ringing_gy`` (interpolation ringing of other
+            tools' outputs) are set to 0 with a warning; lower ones are still refused.
+    """
     from DoseSegLib.io.dicom.detect import sniff
 
     if Path(path).is_file() and sniff(Path(path)) == "dicom":
         from DoseSegLib.io.dicom.rtdose import read_dose_gy
 
-        return read_dose_gy(path).volume
-    volume = read_volume(path)
-    dose = volume.array.astype(np.float32) * np.float32(_dose_scale(Path(path)))
-    if dose.min() < 0:
-        raise DoseSegError(f"{path}: dose has negative values (min {dose.min():.3g}); expected Gy >= 0")
+        volume = read_dose_gy(path).volume
+        dose = volume.array.astype(np.float32)
+    else:
+        volume = read_volume(path)
+        dose = volume.array.astype(np.float32) * np.float32(_dose_scale(Path(path)))
+    low = float(dose.min()) if dose.size else 0.0
+    if low < -ringing_gy or (low < 0 and not ringing_gy):
+        raise DoseSegError(f"{path}: dose has negative values (min {low:.3g} Gy); expected Gy >= 0"
+                           + (f" (values down to -{ringing_gy:g} Gy are taken as ringing)" if ringing_gy else ""))
+    if low < 0:
+        log.warning("%s: %d voxels slightly negative (min %.3g Gy, interpolation ringing?) set to 0 Gy",
+                    path, int((dose < 0).sum()), low)
+        dose = np.maximum(dose, 0)
     return volume.with_array(dose)
 
 
@@ -137,6 +154,9 @@ def read_segmentation(
         seg = slicerio.read_segmentation(str(path))
     except Exception as exc:  # slicerio raises many types for malformed files
         raise DoseSegError(f"{path}: unreadable segmentation ({exc})") from exc
+    if not seg.get("segments"):
+        raise DoseSegError(f"{path}: no segment in this file: not a Slicer segmentation (.seg.nrrd); give a "
+                           "segmentation exported from Slicer, or structures/<Name>.nrrd files")
     voxels = seg["voxels"]
     layered = voxels.ndim == 4
     ijk_to_lps = np.asarray(seg["ijkToLPS"], dtype=float)
@@ -211,14 +231,14 @@ def read_patient(
     if patient_format(folder) == "dicom":
         from DoseSegLib.io.dicom.reader import read_dicom_patient
 
-        return read_dicom_patient(folder, mapper, series, segmentation)
+        return with_mapper_results(read_dicom_patient(folder, mapper, series, segmentation), mapper, {})
     ct = read_volume(folder / "ct.nrrd")
     structures: dict[str, Volume] = {}
-    original_names: dict[str, str] = {}
     default_seg = folder / "segmentation.seg.nrrd"
     if segmentation is None and not (folder / "structures").is_dir() and default_seg.is_file():
         segmentation = default_seg
     possible = None
+    original_names: dict[str, str] = {}
     if segmentation is not None and sniff(Path(segmentation)) == "dicom":  # an RTSTRUCT drawn on this CT
         from DoseSegLib.io.dicom.reader import read_structure_file
 
@@ -227,23 +247,49 @@ def read_patient(
         structures = read_segmentation(segmentation, mapper, original_names)
     else:
         for file in sorted((folder / "structures").glob("*.nrrd")):
-            name = mapper.canonical(file.name[: -len(".nrrd")])
+            original = file.name[: -len(".nrrd")]
+            name = mapper.canonical(original)
             if name in structures:
-                raise DoseSegError(f"{file}: a second file maps to structure '{name}'")
+                raise DoseSegError(f"{file}: '{original}' and '{original_names[name]}' both map to structure "
+                                   f"'{name}' (remove one, or rename it)")
             structures[name] = read_mask(file)
-            original_names[name] = file.name[: -len(".nrrd")]
+            original_names[name] = original
     dose = read_dose(folder / "dose.nrrd") if (folder / "dose.nrrd").is_file() else None
     mask_path = folder / "possible_dose_mask.nrrd"
     possible = read_mask(mask_path) if mask_path.is_file() else possible
-    return Case(folder.name, ct, structures, dose, possible, source=folder, original_names=original_names)
+    case = Case(folder.name, ct, structures, dose, possible, source=folder)
+    return with_mapper_results(case, mapper, original_names)
+
+
+def with_mapper_results(case: Case, mapper: NameMapper, original_names: dict[str, str]) -> Case:
+    """``case`` with the explicit prescriptions (over an RTPLAN's), notes and original names of a name mapping."""
+    missing = [name for name in mapper.prescriptions if name not in case.structures]
+    if missing:
+        raise DoseSegError(f"patient '{case.name}': --prescription names {', '.join(missing)}, which the "
+                           f"patient does not have (targets: {', '.join(case.target_names) or 'none'})")
+    case = replace(case, prescriptions={**case.prescriptions, **mapper.prescriptions},
+                   original_names={**case.original_names, **original_names})
+    notes = [note for note in map(mapper.note, original_names.values()) if note]
+    notes += [f"target {name}: dose unknown, not guessed (give it with --prescription {name}=GY)"
+              for name in case.unknown_targets]
+    for note in notes:
+        log.warning("%s: %s", case.name, note)
+    notes += [f"prescription of {n}: {gy:g} Gy (given)" for n, gy in mapper.prescriptions.items()]
+    return replace(case, notes=notes)
+
+
+def write_structures(folder: Path, structures: dict[str, Volume]) -> None:
+    """Write each mask as ``folder/<name>.nrrd``, the name made safe by :func:`names.structure_filenames`."""
+    folder.mkdir(exist_ok=True)
+    for name, file in structure_filenames(structures).items():
+        mask = structures[name]
+        write_volume(folder / file, mask.with_array(mask.array.astype(np.uint8)))
 
 
 def write_patient(folder: Path, case: Case) -> None:
     """Write a case in the patient-folder layout (folder must exist)."""
     write_volume(folder / "ct.nrrd", case.ct)
-    (folder / "structures").mkdir(exist_ok=True)
-    for name, mask in case.structures.items():
-        write_volume(folder / "structures" / f"{name}.nrrd", mask.with_array(mask.array.astype(np.uint8)))
+    write_structures(folder / "structures", case.structures)
     if case.dose is not None:
         write_dose(folder / "dose.nrrd", case.dose)
     if case.possible_dose_mask is not None:

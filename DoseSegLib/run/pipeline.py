@@ -98,22 +98,32 @@ class Pipeline:
         return result
 
     def _analyse(self, folder: Path, steps: Steps) -> PatientResult:
-        from DoseSegLib.analysis.dosecheck import check_dose_units
+        from DoseSegLib.analysis.ctcheck import check_ct
+        from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, check_predicted_dose
+        from DoseSegLib.analysis.site import check_site
         from DoseSegLib.core.alignment import align_case
         from DoseSegLib.io.patient import read_patient
         from DoseSegLib.models.dose.predict import predict_case_dose
 
         with steps("read"):
-            case = read_patient(folder, series=self.options.series)
+            case = read_patient(folder, self.options.mapper(), series=self.options.series)
+            check_ct(case.ct, str(folder / "ct.nrrd"))
+            site_note = check_site(case, self.options.any_site)
+            case = replace(case, notes=[*case.notes, site_note]) if site_note else case
             if case.dose is not None:
                 check_dose_units(case.dose, str(folder / "dose.nrrd"), self.options.allow_high_dose)
         with steps("align"):
+            reference = case.dose
             case = align_case(case)
+            if reference is not None:
+                check_dose_coverage(reference, case.structures, str(folder / "dose.nrrd"))
         with steps("segment"):
-            case, sources, notes = self._segment(case)
+            case, sources, segment_notes = self._segment(case)
+            notes = [*case.notes, *segment_notes]
             case = replace(case, structures=_ordered(case))
         with steps("predict dose"):
             dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
+            check_predicted_dose(dose, case)
         with steps("DVH and goals"):
             plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
                                  dvh_method=self.options.dvh_method)

@@ -10,6 +10,7 @@ from DoseSegLib import __version__
 from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.plan import PlanEvaluation
 from DoseSegLib.core.case import Case
+from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
 
@@ -31,6 +32,9 @@ class RunOptions:
         allow_high_dose: accept a reference dose above 200 Gy (refused as probably cGy otherwise).
         dvh_method: ``auto`` (partial volume) or ``voxel`` (dose-grid voxels); see ``analysis.sampling``.
         series: the CT series (SeriesInstanceUID) of a DICOM patient folder holding several.
+        names: structure-name mapping (e.g. ``NameMapper({"Stem": "Brainstem"})``; default aliases when None).
+        prescriptions: target doses in Gy (e.g. ``{"PTV_High": 70}``), overriding a dose in the name.
+        any_site: run the head-and-neck models on a patient of another site (recorded in the notes).
     """
 
     segment: bool = True
@@ -41,6 +45,13 @@ class RunOptions:
     allow_high_dose: bool = False
     dvh_method: str = "auto"
     series: str | None = None
+    names: NameMapper | None = None
+    prescriptions: dict[str, float] | None = None
+    any_site: bool = False
+
+    def mapper(self) -> NameMapper:
+        """The name mapping with the explicit prescriptions."""
+        return (self.names or NameMapper()).with_prescriptions(self.prescriptions or {})
 
 
 @dataclass
@@ -127,7 +138,9 @@ class PatientResult:
             "device": self.device,
             "prescription_gy": self.case.main_prescription,
             "targets": self.case.targets,
+            "targets_unknown_dose": self.case.unknown_targets,
             "structures": {name: self.structure_sources[name] for name in self.case.structures},
+            "original_names": self.case.original_names,
             "notes": self.notes,
             "models": self.models,
             "constraints": self.plan.counts(),

@@ -104,6 +104,9 @@ def load_weights(entry: ModelEntry, map_location: str = "cpu") -> dict:
     return torch.load(entry.file, map_location=map_location, weights_only=True)
 
 
+_TRAIN_COMMANDS = {"dose": "train-dose", "segmentation": "train-seg", "features": "train-features"}
+
+
 def load_checkpoint(task: str, name: str | None = None, weights: Path | None = None) -> tuple[dict, ModelEntry | None]:
     """A catalogue model's checkpoint (sha256 checked) and its entry, or, with ``weights``, a user's
     own training output (weights_only, no checksum) and None."""
@@ -114,7 +117,14 @@ def load_checkpoint(task: str, name: str | None = None, weights: Path | None = N
 
     if not Path(weights).is_file():
         raise DoseSegError(f"{weights}: {task} weights not found")
-    return torch.load(weights, map_location="cpu", weights_only=True), None
+    try:
+        checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (pickle, zip and torch errors alike: not a weights file)
+        raise DoseSegError(f"{weights}: not a DoseSeg {task} weights file ({type(exc).__name__}); give the "
+                           f"best.pt that 'doseseg {_TRAIN_COMMANDS.get(task, 'train')}' wrote") from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "config", "meta"} <= set(checkpoint):
+        raise DoseSegError(f"{weights}: not a DoseSeg {task} weights file (no state_dict, config and meta)")
+    return checkpoint, None
 
 
 def load_network(task: str, network: type, config: type, name: str | None = None,

@@ -31,6 +31,11 @@ def target_channels(case: Case) -> tuple[np.ndarray, np.ndarray]:
 
 def dose_input_channels(case: Case) -> np.ndarray:
     """Array ``(len(CHANNELS), X, Y, Z)`` float32 for an aligned case with at least one PTV."""
+    if case.unknown_targets:
+        unknown = ", ".join(case.unknown_targets)
+        first = case.unknown_targets[0]
+        raise DoseSegError(f"patient '{case.name}': the dose of target {unknown} is unknown (a number below 10 "
+                           f"numbers targets, it is not a dose); give it, e.g. --prescription {first}=70")
     if not case.targets:
         raise DoseSegError(
             f"patient '{case.name}' has no target (PTV<dose>, e.g. PTV70): the dose model needs one"

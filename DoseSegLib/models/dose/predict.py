@@ -10,6 +10,7 @@ import numpy as np
 
 from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.case import OARS, Case
+from DoseSegLib.core.orientation import Reorientation
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
@@ -71,9 +72,16 @@ def _on_grid(case: Case, grid: Volume) -> Case:
 def predict_case_dose(model: DoseModel, case: Case, tta: bool = False) -> Volume:
     """Predicted dose in Gy on the CT grid of an aligned ``case`` (see alignment.align_case).
 
-    A CT whose voxel size lies outside the trained range is resampled to the model's
-    working spacing, predicted there and the dose resampled back onto the CT grid.
+    The network sees the case in canonical voxel order (see ``core.orientation``), whatever
+    the CT's stored axis order; a CT whose voxel size lies outside the trained range is
+    resampled to the model's working spacing, predicted there and the dose resampled back.
     """
+    orientation = Reorientation.of(case.ct)
+    dose = _predict_canonical(model, orientation.case_to_canonical(case), tta)
+    return orientation.from_canonical(dose, case.ct)
+
+
+def _predict_canonical(model: DoseModel, case: Case, tta: bool) -> Volume:
     from DoseSegLib.models.dose.inference import predict_box
 
     ignored = sorted(n for n in case.structures if n not in OARS and n not in case.targets)

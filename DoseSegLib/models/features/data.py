@@ -18,6 +18,7 @@ import numpy as np
 from DoseSegLib.core.alignment import body_mask, resample
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.orientation import Reorientation
 from DoseSegLib.core.volume import Volume, crop_to_content, mask_box
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.models.common import patient_cache
@@ -81,10 +82,10 @@ def box_grid(ct: Volume, box: tuple[slice, slice, slice], grid: tuple[int, int, 
 
 def target_union(case: Case, grid: Volume) -> np.ndarray:
     """Fraction of each grid voxel inside any target (PTV), from each mask's own bounding box."""
-    if not case.targets:
-        raise DoseSegError(f"{case.source or case.name}: no target structure (PTV<dose>) to describe")
+    if not case.target_names:
+        raise DoseSegError(f"{case.source or case.name}: no target structure (PTV) to describe")
     union = np.zeros(grid.shape, np.float32)
-    for name in case.targets:
+    for name in case.target_names:
         mask = case.structures[name]
         box = crop_to_content(mask, mask.array)
         fraction = resample(box.with_array(box.array.astype(np.float32)), grid, "linear", 0.0)
@@ -104,7 +105,7 @@ def prepare_inputs(case: Case, spec: FeatureInputs) -> dict:
     """
     if spec.dose and case.dose is None:
         raise DoseSegError(f"{case.source or case.name}: no dose.nrrd, but the model uses the dose")
-    small = shrink(case.ct, spec.grid)
+    small = shrink(Reorientation.of(case.ct).to_canonical(case.ct), spec.grid)  # canonical voxel order
     margin = int(np.ceil(BOX_MARGIN_MM / min(small.spacing)))
     grid = box_grid(small, mask_box(body_mask(small).array, margin), spec.grid)
     ct = resample(small, grid, "linear", AIR_HU).array

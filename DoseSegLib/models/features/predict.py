@@ -11,9 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from DoseSegLib.analysis.ctcheck import check_ct
 from DoseSegLib.analysis.radiomics import radiomics_table
+from DoseSegLib.analysis.site import check_site
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.tables import Row
 from DoseSegLib.models.common.handle import ModelHandle
@@ -68,25 +72,39 @@ def feature_row(model: FeatureModel, case: Case) -> Row:
 
 
 def features_tables(model: FeatureModel, folders: Sequence[Path], radiomics: bool = False,
-                    classes: Sequence[str] | None = None) -> tuple[list[Row], list[Row]]:
+                    classes: Sequence[str] | None = None, mapper: NameMapper | None = None,
+                    failures: list[tuple[Path, str]] | None = None, any_site: bool = False
+                    ) -> tuple[list[Row], list[Row]]:
     """One feature row per patient folder, and (with ``radiomics``) each structure's radiomics row joined to it.
 
     Args:
         folders: patient folders (ct.nrrd, structures/ with at least one PTV, dose.nrrd if the model uses it).
         radiomics: also compute pyradiomics features of every structure on the aligned case.
         classes: pyradiomics feature classes (see ``radiomics.make_extractor``).
+        mapper: structure-name mapping (default aliases when None).
+        failures: when given, a patient that fails is appended as (folder, error) and the others go on;
+            otherwise its error is raised.
+        any_site: describe patients without head-and-neck organs too (noted in their row).
     """
     from tqdm import tqdm
 
     features, joined = [], []
     for folder in tqdm(folders, desc="features", unit="patient", disable=len(folders) < 2):
-        case = read_patient(folder)
-        row = feature_row(model, case)
+        try:
+            case = read_patient(folder, mapper)
+            check_ct(case.ct, str(folder / "ct.nrrd"))
+            site_note = check_site(case, any_site)
+            row = {**feature_row(model, case), **({"note": site_note} if site_note else {})}
+            if radiomics:
+                aligned = align_case(case)
+                structures = radiomics_table(aligned.ct, aligned.structures, classes)
+                joined += [{"patient": case.name, **structure, **row} for structure in structures]
+        except DoseSegError as exc:
+            if failures is None:
+                raise
+            failures.append((folder, str(exc)))
+            continue
         features.append(row)
-        if radiomics:
-            aligned = align_case(case)
-            structures = radiomics_table(aligned.ct, aligned.structures, classes)
-            joined += [{"patient": case.name, **structure, **row} for structure in structures]
     return features, joined
 
 

@@ -16,10 +16,11 @@ import numpy as np
 
 from DoseSegLib.analysis.segmetrics import dosimetric_rmae, segmentation_table
 from DoseSegLib.core.alignment import align_case, align_structure
-from DoseSegLib.core.case import Case
+from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume
-from DoseSegLib.io.listing import subfolders
+from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.io.patient import read_mask, read_patient, read_segmentation
 from DoseSegLib.io.tables import Row
 
@@ -67,17 +68,32 @@ def evaluate_case(predicted: dict[str, Volume], case: Case, labels: tuple[str, .
     return rows
 
 
-def evaluate_folder(predictions: Path, reference: Path, labels: tuple[str, ...], dose_model=None) -> list[Row]:
-    """Rows of :func:`evaluate_case` for every patient folder under ``predictions``.
+def evaluate_folder(predictions: Path, reference: Path, labels: tuple[str, ...], dose_model=None,
+                    mapper: NameMapper | None = None, allow_missing: bool = False) -> list[Row]:
+    """Rows of :func:`evaluate_case` for every reference patient that has a prediction folder.
 
     Args:
         reference: folder of the reference patients (same folder names, ct.nrrd and structures/).
+        mapper: structure-name mapping of the reference patients (default aliases when None).
+        allow_missing: score only the reference patients that have a prediction instead of failing.
     """
-    folders = subfolders(predictions, "patient folder")
+    if not predictions.is_dir():
+        raise DoseSegError(f"{predictions}: prediction folder not found")
+    patients = patient_folders(reference)
+    missing = [p.name for p in patients if not (predictions / p.name).is_dir()]
+    if missing and not allow_missing:
+        raise DoseSegError(f"{predictions}: no prediction for {len(missing)} of {len(patients)} reference patients "
+                           f"({', '.join(missing[:20])}); use --allow-missing to score the others")
+    folders = [predictions / p.name for p in patients if p.name not in missing]
+    if not folders:
+        raise DoseSegError(f"{predictions}: no prediction folder matches a reference patient of {reference}")
     rows = []
     for folder in folders:
-        case = align_case(read_patient(reference / folder.name))
+        case = align_case(read_patient(reference / folder.name, mapper))
         rows.extend(evaluate_case(read_predicted(folder), case, labels, dose_model))
+    if not any(row["structure"] in labels for row in rows):
+        raise DoseSegError(f"{reference}: none of the labels {', '.join(labels)} is a structure of the reference "
+                           f"patients (check --labels; canonical names such as {', '.join(OARS[:3])})")
     return rows
 
 

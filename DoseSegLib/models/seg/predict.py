@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from DoseSegLib.analysis.ctcheck import check_ct
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.colors import structure_colors
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.orientation import Reorientation
 from DoseSegLib.core.volume import Volume, mask_box
-from DoseSegLib.io.patient import write_segmentation, write_volume
+from DoseSegLib.io.patient import write_segmentation, write_structures
 from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
 from DoseSegLib.models.common.handle import ModelHandle
@@ -73,6 +75,9 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
         if len(model.inputs.images) != 1:
             raise DoseSegError(f"the model needs the images {model.inputs.images}; pass them as ``images``")
         images = [case.ct]
+    grid, orientation = case.ct, Reorientation.of(case.ct)  # the network sees canonical voxel order
+    case = orientation.case_to_canonical(case)
+    images = [orientation.to_canonical(image) for image in images]
     region = region_mask(case)
     box = mask_box(region, BOX_MARGIN)
     image = input_channels(images, model.inputs, region)[(slice(None), *box)]
@@ -85,13 +90,14 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
         mask[box] = probability >= model.thresholds[label]
         if single_component and label in OARS:
             mask = largest_component(mask)
-        masks[label] = case.ct.with_array(mask)
+        masks[label] = orientation.from_canonical(case.ct.with_array(mask), grid)
     return masks
 
 
 def segment_folder(model: SegModel, folder: Path, tta: bool = False) -> dict[str, Volume]:
     """Masks for a patient folder holding the model's input images (ct.nrrd, ...)."""
     case, images = read_inputs(Path(folder), model.inputs)
+    check_ct(case.ct, str(Path(folder) / "ct.nrrd"))
     return segment_case(model, case, images, tta=tta)
 
 
@@ -106,7 +112,5 @@ def write_masks(folder: Path, masks: dict[str, Volume]) -> list[str]:
     if not kept:
         raise DoseSegError(f"{folder.name}: no structure found")
     write_segmentation(folder / "segmentation.seg.nrrd", kept, structure_colors(kept))
-    (folder / "structures").mkdir(exist_ok=True)
-    for name, mask in kept.items():
-        write_volume(folder / "structures" / f"{name}.nrrd", mask.with_array(mask.array.astype(np.uint8)))
+    write_structures(folder / "structures", kept)
     return list(kept)
