@@ -23,31 +23,70 @@ TRAINED_SPACING_MIN = (2.7, 2.7, 1.5)
 TRAINED_SPACING_MAX = (5.5, 5.5, 3.3)
 WORKING_SPACING = (3.906, 3.906, 2.5)
 @dataclass
+class Refiner:
+    """A loaded refinement stage (``refine_net.RefineNet``) and its sliding-window size."""
+
+    net: object
+    patch: tuple[int, int, int]
+
+
+@dataclass
 class DoseModel:
-    """A loaded dose network with its catalogue entry (None for weights loaded from a file)."""
+    """A loaded dose network with its catalogue entry (None for weights loaded from a file).
+
+    ``refiner``, when present, corrects the network's prediction (a catalogue entry with a
+    ``base``, or a train-dose-refiner best.pt): ``net`` is then the base model's network.
+    """
 
     net: object
     entry: ModelEntry | None
     patch: tuple[int, int, int]
     device: object
     amp: bool
+    refiner: Refiner | None = None
+
+
+def _patch(meta: dict, source: object) -> tuple[int, int, int]:
+    if "patch" not in meta:
+        raise DoseSegError(f"{source}: no patch size in its metadata; not a train-dose best.pt")
+    return tuple(meta["patch"])
 
 
 def load_dose_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> DoseModel:
-    """Load a dose model onto ``device`` (network in eval mode).
+    """Load a dose model onto ``device`` (networks in eval mode).
 
     Args:
         name: catalogue model name (default: the catalogue's default dose model); its
-            checksum is verified before loading with weights_only=True.
+            checksum is verified before loading with weights_only=True. A refiner entry
+            (with a ``base``) loads its base model too, checked the same way.
         device: "auto", "cpu" or "cuda".
-        weights: a train-dose best.pt to load instead (weights_only, no checksum: the file is the user's own).
+        weights: a train-dose or train-dose-refiner best.pt to load instead (weights_only, no
+            checksum: the file is the user's own); a refiner's base comes from the catalogue.
     """
+    from DoseSegLib.models.common.catalogue import find_model
     from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+    from DoseSegLib.models.dose.refine_net import RefineNet, RefineNetConfig
 
+    if weights is None and find_model("dose", name).base or weights is not None and _is_refiner(weights):
+        refiner, meta, entry, torch_device = load_network("dose", RefineNet, RefineNetConfig, name, weights, device)
+        base_name = entry.base if entry is not None else meta.get("base_model")
+        if not base_name:
+            raise DoseSegError(f"{weights}: this refiner names no catalogue base model; it cannot be loaded")
+        base = load_dose_model(base_name, device)
+        return replace(base, entry=entry or base.entry,
+                       refiner=Refiner(refiner, _patch(meta, weights or entry.file)))
     net, meta, entry, torch_device = load_network("dose", DoseNet, DoseNetConfig, name, weights, device)
-    if "patch" not in meta:
-        raise DoseSegError(f"{weights or entry.file}: no patch size in its metadata; not a train-dose best.pt")
-    return DoseModel(net, entry, tuple(meta["patch"]), torch_device, amp=torch_device.type == "cuda")
+    return DoseModel(net, entry, _patch(meta, weights or entry.file), torch_device, amp=torch_device.type == "cuda")
+
+
+def _is_refiner(weights: Path) -> bool:
+    """Whether a user's best.pt holds a refiner (its stored configuration has a correction scale)."""
+    import torch
+
+    if not Path(weights).is_file():
+        raise DoseSegError(f"{weights}: dose weights not found")
+    checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+    return isinstance(checkpoint, dict) and "correction_gy" in checkpoint.get("config", {})
 
 
 def working_grid(ct: Volume) -> Volume | None:
@@ -73,6 +112,17 @@ def _on_grid(case: Case, grid: Volume) -> Case:
     )
 
 
+def _refine(model: DoseModel, first: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """The refiner's correction of the base dose ``first`` on one box (on the model's current device)."""
+    from DoseSegLib.models.dose.refine_net import refine_box
+
+    def run() -> np.ndarray:
+        model.refiner.net.to(model.device)
+        return refine_box(model.refiner.net, first, inputs, model.refiner.patch, model.device)
+
+    return cpu_if_out_of_memory(model, run)
+
+
 def predict_case_dose(model: DoseModel, case: Case, tta: bool = False) -> Volume:
     """Predicted dose in Gy on the CT grid of an aligned ``case`` (see alignment.align_case).
 
@@ -94,6 +144,8 @@ def predict_case_dose(model: DoseModel, case: Case, tta: bool = False) -> Volume
     dose = np.zeros(work.ct.shape, np.float32)
     dose[box] = cpu_if_out_of_memory(
         model, lambda: predict_box(model.net, inputs[(slice(None), *box)], model.patch, model.device, tta, model.amp))
+    if model.refiner is not None:
+        dose[box] = _refine(model, dose[box], inputs[(slice(None), *box)])
     predicted = work.ct.with_array(dose)
     if grid is None:
         return predicted
