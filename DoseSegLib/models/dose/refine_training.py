@@ -45,7 +45,8 @@ class RefineConfig(RunConfig):
     """Options of ``doseseg train-dose-refiner`` (saved beside the checkpoints).
 
     Attributes:
-        base_model, base_weights: the frozen base dose model (catalogue name, or a best.pt).
+        base_model, base_weights: the frozen base dose model (catalogue name, default the default
+            dose model or its base when that is a refiner; or a train-dose best.pt).
         structure_weight, edge_weight, hot_weight: extra loss weight inside targets and OARs,
             in a band of ``EDGE_VOXELS`` around target boundaries, and where the reference
             dose exceeds the target's prescription.
@@ -55,7 +56,7 @@ class RefineConfig(RunConfig):
 
     epochs: int = 200
     batch_size: int = 2
-    patch: tuple[int, int, int] = (96, 64, 80)
+    patch: tuple[int, int, int] = (96, 64, 96)
     base_model: str | None = None
     base_weights: str | None = None
     structure_weight: float = 0.5
@@ -140,8 +141,9 @@ def train_refiner(data: Path, out: Path, config: RefineConfig, cache: Path | Non
     device = start_run(config, device)
     if not config.base_weights:
         base = find_model("dose", config.base_model)
-        if base.base:
+        if base.base and config.base_model:
             raise DoseSegError(f"dose model '{base.name}' is itself a refiner; name its base model ('{base.base}')")
+        base = find_model("dose", base.base) if base.base else base  # the default model's base
         config = replace(config, base_model=base.name)
     net = RefineNet(config.net)
     write_config(out, config)
