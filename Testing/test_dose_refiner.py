@@ -18,8 +18,18 @@ from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.models.dose.inputs import CHANNELS
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
 from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
-from DoseSegLib.models.dose.refine_net import RefineNet, RefineNetConfig, refine_box, refine_inputs
-from DoseSegLib.models.dose.refine_training import RefineConfig, flip_patch, loss_weights, refine_loss
+from DoseSegLib.models.dose.refine_net import (
+    RefineNet,
+    RefineNetConfig,
+    refine_box,
+    refine_inputs,
+)
+from DoseSegLib.models.dose.refine_training import (
+    RefineConfig,
+    flip_patch,
+    loss_weights,
+    refine_loss,
+)
 
 TINY_BASE = DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dropout=0.0)
 TINY = RefineNetConfig(channels=(4, 8, 16), strides=(2, 2))
@@ -151,17 +161,14 @@ def test_refine_box_pads_and_crops_back() -> None:
     np.testing.assert_allclose(dose, first, atol=1e-4)  # gain 0: the base dose
 
 
-def test_train_dose_refiner_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_train_dose_refiner_command(tmp_path: Path, phantom_dataset: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys) -> None:
     """Train on phantoms with a tiny base from the catalogue, resume, then predict with the best.pt."""
     from DoseSegLib.cli.main import main
     from DoseSegLib.io.patient import read_volume
-    from DoseSegLib.io.phantom import write_phantom_patient
 
     monkeypatch.setenv("DOSESEG_MODELS", str(_catalogue(tmp_path)))
-    data = tmp_path / "data"
-    for split, seeds in (("train", (1, 2)), ("validation", (3,))):
-        for seed in seeds:
-            write_phantom_patient(data / split / f"pt_{seed}", shape=(32, 32, 24), spacing=(5.5, 6.5, 4.8), seed=seed)
+    data = phantom_dataset
     tiny = ["--data", str(data), "--channels", "4", "8", "16", "--patch", "16", "16", "16", "--device", "cpu",
             "--workers", "1"]
     run = tmp_path / "run"

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from DoseSegLib.analysis.openkbp import dvh_abs_errors, openkbp_scores
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.models.common.arrays import pad_to
 from DoseSegLib.models.common.catalogue import find_model
@@ -33,7 +32,12 @@ from DoseSegLib.models.common.training_loop import (
 from DoseSegLib.models.dose.augment import left_right_flip
 from DoseSegLib.models.dose.inputs import REFERENCE_GY
 from DoseSegLib.models.dose.refine_data import build_refine_cache
-from DoseSegLib.models.dose.refine_net import RefineNet, RefineNetConfig, refine_box, refine_inputs
+from DoseSegLib.models.dose.refine_net import (
+    RefineNet,
+    RefineNetConfig,
+    refine_box,
+    refine_inputs,
+)
 from DoseSegLib.models.dose.training import ValidationSet, moment_loss
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_dose_score", "val_dvh_score", "lr", "seconds")
@@ -116,22 +120,6 @@ def refine_loss(pred: torch.Tensor, x: torch.Tensor, dose: torch.Tensor, config:
     return loss
 
 
-class RefineValidationSet(ValidationSet):
-    """Validation patients with their cached base predictions, scored by the OpenKBP definitions."""
-
-    def score_doses(self, predict) -> tuple[float, float]:
-        """Dose and DVH scores of ``predict(sample) -> box dose``."""
-        dose_errors, dvh_errors = [], []
-        for i, sample in enumerate(self.samples):
-            box = tuple(slice(int(a), int(b)) for a, b in sample["box"])
-            pred, ref = np.zeros(self.grid, np.float32), np.zeros(self.grid, np.float32)
-            pred[box] = predict(sample)
-            ref[box] = sample["dose"]
-            dose_errors.append(float(np.abs(pred - ref).sum() / self.mask_counts[i]))
-            dvh_errors.append(dvh_abs_errors(pred, ref, self.structures[i], self.voxel_cc[i]))
-        return openkbp_scores(dose_errors, dvh_errors)
-
-
 def train_refiner(data: Path, out: Path, config: RefineConfig, cache: Path | None = None,
                   device: torch.device | None = None, workers: int = 2) -> dict:
     """Train (or resume) the refiner; best.pt is selected by dose score + DVH score on validation.
@@ -152,7 +140,7 @@ def train_refiner(data: Path, out: Path, config: RefineConfig, cache: Path | Non
                for split, limit in (("train", config.max_train_patients), ("validation", config.max_val_patients))}
     files = {split: build_refine_cache(f, cache, config.base_model, config.base_weights, workers)
              for split, f in folders.items()}
-    val_set = RefineValidationSet(files["validation"], folders["validation"])
+    val_set = ValidationSet(files["validation"], folders["validation"])
     train_samples = [load_arrays(f) for f in files["train"]]
 
     def validate(epoch: int) -> Validation:
