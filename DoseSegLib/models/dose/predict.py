@@ -23,19 +23,12 @@ TRAINED_SPACING_MIN = (2.7, 2.7, 1.5)
 TRAINED_SPACING_MAX = (5.5, 5.5, 3.3)
 WORKING_SPACING = (3.906, 3.906, 2.5)
 @dataclass
-class Refiner:
-    """A loaded refinement stage (``refine_net.RefineNet``) and its sliding-window size."""
-
-    net: object
-    patch: tuple[int, int, int]
-
-
-@dataclass
 class DoseModel:
     """A loaded dose network with its catalogue entry (None for weights loaded from a file).
 
-    ``refiner``, when present, corrects the network's prediction (a catalogue entry with a
-    ``base``, or a train-dose-refiner best.pt): ``net`` is then the base model's network.
+    ``refiner``, when present, is a ``refine_net.RefineNet`` that corrects the network's prediction
+    (a catalogue entry with a ``base``, or a train-dose-refiner best.pt); ``net`` is then the base
+    model's network.
     """
 
     net: object
@@ -43,7 +36,7 @@ class DoseModel:
     patch: tuple[int, int, int]
     device: object
     amp: bool
-    refiner: Refiner | None = None
+    refiner: object | None = None
 
 
 def _patch(meta: dict, source: object) -> tuple[int, int, int]:
@@ -72,9 +65,7 @@ def load_dose_model(name: str | None = None, device: str = "auto", weights: Path
         base_name = entry.base if entry is not None else meta.get("base_model")
         if not base_name:
             raise DoseSegError(f"{weights}: this refiner names no catalogue base model; it cannot be loaded")
-        base = load_dose_model(base_name, device)
-        return replace(base, entry=entry or base.entry,
-                       refiner=Refiner(refiner, _patch(meta, weights or entry.file)))
+        return replace(load_dose_model(base_name, device), entry=entry, refiner=refiner)
     net, meta, entry, torch_device = load_network("dose", DoseNet, DoseNetConfig, name, weights, device)
     return DoseModel(net, entry, _patch(meta, weights or entry.file), torch_device, amp=torch_device.type == "cuda")
 
@@ -117,8 +108,8 @@ def _refine(model: DoseModel, first: np.ndarray, inputs: np.ndarray) -> np.ndarr
     from DoseSegLib.models.dose.refine_net import refine_box
 
     def run() -> np.ndarray:
-        model.refiner.net.to(model.device)
-        return refine_box(model.refiner.net, first, inputs, model.refiner.patch, model.device)
+        model.refiner.to(model.device)
+        return refine_box(model.refiner, first, inputs, model.device)
 
     return cpu_if_out_of_memory(model, run)
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from DoseSegLib.models.common.arrays import inference_shape, pad_to
+from DoseSegLib.models.common.arrays import pad_to
 from DoseSegLib.models.common.net_config import NetConfig
 from DoseSegLib.models.dose.inputs import CHANNELS, REFERENCE_GY
 
@@ -72,14 +72,15 @@ class RefineNet(nn.Module):
 
 
 @torch.inference_mode()
-def refine_box(net: RefineNet, first: np.ndarray, inputs: np.ndarray, roi: tuple[int, int, int],
-               device: torch.device) -> np.ndarray:
-    """Refined dose (Gy) of one box from the base dose ``first`` and the dose ``inputs`` on that box."""
-    from monai.inferers import sliding_window_inference
+def refine_box(net: RefineNet, first: np.ndarray, inputs: np.ndarray, device: torch.device) -> np.ndarray:
+    """Refined dose (Gy) of one box from the base dose ``first`` and the dose ``inputs`` on that box.
 
-    padded, region = pad_to(inputs.astype(np.float32), inference_shape(first.shape, roi, net.config.size_multiple))
-    base = np.zeros(padded.shape[1:], np.float32)
+    One pass over the whole box (padded to the size multiple): at the refiner's coarse grid a
+    head-and-neck box fits easily, and no sliding-window blending is needed.
+    """
+    shape = tuple(-(-n // net.config.size_multiple) * net.config.size_multiple for n in first.shape)
+    padded, region = pad_to(inputs.astype(np.float32), shape)
+    base = np.zeros(shape, np.float32)
     base[region] = first
-    batch = torch.from_numpy(refine_inputs(base, padded))[None].to(device)
-    dose = sliding_window_inference(batch, roi, 4, net, overlap=0.25, mode="gaussian")
+    dose = net(torch.from_numpy(refine_inputs(base, padded))[None].to(device))
     return dose[0, 0].float().cpu().numpy()[region]

@@ -145,7 +145,7 @@ def train_refiner(data: Path, out: Path, config: RefineConfig, cache: Path | Non
 
     def validate(epoch: int) -> Validation:
         dose_score, dvh_score = val_set.score_doses(
-            lambda s: refine_box(net, s["first"], s["inputs"], config.patch, device))
+            lambda s: refine_box(net, s["first"], s["inputs"], device))
         scores = {"val_dose_score": dose_score, "val_dvh_score": dvh_score}
         meta = {"epoch": epoch, **scores, "patch": list(config.patch), "base_model": config.base_model}
         return Validation(dose_score + dvh_score, scores, meta)
