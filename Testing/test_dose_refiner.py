@@ -186,3 +186,13 @@ def test_train_dose_refiner_command(tmp_path: Path, phantom_dataset: Path, monke
     capsys.readouterr()
     assert main(["train-dose-refiner", "--out", str(tmp_path / "bad"), "--base-model", "refined", *tiny]) == 1
     assert "is itself a refiner" in capsys.readouterr().err
+
+
+def test_a_refiner_of_a_refiner_is_a_catalogue_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _catalogue(tmp_path)
+    rows = json.loads((folder / "catalogue.json").read_text())["models"]
+    rows.append({**rows[1], "name": "twice", "default": False, "base": "refined"})
+    (folder / "catalogue.json").write_text(json.dumps({"models": rows}))
+    monkeypatch.setenv("DOSESEG_MODELS", str(folder))
+    with pytest.raises(DoseSegError, match="is itself a refiner"):
+        load_dose_model("twice", device="cpu")

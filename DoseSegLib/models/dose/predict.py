@@ -65,7 +65,10 @@ def load_dose_model(name: str | None = None, device: str = "auto", weights: Path
         base_name = entry.base if entry is not None else meta.get("base_model")
         if not base_name:
             raise DoseSegError(f"{weights}: this refiner names no catalogue base model; it cannot be loaded")
-        return replace(load_dose_model(base_name, device), entry=entry, refiner=refiner)
+        base = load_dose_model(base_name, device)
+        if base.refiner is not None:
+            raise DoseSegError(f"dose model '{base_name}', the base of a refiner, is itself a refiner (catalogue error)")
+        return replace(base, entry=entry, refiner=refiner)
     net, meta, entry, torch_device = load_network("dose", DoseNet, DoseNetConfig, name, weights, device)
     return DoseModel(net, entry, _patch(meta, weights or entry.file), torch_device, amp=torch_device.type == "cuda")
 
