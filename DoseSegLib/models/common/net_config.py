@@ -6,8 +6,6 @@ import math
 from dataclasses import asdict
 from typing import TypeVar
 
-from typing_extensions import Self
-
 Config = TypeVar("Config", bound="StoredConfig")
 
 
@@ -18,7 +16,7 @@ class StoredConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Self:
+    def from_dict(cls: type[Config], data: dict) -> Config:
         """The configuration stored by :meth:`to_dict` (JSON lists back to tuples)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
