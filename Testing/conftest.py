@@ -37,6 +37,16 @@ def phantom_dir(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def phantom_dataset(tmp_path: Path) -> Path:
+    """A tiny training dataset in tmp_path/data: train/pt_1, train/pt_2 and validation/pt_3 (small phantoms)."""
+    data = tmp_path / "data"
+    for split, seeds in (("train", (1, 2)), ("validation", (3,))):
+        for seed in seeds:
+            write_phantom_patient(data / split / f"pt_{seed}", shape=(32, 32, 24), spacing=(5.5, 6.5, 4.8), seed=seed)
+    return data
+
+
 def hash_tree(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` keyed by relative path (folders included as empty)."""
     return {

@@ -64,3 +64,23 @@ def test_identical_runs_give_identical_results(shared_data: Path) -> None:
     model = load_segmentation_model(device="cpu")
     first, second = (segment_case(model, case) for _ in range(2))
     assert first.keys() == second.keys() and all(np.array_equal(first[n].array, second[n].array) for n in first)
+
+
+@pytest.mark.slow
+def test_bundled_dose_refiner_on_a_validation_patient(shared_data: Path) -> None:
+    """The published refiner loads with its base (both sha256-checked), changes the base dose by a
+    correction of a few Gy, and keeps the errors of a real patient within the card's range."""
+    from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
+
+    case = align_case(read_patient(shared_data / "openkbp" / "validation" / "pt_201"))
+    model = load_dose_model("openkbp-dose-refine24", device="cpu")
+    assert model.refiner is not None and model.entry.base == "openkbp-dose-unet24"
+    refined = predict_case_dose(model, case).array
+    base = predict_case_dose(load_dose_model("openkbp-dose-unet24", device="cpu"), case).array
+    change = np.abs(refined - base)
+    assert 0.1 < change.max() < 20.0, change.max()
+    mask = case.possible_dose_mask.array
+    dose_error = np.abs(refined - case.dose.array).sum() / mask.sum()
+    errors = dvh_abs_errors(refined, case.dose.array, {n: v.array for n, v in case.structures.items()},
+                            case.ct.voxel_volume_cc)
+    assert dose_error < 3.5 and np.mean(list(errors.values())) < 3.0, (dose_error, errors)

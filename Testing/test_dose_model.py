@@ -164,23 +164,20 @@ def test_fine_ct_is_predicted_at_working_spacing(tmp_path: Path, monkeypatch: py
     case = _case(shape=(120, 110, 60), spacing=(1.0, 1.0, 1.0))
     grid = working_grid(case.ct)
     assert grid is not None and grid.spacing == (3.906, 3.906, 2.5)
-    centre = lambda v: v.index_to_lps @ np.append((np.asarray(v.shape) - 1) / 2, 1)  # noqa: E731
+    centre = lambda v: v.index_to_lps @ np.append((np.asarray(v.shape) - 1) / 2, 1)
     assert np.allclose(centre(grid), centre(case.ct), atol=1e-6)
     dose = predict_case_dose(load_dose_model(device="cpu"), case)
     assert dose.same_grid(case.ct)
     assert np.all(dose.array[~case.possible_dose_mask.array] == 0)
 
 
-def test_train_dose_command_logs_resumes_and_starts_from_weights(tmp_path: Path, capsys) -> None:
+def test_train_dose_command_logs_resumes_and_starts_from_weights(tmp_path: Path, phantom_dataset: Path,
+                                                                  capsys) -> None:
     import csv
 
     from DoseSegLib.cli.main import main
-    from DoseSegLib.io.phantom import write_phantom_patient
 
-    data = tmp_path / "data"
-    for split, seeds in (("train", (1, 2)), ("validation", (3,))):
-        for seed in seeds:
-            write_phantom_patient(data / split / f"pt_{seed}", shape=(32, 32, 24), spacing=(5.5, 6.5, 4.8), seed=seed)
+    data = phantom_dataset
     tiny = ["--data", str(data), "--channels", "4", "8", "16", "--patch", "16", "16", "16", "--val-every", "1",
             "--device", "cpu"]
 

@@ -1,7 +1,7 @@
 """Copy trained weights into Resources/Models and (re)write their catalogue entry with the sha256.
 
 Usage: .venv/bin/python scripts/publish_model.py RUN/best.pt --name NAME --task dose --version 1.0 \
-           --card NAME.md [--default] [--half]
+           --card NAME.md [--default] [--half] [--base BASE]
 
 ``--half`` stores the floating-point weights in float16 (half the size; they are loaded
 back into the float32 network, so inference runs as before, within float16 rounding).
@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--card", required=True, help="model card file name in Resources/Models")
     parser.add_argument("--default", action="store_true")
     parser.add_argument("--half", action="store_true", help="store float weights as float16")
+    parser.add_argument("--base", help="a refiner's base model (catalogue name)")
     args = parser.parse_args()
     folder = models_dir()
     target = folder / f"{args.name}.pt"
@@ -46,7 +47,8 @@ def main() -> None:
             if m["task"] == args.task:
                 m["default"] = False
     models.append({"name": args.name, "task": args.task, "file": target.name, "sha256": sha256_of(target),
-                   "version": args.version, "card": args.card, "default": args.default})
+                   "version": args.version, "card": args.card, "default": args.default,
+                   **({"base": args.base} if args.base else {})})
     catalogue_path.write_text(json.dumps({"models": models}, indent=2) + "\n")
     print(f"published {target} ({target.stat().st_size / 1e6:.1f} MB)")
 

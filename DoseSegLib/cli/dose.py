@@ -35,6 +35,21 @@ def cmd_train_dose(args: argparse.Namespace) -> None:
           f"epochs {result['epochs']}")
 
 
+def cmd_train_dose_refiner(args: argparse.Namespace) -> None:
+    from DoseSegLib.models.dose.refine_net import RefineNetConfig
+    from DoseSegLib.models.dose.refine_training import RefineConfig, train_refiner
+
+    config = RefineConfig(
+        **run_options(args), patch=tuple(args.patch), base_model=args.base_model,
+        base_weights=str(args.base_weights) if args.base_weights else None,
+        edge_weight=args.edge_weight, hot_weight=args.hot_weight, moment_weight=args.moment_weight,
+        net=RefineNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1)),
+    )
+    result = train_refiner(args.data, args.out, config, cache=args.cache, device=_device(args.device))
+    print(f"best val_dose_score {result['val_dose_score']:.4f} val_dvh_score {result['val_dvh_score']:.4f} "
+          f"epochs {result['epochs']}")
+
+
 def cmd_predict_dose(args: argparse.Namespace) -> int:
     import sys
 
@@ -103,6 +118,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--elastic-prob", type=probability, default=0.0, help="probability of an elastic warp")
     add_training_run_options(p, "TrainConfig")
     p.set_defaults(func=cmd_train_dose)
+
+    p = sub.add_parser("train-dose-refiner", help="train a dose refiner on a frozen base dose model's predictions")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
+    p.add_argument("--cache", type=Path, help="base predictions and inputs cache (default OUT/cache)")
+    p.add_argument("--base-model", help="catalogue dose model to refine (default: the default dose model, or its base)")
+    p.add_argument("--base-weights", type=Path, help="a train-dose best.pt to refine instead")
+    p.add_argument("--patch", type=int, nargs=3, default=(96, 64, 96), help="training patch (multiple of 16)")
+    p.add_argument("--channels", type=int, nargs="+", default=(24, 48, 96, 192), help="U-Net widths")
+    p.add_argument("--edge-weight", type=float, default=1.0, help="extra loss weight near target boundaries")
+    p.add_argument("--hot-weight", type=float, default=1.0, help="extra loss weight where dose exceeds the Rx")
+    p.add_argument("--moment-weight", type=float, default=0.05, help="weight of the DVH-aware moment term (Gy^2)")
+    add_training_run_options(p, "RefineConfig", workers=True)
+    p.set_defaults(func=cmd_train_dose_refiner)
 
     p = sub.add_parser("predict-dose", help="predict the 3D dose of one or more patients")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")

@@ -33,9 +33,11 @@ class ModelEntry:
     version: str
     card: str = ""
     default: bool = False
+    base: str = ""  # a refinement stage: the catalogue model it refines
 
     def describe(self) -> dict:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+        row = {"name": self.name, "version": self.version, "sha256": self.sha256}
+        return {**row, "base": self.base} if self.base else row
 
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]

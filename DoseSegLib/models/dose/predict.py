@@ -5,17 +5,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.case import OARS, Case
+from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.orientation import Reorientation
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.models.common.arrays import BOX_MARGIN
+from DoseSegLib.models.common.catalogue import load_network
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
 from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.dose.inputs import dose_input_channels
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 # Voxel sizes the network was trained on (OpenKBP: 2.7-5.4 mm in-plane, 1.5-3.3 mm slices).
@@ -24,11 +30,17 @@ TRAINED_SPACING_MAX = (5.5, 5.5, 3.3)
 WORKING_SPACING = (3.906, 3.906, 2.5)
 @dataclass
 class DoseModel(ModelHandle):
-    """A loaded dose network and its sliding-window size (the training patch)."""
+    """A loaded dose network and its sliding-window size (the training patch).
+
+    ``refiner``, when present, is a ``refine_net.RefineNet`` that corrects the network's prediction
+    (a catalogue entry with a ``base``, or a train-dose-refiner best.pt); ``net`` is then the base
+    model's network.
+    """
 
     TASK = "dose"
 
     patch: tuple[int, int, int]
+    refiner: torch.nn.Module | None = None
 
     @staticmethod
     def network_classes() -> tuple[type, type]:
@@ -42,8 +54,34 @@ class DoseModel(ModelHandle):
 
 
 def load_dose_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> DoseModel:
-    """A dose model (see :meth:`ModelHandle.load`)."""
+    """Load a dose model onto ``device`` (networks in eval mode; see :meth:`ModelHandle.load`).
+
+    A refiner (a catalogue entry with a ``base``, or a train-dose-refiner best.pt) loads its base
+    model from the catalogue too, checked the same way.
+    """
+    from DoseSegLib.models.common.catalogue import find_model
+    from DoseSegLib.models.dose.refine_net import RefineNet, RefineNetConfig
+
+    if weights is None and find_model("dose", name).base or weights is not None and _is_refiner(weights):
+        refiner, meta, entry, _ = load_network("dose", RefineNet, RefineNetConfig, name, weights, device)
+        base_name = entry.base if entry is not None else meta.get("base_model")
+        if not base_name:
+            raise DoseSegError(f"{weights}: this refiner names no catalogue base model; it cannot be loaded")
+        base = load_dose_model(base_name, device)
+        if base.refiner is not None:
+            raise DoseSegError(f"dose model '{base_name}', the base of a refiner, is itself a refiner (catalogue error)")
+        return replace(base, entry=entry, refiner=refiner)
     return DoseModel.load(name, device, weights)
+
+
+def _is_refiner(weights: Path) -> bool:
+    """Whether a user's best.pt holds a refiner (its stored configuration has a correction scale)."""
+    import torch
+
+    if not Path(weights).is_file():
+        raise DoseSegError(f"{weights}: dose weights not found")
+    checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+    return isinstance(checkpoint, dict) and "correction_gy" in checkpoint.get("config", {})
 
 
 def working_grid(ct: Volume) -> Volume | None:
@@ -67,6 +105,17 @@ def _on_grid(case: Case, grid: Volume) -> Case:
         possible_dose_mask=resample_mask(case.possible_dose_mask, grid),
         dose=None,
     )
+
+
+def _refine(model: DoseModel, first: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """The refiner's correction of the base dose ``first`` on one box (on the model's current device)."""
+    from DoseSegLib.models.dose.refine_net import refine_box
+
+    def run() -> np.ndarray:
+        model.refiner.to(model.device)
+        return refine_box(model.refiner, first, inputs, model.device)
+
+    return cpu_if_out_of_memory(model, run)
 
 
 def predict_case_dose(model: DoseModel, case: Case, tta: bool = False) -> Volume:
@@ -97,6 +146,8 @@ def _predict_canonical(model: DoseModel, case: Case, tta: bool) -> Volume:
     dose = np.zeros(work.ct.shape, np.float32)
     dose[box] = cpu_if_out_of_memory(
         model, lambda: predict_box(model.net, inputs[(slice(None), *box)], model.patch, model.device, tta, model.amp))
+    if model.refiner is not None:
+        dose[box] = _refine(model, dose[box], inputs[(slice(None), *box)])
     predicted = work.ct.with_array(dose)
     if grid is None:
         return predicted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,12 +116,18 @@ class ValidationSet:
 
     def score(self, net: DoseNet, roi: tuple[int, int, int], device: torch.device) -> tuple[float, float]:
         """Dose and DVH scores of ``net`` over the set (split between the ranks under torchrun)."""
+        return self.score_doses(lambda sample: predict_box(net, sample["inputs"], roi, device,
+                                                           amp=device.type == "cuda"))
+
+    def score_doses(self, predict: Callable[[dict[str, np.ndarray]], np.ndarray]) -> tuple[float, float]:
+        """Dose and DVH scores of ``predict(cached sample) -> dose (Gy) on its box`` over the set (split between
+        the ranks under torchrun)."""
         dose_errors, dvh_errors = [], []
         for i in distributed.shard(len(self.samples)):
             sample = self.samples[i]
             box = tuple(slice(int(a), int(b)) for a, b in sample["box"])
             pred, ref = np.zeros(self.grid, np.float32), np.zeros(self.grid, np.float32)
-            pred[box] = predict_box(net, sample["inputs"], roi, device, amp=device.type == "cuda")
+            pred[box] = predict(sample)
             ref[box] = sample["dose"]
             dose_errors.append(float(np.abs(pred - ref).sum() / self.mask_counts[i]))
             dvh_errors.append(dvh_abs_errors(pred, ref, self.structures[i], self.voxel_cc[i]))
