@@ -1,0 +1,90 @@
+"""The what-if session: edits change the prediction and metrics exactly as a fresh predict-dose + dvh."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from DoseSegLib.cli.main import main
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import read_dose, read_volume, write_volume
+
+
+@pytest.fixture(scope="module")
+def phantom_session(tmp_path_factory: pytest.TempPathFactory):
+    from DoseSegLib import WhatIfSession
+    from DoseSegLib.io.phantom import write_phantom_patient
+
+    folder = tmp_path_factory.mktemp("whatif") / "phantom"
+    write_phantom_patient(folder)
+    return folder, WhatIfSession(folder, device="cpu")
+
+
+def _cli_metrics(folder: Path, out: Path) -> tuple[np.ndarray, dict[str, dict[str, str]]]:
+    assert main(["predict-dose", str(folder), "-o", str(out / "pred"), "--device", "cpu"]) in (0, None)
+    dose = out / "pred" / folder.name / "dose.nrrd"
+    main(["dvh", str(folder), "--dose", str(dose), "-o", str(out / "dvh")])
+    with open(out / "dvh" / "dvh_metrics.csv", newline="") as f:
+        return read_dose(dose).array, {row["structure"]: row for row in csv.DictReader(f)}
+
+
+def _check_against_cli(session, folder: Path, edits: dict[str, np.ndarray], out: Path) -> None:
+    before = session.predict()
+    for name, mask in edits.items():
+        session.set_mask(name, mask)
+        file = folder / "structures" / f"{name}.nrrd"
+        ct = read_volume(folder / "ct.nrrd")
+        write_volume(file, ct.with_array(mask.astype(np.uint8)))
+    after = session.predict()
+    dose, rows = _cli_metrics(folder, out)
+    assert np.abs(after.dose.array - dose).max() < 0.05
+    assert not np.allclose(after.dose.array, before.dose.array, atol=0.05)
+    for row in after.metrics:
+        cli = rows[row["structure"]]
+        for key in ("Volume[cc]", "Mean[Gy]", "D95%[Gy]", "D2%[Gy]"):
+            assert isinstance(row[key], float)
+            assert row[key] == pytest.approx(float(cli[key]), abs=0.05), (row["structure"], key)
+
+
+def test_edit_matches_fresh_predict_dose(phantom_session, tmp_path: Path) -> None:
+    folder, session = phantom_session
+    ptv = session.structures["PTV70"].array
+    parotid = session.structures["LeftParotid"].array
+    edits = {"PTV70": ndimage.binary_dilation(ptv, iterations=2), "LeftParotid": ndimage.binary_erosion(parotid)}
+    _check_against_cli(session, folder, edits, tmp_path)
+
+
+def test_alias_name_and_volume_input(phantom_session) -> None:
+    folder, session = phantom_session
+    parotid = session.structures["LeftParotid"]
+    assert session.set_mask("Parotid_L", parotid) == "LeftParotid"
+    with pytest.raises(DoseSegError, match="shape"):
+        session.set_mask("PTV70", np.ones((3, 3, 3), bool))
+    with pytest.raises(DoseSegError, match="empty"):
+        session.set_mask("PTV70", np.zeros(parotid.shape, bool))
+
+
+def test_new_structure_is_added(phantom_session) -> None:
+    _, session = phantom_session
+    box = np.zeros(session.case.ct.shape, bool)
+    box[30:34, 30:34, 20:24] = True
+    session.set_mask("Ring", box)
+    result = session.predict()
+    assert result.metric("Ring", "Volume[cc]") == pytest.approx(box.sum() * session.case.ct.voxel_volume_cc, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_real_patient_edit_matches_cli(shared_data: Path, tmp_path: Path) -> None:
+    from DoseSegLib import WhatIfSession
+
+    folder = tmp_path / "pt_201"
+    shutil.copytree(shared_data / "openkbp" / "validation" / "pt_201", folder)
+    (folder / "dose.nrrd").unlink()
+    session = WhatIfSession(folder, device="cpu")
+    ptv = session.structures["PTV70"].array
+    _check_against_cli(session, folder, {"PTV70": ndimage.binary_erosion(ptv, iterations=2)}, tmp_path)
