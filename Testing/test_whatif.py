@@ -88,3 +88,62 @@ def test_real_patient_edit_matches_cli(shared_data: Path, tmp_path: Path) -> Non
     session = WhatIfSession(folder, device="cpu")
     ptv = session.structures["PTV70"].array
     _check_against_cli(session, folder, {"PTV70": ndimage.binary_erosion(ptv, iterations=2)}, tmp_path)
+
+
+def test_sensitivity_of_a_non_input_structure_is_the_dvh_derivative(phantom_session) -> None:
+    _, session = phantom_session
+    ring = np.zeros(session.case.ct.shape, bool)
+    ring[28:36, 28:36, 18:26] = True
+    session.set_mask("Ring", ring)
+    dose = session.predict_dose().array
+    grad = session.sensitivity("Ring", "mean")
+    expected = (dose - dose[ring].mean()) / ring.sum()  # d/dm_v of sum(d m) / sum(m): no network path
+    assert grad.shape == ring.shape and grad.dtype == np.float32
+    np.testing.assert_allclose(grad, expected, atol=1e-5)
+
+
+def test_sensitivity_rejects_metrics_without_derivative(phantom_session) -> None:
+    _, session = phantom_session
+    with pytest.raises(DoseSegError, match="D2%"):
+        session.sensitivity("PTV70", "Max[Gy]")
+    with pytest.raises(DoseSegError, match="no structure 'Nope'"):
+        session.sensitivity("Nope")
+
+
+def _boundary_check(session, structure: str, wrt: str, metric: str, key: str) -> None:
+    """Add the 40 boundary voxels of highest, then lowest, sensitivity: sign, order, factor 2."""
+    base = session.predict().metric(structure, key)
+    grad = session.sensitivity(structure, metric, wrt)
+    mask = session.structures[wrt].array
+    ring = ndimage.binary_dilation(mask) & ~mask & session.case.possible_dose_mask.array
+    voxels = np.flatnonzero(ring)
+    ranked = voxels[np.argsort(grad.ravel()[voxels])]
+    changes = []
+    for picked in (ranked[-40:], ranked[:40]):
+        edited = mask.copy().ravel()
+        edited[picked] = True
+        session.set_mask(wrt, edited.reshape(mask.shape))
+        actual = session.predict().metric(structure, key) - base
+        estimate = float(grad.ravel()[picked].sum())
+        session.set_mask(wrt, mask)
+        assert np.sign(actual) == np.sign(estimate), (actual, estimate)
+        assert 0.5 <= actual / estimate <= 2.0, (actual, estimate)
+        changes.append(actual)
+    assert changes[0] > changes[1]
+
+
+@pytest.fixture(scope="module")
+def real_session(shared_data: Path):
+    from DoseSegLib import WhatIfSession
+
+    return WhatIfSession(shared_data / "openkbp" / "validation" / "pt_201", device="cpu")
+
+
+@pytest.mark.slow
+def test_sensitivity_matches_finite_differences_own_mask(real_session) -> None:
+    _boundary_check(real_session, "LeftParotid", "LeftParotid", "mean", "Mean[Gy]")
+
+
+@pytest.mark.slow
+def test_sensitivity_matches_finite_differences_target_on_oar(real_session) -> None:
+    _boundary_check(real_session, "LeftParotid", "PTV70", "mean", "Mean[Gy]")

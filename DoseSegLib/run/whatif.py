@@ -17,6 +17,7 @@ import numpy as np
 
 from DoseSegLib.analysis.constraints import Constraint, load_constraints
 from DoseSegLib.analysis.dvh import DVH
+from DoseSegLib.analysis.metric_names import canonical_metric
 from DoseSegLib.analysis.plan import evaluate_plan
 from DoseSegLib.core.alignment import align_case, align_structure, resample, resample_mask
 from DoseSegLib.core.case import Case
@@ -52,7 +53,11 @@ class WhatIfResult:
     seconds: float
 
     def metric(self, structure: str, name: str) -> float:
-        """One metric of one structure, e.g. ``metric("LeftParotid", "Mean[Gy]")``."""
+        """One metric of one structure, e.g. ``metric("LeftParotid", "Mean[Gy]")`` (or ``mean``, ``D2%``)."""
+        try:
+            name = canonical_metric("Mean[Gy]" if name.strip().lower() == "mean" else name)[0]
+        except ValueError:
+            pass  # a column that is no DVH metric, e.g. HI or CI
         for row in self.metrics:
             if row["structure"] == structure:
                 if name not in row:
@@ -141,6 +146,25 @@ class WhatIfSession:
             return self.case.ct.with_array(dose)
         back = resample(self.work.ct.with_array(dose), self.case.ct, "linear", 0.0).array
         return self.case.ct.with_array(np.clip(back, 0, None) * self.case.possible_dose_mask.array)
+
+    def sensitivity(self, name: str, metric: str = "Mean[Gy]", wrt: str | None = None) -> np.ndarray:
+        """d metric / d mask voxel (Gy per voxel, float32 on the CT grid, [i, j, k]) of structure
+        ``name``'s ``metric`` (``Mean[Gy]`` or ``mean``, ``Dx%[Gy]``, ``Dx cc[Gy]``), with respect
+        to the mask of ``wrt`` (default: the structure itself); see ``models.dose.sensitivity``."""
+        from DoseSegLib.models.dose.sensitivity import Problem, differentiable_metric, mask_sensitivity
+
+        structure, other = self.canonical(name), self.canonical(wrt or name)
+        for each in (structure, other):
+            if each not in self.case.structures:
+                raise DoseSegError(f"no structure '{each}' in the session (have {', '.join(self.case.structures)})")
+        differentiable_metric(metric)
+        masks = {n: m.array for n, m in self.work.structures.items()}
+        problem = Problem(structure, metric, other, masks, self.work.ct.voxel_volume_cc)
+        grad = mask_sensitivity(self.model.net, self.inputs, self.box, self.model.patch, problem)
+        if self.grid is None:
+            return grad
+        back = resample(self.work.ct.with_array(grad), self.case.ct, "linear", 0.0).array
+        return (back * (self.case.ct.voxel_volume_cc / self.work.ct.voxel_volume_cc)).astype(np.float32)
 
     def predict(self) -> WhatIfResult:
         """Predicted dose, DVHs, DVH metrics and clinical goals of the current structures."""
