@@ -147,3 +147,19 @@ def test_sensitivity_matches_finite_differences_own_mask(real_session) -> None:
 @pytest.mark.slow
 def test_sensitivity_matches_finite_differences_target_on_oar(real_session) -> None:
     _boundary_check(real_session, "LeftParotid", "PTV70", "mean", "Mean[Gy]")
+
+
+def test_cli_sensitivity_writes_map_and_figure(phantom_session, tmp_path: Path, capsys) -> None:
+    folder, session = phantom_session
+    out = tmp_path / "sens"
+    assert main(["sensitivity", str(folder), "--structure", "Parotid_L", "--wrt", "PTV70", "--metric", "mean",
+                 "-o", str(out), "--device", "cpu"]) == 0
+    written = read_volume(out / "sensitivity.nrrd")
+    expected = session.sensitivity("LeftParotid", "mean", "PTV70")
+    assert written.same_grid(session.case.ct)
+    np.testing.assert_allclose(written.array, expected, atol=1e-4 * np.abs(expected).max())
+    assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["sensitivity", str(folder), "--structure", "Nope", "-o", str(tmp_path / "bad"),
+                 "--device", "cpu"]) == 1
+    assert "no structure 'Nope'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
