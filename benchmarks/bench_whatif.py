@@ -4,8 +4,8 @@ sensitivity <= 8 s on the 2-core CPU), beside the cold ``doseseg predict-dose`` 
 Usage: .venv/bin/python benchmarks/bench_whatif.py [--patient pt_201] [--edits 10] [--sensitivity-runs 10]
        [--device cpu] [--channels-last]
 
-Each edit grows or shrinks one structure by a voxel (PTV70, LeftParotid, RightParotid, SpinalCord in
-turn); the time counted is set_mask + predict (dose, DVHs, metrics, goals). On a shared machine the
+Each edit grows one structure by a voxel or puts it back (PTV70, LeftParotid, RightParotid, SpinalCord
+in turn); the time counted is set_mask + predict (dose, DVHs, metrics, goals). On a shared machine the
 figures vary with the other jobs' load: the load average is printed with them.
 """
 
@@ -55,13 +55,13 @@ def main() -> None:
 
         session.model.net.to(memory_format=torch.channels_last_3d)
     session.predict()
+    original = {name: session.structures[name].array for name in EDITED}
     times = []
     for edit in range(args.edits):
-        name = EDITED[edit % len(EDITED)]
-        mask = session.structures[name].array
-        grown = ndimage.binary_dilation(mask) if edit % 2 == 0 else ndimage.binary_erosion(mask)
+        name = EDITED[edit // 2 % len(EDITED)]
+        mask = original[name] if edit % 2 else ndimage.binary_dilation(original[name])
         start = time.perf_counter()
-        session.set_mask(name, grown)
+        session.set_mask(name, mask)
         session.predict()
         times.append(time.perf_counter() - start)
     print(f"predict after an edit: median {statistics.median(times):.2f} s over {len(times)} edits "
