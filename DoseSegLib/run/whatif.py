@@ -94,8 +94,8 @@ class WhatIfSession:
         self.constraints = load_constraints() if constraints is None else constraints
         self.grid = working_grid(self.case.ct)
         self.work = self.case if self.grid is None else _on_grid(self.case, self.grid)
-        self.inputs = LiveInputs(self.work)
         self.box = mask_box(self.work.possible_dose_mask.array, BOX_MARGIN)
+        self.inputs = LiveInputs(self.work, self.box)
 
     @property
     def structures(self) -> dict[str, Volume]:
