@@ -60,7 +60,7 @@ def test_edit_matches_fresh_predict_dose(phantom_session, tmp_path: Path) -> Non
 
 
 def test_alias_name_and_volume_input(phantom_session) -> None:
-    folder, session = phantom_session
+    _, session = phantom_session
     parotid = session.structures["LeftParotid"]
     assert session.set_mask("Parotid_L", parotid) == "LeftParotid"
     with pytest.raises(DoseSegError, match="shape"):
