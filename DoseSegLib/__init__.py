@@ -32,10 +32,11 @@ _PUBLIC = {
     "RunOptions": "DoseSegLib.run.results",
     "PatientResult": "DoseSegLib.run.results",
     "BatchResult": "DoseSegLib.run.results",
+    "WhatIfSession": "DoseSegLib.run.whatif",
 }
 __all__ = [
     "BatchResult", "Case", "DVH", "DoseSegError", "NameMapper", "OARS", "PatientResult", "Pipeline",
-    "PlanEvaluation", "RunOptions", "Volume", "__version__", "align_case", "compute_dvhs", "evaluate_plan",
+    "PlanEvaluation", "RunOptions", "Volume", "WhatIfSession", "__version__", "align_case", "compute_dvhs", "evaluate_plan",
     "make_phantom", "read_patient", "write_patient",
 ]
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from DoseSegLib.io.phantom import make_phantom
     from DoseSegLib.run.pipeline import Pipeline
     from DoseSegLib.run.results import BatchResult, PatientResult, RunOptions
+    from DoseSegLib.run.whatif import WhatIfSession
 
 
 def __getattr__(name: str) -> object:

@@ -31,9 +31,10 @@ def _commands() -> list[Callable]:
     from DoseSegLib.cli import patient as cli_patient
     from DoseSegLib.cli import run as cli_run
     from DoseSegLib.cli import seg as cli_seg
+    from DoseSegLib.cli import whatif as cli_whatif
 
     return [cli_patient.register, cli_dicom.register, cli_dose.register, cli_evaluation.register,
-            cli_features.register, cli_run.register, cli_seg.register]
+            cli_features.register, cli_run.register, cli_seg.register, cli_whatif.register]
 
 
 def main(argv: list[str] | None = None) -> int:

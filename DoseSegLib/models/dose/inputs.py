@@ -13,19 +13,23 @@ PROXIMITY_MM = 15.0
 CHANNELS = ("ct", "targets", "target_proximity", *OARS, "possible_dose_mask")
 
 
-def target_channels(case: Case) -> tuple[np.ndarray, np.ndarray]:
-    """Targets weighted by prescription / 70 Gy, and a proximity map max(Rx/70 * exp(-d / 15 mm))."""
+def target_proximity(mask: np.ndarray, spacing: tuple[float, ...], level: float) -> np.ndarray:
+    """One target's proximity map Rx/70 * exp(-d / 15 mm), d the distance (mm) to the target."""
     from scipy import ndimage
 
+    distance = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    return (level / REFERENCE_GY * np.exp(-distance / PROXIMITY_MM)).astype(np.float32)
+
+
+def target_channels(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """Targets weighted by prescription / 70 Gy, and a proximity map max(Rx/70 * exp(-d / 15 mm))."""
     shape = case.ct.shape
     weighted = np.zeros(shape, np.float32)
     proximity = np.zeros(shape, np.float32)
     for name, level in sorted(case.targets.items(), key=lambda item: item[1]):
         mask = case.structures[name].array
-        weight = level / REFERENCE_GY
-        weighted[mask] = np.maximum(weighted[mask], weight)
-        distance = ndimage.distance_transform_edt(~mask, sampling=case.ct.spacing)
-        np.maximum(proximity, weight * np.exp(-distance / PROXIMITY_MM), out=proximity)
+        weighted[mask] = np.maximum(weighted[mask], level / REFERENCE_GY)
+        np.maximum(proximity, target_proximity(mask, case.ct.spacing, level), out=proximity)
     return weighted, proximity
 
 

@@ -1,0 +1,187 @@
+"""The What-if mode's scene side: a persistent worker process holds the patient and the dose model;
+segment edits (debounced) go to it, and its predictions come back as the dose volume node, the DVH
+curves (the previous ones kept dashed) and the metric and goal tables, without blocking the GUI.
+
+The worker is ``python -m DoseSegLib.run.whatif_worker`` (protocol in that module), started with the
+library's Python; it exits on ``close`` and when Slicer dies (its stdin closes). The GUI calls
+:meth:`WhatIfLogic.poll` from a timer; a test or the console may call it in a loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import slicer
+
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import read_dose, write_patient
+
+from . import nodes, results, runfolder
+from .pipeline import CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, fileName
+from .process import cliEnvironment, pythonExecutable
+
+DOSE_NODE_SUFFIX = " what-if dose"
+
+
+class WhatIfWorker:
+    """The worker process; requests are written at once, replies gathered by a thread (never blocks)."""
+
+    def __init__(self, python: str | None = None) -> None:
+        self.process = subprocess.Popen(
+            [python or pythonExecutable(), "-m", "DoseSegLib.run.whatif_worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cliEnvironment())
+        self.replies: queue.Queue = queue.Queue()
+        self.lastId = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.replies.put(json.loads(line))
+
+    def send(self, op: str, **fields) -> int:
+        """Send one request; returns its id."""
+        self.lastId += 1
+        self.process.stdin.write(json.dumps({"id": self.lastId, "op": op, **fields}) + "\n")
+        self.process.stdin.flush()
+        return self.lastId
+
+    def reply(self, timeout: float = 0.0) -> dict | None:
+        """The next reply, or None when none arrived within ``timeout`` seconds."""
+        try:
+            return self.replies.get(timeout=timeout) if timeout else self.replies.get_nowait()
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        """Ask the worker to stop; kill it if it does not within 5 s."""
+        with contextlib.suppress(OSError, ValueError):
+            self.send("shutdown")
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class WhatIfLogic:
+    """What-if on ``segmentationNode`` over ``ctNode``: edits lead to an updated dose node, DVH and tables.
+
+    Args:
+        debounceSeconds: wait this long after the last segment change before predicting.
+        device: ``auto``, ``cpu`` or ``cuda`` for the worker's model.
+        python: the library's Python (default: PythonSlicer in Slicer, this interpreter elsewhere).
+    """
+
+    def __init__(self, ctNode, segmentationNode, debounceSeconds: float = 0.5, device: str = "auto",
+                 python: str | None = None) -> None:
+        self.scene = ctNode.GetScene()
+        self.ctNode, self.segmentationNode = ctNode, segmentationNode
+        self.debounceSeconds = debounceSeconds
+        self.ct = nodes.volumeFromNode(ctNode)
+        self.folder = Path(tempfile.mkdtemp(prefix="doseseg-whatif-"))
+        masks = nodes.segmentMasks(segmentationNode, self.ct)
+        (self.folder / "patient").mkdir()
+        write_patient(self.folder / "patient", Case("patient", self.ct, {fileName(n): m for n, m in masks.items()}))
+        self.sent = {name: self._digest(mask.array) for name, mask in masks.items()}
+        self.worker = WhatIfWorker(python)
+        self.worker.send("open", patient=str(self.folder / "patient"), device=device)
+        self.waiting = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
+        self.due: float | None = None
+        self.doseNode = None
+        self.previousDvhs: dict | None = None
+        self.lastError: str | None = None
+        self.updates = 0
+        self.observed = segmentationNode.GetSegmentation()
+        self.observerTags = [self.observed.AddObserver(event, self.onSegmentationModified) for event in (
+            slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.RepresentationModified)]
+
+    @staticmethod
+    def _digest(array: np.ndarray) -> int:
+        return zlib.crc32(np.packbits(array).tobytes())
+
+    def onSegmentationModified(self, caller=None, event=None) -> None:
+        """A segment changed: predict again once the edits pause for ``debounceSeconds``."""
+        self.due = time.monotonic() + self.debounceSeconds
+
+    def poll(self) -> bool:
+        """Send debounced edits and apply the replies that arrived; True when the scene was updated."""
+        if self.due is not None and time.monotonic() >= self.due and self.waiting is None:
+            self.due = None
+            self._sendEdits()
+        updated = False
+        while (reply := self.worker.reply()) is not None:
+            updated |= self._apply(reply)
+        return updated
+
+    def _sendEdits(self) -> None:
+        for name, mask in nodes.segmentMasks(self.segmentationNode, self.ct).items():
+            digest = self._digest(mask.array)
+            if self.sent.get(name) != digest:
+                path = self.folder / f"edit_{len(self.sent)}_{fileName(name)}.npy"
+                np.save(path, mask.array, allow_pickle=False)
+                self.worker.send("set_mask", name=name, mask_file=str(path))
+                self.sent[name] = digest
+        self.waiting = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
+
+    def _apply(self, reply: dict) -> bool:
+        if not reply["ok"]:
+            self.lastError = reply["error"]
+        if reply["id"] != self.waiting:
+            return False
+        self.waiting = None
+        if not reply["ok"]:
+            return False
+        self._show(reply["result"])
+        return True
+
+    def _show(self, result: dict) -> None:
+        dose = read_dose(self.folder / "dose.nrrd")
+        if self.doseNode is None:
+            self.doseNode = nodes.addVolumeNode(self.scene, dose, self.ctNode.GetName() + DOSE_NODE_SUFFIX)
+            nodes.markDose(self.doseNode)
+        else:
+            nodes.updateVolumeNode(self.doseNode, dose)
+        from DoseSegLib.analysis.dvh import DVH
+
+        dvhs = {n: DVH(*(np.asarray(c[k]) for k in ("dose_gy", "volume_cc", "volume_pct")))
+                for n, c in result["dvhs"].items()}
+        colors = {n: (0.5, 0.5, 0.5) for n in dvhs} | runfolder.curveColors(self.segmentationNode)
+        chart = results.dvhChart(self.scene)
+        if self.previousDvhs is not None:
+            results.addDvhNodes(chart, self.previousDvhs, colors, "previous ", dashed=True)
+        results.addDvhNodes(chart, dvhs, colors)
+        self.previousDvhs = dvhs
+        results.setTableRows(results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME), result["metrics"])
+        results.setTableRows(results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME),
+                             result["goals"])
+        self.updates += 1
+
+    def waitForUpdate(self, timeout: float = 300.0) -> None:
+        """Poll until the pending prediction is shown (console and tests); DoseSegError on a worker error."""
+        start, count = time.monotonic(), self.updates
+        while self.updates == count and time.monotonic() - start < timeout:
+            self.poll()
+            if self.waiting is None and self.due is None and self.updates == count:
+                break
+            time.sleep(0.05)
+        if self.updates == count:
+            raise DoseSegError(f"what-if: no update ({self.lastError or 'timed out'})")
+
+    def close(self) -> None:
+        """Stop observing, stop the worker and delete its temporary folder."""
+        for tag in self.observerTags:
+            self.observed.RemoveObserver(tag)
+        self.worker.close()
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,0 +1,164 @@
+"""Where a contour edit moves a dose metric: d metric / d mask voxel through the frozen dose
+network and the DVH, by autograd over a soft (real-valued) mask.
+
+The mask enters the network's inputs differentiably:
+
+- an OAR's channel is its mask itself;
+- the targets channel is max over targets of Rx/70 * mask, linear in the edited target's mask;
+- the target-proximity channel, Rx/70 * exp(-d / 15 mm) with d a Euclidean distance map, is
+  not differentiable; its stand-in, equal to it at the current mask, is
+  ``prox * (1 + (K * m - K * m0) / (K * m0))`` outside the target, where ``K`` is the kernel
+  exp(-r / 15 mm) (FFT convolution), plus the voxel's own jump to Rx/70 when it joins the
+  target. For a flat surface its derivative is within a factor 2 of the distance map's
+  (exact far from the surface, half at it). It is the derivative of *adding* voxels (a voxel
+  already in the target moves nothing through this channel).
+
+The metric is taken over the structure's dose-grid voxels with the soft mask as weights:
+``Mean[Gy]`` = sum(dose * m) / sum(m); a near-maximum dose ``Dx%[Gy]`` or ``Dx cc[Gy]``
+(e.g. D2%, D0.03cc) through a soft quantile: the dose D with sum(m * sigmoid((dose - D) / tau))
+equal to the volume, differentiated by the implicit-function theorem (tau = 0.5 Gy).
+The network's parameters are frozen (requires_grad False; no torch.no_grad).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from DoseSegLib.analysis import metric_names as mn
+from DoseSegLib.core.case import OARS, target_prescription
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.models.common.arrays import REFERENCE_GY, inference_shape, pad_to
+from DoseSegLib.models.dose.inputs import PROXIMITY_MM
+from DoseSegLib.models.dose.live_inputs import PROXIMITY, TARGETS, LiveInputs, oar_channel
+
+QUANTILE_TAU_GY = 0.5
+KERNEL_REACH = 3.0  # the proximity kernel is cut at this many decay lengths
+METRIC_ALIASES = {"mean": mn.MEAN}
+
+
+def differentiable_metric(text: str) -> tuple[str, float, str]:
+    """(TG-263 name, x, kind) of a metric with a derivative: ``Mean[Gy]`` (``mean``), ``Dx%[Gy]``, ``Dxcc[Gy]``."""
+    try:
+        name, unit = mn.canonical_metric(METRIC_ALIASES.get(text.strip().lower(), text))
+    except ValueError as exc:
+        raise DoseSegError(str(exc)) from None
+    if name == mn.MEAN:
+        return name, 0.0, "mean"
+    if unit == "Gy" and name.endswith("cc[Gy]") and name.startswith("D"):
+        return name, float(name[1:-len("cc[Gy]")]), "cc"
+    if unit == "Gy" and name.endswith("%[Gy]") and name.startswith("D"):
+        return name, float(name[1:-len("%[Gy]")]), "pct"
+    raise DoseSegError(f"metric '{text}' has no derivative here: use Mean[Gy] (mean), a near-maximum "
+                       "Dx%[Gy] (e.g. D2%) or Dx cc[Gy] (e.g. D0.03cc); Max and Min are a single voxel's dose")
+
+
+@dataclass
+class Problem:
+    """What to differentiate: the metric of ``structure`` with respect to the mask of ``wrt``."""
+
+    structure: str
+    metric: str
+    wrt: str
+    masks: dict[str, np.ndarray]  # current masks on the network's grid, by name
+    voxel_cc: float
+
+
+def _kernel(spacing: tuple[float, ...]) -> torch.Tensor:
+    reach = [int(np.ceil(KERNEL_REACH * PROXIMITY_MM / s)) for s in spacing]
+    axes = [torch.arange(-r, r + 1, dtype=torch.float32) * s for r, s in zip(reach, spacing)]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    return torch.exp(-torch.sqrt(sum(g**2 for g in grids)) / PROXIMITY_MM)
+
+
+def fft_convolve(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """'Same'-size linear convolution of a 3-D tensor with an odd-sized symmetric kernel (zero padded)."""
+    shape = [n + k - 1 for n, k in zip(volume.shape, kernel.shape)]
+    full = torch.fft.irfftn(torch.fft.rfftn(volume, shape) * torch.fft.rfftn(kernel, shape), shape)
+    start = [k // 2 for k in kernel.shape]
+    return full[tuple(slice(s, s + n) for s, n in zip(start, volume.shape))]
+
+
+def soft_target_channels(
+    inputs: LiveInputs, name: str, m: torch.Tensor, box: tuple[slice, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The targets and proximity channels in ``box`` as functions of target ``name``'s soft mask ``m``."""
+    weight = target_prescription(name) / REFERENCE_GY
+    others = [n for n in inputs.masks if n != name]
+    others_w = np.zeros(m.shape, np.float32)
+    for other in others:
+        others_w = np.maximum(others_w, inputs.masks[other][box] * (target_prescription(other) / REFERENCE_GY))
+    others_p = np.maximum.reduce([inputs.proximity[n][box] for n in others]) if others else np.zeros(m.shape)
+    others_w, others_p = torch.from_numpy(others_w), torch.from_numpy(others_p.astype(np.float32))
+    mask0 = torch.from_numpy(inputs.masks[name][box].astype(np.float32))
+    weighted = others_w + (weight - others_w).clamp(min=0) * m
+    kernel = _kernel(inputs.spacing)
+    near0 = fft_convolve(mask0, kernel)
+    outside = (mask0 < 0.5) & (near0 > 1e-3)
+    prox0 = torch.from_numpy(inputs.proximity[name][box])
+    relative = torch.where(outside, (fft_convolve(m, kernel) - near0) / near0.clamp(min=1e-3), 0.0)
+    own = prox0 * (1 + relative) + (weight - prox0) * (1 - mask0) * (m - mask0)
+    return weighted, torch.maximum(others_p, own)
+
+
+def soft_inputs(inputs: LiveInputs, name: str, m: torch.Tensor, box: tuple[slice, ...]) -> torch.Tensor:
+    """The network's channels in ``box`` (1, C, ...) with structure ``name`` given by soft mask ``m``."""
+    x = torch.from_numpy(inputs.channels[(slice(None), *box)].copy())
+    if name in OARS:
+        x[oar_channel(name)] = m
+    elif target_prescription(name) is not None:
+        x[TARGETS], x[PROXIMITY] = soft_target_channels(inputs, name, m, box)
+    return x[None]
+
+
+def network_dose(net: torch.nn.Module, x: torch.Tensor, roi: tuple[int, int, int]) -> torch.Tensor:
+    """Differentiable dose (Gy) of channels-first box inputs (1, C, ...), as ``predict_box`` without TTA."""
+    from monai.inferers import sliding_window_inference
+
+    shape = inference_shape(tuple(x.shape[2:]), roi, net.config.size_multiple)
+    pads = [p for n, s in zip(reversed(x.shape[2:]), reversed(shape)) for p in (0, s - n)]
+    constant, region = pad_to(x[0].detach().numpy(), shape)
+    padded = torch.from_numpy(constant)[None] + (F.pad(x, pads) - F.pad(x.detach(), pads))
+    device = next(net.parameters()).device
+    raw = sliding_window_inference(padded.to(device), roi, 4, net, overlap=0.25, mode="gaussian").cpu()
+    dose = torch.relu(raw) * (padded[:, -1:] > 0.5)
+    return dose[(0, 0, *region)]
+
+
+def soft_metric(dose: torch.Tensor, weights: torch.Tensor, metric: str, voxel_cc: float) -> torch.Tensor:
+    """A DVH metric of ``dose`` over a soft mask ``weights`` (see the module's docstring)."""
+    _, x, kind = differentiable_metric(metric)
+    total = weights.sum()
+    if kind == "mean":
+        return (dose * weights).sum() / total
+    with torch.no_grad():
+        order = torch.argsort(dose[weights > 0.5], descending=True)
+        hot = dose[weights > 0.5][order]
+        count = x / voxel_cc if kind == "cc" else x / 100 * hot.numel()
+        d0 = hot[min(max(int(np.ceil(count)) - 1, 0), hot.numel() - 1)]
+    target = x / voxel_cc if kind == "cc" else x / 100 * total
+    level = torch.sigmoid((dose - d0) / QUANTILE_TAU_GY)
+    excess = (weights * level).sum() - target
+    slope = (weights * level * (1 - level)).sum().detach() / QUANTILE_TAU_GY
+    return d0 + (excess - excess.detach()) / slope.clamp(min=1e-6)
+
+
+def mask_sensitivity(
+    net: torch.nn.Module, inputs: LiveInputs, box: tuple[slice, ...], roi: tuple[int, int, int], problem: Problem,
+) -> np.ndarray:
+    """d metric / d mask voxel (Gy per voxel) of ``problem`` on the network's grid (float32)."""
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    net.eval()
+    shape = next(iter(problem.masks.values())).shape
+    m = torch.from_numpy(problem.masks[problem.wrt].astype(np.float32)).requires_grad_(True)
+    dose = torch.zeros(shape)
+    dose[box] = network_dose(net, soft_inputs(inputs, problem.wrt, m[box], box), roi)
+    weights = m if problem.structure == problem.wrt else torch.from_numpy(
+        problem.masks[problem.structure].astype(np.float32))
+    value = soft_metric(dose, weights, problem.metric, problem.voxel_cc)
+    value.backward()
+    return m.grad.numpy().astype(np.float32)

@@ -1,0 +1,188 @@
+"""A live what-if session: one patient and the dose model kept in memory, structures edited,
+the predicted dose, DVH metrics and their sensitivity to each mask voxel recomputed at once.
+
+    from DoseSegLib import WhatIfSession
+    s = WhatIfSession("pt_201")
+    s.set_mask("PTV70", bigger_ptv)          # bool array on the CT grid, [i, j, k]
+    r = s.predict()                          # r.dose (Volume, Gy), r.metrics (dvh_metrics.csv rows)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from DoseSegLib.analysis.constraints import Constraint, load_constraints
+from DoseSegLib.analysis.dvh import DVH
+from DoseSegLib.analysis.metric_names import canonical_metric
+from DoseSegLib.analysis.plan import evaluate_plan
+from DoseSegLib.core.alignment import align_case, align_structure, resample, resample_mask
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import NameMapper
+from DoseSegLib.core.orientation import Reorientation
+from DoseSegLib.core.volume import Volume, mask_box
+from DoseSegLib.io.patient import read_patient
+from DoseSegLib.io.tables import Row
+from DoseSegLib.models.common.arrays import BOX_MARGIN
+from DoseSegLib.models.common.devices import cpu_if_out_of_memory
+from DoseSegLib.models.dose.live_inputs import LiveInputs
+from DoseSegLib.models.dose.predict import _on_grid, load_dose_model, working_grid
+
+TEXT_COLUMNS = ("structure", "original_name", "dvh_method", "note")
+
+
+@dataclass
+class WhatIfResult:
+    """One prediction of a session.
+
+    Attributes:
+        dose: predicted dose (Gy) on the CT grid.
+        metrics: one row per structure, the columns of dvh_metrics.csv (numbers as floats).
+        dvhs: cumulative DVH of each structure.
+        goals: the clinical-goal checks (rows of constraints.csv).
+        seconds: time the prediction took.
+    """
+
+    dose: Volume
+    metrics: list[Row]
+    dvhs: dict[str, DVH]
+    goals: list[Row]
+    seconds: float
+
+    def metric(self, structure: str, name: str) -> float:
+        """One metric of one structure, e.g. ``metric("LeftParotid", "Mean[Gy]")`` (or ``mean``, ``D2%``)."""
+        try:
+            name = canonical_metric("Mean[Gy]" if name.strip().lower() == "mean" else name)[0]
+        except ValueError:
+            pass  # a column that is no DVH metric, e.g. HI or CI
+        for row in self.metrics:
+            if row["structure"] == structure:
+                if name not in row:
+                    raise DoseSegError(f"no metric '{name}' for '{structure}' (have {', '.join(row)})")
+                return float(row[name])
+        raise DoseSegError(f"no structure '{structure}' in the session")
+
+
+def _floats(row: Row) -> Row:
+    return {k: (v if k in TEXT_COLUMNS or v == "" else float(v)) for k, v in row.items()}
+
+
+class WhatIfSession:
+    """The dose model and one patient's prepared inputs, kept in memory for edit-and-predict loops.
+
+    Args:
+        patient_dir: patient folder (as for ``doseseg predict-dose``; missing OARs are not
+            auto-segmented, the network sees them as empty).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        model: catalogue dose model name (default: the bundled default).
+        weights: a train-dose best.pt instead of a catalogue model.
+        names: structure-name mapping (default aliases when None).
+        constraints: clinical goals (DoseSegLib's default table when None).
+    """
+
+    def __init__(
+        self, patient_dir: str | Path, device: str = "auto", model: str | None = None,
+        weights: Path | None = None, names: NameMapper | None = None,
+        constraints: list[Constraint] | None = None,
+    ) -> None:
+        self.names = names or NameMapper()
+        self.case: Case = align_case(read_patient(patient_dir, self.names))
+        self.model = load_dose_model(model, device, weights)
+        self.constraints = load_constraints() if constraints is None else constraints
+        # the network sees one canonical voxel order (as predict-dose does): no mirrored organ, whatever the axes
+        self.orientation = Reorientation.of(self.case.ct)
+        canonical = self.orientation.case_to_canonical(self.case)
+        self.canonical_ct = canonical.ct
+        self.grid = working_grid(canonical.ct)
+        self.work = canonical if self.grid is None else _on_grid(canonical, self.grid)
+        self.box = mask_box(self.work.possible_dose_mask.array, BOX_MARGIN)
+        self.inputs = LiveInputs(self.work, self.box)
+
+    @property
+    def structures(self) -> dict[str, Volume]:
+        """The session's structures on the CT grid, by canonical name."""
+        return self.case.structures
+
+    def canonical(self, name: str) -> str:
+        """A structure name through the session's name mapping."""
+        return self.names.canonical(name)
+
+    def mask_volume(self, name: str, mask: np.ndarray | Volume) -> Volume:
+        """``mask`` as a boolean Volume on the CT grid (checked: shape, not empty)."""
+        ct = self.case.ct
+        if isinstance(mask, Volume):
+            return align_structure(name, mask.with_array(mask.array.astype(bool)), ct)
+        array = np.asarray(mask)
+        if array.shape != ct.shape:
+            raise DoseSegError(f"mask of '{name}' has shape {array.shape}, the CT grid is {ct.shape} ([i, j, k])")
+        if not array.any():
+            raise DoseSegError(f"mask of '{name}' is empty: a structure needs at least one voxel")
+        return ct.with_array(array.astype(bool))
+
+    def set_mask(self, name: str, mask: np.ndarray | Volume) -> str:
+        """Replace or add a structure; only the network inputs it changes are re-prepared.
+
+        Returns:
+            The structure's canonical name.
+        """
+        name = self.canonical(name)
+        volume = self.mask_volume(name, mask)
+        structures = {**self.case.structures, name: volume}
+        fine = {n: m for n, m in self.case.fine_structures.items() if n != name}
+        self.case = replace(self.case, structures=structures, fine_structures=fine)
+        canonical = self.orientation.to_canonical(volume)
+        work = canonical if self.grid is None else resample_mask(canonical, self.grid)
+        self.work = replace(self.work, structures={**self.work.structures, name: work})
+        self.inputs.set_structure(name, work.array)
+        return name
+
+    def predict_dose(self) -> Volume:
+        """The predicted dose (Gy) on the CT grid for the current structures."""
+        from DoseSegLib.models.dose.inference import predict_box
+
+        model, box = self.model, self.box
+        dose = np.zeros(self.work.ct.shape, np.float32)
+        dose[box] = cpu_if_out_of_memory(model, lambda: predict_box(
+            model.net, self.inputs.channels[(slice(None), *box)], model.patch, model.device, False, model.amp))
+        return self._to_ct_grid(dose, clip=True)
+
+    def sensitivity(self, name: str, metric: str = "Mean[Gy]", wrt: str | None = None) -> np.ndarray:
+        """d metric / d mask voxel (Gy per voxel, float32 on the CT grid, [i, j, k]) of structure
+        ``name``'s ``metric`` (``Mean[Gy]`` or ``mean``, ``Dx%[Gy]``, ``Dx cc[Gy]``), with respect
+        to the mask of ``wrt`` (default: the structure itself); see ``models.dose.sensitivity``."""
+        from DoseSegLib.models.dose.sensitivity import Problem, differentiable_metric, mask_sensitivity
+
+        structure, other = self.canonical(name), self.canonical(wrt or name)
+        for each in (structure, other):
+            if each not in self.case.structures:
+                raise DoseSegError(f"no structure '{each}' in the session (have {', '.join(self.case.structures)})")
+        differentiable_metric(metric)
+        masks = {n: m.array for n, m in self.work.structures.items()}
+        problem = Problem(structure, metric, other, masks, self.work.ct.voxel_volume_cc)
+        grad = mask_sensitivity(self.model.net, self.inputs, self.box, self.model.patch, problem)
+        per_voxel = self.case.ct.voxel_volume_cc / self.work.ct.voxel_volume_cc  # Gy per CT voxel
+        return (self._to_ct_grid(grad, clip=False).array * per_voxel).astype(np.float32)
+
+    def _to_ct_grid(self, array: np.ndarray, clip: bool) -> Volume:
+        """An array on the network's (canonical, working) grid as a Volume on the session's CT grid.
+
+        ``clip``: a dose (kept >= 0 and inside the possible-dose mask after resampling)."""
+        canonical = self.work.ct.with_array(array)
+        if self.grid is not None:
+            back = resample(canonical, self.canonical_ct, "linear", 0.0).array
+            if clip:
+                back = np.clip(back, 0, None) * self.orientation.array_to_canonical(self.case.possible_dose_mask.array)
+            canonical = self.canonical_ct.with_array(back.astype(np.float32))
+        return self.orientation.from_canonical(canonical, self.case.ct)
+
+    def predict(self) -> WhatIfResult:
+        """Predicted dose, DVHs, DVH metrics and clinical goals of the current structures."""
+        start = time.perf_counter()
+        dose = self.predict_dose()
+        evaluation = evaluate_plan(replace(self.case, dose=dose), constraints=self.constraints)
+        return WhatIfResult(dose, [_floats(r) for r in evaluation.metrics], evaluation.dvhs,
+                            evaluation.constraints, time.perf_counter() - start)

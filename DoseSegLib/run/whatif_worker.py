@@ -1,0 +1,144 @@
+"""A persistent what-if worker: one ``WhatIfSession`` behind a JSON-lines protocol on stdin/stdout.
+
+Start it with the library's Python: ``python -m DoseSegLib.run.whatif_worker``. Each request is
+one JSON object on one line; each gets exactly one reply line, in order::
+
+    {"id": 1, "op": "open", "patient": "/path/pt_201", "device": "auto", "names": null}
+    {"id": 2, "op": "set_mask", "name": "PTV70", "mask_file": "/tmp/ptv.nrrd"}
+    {"id": 3, "op": "set_mask", "name": "PTV70", "mask_b64": "...", "shape": [128, 128, 128]}
+    {"id": 4, "op": "predict", "dose_file": "/tmp/dose.nrrd", "dvh": true}
+    {"id": 5, "op": "sensitivity", "structure": "LeftParotid", "metric": "mean", "wrt": "PTV70",
+     "out_file": "/tmp/sens.nrrd"}
+    {"id": 6, "op": "shutdown"}
+
+Replies: ``{"id": ..., "ok": true, "result": {...}}`` or ``{"id": ..., "ok": false, "error": "one line"}``;
+a bad request gets an error reply and the worker carries on. ``mask_file`` is an NRRD mask (any
+grid, aligned onto the CT like a structure file) or a ``.npy`` boolean array on the CT grid;
+``mask_b64`` is ``numpy.packbits`` of the boolean [i, j, k] array in C order, base64-encoded.
+``predict`` replies with the metrics rows, the clinical-goal rows, the seconds taken and, with
+``"dvh": true``, each structure's DVH; it writes the dose NRRD when ``dose_file`` is given.
+``sensitivity`` writes the map (Gy per voxel) to ``out_file`` and replies with its range.
+The worker exits on ``shutdown`` and when its stdin closes (its parent died). Library output
+goes to stderr; stdout carries only replies.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from DoseSegLib.core.errors import DoseSegError
+
+Request = dict[str, Any]
+
+
+def decode_mask(request: Request) -> Any:
+    """The mask of a set_mask request: a Volume (NRRD file) or a boolean array."""
+    if "mask_file" in request:
+        path = Path(request["mask_file"])
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False).astype(bool)
+        from DoseSegLib.io.patient import read_mask
+
+        return read_mask(path)
+    if "mask_b64" not in request or "shape" not in request:
+        raise DoseSegError("set_mask needs 'mask_file', or 'mask_b64' with 'shape'")
+    shape = tuple(int(n) for n in request["shape"])
+    bits = np.frombuffer(base64.b64decode(request["mask_b64"]), np.uint8)
+    count = int(np.prod(shape))
+    if bits.size != -(-count // 8):
+        raise DoseSegError(f"mask_b64 holds {bits.size} bytes, shape {list(shape)} needs {-(-count // 8)}")
+    return np.unpackbits(bits, count=count).astype(bool).reshape(shape)
+
+
+class Worker:
+    """Dispatches requests onto one session."""
+
+    def __init__(self) -> None:
+        self.session = None
+
+    def open(self, request: Request) -> dict:
+        from DoseSegLib.core.names import NameMapper
+        from DoseSegLib.run.whatif import WhatIfSession
+
+        names = NameMapper.from_json(request["names"]) if request.get("names") else None
+        self.session = WhatIfSession(request["patient"], request.get("device", "auto"), names=names)
+        case = self.session.case
+        return {"structures": sorted(case.structures), "shape": list(case.ct.shape), "device": str(self.session.model.device)}
+
+    def _session(self):
+        if self.session is None:
+            raise DoseSegError("no patient open: send an 'open' request first")
+        return self.session
+
+    def set_mask(self, request: Request) -> dict:
+        return {"structure": self._session().set_mask(request["name"], decode_mask(request))}
+
+    def predict(self, request: Request) -> dict:
+        result = self._session().predict()
+        if request.get("dose_file"):
+            from DoseSegLib.io.patient import write_dose
+
+            write_dose(request["dose_file"], result.dose)
+        reply = {"metrics": result.metrics, "goals": result.goals, "seconds": result.seconds}
+        if request.get("dvh"):
+            reply["dvhs"] = {n: {"dose_gy": d.dose_gy.tolist(), "volume_cc": d.volume_cc.tolist(),
+                                 "volume_pct": d.volume_pct.tolist()} for n, d in result.dvhs.items()}
+        return reply
+
+    def sensitivity(self, request: Request) -> dict:
+        from DoseSegLib.io.patient import write_volume
+
+        session = self._session()
+        grad = session.sensitivity(request["structure"], request.get("metric", "mean"), request.get("wrt"))
+        if request.get("out_file"):
+            write_volume(request["out_file"], session.case.ct.with_array(grad), {"units": "Gy per voxel"})
+        return {"min": float(grad.min()), "max": float(grad.max()), "voxel_cc": session.case.ct.voxel_volume_cc}
+
+    def handle(self, line: str) -> tuple[dict, bool]:
+        """The reply to one request line, and whether to stop."""
+        request_id = None
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise DoseSegError("a request is a JSON object")
+            request_id, op = request.get("id"), request.get("op")
+            if op == "shutdown":
+                return {"id": request_id, "ok": True, "result": {}}, True
+            if op not in ("open", "set_mask", "predict", "sensitivity"):
+                raise DoseSegError(f"unknown op '{op}' (open, set_mask, predict, sensitivity, shutdown)")
+            return {"id": request_id, "ok": True, "result": getattr(self, op)(request)}, False
+        except KeyError as exc:
+            return {"id": request_id, "ok": False, "error": f"missing field {exc}"}, False
+        except Exception as exc:  # noqa: BLE001 - every failure is a reply; the worker stays alive
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return {"id": request_id, "ok": False, "error": f"{type(exc).__name__}: {message}"}, False
+
+
+def serve(requests: TextIO, replies: TextIO) -> None:
+    """Answer requests line by line until shutdown or end of input."""
+    worker = Worker()
+    for line in requests:
+        if not line.strip():
+            continue
+        reply, stop = worker.handle(line)
+        replies.write(json.dumps(reply, default=float) + "\n")
+        replies.flush()
+        if stop:
+            break
+
+
+def main() -> None:
+    """Serve on stdin/stdout; everything else printed goes to stderr."""
+    replies = sys.stdout
+    sys.stdout = sys.stderr
+    serve(sys.stdin, replies)
+
+
+if __name__ == "__main__":
+    main()

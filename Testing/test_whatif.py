@@ -1,0 +1,197 @@
+"""The what-if session: edits change the prediction and metrics exactly as a fresh predict-dose + dvh."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from DoseSegLib.cli.main import main
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import read_dose, read_volume, write_volume
+
+
+@pytest.fixture(scope="module")
+def phantom_session(tmp_path_factory: pytest.TempPathFactory):
+    from DoseSegLib import WhatIfSession
+    from DoseSegLib.io.phantom import write_phantom_patient
+
+    folder = tmp_path_factory.mktemp("whatif") / "phantom"
+    write_phantom_patient(folder)
+    return folder, WhatIfSession(folder, device="cpu")
+
+
+def _cli_metrics(folder: Path, out: Path) -> tuple[np.ndarray, dict[str, dict[str, str]]]:
+    assert main(["predict-dose", str(folder), "-o", str(out / "pred"), "--device", "cpu"]) in (0, None)
+    dose = out / "pred" / folder.name / "dose.nrrd"
+    main(["dvh", str(folder), "--dose", str(dose), "-o", str(out / "dvh")])
+    with open(out / "dvh" / "dvh_metrics.csv", newline="") as f:
+        return read_dose(dose).array, {row["structure"]: row for row in csv.DictReader(f)}
+
+
+def _check_against_cli(session, folder: Path, edits: dict[str, np.ndarray], out: Path) -> None:
+    before = session.predict()
+    for name, mask in edits.items():
+        session.set_mask(name, mask)
+        file = folder / "structures" / f"{name}.nrrd"
+        ct = read_volume(folder / "ct.nrrd")
+        write_volume(file, ct.with_array(mask.astype(np.uint8)))
+    after = session.predict()
+    dose, rows = _cli_metrics(folder, out)
+    assert np.abs(after.dose.array - dose).max() < 0.05
+    assert not np.allclose(after.dose.array, before.dose.array, atol=0.05)
+    for row in after.metrics:
+        cli = rows[row["structure"]]
+        for key in ("Volume[cc]", "Mean[Gy]", "D95%[Gy]", "D2%[Gy]"):
+            assert isinstance(row[key], float)
+            assert row[key] == pytest.approx(float(cli[key]), abs=0.05), (row["structure"], key)
+
+
+def test_edit_matches_fresh_predict_dose(phantom_session, tmp_path: Path) -> None:
+    folder, session = phantom_session
+    ptv = session.structures["PTV70"].array
+    parotid = session.structures["LeftParotid"].array
+    edits = {"PTV70": ndimage.binary_dilation(ptv, iterations=2), "LeftParotid": ndimage.binary_erosion(parotid)}
+    _check_against_cli(session, folder, edits, tmp_path)
+
+
+def test_alias_name_and_volume_input(phantom_session) -> None:
+    _, session = phantom_session
+    parotid = session.structures["LeftParotid"]
+    assert session.set_mask("Parotid_L", parotid) == "LeftParotid"
+    with pytest.raises(DoseSegError, match="shape"):
+        session.set_mask("PTV70", np.ones((3, 3, 3), bool))
+    with pytest.raises(DoseSegError, match="empty"):
+        session.set_mask("PTV70", np.zeros(parotid.shape, bool))
+
+
+def test_new_structure_is_added(phantom_session) -> None:
+    _, session = phantom_session
+    box = np.zeros(session.case.ct.shape, bool)
+    box[30:34, 30:34, 20:24] = True
+    session.set_mask("Ring", box)
+    result = session.predict()
+    assert result.metric("Ring", "Volume[cc]") == pytest.approx(box.sum() * session.case.ct.voxel_volume_cc, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_real_patient_edit_matches_cli(shared_data: Path, tmp_path: Path) -> None:
+    from DoseSegLib import WhatIfSession
+
+    folder = tmp_path / "pt_201"
+    shutil.copytree(shared_data / "openkbp" / "validation" / "pt_201", folder)
+    (folder / "dose.nrrd").unlink()
+    session = WhatIfSession(folder, device="cpu")
+    ptv = session.structures["PTV70"].array
+    _check_against_cli(session, folder, {"PTV70": ndimage.binary_erosion(ptv, iterations=2)}, tmp_path)
+
+
+def test_sensitivity_of_a_non_input_structure_is_the_dvh_derivative(phantom_session) -> None:
+    _, session = phantom_session
+    ring = np.zeros(session.case.ct.shape, bool)
+    ring[28:36, 28:36, 18:26] = True
+    session.set_mask("Ring", ring)
+    dose = session.predict_dose().array
+    grad = session.sensitivity("Ring", "mean")
+    expected = (dose - dose[ring].mean()) / ring.sum()  # d/dm_v of sum(d m) / sum(m): no network path
+    assert grad.shape == ring.shape and grad.dtype == np.float32
+    np.testing.assert_allclose(grad, expected, atol=1e-5)
+
+
+def test_sensitivity_rejects_metrics_without_derivative(phantom_session) -> None:
+    _, session = phantom_session
+    with pytest.raises(DoseSegError, match="D2%"):
+        session.sensitivity("PTV70", "Max[Gy]")
+    with pytest.raises(DoseSegError, match="no structure 'Nope'"):
+        session.sensitivity("Nope")
+
+
+def _boundary_check(session, structure: str, wrt: str, metric: str, key: str) -> None:
+    """Add the 40 boundary voxels of highest, then lowest, sensitivity: sign, order, factor 2."""
+    base = session.predict().metric(structure, key)
+    grad = session.sensitivity(structure, metric, wrt)
+    mask = session.structures[wrt].array
+    ring = ndimage.binary_dilation(mask) & ~mask & session.case.possible_dose_mask.array
+    voxels = np.flatnonzero(ring)
+    ranked = voxels[np.argsort(grad.ravel()[voxels])]
+    changes = []
+    for picked in (ranked[-40:], ranked[:40]):
+        edited = mask.copy().ravel()
+        edited[picked] = True
+        session.set_mask(wrt, edited.reshape(mask.shape))
+        actual = session.predict().metric(structure, key) - base
+        estimate = float(grad.ravel()[picked].sum())
+        session.set_mask(wrt, mask)
+        assert np.sign(actual) == np.sign(estimate), (actual, estimate)
+        assert 0.5 <= actual / estimate <= 2.0, (actual, estimate)
+        changes.append(actual)
+    assert changes[0] > changes[1]
+
+
+@pytest.fixture(scope="module")
+def real_session(shared_data: Path):
+    from DoseSegLib import WhatIfSession
+
+    return WhatIfSession(shared_data / "openkbp" / "validation" / "pt_201", device="cpu")
+
+
+@pytest.mark.slow
+def test_sensitivity_matches_finite_differences_own_mask(real_session) -> None:
+    _boundary_check(real_session, "LeftParotid", "LeftParotid", "mean", "Mean[Gy]")
+
+
+@pytest.mark.slow
+def test_sensitivity_matches_finite_differences_target_on_oar(real_session) -> None:
+    _boundary_check(real_session, "LeftParotid", "PTV70", "mean", "Mean[Gy]")
+
+
+def test_cli_sensitivity_writes_map_and_figure(phantom_session, tmp_path: Path, capsys) -> None:
+    folder, session = phantom_session
+    out = tmp_path / "sens"
+    assert main(["sensitivity", str(folder), "--structure", "Parotid_L", "--wrt", "PTV70", "--metric", "mean",
+                 "-o", str(out), "--device", "cpu"]) == 0
+    written = read_volume(out / "sensitivity.nrrd")
+    expected = session.sensitivity("LeftParotid", "mean", "PTV70")
+    assert written.same_grid(session.case.ct)
+    np.testing.assert_allclose(written.array, expected, atol=1e-4 * np.abs(expected).max())
+    assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["sensitivity", str(folder), "--structure", "Nope", "-o", str(tmp_path / "bad"),
+                 "--device", "cpu"]) == 1
+    assert "no structure 'Nope'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_ct_stored_with_reversed_axes_gives_the_same_physical_dose(phantom_session, tmp_path: Path) -> None:
+    """The session, like predict-dose, shows the network one canonical voxel order: no mirrored prediction."""
+    import SimpleITK as sitk
+
+    from DoseSegLib import WhatIfSession, align_case, read_patient, write_patient
+    from DoseSegLib.core.volume import Volume
+
+    folder, session = phantom_session
+    case = align_case(read_patient(folder))
+
+    def reversed_axes(volume: Volume | None) -> Volume | None:
+        if volume is None:
+            return None
+        moved = Volume.from_sitk(sitk.Flip(sitk.PermuteAxes(volume.to_sitk(), [1, 0, 2]), [True, False, True]))
+        return moved.with_array(moved.array.astype(volume.array.dtype))
+
+    from dataclasses import replace
+
+    flipped = replace(case, ct=reversed_axes(case.ct), dose=reversed_axes(case.dose),
+                      possible_dose_mask=reversed_axes(case.possible_dose_mask),
+                      structures={n: reversed_axes(m) for n, m in case.structures.items()}, fine_structures={})
+    (tmp_path / "flipped").mkdir()
+    write_patient(tmp_path / "flipped", flipped)
+    for name in list(session.structures):  # the fixture's session may carry earlier tests' edits
+        session.set_mask(name, case.structures[name])
+    expected = session.predict().dose
+    got = WhatIfSession(tmp_path / "flipped", device="cpu").predict().dose
+    back = reversed_axes(expected)
+    assert not got.same_grid(expected) and got.same_grid(back)
+    assert np.abs(got.array - back.array).max() < 0.05
