@@ -81,6 +81,7 @@ def main() -> int:
     parser.add_argument("--method", choices=METHODS, help="skip the comparison and use this method")
     parser.add_argument("--level", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reverse", action="store_true", help="visit the patients last first (a second worker)")
     parser.add_argument("--write", action="store_true", help="write the model's calibration sidecar")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -102,7 +103,7 @@ def main() -> int:
         method = max(METHODS, key=lambda m: comparison[m]["mean"])
     sampling = SamplingConfig(args.samples, method)
     records = []
-    for i, folder in enumerate(folders):
+    for i, folder in enumerate(folders[::-1] if args.reverse else folders):
         records.append(collect(model, folder, sampling, cache))
         print(f"{i + 1}/{len(folders)} {folder.name}", flush=True)
     report = coverage_report(records, args.level)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from DoseSegLib.cli.options import add_training_run_options, probability, run_options
+from DoseSegLib.cli.options import add_training_run_options, add_uncertainty_options, probability, run_options
 
 
 def cmd_train_dose(args: argparse.Namespace) -> None:
@@ -42,6 +42,10 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
         raise DoseSegError("two patient folders share a name; their outputs would collide")
     check_output_dir(args.output, args.force)
     model = load_dose_model(args.model, args.device, args.weights)
+    if args.uncertainty:
+        from DoseSegLib.models.dose.uncertainty import check_uncertainty, predict_dose_uncertainty, write_uncertainty
+
+        check_uncertainty(model, args.level)
     failures = 0
     with staged_output(args.output, args.force) as out:
         for folder in tqdm(args.patients, desc="predict-dose", unit="patient",
@@ -49,12 +53,15 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
             try:
                 case = align_case(read_patient(folder))
                 dose = predict_case_dose(model, case, tta=args.tta)
+                uncertainty = predict_dose_uncertainty(model, case, dose, args.level) if args.uncertainty else None
             except DoseSegError as exc:
                 failures += 1
                 print(f"doseseg: error: {folder}: {exc}", file=sys.stderr)
                 continue
             (out / folder.name).mkdir()
             write_dose(out / folder.name / "dose.nrrd", dose)
+            if uncertainty is not None:
+                write_uncertainty(out / folder.name, uncertainty)
     print(f"wrote {args.output} ({len(args.patients) - failures} of {len(args.patients)} patients)")
     return 1 if failures else 0
 
@@ -90,4 +97,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="catalogue model name (default: the bundled default dose model)")
     p.add_argument("--weights", type=Path, help="a train-dose best.pt instead of a catalogue model")
     p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")
+    add_uncertainty_options(p)
     p.set_defaults(func=cmd_predict_dose)

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from DoseSegLib.cli.evaluation import add_dvh_method
+from DoseSegLib.cli.options import add_uncertainty_options
 from DoseSegLib.run.results import RunOptions
 
 DEMO_SOURCE = "synthetic head-and-neck phantom (doseseg demo; not a patient)"
@@ -58,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
-        dvh_method=args.dvh_method, series=args.series,
+        dvh_method=args.dvh_method, series=args.series, uncertainty=args.uncertainty, level=args.level,
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json)
 
@@ -98,6 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
     add_dvh_method(p)
     p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
+    add_uncertainty_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -169,3 +169,24 @@ def predict_uncertainty(
     plans = sample_plans(case, samples, dvh_method)
     spread_list = spreads(predicted.metrics, [p.metrics for p in plans], case.targets)
     return DoseUncertainty(dose_std(samples), plans, interval_rows(spread_list, calibration, level))
+
+
+def check_uncertainty(model: DoseModel, level: float, folder: Path | None = None) -> None:
+    """Fail early (DoseSegError) when the model has no valid calibration or ``level`` is out of its reach."""
+    calibration, _ = load_calibration(model, folder)
+    calibration.quantile(FAMILIES[0], level)
+
+
+def predict_dose_uncertainty(model: DoseModel, case: Case, dose: Volume, level: float = 0.9) -> DoseUncertainty:
+    """:func:`predict_uncertainty` around the deterministic ``dose`` of an aligned ``case`` (predict-dose)."""
+    return predict_uncertainty(model, case, evaluate_plan(replace(case, dose=dose), constraints=[]), level)
+
+
+def write_uncertainty(folder: Path, uncertainty: DoseUncertainty) -> None:
+    """``dose_std.nrrd`` and ``dvh_intervals.csv`` into an existing output folder."""
+    from DoseSegLib.analysis.intervals import INTERVAL_COLUMNS
+    from DoseSegLib.io.patient import write_dose
+    from DoseSegLib.io.tables import write_csv
+
+    write_dose(folder / "dose_std.nrrd", uncertainty.std)
+    write_csv(folder / "dvh_intervals.csv", uncertainty.intervals, INTERVAL_COLUMNS)
