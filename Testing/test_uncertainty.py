@@ -164,8 +164,8 @@ def test_calibration_for_other_weights_is_refused(tmp_path: Path, monkeypatch: p
 
 def test_predict_dose_writes_std_and_intervals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from DoseSegLib.cli.main import main
-    from DoseSegLib.io.phantom import write_phantom_patient
     from DoseSegLib.io.patient import read_volume
+    from DoseSegLib.io.phantom import write_phantom_patient
     from DoseSegLib.io.tables import read_csv
 
     (tmp_path / "models").mkdir()
@@ -190,3 +190,53 @@ def test_predict_dose_writes_std_and_intervals(tmp_path: Path, monkeypatch: pyte
     code = main(["predict-dose", str(phantom_dir), "-o", str(tmp_path / "c"), "--uncertainty", "--level", "0.999",
                  "--device", "cpu"])
     assert code != 0 and not (tmp_path / "c").exists()
+
+
+def test_run_writes_intervals_marks_goals_and_shows_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from DoseSegLib.io.phantom import write_phantom_patient
+    from DoseSegLib.run.pipeline import Pipeline
+    from DoseSegLib.run.results import RunOptions
+
+    (tmp_path / "models").mkdir()
+    # an enormous calibration quantile: every interval straddles every limit it concerns
+    monkeypatch.setenv("DOSESEG_MODELS", str(_catalogue(tmp_path / "models", _synthetic_calibration(1e4))))
+    write_phantom_patient(tmp_path / "phantom", shape=SMALL, spacing=(5.4, 5.4, 3.3))
+    options = RunOptions(segment=False, radiomics=False, uncertainty=True)
+    result = Pipeline("cpu", options).run(tmp_path / "phantom", tmp_path / "out")
+    assert (tmp_path / "out" / "dose_std.nrrd").is_file() and (tmp_path / "out" / "dvh_intervals.csv").is_file()
+    with_interval = {(r["structure"], r["metric"]) for r in result.uncertainty.intervals}
+    checked = [g for g in result.constraints if (g["structure"], g["metric"]) in with_interval]
+    assert checked and all(g["result"] == UNCERTAIN for g in checked)
+    assert "uncertain" in (tmp_path / "out" / "constraints.csv").read_text()
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "How far to trust the DVH metrics (90% intervals)" in report and "dvh_intervals.csv" in report
+    doses, low, high = result.uncertainty.dvh_band("PTV70")
+    assert len(doses) == len(low) == len(high) and np.all(low <= high)
+
+
+@pytest.mark.slow
+def test_phantom_gets_wider_intervals_than_a_validation_patient(shared_data: Path, tmp_path: Path) -> None:
+    """The bundled model and its shipped calibration: an out-of-distribution phantom is less certain."""
+    from DoseSegLib.core.alignment import align_case
+    from DoseSegLib.io.patient import read_patient
+    from DoseSegLib.io.phantom import write_phantom_patient
+    from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
+    from DoseSegLib.models.dose.uncertainty import predict_dose_uncertainty
+
+    model = load_dose_model(device="cpu")
+    assert model.entry == find_model("dose")
+
+    def widths(folder: Path) -> dict[str, float]:
+        case = align_case(read_patient(folder))
+        rows = predict_dose_uncertainty(model, case, predict_case_dose(model, case)).intervals
+        assert all(r["lower"] <= r["predicted"] <= r["upper"] for r in rows)
+        by_family: dict[str, list[float]] = {}
+        for r in rows:
+            family = "target" if r["structure"] in case.targets else "oar"
+            by_family.setdefault(family, []).append(r["upper"] - r["lower"])
+        return {f: float(np.median(v)) for f, v in by_family.items()}
+
+    write_phantom_patient(tmp_path / "phantom")
+    phantom = widths(tmp_path / "phantom")
+    typical = widths(shared_data / "openkbp" / "validation" / "pt_201")
+    assert phantom["target"] > typical["target"] and phantom["oar"] > typical["oar"]

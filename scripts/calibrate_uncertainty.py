@@ -30,13 +30,7 @@ from DoseSegLib.analysis.plan import evaluate_plan
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
-from DoseSegLib.models.dose.uncertainty import (
-    METHODS,
-    SamplingConfig,
-    calibration_path,
-    sample_doses,
-    sample_plans,
-)
+from DoseSegLib.models.dose.uncertainty import METHODS, SamplingConfig, calibration_path, sample_doses, sample_plans
 
 KEPT = ("structure", MEAN, *OAR_NEAR_MAX, dose_at_pct(95))
 
