@@ -1,7 +1,7 @@
 """Calibrate the DVH-metric intervals of a catalogue dose model on the OpenKBP validation split.
 
     PYTHONPATH=$PWD python scripts/calibrate_uncertainty.py --data ../shared/data/openkbp/validation \
-        --cache runs/uncertainty_cache [--model NAME] [--compare 4] [--samples 4] [--write]
+        --cache runs/uncertainty_cache [--model NAME] [--compare 8] [--samples 4] [--write]
 
 1. On the first ``--compare`` patients, draws ``--samples`` stochastic predictions with each sampling
    method and keeps the one whose spread best ranks the actual errors (Spearman, mean over families).
@@ -65,12 +65,26 @@ def _cached_prediction(model, case, path: Path) -> dict:
     return record
 
 
+def card_table(report: dict) -> str:
+    """The model card's table of the cross-validated coverage (markdown)."""
+    lines = ["| family | n | coverage (95% CI) | mean width (Gy) | mean abs. error (Gy) | Spearman | q | floor (Gy) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, f in report["families"].items():
+        lines.append(f"| {name} | {f['n']} | {f['coverage']:.3f} ({f['ci95'][0]:.3f}-{f['ci95'][1]:.3f}) | "
+                     f"{f['mean_width_gy']:.2f} | {f['mean_abs_error_gy']:.2f} | {f['spearman']:.3f} | "
+                     f"{f['quantile']:.2f} | {f['floor_gy']:.2f} |")
+    p = report["pooled"]
+    lines.append(f"| pooled | {p['n']} | {p['coverage']:.3f} ({p['ci95'][0]:.3f}-{p['ci95'][1]:.3f}) | | | "
+                 f"{report['spearman_pooled']:.3f} | | |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the validation split's patient folders")
     parser.add_argument("--cache", type=Path, required=True, help="folder for per-patient metrics (resumable)")
     parser.add_argument("--model", help="catalogue dose model (default: the default one)")
-    parser.add_argument("--compare", type=int, default=4, help="patients on which to compare the methods")
+    parser.add_argument("--compare", type=int, default=8, help="patients on which to compare the methods")
     parser.add_argument("--samples", type=int, default=4, help="stochastic predictions per patient")
     parser.add_argument("--method", choices=METHODS, help="skip the comparison and use this method")
     parser.add_argument("--level", type=float, default=0.9)
@@ -103,6 +117,7 @@ def main() -> int:
     report = coverage_report(records, args.level)
     report["method_comparison"] = comparison
     print(json.dumps(report, indent=2))
+    print(card_table(report))
     if args.write:
         calibration = calibrate(observations(records))
         sidecar = {"model": model.entry.name, "sha256": model.entry.sha256, "sampling": asdict(sampling),
