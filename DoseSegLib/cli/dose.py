@@ -11,6 +11,7 @@ from DoseSegLib.cli.options import (
     add_names,
     add_output,
     add_training_run_options,
+    add_uncertainty_options,
     name_mapper,
     probability,
     run_options,
@@ -73,6 +74,10 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     check_output_dir(args.output, args.force, args.patients)
     mapper = name_mapper(args)
     model = load_dose_model(args.model, args.device, args.weights)
+    if args.uncertainty:
+        from DoseSegLib.models.dose.uncertainty import check_uncertainty, predict_dose_uncertainty, write_uncertainty
+
+        check_uncertainty(model, args.level)
     failures = 0
     with staged_output(args.output, args.force, args.patients) as out:
         for folder in tqdm(args.patients, desc="predict-dose", unit="patient",
@@ -83,6 +88,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
                 site_note = check_site(case, args.any_site)
                 dose = predict_case_dose(model, case, tta=args.tta)
                 check_predicted_dose(dose, case)
+                uncertainty = predict_dose_uncertainty(model, case, dose, args.level) if args.uncertainty else None
             except DoseSegError as exc:
                 failures += 1
                 print(f"doseseg: error: {folder}: {exc}", file=sys.stderr)
@@ -92,6 +98,8 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
             notes = [*case.notes, *([site_note] if site_note else [])]
             if notes:  # what was interpreted or overridden, beside the result
                 (out / folder.name / "notes.txt").write_text("\n".join(notes) + "\n")
+            if uncertainty is not None:
+                write_uncertainty(out / folder.name, uncertainty)
     print(f"wrote {args.output} ({len(args.patients) - failures} of {len(args.patients)} patients)")
     return 1 if failures else 0
 
@@ -143,4 +151,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")
     add_shard_option(p)
     add_any_site(p)
+    add_uncertainty_options(p)
     p.set_defaults(func=cmd_predict_dose)

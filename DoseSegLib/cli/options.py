@@ -145,3 +145,18 @@ def run_options(args: argparse.Namespace) -> dict:
 
     names = [f.name for f in fields(RunConfig)] + ["workers"]
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def level_fraction(text: str) -> float:
+    """An interval level strictly between 0 and 1."""
+    value = probability(text)
+    if value in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(f"expected a level strictly between 0 and 1, got {text!r}")
+    return value
+
+
+def add_uncertainty_options(p: argparse.ArgumentParser) -> None:
+    """--uncertainty and --level (calibrated DVH intervals, dose_std.nrrd)."""
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write dose_std.nrrd and dvh_intervals.csv (calibrated intervals of the DVH metrics)")
+    p.add_argument("--level", type=level_fraction, default=0.9, help="coverage of the intervals (default 0.9)")

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from DoseSegLib.cli.evaluation import add_dvh_method
-from DoseSegLib.cli.options import add_any_site, add_device, add_names, add_output, name_mapper
+from DoseSegLib.cli.options import add_any_site, add_device, add_names, add_output, add_uncertainty_options, name_mapper
 from DoseSegLib.run.results import RunOptions
 
 DEMO_SOURCE = "synthetic head-and-neck phantom (doseseg demo; not a patient)"
@@ -65,6 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
         dvh_method=args.dvh_method, series=args.series, names=name_mapper(args), any_site=args.any_site,
+        uncertainty=args.uncertainty, level=args.level,
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json,
                         per_patient=bool(args.shard))
@@ -111,6 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dvh_method(p)
     p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
     add_any_site(p)
+    add_uncertainty_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

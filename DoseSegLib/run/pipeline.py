@@ -31,6 +31,7 @@ from DoseSegLib.run.steps import STEPS, Steps
 from DoseSegLib.run.writer import write_results
 
 if TYPE_CHECKING:
+    from DoseSegLib.models.dose.uncertainty import DoseUncertainty
     from DoseSegLib.models.seg.predict import SegModel
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ class Pipeline:
         self.progress = progress
         self.constraints = load_constraints(self.options.constraints)
         self.dose_model = load_dose_model(dose_model, device)
+        if self.options.uncertainty:
+            from DoseSegLib.models.dose.uncertainty import check_uncertainty
+
+            check_uncertainty(self.dose_model, self.options.level)
         self.segmenter, self.segmenter_note = self._load_segmenter(device)
         self.load_seconds = time.perf_counter() - start
 
@@ -127,13 +132,26 @@ class Pipeline:
         with steps("DVH and goals"):
             plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
                                  dvh_method=self.options.dvh_method)
+            uncertainty = self._uncertainty(case, plan)
         provenance: dict = {}
         with steps("radiomics"):
             radiomics = self._radiomics(case, notes, provenance)
         with steps("compare"):
             comparison = compare_doses(dose, case, self.constraints, plan) if case.dose is not None else None
         return PatientResult(case.name, folder, case, dose, plan, radiomics, comparison, sources, notes,
-                             self.models, str(self.dose_model.device), radiomics_provenance=provenance)
+                             self.models, str(self.dose_model.device), radiomics_provenance=provenance,
+                             uncertainty=uncertainty)
+
+    def _uncertainty(self, case: Case, plan: PlanEvaluation) -> DoseUncertainty | None:
+        """With ``options.uncertainty``: the calibrated intervals, and goals straddling their limit marked uncertain."""
+        if not self.options.uncertainty:
+            return None
+        from DoseSegLib.analysis.intervals import mark_uncertain
+        from DoseSegLib.models.dose.uncertainty import predict_uncertainty
+
+        uncertainty = predict_uncertainty(self.dose_model, case, plan, self.options.level, self.options.dvh_method)
+        plan.constraints = mark_uncertain(plan.constraints, uncertainty.intervals)
+        return uncertainty
 
     def _radiomics(self, case: Case, notes: list[str], provenance: dict) -> list[Row]:
         if not self.options.radiomics:

@@ -41,6 +41,7 @@ td.text, th.text { text-align: left; white-space: normal; font-weight: normal; }
 tr:nth-child(even) td { background: #fafbfc; }
 td.pass { color: #fff; background: #2e7d32 !important; text-align: center; }
 td.fail { color: #fff; background: #c62828 !important; text-align: center; }
+td.uncertain { color: #1d232b; background: #ffd54f !important; text-align: center; }
 td.na { color: #555; background: #e0e0e0 !important; text-align: center; }
 .foot { color: #5a6673; font-size: 12px; margin-top: 28px; }
 """
@@ -77,7 +78,9 @@ def _cards(result: PatientResult) -> str:
         (f"{case.main_prescription:g} Gy", "prescription"),
         (", ".join(case.targets), "targets"),
         (str(len(case.structures)), f"structures{auto}"),
-        (f"{counts.get('pass', 0)} / {counts.get('fail', 0)}", "clinical goals passed / failed"),
+        (f"{counts.get('pass', 0)} / {counts.get('fail', 0)}" + (f" / {counts['uncertain']}" if counts.get("uncertain")
+                                                                  else ""),
+         "clinical goals passed / failed" + (" / uncertain" if counts.get("uncertain") else "")),
         (f"{sum(result.timings.values()):.1f} s", f"analysis time ({result.device})"),
     ]
     if result.comparison is not None:
@@ -104,11 +107,25 @@ def _metrics_section(rows: Sequence[Row]) -> str:
             + (f"<p class='sub'>{html.escape('; '.join(notes))}</p>" if notes else ""))
 
 
+def _intervals_section(rows: Sequence[Row]) -> str:
+    """The calibrated interval of each OAR mean and near-max and each target D95% and D2%."""
+    level = float(rows[0]["level"]) if rows else 0.9
+    body = [[str(r["structure"]), str(r["metric"]), _number(r["predicted"]), _number(r["lower"]), _number(r["upper"]),
+             _number(float(r["upper"]) - float(r["lower"]))] for r in rows]
+    table = _table(["Structure", "Metric", "Predicted (Gy)", "Lower (Gy)", "Upper (Gy)", "Width (Gy)"], body)
+    return (f"<h2>How far to trust the DVH metrics ({level:.0%} intervals)</h2>{table}<p class='sub'>Each interval "
+            f"should contain the plan's real value for about {level:.0%} of patients like the validation set: "
+            "the spread of stochastic predictions scaled by a split-conformal calibration on the validation "
+            "split (see the model card). A goal whose interval straddles its limit is marked uncertain. Wider "
+            "than usual: an unusual anatomy; per-voxel spread in dose_std.nrrd.</p>")
+
+
 def _constraints_section(result: PatientResult) -> str:
     """The goals on the predicted dose, and on the reference dose when there is one."""
     def outcome(row: Row) -> list[Cell]:
         text = str(row["result"])
-        return [_number(row.get("value")), (text, {"pass": "pass", "fail": "fail"}.get(text, "na"))]
+        css = {"pass": "pass", "fail": "fail", "uncertain": "uncertain"}.get(text, "na")
+        return [_number(row.get("value")), (text, css)]
 
     reference = result.comparison.reference_plan.constraints if result.comparison else None
     headers = ["Structure", "Goal", "Predicted", "Result"] + (["Reference", "Result"] if reference else []) + ["Note"]
@@ -194,7 +211,8 @@ def render_report(result: PatientResult) -> str:
         case.ct, result.dose, case.main_prescription, _centre(result), targets,
         title=f"Predicted dose through the centre of {next(iter(targets))}",
     )
-    dvh_png = figures.dvh_png(result.dvhs, reference, case.main_prescription)
+    bands = {name: result.uncertainty.dvh_band(name) for name in result.dvhs} if result.uncertainty else None
+    dvh_png = figures.dvh_png(result.dvhs, reference, case.main_prescription, bands)
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in result.notes)
     parts = [
         f"<h1>DoseSeg report: {html.escape(result.name)}</h1>",
@@ -209,6 +227,7 @@ def render_report(result: PatientResult) -> str:
         "<h2>Dose-volume histograms</h2>",
         _image(dvh_png, "dose-volume histograms"),
         _metrics_section(result.metrics),
+        _intervals_section(result.uncertainty.intervals) if result.uncertainty else "",
         _constraints_section(result),
         _comparison_section(result) if result.comparison is not None else "",
         _radiomics_section(result.radiomics) if result.radiomics else "",

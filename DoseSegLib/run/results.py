@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from DoseSegLib import __version__
 from DoseSegLib.analysis.dvh import DVH
@@ -13,6 +14,9 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
+
+if TYPE_CHECKING:
+    from DoseSegLib.models.dose.uncertainty import DoseUncertainty
 
 COHORT_COLUMNS = (
     "patient", "status", "error", "prescription_gy", "structures", "auto_segmented",
@@ -35,6 +39,9 @@ class RunOptions:
         names: structure-name mapping (e.g. ``NameMapper({"Stem": "Brainstem"})``; default aliases when None).
         prescriptions: target doses in Gy (e.g. ``{"PTV_High": 70}``), overriding a dose in the name.
         any_site: run the head-and-neck models on a patient of another site (recorded in the notes).
+        uncertainty: sample the dose model and give calibrated DVH intervals (dose_std.nrrd,
+            dvh_intervals.csv); a goal whose interval straddles its limit becomes "uncertain".
+        level: the intervals' coverage (a fraction).
     """
 
     segment: bool = True
@@ -45,6 +52,8 @@ class RunOptions:
     allow_high_dose: bool = False
     dvh_method: str = "auto"
     series: str | None = None
+    uncertainty: bool = False
+    level: float = 0.9
     names: NameMapper | None = None
     prescriptions: dict[str, float] | None = None
     any_site: bool = False
@@ -97,6 +106,7 @@ class PatientResult:
     timings: dict[str, float] = field(default_factory=dict)
     source_label: str = ""
     radiomics_provenance: dict = field(default_factory=dict)
+    uncertainty: DoseUncertainty | None = None
 
     @property
     def origin(self) -> str:
@@ -189,7 +199,8 @@ class OutputFile:
 
     name: str
     content: str
-    needs: str = ""  # "", "comparison", "radiomics", "dicom" (a DICOM patient), "dicom_auto" (... with auto OARs)
+    # "", "comparison", "radiomics", "uncertainty", "dicom" (a DICOM patient), "dicom_auto" (... with auto OARs)
+    needs: str = ""
 
 
 OUTPUT_FILES = (
@@ -199,6 +210,9 @@ OUTPUT_FILES = (
     OutputFile("dvh.csv", "cumulative DVH of every structure"),
     OutputFile("dvh_metrics.csv", "all DVH metrics, TG-263 names (D98%[Gy], D1%[Gy], D0.03cc[Gy], V_x ...)"),
     OutputFile("constraints.csv", "clinical goals, pass or fail"),
+    OutputFile("dose_std.nrrd", "standard deviation of the sampled doses (Gy)", "uncertainty"),
+    OutputFile("dvh_intervals.csv", "calibrated interval of each OAR mean and near-max, target D95% and D2%",
+               "uncertainty"),
     OutputFile("radiomics.csv", "pyradiomics features on the CT", "radiomics"),
     OutputFile("radiomics.json", "pyradiomics version, settings and diagnostics of radiomics.csv", "radiomics"),
     OutputFile("dose_difference.nrrd", "predicted minus reference dose (Gy)", "comparison"),
@@ -215,5 +229,5 @@ def output_files(result: PatientResult) -> list[OutputFile]:
     """The entries of :data:`OUTPUT_FILES` that ``result`` has, in writing order."""
     dicom = bool(result.case.dicom_series)
     present = {"": True, "comparison": result.comparison is not None, "radiomics": bool(result.radiomics),
-               "dicom": dicom, "dicom_auto": dicom and bool(result.auto_segmented)}
+               "uncertainty": result.uncertainty is not None, "dicom": dicom, "dicom_auto": dicom and bool(result.auto_segmented)}
     return [entry for entry in OUTPUT_FILES if present[entry.needs]]

@@ -15,6 +15,7 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
     from DoseSegLib.analysis.constraints import write_constraints_csv
     from DoseSegLib.analysis.dvh import write_dvh_csv, write_metrics_csv
     from DoseSegLib.analysis.gamma import GAMMA_COLUMNS
+    from DoseSegLib.analysis.intervals import INTERVAL_COLUMNS
     from DoseSegLib.core.colors import structure_colors
     from DoseSegLib.io.dicom.results import write_dicom_results
     from DoseSegLib.io.patient import write_dose, write_segmentation
@@ -31,6 +32,8 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
         "dvh.csv": lambda path: write_dvh_csv(path, result.dvhs),
         "dvh_metrics.csv": lambda path: write_metrics_csv(path, result.metrics),
         "constraints.csv": lambda path: write_constraints_csv(path, result.constraints),
+        "dose_std.nrrd": lambda path: write_dose(path, result.uncertainty.std),
+        "dvh_intervals.csv": lambda path: write_csv(path, result.uncertainty.intervals, INTERVAL_COLUMNS),
         "radiomics.csv": lambda path: write_csv(path, result.radiomics, columns_of(result.radiomics, ("structure",))),
         "radiomics.json": lambda path: path.write_text(json.dumps(result.radiomics_provenance, indent=2) + "\n"),
         "dose_difference.nrrd": lambda path: write_dose(path, comparison.difference),

@@ -204,8 +204,12 @@ def dvh_png(
     dvhs: Mapping[str, DVH],
     reference: Mapping[str, DVH] | None = None,
     prescription: float | None = None,
+    bands: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
 ) -> bytes:
-    """Cumulative DVHs (volume %) of every structure in its colour (see colors.py); reference curves dashed."""
+    """Cumulative DVHs (volume %) of every structure in its colour (see colors.py); reference curves dashed.
+
+    ``bands``: per structure, dose bins and the low and high volume (%) of a shaded uncertainty band.
+    """
     from matplotlib.lines import Line2D
 
     colors = structure_colors(dvhs)
@@ -213,6 +217,8 @@ def dvh_png(
     ax = figure.subplots()
     for name, curve in dvhs.items():
         ax.plot(curve.dose_gy, curve.volume_pct, color=colors[name], lw=1.8, label=name)
+        if bands and name in bands:
+            ax.fill_between(*bands[name], color=colors[name], alpha=0.2, lw=0)
         if reference and name in reference:
             ax.plot(reference[name].dose_gy, reference[name].volume_pct, color=colors[name], lw=1.4, ls="--")
     if prescription:
@@ -228,5 +234,6 @@ def dvh_png(
         handles += [Line2D([], [], color="black", lw=1.8), Line2D([], [], color="black", lw=1.4, ls="--")]
         labels += ["predicted", "reference"]
     ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
-    ax.set_title("Dose-volume histograms" + (" (dashed: reference plan)" if reference else ""), fontsize=12)
+    title = "Dose-volume histograms" + (" (dashed: reference plan)" if reference else "")
+    ax.set_title(title + (" (shaded: 5-95% of the sampled DVHs)" if bands else ""), fontsize=12)
     return png_bytes(figure)
