@@ -7,10 +7,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.volume import Volume, mask_box
+from DoseSegLib.core.volume import Volume, crop_box, mask_box
 from DoseSegLib.io.tables import Row
 
 DEFAULT_CLASSES = ("firstorder", "shape")
@@ -119,12 +117,6 @@ def extract_features(
     return {prefix + key: float(value) for key, value in result.items() if not key.startswith("diagnostics_")}
 
 
-def _crop(volume: Volume, box: tuple[slice, ...]) -> Volume:
-    """The sub-volume ``box`` of ``volume``, origin moved (same voxels, same physical positions)."""
-    origin = volume.index_to_lps @ np.append([region.start for region in box], 1.0)
-    return Volume(np.ascontiguousarray(volume.array[box]), volume.spacing, tuple(origin[:3]), volume.direction)
-
-
 def _crop_box(extractor, mask: Volume) -> tuple[slice, ...]:
     """Where to crop for ``extractor``: the mask's box plus a margin, or the whole grid when
     filtered image types (LoG, wavelet...) are enabled, whose values depend on the surroundings."""
@@ -190,15 +182,15 @@ def radiomics_table(
         if not mask.array.any():
             raise DoseSegError(f"radiomics of structure '{name}' failed: the structure is empty")
         box = _crop_box(extractor, mask)
-        label = _crop(mask, box).to_sitk()
+        label = crop_box(mask, box).to_sitk()
         diagnostics[name] = {}
-        row: Row = {"structure": name, **extract_features(extractor, _crop(ct, box).to_sitk(), label, name, "",
+        row: Row = {"structure": name, **extract_features(extractor, crop_box(ct, box).to_sitk(), label, name, "",
                                                           diagnostics[name])}
         _full_grid_diagnostics(diagnostics[name], box, ct.shape)
         if dose_extractor is not None:
             dose_box = _crop_box(dose_extractor, mask)
-            row.update(extract_features(dose_extractor, _crop(dose, dose_box).to_sitk(),
-                                        _crop(mask, dose_box).to_sitk(), name, DOSE_PREFIX))
+            row.update(extract_features(dose_extractor, crop_box(dose, dose_box).to_sitk(),
+                                        crop_box(mask, dose_box).to_sitk(), name, DOSE_PREFIX))
         rows.append(row)
     if provenance is not None:
         provenance.update(ct=extractor_provenance(extractor), structures=diagnostics,

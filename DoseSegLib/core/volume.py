@@ -91,12 +91,15 @@ def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
 
 
 
+def crop_box(volume: Volume, box: tuple[slice, ...]) -> Volume:
+    """The sub-volume ``box`` (slices with starts) of ``volume``, origin moved: same voxels, same positions."""
+    origin = volume.index_to_lps @ np.append([region.start for region in box], 1.0)
+    return Volume(np.ascontiguousarray(volume.array[box]), volume.spacing, tuple(origin[:3]), volume.direction)
+
+
 def crop_to_content(volume: Volume, mask: np.ndarray) -> Volume:
     """The sub-volume covering the bounding box of ``mask``, origin moved accordingly."""
     if not mask.any():
         return volume
-    box = mask_box(mask)
-    origin = volume.index_to_lps @ np.append([region.start for region in box], 1.0)
-    array = volume.array[box]
-    return Volume(np.ascontiguousarray(array), volume.spacing, tuple(origin[:3]), volume.direction)
+    return crop_box(volume, mask_box(mask))
 
