@@ -83,6 +83,10 @@ class Volume:
 
 def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
     """Slices of the bounding box of ``mask`` grown by ``margin`` voxels, within the array."""
+    if mask.ndim == 3:  # one pass over the whole array, the last axis's range within the box of the others
+        first = mask_box(mask.any(axis=2), margin)
+        hit = np.flatnonzero(mask[first].any(axis=(0, 1)))
+        return (*first, slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[2])))
     box = []
     for axis, size in enumerate(mask.shape):
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))

@@ -64,6 +64,9 @@ DOSE_UNITS_KEY = "DoseUnits"  # NRRD key/value pair named after the DICOM RT Dos
 DOSE_SCALE = {"GY": 1.0, "CGY": 0.01}
 
 
+GZIP_LEVEL = 1  # fast; level 9 takes several times longer on a clinical-size dose for a few % smaller files
+
+
 def write_volume(path: str | Path, volume: Volume, fields: dict[str, str] | None = None) -> None:
     """Write a Volume as a gzip-compressed NRRD in LPS space, with optional key/value ``fields``."""
     import nrrd
@@ -77,7 +80,7 @@ def write_volume(path: str | Path, volume: Volume, fields: dict[str, str] | None
         "encoding": "gzip",
         **(fields or {}),
     }
-    nrrd.write(str(path), array, header)
+    nrrd.write(str(path), array, header, compression_level=GZIP_LEVEL)
 
 
 def write_dose(path: str | Path, dose: Volume) -> None:
@@ -177,7 +180,8 @@ def write_segmentation(
             segment["color"] = list(colors[name])
         segments.append(segment)
     slicerio.write_segmentation(
-        str(path), {"voxels": voxels, "ijkToLPS": grid.index_to_lps, "segments": segments, "encoding": "gzip"}
+        str(path), {"voxels": voxels, "ijkToLPS": grid.index_to_lps, "segments": segments, "encoding": "gzip"},
+        compression_level=GZIP_LEVEL,
     )
 
 
