@@ -258,6 +258,9 @@ def test_resampling_over_the_covered_box_equals_the_whole_grid(interpolation):
     blob = source.with_array(source.array > 110)
     expected_mask = _full_sitk(blob.with_array(blob.array.astype(np.float32)), grid, "linear", 0.0) >= 0.5
     assert expected_mask.any() and np.array_equal(resample_mask(blob, grid).array, expected_mask)
+    window = Volume(np.zeros((9, 7, 5), np.int16), (3.9, 3.9, 2.5), (-1.0, 6.0, 0.0), rotation.T)
+    assert np.array_equal(resample(source, window, interpolation, -7.0).array,
+                          _full_sitk(source, window, interpolation, -7.0))  # only the source's part it needs
     far = Volume(source.array, source.spacing, (500.0, 0.0, 0.0))
     assert not resample_mask(far.with_array(far.array > 0), grid).array.any()
     assert np.all(resample(far, grid, interpolation, -7.0).array == -7.0)

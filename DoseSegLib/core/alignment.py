@@ -38,14 +38,15 @@ def _paste(volume: Volume, grid: Volume, offset: np.ndarray, fill: float) -> np.
     return out
 
 
-def covering_box(volume: Volume, grid: Volume) -> tuple[slice, ...] | None:
+def covering_box(volume: Volume, grid: Volume, margin: int = 0) -> tuple[slice, ...] | None:
     """The box of ``grid`` voxels that interpolating ``volume`` can reach (its extent grown by one
-    of its voxels), or None when they do not overlap; every other ``grid`` voxel gets the fill value."""
+    of its voxels), grown by ``margin`` more ``grid`` voxels, or None when they do not overlap;
+    every other ``grid`` voxel gets the fill value."""
     corners = np.array(list(itertools.product(*[(-1.0, n) for n in volume.shape])))
     lps = np.c_[corners, np.ones(len(corners))] @ volume.index_to_lps.T
     index = (lps @ np.linalg.inv(grid.index_to_lps).T)[:, :3]
-    low = np.maximum(np.floor(index.min(axis=0)).astype(int), 0)
-    high = np.minimum(np.ceil(index.max(axis=0)).astype(int) + 1, grid.shape)
+    low = np.maximum(np.floor(index.min(axis=0)).astype(int) - margin, 0)
+    high = np.minimum(np.ceil(index.max(axis=0)).astype(int) + 1 + margin, grid.shape)
     if np.any(high <= low):
         return None
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
@@ -85,6 +86,9 @@ def resample(volume: Volume, grid: Volume, interpolation: str = "linear", fill: 
     offset = _integer_offset(volume, grid)
     if offset is not None:
         return grid.with_array(_paste(volume, grid, offset, fill))
+    needed = covering_box(grid, volume, margin=2)  # the source voxels the grid's points can read
+    if needed is not None and any(b.stop - b.start < n for b, n in zip(needed, volume.shape)):
+        volume = crop_box(volume, needed)
     dtype = np.float32 if interpolation == "linear" else volume.array.dtype
     out = np.full(grid.shape, fill, dtype=np.uint8 if dtype == bool else dtype)
     box = covering_box(volume, grid)

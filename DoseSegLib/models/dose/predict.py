@@ -13,6 +13,7 @@ from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
+from DoseSegLib.models.common.grid import model_grid
 from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.dose.inputs import dose_input_channels
 
@@ -45,16 +46,13 @@ def load_dose_model(name: str | None = None, device: str = "auto", weights: Path
     return DoseModel.load(name, device, weights)
 
 
-def working_grid(ct: Volume) -> Volume | None:
-    """A grid at the trained voxel size covering the CT, or None when the CT's spacing is fine as is."""
+def working_grid(ct: Volume, region: np.ndarray | None = None) -> Volume | None:
+    """A grid at the trained voxel size covering the CT (or the box of ``region``, e.g. the
+    possible-dose mask, with the network's margin), or None when the CT's spacing is fine as is."""
     spacing = np.asarray(ct.spacing)
     if np.all(spacing >= TRAINED_SPACING_MIN) and np.all(spacing <= TRAINED_SPACING_MAX):
         return None
-    working = np.asarray(WORKING_SPACING)
-    shape = np.maximum(np.round(spacing * np.asarray(ct.shape) / working).astype(int), 1)
-    centre = np.asarray(ct.origin) + ct.direction @ (spacing * (np.asarray(ct.shape) - 1) / 2)
-    first = centre - ct.direction @ (working * (shape - 1) / 2)
-    return Volume(np.zeros(tuple(shape), np.int16), WORKING_SPACING, tuple(first), ct.direction)
+    return model_grid(ct, WORKING_SPACING, region, BOX_MARGIN + 1 if region is not None else 0)
 
 
 def _on_grid(case: Case, grid: Volume) -> Case:
@@ -80,7 +78,7 @@ def predict_case_dose(model: DoseModel, case: Case, tta: bool = False) -> Volume
     if ignored:
         log.warning("structures not used by the dose model (not an OAR it knows nor PTV<dose>): %s",
                     ", ".join(ignored))
-    grid = working_grid(case.ct)
+    grid = working_grid(case.ct, case.possible_dose_mask.array)
     work = case if grid is None else _on_grid(case, grid)
     if grid is not None:
         log.info("CT spacing %s outside the trained range: predicting at %s mm", case.ct.spacing, WORKING_SPACING)
@@ -92,5 +90,7 @@ def predict_case_dose(model: DoseModel, case: Case, tta: bool = False) -> Volume
     predicted = work.ct.with_array(dose)
     if grid is None:
         return predicted
-    back = resample(predicted, case.ct, "linear", 0.0).array
-    return case.ct.with_array(np.clip(back, 0, None) * case.possible_dose_mask.array)
+    back = resample(predicted, case.ct, "linear", 0.0).array  # float32, only the working grid's part
+    np.clip(back, 0, None, out=back)
+    back *= case.possible_dose_mask.array
+    return case.ct.with_array(back)
