@@ -7,6 +7,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from DoseSegLib.core.volume import Volume, mask_box
+from DoseSegLib.models.common.arrays import BOX_MARGIN
+
+# Voxel sizes the networks were trained on (OpenKBP: 2.7-5.4 mm in-plane, 1.5-3.3 mm slices).
+TRAINED_SPACING_MIN = (2.7, 2.7, 1.5)
+TRAINED_SPACING_MAX = (5.5, 5.5, 3.3)
+WORKING_SPACING = (3.906, 3.906, 2.5)
 
 
 def model_grid(ct: Volume, spacing: Sequence[float], region: np.ndarray | None = None,
@@ -30,3 +36,18 @@ def model_grid(ct: Volume, spacing: Sequence[float], region: np.ndarray | None =
     centre = (ct.index_to_lps @ np.append((low + high) / 2, 1.0))[:3]
     first = centre - ct.direction @ (working * (shape - 1) / 2)
     return Volume(np.zeros(tuple(shape), np.int16), tuple(working), tuple(first), ct.direction)
+
+
+def working_grid(ct: Volume, region: np.ndarray | None = None) -> Volume | None:
+    """A grid at the trained voxel size covering the CT (or the box of ``region``, e.g. the
+    possible-dose mask, with the network's margin), or None when the CT's spacing is fine as is."""
+    spacing = np.asarray(ct.spacing)
+    if np.all(spacing >= TRAINED_SPACING_MIN) and np.all(spacing <= TRAINED_SPACING_MAX):
+        return None
+    return model_grid(ct, WORKING_SPACING, region, BOX_MARGIN + 1 if region is not None else 0)
+
+
+def box_volume(grid: Volume, box: tuple[slice, ...], array: np.ndarray) -> Volume:
+    """``array`` (the shape of ``box``) as a volume at the place of ``box`` in ``grid``."""
+    origin = grid.index_to_lps @ np.append([region.start for region in box], 1.0)
+    return Volume(array, grid.spacing, tuple(origin[:3]), grid.direction)

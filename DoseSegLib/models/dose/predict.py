@@ -13,15 +13,13 @@ from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
-from DoseSegLib.models.common.grid import model_grid
+from DoseSegLib.models.common.grid import WORKING_SPACING, working_grid
 from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.dose.inputs import dose_input_channels
 
 log = logging.getLogger(__name__)
-# Voxel sizes the network was trained on (OpenKBP: 2.7-5.4 mm in-plane, 1.5-3.3 mm slices).
-TRAINED_SPACING_MIN = (2.7, 2.7, 1.5)
-TRAINED_SPACING_MAX = (5.5, 5.5, 3.3)
-WORKING_SPACING = (3.906, 3.906, 2.5)
+
+
 @dataclass
 class DoseModel(ModelHandle):
     """A loaded dose network and its sliding-window size (the training patch)."""
@@ -44,15 +42,6 @@ class DoseModel(ModelHandle):
 def load_dose_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> DoseModel:
     """A dose model (see :meth:`ModelHandle.load`)."""
     return DoseModel.load(name, device, weights)
-
-
-def working_grid(ct: Volume, region: np.ndarray | None = None) -> Volume | None:
-    """A grid at the trained voxel size covering the CT (or the box of ``region``, e.g. the
-    possible-dose mask, with the network's margin), or None when the CT's spacing is fine as is."""
-    spacing = np.asarray(ct.spacing)
-    if np.all(spacing >= TRAINED_SPACING_MIN) and np.all(spacing <= TRAINED_SPACING_MAX):
-        return None
-    return model_grid(ct, WORKING_SPACING, region, BOX_MARGIN + 1 if region is not None else 0)
 
 
 def _on_grid(case: Case, grid: Volume) -> Case:
