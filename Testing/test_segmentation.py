@@ -216,7 +216,7 @@ def test_real_patient_smoke(shared_data: Path, tmp_path: Path, monkeypatch: pyte
 def test_fine_ct_is_segmented_at_the_model_spacing_with_smooth_edges(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A 1 mm CT: the model sees its own spacing; its probabilities (a 20 mm ball) are thresholded on the CT grid."""
-    import DoseSegLib.models.seg.inference as inference
+    from DoseSegLib.models.seg import inference
     from DoseSegLib.core.case import Case
     from DoseSegLib.core.volume import Volume
     from DoseSegLib.models.common.grid import WORKING_SPACING
@@ -225,7 +225,7 @@ def test_fine_ct_is_segmented_at_the_model_spacing_with_smooth_edges(tmp_path: P
     monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
     model = load_segmentation_model(device="cpu")
     shape, spacing = (110, 100, 90), (1.0, 1.0, 1.0)
-    i, j, k = np.indices(shape)
+    i, j, _ = np.indices(shape)
     body = ((i - 55) / 50.0) ** 2 + ((j - 50) / 45.0) ** 2 < 1
     ct = Volume(np.where(body, 0, -1000).astype(np.int16), spacing, (0.0, 0.0, 0.0))
     case = Case("fine", ct, {}, None, ct.with_array(body))
