@@ -216,10 +216,10 @@ def test_real_patient_smoke(shared_data: Path, tmp_path: Path, monkeypatch: pyte
 def test_fine_ct_is_segmented_at_the_model_spacing_with_smooth_edges(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A 1 mm CT: the model sees its own spacing; its probabilities (a 20 mm ball) are thresholded on the CT grid."""
-    from DoseSegLib.models.seg import inference
     from DoseSegLib.core.case import Case
     from DoseSegLib.core.volume import Volume
     from DoseSegLib.models.common.grid import WORKING_SPACING
+    from DoseSegLib.models.seg import inference
 
     write_catalogue(tmp_path / "models", tiny_checkpoint({}))
     monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
