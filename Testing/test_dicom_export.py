@@ -140,7 +140,7 @@ def test_export_dicom_writes_a_results_folder(tmp_path: Path, dicom_ct: Path, ph
     (results / "summary.json").write_text(json.dumps({"structures": sources}))
     out = tmp_path / "dicom_out"
     assert main(["export-dicom", str(results), "--ct", str(dicom_ct), "-o", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["rtdose.dcm", "rtstruct.dcm"]
+    assert sorted(p.name for p in out.iterdir()) == [".doseseg-output.json", "rtdose.dcm", "rtstruct.dcm"]
     check_dose(out / "rtdose.dcm", dicom_ct, phantom.dose.array)
     check_structures(out / "rtstruct.dcm", dicom_ct,
                      {n: phantom.structures[n].array for n in ("LeftParotid", "RightParotid")})
@@ -168,7 +168,7 @@ def test_export_dicom_anonymise_keeps_identity_out(tmp_path: Path, dicom_ct: Pat
     for run in ("a", "b"):
         out = tmp_path / run
         assert main(["export-dicom", str(results), "--ct", str(dicom_ct), "-o", str(out), "--anonymise"]) == 0
-        for path in out.iterdir():
+        for path in out.glob("*.dcm"):
             data = path.read_bytes()
             assert b"Test^Patient" not in data and b"DS-TEST" not in data
             ds = pydicom.dcmread(path)

@@ -55,6 +55,8 @@ def _argv(command: str, patient: Path, out: Path, role: str) -> list[str | Path]
     if command in ("evaluate", "evaluate-seg"):
         pair = [patient, "--reference", other] if role == "positional" else [other, "--reference", patient]
         return [command, *pair, "-o", out, "--force"]
+    if command == "sensitivity":
+        return [command, patient, "--structure", "PTV70", "-o", out, "--force"]
     if command == "export-dicom":
         pair = [patient, "--ct", other] if role == "positional" else [other, "--ct", patient]
         return [command, *pair, "-o", out, "--force"]
@@ -81,7 +83,7 @@ def test_every_command_refuses_an_output_overlapping_an_input(
 def test_the_overlap_check_knows_every_command() -> None:
     """A new command writing -o must be added to the class test above (demo reads no input)."""
     assert {"align", "import-openkbp", "predict-dose", "segment", "evaluate-seg", "dvh", "evaluate", "radiomics",
-            "features", "run", "demo", "export-dicom", "merge-cohort"} == _commands_with_output()
+            "features", "run", "demo", "export-dicom", "merge-cohort", "sensitivity"} == _commands_with_output()
 
 
 def test_an_output_under_a_file_is_named(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.orientation import Reorientation
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.models.common.arrays import BOX_MARGIN
-from DoseSegLib.models.common.catalogue import load_network
+from DoseSegLib.models.common.catalogue import load_checkpoint, load_network
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
 from DoseSegLib.models.common.grid import WORKING_SPACING, working_grid
 from DoseSegLib.models.common.handle import ModelHandle
@@ -75,12 +75,8 @@ def load_dose_model(name: str | None = None, device: str = "auto", weights: Path
 
 def _is_refiner(weights: Path) -> bool:
     """Whether a user's best.pt holds a refiner (its stored configuration has a correction scale)."""
-    import torch
-
-    if not Path(weights).is_file():
-        raise DoseSegError(f"{weights}: dose weights not found")
-    checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
-    return isinstance(checkpoint, dict) and "correction_gy" in checkpoint.get("config", {})
+    checkpoint, _ = load_checkpoint("dose", weights=weights)  # one-line errors for what is not a weights file
+    return "correction_gy" in checkpoint["config"]
 
 
 def _on_grid(case: Case, grid: Volume) -> Case:

@@ -78,7 +78,7 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
         if len(model.inputs.images) != 1:
             raise DoseSegError(f"the model needs the images {model.inputs.images}; pass them as ``images``")
         images = [case.ct]
-    grid, orientation = case.ct, Reorientation.of(case.ct)  # the network sees canonical voxel order
+    input_ct, orientation = case.ct, Reorientation.of(case.ct)  # the network sees canonical voxel order
     case = orientation.case_to_canonical(case)
     images = [orientation.to_canonical(image) for image in images]
     region = region_mask(case)
@@ -102,7 +102,7 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
             mask = on_ct.array >= model.thresholds[label]
         if single_component and label in OARS:
             mask = largest_component(mask)
-        masks[label] = orientation.from_canonical(case.ct.with_array(mask), grid)
+        masks[label] = orientation.from_canonical(case.ct.with_array(mask), input_ct)
     return masks
 
 
