@@ -234,3 +234,33 @@ def test_every_validation_patient_aligns_exactly(shared_data: Path) -> None:
         possible, _ = nrrd.read(str(folder / "possible_dose_mask.nrrd"))
         np.testing.assert_array_equal(aligned.possible_dose_mask.array, possible > 0, err_msg=folder.name)
         np.testing.assert_allclose(aligned.ct.origin, ct_header["space origin"], err_msg=folder.name)
+
+
+def _full_sitk(volume, grid, interpolation, fill):
+    """SimpleITK over the whole grid: the reference for the box-limited resampling."""
+    mode = sitk.sitkLinear if interpolation == "linear" else sitk.sitkNearestNeighbor
+    source = volume.to_sitk()
+    if interpolation == "linear":
+        source = sitk.Cast(source, sitk.sitkFloat32)
+    return Volume.from_sitk(sitk.Resample(source, grid.to_sitk(), sitk.Transform(), mode, fill)).array
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "nearest"])
+def test_resampling_over_the_covered_box_equals_the_whole_grid(interpolation):
+    """Finer, rotated, partly outside: the box-limited resampling gives SimpleITK's whole-grid values."""
+    rng = np.random.default_rng(3)
+    angle = np.deg2rad(7)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    source = Volume(rng.normal(100, 30, (14, 11, 9)).astype(np.float32), (2.0, 2.5, 3.0), (-5.0, 3.0, -4.0), rotation)
+    grid = Volume(np.zeros((40, 36, 30), np.int16), (1.1, 1.1, 1.25), (-20.0, -12.0, -15.0))
+    expected = _full_sitk(source, grid, interpolation, -7.0)
+    assert np.array_equal(resample(source, grid, interpolation, -7.0).array, expected)
+    blob = source.with_array(source.array > 110)
+    expected_mask = _full_sitk(blob.with_array(blob.array.astype(np.float32)), grid, "linear", 0.0) >= 0.5
+    assert expected_mask.any() and np.array_equal(resample_mask(blob, grid).array, expected_mask)
+    window = Volume(np.zeros((9, 7, 5), np.int16), (3.9, 3.9, 2.5), (-1.0, 6.0, 0.0), rotation.T)
+    assert np.array_equal(resample(source, window, interpolation, -7.0).array,
+                          _full_sitk(source, window, interpolation, -7.0))  # only the source's part it needs
+    far = Volume(source.array, source.spacing, (500.0, 0.0, 0.0))
+    assert not resample_mask(far.with_array(far.array > 0), grid).array.any()
+    assert np.all(resample(far, grid, interpolation, -7.0).array == -7.0)

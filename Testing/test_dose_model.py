@@ -238,3 +238,20 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu(tmp_path: Path, monkeypatch: py
     dose = predict_case_dose(model, case)
     assert devices_used == [("cuda", True), ("cpu", False)] and model.device.type == "cpu"
     assert dose.same_grid(case.ct) and dose.array.max() >= 0
+
+
+def test_fine_ct_working_grid_covers_the_possible_dose_box_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CT is brought to the model's spacing over the possible-dose box (plus the network's margin) only."""
+    from DoseSegLib.models.common.arrays import BOX_MARGIN
+
+    case = _case(shape=(120, 110, 60), spacing=(1.0, 1.0, 1.0))
+    region = np.zeros(case.ct.shape, bool)
+    region[30:70, 40:80, 10:40] = True
+    grid = working_grid(case.ct, region)
+    box_lo = case.ct.index_to_lps @ np.array([30, 40, 10, 1.0])
+    box_hi = case.ct.index_to_lps @ np.array([69, 79, 39, 1.0])
+    grid_lo = grid.index_to_lps @ np.array([0, 0, 0, 1.0])
+    grid_hi = grid.index_to_lps @ np.append(np.asarray(grid.shape) - 1, 1.0)
+    margin = BOX_MARGIN * np.asarray(grid.spacing)
+    assert np.all(grid_lo[:3] <= box_lo[:3] - margin) and np.all(grid_hi[:3] >= box_hi[:3] + margin)
+    assert np.prod(grid.shape) < np.prod(working_grid(case.ct).shape) / 2

@@ -228,3 +228,21 @@ def test_patient_folders_are_listed_in_natural_order_everywhere(tmp_path) -> Non
     assert [p.name for p in subfolders(tmp_path)] == ["notes", "pt_1", "pt_2", "pt_10"]
     with pytest.raises(DoseSegError, match="no patient folder"):
         patient_folders(tmp_path / "notes")
+
+
+def test_segmentation_shares_layers_between_separate_structures(tmp_path: Path) -> None:
+    """Nested and overlapping structures get layers of their own, separate ones share: every mask reads back exact."""
+    grid = Volume(np.zeros((20, 18, 16), np.int16), (2.0, 2.0, 3.0), (-10.0, 5.0, 0.0))
+    masks = {name: np.zeros(grid.shape, bool) for name in ("PTV70", "PTV56", "Brainstem", "SpinalCord", "Larynx")}
+    masks["PTV56"][2:12, 2:12, 2:12] = True
+    masks["PTV70"][4:8, 4:8, 4:8] = True  # inside PTV56
+    masks["Brainstem"][14:18, 1:5, 1:5] = True  # apart from both
+    masks["SpinalCord"][14:18, 10:16, 0:16] = True
+    masks["Larynx"][6:15, 6:9, 6:9] = True  # overlaps both PTVs: a third layer
+    write_segmentation(tmp_path / "s.seg.nrrd", {n: grid.with_array(m) for n, m in masks.items()})
+    layers = {s["name"]: (s["layer"], s["labelValue"])
+              for s in slicerio.read_segmentation(str(tmp_path / "s.seg.nrrd"), skip_voxels=True)["segments"]}
+    assert len({layer for layer, _ in layers.values()}) == 3 and len(set(layers.values())) == len(masks)
+    back = read_segmentation(tmp_path / "s.seg.nrrd")
+    for name, mask in masks.items():
+        assert back[name].same_grid(grid) and np.array_equal(back[name].array, mask), name

@@ -142,3 +142,49 @@ def test_real_patient_equals_direct_pyradiomics(shared_data: Path) -> None:
         result = extractor.execute(case.ct.to_sitk(), structures[row["structure"]].to_sitk(), label=1)
         expected = {k: float(v) for k, v in result.items() if not k.startswith("diagnostics_")}
         assert {k: v for k, v in row.items() if k != "structure"} == expected
+
+
+def _relative_equal(row: dict, expected: dict, prefix: str = "") -> None:
+    assert set(row) - {"structure"} >= {prefix + k for k in expected}
+    for key, value in expected.items():
+        assert row[prefix + key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+@pytest.mark.parametrize("where", ["corner", "far_corner", "whole"])
+def test_cropped_images_give_the_full_image_values(synthetic, where: str) -> None:
+    """Structures touching the grid's edges (the box margin clipped) or filling it: same features as uncropped."""
+    ct, _, dose = synthetic
+    mask = np.zeros(ct.shape, dtype=bool)
+    region = {"corner": np.s_[:6, :5, :4], "far_corner": np.s_[-7:, -6:, -5:], "whole": np.s_[:, :, :]}[where]
+    mask[region] = True
+    if where == "whole":
+        mask[0, 0, 0] = False  # the whole grid but one voxel: every face touched
+    classes = ("firstorder", "shape", "glcm", "glszm")
+    (row,) = dsr.radiomics_table(ct, {"Edge": ct.with_array(mask)}, classes=classes, dose=dose)
+    _relative_equal(row, direct(ct.array, mask, classes))
+    _relative_equal(row, direct(dose.array, mask, ("firstorder", "glcm", "glszm"), binWidth=1.0), "dose_")
+
+
+def test_filtered_image_types_see_the_whole_image(synthetic, tmp_path: Path) -> None:
+    """A LoG image depends on the surroundings: no cropping then, values equal pyradiomics on the full image."""
+    ct, structures, _ = synthetic
+    params = tmp_path / "log.yaml"
+    params.write_text("imageType:\n  LoG: {sigma: [3.0]}\nfeatureClass:\n  firstorder: [Mean]\n")
+    (row,) = dsr.radiomics_table(ct, {"Mandible": structures["Mandible"]}, params=params)
+    extractor = featureextractor.RadiomicsFeatureExtractor(str(params))
+    result = extractor.execute(sitk_image(ct.array), sitk_image(structures["Mandible"].array.astype(np.uint8)),
+                               label=1)
+    assert row["log-sigma-3-0-mm-3D_firstorder_Mean"] == pytest.approx(
+        float(result["log-sigma-3-0-mm-3D_firstorder_Mean"]), rel=1e-6)
+
+
+def test_diagnostics_give_indices_on_the_whole_grid(synthetic) -> None:
+    ct, structures, _ = synthetic
+    provenance: dict = {}
+    dsr.radiomics_table(ct, {"Mandible": structures["Mandible"]}, provenance=provenance)
+    diagnostics = provenance["structures"]["Mandible"]
+    assert diagnostics["Mask-original_BoundingBox"] == [5, 6, 4, 10, 24, 8]
+    assert diagnostics["Mask-original_CenterOfMassIndex"] == pytest.approx([9.5, 17.5, 7.5])
+    assert diagnostics["Image-full_Size"] == list(ct.shape)
+    start, size = diagnostics["Image-crop_Box"][:3], diagnostics["Image-crop_Box"][3:]
+    assert start == [0, 0, 0] and size == [22, 36, 19]  # box grown by 2 + padDistance 5, clipped at the edges

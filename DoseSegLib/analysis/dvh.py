@@ -17,7 +17,7 @@ import numpy as np
 from DoseSegLib.analysis import metric_names as mn
 from DoseSegLib.analysis.sampling import StructureDoses, gather_doses
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.volume import Volume
+from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.io.tables import Row, columns_of, write_csv
 
 PERCENT_METRICS = (99, 98, 95, 50, 2, 1)
@@ -181,12 +181,16 @@ def isodose_volume_cc(
 ) -> float:
     """PIV of ``target``: the body volume receiving at least ``rx``, less what lies in the other
     targets prescribed ``rx`` or more (nested or separate dose levels are not spill)."""
-    region = dose.array >= rx
+    box = tuple(slice(0, n) for n in dose.shape)
     if body is not None:
-        region &= body.array.astype(bool, copy=False)
+        box = mask_box(body.array) if body.array.any() else tuple(slice(0, 0) for _ in dose.shape)
+    region = dose.array[box] >= rx  # only the body's box can count
+    if body is not None:
+        region &= body.array[box].astype(bool, copy=False)
+    inside_target = masks[target].array[box].astype(bool, copy=False) if target in masks else np.False_
     for other, other_rx in prescriptions.items():
         if other != target and other_rx >= rx and other in masks:
-            region &= ~(masks[other].array.astype(bool, copy=False) & ~masks[target].array.astype(bool, copy=False))
+            region &= ~(masks[other].array[box].astype(bool, copy=False) & ~inside_target)
     return np.count_nonzero(region) * dose.voxel_volume_cc
 
 

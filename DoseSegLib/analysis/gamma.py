@@ -92,8 +92,11 @@ def gamma_pass_rates(
         raise DoseSegError("the gamma index needs pymedphys: pip install pymedphys==0.41.0") from None
     if not evaluated.same_grid(reference):
         raise DoseSegError("gamma: the evaluated dose is not on the reference dose grid")
-    inside = body.array.astype(bool) if body is not None else np.ones(reference.shape, dtype=bool)
-    ref = reference.array.astype(np.float64)
+    margins = [int(np.ceil(MAX_GAMMA * distance / min(reference.spacing))) + 1 for _, distance in criteria]
+    whole = tuple(slice(0, n) for n in reference.shape)
+    region = mask_box(body.array, max(margins)) if body is not None and body.array.any() else whole
+    inside = body.array[region].astype(bool) if body is not None else np.ones(reference.shape, dtype=bool)
+    ref = reference.array[region].astype(np.float64)  # the body's box (and search margin) only
     normalisation = float(ref[inside].max()) if inside.any() else 0.0
     eligible = inside & (ref >= LOW_DOSE_CUTOFF_PCT / 100 * normalisation)
     if normalisation <= 0 or not eligible.any():
@@ -106,13 +109,12 @@ def gamma_pass_rates(
     selected[chosen] = True
     selected = selected.reshape(ref.shape)
     results = []
-    for dose_pct, distance_mm in criteria:
-        margin = int(np.ceil(MAX_GAMMA * distance_mm / min(reference.spacing))) + 1
+    for (dose_pct, distance_mm), margin in zip(criteria, margins):
         box = mask_box(selected, margin)
         masked = np.where(selected[box], ref[box], np.nan)  # pymedphys skips NaN reference points
-        axes = _cropped_axes(reference, box)
+        axes = _cropped_axes(reference, tuple(slice(b.start + r.start, b.stop + r.start) for b, r in zip(box, region)))
         gamma = pymedphys.gamma(
-            axes, masked, axes, evaluated.array[box].astype(np.float64), dose_pct, distance_mm,
+            axes, masked, axes, evaluated.array[region][box].astype(np.float64), dose_pct, distance_mm,
             lower_percent_dose_cutoff=LOW_DOSE_CUTOFF_PCT, interp_fraction=INTERP_FRACTION, max_gamma=MAX_GAMMA,
             global_normalisation=normalisation, skip_once_passed=True, interp_algo="scipy",
         )

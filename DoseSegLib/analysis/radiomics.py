@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.volume import Volume
+from DoseSegLib.core.volume import Volume, crop_box, mask_box
 from DoseSegLib.io.tables import Row
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,9 @@ DEFAULT_CLASSES = ("firstorder", "shape")
 DOSE_PREFIX = "dose_"
 DOSE_BIN_WIDTH_GY = 1.0
 SHAPE_CLASSES = ("shape", "shape2D")
+# Voxels kept around each structure's box: pyradiomics reads only the mask's box for the
+# original image (it crops with padDistance 0 there; shape pads the mask itself).
+CROP_MARGIN = 2
 INSTALL_HINT = (
     "pyradiomics is not installed; install it with "
     "`pip install numpy versioneer && pip install --no-build-isolation pyradiomics==3.0.1` "
@@ -116,6 +119,26 @@ def extract_features(
     return {prefix + key: float(value) for key, value in result.items() if not key.startswith("diagnostics_")}
 
 
+def _crop_box(extractor, mask: Volume) -> tuple[slice, ...]:
+    """Where to crop for ``extractor``: the mask's box plus a margin, or the whole grid when
+    filtered image types (LoG, wavelet...) are enabled, whose values depend on the surroundings."""
+    if set(extractor.enabledImagetypes) != {"Original"} or extractor.settings.get("resampledPixelSpacing"):
+        return tuple(slice(0, n) for n in mask.shape)
+    return mask_box(mask.array, CROP_MARGIN + int(extractor.settings.get("padDistance", 0)))
+
+
+def _full_grid_diagnostics(diagnostics: dict, box: tuple[slice, ...], shape: tuple[int, ...]) -> None:
+    """Turn pyradiomics' box-relative mask indices back into indices of the whole CT grid."""
+    start = [region.start for region in box]
+    for key, value in list(diagnostics.items()):
+        if key.endswith("_BoundingBox"):
+            diagnostics[key] = [v + start[i] for i, v in enumerate(value[:3])] + list(value[3:])
+        elif key.endswith("_CenterOfMassIndex"):
+            diagnostics[key] = [v + start[i] for i, v in enumerate(value)]
+    diagnostics["Image-crop_Box"] = [*start, *(region.stop - region.start for region in box)]
+    diagnostics["Image-full_Size"] = list(shape)
+
+
 def radiomics_table(
     ct: Volume,
     structures: Mapping[str, Volume],
@@ -138,6 +161,11 @@ def radiomics_table(
         provenance: receives, when given, what the pyradiomics command line keeps beside its
             features: version, settings, enabled features, and each structure's diagnostics
             (``radiomics.json``).
+
+    Each structure is measured on the CT cropped to its bounding box (plus a margin), which
+    gives pyradiomics' full-image values for the original image type; the diagnostics then
+    describe that box (``Image-crop_Box`` says where it lies; bounding boxes and centres of
+    mass are given in indices of the whole CT grid).
     """
     for name, mask in structures.items():
         if not mask.same_grid(ct):
@@ -145,22 +173,27 @@ def radiomics_table(
     if dose is not None and not dose.same_grid(ct):
         raise DoseSegError("the dose is not on the CT grid: align the case first")
     extractor = make_extractor(classes, params)
-    image = ct.to_sitk()
-    dose_extractor = dose_image = None
+    dose_extractor = None
     if dose is not None:
         dose_extractor = make_extractor(classes, params, binWidth=dose_bin_width_gy)
         for shape_class in SHAPE_CLASSES:
             dose_extractor.enableFeatureClassByName(shape_class, enabled=False)
-        dose_image = dose.to_sitk()
     diagnostics: dict[str, dict] = {}
     rows = []
     for name, mask in structures.items():
-        label = mask.to_sitk()
+        if not mask.array.any():
+            raise DoseSegError(f"radiomics of structure '{name}' failed: the structure is empty")
+        box = _crop_box(extractor, mask)
+        label = crop_box(mask, box).to_sitk()
         diagnostics[name] = {}
         try:
-            row: Row = {"structure": name, **extract_features(extractor, image, label, name, "", diagnostics[name])}
+            row: Row = {"structure": name, **extract_features(extractor, crop_box(ct, box).to_sitk(), label, name,
+                                                              "", diagnostics[name])}
+            _full_grid_diagnostics(diagnostics[name], box, ct.shape)
             if dose_extractor is not None:
-                row.update(extract_features(dose_extractor, dose_image, label, name, DOSE_PREFIX))
+                dose_box = _crop_box(dose_extractor, mask)
+                row.update(extract_features(dose_extractor, crop_box(dose, dose_box).to_sitk(),
+                                            crop_box(mask, dose_box).to_sitk(), name, DOSE_PREFIX))
         except DoseSegError as exc:  # e.g. a one-voxel structure: skipped, the others go on
             log.warning("%s; structure skipped", exc)
             row = {"structure": name, "warning": f"skipped: {exc}"}

@@ -140,9 +140,11 @@ def structure_doses(
         raise DoseSegError(f"unknown DVH method '{method}' (one of {', '.join(DVH_METHODS)})")
     if not mask.same_grid(dose):
         raise DoseSegError(f"structure '{name}' is not on the dose grid: align the case first")
-    values = dose.array[mask.array.astype(bool, copy=False)]
-    if values.size == 0:
+    inside = mask.array.astype(bool, copy=False)
+    if not inside.any():
         raise DoseSegError(f"structure '{name}' is empty (no voxel set)")
+    box = mask_box(inside)
+    values = dose.array[box][inside[box]]
     voxels = np.sort(values).astype(np.float64)
     voxel_note = f"dose-grid voxels ({_spacing_text(dose)})"
     if method == "voxel":

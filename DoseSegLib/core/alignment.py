@@ -10,7 +10,7 @@ import numpy as np
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.volume import Volume
+from DoseSegLib.core.volume import Volume, crop_box, mask_box
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,46 @@ def _paste(volume: Volume, grid: Volume, offset: np.ndarray, fill: float) -> np.
     return out
 
 
+def covering_box(volume: Volume, grid: Volume, margin: int = 0) -> tuple[slice, ...] | None:
+    """The box of ``grid`` voxels that interpolating ``volume`` can reach (its extent grown by one
+    of its voxels), grown by ``margin`` more ``grid`` voxels, or None when they do not overlap;
+    every other ``grid`` voxel gets the fill value."""
+    corners = np.array(list(itertools.product(*[(-1.0, n) for n in volume.shape])))
+    lps = np.c_[corners, np.ones(len(corners))] @ volume.index_to_lps.T
+    index = (lps @ np.linalg.inv(grid.index_to_lps).T)[:, :3]
+    low = np.maximum(np.floor(index.min(axis=0)).astype(int) - margin, 0)
+    high = np.minimum(np.ceil(index.max(axis=0)).astype(int) + 1 + margin, grid.shape)
+    if np.any(high <= low):
+        return None
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
+def _sitk_resample(volume: Volume, grid: Volume, box: tuple[slice, ...], interpolation: str,
+                   fill: float) -> np.ndarray:
+    """``volume`` resampled by SimpleITK at the voxels ``box`` of ``grid`` (array [i, j, k])."""
+    import SimpleITK as sitk
+
+    modes = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+    source = volume.to_sitk()
+    if interpolation == "linear":
+        source = sitk.Cast(source, sitk.sitkFloat32)
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize([region.stop - region.start for region in box])
+    resampler.SetOutputSpacing(grid.spacing)
+    resampler.SetOutputOrigin(tuple((grid.index_to_lps @ np.append([r.start for r in box], 1.0))[:3]))
+    resampler.SetOutputDirection(grid.direction.flatten().tolist())
+    resampler.SetInterpolator(modes[interpolation])
+    resampler.SetDefaultPixelValue(fill)
+    return sitk.GetArrayFromImage(resampler.Execute(source)).transpose(2, 1, 0)
+
+
 def resample(volume: Volume, grid: Volume, interpolation: str = "linear", fill: float = 0.0) -> Volume:
     """Resample ``volume`` onto ``grid``'s geometry by physical position.
 
     Grids that share voxel centres are copied exactly; any other geometry
-    (spacing, origin, rotated direction) goes through SimpleITK.
+    (spacing, origin, rotated direction) goes through SimpleITK, only over the
+    part of ``grid`` that ``volume`` covers (``fill`` elsewhere). Linear
+    interpolation gives float32.
 
     Args:
         interpolation: "linear" or "nearest".
@@ -51,20 +86,33 @@ def resample(volume: Volume, grid: Volume, interpolation: str = "linear", fill: 
     offset = _integer_offset(volume, grid)
     if offset is not None:
         return grid.with_array(_paste(volume, grid, offset, fill))
-    import SimpleITK as sitk
-
-    modes = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
-    source = volume.to_sitk()
-    if interpolation == "linear":
-        source = sitk.Cast(source, sitk.sitkFloat32)
-    result = sitk.Resample(source, grid.to_sitk(), sitk.Transform(), modes[interpolation], fill)
-    return Volume.from_sitk(result)
+    needed = covering_box(grid, volume, margin=2)  # the source voxels the grid's points can read
+    if needed is not None and any(b.stop - b.start < n for b, n in zip(needed, volume.shape)):
+        volume = crop_box(volume, needed)
+    dtype = np.float32 if interpolation == "linear" else volume.array.dtype
+    out = np.full(grid.shape, fill, dtype=np.uint8 if dtype == bool else dtype)
+    box = covering_box(volume, grid)
+    if box is not None:
+        out[box] = _sitk_resample(volume, grid, box, interpolation, fill)
+    return grid.with_array(out.astype(bool) if dtype == bool else out)
 
 
 def resample_mask(mask: Volume, grid: Volume) -> Volume:
-    """A boolean mask on ``grid``: linear interpolation of the mask, kept where >= 0.5."""
-    resampled = resample(mask.with_array(mask.array.astype(np.float32)), grid, "linear", 0.0)
-    return grid.with_array(resampled.array >= 0.5)
+    """A boolean mask on ``grid``: linear interpolation of the mask, kept where >= 0.5.
+
+    Only the mask's bounding box (grown by one voxel of zeros, which the interpolation reads)
+    is interpolated, onto the part of ``grid`` it covers.
+    """
+    if mask.array.any():
+        mask = crop_box(mask, mask_box(mask.array, 1))
+    offset = _integer_offset(mask, grid)
+    if offset is not None:
+        return grid.with_array(_paste(mask.with_array(mask.array.astype(bool, copy=False)), grid, offset, False))
+    out = np.zeros(grid.shape, dtype=bool)
+    box = covering_box(mask, grid)
+    if box is not None:
+        out[box] = _sitk_resample(mask.with_array(mask.array.astype(np.float32)), grid, box, "linear", 0.0) >= 0.5
+    return grid.with_array(out)
 
 
 def _outside_fraction(mask: Volume, grid: Volume) -> float:

@@ -83,6 +83,10 @@ class Volume:
 
 def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
     """Slices of the bounding box of ``mask`` grown by ``margin`` voxels, within the array."""
+    if mask.ndim == 3:  # one pass over the whole array, the last axis's range within the box of the others
+        first = mask_box(mask.any(axis=2), margin)
+        hit = np.flatnonzero(mask[first].any(axis=(0, 1)))
+        return (*first, slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[2])))
     box = []
     for axis, size in enumerate(mask.shape):
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
@@ -91,12 +95,15 @@ def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
 
 
 
+def crop_box(volume: Volume, box: tuple[slice, ...]) -> Volume:
+    """The sub-volume ``box`` (slices with starts) of ``volume``, origin moved: same voxels, same positions."""
+    origin = volume.index_to_lps @ np.append([region.start for region in box], 1.0)
+    return Volume(np.ascontiguousarray(volume.array[box]), volume.spacing, tuple(origin[:3]), volume.direction)
+
+
 def crop_to_content(volume: Volume, mask: np.ndarray) -> Volume:
     """The sub-volume covering the bounding box of ``mask``, origin moved accordingly."""
     if not mask.any():
         return volume
-    box = mask_box(mask)
-    origin = volume.index_to_lps @ np.append([region.start for region in box], 1.0)
-    array = volume.array[box]
-    return Volume(np.ascontiguousarray(array), volume.spacing, tuple(origin[:3]), volume.direction)
+    return crop_box(volume, mask_box(mask))
 

@@ -13,7 +13,7 @@ import numpy as np
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper, structure_filenames
-from DoseSegLib.core.volume import Volume
+from DoseSegLib.core.volume import Volume, mask_box
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ DOSE_UNITS_KEY = "DoseUnits"  # NRRD key/value pair named after the DICOM RT Dos
 DOSE_SCALE = {"GY": 1.0, "CGY": 0.01}
 
 
+GZIP_LEVEL = 1  # fast; level 9 takes several times longer on a clinical-size dose for a few % smaller files
+
+
 def write_volume(path: str | Path, volume: Volume, fields: dict[str, str] | None = None) -> None:
     """Write a Volume as a gzip-compressed NRRD in LPS space, with optional key/value ``fields``."""
     import nrrd
@@ -81,7 +84,7 @@ def write_volume(path: str | Path, volume: Volume, fields: dict[str, str] | None
         "encoding": "gzip",
         **(fields or {}),
     }
-    nrrd.write(str(path), array, header)
+    nrrd.write(str(path), array, header, compression_level=GZIP_LEVEL)
 
 
 def write_dose(path: str | Path, dose: Volume) -> None:
@@ -178,6 +181,24 @@ def read_segmentation(
     return masks
 
 
+def _shared_layers(masks: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Masks packed into as few uint8 layers as overlaps allow (Slicer's shared labelmaps):
+    the ``(layers, X, Y, Z)`` voxels and each mask's (layer, label value)."""
+    layers: list[np.ndarray] = []
+    placement = []
+    for mask in masks:
+        box = mask_box(mask) if mask.any() else tuple(slice(0, 0) for _ in mask.shape)
+        inside = mask[box]
+        free = [i for i, layer in enumerate(layers) if not layer[box][inside].any()]
+        if not free:
+            layers.append(np.zeros(mask.shape, np.uint8))
+        index = free[0] if free else len(layers) - 1
+        label = 1 + sum(1 for layer, _ in placement if layer == index)
+        layers[index][box][inside] = label
+        placement.append((index, label))
+    return np.stack(layers), placement
+
+
 def write_segmentation(
     path: str | Path, masks: dict[str, Volume], colors: dict[str, tuple[float, float, float]] | None = None
 ) -> None:
@@ -189,15 +210,16 @@ def write_segmentation(
     grid = next(iter(masks.values()))
     if not all(m.same_grid(grid) for m in masks.values()):
         raise ValueError("all segments must share one grid; align them first")
-    voxels = np.stack([m.array.astype(np.uint8) for m in masks.values()])
+    voxels, placement = _shared_layers([m.array for m in masks.values()])
     segments = []
-    for layer, name in enumerate(masks):
-        segment = {"id": name, "name": name, "labelValue": 1, "layer": layer}
+    for (layer, label), name in zip(placement, masks):
+        segment = {"id": name, "name": name, "labelValue": label, "layer": layer}
         if colors and name in colors:
             segment["color"] = list(colors[name])
         segments.append(segment)
     slicerio.write_segmentation(
-        str(path), {"voxels": voxels, "ijkToLPS": grid.index_to_lps, "segments": segments, "encoding": "gzip"}
+        str(path), {"voxels": voxels, "ijkToLPS": grid.index_to_lps, "segments": segments, "encoding": "gzip"},
+        compression_level=GZIP_LEVEL,
     )
 
 

@@ -262,7 +262,7 @@ def compare_doses(
         for key, value in p.items()
         if key not in ("structure", "prescription_gy") and isinstance(value, float) and key in r
     ]
-    difference = dose.with_array(dose.array.astype(np.float32) - case.dose.array.astype(np.float32))
+    difference = dose.with_array(np.subtract(dose.array, case.dose.array, dtype=np.float32))
     gamma = [r.row() for r in gamma_pass_rates(case.dose, dose, case.possible_dose_mask)]
     return Comparison(case.dose, difference, score.dose_error, score.dvh_error, score.dvh_rows, differences, reference,
                       gamma)

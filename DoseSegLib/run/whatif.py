@@ -29,8 +29,9 @@ from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.tables import Row
 from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
+from DoseSegLib.models.common.grid import working_grid
 from DoseSegLib.models.dose.live_inputs import LiveInputs
-from DoseSegLib.models.dose.predict import _on_grid, load_dose_model, working_grid
+from DoseSegLib.models.dose.predict import _on_grid, load_dose_model
 
 TEXT_COLUMNS = ("structure", "original_name", "dvh_method", "note")
 

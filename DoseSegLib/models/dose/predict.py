@@ -17,6 +17,7 @@ from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.catalogue import load_checkpoint, load_network
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
+from DoseSegLib.models.common.grid import WORKING_SPACING, working_grid
 from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.dose.inputs import dose_input_channels
 
@@ -24,10 +25,8 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-# Voxel sizes the network was trained on (OpenKBP: 2.7-5.4 mm in-plane, 1.5-3.3 mm slices).
-TRAINED_SPACING_MIN = (2.7, 2.7, 1.5)
-TRAINED_SPACING_MAX = (5.5, 5.5, 3.3)
-WORKING_SPACING = (3.906, 3.906, 2.5)
+
+
 @dataclass
 class DoseModel(ModelHandle):
     """A loaded dose network and its sliding-window size (the training patch).
@@ -80,18 +79,6 @@ def _is_refiner(weights: Path) -> bool:
     return "correction_gy" in checkpoint["config"]
 
 
-def working_grid(ct: Volume) -> Volume | None:
-    """A grid at the trained voxel size covering the CT, or None when the CT's spacing is fine as is."""
-    spacing = np.asarray(ct.spacing)
-    if np.all(spacing >= TRAINED_SPACING_MIN) and np.all(spacing <= TRAINED_SPACING_MAX):
-        return None
-    working = np.asarray(WORKING_SPACING)
-    shape = np.maximum(np.round(spacing * np.asarray(ct.shape) / working).astype(int), 1)
-    centre = np.asarray(ct.origin) + ct.direction @ (spacing * (np.asarray(ct.shape) - 1) / 2)
-    first = centre - ct.direction @ (working * (shape - 1) / 2)
-    return Volume(np.zeros(tuple(shape), np.int16), WORKING_SPACING, tuple(first), ct.direction)
-
-
 def _on_grid(case: Case, grid: Volume) -> Case:
     ct = resample(case.ct, grid, "linear", -1000.0)
     return replace(
@@ -133,7 +120,7 @@ def _predict_canonical(model: DoseModel, case: Case, tta: bool) -> Volume:
     if ignored:
         log.warning("structures not used by the dose model (not an OAR it knows nor PTV<dose>): %s",
                     ", ".join(ignored))
-    grid = working_grid(case.ct)
+    grid = working_grid(case.ct, case.possible_dose_mask.array)
     work = case if grid is None else _on_grid(case, grid)
     if grid is not None:
         log.info("CT spacing %s outside the trained range: predicting at %s mm", case.ct.spacing, WORKING_SPACING)
@@ -147,5 +134,7 @@ def _predict_canonical(model: DoseModel, case: Case, tta: bool) -> Volume:
     predicted = work.ct.with_array(dose)
     if grid is None:
         return predicted
-    back = resample(predicted, case.ct, "linear", 0.0).array
-    return case.ct.with_array(np.clip(back, 0, None) * case.possible_dose_mask.array)
+    back = resample(predicted, case.ct, "linear", 0.0).array  # float32, only the working grid's part
+    np.clip(back, 0, None, out=back)
+    back *= case.possible_dose_mask.array
+    return case.ct.with_array(back)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from DoseSegLib.analysis.ctcheck import check_ct
+from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.colors import structure_colors
 from DoseSegLib.core.errors import DoseSegError
@@ -20,10 +21,12 @@ from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.io.patient import write_segmentation, write_structures
 from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
+from DoseSegLib.models.common.grid import box_volume, working_grid
 from DoseSegLib.models.common.handle import ModelHandle
-from DoseSegLib.models.seg.data import InputSpec, input_channels, read_inputs, region_mask
+from DoseSegLib.models.seg.data import AIR_HU, InputSpec, input_channels, is_ct, read_inputs, region_mask
 
 log = logging.getLogger(__name__)
+OUTSIDE = -1.0  # probability given to CT voxels outside the model's box: below every threshold
 
 
 @dataclass
@@ -75,10 +78,15 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
         if len(model.inputs.images) != 1:
             raise DoseSegError(f"the model needs the images {model.inputs.images}; pass them as ``images``")
         images = [case.ct]
-    grid, orientation = case.ct, Reorientation.of(case.ct)  # the network sees canonical voxel order
+    input_ct, orientation = case.ct, Reorientation.of(case.ct)  # the network sees canonical voxel order
     case = orientation.case_to_canonical(case)
     images = [orientation.to_canonical(image) for image in images]
     region = region_mask(case)
+    grid = working_grid(case.ct, region)
+    if grid is not None:  # a CT finer (or coarser) than the model's: the model sees its own spacing
+        images = [resample(image, grid, "linear", AIR_HU if is_ct(name) else 0.0)
+                  for image, name in zip(images, model.inputs.images)]
+        region = resample_mask(case.ct.with_array(region), grid).array
     box = mask_box(region, BOX_MARGIN)
     image = input_channels(images, model.inputs, region)[(slice(None), *box)]
     probabilities = cpu_if_out_of_memory(
@@ -86,11 +94,15 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
                                              model.labels if tta else None))
     masks = {}
     for label, probability in zip(model.labels, probabilities):
-        mask = np.zeros(case.ct.shape, bool)
-        mask[box] = probability >= model.thresholds[label]
+        if grid is None:
+            mask = np.zeros(case.ct.shape, bool)
+            mask[box] = probability >= model.thresholds[label]
+        else:  # probabilities, not labels, brought to the CT grid: smooth edges on a fine CT
+            on_ct = resample(box_volume(grid, box, probability), case.ct, "linear", OUTSIDE)
+            mask = on_ct.array >= model.thresholds[label]
         if single_component and label in OARS:
             mask = largest_component(mask)
-        masks[label] = orientation.from_canonical(case.ct.with_array(mask), grid)
+        masks[label] = orientation.from_canonical(case.ct.with_array(mask), input_ct)
     return masks
 
 

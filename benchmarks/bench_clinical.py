@@ -1,0 +1,138 @@
+"""``doseseg run`` on a clinical-size patient: time and peak memory per step.
+
+Builds once (cached in --cache, default a folder under the system's temporary folder) a fine
+copy of an OpenKBP validation patient: the CT resampled to 512 x 512 x 300 at 1.1 x 1.1 x 1.25 mm
+(linear), each structure resampled onto that grid (linear, kept >= 0.5) and cropped to its own
+bounding box, the possible-dose mask likewise, and the dose on a 2.5 mm grid of its own over the
+possible-dose mask's box, as a treatment-planning system exports them. Then runs
+``doseseg run`` on it in a fresh process (``--runs`` times) and prints the per-step seconds of
+summary.json, the wall time and the peak resident memory (medians over the runs).
+``--profile FILE`` also writes a cProfile of one run.
+
+Usage: .venv/bin/python benchmarks/bench_clinical.py [--patient validation/pt_201] [--runs 3] [--cache DIR]
+Targets on a 2-core CPU: run under 30 s and 3 GB peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import DATA, machine
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+FINE_SHAPE = (512, 512, 300)
+FINE_SPACING = (1.1, 1.1, 1.25)
+DOSE_SPACING = (2.5, 2.5, 2.5)
+PEAK = "peak_rss_kb="  # printed by the child wrapper below
+
+
+def _grid(centre: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, ...]):
+    from DoseSegLib.core.volume import Volume
+
+    origin = centre - np.asarray(spacing) * (np.asarray(shape) - 1) / 2
+    return Volume(np.zeros(shape, dtype=np.uint8), spacing, tuple(origin))
+
+
+def _own_box(mask):
+    """The mask on its own grid: cropped to its bounding box."""
+    from DoseSegLib.core.volume import crop_to_content
+
+    return crop_to_content(mask, mask.array)
+
+
+def fine_copy(patient: Path, target: Path) -> Path:
+    """Write the clinical-size copy of ``patient`` into ``target`` (once) and return it."""
+    from DoseSegLib.core.alignment import resample, resample_mask
+    from DoseSegLib.core.case import Case
+    from DoseSegLib.core.volume import Volume
+    from DoseSegLib.io.patient import read_patient, write_patient
+
+    if (target / "ct.nrrd").is_file():
+        return target
+    case = read_patient(patient)
+    ct = case.ct
+    centre = np.asarray(ct.index_to_lps @ np.append((np.asarray(ct.shape) - 1) / 2, 1.0))[:3]
+    grid = _grid(centre, FINE_SHAPE, FINE_SPACING)
+    fine_ct = resample(ct, grid, "linear", -1000.0)
+    fine_ct = fine_ct.with_array(np.rint(fine_ct.array).astype(np.int16))
+    structures = {name: _own_box(resample_mask(mask, grid)) for name, mask in case.structures.items()}
+    possible = _own_box(resample_mask(case.possible_dose_mask, grid))
+    box_centre = (possible.index_to_lps @ np.append((np.asarray(possible.shape) - 1) / 2, 1.0))[:3]
+    extent = np.asarray(possible.shape) * np.asarray(possible.spacing)
+    dose_grid = _grid(box_centre, tuple(int(n) for n in np.ceil(extent / DOSE_SPACING) + 1), DOSE_SPACING)
+    dose = resample(case.dose, dose_grid, "linear", 0.0)
+    dose = Volume(np.clip(dose.array, 0, None).astype(np.float32), dose.spacing, dose.origin, dose.direction)
+    partial = target.with_name(target.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    write_patient(partial, Case(patient.name, fine_ct, structures, dose, possible))
+    partial.rename(target)
+    return target
+
+
+def run_once(patient: Path, profile: Path | None) -> tuple[float, float, dict[str, float]]:
+    """Wall seconds, peak RSS (GB) and summary.json's per-step seconds of one ``doseseg run``."""
+    wrapper = (
+        "import resource, sys, runpy\n"
+        "sys.argv = ['doseseg', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('DoseSegLib.cli', run_name='__main__')\n"
+        "finally:\n"
+        f"    print('{PEAK}%d' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        script = Path(tmp) / "doseseg_peak.py"
+        script.write_text(wrapper)
+        prefix = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), str(script)]
+        start = time.perf_counter()
+        done = subprocess.run([*prefix, "run", str(patient), "-o", str(out), "--device", "cpu"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"doseseg run failed:\n{done.stderr[-3000:]}")
+        peak_kb = [int(line[len(PEAK):]) for line in done.stderr.splitlines() if line.startswith(PEAK)][-1]
+        timings = json.loads((out / "summary.json").read_text())["timings_s"]
+    return wall, peak_kb / 1024**2, timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patient", default="validation/pt_201", help="patient folder under the OpenKBP data")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "doseseg_bench_clinical")
+    parser.add_argument("--profile", type=Path, help="also write a cProfile of one extra run here")
+    args = parser.parse_args()
+    patient = DATA / args.patient
+    if not patient.is_dir():
+        raise SystemExit(f"benchmark needs the OpenKBP data at {patient}")
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
+    start = time.perf_counter()
+    fine = fine_copy(patient, args.cache / Path(args.patient).name)
+    print(f"clinical copy {fine}: {FINE_SHAPE} at {FINE_SPACING} mm ({time.perf_counter() - start:.0f} s to prepare)")
+    runs = [run_once(fine, None) for _ in range(args.runs)]
+    steps = {step: statistics.median(r[2][step] for r in runs) for step in runs[0][2]}
+    for step, seconds in steps.items():
+        print(f"  {step:<14} {seconds:7.2f} s")
+    walls = [r[0] for r in runs]
+    print(f"doseseg run (clinical size): median {statistics.median(walls):.1f} s wall over {args.runs} runs "
+          f"(runs {', '.join(f'{w:.1f}' for w in walls)}), peak RSS {max(r[1] for r in runs):.2f} GB "
+          f"(target 30 s, 3 GB); load average now {os.getloadavg()[0]:.1f}")
+    if args.profile:
+        run_once(fine, args.profile)
+        print(f"cProfile written to {args.profile}")
+
+
+if __name__ == "__main__":
+    main()
