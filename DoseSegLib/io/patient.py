@@ -264,7 +264,7 @@ def read_patient(
     if segmentation is not None and sniff(Path(segmentation)) == "dicom":  # an RTSTRUCT drawn on this CT
         from DoseSegLib.io.dicom.reader import read_structure_file
 
-        structures, possible, _ = read_structure_file(Path(segmentation), ct, "", mapper)
+        structures, possible, _, _ = read_structure_file(Path(segmentation), ct, "", mapper)
     elif segmentation is not None:
         structures = read_segmentation(segmentation, mapper, original_names)
     else:

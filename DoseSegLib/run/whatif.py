@@ -31,7 +31,7 @@ from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
 from DoseSegLib.models.common.grid import working_grid
 from DoseSegLib.models.dose.live_inputs import LiveInputs
-from DoseSegLib.models.dose.predict import _on_grid, load_dose_model
+from DoseSegLib.models.dose.predict import case_on_grid, load_dose_model
 
 TEXT_COLUMNS = ("structure", "original_name", "dvh_method", "note")
 
@@ -99,7 +99,7 @@ class WhatIfSession:
         canonical = self.orientation.case_to_canonical(self.case)
         self.canonical_ct = canonical.ct
         self.grid = working_grid(canonical.ct)
-        self.work = canonical if self.grid is None else _on_grid(canonical, self.grid)
+        self.work = canonical if self.grid is None else case_on_grid(canonical, self.grid)
         self.box = mask_box(self.work.possible_dose_mask.array, BOX_MARGIN)
         self.inputs = LiveInputs(self.work, self.box)
 

@@ -79,7 +79,8 @@ def _is_refiner(weights: Path) -> bool:
     return "correction_gy" in checkpoint["config"]
 
 
-def _on_grid(case: Case, grid: Volume) -> Case:
+def case_on_grid(case: Case, grid: Volume) -> Case:
+    """An aligned ``case`` resampled onto ``grid`` (the model's working grid): CT linear, masks nearest."""
     ct = resample(case.ct, grid, "linear", -1000.0)
     return replace(
         case,
@@ -121,7 +122,7 @@ def _predict_canonical(model: DoseModel, case: Case, tta: bool) -> Volume:
         log.warning("structures not used by the dose model (not an OAR it knows nor PTV<dose>): %s",
                     ", ".join(ignored))
     grid = working_grid(case.ct, case.possible_dose_mask.array)
-    work = case if grid is None else _on_grid(case, grid)
+    work = case if grid is None else case_on_grid(case, grid)
     if grid is not None:
         log.info("CT spacing %s outside the trained range: predicting at %s mm", case.ct.spacing, WORKING_SPACING)
     inputs = dose_input_channels(work)

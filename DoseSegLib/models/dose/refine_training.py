@@ -25,7 +25,7 @@ from DoseSegLib.models.common.training_loop import RunConfig, Step, Validation
 from DoseSegLib.models.dose.augment import left_right_flip
 from DoseSegLib.models.dose.refine_data import build_refine_cache
 from DoseSegLib.models.dose.refine_net import RefineNet, RefineNetConfig, refine_box, refine_inputs
-from DoseSegLib.models.dose.training import ValidationSet, moment_loss
+from DoseSegLib.models.dose.training import ValidationSet, moment_loss, random_crop
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_dose_score", "val_dvh_score", "lr", "seconds")
 EDGE_VOXELS = 2  # half-width of the band around each target boundary
@@ -63,9 +63,7 @@ class RefineConfig(RunConfig):
 
 def refine_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int], rng: np.random.Generator) -> dict:
     """A random ``patch``-sized crop of a cached box: "x" (refiner input, first = base dose) and "dose"."""
-    size = sample["dose"].shape
-    start = [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(size, patch)]
-    crop = tuple(slice(s, s + p) for s, p in zip(start, patch))
+    crop = random_crop(sample["dose"].shape, patch, rng)
     inputs, _ = pad_to(sample["inputs"][(slice(None), *crop)].astype(np.float32), patch)
     first, _ = pad_to(sample["first"][crop][None].astype(np.float32), patch)
     dose, _ = pad_to(sample["dose"][crop][None], patch)

@@ -48,11 +48,15 @@ class TrainConfig(RunConfig):
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
+def random_crop(size: tuple[int, ...], patch: tuple[int, int, int], rng: np.random.Generator) -> tuple[slice, ...]:
+    """Slices of a random ``patch``-sized crop of an array of spatial ``size`` (shorter where it is smaller)."""
+    start = [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(size, patch)]
+    return tuple(slice(s, s + p) for s, p in zip(start, patch))
+
+
 def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int], rng: np.random.Generator) -> dict:
     """A random ``patch``-sized crop of a cached box (padded with air where the box is smaller)."""
-    size = sample["dose"].shape
-    start = [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(size, patch)]
-    box = (slice(None), *(slice(s, s + p) for s, p in zip(start, patch)))
+    box = (slice(None), *random_crop(sample["dose"].shape, patch, rng))
     inputs, _ = pad_to(sample["inputs"][box].astype(np.float32), patch)
     dose, _ = pad_to(sample["dose"][None][box], patch)
     inputs = torch.from_numpy(np.ascontiguousarray(inputs))
