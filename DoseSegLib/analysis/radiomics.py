@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
@@ -20,6 +26,7 @@ SHAPE_CLASSES = ("shape", "shape2D")
 # Voxels kept around each structure's box: pyradiomics reads only the mask's box for the
 # original image (it crops with padDistance 0 there; shape pads the mask itself).
 CROP_MARGIN = 2
+PARALLEL_MIN_VOXELS = 4_000_000  # structure boxes together: below, starting worker processes costs more than it saves
 INSTALL_HINT = (
     "pyradiomics is not installed; install it with "
     "`pip install numpy versioneer && pip install --no-build-isolation pyradiomics==3.0.1` "
@@ -139,6 +146,101 @@ def _full_grid_diagnostics(diagnostics: dict, box: tuple[slice, ...], shape: tup
     diagnostics["Image-full_Size"] = list(shape)
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What every structure's extraction needs, sent once to each worker process."""
+
+    classes: tuple[str, ...] | None
+    params: str | None
+    dose_bin_width_gy: float
+
+
+@functools.lru_cache(maxsize=4)
+def _extractors(settings: _Settings):
+    """The CT extractor and the dose extractor (shape classes off) of ``settings``, made once per process."""
+    extractor = make_extractor(settings.classes, settings.params)
+    dose_extractor = make_extractor(settings.classes, settings.params, binWidth=settings.dose_bin_width_gy)
+    for shape_class in SHAPE_CLASSES:
+        dose_extractor.enableFeatureClassByName(shape_class, enabled=False)
+    return extractor, dose_extractor
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One structure's crops: the CT and mask in the extractor's box, the dose and mask in the dose
+    extractor's box (when the dose is measured too)."""
+
+    name: str
+    box: tuple[slice, ...]
+    ct: Volume
+    mask: Volume
+    dose: Volume | None = None
+    dose_mask: Volume | None = None
+
+    @property
+    def cost(self) -> int:
+        """Voxels in the box: what pyradiomics' time grows with (its shape diameters the fastest)."""
+        return self.mask.array.size
+
+
+def _measure(settings: _Settings, task: _Task, full_shape: tuple[int, ...]) -> tuple[Row, dict]:
+    """One structure's row and diagnostics (a structure pyradiomics refuses gives a warning row)."""
+    extractor, dose_extractor = _extractors(settings)
+    diagnostics: dict = {}
+    try:
+        row: Row = {"structure": task.name, **extract_features(extractor, task.ct.to_sitk(), task.mask.to_sitk(),
+                                                               task.name, "", diagnostics)}
+        _full_grid_diagnostics(diagnostics, task.box, full_shape)
+        if task.dose is not None:
+            row.update(extract_features(dose_extractor, task.dose.to_sitk(), task.dose_mask.to_sitk(), task.name,
+                                        DOSE_PREFIX))
+    except DoseSegError as exc:  # e.g. a one-voxel structure: skipped, the others go on
+        log.warning("%s; structure skipped", exc)
+        row = {"structure": task.name, "warning": f"skipped: {exc}"}
+    return row, diagnostics
+
+
+def _tasks(settings: _Settings, ct: Volume, structures: Mapping[str, Volume], dose: Volume | None) -> list[_Task]:
+    extractor, dose_extractor = _extractors(settings)
+    tasks = []
+    for name, mask in structures.items():
+        if not mask.array.any():
+            raise DoseSegError(f"radiomics of structure '{name}' failed: the structure is empty")
+        box = _crop_box(extractor, mask)
+        dose_parts: tuple[Volume, Volume] | tuple[()] = ()
+        if dose is not None:
+            dose_box = _crop_box(dose_extractor, mask)
+            dose_parts = (crop_box(dose, dose_box), crop_box(mask, dose_box))
+        tasks.append(_Task(name, box, crop_box(ct, box), crop_box(mask, box), *dose_parts))
+    return tasks
+
+
+def _run(settings: _Settings, tasks: list[_Task], full_shape: tuple[int, ...], workers: int) -> list[tuple[Row, dict]]:
+    """Every task's result, in order; with ``workers`` > 1 in that many fresh processes, largest first."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [_measure(settings, task, full_shape) for task in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    order = sorted(range(len(tasks)), key=lambda i: -tasks[i].cost)
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's and ITK's threads
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+        futures = {i: pool.submit(_measure, settings, tasks[i], full_shape) for i in order}
+        return [futures[i].result() for i in range(len(tasks))]
+
+
+def parallel_workers(ct: Volume, structures: Mapping[str, Volume]) -> int:
+    """How many processes ``radiomics_table`` should use: up to two (never more than the CPUs) when
+    the structures' boxes are large enough (clinical-size CTs) to repay starting them, else one;
+    one too when this Python cannot start copies of itself (e.g. inside Slicer's application)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    voxels = sum(int(np.prod([b.stop - b.start for b in mask_box(m.array)])) for m in structures.values()
+                 if m.array.any())
+    if cpus < 2 or voxels < PARALLEL_MIN_VOXELS or not Path(sys.executable).name.lower().startswith("python"):
+        return 1
+    return 2
+
+
 def radiomics_table(
     ct: Volume,
     structures: Mapping[str, Volume],
@@ -147,6 +249,7 @@ def radiomics_table(
     dose: Volume | None = None,
     dose_bin_width_gy: float = DOSE_BIN_WIDTH_GY,
     provenance: dict | None = None,
+    workers: int = 1,
 ) -> list[Row]:
     """One row per structure with pyradiomics' feature names as columns (e.g. ``original_firstorder_Mean``).
 
@@ -161,6 +264,8 @@ def radiomics_table(
         provenance: receives, when given, what the pyradiomics command line keeps beside its
             features: version, settings, enabled features, and each structure's diagnostics
             (``radiomics.json``).
+        workers: processes measuring structures at once (see :func:`parallel_workers`); the
+            values do not depend on it.
 
     Each structure is measured on the CT cropped to its bounding box (plus a margin), which
     gives pyradiomics' full-image values for the original image type; the diagnostics then
@@ -172,33 +277,12 @@ def radiomics_table(
             raise DoseSegError(f"structure '{name}' is not on the CT grid: align the case first")
     if dose is not None and not dose.same_grid(ct):
         raise DoseSegError("the dose is not on the CT grid: align the case first")
-    extractor = make_extractor(classes, params)
-    dose_extractor = None
-    if dose is not None:
-        dose_extractor = make_extractor(classes, params, binWidth=dose_bin_width_gy)
-        for shape_class in SHAPE_CLASSES:
-            dose_extractor.enableFeatureClassByName(shape_class, enabled=False)
-    diagnostics: dict[str, dict] = {}
-    rows = []
-    for name, mask in structures.items():
-        if not mask.array.any():
-            raise DoseSegError(f"radiomics of structure '{name}' failed: the structure is empty")
-        box = _crop_box(extractor, mask)
-        label = crop_box(mask, box).to_sitk()
-        diagnostics[name] = {}
-        try:
-            row: Row = {"structure": name, **extract_features(extractor, crop_box(ct, box).to_sitk(), label, name,
-                                                              "", diagnostics[name])}
-            _full_grid_diagnostics(diagnostics[name], box, ct.shape)
-            if dose_extractor is not None:
-                dose_box = _crop_box(dose_extractor, mask)
-                row.update(extract_features(dose_extractor, crop_box(dose, dose_box).to_sitk(),
-                                            crop_box(mask, dose_box).to_sitk(), name, DOSE_PREFIX))
-        except DoseSegError as exc:  # e.g. a one-voxel structure: skipped, the others go on
-            log.warning("%s; structure skipped", exc)
-            row = {"structure": name, "warning": f"skipped: {exc}"}
-        rows.append(row)
+    settings = _Settings(tuple(classes) if classes is not None else None, str(params) if params is not None else None,
+                         dose_bin_width_gy)
+    _extractors.cache_clear()  # a parameter file may have changed since the last call
+    extractor, dose_extractor = _extractors(settings)
+    results = _run(settings, _tasks(settings, ct, structures, dose), ct.shape, workers)
     if provenance is not None:
-        provenance.update(ct=extractor_provenance(extractor), structures=diagnostics,
-                          dose=extractor_provenance(dose_extractor) if dose_extractor is not None else None)
-    return rows
+        provenance.update(ct=extractor_provenance(extractor), structures={r["structure"]: d for r, d in results},
+                          dose=extractor_provenance(dose_extractor) if dose is not None else None)
+    return [row for row, _ in results]

@@ -26,8 +26,16 @@ def _integer_offset(volume: Volume, grid: Volume, tol: float = 1e-3) -> np.ndarr
     return offset.astype(int) if np.allclose(position, offset, atol=tol) else None
 
 
+def _filled(shape: tuple[int, ...], fill: float, dtype) -> np.ndarray:
+    """A new array of ``fill`` in Fortran order (i fastest, as NRRD, DICOM and SimpleITK store voxels, so
+    SimpleITK results and file data copy in without transposing); zeros come from untouched pages."""
+    if fill == 0:
+        return np.zeros(shape, dtype=dtype, order="F")
+    return np.full(shape, fill, dtype=dtype, order="F")
+
+
 def _paste(volume: Volume, grid: Volume, offset: np.ndarray, fill: float) -> np.ndarray:
-    out = np.full(grid.shape, fill, dtype=volume.array.dtype)
+    out = _filled(grid.shape, fill, volume.array.dtype)
     src_lo = np.maximum(-offset, 0)
     dst_lo = np.maximum(offset, 0)
     size = np.minimum(np.asarray(volume.shape) - src_lo, np.asarray(grid.shape) - dst_lo)
@@ -90,7 +98,7 @@ def resample(volume: Volume, grid: Volume, interpolation: str = "linear", fill: 
     if needed is not None and any(b.stop - b.start < n for b, n in zip(needed, volume.shape)):
         volume = crop_box(volume, needed)
     dtype = np.float32 if interpolation == "linear" else volume.array.dtype
-    out = np.full(grid.shape, fill, dtype=np.uint8 if dtype == bool else dtype)
+    out = _filled(grid.shape, fill, np.uint8 if dtype == bool else dtype)
     box = covering_box(volume, grid)
     if box is not None:
         out[box] = _sitk_resample(volume, grid, box, interpolation, fill)
@@ -108,7 +116,7 @@ def resample_mask(mask: Volume, grid: Volume) -> Volume:
     offset = _integer_offset(mask, grid)
     if offset is not None:
         return grid.with_array(_paste(mask.with_array(mask.array.astype(bool, copy=False)), grid, offset, False))
-    out = np.zeros(grid.shape, dtype=bool)
+    out = _filled(grid.shape, 0, bool)
     box = covering_box(mask, grid)
     if box is not None:
         out[box] = _sitk_resample(mask.with_array(mask.array.astype(np.float32)), grid, box, "linear", 0.0) >= 0.5
@@ -176,7 +184,8 @@ def align_case(case: Case) -> Case:
     dose = None
     if case.dose is not None:
         dose = resample(case.dose, ct, "linear", 0.0)
-        dose = dose.with_array(np.clip(dose.array.astype(np.float32), 0.0, None))
+        array = dose.array.astype(np.float32, copy=False)  # a new array (pasted or resampled): clipped in place
+        dose = dose.with_array(np.maximum(array, 0.0, out=array))
     if case.possible_dose_mask is not None:
         possible = align_structure("possible_dose_mask", case.possible_dose_mask, ct)
     else:

@@ -6,8 +6,15 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from DoseSegLib.core.volume import Volume, crop_to_content
 from DoseSegLib.run.results import COMPARISON_COLUMNS, PatientResult, output_files
 from DoseSegLib.run.steps import Steps
+
+
+def nonzero_box(volume: Volume) -> Volume:
+    """``volume`` cropped to the box of its non-zero voxels, as planning systems export doses: the
+    same voxels at the same positions on the CT grid, without the zeros around the patient."""
+    return crop_to_content(volume, volume.array != 0)
 
 
 def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
@@ -27,16 +34,17 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
     auto = {name: structures[name] for name in result.auto_segmented}
     return {
         "report.html": lambda path: write_report(path, result),
-        "dose.nrrd": lambda path: write_dose(path, result.dose),
-        "segmentation.seg.nrrd": lambda path: write_segmentation(path, structures, structure_colors(structures)),
+        "dose.nrrd": lambda path: write_dose(path, nonzero_box(result.dose)),
+        "segmentation.seg.nrrd": lambda path: write_segmentation(path, structures, structure_colors(structures),
+                                                                      crop=True),
         "dvh.csv": lambda path: write_dvh_csv(path, result.dvhs),
         "dvh_metrics.csv": lambda path: write_metrics_csv(path, result.metrics),
         "constraints.csv": lambda path: write_constraints_csv(path, result.constraints),
-        "dose_std.nrrd": lambda path: write_dose(path, result.uncertainty.std),
+        "dose_std.nrrd": lambda path: write_dose(path, nonzero_box(result.uncertainty.std)),
         "dvh_intervals.csv": lambda path: write_csv(path, result.uncertainty.intervals, INTERVAL_COLUMNS),
         "radiomics.csv": lambda path: write_csv(path, result.radiomics, columns_of(result.radiomics, ("structure",))),
         "radiomics.json": lambda path: path.write_text(json.dumps(result.radiomics_provenance, indent=2) + "\n"),
-        "dose_difference.nrrd": lambda path: write_dose(path, comparison.difference),
+        "dose_difference.nrrd": lambda path: write_dose(path, nonzero_box(comparison.difference)),
         "comparison.csv": lambda path: write_csv(path, comparison.metric_differences, COMPARISON_COLUMNS),
         "dvh_reference.csv": lambda path: write_dvh_csv(path, comparison.reference_plan.dvhs),
         "gamma.csv": lambda path: write_csv(path, comparison.gamma, GAMMA_COLUMNS),
