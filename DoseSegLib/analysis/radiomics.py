@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-import numpy as np
-
+from DoseSegLib.analysis.workers import (
+    WorkerJob,
+    balanced_groups,
+    can_start_workers,
+    read_message,
+    read_volume,
+    write_message,
+    write_volume,
+)
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
 from DoseSegLib.io.tables import Row
@@ -215,33 +224,81 @@ def _tasks(settings: _Settings, ct: Volume, structures: Mapping[str, Volume], do
     return tasks
 
 
-def _run(settings: _Settings, tasks: list[_Task], full_shape: tuple[int, ...], workers: int) -> list[tuple[Row, dict]]:
-    """Every task's result, in order; with ``workers`` > 1 in that many fresh processes, largest first."""
-    if workers <= 1 or len(tasks) <= 1:
-        return [_measure(settings, task, full_shape) for task in tasks]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    order = sorted(range(len(tasks)), key=lambda i: -tasks[i].cost)
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's and ITK's threads
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
-        futures = {i: pool.submit(_measure, settings, tasks[i], full_shape) for i in order}
-        return [futures[i].result() for i in range(len(tasks))]
+def _encode(settings: _Settings, tasks: list[_Task], full_shape: tuple[int, ...]) -> bytes:
+    """The stdin of one worker: settings, then each task's header and volumes."""
+    stream = io.BytesIO()
+    write_message(stream, {**asdict(settings), "full_shape": list(full_shape)})
+    for task in tasks:
+        write_message(stream, {"name": task.name, "box": [[b.start, b.stop] for b in task.box],
+                               "dose": task.dose is not None})
+        for volume in (task.ct, task.mask, *((task.dose, task.dose_mask) if task.dose is not None else ())):
+            write_volume(stream, volume)
+    return stream.getvalue()
 
 
-def parallel_workers(ct: Volume, structures: Mapping[str, Volume]) -> int:
-    """How many processes ``radiomics_table`` should use: up to two (never more than the CPUs) when
-    the structures' boxes are large enough (clinical-size CTs) to repay starting them, else one;
-    one too when this Python cannot start copies of itself (e.g. inside Slicer's application)."""
+def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """The worker's side of :class:`RadiomicsJob`: read the settings and tasks, reply one JSON line per task."""
+    header = read_message(stdin)
+    settings = _Settings(tuple(header["classes"]) if header["classes"] is not None else None, header["params"],
+                         header["dose_bin_width_gy"])
+    while (message := read_message(stdin)) is not None:
+        box = tuple(slice(a, b) for a, b in message["box"])
+        volumes = [read_volume(stdin) for _ in range(4 if message["dose"] else 2)]
+        row, diagnostics = _measure(settings, _Task(message["name"], box, *volumes), tuple(header["full_shape"]))
+        write_message(stdout, {"row": row, "diagnostics": diagnostics})
+        stdout.flush()
+
+
+class RadiomicsJob:
+    """The radiomics of a set of structures, under way: in worker processes from the start when
+    there are several, else measured in this process when :meth:`result` is asked for."""
+
+    def __init__(self, settings: _Settings, tasks: list[_Task], full_shape: tuple[int, ...], workers: int | None,
+                 provenance: dict | None) -> None:
+        self.settings, self.tasks, self.full_shape, self.provenance = settings, tasks, full_shape, provenance
+        workers = auto_workers(tasks) if workers is None else workers
+        self.groups = balanced_groups([task.cost for task in tasks], workers) if workers > 1 and len(tasks) > 1 else []
+        self.job = (WorkerJob(__name__, [_encode(settings, [tasks[i] for i in group], full_shape)
+                                         for group in self.groups]) if self.groups else None)
+
+    def result(self) -> list[Row]:
+        """One row per structure, in the structures' order (and the provenance filled)."""
+        if self.job is None:
+            results = [_measure(self.settings, task, self.full_shape) for task in self.tasks]
+        else:
+            found: dict[int, tuple[Row, dict]] = {}
+            for group, answers in zip(self.groups, self.job.result()):
+                found.update({i: (a["row"], a["diagnostics"]) for i, a in zip(group, answers, strict=True)})
+            results = [found[i] for i in range(len(self.tasks))]
+        if self.provenance is not None:
+            extractor, dose_extractor = _extractors(self.settings)
+            self.provenance.update(
+                ct=extractor_provenance(extractor), structures={row["structure"]: d for row, d in results},
+                dose=extractor_provenance(dose_extractor) if any(t.dose is not None for t in self.tasks) else None)
+        return [row for row, _ in results]
+
+    def cancel(self) -> None:
+        """Stop the worker processes, if any."""
+        if self.job is not None:
+            self.job.cancel()
+
+    def __enter__(self) -> RadiomicsJob:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.cancel()
+
+
+def auto_workers(tasks: list[_Task]) -> int:
+    """Two processes (never more than the CPUs) when the structures' boxes together are large
+    enough (clinical-size CTs) to repay starting them, else one; one too when this Python cannot
+    start copies of itself (e.g. inside Slicer's application)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    voxels = sum(int(np.prod([b.stop - b.start for b in mask_box(m.array)])) for m in structures.values()
-                 if m.array.any())
-    if cpus < 2 or voxels < PARALLEL_MIN_VOXELS or not Path(sys.executable).name.lower().startswith("python"):
-        return 1
-    return 2
+    large = sum(task.cost for task in tasks) >= PARALLEL_MIN_VOXELS
+    return 2 if cpus >= 2 and large and can_start_workers() else 1
 
 
-def radiomics_table(
+def start_radiomics(
     ct: Volume,
     structures: Mapping[str, Volume],
     classes: Sequence[str] | None = None,
@@ -249,9 +306,9 @@ def radiomics_table(
     dose: Volume | None = None,
     dose_bin_width_gy: float = DOSE_BIN_WIDTH_GY,
     provenance: dict | None = None,
-    workers: int = 1,
-) -> list[Row]:
-    """One row per structure with pyradiomics' feature names as columns (e.g. ``original_firstorder_Mean``).
+    workers: int | None = 1,
+) -> RadiomicsJob:
+    """Start the radiomics of every structure: its ``result()`` is :func:`radiomics_table`'s rows.
 
     Args:
         ct: the CT (HU).
@@ -264,8 +321,9 @@ def radiomics_table(
         provenance: receives, when given, what the pyradiomics command line keeps beside its
             features: version, settings, enabled features, and each structure's diagnostics
             (``radiomics.json``).
-        workers: processes measuring structures at once (see :func:`parallel_workers`); the
-            values do not depend on it.
+        workers: processes measuring structures at once, None to choose (see :func:`auto_workers`);
+            the values do not depend on it. With several, they start at once and run while the
+            caller goes on until ``result()``.
 
     Each structure is measured on the CT cropped to its bounding box (plus a margin), which
     gives pyradiomics' full-image values for the original image type; the diagnostics then
@@ -280,9 +338,14 @@ def radiomics_table(
     settings = _Settings(tuple(classes) if classes is not None else None, str(params) if params is not None else None,
                          dose_bin_width_gy)
     _extractors.cache_clear()  # a parameter file may have changed since the last call
-    extractor, dose_extractor = _extractors(settings)
-    results = _run(settings, _tasks(settings, ct, structures, dose), ct.shape, workers)
-    if provenance is not None:
-        provenance.update(ct=extractor_provenance(extractor), structures={r["structure"]: d for r, d in results},
-                          dose=extractor_provenance(dose_extractor) if dose is not None else None)
-    return [row for row, _ in results]
+    return RadiomicsJob(settings, _tasks(settings, ct, structures, dose), ct.shape, workers, provenance)
+
+
+def radiomics_table(ct: Volume, structures: Mapping[str, Volume], *args, **kwargs) -> list[Row]:
+    """One row per structure with pyradiomics' feature names as columns (e.g. ``original_firstorder_Mean``);
+    the arguments are :func:`start_radiomics`'s."""
+    return start_radiomics(ct, structures, *args, **kwargs).result()
+
+
+if __name__ == "__main__":  # a worker process of radiomics_table (see DoseSegLib.analysis.workers)
+    _serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -9,6 +9,7 @@ From Python::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sys
@@ -23,7 +24,6 @@ from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
-from DoseSegLib.io.tables import Row
 from DoseSegLib.run.compare import compare_doses
 from DoseSegLib.run.results import COHORT_COLUMNS, BatchResult, PatientResult, RunOptions
 from DoseSegLib.run.steps import STEPS, Steps
@@ -125,19 +125,20 @@ class Pipeline:
             case, sources, segment_notes = self._segment(case)
             notes = [*case.notes, *segment_notes]
             case = replace(case, structures=_ordered(case))
-        with steps("predict dose"):
-            dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
-            check_predicted_dose(dose, case)
-        with steps("DVH and goals"):
-            plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
-                                 dvh_method=self.options.dvh_method)
-            uncertainty = self._uncertainty(case, plan)
         provenance: dict = {}
-        with steps("radiomics"):
-            radiomics = self._radiomics(case, notes, provenance)
-        with steps("compare"):
-            comparison = (compare_doses(dose, case, self.constraints, plan, reference)
-                          if case.dose is not None else None)
+        with self._start_radiomics(case, notes, provenance) as radiomics_job:  # under way from here on
+            with steps("predict dose"):
+                dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
+                check_predicted_dose(dose, case)
+            with steps("DVH and goals"):
+                plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
+                                     dvh_method=self.options.dvh_method)
+                uncertainty = self._uncertainty(case, plan)
+            with steps("compare"):
+                comparison = (compare_doses(dose, case, self.constraints, plan, reference)
+                              if case.dose is not None else None)
+            with steps("radiomics"):  # what is left to wait for
+                radiomics = radiomics_job.result() if radiomics_job is not None else []
         return PatientResult(case.name, folder, case, dose, plan, radiomics, comparison, sources, notes,
                              self.models, str(self.dose_model.device), radiomics_provenance=provenance,
                              uncertainty=uncertainty)
@@ -153,14 +154,15 @@ class Pipeline:
         plan.constraints = mark_uncertain(plan.constraints, uncertainty.intervals)
         return uncertainty
 
-    def _radiomics(self, case: Case, notes: list[str], provenance: dict) -> list[Row]:
+    def _start_radiomics(self, case: Case, notes: list[str], provenance: dict) -> contextlib.AbstractContextManager:
+        """The structures' radiomics under way (in worker processes on clinical-size CTs, so that
+        they run beside the dose prediction), or None with ``--no-radiomics``."""
         if not self.options.radiomics:
             notes.append("radiomics skipped (--no-radiomics)")
-            return []
-        from DoseSegLib.analysis.radiomics import parallel_workers, radiomics_table
+            return contextlib.nullcontext()
+        from DoseSegLib.analysis.radiomics import start_radiomics
 
-        return radiomics_table(case.ct, case.structures, provenance=provenance,
-                               workers=parallel_workers(case.ct, case.structures))
+        return start_radiomics(case.ct, case.structures, provenance=provenance, workers=None)
 
     def _segment(self, case: Case) -> tuple[Case, dict[str, str], list[str]]:
         """The case with auto-segmented OARs added, each structure's source, and notes."""
