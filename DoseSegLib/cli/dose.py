@@ -6,9 +6,7 @@ import argparse
 from pathlib import Path
 
 from DoseSegLib.cli.options import (
-    add_any_site,
-    add_device,
-    add_names,
+    add_model_options,
     add_output,
     add_training_run_options,
     add_uncertainty_options,
@@ -144,12 +142,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict-dose", help="predict the 3D dose of one or more patients")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
     add_output(p, help="writes OUTPUT/<patient>/dose.nrrd")
-    add_names(p)
-    add_device(p)
-    p.add_argument("--model", help="catalogue model name (default: the bundled default dose model)")
-    p.add_argument("--weights", type=Path, help="a train-dose best.pt instead of a catalogue model")
+    add_model_options(p, "the bundled default dose model", "train-dose")
     p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")
     add_shard_option(p)
-    add_any_site(p)
     add_uncertainty_options(p)
     p.set_defaults(func=cmd_predict_dose)

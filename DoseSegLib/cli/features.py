@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 
 from DoseSegLib.cli.options import (
-    add_any_site,
-    add_device,
-    add_names,
+    add_model_options,
     add_output,
     add_training_run_options,
     hu_windows,
@@ -97,13 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("features", help="one row of autoencoder features per patient (optionally with radiomics)")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV, dose)")
     add_output(p, help="writes OUTPUT/features.csv (and radiomics_features.csv with --radiomics)")
-    add_names(p)
+    add_model_options(p, "the default features model", "train-features")
     p.add_argument("--radiomics", action="store_true",
                    help="also join each patient's features to its per-structure radiomics rows")
     p.add_argument("--radiomics-classes", type=name_list, default=("firstorder",),
                    help="pyradiomics feature classes for --radiomics (default firstorder)")
-    p.add_argument("--model", help="catalogue model name (default: the default features model)")
-    p.add_argument("--weights", type=Path, help="a train-features best.pt instead of a catalogue model")
-    add_any_site(p)
-    add_device(p)
     p.set_defaults(func=cmd_features)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from DoseSegLib.cli.options import (
     add_device,
+    add_model_options,
     add_names,
     add_output,
     add_training_run_options,
@@ -130,9 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="auto-segment the organs at risk of one or more patients")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd and the model's other inputs)")
     add_output(p, help="writes OUTPUT/<patient>/segmentation.seg.nrrd and structures/<Name>.nrrd")
-    add_device(p)
-    p.add_argument("--model", help="catalogue model name (default: the default segmentation model)")
-    p.add_argument("--weights", type=Path, help="a train-seg best.pt instead of a catalogue model")
+    add_model_options(p, "the default segmentation model", "train-seg", names=False, any_site=False)
     p.add_argument("--tta", action="store_true",
                    help="average with a left-right mirrored prediction (twice the time)")
     add_shard_option(p)
