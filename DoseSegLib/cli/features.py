@@ -75,7 +75,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the feature commands to the ``doseseg`` parser."""
-    from DoseSegLib.models.features.data import DEFAULT_WINDOWS
+    from DoseSegLib.models.features.data import DEFAULT_WINDOWS, FeatureInputs
+    from DoseSegLib.models.features.net import FeatureNetConfig
 
     p = sub.add_parser("train-features", help="train the 3D autoencoder of CT windows, targets and dose (resumes)")
     p.add_argument("--data", type=Path, required=True, help="folder with train/ and validation/ patient folders")
@@ -85,9 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CT windows in HU, one channel each (default full range, soft tissue, bone, lung, brain)")
     p.add_argument("--dose", default="auto", choices=("auto", "on", "off"),
                    help="dose channel (auto: on when every training patient has a dose.nrrd)")
-    p.add_argument("--grid", type=_sizes, default=(64,), help="fixed grid over the body box: N or X,Y,Z")
-    p.add_argument("--channels", type=_sizes, default=(16, 32, 64, 64), help="encoder widths, one per stage")
-    p.add_argument("--latent", type=int, default=16, help="number of features")
+    p.add_argument("--grid", type=_sizes, default=FeatureInputs.grid, help="fixed grid over the body box: N or X,Y,Z")
+    p.add_argument("--channels", type=_sizes, default=FeatureNetConfig.channels, help="encoder widths, one per stage")
+    p.add_argument("--latent", type=int, default=FeatureNetConfig.latent, help="number of features")
     p.add_argument("--no-flip", action="store_true", help="no left-right mirroring of training images")
     add_training_run_options(p, "FeatureTrainConfig", workers=True)
     p.set_defaults(func=cmd_train_features)
