@@ -36,8 +36,8 @@ _PUBLIC = {
 }
 __all__ = [
     "BatchResult", "Case", "DVH", "DoseSegError", "NameMapper", "OARS", "PatientResult", "Pipeline",
-    "PlanEvaluation", "RunOptions", "Volume", "WhatIfSession", "__version__", "align_case", "compute_dvhs", "evaluate_plan",
-    "make_phantom", "read_patient", "write_patient",
+    "PlanEvaluation", "RunOptions", "Volume", "WhatIfSession", "__version__", "align_case", "compute_dvhs",
+    "evaluate_plan", "make_phantom", "read_patient", "write_patient",
 ]
 
 if TYPE_CHECKING:

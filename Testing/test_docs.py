@@ -22,7 +22,8 @@ BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 
 def _examples(path: Path) -> list[str]:
-    return [code for code in BLOCK.findall(path.read_text()) if not re.search(r"^\s*import slicer|\bslicer\.", code, re.M)]
+    return [code for code in BLOCK.findall(path.read_text())
+            if not re.search(r"^\s*import slicer|\bslicer\.", code, re.M)]
 
 
 def test_the_docs_have_examples() -> None:

@@ -240,7 +240,8 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu(tmp_path: Path, monkeypatch: py
     assert dose.same_grid(case.ct) and dose.array.max() >= 0
 
 
-def test_fine_ct_working_grid_covers_the_possible_dose_box_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fine_ct_working_grid_covers_the_possible_dose_box_only(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The CT is brought to the model's spacing over the possible-dose box (plus the network's margin) only."""
     from DoseSegLib.models.common.arrays import BOX_MARGIN
 

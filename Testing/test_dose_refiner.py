@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_helpers import tiny_dose_config
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -16,13 +17,12 @@ from DoseSegLib.core.volume import Volume
 from DoseSegLib.models.common.catalogue import sha256_of
 from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.models.dose.inputs import CHANNELS
-from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.models.dose.net import DoseNet
 from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
 from DoseSegLib.models.dose.refine_net import RefineNet, RefineNetConfig, refine_box, refine_inputs
 from DoseSegLib.models.dose.refine_training import RefineConfig, flip_patch, loss_weights, refine_loss
 
-# dose_scale_gy: a random tiny base then predicts plausible doses (hundreds of Gy are refused as implausible)
-TINY_BASE = DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dropout=0.0, dose_scale_gy=7.0)
+TINY_BASE = tiny_dose_config(dropout=0.0)
 TINY = RefineNetConfig(channels=(4, 8, 16), strides=(2, 2))
 TARGETS, MASK = 2, -1  # channel indices in the refiner input
 

@@ -216,9 +216,9 @@ def test_dvh_command(
              if a["structure"] == b["structure"]}
     assert steps == {0.5}
     metrics = read_csv(tmp_path / "o" / "dvh_metrics.csv")
-    columns = ["structure", "original_name", "Volume[cc]", "Mean[Gy]", "Min[Gy]", "Max[Gy]", "D99%[Gy]", "D98%[Gy]", "D95%[Gy]",
-               "D50%[Gy]", "D2%[Gy]", "D1%[Gy]", "D2cc[Gy]", "D0.1cc[Gy]", "D0.03cc[Gy]", "V20Gy[%]", "V20Gy[cc]",
-               "V40Gy[%]", "V40Gy[cc]", "prescription_gy", "HI", "CI", "dvh_method", "note"]
+    columns = ["structure", "original_name", "Volume[cc]", "Mean[Gy]", "Min[Gy]", "Max[Gy]", "D99%[Gy]", "D98%[Gy]",
+               "D95%[Gy]", "D50%[Gy]", "D2%[Gy]", "D1%[Gy]", "D2cc[Gy]", "D0.1cc[Gy]", "D0.03cc[Gy]", "V20Gy[%]",
+               "V20Gy[cc]", "V40Gy[%]", "V40Gy[cc]", "prescription_gy", "HI", "CI", "dvh_method", "note"]
     assert list(metrics[0]) == columns
     ptv = next(r for r in metrics if r["structure"] == "PTV70")
     assert ptv["original_name"] in {p.name[:-5] for p in (patient / "structures").glob("*.nrrd")}

@@ -29,7 +29,8 @@ def test_import_contracts_are_kept() -> None:
 
 
 def test_no_module_is_too_long_and_few_stay_at_the_top() -> None:
-    long = {str(p.relative_to(REPO)): n for p in LIBRARY.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {str(p.relative_to(REPO)): n for p in LIBRARY.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
     assert len(list(LIBRARY.glob("*.py"))) <= 8
 

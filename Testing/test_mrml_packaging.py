@@ -67,7 +67,8 @@ def test_one_copy_of_the_module_and_of_doseseglib(installed, modules_dir):
 
 
 def test_every_source_file_is_installed_once(installed, modules_dir):
-    for package, source in (("DoseSegLib", REPO / "DoseSegLib"), ("DoseSegLogicLib", REPO / "DoseSeg" / "DoseSegLogicLib")):
+    packages = (("DoseSegLib", REPO / "DoseSegLib"), ("DoseSegLogicLib", REPO / "DoseSeg" / "DoseSegLogicLib"))
+    for package, source in packages:
         expected = _relative_files(source, "*.py")
         assert _relative_files(modules_dir / package, "*.py") == expected, f"{package}: subpackages missing"
         assert _relative_files(modules_dir / package, "*.pyc") == [f"{name}c" for name in expected]
@@ -94,7 +95,8 @@ def test_installed_library_finds_the_installed_models(modules_dir, tmp_path):
     env["PYTHONPATH"] = str(modules_dir)
     code = ("import DoseSegLib.models.common.catalogue as c; "
             "print(c.__file__); print(c.models_dir()); print(len(c.load_catalogue()))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            check=False)
     assert result.returncode == 0, result.stderr
     library, models, count = result.stdout.split("\n")[:3]
     assert Path(library).is_relative_to(modules_dir)

@@ -17,8 +17,8 @@ REPO = mrml_helpers.REPO
 
 
 def _pins(path) -> dict[str, str]:
-    return {m["name"].lower(): m["version"] for m in re.finditer(r"^(?P<name>[\w.-]+)==(?P<version>\S+)", path.read_text(),
-                                                                   re.MULTILINE)}
+    pins = re.finditer(r"^(?P<name>[\w.-]+)==(?P<version>\S+)", path.read_text(), re.MULTILINE)
+    return {m["name"].lower(): m["version"] for m in pins}
 
 
 def test_the_file_agrees_with_the_project():
@@ -28,7 +28,8 @@ def test_the_file_agrees_with_the_project():
     pyproject = (REPO / "pyproject.toml").read_text()
     pins = _pins(REPO / "requirements.txt")
     for name, requirement in module.items():
-        assert re.search(rf'"{re.escape(requirement.name)}>={re.escape(requirement.minimum)}"', pyproject, re.IGNORECASE), name
+        pattern = rf'"{re.escape(requirement.name)}>={re.escape(requirement.minimum)}"'
+        assert re.search(pattern, pyproject, re.IGNORECASE), name
         assert requirements.versionTuple(pins[name]) >= requirements.versionTuple(requirement.minimum), name
     assert "pyradiomics" not in (requirements.REQUIREMENTS_FILE.read_text()).split("#")[0]
 

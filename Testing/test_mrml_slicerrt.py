@@ -212,7 +212,8 @@ def test_sample_phantom_loads_as_a_dicom_rt_study_and_runs_all(scene, phantom, f
     assert _parent(scene, segmentation) == study == _parent(scene, dose)
     assert np.array_equal(nodes.volumeFromNode(ct).array, phantom.ct.array)
     assert np.array_equal(nodes.volumeFromNode(dose).array, phantom.dose.array)
-    assert dose.GetAttribute("DicomRtImport.DoseVolume") == "1" and dose.GetAttribute("DicomRtImport.DoseUnitName") == "GY"
+    assert dose.GetAttribute("DicomRtImport.DoseVolume") == "1"
+    assert dose.GetAttribute("DicomRtImport.DoseUnitName") == "GY"
     assert sorted(nodes.segmentColors(segmentation)) == sorted(phantom.structures)
     outputs = DoseSegPipeline(scene).runAll(ct, segmentation, dose)
     assert _parent(scene, outputs["dose"]) == study

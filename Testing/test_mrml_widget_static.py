@@ -158,11 +158,13 @@ def test_version_check_comes_before_the_library():
                 assert not any(isinstance(n, ast.BinOp) for n in ast.walk(annotation)), ast.unparse(annotation)
     top_imports = [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
     assert "DoseSegLogicLib.compat" in top_imports
-    assert not [m for m in top_imports if m.startswith("DoseSegLib") or m in ("DoseSegLogicLib", "DoseSegLogicLib.pipeline")]
+    assert not [m for m in top_imports
+                if m.startswith("DoseSegLib") or m in ("DoseSegLogicLib", "DoseSegLogicLib.pipeline")]
     guarded = next(n for n in tree.body if isinstance(n, ast.If) and "VERSION_PROBLEM" in ast.unparse(n.test))
     assert {n.module for n in guarded.body if isinstance(n, ast.ImportFrom)} >= {"DoseSegLogicLib.pipeline"}
     assert re.search(r"def setup\(self\).*?if VERSION_PROBLEM:.*?QLabel\(VERSION_PROBLEM\).*?return", SOURCE, re.DOTALL)
-    assert re.search(r"class DoseSegLogic\(.*?if VERSION_PROBLEM:\s+raise RuntimeError\(VERSION_PROBLEM\)", SOURCE, re.DOTALL)
+    assert re.search(r"class DoseSegLogic\(.*?if VERSION_PROBLEM:\s+raise RuntimeError\(VERSION_PROBLEM\)", SOURCE,
+                     re.DOTALL)
 
 
 def test_radiomics_button_is_disabled_with_the_reason_and_pyradiomics_never_built():
@@ -203,7 +205,8 @@ def test_slicerrt_isodose_terminology_and_comparison_are_wired():
 def test_catalogue_metadata_license_and_no_missing_screenshot():
     top = (REPO / "CMakeLists.txt").read_text()
     license_text = (REPO / "LICENSE").read_text()
-    assert license_text.startswith("BSD 3-Clause License") and "Neither the name of the copyright holder" in license_text
+    assert license_text.startswith("BSD 3-Clause License")
+    assert "Neither the name of the copyright holder" in license_text
     assert 'license = { text = "BSD-3-Clause" }' in (REPO / "pyproject.toml").read_text()
     screenshots = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]*)"\)', top).group(1).split()
     prefix = "https://raw.githubusercontent.com/DoseSeg/DoseSeg/main/"

@@ -13,6 +13,7 @@ import nrrd
 import numpy as np
 import pytest
 import torch
+from model_helpers import tiny_dose_config
 
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.alignment import align_case, resample
@@ -23,7 +24,7 @@ from DoseSegLib.io.phantom import write_phantom_patient
 from DoseSegLib.io.tables import read_csv
 from DoseSegLib.models.common.catalogue import sha256_of
 from DoseSegLib.models.common.training_loop import save_weights
-from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.models.dose.net import DoseNet
 from DoseSegLib.run.pipeline import Pipeline, RunOptions
 
 TreeHash = Callable[[Path], dict[str, str]]
@@ -33,8 +34,7 @@ def write_tiny_catalogue(folder: Path, extra_entries: tuple[dict, ...] = ()) -> 
     """A catalogue.json with a randomly initialised small dose network (plus ``extra_entries``)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    # dose_scale_gy: a plausible dose range (at 70, the random net predicts hundreds of Gy: refused as implausible)
-    net = DoseNet(DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dose_scale_gy=7.0))
+    net = DoseNet(tiny_dose_config())
     save_weights(folder / "tiny_dose.pt", net, {"patch": [32, 32, 32]})
     entry = {"name": "tiny-dose", "task": "dose", "file": "tiny_dose.pt", "sha256": sha256_of(folder / "tiny_dose.pt"),
              "version": "test", "default": True}

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_helpers import tiny_dose_config
 
 from DoseSegLib.analysis.constraints import FAIL, NOT_EVALUATED, PASS
 from DoseSegLib.analysis.coverage import coverage_report
@@ -25,11 +26,10 @@ from DoseSegLib.analysis.intervals import (
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.models.common.catalogue import find_model, sha256_of
 from DoseSegLib.models.common.training_loop import save_weights
-from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.models.dose.net import DoseNet
 from DoseSegLib.models.dose.uncertainty import SamplingConfig, load_calibration, sample_doses
 
-# dose_scale_gy: a random tiny network then predicts plausible doses (hundreds of Gy are refused as implausible)
-TINY = DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dropout=0.2, dose_scale_gy=7.0)
+TINY = tiny_dose_config(dropout=0.2)
 SMALL = (32, 40, 32)  # a coarse phantom (5.4 x 5.4 x 3.3 mm voxels): fast on a busy CPU
 
 

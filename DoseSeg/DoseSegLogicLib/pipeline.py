@@ -287,7 +287,8 @@ class DoseSegPipeline:
 
     def computeMetrics(self, doseNode, segmentationNode, prescription: float | None = None,
                        constraintsFile: str | Path | None = None):
-        """DVH metrics (TG-263: Mean[Gy], D95%[Gy], D0.1cc[Gy], ..., HI, CI of targets) and goal checks of every segment.
+        """DVH metrics (TG-263: Mean[Gy], D95%[Gy], D0.1cc[Gy], ..., HI, CI of targets) and goal checks of every
+        segment.
 
         Args:
             prescription: Gy; the highest ``PTV<dose>`` level when None.

@@ -163,7 +163,8 @@ class WhatIfLogic:
             results.addDvhNodes(chart, self.previousDvhs, colors, "previous ", dashed=True)
         results.addDvhNodes(chart, dvhs, colors)
         self.previousDvhs = dvhs
-        results.setTableRows(results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME), result["metrics"])
+        results.setTableRows(results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME),
+                             result["metrics"])
         results.setTableRows(results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME),
                              result["goals"])
         self.updates += 1

@@ -6,9 +6,7 @@ import argparse
 from pathlib import Path
 
 from DoseSegLib.cli.options import (
-    add_any_site,
-    add_device,
-    add_names,
+    add_model_options,
     add_output,
     add_training_run_options,
     add_uncertainty_options,
@@ -111,19 +109,28 @@ def _device(name: str):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the dose commands; the training defaults are those of the config dataclasses."""
+    from DoseSegLib.models.dose.augment import AugmentConfig
+    from DoseSegLib.models.dose.net import DoseNetConfig
+    from DoseSegLib.models.dose.refine_net import RefineNetConfig
+    from DoseSegLib.models.dose.refine_training import RefineConfig
+    from DoseSegLib.models.dose.training import TrainConfig
+
     p = sub.add_parser("train-dose", help="train the dose-prediction network (resumes from OUT/last.pt)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
     p.add_argument("--cache", type=Path, help="preprocessed-array cache (default OUT/cache)")
     p.add_argument("--init", type=Path, help="start from these weights (a best.pt or Resources/Models/<model>.pt; "
                                              "same --channels)")
-    p.add_argument("--patch", type=int, nargs=3, default=(96, 64, 80), help="training patch (multiple of 16)")
-    p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128, 256), help="U-Net widths")
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--structure-weight", type=float, default=0.5, help="extra loss weight inside structures")
-    p.add_argument("--moment-weight", type=float, default=0.0,
+    p.add_argument("--patch", type=int, nargs=3, default=TrainConfig.patch, help="training patch (multiple of 16)")
+    p.add_argument("--channels", type=int, nargs="+", default=DoseNetConfig.channels, help="U-Net widths")
+    p.add_argument("--dropout", type=float, default=DoseNetConfig.dropout)
+    p.add_argument("--structure-weight", type=float, default=TrainConfig.structure_weight,
+                   help="extra loss weight inside structures")
+    p.add_argument("--moment-weight", type=float, default=TrainConfig.moment_weight,
                    help="weight of a DVH-aware loss term (dose moments 1, 2, 10 of each structure, Gy^2); e.g. 0.05")
-    p.add_argument("--elastic-prob", type=probability, default=0.0, help="probability of an elastic warp")
+    p.add_argument("--elastic-prob", type=probability, default=AugmentConfig.elastic_prob,
+                   help="probability of an elastic warp")
     add_training_run_options(p, "TrainConfig")
     p.set_defaults(func=cmd_train_dose)
 
@@ -133,10 +140,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, help="base predictions and inputs cache (default OUT/cache)")
     p.add_argument("--base-model", help="catalogue dose model to refine (default: the default dose model, or its base)")
     p.add_argument("--base-weights", type=Path, help="a train-dose best.pt to refine instead")
-    p.add_argument("--patch", type=int, nargs=3, default=(96, 64, 96), help="training patch (multiple of 16)")
-    p.add_argument("--channels", type=int, nargs="+", default=(24, 48, 96, 192), help="U-Net widths")
-    p.add_argument("--edge-weight", type=float, default=1.0, help="extra loss weight near target boundaries")
-    p.add_argument("--hot-weight", type=float, default=1.0, help="extra loss weight where dose exceeds the Rx")
+    p.add_argument("--patch", type=int, nargs=3, default=RefineConfig.patch, help="training patch (multiple of 16)")
+    p.add_argument("--channels", type=int, nargs="+", default=RefineNetConfig.channels, help="U-Net widths")
+    p.add_argument("--edge-weight", type=float, default=RefineConfig.edge_weight,
+                   help="extra loss weight near target boundaries")
+    p.add_argument("--hot-weight", type=float, default=RefineConfig.hot_weight,
+                   help="extra loss weight where dose exceeds the Rx")
     p.add_argument("--moment-weight", type=float, default=0.05, help="weight of the DVH-aware moment term (Gy^2)")
     add_training_run_options(p, "RefineConfig", workers=True)
     p.set_defaults(func=cmd_train_dose_refiner)
@@ -144,12 +153,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict-dose", help="predict the 3D dose of one or more patients")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
     add_output(p, help="writes OUTPUT/<patient>/dose.nrrd")
-    add_names(p)
-    add_device(p)
-    p.add_argument("--model", help="catalogue model name (default: the bundled default dose model)")
-    p.add_argument("--weights", type=Path, help="a train-dose best.pt instead of a catalogue model")
+    add_model_options(p, "the bundled default dose model", "train-dose")
     p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")
     add_shard_option(p)
-    add_any_site(p)
     add_uncertainty_options(p)
     p.set_defaults(func=cmd_predict_dose)

@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 
 from DoseSegLib.cli.options import (
-    add_any_site,
-    add_device,
-    add_names,
+    add_model_options,
     add_output,
     add_training_run_options,
     hu_windows,
@@ -77,7 +75,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the feature commands to the ``doseseg`` parser."""
-    from DoseSegLib.models.features.data import DEFAULT_WINDOWS
+    from DoseSegLib.models.features.data import DEFAULT_WINDOWS, FeatureInputs
+    from DoseSegLib.models.features.net import FeatureNetConfig
 
     p = sub.add_parser("train-features", help="train the 3D autoencoder of CT windows, targets and dose (resumes)")
     p.add_argument("--data", type=Path, required=True, help="folder with train/ and validation/ patient folders")
@@ -87,9 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CT windows in HU, one channel each (default full range, soft tissue, bone, lung, brain)")
     p.add_argument("--dose", default="auto", choices=("auto", "on", "off"),
                    help="dose channel (auto: on when every training patient has a dose.nrrd)")
-    p.add_argument("--grid", type=_sizes, default=(64,), help="fixed grid over the body box: N or X,Y,Z")
-    p.add_argument("--channels", type=_sizes, default=(16, 32, 64, 64), help="encoder widths, one per stage")
-    p.add_argument("--latent", type=int, default=16, help="number of features")
+    p.add_argument("--grid", type=_sizes, default=FeatureInputs.grid, help="fixed grid over the body box: N or X,Y,Z")
+    p.add_argument("--channels", type=_sizes, default=FeatureNetConfig.channels, help="encoder widths, one per stage")
+    p.add_argument("--latent", type=int, default=FeatureNetConfig.latent, help="number of features")
     p.add_argument("--no-flip", action="store_true", help="no left-right mirroring of training images")
     add_training_run_options(p, "FeatureTrainConfig", workers=True)
     p.set_defaults(func=cmd_train_features)
@@ -97,13 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("features", help="one row of autoencoder features per patient (optionally with radiomics)")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV, dose)")
     add_output(p, help="writes OUTPUT/features.csv (and radiomics_features.csv with --radiomics)")
-    add_names(p)
+    add_model_options(p, "the default features model", "train-features")
     p.add_argument("--radiomics", action="store_true",
                    help="also join each patient's features to its per-structure radiomics rows")
     p.add_argument("--radiomics-classes", type=name_list, default=("firstorder",),
                    help="pyradiomics feature classes for --radiomics (default firstorder)")
-    p.add_argument("--model", help="catalogue model name (default: the default features model)")
-    p.add_argument("--weights", type=Path, help="a train-features best.pt instead of a catalogue model")
-    add_any_site(p)
-    add_device(p)
     p.set_defaults(func=cmd_features)

@@ -54,6 +54,28 @@ def add_any_site(parser: argparse.ArgumentParser) -> None:
                         help="run the models on a patient without head-and-neck organs (recorded in the outputs)")
 
 
+def add_model_options(parser: argparse.ArgumentParser, model: str, weights: str, *, names: bool = True,
+                      any_site: bool = True) -> None:
+    """The options of a command that runs a trained model on patients, each defined once.
+
+    ``--names``/``--prescription`` (how to read the patients), ``--device``, ``--model``, ``--weights``
+    and ``--any-site``.
+
+    Args:
+        model: the default model, named in ``--model``'s help (e.g. "the default segmentation model").
+        weights: the command whose best.pt ``--weights`` takes (e.g. "train-seg").
+        names: False leaves out ``--names``/``--prescription`` (a command that reads no structures).
+        any_site: False leaves out ``--any-site`` (a command without the head-and-neck site check).
+    """
+    if names:
+        add_names(parser)
+    add_device(parser)
+    parser.add_argument("--model", help=f"catalogue model name (default: {model})")
+    parser.add_argument("--weights", type=Path, help=f"a {weights} best.pt instead of a catalogue model")
+    if any_site:
+        add_any_site(parser)
+
+
 def name_mapper(args: argparse.Namespace):
     """The structure-name mapper of ``--names`` and ``--prescription`` (the default aliases without them)."""
     from DoseSegLib.core.names import NameMapper

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from DoseSegLib.cli.options import (
     add_device,
+    add_model_options,
     add_names,
     add_output,
     add_training_run_options,
@@ -95,31 +96,36 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the segmentation commands; the training defaults are those of the config dataclasses."""
+    from DoseSegLib.models.seg.data import InputSpec
+    from DoseSegLib.models.seg.net import SegNetConfig
+    from DoseSegLib.models.seg.training import SegTrainConfig
+
     p = sub.add_parser("train-seg", help="train the OAR segmentation network (resumes from OUT/last.pt)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
-    p.add_argument("--loss", choices=("bce_dice", "doselo"), default="bce_dice")
+    p.add_argument("--loss", choices=("bce_dice", "doselo"), default=SegTrainConfig.loss)
     p.add_argument("--dose-model", help="DOSELO: catalogue name of the frozen dose network (default model)")
     p.add_argument("--dose-weights", type=Path, help="DOSELO: a train-dose best.pt instead of the catalogue")
-    p.add_argument("--lambda", dest="dose_weight", type=float, default=1.0,
+    p.add_argument("--lambda", dest="dose_weight", type=float, default=SegTrainConfig.dose_weight,
                    help="DOSELO: weight of the dose MSE (Gy^2)")
     p.add_argument("--init", type=Path, help="start from a train-seg best.pt (e.g. DOSELO fine-tuning)")
-    p.add_argument("--inputs", type=name_list, default=("ct.nrrd",),
+    p.add_argument("--inputs", type=name_list, default=InputSpec.images,
                    help="input images in each patient folder, resampled onto the first (default ct.nrrd)")
     p.add_argument("--labels", type=name_list, default=OARS, help="structures to segment (default the 7 OARs)")
-    p.add_argument("--ct-windows", type=hu_windows, default=((-1024.0, 1024.0),),
+    p.add_argument("--ct-windows", type=hu_windows, default=InputSpec.ct_windows,
                    help="CT windows as channels, e.g. --ct-windows=-1024:1024,-160:240")
     p.add_argument("--cache", type=Path, help="prepared-array cache (default OUT/cache)")
-    p.add_argument("--patch", type=int, nargs=3, default=(96, 80, 64), help="training patch (multiple of 16)")
-    p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128, 256), help="U-Net widths")
+    p.add_argument("--patch", type=int, nargs=3, default=SegTrainConfig.patch, help="training patch (multiple of 16)")
+    p.add_argument("--channels", type=int, nargs="+", default=SegNetConfig.channels, help="U-Net widths")
     p.add_argument("--no-se", action="store_true", help="without squeeze-and-excitation layers")
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--foreground", type=probability, default=0.5,
+    p.add_argument("--dropout", type=float, default=SegNetConfig.dropout)
+    p.add_argument("--foreground", type=probability, default=SegTrainConfig.foreground,
                    help="share of training patches centred on a voxel of a structure")
     p.add_argument("--reset-labels", type=name_list, default=(),
                    help="labels whose output bias is reset to their prior log-odds before training (e.g. a label "
                         "an --init model never predicts)")
-    p.add_argument("--truncate", type=probability, default=0.1,
+    p.add_argument("--truncate", type=probability, default=SegTrainConfig.truncate,
                    help="share of training patches cut at a random axial plane and padded above it, as a scan "
                         "whose field of view stops short of the skull top")
     p.add_argument("--no-balance", action="store_true",
@@ -130,9 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="auto-segment the organs at risk of one or more patients")
     p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd and the model's other inputs)")
     add_output(p, help="writes OUTPUT/<patient>/segmentation.seg.nrrd and structures/<Name>.nrrd")
-    add_device(p)
-    p.add_argument("--model", help="catalogue model name (default: the default segmentation model)")
-    p.add_argument("--weights", type=Path, help="a train-seg best.pt instead of a catalogue model")
+    add_model_options(p, "the default segmentation model", "train-seg", names=False, any_site=False)
     p.add_argument("--tta", action="store_true",
                    help="average with a left-right mirrored prediction (twice the time)")
     add_shard_option(p)

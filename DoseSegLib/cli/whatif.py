@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from DoseSegLib.cli.options import add_device, add_names, add_output, name_mapper
+from DoseSegLib.cli.options import add_model_options, add_output, name_mapper
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
@@ -41,9 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", default="mean", help="mean (Mean[Gy]), a near-maximum Dx%% (e.g. D2%%) or Dx cc "
                                                     "(e.g. D0.03cc); default mean")
     p.add_argument("--wrt", help="the structure whose mask is varied (default: --structure itself)")
-    add_device(p)
-    p.add_argument("--model", help="catalogue model name (default: the bundled default dose model)")
-    p.add_argument("--weights", type=Path, help="a train-dose best.pt instead of a catalogue model")
+    add_model_options(p, "the bundled default dose model", "train-dose", any_site=False)
     add_output(p)
-    add_names(p)
     p.set_defaults(func=cmd_sensitivity)

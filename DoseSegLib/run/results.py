@@ -229,5 +229,6 @@ def output_files(result: PatientResult) -> list[OutputFile]:
     """The entries of :data:`OUTPUT_FILES` that ``result`` has, in writing order."""
     dicom = bool(result.case.dicom_series)
     present = {"": True, "comparison": result.comparison is not None, "radiomics": bool(result.radiomics),
-               "uncertainty": result.uncertainty is not None, "dicom": dicom, "dicom_auto": dicom and bool(result.auto_segmented)}
+               "uncertainty": result.uncertainty is not None, "dicom": dicom,
+               "dicom_auto": dicom and bool(result.auto_segmented)}
     return [entry for entry in OUTPUT_FILES if present[entry.needs]]

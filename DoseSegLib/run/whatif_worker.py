@@ -69,7 +69,8 @@ class Worker:
         names = NameMapper.from_json(request["names"]) if request.get("names") else None
         self.session = WhatIfSession(request["patient"], request.get("device", "auto"), names=names)
         case = self.session.case
-        return {"structures": sorted(case.structures), "shape": list(case.ct.shape), "device": str(self.session.model.device)}
+        return {"structures": sorted(case.structures), "shape": list(case.ct.shape),
+                "device": str(self.session.model.device)}
 
     def _session(self):
         if self.session is None:

@@ -23,7 +23,8 @@ def _base_model(name: str | None, weights: str | None):
     return load_dose_model(name, "cpu", Path(weights) if weights else None)
 
 
-def prepare_patient(folder: Path, base_name: str | None = None, base_weights: str | None = None) -> dict[str, np.ndarray]:
+def prepare_patient(folder: Path, base_name: str | None = None,
+                    base_weights: str | None = None) -> dict[str, np.ndarray]:
     """The dose cache arrays of ``folder`` plus "first": the base model's dose (Gy, float16) on the same box."""
     from DoseSegLib.models.dose.inference import predict_box
 

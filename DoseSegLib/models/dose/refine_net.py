@@ -3,8 +3,9 @@
 Its input is the base prediction (Gy / 70) followed by the dose network's own input channels
 (CT, targets, target proximity, OARs, possible-dose mask last). It works at a coarser grid
 (the input average-pooled by ``pool``, the correction upsampled back trilinearly), which keeps
-it within a fraction of a second per patient on the CPU. Its output is a correction in Gy (a few Gy at initialisation, through a learnt gain that starts at 0.1), added to the base
-prediction; with a zero gain the refiner returns the base dose unchanged.
+it within a fraction of a second per patient on the CPU. Its output is a correction in Gy (a few
+Gy at initialisation, through a learnt gain that starts at 0.1), added to the base prediction;
+with a zero gain the refiner returns the base dose unchanged.
 """
 
 from __future__ import annotations
