@@ -39,15 +39,17 @@ def dose_at_volume_cc(doses: np.ndarray, volume_cc: float, voxel_cc: float, pres
     return float(percentile_sorted(doses, 100 - n / doses.size * 100))
 
 
-SLAB = 16  # first-axis planes per step of dose_error
+SLAB = 16  # planes per step of dose_error
 
 
 def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray) -> float:
     """Sum of |pred - ref| over the whole grid divided by the possible-dose-mask voxel count (Gy)."""
     total = 0.0
-    for start in range(0, pred.shape[0], SLAB):  # in slabs: no whole-grid float64 copies
-        part = slice(start, start + SLAB)
-        total += float(np.abs(pred[part].astype(np.float64) - ref[part]).sum())
+    axis = 2 if pred.flags.f_contiguous else 0  # slabs across the slowest axis in memory
+    for start in range(0, pred.shape[axis], SLAB):  # in slabs: no whole-grid float64 copies
+        part = (slice(None),) * axis + (slice(start, start + SLAB),)
+        difference = np.subtract(pred[part], ref[part], dtype=np.float64)
+        total += float(np.abs(difference, out=difference).sum())
     return total / np.count_nonzero(possible_dose_mask)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -63,9 +64,14 @@ def write_results(result: PatientResult, folder: Path, steps: Steps | None = Non
     files = [entry.name for entry in output_files(result)]
     with steps("report"):
         writers["report.html"](folder / "report.html")
-    with steps("write"):
-        for name in files:
-            if name not in ("report.html", "summary.json"):
+    with steps("write"), ThreadPoolExecutor(2) as volumes:
+        # NRRD volumes are compressed in two threads (zlib lets go of the GIL) while the tables are written
+        rest = [name for name in files if name not in ("report.html", "summary.json")]
+        pending = [volumes.submit(writers[name], folder / name) for name in rest if name.endswith(".nrrd")]
+        for name in rest:
+            if not name.endswith(".nrrd"):
                 writers[name](folder / name)
+        for future in pending:
+            future.result()
     result.timings.update(report=steps.timings["report"], write=steps.timings["write"])
     writers["summary.json"](folder / "summary.json")
