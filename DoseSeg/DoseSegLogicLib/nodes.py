@@ -242,7 +242,7 @@ def showDose(doseNode, ctNode=None, prescription: float | None = None, opacity: 
     display.SetThreshold(LOWER_THRESHOLD_FRACTION * (prescription or top), top + 1.0)
     display.ApplyThresholdOn()
     display.InterpolateOn()
-    for composite in _sliceCompositeNodes(scene):
+    for composite in sliceCompositeNodes(scene):
         if ctNode is not None:
             composite.SetBackgroundVolumeID(ctNode.GetID())
         composite.SetForegroundVolumeID(doseNode.GetID())
@@ -251,7 +251,7 @@ def showDose(doseNode, ctNode=None, prescription: float | None = None, opacity: 
 
 def setDoseOpacity(scene, opacity: float, doseNode=None) -> None:
     """Foreground opacity of the slice views showing ``doseNode`` (any RT dose when None); other views keep theirs."""
-    for composite in _sliceCompositeNodes(scene):
+    for composite in sliceCompositeNodes(scene):
         foreground = scene.GetNodeByID(composite.GetForegroundVolumeID() or "")
         if foreground is None:
             continue
@@ -259,7 +259,8 @@ def setDoseOpacity(scene, opacity: float, doseNode=None) -> None:
             composite.SetForegroundOpacity(opacity)
 
 
-def _sliceCompositeNodes(scene) -> list:
+def sliceCompositeNodes(scene) -> list:
+    """The scene's slice composite nodes (one per slice view)."""
     found = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
     found.UnRegister(scene)  # the wrapper already holds the returned collection
     return [found.GetItemAsObject(index) for index in range(found.GetNumberOfItems())]
