@@ -103,7 +103,7 @@ class WhatIfLogic:
         self.waiting: int | None = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
         self.due: float | None = None
         self.doseNode = None
-        self.chartNode = None
+        self.chartNode = self.metricsTable = self.constraintsTable = None  # made by the first prediction
         self.previousDvhs: dict | None = None
         self.lastError: str | None = None
         self.latency: float | None = None  # seconds from sending the edits to the updated scene
@@ -207,9 +207,10 @@ class WhatIfLogic:
             results.addDvhNodes(chart, self.previousDvhs, colors, "previous ", dashed=True)
         results.addDvhNodes(chart, dvhs, colors)
         self.previousDvhs = dvhs
-        results.setTableRows(results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME), result["metrics"])
-        results.setTableRows(results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME),
-                             result["goals"])
+        self.metricsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME)
+        results.setTableRows(self.metricsTable, result["metrics"])
+        self.constraintsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME)
+        results.setTableRows(self.constraintsTable, result["goals"])
         self.latency, self.predictSeconds = time.monotonic() - self.sentAt, float(result["seconds"])
         self.updates += 1
 
