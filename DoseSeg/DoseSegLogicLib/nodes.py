@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import colorsys
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import slicer
@@ -197,17 +197,23 @@ def addSegments(
     ]
 
 
-def doseColorTable(scene):
-    """SlicerRT's dose colour table when present, else a blue-to-red table of the same name."""
-    existing = scene.GetFirstNodeByName(DOSE_COLOR_TABLE_NAME)
+def colorTable(scene, name: str, colorAt: Callable[[float], Sequence[float]], count: int = 256):
+    """The colour table node ``name`` of the scene, else a new one of ``count`` colours: ``colorAt(fraction)``
+    (RGB, or RGBA) at each fraction 0..1 of the table."""
+    existing = scene.GetFirstNodeByName(name)
     if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
         return existing
-    colorNode = scene.AddNewNodeByClass("vtkMRMLColorTableNode", DOSE_COLOR_TABLE_NAME)
+    colorNode = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
     colorNode.SetTypeToUser()
-    colorNode.SetNumberOfColors(256)
-    for index in range(256):
-        colorNode.SetColor(index, *doseColor(index / 255.0), 1.0)
+    colorNode.SetNumberOfColors(count)
+    for index in range(count):
+        colorNode.SetColor(index, *(*colorAt(index / (count - 1)), 1.0)[:4])
     return colorNode
+
+
+def doseColorTable(scene):
+    """SlicerRT's dose colour table when present, else a blue-to-red table of the same name."""
+    return colorTable(scene, DOSE_COLOR_TABLE_NAME, doseColor)
 
 
 def doseColor(fraction: float) -> tuple[float, float, float]:

@@ -55,15 +55,7 @@ def divergingColor(fraction: float) -> tuple[float, float, float, float]:
 
 def divergingColorTable(scene):
     """DoseSeg's blue-white-red colour table for signed maps (made once per scene)."""
-    existing = scene.GetFirstNodeByName(COLOR_TABLE_NAME)
-    if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
-        return existing
-    colorNode = scene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_TABLE_NAME)
-    colorNode.SetTypeToUser()
-    colorNode.SetNumberOfColors(COLORS)
-    for index in range(COLORS):
-        colorNode.SetColor(index, *divergingColor(index / (COLORS - 1)))
-    return colorNode
+    return nodes.colorTable(scene, COLOR_TABLE_NAME, divergingColor, COLORS)
 
 
 def nodeName(structure: str, metric: str, wrt: str | None = None) -> str:
