@@ -134,6 +134,12 @@ def test_edits_are_debounced_and_the_sensitivity_map_arrives(legend_scene, loade
         time.sleep(0.35)
         logic.waitForUpdate()
         assert sent == [("set_mask", "PTV70"), ("predict", None)], "one request set for the three strokes"
+        segment = segmentation.GetSegmentation().GetSegment(
+            segmentation.GetSegmentation().GetSegmentIdBySegmentName("Larynx"))
+        segment.SetColor(0.1, 0.9, 0.1)  # a segment modified, no mask changed: nothing to predict
+        assert logic.due is not None
+        time.sleep(0.35)
+        assert not logic.poll() and not logic.busy and len(sent) == 2
 
         logic.requestSensitivity("LeftParotid", "mean", "PTV70")
         with pytest.raises(DoseSegError, match="already"):

@@ -161,7 +161,9 @@ class WhatIfLogic:
         self.sensitivityRequest = {**fields, "id": self.worker.send("sensitivity", **fields)}
 
     def _sendEdits(self) -> None:
+        """The masks that changed, then a prediction (none when no mask changed, e.g. a colour edit)."""
         self.sentAt = time.monotonic()
+        changed = False
         for name, mask in nodes.segmentMasks(self.segmentationNode, self.ct).items():
             digest = self._digest(mask.array)
             if self.sent.get(name) != digest:
@@ -169,7 +171,9 @@ class WhatIfLogic:
                 np.save(path, mask.array, allow_pickle=False)
                 self.worker.send("set_mask", name=name, mask_file=str(path))
                 self.sent[name] = digest
-        self.waiting = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
+                changed = True
+        if changed:
+            self.waiting = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
 
     def _apply(self, reply: dict) -> bool:
         if not reply["ok"]:

@@ -103,6 +103,8 @@ class WhatIfPanel(VTKObservationMixin):
     def onPoll(self) -> None:
         """Timer: send debounced edits, show what the worker answered, and say where the loop stands."""
         whatIf = self.whatIf
+        if whatIf is None:
+            return
         try:
             updated = whatIf.poll()
         except Exception as error:
