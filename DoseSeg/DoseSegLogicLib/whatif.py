@@ -64,13 +64,14 @@ class WhatIfWorker:
         except queue.Empty:
             return None
 
-    def close(self) -> None:
-        """Ask the worker to stop; kill it if it does not within 5 s."""
+    def close(self, timeout: float = 1.0) -> None:
+        """Ask the worker to stop; kill it if it does not within ``timeout`` seconds (it holds nothing that
+        needs saving: a Stop during a prediction must not freeze the GUI)."""
         with contextlib.suppress(OSError, ValueError):
             self.send("shutdown")
             self.process.stdin.close()
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -92,9 +93,13 @@ class WhatIfLogic:
         self.debounceSeconds = debounceSeconds
         self.ct = nodes.volumeFromNode(ctNode)
         self.folder = Path(tempfile.mkdtemp(prefix="doseseg-whatif-"))
-        masks = nodes.segmentMasks(segmentationNode, self.ct)
-        (self.folder / "patient").mkdir()
-        write_patient(self.folder / "patient", Case("patient", self.ct, {fileName(n): m for n, m in masks.items()}))
+        try:
+            masks = nodes.segmentMasks(segmentationNode, self.ct)
+            (self.folder / "patient").mkdir()
+            write_patient(self.folder / "patient", Case("patient", self.ct, {fileName(n): m for n, m in masks.items()}))
+        except Exception:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         self.sent = {name: self._digest(mask.array) for name, mask in masks.items()}
         self.worker = WhatIfWorker(python)
         self.opening = self.worker.send("open", patient=str(self.folder / "patient"), device=device)

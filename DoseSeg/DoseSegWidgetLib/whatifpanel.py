@@ -64,13 +64,15 @@ class WhatIfPanel(VTKObservationMixin):
     def start(self) -> None:
         """Start the worker on the panel's CT and segmentation (the toggle goes back up when it cannot)."""
         p = self.moduleLogic.getParameterNode()
-        if self.whatIf is None and p.ctVolume and p.segmentation and self.ensurePackages(True):
-            with slicer.util.tryWithErrorDisplay(_("What-if could not start."), waitCursor=True):
-                self.whatIf = WhatIfLogic(p.ctVolume, p.segmentation, p.whatIfDebounce, p.device)
-                self.chartShown, self.error = False, ""
-                self.timer.start()
-        self._setChecked(self.whatIf is not None)
-        self.updateGui(p)
+        try:
+            if self.whatIf is None and p.ctVolume and p.segmentation and self.ensurePackages(True):
+                with slicer.util.tryWithErrorDisplay(_("What-if could not start."), waitCursor=True):
+                    self.whatIf = WhatIfLogic(p.ctVolume, p.segmentation, p.whatIfDebounce, p.device)
+                    self.chartShown, self.error = False, ""
+                    self.timer.start()
+        finally:  # the dialog has shown the error (and re-raises it): the toggle goes back up
+            self._setChecked(self.whatIf is not None)
+            self.updateGui(p)
 
     def stop(self) -> None:
         """Stop the worker (it exits, its temporary folder is deleted); the scene's nodes stay."""
