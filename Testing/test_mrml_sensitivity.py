@@ -12,6 +12,7 @@ import pytest
 import slicer
 from mrml_helpers import ijk_to_ras
 from scipy import ndimage
+from vtk.util import numpy_support
 
 pytest_plugins = ["mrml_fixtures"]
 
@@ -62,8 +63,8 @@ def test_colour_table_diverges_from_a_transparent_zero():
     assert blue == (0.0, 0.0, 1.0, 1.0) and red == (1.0, 0.0, 0.0, 1.0)
     assert middle[3] == 0.0, "values near zero do not hide the CT"
     edge = sensitivity.TRANSPARENT_FRACTION / 2  # |value| = TRANSPARENT_FRACTION of the half-width
-    assert sensitivity.divergingColor(0.5 + edge)[3] == pytest.approx(0.0, abs=1e-9)
-    assert sensitivity.divergingColor(0.5 - 2 * edge)[3] == pytest.approx(1.0) == sensitivity.divergingColor(0.75)[3]
+    assert sensitivity.divergingColor(0.5 + 0.99 * edge)[3] == sensitivity.divergingColor(0.5 - 0.99 * edge)[3] == 0
+    assert sensitivity.divergingColor(0.5 + 1.01 * edge)[3] == sensitivity.divergingColor(0.5 - 1.01 * edge)[3] == 1
     for f in (0.1, 0.3):  # symmetric: mirrored fractions, mirrored colours
         low, high = sensitivity.divergingColor(f), sensitivity.divergingColor(1 - f)
         assert low[3] == pytest.approx(high[3]) and low[:3] == pytest.approx(high[2::-1])
@@ -99,6 +100,25 @@ def test_map_becomes_a_gy_per_cc_overlay_with_colours_window_and_legend(legend_s
     np.testing.assert_allclose(nodes.volumeFromNode(node).array, -per_voxel.array / voxel_cc, rtol=1e-6)
     assert legend_scene.GetNumberOfNodesByClass("vtkMRMLColorLegendDisplayNode") == 1
     assert legend_scene.GetNodesByName(sensitivity.COLOR_TABLE_NAME).GetNumberOfItems() == 1
+
+
+def test_display_pipeline_draws_signs_in_colour_and_zero_transparent(scene):
+    """The display node's own RGBA output (what a slice view blends over the CT): Slicer keeps a colour only where
+    the table's alpha is not zero, so values near zero must fall on the table's transparent centre."""
+    values = np.zeros((8, 4, 2), np.float32)
+    values[:, :, 0] = np.linspace(-1.0, 1.0, 8)[:, None] * 0.01  # Gy per voxel
+    node = sensitivity.showSensitivity(scene, Volume(values, (2.0, 2.0, 2.5), (0.0, 0.0, 0.0), np.eye(3)), "A", "mean")
+    producer = node.GetDisplayNode().GetOutputImageDataConnection().GetProducer()
+    producer.Update()
+    image = producer.GetOutputDataObject(0)
+    assert image.GetNumberOfScalarComponents() == 4
+    rgba = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(2, 4, 8, 4)[:, 0]  # [k, i, rgba]
+    assert (rgba[1, :, 3] == 0).all(), "zero sensitivity leaves the CT visible"
+    assert (rgba[0, :, 3] == 255).all()
+    negative, positive = rgba[0, :4, :3].astype(int), rgba[0, 4:, :3].astype(int)
+    assert (negative[:, 2] > negative[:, 0]).all() and (positive[:, 0] > positive[:, 2]).all(), "blue < 0 < red"
+    np.testing.assert_allclose(negative[::-1], positive[:, ::-1], atol=3)  # mirrored colours for mirrored values
+    assert tuple(rgba[0, 0, :3]) == (0, 0, 255) and tuple(rgba[0, -1, :3]) == (255, 0, 0)
 
 
 def test_without_legend_nodes_the_overlay_still_shows(scene, loaded, phantom, caplog):

@@ -45,12 +45,12 @@ def symmetricWindow(values: np.ndarray) -> float:
 
 def divergingColor(fraction: float) -> tuple[float, float, float, float]:
     """RGBA at ``fraction`` of the window (0: -half-width, 0.5: zero, 1: +half-width): blue, white, red;
-    transparent within TRANSPARENT_FRACTION of zero, opaque from twice that."""
+    transparent within TRANSPARENT_FRACTION of the half-width around zero (Slicer's volume display keeps a
+    colour wherever the table's alpha is not zero, so a step rather than a ramp)."""
     t = 2.0 * min(max(fraction, 0.0), 1.0) - 1.0
     fade = 1.0 - abs(t)
     rgb = (fade, fade, 1.0) if t < 0 else (1.0, fade, fade)
-    alpha = min(max((abs(t) - TRANSPARENT_FRACTION) / TRANSPARENT_FRACTION, 0.0), 1.0)
-    return (*rgb, alpha)
+    return (*rgb, 0.0 if abs(t) <= TRANSPARENT_FRACTION else 1.0)
 
 
 def divergingColorTable(scene):
