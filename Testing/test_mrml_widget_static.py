@@ -296,9 +296,10 @@ def test_what_if_panel_is_wired_polls_and_stops_everywhere():
     assert "self.timer.timeout.connect(self.onPoll)" in init
     assert "self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)" in init
     assert "self.stop()" in _panel_method("onSceneStartClose")
-    assert "self.stop()" in _panel_method("cleanup") and "self.removeObservers()" in _panel_method("cleanup")
-    stop = _panel_method("stop")
-    assert "self.timer.stop()" in stop and "whatIf.close()" in stop
+    assert "self._closeWorker()" in _panel_method("cleanup") and "self.removeObservers()" in _panel_method("cleanup")
+    assert "self._closeWorker()" in _panel_method("stop")
+    close = _panel_method("_closeWorker")
+    assert "self.timer.stop()" in close and "whatIf.close()" in close
     start = _panel_method("start")
     assert "WhatIfLogic(p.ctVolume, p.segmentation, p.whatIfDebounce, p.device)" in start
     assert "self.ensurePackages(True)" in start and "self.timer.start()" in start

@@ -48,8 +48,9 @@ class WhatIfPanel(VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
 
     def cleanup(self) -> None:
-        """Module cleanup (Slicer closes or the module is reloaded): stop the worker, drop the observers."""
-        self.stop()
+        """Module cleanup (Slicer closes or the module is reloaded): end the worker, drop the observers
+        (the widgets and the scene are going away: nothing else is touched)."""
+        self._closeWorker()
         self.removeObservers()
 
     def onSceneStartClose(self, caller=None, event=None) -> None:
@@ -76,13 +77,18 @@ class WhatIfPanel(VTKObservationMixin):
 
     def stop(self) -> None:
         """Stop the worker (it exits, its temporary folder is deleted); the scene's nodes stay."""
+        if self._closeWorker():
+            self.ui.whatIfStatusLabel.text = _("What-if stopped.")
+        self._setChecked(False)
+        self.updateGui()
+
+    def _closeWorker(self) -> bool:
+        """Stop polling and end the worker; whether there was one."""
         self.timer.stop()
         whatIf, self.whatIf = self.whatIf, None
         if whatIf is not None:
             whatIf.close()
-            self.ui.whatIfStatusLabel.text = _("What-if stopped.")
-        self._setChecked(False)
-        self.updateGui()
+        return whatIf is not None
 
     def _setChecked(self, checked: bool) -> None:
         self.ui.whatIfStartButton.blockSignals(True)
