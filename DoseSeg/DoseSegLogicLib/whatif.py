@@ -108,7 +108,7 @@ class WhatIfLogic:
         self.waiting: int | None = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
         self.due: float | None = None
         self.doseNode = None
-        self.chartNode = self.metricsTable = self.constraintsTable = None  # made by the first prediction
+        self.chartNode = None  # made by the first prediction
         self.previousDvhs: dict | None = None
         self.lastError: str | None = None
         self.latency: float | None = None  # seconds from sending the edits to the updated scene
@@ -128,6 +128,16 @@ class WhatIfLogic:
     def onSegmentationModified(self, caller=None, event=None) -> None:
         """A segment changed: predict again once the edits pause for ``debounceSeconds``."""
         self.due = time.monotonic() + self.debounceSeconds
+
+    @property
+    def metricsTable(self):
+        """The DVH metrics table node (None before the first prediction)."""
+        return self.scene.GetFirstNode(METRICS_TABLE_NAME, "vtkMRMLTableNode")
+
+    @property
+    def constraintsTable(self):
+        """The clinical goals table node (None before the first prediction)."""
+        return self.scene.GetFirstNode(CONSTRAINTS_TABLE_NAME, "vtkMRMLTableNode")
 
     @property
     def busy(self) -> bool:
@@ -216,10 +226,10 @@ class WhatIfLogic:
             results.addDvhNodes(chart, self.previousDvhs, colors, "previous ", dashed=True)
         results.addDvhNodes(chart, dvhs, colors)
         self.previousDvhs = dvhs
-        self.metricsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME)
-        results.setTableRows(self.metricsTable, result["metrics"])
-        self.constraintsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME)
-        results.setTableRows(self.constraintsTable, result["goals"])
+        results.setTableRows(results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME),
+                             result["metrics"])
+        results.setTableRows(results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME),
+                             result["goals"])
         self.latency, self.predictSeconds = time.monotonic() - self.sentAt, float(result["seconds"])
         self.updates += 1
 

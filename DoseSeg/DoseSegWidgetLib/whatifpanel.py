@@ -101,7 +101,9 @@ class WhatIfPanel(VTKObservationMixin):
         when None) is no longer the one of the worker."""
         p = self.moduleLogic.getParameterNode() if p is None else p
         whatIf = self.whatIf
-        if whatIf is not None and not (_same(p.ctVolume, whatIf.ctNode) and _same(p.segmentation, whatIf.segmentationNode)):
+        samePatient = whatIf is not None and _same(p.ctVolume, whatIf.ctNode) and _same(p.segmentation,
+                                                                                         whatIf.segmentationNode)
+        if whatIf is not None and not samePatient:
             self.stop()
             return
         running = whatIf is not None
