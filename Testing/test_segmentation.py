@@ -246,3 +246,34 @@ def test_fine_ct_is_segmented_at_the_model_spacing_with_smooth_edges(tmp_path: P
     sphere = np.linalg.norm(np.indices(shape).transpose(1, 2, 3, 0) * np.asarray(spacing) - centre, axis=-1) <= 20.0
     dice = 2 * np.count_nonzero(sphere & mask.array) / (np.count_nonzero(sphere) + np.count_nonzero(mask.array))
     assert dice > 0.98  # labels thresholded on the 3.9 mm grid first: blocky edges, Dice 0.955
+
+
+def test_fine_ct_keeps_a_thin_organ_cut_at_a_high_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cord one model voxel wide (p 0.99, its neighbours 0.6), cut at 0.95: on a 1 mm CT it stays one model
+    voxel wide and whole, as on the model's grid; the interpolated probabilities cut at 0.95 kept a sliver."""
+    from DoseSegLib.core.case import Case
+    from DoseSegLib.core.volume import Volume
+    from DoseSegLib.models.common.grid import WORKING_SPACING
+    from DoseSegLib.models.seg import inference
+
+    write_catalogue(tmp_path / "models", tiny_checkpoint({"SpinalCord": 0.95}))
+    monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
+    model = load_segmentation_model(device="cpu")
+    shape = (110, 100, 90)
+    i, j, _ = np.indices(shape)
+    body = ((i - 55) / 50.0) ** 2 + ((j - 50) / 45.0) ** 2 < 1
+    ct = Volume(np.where(body, 0, -1000).astype(np.int16), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+
+    def cord(net, image, roi, device, amp=False, mirror_labels=None):
+        x, y = (n // 2 for n in image.shape[1:3])
+        p = np.zeros(image.shape[1:], np.float32)
+        p[x - 1:x + 2, y, 2:-2] = p[x, y - 1:y + 2, 2:-2] = 0.6
+        p[x, y, 2:-2] = 0.99
+        return np.repeat(p[None], len(model.labels), axis=0)
+
+    monkeypatch.setattr(inference, "predict_probabilities", cord)
+    mask = segment_case(model, Case("fine", ct, {}, None, ct.with_array(body)))["SpinalCord"].array
+    slices = np.flatnonzero(mask.any(axis=(0, 1)))
+    areas = mask.sum(axis=(0, 1))[slices[5:-5]]  # mm^2 per 1 mm slice, away from the ends
+    assert slices.size > 0.8 * shape[2] and np.all(np.diff(slices) == 1)
+    assert np.all((areas > 0.6 * WORKING_SPACING[0] ** 2) & (areas < 1.6 * WORKING_SPACING[0] ** 2)), areas

@@ -43,11 +43,18 @@ SLAB = 16  # first-axis planes per step of dose_error
 
 
 def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray) -> float:
-    """Sum of |pred - ref| over the whole grid divided by the possible-dose-mask voxel count (Gy)."""
+    """Mean of |pred - ref| over the possible-dose mask (Gy).
+
+    The challenge sums over the whole grid; its references are zero outside the mask and predictions are
+    masked, so the two agree there. A clinical reference dose is not zero outside the mask (a TPS grid
+    reaching into air, or dose interpolated from a coarser grid past the mask's edge); that dose, which no
+    masked prediction can match, is left out.
+    """
     total = 0.0
     for start in range(0, pred.shape[0], SLAB):  # in slabs: no whole-grid float64 copies
         part = slice(start, start + SLAB)
-        total += float(np.abs(pred[part].astype(np.float64) - ref[part]).sum())
+        inside = possible_dose_mask[part].astype(bool, copy=False)
+        total += float(np.abs(pred[part][inside].astype(np.float64) - ref[part][inside]).sum())
     return total / np.count_nonzero(possible_dose_mask)
 
 
