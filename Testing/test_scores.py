@@ -43,16 +43,27 @@ def challenge_metrics(dose: np.ndarray, structures: dict[str, np.ndarray], voxel
     return metrics
 
 
-def test_dose_error_is_the_mean_over_the_mask() -> None:
+def test_dose_error_sums_everywhere_divides_by_mask() -> None:
+    ref = np.zeros((4, 4, 4))
+    pred = ref.copy()
+    pred[0, 0, 0] = 3.0  # outside the mask: still counted in the sum
+    pred[1, 1, 1] = -1.0
+    mask = np.zeros(ref.shape, dtype=bool)
+    mask[1:3, 1:3, 1:3] = True
+    assert dose_error(pred, ref, mask) == pytest.approx(4.0 / 8)
+
+
+def test_dose_error_leaves_out_reference_dose_past_the_mask() -> None:
     """A clinical reference dose reaching past the possible-dose mask (into air, or interpolated from a
-    coarser grid past the mask's edge) is not held against a prediction masked to it."""
+    coarser grid past the mask's edge) is not held against a prediction masked to it (#22)."""
     mask = np.zeros((4, 4, 4), dtype=bool)
     mask[1:3, 1:3, 1:3] = True
+    ref = np.zeros(mask.shape)
+    ref[:3, :3, :3] = 5.0  # 5 Gy in the mask and in part of the air around it
     pred = np.where(mask, 10.0, 0.0)
-    pred[1, 1, 1] = 3.0
-    ref = np.full(mask.shape, 5.0)  # 5 Gy everywhere, inside and outside the mask
-    assert dose_error(pred, ref, mask) == pytest.approx((7 * 5.0 + 2.0) / 8)
-    assert dose_error(pred, np.where(mask, ref, 0.0), mask) == dose_error(pred, ref, mask)
+    assert dose_error(pred, ref, mask) == pytest.approx(5.0)  # |10 - 5| in the mask only
+    pred[3, 3, 3] = 2.0  # predicted where the reference has none: counted, as in the challenge
+    assert dose_error(pred, ref, mask) == pytest.approx(5.0 + 2.0 / 8)
     assert dose_error(ref, ref, mask) == 0.0
 
 
