@@ -31,10 +31,10 @@ if VERSION_PROBLEM is None:
     from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
     from DoseSegLogicLib.terminology import TERMINOLOGY_FILE
     from DoseSegTestLib.selftest import DoseSegTest  # noqa: F401 (Slicer's Reload & Test looks for it here)
+    from DoseSegWidgetLib.whatifpanel import WhatIfPanel
 else:
     logging.getLogger("DoseSeg").error(VERSION_PROBLEM)
     DoseSegPipeline = DoseSegJobError = object  # never used: the panel and the logic stop at VERSION_PROBLEM
-
 
 
 class DoseSeg(ScriptedLoadableModule):
@@ -89,6 +89,8 @@ class DoseSegParameterNode:
     constraintsTable: vtkMRMLTableNode
     radiomicsTable: vtkMRMLTableNode
     comparisonTable: vtkMRMLTableNode
+    whatIfDebounce: Annotated[float, WithinRange(0.1, 5.0)] = 0.4
+    sensitivityMetric: Annotated[str, Choice(["Mean[Gy]", "D2%[Gy]", "D0.03cc[Gy]"])] = "Mean[Gy]"
 
 
 class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -136,12 +138,14 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showChartButton.connect("clicked(bool)", self.onShowChart)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.doseOpacitySlider.connect("valueChanged(double)", self.onDoseOpacity)
+        self.whatIf = WhatIfPanel(self.ui, self.logic, self._ensurePackages)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self._timer.stop()
         if not VERSION_PROBLEM:
             self.onCancel()
+            self.whatIf.cleanup()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -195,6 +199,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.constraintsTableView.setMRMLTableNode(p.constraintsTable)
         self.ui.radiomicsTableView.setMRMLTableNode(p.radiomicsTable)
         self.ui.comparisonTableView.setMRMLTableNode(p.comparisonTable)
+        self.whatIf.updateGui(p)
 
     # -- actions ---------------------------------------------------------------------------------------------------
 

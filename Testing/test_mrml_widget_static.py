@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "DoseSeg"
 UI = MODULE / "Resources" / "UI" / "DoseSeg.ui"
 SOURCE = (MODULE / "DoseSeg.py").read_text()
+PANEL = (MODULE / "DoseSegWidgetLib" / "whatifpanel.py").read_text()  # the What-if section's widget code
 QT_CLASSES = {"QWidget", "QLabel", "QPushButton", "QComboBox", "QDoubleSpinBox", "QProgressBar", "QTabWidget",
               "QCheckBox"}
 
@@ -48,7 +49,7 @@ def test_ui_is_a_qt_designer_form():
 
 
 def test_every_widget_the_module_uses_exists():
-    names = set(re.findall(r"self\.ui\.(\w+)", SOURCE))
+    names = set(re.findall(r"self\.ui\.(\w+)", SOURCE + PANEL))
     assert names, "the widget uses its .ui"
     assert names <= set(_widgets()), f"missing in the .ui: {sorted(names - set(_widgets()))}"
 
@@ -73,7 +74,8 @@ def test_parameter_bindings_match_the_parameter_node():
             assert widget.get("class") == "QCheckBox", parameter
         else:
             assert widget.get("class") in ("QDoubleSpinBox", "ctkSliderWidget"), parameter
-    inputs = {"ctVolume", "segmentation", "referenceDose", "prescription", "device", "mirrorAveraging"}
+    inputs = {"ctVolume", "segmentation", "referenceDose", "prescription", "device", "mirrorAveraging",
+              "whatIfDebounce", "sensitivityMetric"}
     outputs = {"predictedDose", "dvhChart", "metricsTable", "constraintsTable", "radiomicsTable"}
     assert inputs | outputs <= set(bound)
 
@@ -161,7 +163,10 @@ def test_version_check_comes_before_the_library():
     assert not [m for m in top_imports
                 if m.startswith("DoseSegLib") or m in ("DoseSegLogicLib", "DoseSegLogicLib.pipeline")]
     guarded = next(n for n in tree.body if isinstance(n, ast.If) and "VERSION_PROBLEM" in ast.unparse(n.test))
-    assert {n.module for n in guarded.body if isinstance(n, ast.ImportFrom)} >= {"DoseSegLogicLib.pipeline"}
+    assert {n.module for n in guarded.body if isinstance(n, ast.ImportFrom)} >= {"DoseSegLogicLib.pipeline",
+                                                                                 "DoseSegWidgetLib.whatifpanel"}
+    assert not [m for m in top_imports if m.startswith("DoseSegWidgetLib")]
+    ast.parse(PANEL, feature_version=(3, 9))
     assert re.search(r"def setup\(self\).*?if VERSION_PROBLEM:.*?QLabel\(VERSION_PROBLEM\).*?return", SOURCE, re.DOTALL)
     assert re.search(r"class DoseSegLogic\(.*?if VERSION_PROBLEM:\s+raise RuntimeError\(VERSION_PROBLEM\)", SOURCE,
                      re.DOTALL)
@@ -230,7 +235,8 @@ def test_translation_markers_help_link_and_sample_data():
     assert "slicer.app.connect('startupCompleted()', registerSampleData)" in init
     assert re.search(r"registerCustomSampleDataSource\(.*?customDownloader=lambda source: sample\.loadPhantom",
                      SOURCE, re.DOTALL)
-    assert not re.search(r'(statusLabel\.text\s*=|errorDisplay\(|tryWithErrorDisplay\()\s*f?"[A-Za-z]', SOURCE), \
+    assert not re.search(r'([sS]tatusLabel\.text\s*=|errorDisplay\(|tryWithErrorDisplay\()\s*f?"[A-Za-z]',
+                         SOURCE + PANEL), \
         "user-facing messages go through _()"
 
 
@@ -240,3 +246,72 @@ def test_one_dialog_for_every_package_and_an_old_torch_stops():
     assert "requirements.torchTooOld(unmet)" in ensure and "askConfirmation=False" in ensure
     assert "packaging.load_requirements(str(requirements.REQUIREMENTS_FILE))" in SOURCE
     assert "PACKAGES = {" not in SOURCE, "the requirements live in Resources/requirements.txt"
+
+
+# -- What-if section -----------------------------------------------------------------------------------------------
+
+
+def _panel_method(name: str) -> str:
+    """Source of a WhatIfPanel method."""
+    panel = next(n for n in ast.parse(PANEL).body if isinstance(n, ast.ClassDef) and n.name == "WhatIfPanel")
+    return ast.unparse(next(n for n in panel.body if isinstance(n, ast.FunctionDef) and n.name == name))
+
+
+def test_what_if_section_holds_its_widgets():
+    section = _widgets()["whatIfCollapsibleButton"]
+    assert section.get("class") == "ctkCollapsibleButton"
+    assert section.findtext("property[@name='text']/string") == "What-if"
+    inside = {w.get("name"): w.get("class") for w in section.iter("widget")}
+    assert {name: inside.get(name) for name in (
+        "whatIfStartButton", "whatIfDebounceSpinBox", "whatIfStatusLabel", "sensitivityStructureComboBox",
+        "sensitivityMetricComboBox", "sensitivityWrtComboBox", "sensitivityButton")} == {
+        "whatIfStartButton": "QPushButton", "whatIfDebounceSpinBox": "QDoubleSpinBox", "whatIfStatusLabel": "QLabel",
+        "sensitivityStructureComboBox": "QComboBox", "sensitivityMetricComboBox": "QComboBox",
+        "sensitivityWrtComboBox": "QComboBox", "sensitivityButton": "QPushButton"}
+    start = _widgets()["whatIfStartButton"]
+    assert start.findtext("property[@name='checkable']/bool") == "true", "Start/Stop is one toggle"
+    bound = {w.get("name"): w.findtext("property[@name='SlicerParameterName']/string") for w in section.iter("widget")}
+    assert bound["whatIfDebounceSpinBox"] == "whatIfDebounce"
+    assert bound["sensitivityMetricComboBox"] == "sensitivityMetric"
+    assert bound["sensitivityStructureComboBox"] is None and bound["sensitivityWrtComboBox"] is None, \
+        "filled from the session's structures by the panel, not from the parameter node"
+
+
+def test_sensitivity_metric_choices_are_what_the_session_differentiates():
+    pytest.importorskip("torch")
+    from DoseSegLib.models.dose.sensitivity import differentiable_metric
+
+    choice = ast.parse(_parameter_fields()["sensitivityMetric"]).body[0].value
+    choices = ast.literal_eval(next(n for n in ast.walk(choice) if isinstance(n, ast.List)))
+    assert choices[0] == "Mean[Gy]" and len(choices) >= 2
+    assert [differentiable_metric(c)[0] for c in choices] == choices
+    kinds = {differentiable_metric(c)[2] for c in choices}
+    assert kinds == {"mean", "pct", "cc"}, "mean and the near-maximum doses (D2%, D0.03cc)"
+
+
+def test_what_if_panel_is_wired_polls_and_stops_everywhere():
+    setup = _method("setup")
+    assert "self.whatIf = WhatIfPanel(self.ui, self.logic, self._ensurePackages)" in setup
+    assert setup.index("WhatIfPanel(") < setup.index("self.initializeParameterNode()")
+    assert "self.whatIf.cleanup()" in _method("cleanup")
+    assert "self.whatIf.updateGui(p)" in _method("updateGui")
+    init = _panel_method("__init__")
+    assert "self.ui.whatIfStartButton.connect('toggled(bool)', self.onStartToggled)" in init
+    assert "self.ui.sensitivityButton.connect('clicked(bool)', self.onSensitivity)" in init
+    assert "self.timer.timeout.connect(self.onPoll)" in init
+    assert "self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)" in init
+    assert "self.stop()" in _panel_method("onSceneStartClose")
+    assert "self._closeWorker()" in _panel_method("cleanup") and "self.removeObservers()" in _panel_method("cleanup")
+    assert "self._closeWorker()" in _panel_method("stop")
+    close = _panel_method("_closeWorker")
+    assert "self.timer.stop()" in close and "whatIf.close()" in close
+    start = _panel_method("start")
+    assert "WhatIfLogic(p.ctVolume, p.segmentation, p.whatIfDebounce, p.device)" in start
+    assert "self.ensurePackages(True)" in start and "self.timer.start()" in start
+    assert "self.whatIf is None" in start, "one worker at a time"
+    assert "self.stop()" in _panel_method("updateGui"), "a new CT or segmentation stops the old worker"
+    poll = _panel_method("onPoll")
+    assert "whatIf.poll()" in poll and "self.stop()" in poll, "a dead worker stops the loop with a message"
+    assert "requestSensitivity(structure, metric, wrt)" in _panel_method("onSensitivity")
+    for blocking in ("waitForUpdate", "waitForSensitivity", "time.sleep", "processEvents", ".wait("):
+        assert blocking not in PANEL, f"the panel never blocks the GUI ({blocking})"

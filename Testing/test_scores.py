@@ -53,6 +53,20 @@ def test_dose_error_sums_everywhere_divides_by_mask() -> None:
     assert dose_error(pred, ref, mask) == pytest.approx(4.0 / 8)
 
 
+def test_dose_error_leaves_out_reference_dose_past_the_mask() -> None:
+    """A clinical reference dose reaching past the possible-dose mask (into air, or interpolated from a
+    coarser grid past the mask's edge) is not held against a prediction masked to it (#22)."""
+    mask = np.zeros((4, 4, 4), dtype=bool)
+    mask[1:3, 1:3, 1:3] = True
+    ref = np.zeros(mask.shape)
+    ref[:3, :3, :3] = 5.0  # 5 Gy in the mask and in part of the air around it
+    pred = np.where(mask, 10.0, 0.0)
+    assert dose_error(pred, ref, mask) == pytest.approx(5.0)  # |10 - 5| in the mask only
+    pred[3, 3, 3] = 2.0  # predicted where the reference has none: counted, as in the challenge
+    assert dose_error(pred, ref, mask) == pytest.approx(5.0 + 2.0 / 8)
+    assert dose_error(ref, ref, mask) == 0.0
+
+
 def test_metrics_follow_the_challenge_formulas() -> None:
     dose, structures, _ = synthetic_patient(0)
     metrics = openkbp_metrics(dose, structures, VOXEL_CC)

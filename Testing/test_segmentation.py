@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from DoseSegLib.cli.main import main
-from DoseSegLib.core.case import OARS
+from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.colors import OAR_COLORS, structure_color, structure_colors
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import read_patient, read_segmentation, read_volume
 from DoseSegLib.io.phantom import write_phantom_patient
 from DoseSegLib.io.tables import read_csv
@@ -213,22 +214,26 @@ def test_real_patient_smoke(shared_data: Path, tmp_path: Path, monkeypatch: pyte
     assert all(m.same_grid(ct) and m.shape == (128, 128, 128) for m in masks.values())
 
 
+def fine_body_case() -> Case:
+    """A 1 mm CT of an elliptic body (water in air), the body as possible-dose mask."""
+    shape = (110, 100, 90)
+    i, j, _ = np.indices(shape)
+    body = ((i - 55) / 50.0) ** 2 + ((j - 50) / 45.0) ** 2 < 1
+    ct = Volume(np.where(body, 0, -1000).astype(np.int16), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    return Case("fine", ct, {}, None, ct.with_array(body))
+
+
 def test_fine_ct_is_segmented_at_the_model_spacing_with_smooth_edges(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A 1 mm CT: the model sees its own spacing; its probabilities (a 20 mm ball) are thresholded on the CT grid."""
-    from DoseSegLib.core.case import Case
-    from DoseSegLib.core.volume import Volume
     from DoseSegLib.models.common.grid import WORKING_SPACING
     from DoseSegLib.models.seg import inference
 
     write_catalogue(tmp_path / "models", tiny_checkpoint({}))
     monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
     model = load_segmentation_model(device="cpu")
-    shape, spacing = (110, 100, 90), (1.0, 1.0, 1.0)
-    i, j, _ = np.indices(shape)
-    body = ((i - 55) / 50.0) ** 2 + ((j - 50) / 45.0) ** 2 < 1
-    ct = Volume(np.where(body, 0, -1000).astype(np.int16), spacing, (0.0, 0.0, 0.0))
-    case = Case("fine", ct, {}, None, ct.with_array(body))
+    case = fine_body_case()
+    ct, shape, spacing = case.ct, case.ct.shape, case.ct.spacing
     seen = []
 
     def ball(net, image, roi, device, amp=False, mirror_labels=None):
@@ -246,3 +251,28 @@ def test_fine_ct_is_segmented_at_the_model_spacing_with_smooth_edges(tmp_path: P
     sphere = np.linalg.norm(np.indices(shape).transpose(1, 2, 3, 0) * np.asarray(spacing) - centre, axis=-1) <= 20.0
     dice = 2 * np.count_nonzero(sphere & mask.array) / (np.count_nonzero(sphere) + np.count_nonzero(mask.array))
     assert dice > 0.98  # labels thresholded on the 3.9 mm grid first: blocky edges, Dice 0.955
+
+
+def test_fine_ct_keeps_a_thin_organ_cut_at_a_high_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cord one model voxel wide (p 0.99, its neighbours 0.6), cut at 0.95: on a 1 mm CT it stays one model
+    voxel wide and whole, as on the model's grid; the interpolated probabilities cut at 0.95 kept a sliver."""
+    from DoseSegLib.models.common.grid import WORKING_SPACING
+    from DoseSegLib.models.seg import inference
+
+    write_catalogue(tmp_path / "models", tiny_checkpoint({"SpinalCord": 0.95}))
+    monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
+    model = load_segmentation_model(device="cpu")
+
+    def cord(net, image, roi, device, amp=False, mirror_labels=None):
+        x, y = (n // 2 for n in image.shape[1:3])
+        p = np.zeros(image.shape[1:], np.float32)
+        p[x - 1:x + 2, y, 2:-2] = p[x, y - 1:y + 2, 2:-2] = 0.6
+        p[x, y, 2:-2] = 0.99
+        return np.repeat(p[None], len(model.labels), axis=0)
+
+    monkeypatch.setattr(inference, "predict_probabilities", cord)
+    mask = segment_case(model, fine_body_case())["SpinalCord"].array
+    slices = np.flatnonzero(mask.any(axis=(0, 1)))
+    areas = mask.sum(axis=(0, 1))[slices[5:-5]]  # mm^2 per 1 mm slice, away from the ends
+    assert slices.size > 0.8 * mask.shape[2] and np.all(np.diff(slices) == 1)
+    assert np.all((areas > 0.6 * WORKING_SPACING[0] ** 2) & (areas < 1.6 * WORKING_SPACING[0] ** 2)), areas

@@ -1,9 +1,9 @@
 """``doseseg run`` on a clinical-size patient: time and peak memory per step.
 
 Builds once (cached in --cache, default a folder under the system's temporary folder) a fine
-copy of an OpenKBP validation patient: the CT resampled to 512 x 512 x 300 at 1.1 x 1.1 x 1.25 mm
-(linear), each structure resampled onto that grid (linear, kept >= 0.5) and cropped to its own
-bounding box, the possible-dose mask likewise, and the dose on a 2.5 mm grid of its own over the
+copy of an OpenKBP validation patient (Testing/clinical_copy.py): the CT resampled to
+512 x 512 x 300 at 1.1 x 1.1 x 1.25 mm (cubic B-spline), each structure resampled onto that grid
+(linear, kept >= 0.5) and cropped to its own bounding box, the possible-dose mask likewise, and the dose on a 2.5 mm grid of its own over the
 possible-dose mask's box, as a treatment-planning system exports them. Then runs
 ``doseseg run`` on it in a fresh process (``--runs`` times) and prints the per-step seconds of
 summary.json, the wall time and the peak resident memory of the run and its worker processes
@@ -26,57 +26,27 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from common import DATA, machine
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-FINE_SHAPE = (512, 512, 300)
-FINE_SPACING = (1.1, 1.1, 1.25)
-DOSE_SPACING = (2.5, 2.5, 2.5)
 PEAK = "peak_rss_kb="  # printed by the child wrapper below: the process tree's resident memory, sampled
-
-
-def _grid(centre: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, ...]):
-    from DoseSegLib.core.volume import Volume
-
-    origin = centre - np.asarray(spacing) * (np.asarray(shape) - 1) / 2
-    return Volume(np.zeros(shape, dtype=np.uint8), spacing, tuple(origin))
-
-
-def _own_box(mask):
-    """The mask on its own grid: cropped to its bounding box."""
-    from DoseSegLib.core.volume import crop_to_content
-
-    return crop_to_content(mask, mask.array)
 
 
 def fine_copy(patient: Path, target: Path) -> Path:
     """Write the clinical-size copy of ``patient`` into ``target`` (once) and return it."""
-    from DoseSegLib.core.alignment import resample, resample_mask
-    from DoseSegLib.core.case import Case
-    from DoseSegLib.core.volume import Volume
+    sys.path.insert(0, str(REPO / "Testing"))
+    from clinical_copy import clinical_copy, full_size_grid
+
     from DoseSegLib.io.patient import read_patient, write_patient
 
     if (target / "ct.nrrd").is_file():
         return target
     case = read_patient(patient)
-    ct = case.ct
-    centre = np.asarray(ct.index_to_lps @ np.append((np.asarray(ct.shape) - 1) / 2, 1.0))[:3]
-    grid = _grid(centre, FINE_SHAPE, FINE_SPACING)
-    fine_ct = resample(ct, grid, "linear", -1000.0)
-    fine_ct = fine_ct.with_array(np.rint(fine_ct.array).astype(np.int16))
-    structures = {name: _own_box(resample_mask(mask, grid)) for name, mask in case.structures.items()}
-    possible = _own_box(resample_mask(case.possible_dose_mask, grid))
-    box_centre = (possible.index_to_lps @ np.append((np.asarray(possible.shape) - 1) / 2, 1.0))[:3]
-    extent = np.asarray(possible.shape) * np.asarray(possible.spacing)
-    dose_grid = _grid(box_centre, tuple(int(n) for n in np.ceil(extent / DOSE_SPACING) + 1), DOSE_SPACING)
-    dose = resample(case.dose, dose_grid, "linear", 0.0)
-    dose = Volume(np.clip(dose.array, 0, None).astype(np.float32), dose.spacing, dose.origin, dose.direction)
     partial = target.with_name(target.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
-    write_patient(partial, Case(patient.name, fine_ct, structures, dose, possible))
+    write_patient(partial, clinical_copy(case, full_size_grid(case.ct)))
     partial.rename(target)
     return target
 
@@ -145,7 +115,7 @@ def main() -> None:
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
     start = time.perf_counter()
     fine = fine_copy(patient, args.cache / Path(args.patient).name)
-    print(f"clinical copy {fine}: {FINE_SHAPE} at {FINE_SPACING} mm ({time.perf_counter() - start:.0f} s to prepare)")
+    print(f"clinical copy {fine}: 512 x 512 x 300 at 1.1 x 1.1 x 1.25 mm ({time.perf_counter() - start:.0f} s to prepare)")
     runs = [run_once(fine, None) for _ in range(args.runs)]
     steps = {step: statistics.median(r[2][step] for r in runs) for step in runs[0][2]}
     for step, seconds in steps.items():

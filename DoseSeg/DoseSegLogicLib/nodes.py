@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import colorsys
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import slicer
@@ -197,17 +197,23 @@ def addSegments(
     ]
 
 
-def doseColorTable(scene):
-    """SlicerRT's dose colour table when present, else a blue-to-red table of the same name."""
-    existing = scene.GetFirstNodeByName(DOSE_COLOR_TABLE_NAME)
+def colorTable(scene, name: str, colorAt: Callable[[float], Sequence[float]], count: int = 256):
+    """The colour table node ``name`` of the scene, else a new one of ``count`` colours: ``colorAt(fraction)``
+    (RGB, or RGBA) at each fraction 0..1 of the table."""
+    existing = scene.GetFirstNodeByName(name)
     if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
         return existing
-    colorNode = scene.AddNewNodeByClass("vtkMRMLColorTableNode", DOSE_COLOR_TABLE_NAME)
+    colorNode = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
     colorNode.SetTypeToUser()
-    colorNode.SetNumberOfColors(256)
-    for index in range(256):
-        colorNode.SetColor(index, *doseColor(index / 255.0), 1.0)
+    colorNode.SetNumberOfColors(count)
+    for index in range(count):
+        colorNode.SetColor(index, *(*colorAt(index / (count - 1)), 1.0)[:4])
     return colorNode
+
+
+def doseColorTable(scene):
+    """SlicerRT's dose colour table when present, else a blue-to-red table of the same name."""
+    return colorTable(scene, DOSE_COLOR_TABLE_NAME, doseColor)
 
 
 def doseColor(fraction: float) -> tuple[float, float, float]:
@@ -242,7 +248,7 @@ def showDose(doseNode, ctNode=None, prescription: float | None = None, opacity: 
     display.SetThreshold(LOWER_THRESHOLD_FRACTION * (prescription or top), top + 1.0)
     display.ApplyThresholdOn()
     display.InterpolateOn()
-    for composite in _sliceCompositeNodes(scene):
+    for composite in sliceCompositeNodes(scene):
         if ctNode is not None:
             composite.SetBackgroundVolumeID(ctNode.GetID())
         composite.SetForegroundVolumeID(doseNode.GetID())
@@ -251,7 +257,7 @@ def showDose(doseNode, ctNode=None, prescription: float | None = None, opacity: 
 
 def setDoseOpacity(scene, opacity: float, doseNode=None) -> None:
     """Foreground opacity of the slice views showing ``doseNode`` (any RT dose when None); other views keep theirs."""
-    for composite in _sliceCompositeNodes(scene):
+    for composite in sliceCompositeNodes(scene):
         foreground = scene.GetNodeByID(composite.GetForegroundVolumeID() or "")
         if foreground is None:
             continue
@@ -259,7 +265,8 @@ def setDoseOpacity(scene, opacity: float, doseNode=None) -> None:
             composite.SetForegroundOpacity(opacity)
 
 
-def _sliceCompositeNodes(scene) -> list:
+def sliceCompositeNodes(scene) -> list:
+    """The scene's slice composite nodes (one per slice view)."""
     found = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
     found.UnRegister(scene)  # the wrapper already holds the returned collection
     return [found.GetItemAsObject(index) for index in range(found.GetNumberOfItems())]

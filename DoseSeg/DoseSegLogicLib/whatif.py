@@ -5,6 +5,7 @@ curves (the previous ones kept dashed) and the metric and goal tables, without b
 The worker is ``python -m DoseSegLib.run.whatif_worker`` (protocol in that module), started with the
 library's Python; it exits on ``close`` and when Slicer dies (its stdin closes). The GUI calls
 :meth:`WhatIfLogic.poll` from a timer; a test or the console may call it in a loop.
+:meth:`WhatIfLogic.requestSensitivity` asks for a sensitivity map, shown by :mod:`.sensitivity` when it arrives.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import slicer
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.patient import read_dose, write_patient
+from DoseSegLib.io.patient import read_dose, read_volume, write_patient
 
-from . import nodes, results, runfolder
+from . import nodes, results, runfolder, sensitivity
 from .pipeline import CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, fileName
 from .process import cliEnvironment, pythonExecutable
 
@@ -63,13 +64,14 @@ class WhatIfWorker:
         except queue.Empty:
             return None
 
-    def close(self) -> None:
-        """Ask the worker to stop; kill it if it does not within 5 s."""
+    def close(self, timeout: float = 1.0) -> None:
+        """Ask the worker to stop; kill it if it does not within ``timeout`` seconds (it holds nothing that
+        needs saving: a Stop during a prediction must not freeze the GUI)."""
         with contextlib.suppress(OSError, ValueError):
             self.send("shutdown")
             self.process.stdin.close()
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -91,18 +93,30 @@ class WhatIfLogic:
         self.debounceSeconds = debounceSeconds
         self.ct = nodes.volumeFromNode(ctNode)
         self.folder = Path(tempfile.mkdtemp(prefix="doseseg-whatif-"))
-        masks = nodes.segmentMasks(segmentationNode, self.ct)
-        (self.folder / "patient").mkdir()
-        write_patient(self.folder / "patient", Case("patient", self.ct, {fileName(n): m for n, m in masks.items()}))
+        try:
+            masks = nodes.segmentMasks(segmentationNode, self.ct)
+            (self.folder / "patient").mkdir()
+            write_patient(self.folder / "patient", Case("patient", self.ct, {fileName(n): m for n, m in masks.items()}))
+        except Exception:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         self.sent = {name: self._digest(mask.array) for name, mask in masks.items()}
         self.worker = WhatIfWorker(python)
-        self.worker.send("open", patient=str(self.folder / "patient"), device=device)
-        self.waiting = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
+        self.opening = self.worker.send("open", patient=str(self.folder / "patient"), device=device)
+        self.structures: list[str] = []  # the session's structure names, once the worker has opened the patient
+        self.sentAt = time.monotonic()
+        self.waiting: int | None = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
         self.due: float | None = None
         self.doseNode = None
+        self.chartNode = None  # made by the first prediction
         self.previousDvhs: dict | None = None
         self.lastError: str | None = None
+        self.latency: float | None = None  # seconds from sending the edits to the updated scene
+        self.predictSeconds: float | None = None  # the worker's prediction time
         self.updates = 0
+        self.sensitivityRequest: dict | None = None  # the pending request's fields and id
+        self.sensitivityNode = None
+        self.sensitivityError: str | None = None
         self.observed = segmentationNode.GetSegmentation()
         self.observerTags = [self.observed.AddObserver(event, self.onSegmentationModified) for event in (
             slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.RepresentationModified)]
@@ -115,17 +129,56 @@ class WhatIfLogic:
         """A segment changed: predict again once the edits pause for ``debounceSeconds``."""
         self.due = time.monotonic() + self.debounceSeconds
 
+    @property
+    def metricsTable(self):
+        """The DVH metrics table node (None before the first prediction)."""
+        return self.scene.GetFirstNode(METRICS_TABLE_NAME, "vtkMRMLTableNode")
+
+    @property
+    def constraintsTable(self):
+        """The clinical goals table node (None before the first prediction)."""
+        return self.scene.GetFirstNode(CONSTRAINTS_TABLE_NAME, "vtkMRMLTableNode")
+
+    @property
+    def busy(self) -> bool:
+        """An edit waits for its debounce or a prediction is under way."""
+        return self.due is not None or self.waiting is not None
+
     def poll(self) -> bool:
-        """Send debounced edits and apply the replies that arrived; True when the scene was updated."""
-        if self.due is not None and time.monotonic() >= self.due and self.waiting is None:
+        """Send debounced edits and apply the replies that arrived; True when the scene was updated.
+
+        Raises:
+            DoseSegError: the worker process has ended (all its replies applied first).
+        """
+        exited = self.worker.process.poll()
+        if self.due is not None and time.monotonic() >= self.due and self.waiting is None and exited is None:
             self.due = None
             self._sendEdits()
         updated = False
         while (reply := self.worker.reply()) is not None:
             updated |= self._apply(reply)
+        if exited is not None:
+            raise DoseSegError(f"what-if: the worker process ended (exit code {exited}); press Start again")
         return updated
 
+    def takeError(self) -> str | None:
+        """The last worker error not yet taken (each is returned once)."""
+        error, self.lastError = self.lastError, None
+        return error
+
+    def requestSensitivity(self, structure: str, metric: str = "Mean[Gy]", wrt: str | None = None) -> None:
+        """Ask for the sensitivity map of ``structure``'s ``metric`` to ``wrt``'s mask (default: its own);
+        :meth:`poll` shows it (``sensitivityNode``) when it arrives. One request at a time."""
+        if self.sensitivityRequest is not None:
+            raise DoseSegError("what-if: a sensitivity map is already being computed")
+        fields = {"structure": structure, "metric": metric, "wrt": wrt or None,
+                  "out_file": str(self.folder / "sensitivity.nrrd")}
+        self.sensitivityRequest = {**fields, "id": self.worker.send("sensitivity", **fields)}
+
     def _sendEdits(self) -> None:
+        """The masks that changed, then a prediction (none when no mask changed, e.g. a colour edit)."""
+        self.sentAt = time.monotonic()
+        changed = False
         for name, mask in nodes.segmentMasks(self.segmentationNode, self.ct).items():
             digest = self._digest(mask.array)
             if self.sent.get(name) != digest:
@@ -133,11 +186,21 @@ class WhatIfLogic:
                 np.save(path, mask.array, allow_pickle=False)
                 self.worker.send("set_mask", name=name, mask_file=str(path))
                 self.sent[name] = digest
-        self.waiting = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
+                changed = True
+        if changed:
+            self.waiting = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
 
     def _apply(self, reply: dict) -> bool:
         if not reply["ok"]:
             self.lastError = reply["error"]
+        if reply["id"] == self.opening and reply["ok"]:
+            self.structures = list(reply["result"]["structures"])
+        if self.sensitivityRequest is not None and reply["id"] == self.sensitivityRequest["id"]:
+            request, self.sensitivityRequest = self.sensitivityRequest, None
+            self.sensitivityError = None if reply["ok"] else reply["error"]
+            if reply["ok"]:
+                self._showSensitivity(request)
+            return reply["ok"]
         if reply["id"] != self.waiting:
             return False
         self.waiting = None
@@ -150,7 +213,7 @@ class WhatIfLogic:
         dose = read_dose(self.folder / "dose.nrrd")
         if self.doseNode is None:
             self.doseNode = nodes.addVolumeNode(self.scene, dose, self.ctNode.GetName() + DOSE_NODE_SUFFIX)
-            nodes.markDose(self.doseNode)
+            nodes.showDose(self.doseNode, self.ctNode)
         else:
             nodes.updateVolumeNode(self.doseNode, dose)
         from DoseSegLib.analysis.dvh import DVH
@@ -158,7 +221,7 @@ class WhatIfLogic:
         dvhs = {n: DVH(*(np.asarray(c[k]) for k in ("dose_gy", "volume_cc", "volume_pct")))
                 for n, c in result["dvhs"].items()}
         colors = {n: (0.5, 0.5, 0.5) for n in dvhs} | runfolder.curveColors(self.segmentationNode)
-        chart = results.dvhChart(self.scene)
+        chart = self.chartNode = results.dvhChart(self.scene)
         if self.previousDvhs is not None:
             results.addDvhNodes(chart, self.previousDvhs, colors, "previous ", dashed=True)
         results.addDvhNodes(chart, dvhs, colors)
@@ -167,7 +230,14 @@ class WhatIfLogic:
                              result["metrics"])
         results.setTableRows(results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME),
                              result["goals"])
+        self.latency, self.predictSeconds = time.monotonic() - self.sentAt, float(result["seconds"])
         self.updates += 1
+
+    def _showSensitivity(self, request: dict) -> None:
+        perVoxel = read_volume(request["out_file"])
+        reuse = self.sensitivityNode if self.sensitivityNode is not None and self.sensitivityNode.GetScene() else None
+        self.sensitivityNode = sensitivity.showSensitivity(
+            self.scene, perVoxel, request["structure"], request["metric"], request["wrt"], self.ctNode, reuse)
 
     def waitForUpdate(self, timeout: float = 300.0) -> None:
         """Poll until the pending prediction is shown (console and tests); DoseSegError on a worker error."""
@@ -179,6 +249,17 @@ class WhatIfLogic:
             time.sleep(0.05)
         if self.updates == count:
             raise DoseSegError(f"what-if: no update ({self.lastError or 'timed out'})")
+
+    def waitForSensitivity(self, timeout: float = 300.0):
+        """Poll until the pending sensitivity map is shown (console and tests); its node.
+        DoseSegError on a worker error."""
+        deadline = time.monotonic() + timeout
+        while self.sensitivityRequest is not None and time.monotonic() < deadline:
+            self.poll()
+            time.sleep(0.05)
+        if self.sensitivityRequest is not None or self.sensitivityError:
+            raise DoseSegError(f"what-if: no sensitivity map ({self.sensitivityError or 'timed out'})")
+        return self.sensitivityNode
 
     def close(self) -> None:
         """Stop observing, stop the worker and delete its temporary folder."""

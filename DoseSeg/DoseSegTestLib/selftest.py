@@ -2,6 +2,7 @@
 pytest suite inside a real Slicer, on DoseSegLib's phantom."""
 
 import os
+import time
 
 import slicer
 from DoseSegLogicLib import nodes
@@ -28,6 +29,20 @@ class DoseSegTest(ScriptedLoadableModuleTest):
         self.test_DoseSegScene()
         self.setUp()
         self.test_DoseSegSteps()
+        self.setUp()
+        self.test_DoseSegWhatIf()
+
+    @staticmethod
+    def _modelStepsSkipped() -> bool:
+        return slicer.app.testingEnabled() and not os.environ.get("DOSESEG_TEST_MODELS")
+
+    def _waitFor(self, condition, what: str, timeout: float = 300.0) -> None:
+        """Let Slicer's event loop run (the panel's timer polls the worker) until ``condition()``."""
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertTrue(condition(), f"{what}: timed out")
 
     def _loadPhantom(self):
         from DoseSegLib.io.phantom import make_phantom
@@ -76,7 +91,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
                          segmentationNode.GetSegmentation().GetNumberOfSegments())
         if radiomicsProblem() is None:
             self.assertGreater(logic.extractRadiomics(ctNode, aligned).GetNumberOfRows(), 0)
-        if slicer.app.testingEnabled() and not os.environ.get("DOSESEG_TEST_MODELS"):
+        if self._modelStepsSkipped():
             self.delayDisplay("Testing mode: model steps skipped (set DOSESEG_TEST_MODELS=1 to run them)")
             return
         self.delayDisplay("Model steps: auto-segment, predict dose, run all")
@@ -87,3 +102,50 @@ class DoseSegTest(ScriptedLoadableModuleTest):
         outputs = logic.runAll(ctNode, aligned, doseNode)
         self.assertGreater(outputs["metrics"].GetNumberOfRows(), 0)
         self.delayDisplay("Steps test passed")
+
+    def test_DoseSegWhatIf(self) -> None:
+        """The What-if section of the real panel: Start, an edit, a sensitivity map with its legend, Stop, and the
+        worker ended by a scene close."""
+        if self._modelStepsSkipped():
+            self.delayDisplay("Testing mode: what-if skipped (set DOSESEG_TEST_MODELS=1 to run it)")
+            return
+        import numpy as np
+        from scipy import ndimage
+
+        case, ctNode, _doseNode, segmentationNode = self._loadPhantom()
+        _logic().installPackages(withModels=True, askConfirmation=False)
+        slicer.util.selectModule("DoseSeg")
+        widget = slicer.util.getModuleWidget("DoseSeg")
+        parameters = widget.logic.getParameterNode()
+        parameters.ctVolume, parameters.segmentation = ctNode, segmentationNode
+        self.delayDisplay("What-if: Start")
+        widget.ui.whatIfStartButton.click()
+        whatIf = widget.whatIf.whatIf
+        self.assertIsNotNone(whatIf)
+        self._waitFor(lambda: whatIf.updates == 1, "first what-if prediction")
+        before = nodes.volumeFromNode(whatIf.doseNode).array.copy()
+        grown = case.ct.with_array(ndimage.binary_dilation(case.structures["PTV70"].array, iterations=2))
+        slicer.util.updateSegmentBinaryLabelmapFromArray(
+            grown.array.transpose(2, 1, 0).astype(np.uint8), segmentationNode,
+            segmentationNode.GetSegmentation().GetSegmentIdBySegmentName("PTV70"), ctNode)
+        self._waitFor(lambda: whatIf.updates == 2, "what-if prediction after an edit")
+        self.assertFalse(np.allclose(before, nodes.volumeFromNode(whatIf.doseNode).array, atol=0.05))
+        self.assertIsNotNone(slicer.mrmlScene.GetFirstNodeByName("DVH previous PTV70"))
+        self.delayDisplay("What-if: sensitivity of the left parotid's mean dose to the PTV70 contour")
+        for combo, name in ((widget.ui.sensitivityStructureComboBox, "LeftParotid"),
+                            (widget.ui.sensitivityWrtComboBox, "PTV70")):
+            combo.setCurrentIndex(combo.findText(name))
+        widget.ui.sensitivityButton.click()
+        self._waitFor(lambda: whatIf.sensitivityNode is not None, "sensitivity map")
+        legend = slicer.modules.colors.logic().GetColorLegendDisplayNode(whatIf.sensitivityNode)
+        self.assertIsNotNone(legend)
+        self.assertIn("Gy per cc", legend.GetTitleText())
+        widget.ui.whatIfStartButton.click()  # Stop
+        self.assertIsNone(widget.whatIf.whatIf)
+        self.assertIsNotNone(whatIf.worker.process.poll())
+        widget.ui.whatIfStartButton.click()
+        second = widget.whatIf.whatIf
+        slicer.mrmlScene.Clear()
+        self.assertIsNone(widget.whatIf.whatIf)
+        self.assertIsNotNone(second.worker.process.poll())
+        self.delayDisplay("What-if test passed")

@@ -43,13 +43,20 @@ SLAB = 16  # planes per step of dose_error
 
 
 def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray) -> float:
-    """Sum of |pred - ref| over the whole grid divided by the possible-dose-mask voxel count (Gy)."""
+    """Sum of |pred - ref| divided by the possible-dose-mask voxel count (Gy), the challenge's dose error.
+
+    The challenge sums over the whole grid, its reference doses being zero outside the mask: dose
+    predicted where none was delivered counts. A clinical reference dose is not zero there (a TPS grid
+    reaching into air, or dose interpolated from a coarser grid past the mask's edge); those voxels, which
+    no prediction masked to the possible-dose mask can match, are left out.
+    """
     total = 0.0
     axis = 2 if pred.flags.f_contiguous else 0  # slabs across the slowest axis in memory
     for start in range(0, pred.shape[axis], SLAB):  # in slabs: no whole-grid float64 copies
         part = (slice(None),) * axis + (slice(start, start + SLAB),)
+        counted = possible_dose_mask[part].astype(bool, copy=False) | (ref[part] == 0)
         difference = np.subtract(pred[part], ref[part], dtype=np.float64)
-        total += float(np.abs(difference, out=difference).sum())
+        total += float(np.abs(difference, out=difference).sum(where=counted))
     return total / np.count_nonzero(possible_dose_mask)
 
 

@@ -98,12 +98,26 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
             mask = np.zeros(case.ct.shape, bool)
             mask[box] = probability >= model.thresholds[label]
         else:  # probabilities, not labels, brought to the CT grid: smooth edges on a fine CT
-            on_ct = resample(box_volume(grid, box, probability), case.ct, "linear", OUTSIDE)
-            mask = on_ct.array >= model.thresholds[label]
+            level = threshold_at_half(probability, model.thresholds[label])
+            mask = resample(box_volume(grid, box, level), case.ct, "linear", OUTSIDE).array >= 0.5
         if single_component and label in OARS:
             mask = largest_component(mask)
         masks[label] = orientation.from_canonical(case.ct.with_array(mask), input_ct)
     return masks
+
+
+def threshold_at_half(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """Probabilities rescaled piecewise linearly so that ``threshold`` becomes 0.5 (0 and 1 kept).
+
+    Interpolated and cut at 0.5, the mask equals the model grid's own ``probability >= threshold`` at
+    that grid's voxel centres, and an edge between an organ's voxel and the next lies near their
+    midpoint; cut at a high threshold (0.95) instead, the interpolated probabilities erode a thin organ
+    by up to half a model voxel on each side and break it apart (spinal cord, #22).
+    """
+    above = probability >= threshold
+    scaled = np.where(above, probability - threshold, probability) / np.where(above, max(1.0 - threshold, 1e-6),
+                                                                              max(threshold, 1e-6))
+    return (0.5 * scaled + 0.5 * above).astype(np.float32)
 
 
 def segment_folder(model: SegModel, folder: Path, tta: bool = False) -> dict[str, Volume]:
