@@ -14,6 +14,7 @@ from dicom_helpers import write_dicom_patient
 from test_pipeline import _fake_segmentation, write_tiny_catalogue
 
 from DoseSegLib.cli.main import main
+from DoseSegLib.core.alignment import resample
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.dicom.detect import scan_folder
@@ -62,6 +63,11 @@ def check_dose(path: Path, ct_folder: Path, expected: np.ndarray) -> None:
     values = sitk.GetArrayFromImage(image).transpose(2, 1, 0) * step  # SimpleITK keeps the stored integers
     assert np.abs(values - expected).max() <= step
     assert np.abs(ds.pixel_array.transpose(2, 1, 0) * step - expected).max() <= step
+
+
+def on_ct_grid(dose_file: Path, ct_folder: Path) -> np.ndarray:
+    """A dose NRRD written by ``run`` (cropped to its non-zero box) put back onto the whole CT grid."""
+    return resample(read_volume(dose_file), ct_geometry(scan_folder(ct_folder)).grid).array
 
 
 def check_structures(path: Path, ct_folder: Path, expected: dict[str, np.ndarray]) -> None:
@@ -114,7 +120,7 @@ def test_run_on_a_dicom_patient_writes_rtdose(tiny_models: Path, tmp_path: Path,
     assert main(["run", str(dicom_ct), "-o", str(out), "--device", "cpu", "--no-radiomics"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["comparison"] is not None  # the RTDOSE served as the reference dose
-    check_dose(out / "rtdose.dcm", dicom_ct, read_volume(out / "dose.nrrd").array)
+    check_dose(out / "rtdose.dcm", dicom_ct, on_ct_grid(out / "dose.nrrd", dicom_ct))
     assert not (out / "rtstruct.dcm").exists()  # no segmentation model here: nothing auto-segmented to export
 
 
@@ -127,7 +133,7 @@ def test_run_writes_the_auto_segmented_oars_as_rtstruct(tmp_path: Path, monkeypa
     out = tmp_path / "out"
     assert main(["run", str(patient), "-o", str(out), "--device", "cpu", "--no-radiomics"]) == 0
     check_structures(out / "rtstruct.dcm", patient, {n: small.structures[n].array for n in ("Larynx", "LeftParotid")})
-    check_dose(out / "rtdose.dcm", patient, read_volume(out / "dose.nrrd").array)
+    check_dose(out / "rtdose.dcm", patient, on_ct_grid(out / "dose.nrrd", patient))
 
 
 def test_export_dicom_writes_a_results_folder(tmp_path: Path, dicom_ct: Path, phantom: Case,

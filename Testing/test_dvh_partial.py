@@ -193,7 +193,7 @@ def test_each_dose_is_gathered_once_per_run(phantom_case, monkeypatch: pytest.Mo
     from dataclasses import replace
 
     from DoseSegLib.analysis import openkbp, plan
-    from DoseSegLib.run.pipeline import compare_doses
+    from DoseSegLib.run.compare import compare_doses
 
     calls = []
     real = plan.gather_doses

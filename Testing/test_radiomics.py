@@ -188,3 +188,52 @@ def test_diagnostics_give_indices_on_the_whole_grid(synthetic) -> None:
     assert diagnostics["Image-full_Size"] == list(ct.shape)
     start, size = diagnostics["Image-crop_Box"][:3], diagnostics["Image-crop_Box"][3:]
     assert start == [0, 0, 0] and size == [22, 36, 19]  # box grown by 2 + padDistance 5, clipped at the edges
+
+
+def test_worker_processes_give_the_same_rows_and_diagnostics(synthetic) -> None:
+    ct, structures, dose = synthetic
+    many = {**structures, "Sphere2": structures["PTV70"], "Slab2": structures["Mandible"]}
+    serial, parallel = {}, {}
+    rows = dsr.radiomics_table(ct, many, dose=dose, provenance=serial)
+    with dsr.start_radiomics(ct, many, dose=dose, provenance=parallel, workers=2) as job:
+        assert job.job is not None and len(job.job.processes) == 2, "two worker processes started at once"
+        assert job.result() == rows
+    assert parallel == serial
+    assert all(p.poll() is not None for p in job.job.processes), "no worker left running"
+
+
+def test_workers_start_from_a_script_without_a_main_guard(synthetic, tmp_path: Path) -> None:
+    """Worker processes never import the caller's main script again (multiprocessing's spawn does)."""
+    import subprocess
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from DoseSegLib.core.volume import Volume\n"
+        "from DoseSegLib.analysis.radiomics import radiomics_table\n"
+        "print('script body ran', flush=True)\n"
+        "i, j, k = np.indices((20, 20, 20))\n"
+        "ct = Volume((10 * i).astype(np.int16), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))\n"
+        "ball = ct.with_array((i - 10) ** 2 + (j - 10) ** 2 + (k - 10) ** 2 < 25)\n"
+        "rows = radiomics_table(ct, {'A': ball, 'B': ball}, workers=2)\n"
+        "print(len(rows), rows[0] == {**rows[1], 'structure': 'A'})\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"}, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["script body ran", "2 True"]
+
+
+def test_a_failing_worker_is_a_clear_error(synthetic, monkeypatch: pytest.MonkeyPatch) -> None:
+    ct, structures, _ = synthetic
+    monkeypatch.setattr(dsr, "_encode", lambda *args: b"not json\n")
+    with pytest.raises(DoseSegError, match="worker process failed: json.decoder.JSONDecodeError"):
+        dsr.radiomics_table(ct, structures, workers=2)
+
+
+def test_workers_are_chosen_for_large_structures_only(synthetic) -> None:
+    ct, structures, _ = synthetic
+    with dsr.start_radiomics(ct, structures, workers=None) as job:
+        assert job.job is None, "small structures are measured in this process"
+    assert dsr.balanced_groups([10, 1, 7, 3, 3], 2) == [[0, 4], [2, 3, 1]]  # totals 13 and 11

@@ -15,7 +15,7 @@ from DoseSegLib.analysis.plan import evaluate_plan
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.phantom import make_phantom
-from DoseSegLib.run.pipeline import compare_doses
+from DoseSegLib.run.compare import compare_doses
 from DoseSegLib.run.report import render_report
 from DoseSegLib.run.results import PatientResult
 from DoseSegLib.viz.figures import centre_index, dvh_png, lps_oriented, plane

@@ -2,11 +2,12 @@
 
 Builds once (cached in --cache, default a folder under the system's temporary folder) a fine
 copy of an OpenKBP validation patient (Testing/clinical_copy.py): the CT resampled to
-512 x 512 x 300 at 1.1 x 1.1 x 1.25 mm (linear), each structure resampled onto that grid (linear, kept >= 0.5) and cropped to its own
-bounding box, the possible-dose mask likewise, and the dose on a 2.5 mm grid of its own over the
+512 x 512 x 300 at 1.1 x 1.1 x 1.25 mm (cubic B-spline), each structure resampled onto that grid
+(linear, kept >= 0.5) and cropped to its own bounding box, the possible-dose mask likewise, and the dose on a 2.5 mm grid of its own over the
 possible-dose mask's box, as a treatment-planning system exports them. Then runs
 ``doseseg run`` on it in a fresh process (``--runs`` times) and prints the per-step seconds of
-summary.json, the wall time and the peak resident memory (medians over the runs).
+summary.json, the wall time and the peak resident memory of the run and its worker processes
+(medians over the runs).
 ``--profile FILE`` also writes a cProfile of one run.
 
 Usage: .venv/bin/python benchmarks/bench_clinical.py [--patient validation/pt_201] [--runs 3] [--cache DIR]
@@ -30,7 +31,7 @@ from common import DATA, machine
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-PEAK = "peak_rss_kb="  # printed by the child wrapper below
+PEAK = "peak_rss_kb="  # printed by the child wrapper below: the process tree's resident memory, sampled
 
 
 def fine_copy(patient: Path, target: Path) -> Path:
@@ -53,12 +54,36 @@ def fine_copy(patient: Path, target: Path) -> Path:
 def run_once(patient: Path, profile: Path | None) -> tuple[float, float, dict[str, float]]:
     """Wall seconds, peak RSS (GB) and summary.json's per-step seconds of one ``doseseg run``."""
     wrapper = (
-        "import resource, sys, runpy\n"
-        "sys.argv = ['doseseg', *sys.argv[1:]]\n"
-        "try:\n"
-        "    runpy.run_module('DoseSegLib.cli', run_name='__main__')\n"
-        "finally:\n"
-        f"    print('{PEAK}%d' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "import os, resource, sys, runpy, threading, time\n"
+        "def tree_rss():  # this process and its descendants (radiomics workers), resident bytes\n"
+        "    parents = {}\n"
+        "    for stat in os.listdir('/proc'):\n"
+        "        if stat.isdigit():\n"
+        "            try:\n"
+        "                fields = open(f'/proc/{stat}/stat').read().rsplit(')', 1)[1].split()\n"
+        "                parents[int(stat)] = (int(fields[1]), int(fields[21]) * os.sysconf('SC_PAGE_SIZE'))\n"
+        "            except OSError:\n"
+        "                pass\n"
+        "    def mine(pid):\n"
+        "        while pid > 1:\n"
+        "            if pid == os.getpid():\n"
+        "                return True\n"
+        "            pid = parents.get(pid, (0, 0))[0]\n"
+        "        return False\n"
+        "    return sum(rss for pid, (_, rss) in parents.items() if mine(pid))\n"
+        "peak = [0]\n"
+        "def sample():\n"
+        "    while True:\n"
+        "        peak[0] = max(peak[0], tree_rss())\n"
+        "        time.sleep(0.2)\n"
+        "if __name__ == '__main__':  # not in the worker processes, which import this script again\n"
+        "    threading.Thread(target=sample, daemon=True).start()\n"
+        "    sys.argv = ['doseseg', *sys.argv[1:]]\n"
+        "    try:\n"
+        "        runpy.run_module('DoseSegLib.cli', run_name='__main__')\n"
+        "    finally:\n"
+        "        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB, exact for this process\n"
+        f"        print('{PEAK}%d' % max(own, peak[0] // 1024), file=sys.stderr)\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     with tempfile.TemporaryDirectory() as tmp:

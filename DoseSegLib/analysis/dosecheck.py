@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from DoseSegLib.core.alignment import body_mask, resample
+from DoseSegLib.core.alignment import body_mask, outside_fraction
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
@@ -43,15 +43,11 @@ def dose_coverage(dose: Volume, structures: Mapping[str, Volume]) -> dict[str, f
     if not structures:
         return {}
     grid = next(iter(structures.values()))
-    ones = dose.with_array(np.ones(dose.shape, dtype=np.uint8))
-    footprint = resample(ones, grid, "nearest", 0).array > 0
     coverage = {}
     for name, mask in structures.items():
         if not mask.same_grid(grid):
             raise DoseSegError(f"structure '{name}' is not on the grid of the other structures: align them first")
-        voxels = mask.array.astype(bool, copy=False)
-        total = np.count_nonzero(voxels)
-        coverage[name] = np.count_nonzero(footprint[voxels]) / total if total else 0.0
+        coverage[name] = 1.0 - outside_fraction(mask, dose) if mask.array.any() else 0.0
     return coverage
 
 
@@ -104,8 +100,8 @@ def check_predicted_dose(dose: Volume, case: Case) -> None:
                 f"prescription ({target}: {top:g} Gy); likely cause: a target dose taken wrongly from its name "
                 f"(give it with --prescription {target}=GY) or a CT unlike the training data")
     body = case.possible_dose_mask.array if case.possible_dose_mask is not None else body_mask(case.ct).array
-    outside = dose.array[~body.astype(bool)]
-    if outside.size and float(outside.max()) > OUTSIDE_GY:
+    outside = float(np.max(dose.array, where=~body.astype(bool, copy=False), initial=0.0))
+    if outside > OUTSIDE_GY:
         raise DoseSegError(
-            f"patient '{case.name}': predicted dose up to {float(outside.max()):.2f} Gy outside the body "
+            f"patient '{case.name}': predicted dose up to {outside:.2f} Gy outside the body "
             "(possible-dose mask); likely cause: the dose and the patient are not on one grid (align the case)")

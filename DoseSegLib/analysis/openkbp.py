@@ -39,7 +39,7 @@ def dose_at_volume_cc(doses: np.ndarray, volume_cc: float, voxel_cc: float, pres
     return float(percentile_sorted(doses, 100 - n / doses.size * 100))
 
 
-SLAB = 16  # first-axis planes per step of dose_error
+SLAB = 16  # planes per step of dose_error
 
 
 def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray) -> float:
@@ -51,10 +51,12 @@ def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray
     no prediction masked to the possible-dose mask can match, are left out.
     """
     total = 0.0
-    for start in range(0, pred.shape[0], SLAB):  # in slabs: no whole-grid float64 copies
-        part = slice(start, start + SLAB)
+    axis = 2 if pred.flags.f_contiguous else 0  # slabs across the slowest axis in memory
+    for start in range(0, pred.shape[axis], SLAB):  # in slabs: no whole-grid float64 copies
+        part = (slice(None),) * axis + (slice(start, start + SLAB),)
         counted = possible_dose_mask[part].astype(bool, copy=False) | (ref[part] == 0)
-        total += float(np.abs(pred[part][counted].astype(np.float64) - ref[part][counted]).sum())
+        difference = np.subtract(pred[part], ref[part], dtype=np.float64)
+        total += float(np.abs(difference, out=difference).sum(where=counted))
     return total / np.count_nonzero(possible_dose_mask)
 
 

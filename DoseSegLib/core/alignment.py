@@ -26,8 +26,16 @@ def _integer_offset(volume: Volume, grid: Volume, tol: float = 1e-3) -> np.ndarr
     return offset.astype(int) if np.allclose(position, offset, atol=tol) else None
 
 
+def _filled(shape: tuple[int, ...], fill: float, dtype) -> np.ndarray:
+    """A new array of ``fill`` in Fortran order (i fastest, as NRRD, DICOM and SimpleITK store voxels, so
+    SimpleITK results and file data copy in without transposing); zeros come from untouched pages."""
+    if fill == 0:
+        return np.zeros(shape, dtype=dtype, order="F")
+    return np.full(shape, fill, dtype=dtype, order="F")
+
+
 def _paste(volume: Volume, grid: Volume, offset: np.ndarray, fill: float) -> np.ndarray:
-    out = np.full(grid.shape, fill, dtype=volume.array.dtype)
+    out = _filled(grid.shape, fill, volume.array.dtype)
     src_lo = np.maximum(-offset, 0)
     dst_lo = np.maximum(offset, 0)
     size = np.minimum(np.asarray(volume.shape) - src_lo, np.asarray(grid.shape) - dst_lo)
@@ -52,9 +60,11 @@ def covering_box(volume: Volume, grid: Volume, margin: int = 0) -> tuple[slice, 
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
-def _sitk_resample(volume: Volume, grid: Volume, box: tuple[slice, ...], interpolation: str,
-                   fill: float) -> np.ndarray:
-    """``volume`` resampled by SimpleITK at the voxels ``box`` of ``grid`` (array [i, j, k])."""
+def _resample_into(out: np.ndarray, volume: Volume, grid: Volume, box: tuple[slice, ...], interpolation: str,
+                   fill: float, threshold: float | None = None) -> None:
+    """Write ``volume`` resampled by SimpleITK at the voxels ``box`` of ``grid`` into ``out[box]``
+    (kept where >= ``threshold`` when given), read through a view of SimpleITK's result: no copy
+    in between (the view is valid only while the result lives, so it never leaves this function)."""
     import SimpleITK as sitk
 
     modes = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
@@ -68,7 +78,9 @@ def _sitk_resample(volume: Volume, grid: Volume, box: tuple[slice, ...], interpo
     resampler.SetOutputDirection(grid.direction.flatten().tolist())
     resampler.SetInterpolator(modes[interpolation])
     resampler.SetDefaultPixelValue(fill)
-    return sitk.GetArrayFromImage(resampler.Execute(source)).transpose(2, 1, 0)
+    image = resampler.Execute(source)
+    values = sitk.GetArrayViewFromImage(image).transpose(2, 1, 0)
+    out[box] = values if threshold is None else values >= threshold
 
 
 def resample(volume: Volume, grid: Volume, interpolation: str = "linear", fill: float = 0.0) -> Volume:
@@ -90,10 +102,10 @@ def resample(volume: Volume, grid: Volume, interpolation: str = "linear", fill: 
     if needed is not None and any(b.stop - b.start < n for b, n in zip(needed, volume.shape)):
         volume = crop_box(volume, needed)
     dtype = np.float32 if interpolation == "linear" else volume.array.dtype
-    out = np.full(grid.shape, fill, dtype=np.uint8 if dtype == bool else dtype)
+    out = _filled(grid.shape, fill, np.uint8 if dtype == bool else dtype)
     box = covering_box(volume, grid)
     if box is not None:
-        out[box] = _sitk_resample(volume, grid, box, interpolation, fill)
+        _resample_into(out, volume, grid, box, interpolation, fill)
     return grid.with_array(out.astype(bool) if dtype == bool else out)
 
 
@@ -108,20 +120,29 @@ def resample_mask(mask: Volume, grid: Volume) -> Volume:
     offset = _integer_offset(mask, grid)
     if offset is not None:
         return grid.with_array(_paste(mask.with_array(mask.array.astype(bool, copy=False)), grid, offset, False))
-    out = np.zeros(grid.shape, dtype=bool)
+    out = _filled(grid.shape, 0, bool)
     box = covering_box(mask, grid)
     if box is not None:
-        out[box] = _sitk_resample(mask.with_array(mask.array.astype(np.float32)), grid, box, "linear", 0.0) >= 0.5
+        _resample_into(out, mask.with_array(mask.array.astype(np.float32)), grid, box, "linear", 0.0, threshold=0.5)
     return grid.with_array(out)
 
 
-def _outside_fraction(mask: Volume, grid: Volume) -> float:
-    """Fraction of the mask's voxel centres that fall outside ``grid``."""
+def _inside(index: np.ndarray, size) -> np.ndarray:
+    """Continuous indices inside a grid of ``size`` voxels as ITK counts them: [-0.5, size - 0.5),
+    a point on a voxel's edge belonging to the voxel above it."""
+    return (index >= -0.5 - 1e-6) & (index < size - 0.5 - 1e-6)
+
+
+def outside_fraction(mask: Volume, grid: Volume) -> float:
+    """Fraction of the mask's voxel centres that fall outside ``grid`` (its voxels' extent)."""
+    if not mask.array.any():
+        return 0.0
+    mask = crop_box(mask, mask_box(mask.array))  # only its bounding box counts
 
     def inside(ijk: np.ndarray) -> np.ndarray:
         lps = ijk @ (mask.direction * np.asarray(mask.spacing)).T + np.asarray(mask.origin)
         grid_index = (lps - np.asarray(grid.origin)) @ np.linalg.inv((grid.direction * np.asarray(grid.spacing)).T)
-        return np.all((grid_index > -0.5) & (grid_index < np.asarray(grid.shape) - 0.5), axis=1)
+        return np.all(_inside(grid_index, np.asarray(grid.shape)), axis=1)
 
     corners = np.array(list(itertools.product(*[(0, n - 1) for n in mask.shape])))
     if inside(corners).all():  # the grid is convex: every voxel centre is inside too
@@ -130,7 +151,7 @@ def _outside_fraction(mask: Volume, grid: Volume) -> float:
         start = grid.direction.T @ (np.asarray(mask.origin) - np.asarray(grid.origin)) / np.asarray(grid.spacing)
         step = np.asarray(mask.spacing) / np.asarray(grid.spacing)
         positions = [start[a] + step[a] * np.arange(n) for a, n in enumerate(mask.shape)]
-        axes = [(p > -0.5) & (p < size - 0.5) for p, size in zip(positions, grid.shape)]
+        axes = [_inside(p, size) for p, size in zip(positions, grid.shape)]
         kept = np.count_nonzero(mask.array[np.ix_(*axes)])
         return 1.0 - kept / np.count_nonzero(mask.array)
     return 1.0 - inside(np.argwhere(mask.array)).mean()
@@ -140,7 +161,7 @@ def align_structure(name: str, mask: Volume, ct: Volume) -> Volume:
     """A structure on the CT grid; warns when clipped, fails when it misses the CT entirely."""
     if not mask.array.any():
         raise DoseSegError(f"structure '{name}' is empty")
-    outside = _outside_fraction(mask, ct)
+    outside = outside_fraction(mask, ct)
     aligned = resample_mask(mask, ct)
     if outside >= 1.0 or not aligned.array.any():
         raise DoseSegError(f"structure '{name}' does not overlap the CT")
@@ -176,7 +197,8 @@ def align_case(case: Case) -> Case:
     dose = None
     if case.dose is not None:
         dose = resample(case.dose, ct, "linear", 0.0)
-        dose = dose.with_array(np.clip(dose.array.astype(np.float32), 0.0, None))
+        array = dose.array.astype(np.float32, copy=False)  # a new array (pasted or resampled): clipped in place
+        dose = dose.with_array(np.maximum(array, 0.0, out=array))
     if case.possible_dose_mask is not None:
         possible = align_structure("possible_dose_mask", case.possible_dose_mask, ct)
     else:

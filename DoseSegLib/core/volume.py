@@ -98,7 +98,8 @@ def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
 def crop_box(volume: Volume, box: tuple[slice, ...]) -> Volume:
     """The sub-volume ``box`` (slices with starts) of ``volume``, origin moved: same voxels, same positions."""
     origin = volume.index_to_lps @ np.append([region.start for region in box], 1.0)
-    return Volume(np.ascontiguousarray(volume.array[box]), volume.spacing, tuple(origin[:3]), volume.direction)
+    # a compact copy in the source's memory order (a C-order copy of a Fortran-order array would transpose it)
+    return Volume(volume.array[box].copy(order="K"), volume.spacing, tuple(origin[:3]), volume.direction)
 
 
 def crop_to_content(volume: Volume, mask: np.ndarray) -> Volume:

@@ -13,7 +13,7 @@ import numpy as np
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper, structure_filenames
-from DoseSegLib.core.volume import Volume, mask_box
+from DoseSegLib.core.volume import Volume, crop_box, mask_box
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def read_volume(path: str | Path) -> Volume:
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise DoseSegError(f"{path}: contains NaN or infinite values")
     spacing, origin, direction = _geometry(header, path)
-    return Volume(np.ascontiguousarray(array), spacing, origin, direction)
+    return Volume(array, spacing, origin, direction)  # as stored, i fastest (Fortran order): no transposing copy
 
 
 DOSE_UNITS_KEY = "DoseUnits"  # NRRD key/value pair named after the DICOM RT Dose attribute (3004,0002)
@@ -199,10 +199,24 @@ def _shared_layers(masks: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int,
     return np.stack(layers), placement
 
 
+def _union_box(masks: list[np.ndarray]) -> tuple[slice, ...]:
+    """The bounding box of every mask's voxels together (the whole grid when all are empty)."""
+    boxes = [mask_box(mask) for mask in masks if mask.any()]
+    if not boxes:
+        return tuple(slice(0, n) for n in masks[0].shape)
+    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+
+
 def write_segmentation(
-    path: str | Path, masks: dict[str, Volume], colors: dict[str, tuple[float, float, float]] | None = None
+    path: str | Path, masks: dict[str, Volume], colors: dict[str, tuple[float, float, float]] | None = None,
+    crop: bool = False,
 ) -> None:
-    """Write masks sharing one grid as a Slicer .seg.nrrd (one layer per segment, so overlaps survive)."""
+    """Write masks sharing one grid as a Slicer .seg.nrrd (one layer per segment, so overlaps survive).
+
+    Args:
+        crop: cover the segments' extent only, as Slicer writes them: the grid cropped to the box
+            of all their voxels (same voxel positions; ``align_case`` puts them back exactly).
+    """
     import slicerio
 
     if not masks:
@@ -210,7 +224,8 @@ def write_segmentation(
     grid = next(iter(masks.values()))
     if not all(m.same_grid(grid) for m in masks.values()):
         raise ValueError("all segments must share one grid; align them first")
-    voxels, placement = _shared_layers([m.array for m in masks.values()])
+    box = _union_box([m.array for m in masks.values()]) if crop else tuple(slice(0, n) for n in grid.shape)
+    voxels, placement = _shared_layers([m.array[box] for m in masks.values()])
     segments = []
     for (layer, label), name in zip(placement, masks):
         segment = {"id": name, "name": name, "labelValue": label, "layer": layer}
@@ -218,7 +233,8 @@ def write_segmentation(
             segment["color"] = list(colors[name])
         segments.append(segment)
     slicerio.write_segmentation(
-        str(path), {"voxels": voxels, "ijkToLPS": grid.index_to_lps, "segments": segments, "encoding": "gzip"},
+        str(path),
+        {"voxels": voxels, "ijkToLPS": crop_box(grid, box).index_to_lps, "segments": segments, "encoding": "gzip"},
         compression_level=GZIP_LEVEL,
     )
 

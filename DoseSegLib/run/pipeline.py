@@ -9,6 +9,7 @@ From Python::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sys
@@ -18,15 +19,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from DoseSegLib.analysis.constraints import Constraint, load_constraints
+from DoseSegLib.analysis.constraints import load_constraints
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
-from DoseSegLib.io.tables import Row
-from DoseSegLib.run.results import COHORT_COLUMNS, BatchResult, Comparison, PatientResult, RunOptions
+from DoseSegLib.run.compare import compare_doses
+from DoseSegLib.run.results import COHORT_COLUMNS, BatchResult, PatientResult, RunOptions
 from DoseSegLib.run.steps import STEPS, Steps
 from DoseSegLib.run.writer import write_results
 
@@ -126,18 +125,20 @@ class Pipeline:
             case, sources, segment_notes = self._segment(case)
             notes = [*case.notes, *segment_notes]
             case = replace(case, structures=_ordered(case))
-        with steps("predict dose"):
-            dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
-            check_predicted_dose(dose, case)
-        with steps("DVH and goals"):
-            plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
-                                 dvh_method=self.options.dvh_method)
-            uncertainty = self._uncertainty(case, plan)
         provenance: dict = {}
-        with steps("radiomics"):
-            radiomics = self._radiomics(case, notes, provenance)
-        with steps("compare"):
-            comparison = compare_doses(dose, case, self.constraints, plan) if case.dose is not None else None
+        with self._start_radiomics(case, notes, provenance) as radiomics_job:  # under way from here on
+            with steps("predict dose"):
+                dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
+                check_predicted_dose(dose, case)
+            with steps("DVH and goals"):
+                plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
+                                     dvh_method=self.options.dvh_method)
+                uncertainty = self._uncertainty(case, plan)
+            with steps("compare"):
+                comparison = (compare_doses(dose, case, self.constraints, plan, reference)
+                              if case.dose is not None else None)
+            with steps("radiomics"):  # what is left to wait for
+                radiomics = radiomics_job.result() if radiomics_job is not None else []
         return PatientResult(case.name, folder, case, dose, plan, radiomics, comparison, sources, notes,
                              self.models, str(self.dose_model.device), radiomics_provenance=provenance,
                              uncertainty=uncertainty)
@@ -153,13 +154,15 @@ class Pipeline:
         plan.constraints = mark_uncertain(plan.constraints, uncertainty.intervals)
         return uncertainty
 
-    def _radiomics(self, case: Case, notes: list[str], provenance: dict) -> list[Row]:
+    def _start_radiomics(self, case: Case, notes: list[str], provenance: dict) -> contextlib.AbstractContextManager:
+        """The structures' radiomics under way (in worker processes on clinical-size CTs, so that
+        they run beside the dose prediction), or None with ``--no-radiomics``."""
         if not self.options.radiomics:
             notes.append("radiomics skipped (--no-radiomics)")
-            return []
-        from DoseSegLib.analysis.radiomics import radiomics_table
+            return contextlib.nullcontext()
+        from DoseSegLib.analysis.radiomics import start_radiomics
 
-        return radiomics_table(case.ct, case.structures, provenance=provenance)
+        return start_radiomics(case.ct, case.structures, provenance=provenance, workers=None)
 
     def _segment(self, case: Case) -> tuple[Case, dict[str, str], list[str]]:
         """The case with auto-segmented OARs added, each structure's source, and notes."""
@@ -235,36 +238,3 @@ def _ordered(case: Case) -> dict[str, Volume]:
     """The structures with the targets first (highest prescription first), then the OARs, then the rest."""
     rank = {name: i for i, name in enumerate([*case.targets, *OARS])}
     return dict(sorted(case.structures.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
-
-
-def compare_doses(
-    dose: Volume, case: Case, constraints: Sequence[Constraint] | None = None,
-    predicted: PlanEvaluation | None = None,
-) -> Comparison:
-    """Predicted ``dose`` against the aligned ``case``'s reference dose, on the CT grid.
-
-    Args:
-        dose: predicted dose (Gy) on the CT grid.
-        case: aligned case whose ``dose`` is the reference.
-        constraints: clinical goals checked on the reference too (DoseSegLib's table when None).
-        predicted: the predicted dose's evaluation when already computed.
-    """
-    from DoseSegLib.analysis.evaluation import score_patient
-    from DoseSegLib.analysis.gamma import gamma_pass_rates
-
-    predicted = predicted or evaluate_plan(replace(case, dose=dose), constraints=constraints)
-    reference = evaluate_plan(case, constraints=constraints, dvh_method=predicted.method)
-    score = score_patient(dose, case, (predicted.doses, reference.doses))
-    differences = [
-        {"structure": p["structure"], "metric": key, "reference": r[key], "predicted": value,
-         "difference": value - r[key]}
-        for p, r in zip(predicted.metrics, reference.metrics, strict=True)
-        for key, value in p.items()
-        if key not in ("structure", "prescription_gy") and isinstance(value, float) and key in r
-    ]
-    difference = dose.with_array(np.subtract(dose.array, case.dose.array, dtype=np.float32))
-    gamma = [r.row() for r in gamma_pass_rates(case.dose, dose, case.possible_dose_mask)]
-    return Comparison(case.dose, difference, score.dose_error, score.dvh_error, score.dvh_rows, differences, reference,
-                      gamma)
-
-

@@ -205,8 +205,8 @@ class OutputFile:
 
 OUTPUT_FILES = (
     OutputFile("report.html", "this report"),
-    OutputFile("dose.nrrd", "predicted dose (Gy) on the CT grid"),
-    OutputFile("segmentation.seg.nrrd", "the structures used, for 3D Slicer"),
+    OutputFile("dose.nrrd", "predicted dose (Gy) on the CT grid, cropped to its non-zero box"),
+    OutputFile("segmentation.seg.nrrd", "the structures used, for 3D Slicer (cropped to their extent)"),
     OutputFile("dvh.csv", "cumulative DVH of every structure"),
     OutputFile("dvh_metrics.csv", "all DVH metrics, TG-263 names (D98%[Gy], D1%[Gy], D0.03cc[Gy], V_x ...)"),
     OutputFile("constraints.csv", "clinical goals, pass or fail"),

@@ -7,7 +7,8 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
-STEPS = ("read", "align", "segment", "predict dose", "DVH and goals", "radiomics", "compare", "report", "write")
+# radiomics starts after "segment" and runs beside the next steps: its time is what is left to wait for
+STEPS = ("read", "align", "segment", "predict dose", "DVH and goals", "compare", "radiomics", "report", "write")
 
 
 class Steps:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from pathlib import Path
 
+from DoseSegLib.core.volume import Volume, crop_to_content
 from DoseSegLib.run.results import COMPARISON_COLUMNS, PatientResult, output_files
 from DoseSegLib.run.steps import Steps
+
+
+def nonzero_box(volume: Volume) -> Volume:
+    """``volume`` cropped to the box of its non-zero voxels, as planning systems export doses: the
+    same voxels at the same positions on the CT grid, without the zeros around the patient."""
+    return crop_to_content(volume, volume.array != 0)
 
 
 def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
@@ -17,7 +26,7 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
     from DoseSegLib.analysis.gamma import GAMMA_COLUMNS
     from DoseSegLib.analysis.intervals import INTERVAL_COLUMNS
     from DoseSegLib.core.colors import structure_colors
-    from DoseSegLib.io.dicom.results import write_dicom_results
+    from DoseSegLib.io.dicom.results import read_ct_geometry, write_dicom_dose, write_dicom_structures
     from DoseSegLib.io.patient import write_dose, write_segmentation
     from DoseSegLib.io.tables import columns_of, write_csv
     from DoseSegLib.run.report import write_report
@@ -25,25 +34,25 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
     structures = result.case.structures
     comparison = result.comparison
     auto = {name: structures[name] for name in result.auto_segmented}
+    ct = cache(lambda: read_ct_geometry(result.case.source, result.case.dicom_series))  # one scan for both files
     return {
         "report.html": lambda path: write_report(path, result),
-        "dose.nrrd": lambda path: write_dose(path, result.dose),
-        "segmentation.seg.nrrd": lambda path: write_segmentation(path, structures, structure_colors(structures)),
+        "dose.nrrd": lambda path: write_dose(path, nonzero_box(result.dose)),
+        "segmentation.seg.nrrd": lambda path: write_segmentation(path, structures, structure_colors(structures),
+                                                                      crop=True),
         "dvh.csv": lambda path: write_dvh_csv(path, result.dvhs),
         "dvh_metrics.csv": lambda path: write_metrics_csv(path, result.metrics),
         "constraints.csv": lambda path: write_constraints_csv(path, result.constraints),
-        "dose_std.nrrd": lambda path: write_dose(path, result.uncertainty.std),
+        "dose_std.nrrd": lambda path: write_dose(path, nonzero_box(result.uncertainty.std)),
         "dvh_intervals.csv": lambda path: write_csv(path, result.uncertainty.intervals, INTERVAL_COLUMNS),
         "radiomics.csv": lambda path: write_csv(path, result.radiomics, columns_of(result.radiomics, ("structure",))),
         "radiomics.json": lambda path: path.write_text(json.dumps(result.radiomics_provenance, indent=2) + "\n"),
-        "dose_difference.nrrd": lambda path: write_dose(path, comparison.difference),
+        "dose_difference.nrrd": lambda path: write_dose(path, nonzero_box(comparison.difference)),
         "comparison.csv": lambda path: write_csv(path, comparison.metric_differences, COMPARISON_COLUMNS),
         "dvh_reference.csv": lambda path: write_dvh_csv(path, comparison.reference_plan.dvhs),
         "gamma.csv": lambda path: write_csv(path, comparison.gamma, GAMMA_COLUMNS),
-        # one pass over the CT series writes both DICOM files (rtstruct.dcm only with auto-segmented OARs)
-        "rtdose.dcm": lambda path: write_dicom_results(path.parent, result.case.source, result.dose, auto,
-                                                       result.case.dicom_series),
-        "rtstruct.dcm": lambda path: None,
+        "rtdose.dcm": lambda path: write_dicom_dose(path, ct(), result.dose),
+        "rtstruct.dcm": lambda path: write_dicom_structures(path, ct(), auto),
         "summary.json": lambda path: path.write_text(json.dumps(result.summary(), indent=2) + "\n"),
     }
 
@@ -55,9 +64,14 @@ def write_results(result: PatientResult, folder: Path, steps: Steps | None = Non
     files = [entry.name for entry in output_files(result)]
     with steps("report"):
         writers["report.html"](folder / "report.html")
-    with steps("write"):
-        for name in files:
-            if name not in ("report.html", "summary.json"):
+    with steps("write"), ThreadPoolExecutor(2) as volumes:
+        # NRRD volumes are compressed in two threads (zlib lets go of the GIL) while the tables are written
+        rest = [name for name in files if name not in ("report.html", "summary.json")]
+        pending = [volumes.submit(writers[name], folder / name) for name in rest if name.endswith(".nrrd")]
+        for name in rest:
+            if not name.endswith(".nrrd"):
                 writers[name](folder / name)
+        for future in pending:
+            future.result()
     result.timings.update(report=steps.timings["report"], write=steps.timings["write"])
     writers["summary.json"](folder / "summary.json")
