@@ -110,8 +110,8 @@ def test_sensitivity_rejects_metrics_without_derivative(phantom_session) -> None
         session.sensitivity("Nope")
 
 
-def _boundary_check(session, structure: str, wrt: str, metric: str, key: str) -> None:
-    """Add the 40 boundary voxels of highest, then lowest, sensitivity: sign, order, factor 2."""
+def _boundary_check(session, structure: str, wrt: str, metric: str, key: str, count: int = 40) -> None:
+    """Add the ``count`` boundary voxels of highest, then lowest, sensitivity: sign, order, factor 2."""
     base = session.predict().metric(structure, key)
     grad = session.sensitivity(structure, metric, wrt)
     mask = session.structures[wrt].array
@@ -119,7 +119,7 @@ def _boundary_check(session, structure: str, wrt: str, metric: str, key: str) ->
     voxels = np.flatnonzero(ring)
     ranked = voxels[np.argsort(grad.ravel()[voxels])]
     changes = []
-    for picked in (ranked[-40:], ranked[:40]):
+    for picked in (ranked[-count:], ranked[:count]):
         edited = mask.copy().ravel()
         edited[picked] = True
         session.set_mask(wrt, edited.reshape(mask.shape))
@@ -147,6 +147,20 @@ def test_sensitivity_matches_finite_differences_own_mask(real_session) -> None:
 @pytest.mark.slow
 def test_sensitivity_matches_finite_differences_target_on_oar(real_session) -> None:
     _boundary_check(real_session, "LeftParotid", "PTV70", "mean", "Mean[Gy]")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("structure", ["Mandible", "Brainstem"])
+def test_near_max_sensitivity_matches_finite_differences(real_session, structure: str) -> None:
+    """D2% of an OAR with respect to its own mask: the issue's 40-voxel check (pt_201)."""
+    _boundary_check(real_session, structure, structure, "D2%", "D2%[Gy]")
+
+
+@pytest.mark.slow
+def test_near_max_sensitivity_of_a_small_tail_holds_for_small_edits(real_session) -> None:
+    """The cord's D2% is its 6 hottest voxels: 5 added voxels follow the derivative (40 saturate it,
+    the documented limit: the quantile cannot rise past the added voxels' own dose)."""
+    _boundary_check(real_session, "SpinalCord", "SpinalCord", "D2%", "D2%[Gy]", count=5)
 
 
 def test_cli_sensitivity_writes_map_and_figure(phantom_session, tmp_path: Path, capsys) -> None:

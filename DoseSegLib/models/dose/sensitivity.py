@@ -17,7 +17,10 @@ The mask enters the network's inputs differentiably:
 The metric is taken over the structure's dose-grid voxels with the soft mask as weights:
 ``Mean[Gy]`` = sum(dose * m) / sum(m); a near-maximum dose ``Dx%[Gy]`` or ``Dx cc[Gy]``
 (e.g. D2%, D0.03cc) through a soft quantile: the dose D with sum(m * sigmoid((dose - D) / tau))
-equal to the volume, differentiated by the implicit-function theorem (tau = 0.5 Gy).
+equal to the volume, differentiated by the implicit-function theorem (tau = 0.5 Gy). That
+derivative describes edits of fewer voxels than the metric's tail (x % of the volume, x cc):
+a larger edit of hot voxels saturates the quantile at their own dose (docs/console_api.md,
+the finite-difference limits measured on a validation patient).
 The network's parameters are frozen (requires_grad False; no torch.no_grad).
 """
 
