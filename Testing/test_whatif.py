@@ -110,8 +110,8 @@ def test_sensitivity_rejects_metrics_without_derivative(phantom_session) -> None
         session.sensitivity("Nope")
 
 
-def _boundary_check(session, structure: str, wrt: str, metric: str, key: str) -> None:
-    """Add the 40 boundary voxels of highest, then lowest, sensitivity: sign, order, factor 2."""
+def _boundary_check(session, structure: str, wrt: str, metric: str, key: str, count: int = 40) -> None:
+    """Add the ``count`` boundary voxels of highest, then lowest, sensitivity: sign, order, factor 2."""
     base = session.predict().metric(structure, key)
     grad = session.sensitivity(structure, metric, wrt)
     mask = session.structures[wrt].array
@@ -119,7 +119,7 @@ def _boundary_check(session, structure: str, wrt: str, metric: str, key: str) ->
     voxels = np.flatnonzero(ring)
     ranked = voxels[np.argsort(grad.ravel()[voxels])]
     changes = []
-    for picked in (ranked[-40:], ranked[:40]):
+    for picked in (ranked[-count:], ranked[:count]):
         edited = mask.copy().ravel()
         edited[picked] = True
         session.set_mask(wrt, edited.reshape(mask.shape))
@@ -147,6 +147,20 @@ def test_sensitivity_matches_finite_differences_own_mask(real_session) -> None:
 @pytest.mark.slow
 def test_sensitivity_matches_finite_differences_target_on_oar(real_session) -> None:
     _boundary_check(real_session, "LeftParotid", "PTV70", "mean", "Mean[Gy]")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("structure", ["Mandible", "Brainstem"])
+def test_near_max_sensitivity_matches_finite_differences(real_session, structure: str) -> None:
+    """D2% of an OAR with respect to its own mask: the issue's 40-voxel check (pt_201)."""
+    _boundary_check(real_session, structure, structure, "D2%", "D2%[Gy]")
+
+
+@pytest.mark.slow
+def test_near_max_sensitivity_of_a_small_tail_holds_for_small_edits(real_session) -> None:
+    """The cord's D2% is its 6 hottest voxels: 5 added voxels follow the derivative (40 saturate it,
+    the documented limit: the quantile cannot rise past the added voxels' own dose)."""
+    _boundary_check(real_session, "SpinalCord", "SpinalCord", "D2%", "D2%[Gy]", count=5)
 
 
 def test_cli_sensitivity_writes_map_and_figure(phantom_session, tmp_path: Path, capsys) -> None:
@@ -193,3 +207,88 @@ def test_a_ct_stored_with_reversed_axes_gives_the_same_physical_dose(phantom_ses
     back = reversed_axes(expected)
     assert not got.same_grid(expected) and got.same_grid(back)
     assert np.abs(got.array - back.array).max() < 0.05
+
+
+CT_GRID, WORKING_GRID = (64, 64, 48, 3.9, 3.9, 2.5), (32, 32, 24, 5.5, 6.5, 4.8)
+
+
+@pytest.fixture(scope="module", params=[CT_GRID, WORKING_GRID], ids=["ct-grid", "working-grid"])
+def refiner_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A session on a tiny dose model with a refiner (the catalogue default), on a phantom predicted on its
+    own CT grid, then on one whose voxel size is outside the trained range (the working grid)."""
+    from test_dose_refiner import _catalogue
+
+    from DoseSegLib import WhatIfSession
+    from DoseSegLib.io.phantom import write_phantom_patient
+
+    *shape, sx, sy, sz = request.param
+    folder = tmp_path_factory.mktemp("refiner")
+    write_phantom_patient(folder / "phantom", shape=tuple(shape), spacing=(sx, sy, sz))
+    with pytest.MonkeyPatch.context() as patch:
+        (folder / "models").mkdir()
+        patch.setenv("DOSESEG_MODELS", str(_catalogue(folder / "models")))
+        yield WhatIfSession(folder / "phantom", device="cpu")
+
+
+def test_session_predicts_as_predict_case_dose_with_the_refiner(refiner_session) -> None:
+    """One prediction path: the session's dose is predict_case_dose's (refiner included), before and after edits."""
+    from dataclasses import replace
+
+    from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
+
+    session = refiner_session
+    model = session.model
+    assert model.refiner is not None
+    case = session.case
+    np.testing.assert_allclose(session.predict().dose.array, predict_case_dose(model, case).array, atol=1e-4)
+    base = predict_case_dose(load_dose_model("base", "cpu"), case).array
+    assert np.abs(session.predict_dose().array - base).max() > 0.1  # the refiner is applied
+    original = dict(case.structures)
+    session.set_mask("PTV70", ndimage.binary_dilation(original["PTV70"].array))
+    session.set_mask("LeftParotid", ndimage.binary_erosion(original["LeftParotid"].array))
+    edited = predict_case_dose(model, replace(case, structures=session.structures)).array
+    got = session.predict().dose.array
+    np.testing.assert_allclose(got, edited, atol=1e-4)
+    assert np.abs(got - predict_case_dose(model, case).array).max() > 0.05  # the edits moved the dose
+    for name, mask in original.items():
+        session.set_mask(name, mask)
+
+
+@pytest.mark.parametrize("refiner_session", [CT_GRID], ids=["ct-grid"], indirect=True)
+def test_sensitivity_goes_through_the_refiner(refiner_session) -> None:
+    """Adding 40 voxels to an OAR (an input channel equal to the mask) moves a ring's mean dose by the
+    refined model's linear estimate (factor 2, sign and order), and not by the base network's alone.
+
+    (On the CT grid: the coarse working-grid phantom has a 66-voxel parotid, 40 voxels are half its border.)"""
+    from DoseSegLib.models.dose.sensitivity import Problem, mask_sensitivity
+
+    session = refiner_session
+    mask = session.structures["LeftParotid"].array
+    ring = ndimage.binary_dilation(mask, iterations=4) & ~ndimage.binary_dilation(mask, iterations=1)
+    session.set_mask("Ring", ring)
+    grad = session.sensitivity("Ring", "mean", wrt="LeftParotid")
+    masks = {n: m.array for n, m in session.work.structures.items()}
+    problem = Problem("Ring", "mean", "LeftParotid", masks, session.work.ct.voxel_volume_cc)
+    base_only = mask_sensitivity(_without_refiner(session.model), session.inputs, session.box, problem)
+    assert np.abs(session.grid.to_ct_grid(base_only, clip=False).array - grad).max() > 0.1 * np.abs(grad).max()
+    before = session.predict_dose().array[ring].mean()
+    border = np.flatnonzero(ndimage.binary_dilation(mask) & ~mask & session.case.possible_dose_mask.array)
+    ranked = border[np.argsort(grad.ravel()[border])]
+    changes = []
+    for picked in (ranked[-40:], ranked[:40]):
+        edited = mask.copy().ravel()
+        edited[picked] = True
+        session.set_mask("LeftParotid", edited.reshape(mask.shape))
+        actual = session.predict_dose().array[ring].mean() - before
+        estimate = float(grad.ravel()[picked].sum())
+        session.set_mask("LeftParotid", mask)
+        assert np.sign(actual) == np.sign(estimate) and 0.5 <= actual / estimate <= 2.0, (actual, estimate)
+        changes.append(actual)
+    assert changes[0] > changes[1]
+
+
+def _without_refiner(model):
+    """The model without its refiner (the base network alone)."""
+    from dataclasses import replace
+
+    return replace(model, refiner=None)

@@ -2,7 +2,7 @@
 sensitivity <= 8 s on the 2-core CPU), beside the cold ``doseseg predict-dose`` time.
 
 Usage: .venv/bin/python benchmarks/bench_whatif.py [--patient pt_201] [--edits 10] [--sensitivity-runs 10]
-       [--device cpu] [--channels-last]
+       [--device cpu] [--channels-last] [--model openkbp-dose-refine24]
 
 Each edit grows one structure by a voxel or puts it back (PTV70, LeftParotid, RightParotid, SpinalCord
 in turn); the time counted is set_mask + predict (dose, DVHs, metrics, goals). On a shared machine the
@@ -28,12 +28,12 @@ from DoseSegLib import WhatIfSession
 EDITED = ("PTV70", "LeftParotid", "RightParotid", "SpinalCord")
 
 
-def cold_predict_dose(folder: Path, device: str) -> float:
+def cold_predict_dose(folder: Path, device: str, model: str | None) -> float:
     """Wall time of a fresh ``doseseg predict-dose`` process (imports, model load, read, predict, write)."""
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "DoseSegLib.cli", "predict-dose", str(folder), "-o", f"{out}/o",
-                        "--device", device], check=True, capture_output=True)
+                        "--device", device, *(["--model", model] if model else [])], check=True, capture_output=True)
         return time.perf_counter() - start
 
 
@@ -43,12 +43,15 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=10)
     parser.add_argument("--sensitivity-runs", type=int, default=10)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default=None, help="catalogue dose model (default: the catalogue's default)")
     parser.add_argument("--channels-last", action="store_true", help="the network in channels-last-3d memory format")
     args = parser.parse_args()
     folder = require_data() / "validation" / args.patient
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} (shared machine: other jobs running)")
     start = time.perf_counter()
-    session = WhatIfSession(folder, device=args.device)
+    session = WhatIfSession(folder, device=args.device, model=args.model)
+    refiner = "with" if session.model.refiner is not None else "without"
+    print(f"model {session.model.entry.name if session.model.entry else args.model} ({refiner} refiner)")
     print(f"session open (model load, read, align, inputs): {time.perf_counter() - start:.2f} s")
     if args.channels_last:
         import torch
@@ -73,7 +76,7 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     print(f"sensitivity (LeftParotid mean wrt PTV70 / itself): median {statistics.median(times):.2f} s over "
           f"{len(times)} runs; load average {os.getloadavg()[0]:.1f}")
-    print(f"cold doseseg predict-dose: {cold_predict_dose(folder, args.device):.2f} s")
+    print(f"cold doseseg predict-dose: {cold_predict_dose(folder, args.device, args.model):.2f} s")
     print(f"peak memory: {peak_memory_gb():.2f} GB")
 
 

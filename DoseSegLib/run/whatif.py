@@ -19,19 +19,15 @@ from DoseSegLib.analysis.constraints import Constraint, load_constraints
 from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.metric_names import canonical_metric
 from DoseSegLib.analysis.plan import evaluate_plan
-from DoseSegLib.core.alignment import align_case, align_structure, resample, resample_mask
+from DoseSegLib.core.alignment import align_case, align_structure
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
-from DoseSegLib.core.orientation import Reorientation
-from DoseSegLib.core.volume import Volume, mask_box
+from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.tables import Row
-from DoseSegLib.models.common.arrays import BOX_MARGIN
-from DoseSegLib.models.common.devices import cpu_if_out_of_memory
-from DoseSegLib.models.common.grid import working_grid
 from DoseSegLib.models.dose.live_inputs import LiveInputs
-from DoseSegLib.models.dose.predict import case_on_grid, load_dose_model
+from DoseSegLib.models.dose.predict import load_dose_model, predict_box_dose, prepare_case
 
 TEXT_COLUMNS = ("structure", "original_name", "dvh_method", "note")
 
@@ -94,13 +90,10 @@ class WhatIfSession:
         self.case: Case = align_case(read_patient(patient_dir, self.names))
         self.model = load_dose_model(model, device, weights)
         self.constraints = load_constraints() if constraints is None else constraints
-        # the network sees one canonical voxel order (as predict-dose does): no mirrored organ, whatever the axes
-        self.orientation = Reorientation.of(self.case.ct)
-        canonical = self.orientation.case_to_canonical(self.case)
-        self.canonical_ct = canonical.ct
-        self.grid = working_grid(canonical.ct)
-        self.work = canonical if self.grid is None else case_on_grid(canonical, self.grid)
-        self.box = mask_box(self.work.possible_dose_mask.array, BOX_MARGIN)
+        # the network's view of the case, as in predict-dose (one prediction path: models.dose.predict)
+        self.grid = prepare_case(self.case)
+        self.work = self.grid.work
+        self.box = self.grid.box
         self.inputs = LiveInputs(self.work, self.box)
 
     @property
@@ -135,21 +128,15 @@ class WhatIfSession:
         structures = {**self.case.structures, name: volume}
         fine = {n: m for n, m in self.case.fine_structures.items() if n != name}
         self.case = replace(self.case, structures=structures, fine_structures=fine)
-        canonical = self.orientation.to_canonical(volume)
-        work = canonical if self.grid is None else resample_mask(canonical, self.grid)
+        work = self.grid.mask_on_grid(volume)
         self.work = replace(self.work, structures={**self.work.structures, name: work})
         self.inputs.set_structure(name, work.array)
         return name
 
     def predict_dose(self) -> Volume:
-        """The predicted dose (Gy) on the CT grid for the current structures."""
-        from DoseSegLib.models.dose.inference import predict_box
-
-        model, box = self.model, self.box
-        dose = np.zeros(self.work.ct.shape, np.float32)
-        dose[box] = cpu_if_out_of_memory(model, lambda: predict_box(
-            model.net, self.inputs.channels[(slice(None), *box)], model.patch, model.device, False, model.amp))
-        return self._to_ct_grid(dose, clip=True)
+        """The predicted dose (Gy) on the CT grid for the current structures (as ``predict_case_dose``)."""
+        inputs = self.inputs.channels[(slice(None), *self.box)]
+        return self.grid.to_ct_grid(self.grid.in_box(predict_box_dose(self.model, inputs)))
 
     def sensitivity(self, name: str, metric: str = "Mean[Gy]", wrt: str | None = None) -> np.ndarray:
         """d metric / d mask voxel (Gy per voxel, float32 on the CT grid, [i, j, k]) of structure
@@ -164,21 +151,9 @@ class WhatIfSession:
         differentiable_metric(metric)
         masks = {n: m.array for n, m in self.work.structures.items()}
         problem = Problem(structure, metric, other, masks, self.work.ct.voxel_volume_cc)
-        grad = mask_sensitivity(self.model.net, self.inputs, self.box, self.model.patch, problem)
+        grad = mask_sensitivity(self.model, self.inputs, self.box, problem)
         per_voxel = self.case.ct.voxel_volume_cc / self.work.ct.voxel_volume_cc  # Gy per CT voxel
-        return (self._to_ct_grid(grad, clip=False).array * per_voxel).astype(np.float32)
-
-    def _to_ct_grid(self, array: np.ndarray, clip: bool) -> Volume:
-        """An array on the network's (canonical, working) grid as a Volume on the session's CT grid.
-
-        ``clip``: a dose (kept >= 0 and inside the possible-dose mask after resampling)."""
-        canonical = self.work.ct.with_array(array)
-        if self.grid is not None:
-            back = resample(canonical, self.canonical_ct, "linear", 0.0).array
-            if clip:
-                back = np.clip(back, 0, None) * self.orientation.array_to_canonical(self.case.possible_dose_mask.array)
-            canonical = self.canonical_ct.with_array(back.astype(np.float32))
-        return self.orientation.from_canonical(canonical, self.case.ct)
+        return (self.grid.to_ct_grid(grad, clip=False).array * per_voxel).astype(np.float32)
 
     def predict(self) -> WhatIfResult:
         """Predicted dose, DVHs, DVH metrics and clinical goals of the current structures."""

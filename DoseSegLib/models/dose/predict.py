@@ -102,6 +102,75 @@ def _refine(model: DoseModel, first: np.ndarray, inputs: np.ndarray) -> np.ndarr
     return cpu_if_out_of_memory(model, run)
 
 
+@dataclass
+class ModelGrid:
+    """Where the dose network sees an aligned case: canonical voxel order (see ``core.orientation``),
+    the working grid when the CT's voxel size lies outside the trained range, the body's box.
+
+    Built by :func:`prepare_case`; the steps of a prediction are ``prepare_case`` ->
+    ``dose_input_channels(grid.work)`` (or ``LiveInputs``) -> :func:`predict_box_dose` on
+    ``grid.box`` -> :meth:`to_ct_grid`, shared by ``predict_case_dose`` and the what-if session.
+    """
+
+    ct: Volume  # the case's CT, stored order (the output grid)
+    orientation: Reorientation
+    canonical_ct: Volume
+    canonical_body: np.ndarray  # possible-dose mask on canonical_ct
+    grid: Volume | None  # the working grid, None when the CT's own grid is used
+    work: Case  # the canonical case on the network's grid
+    box: tuple[slice, ...]  # the possible-dose box (with margin) on the network's grid
+
+    def mask_on_grid(self, mask: Volume) -> Volume:
+        """A mask on the CT grid (stored order) as the network sees it."""
+        canonical = self.orientation.to_canonical(mask)
+        return canonical if self.grid is None else resample_mask(canonical, self.grid)
+
+    def in_box(self, box_array: np.ndarray) -> np.ndarray:
+        """An array of ``box``'s shape placed in a zero array of the network's grid."""
+        full = np.zeros(self.work.ct.shape, np.float32)
+        full[self.box] = box_array
+        return full
+
+    def to_ct_grid(self, array: np.ndarray, clip: bool = True) -> Volume:
+        """An array on the network's grid as a Volume on the case's CT grid (stored order).
+
+        ``clip``: a dose, kept >= 0 and inside the possible-dose mask after resampling (False for
+        other maps, e.g. a sensitivity)."""
+        canonical = self.work.ct.with_array(array.astype(np.float32, copy=False))
+        if self.grid is not None:
+            back = resample(canonical, self.canonical_ct, "linear", 0.0).array.astype(np.float32)
+            if clip:
+                np.clip(back, 0, None, out=back)
+                back *= self.canonical_body
+            canonical = self.canonical_ct.with_array(back)
+        return self.orientation.from_canonical(canonical, self.ct)
+
+
+def prepare_case(case: Case) -> ModelGrid:
+    """An aligned ``case`` (see alignment.align_case) on the dose network's grid (see :class:`ModelGrid`)."""
+    ignored = sorted(n for n in case.structures if n not in OARS and n not in case.targets)
+    if ignored:
+        log.warning("structures not used by the dose model (not an OAR it knows nor PTV<dose>): %s",
+                    ", ".join(ignored))
+    orientation = Reorientation.of(case.ct)
+    canonical = orientation.case_to_canonical(case)
+    grid = working_grid(canonical.ct, canonical.possible_dose_mask.array)
+    work = canonical if grid is None else case_on_grid(canonical, grid)
+    if grid is not None:
+        log.info("CT spacing %s outside the trained range: predicting at %s mm", case.ct.spacing, WORKING_SPACING)
+    box = mask_box(work.possible_dose_mask.array, BOX_MARGIN)
+    return ModelGrid(case.ct, orientation, canonical.ct, canonical.possible_dose_mask.array, grid, work, box)
+
+
+def predict_box_dose(model: DoseModel, inputs: np.ndarray, tta: bool = False) -> np.ndarray:
+    """Dose (Gy) of channels-first ``inputs`` of one box: the network, then the refiner if the model has one."""
+    from DoseSegLib.models.dose.inference import predict_box
+
+    dose = cpu_if_out_of_memory(
+        model, lambda: predict_box(model.net, inputs, model.patch, model.device, tta, model.amp))
+    return dose if model.refiner is None else _refine(model, dose, inputs)
+
+
 def predict_case_dose(model: DoseModel, case: Case, tta: bool = False) -> Volume:
     """Predicted dose in Gy on the CT grid of an aligned ``case`` (see alignment.align_case).
 
@@ -109,33 +178,6 @@ def predict_case_dose(model: DoseModel, case: Case, tta: bool = False) -> Volume
     the CT's stored axis order; a CT whose voxel size lies outside the trained range is
     resampled to the model's working spacing, predicted there and the dose resampled back.
     """
-    orientation = Reorientation.of(case.ct)
-    dose = _predict_canonical(model, orientation.case_to_canonical(case), tta)
-    return orientation.from_canonical(dose, case.ct)
-
-
-def _predict_canonical(model: DoseModel, case: Case, tta: bool) -> Volume:
-    from DoseSegLib.models.dose.inference import predict_box
-
-    ignored = sorted(n for n in case.structures if n not in OARS and n not in case.targets)
-    if ignored:
-        log.warning("structures not used by the dose model (not an OAR it knows nor PTV<dose>): %s",
-                    ", ".join(ignored))
-    grid = working_grid(case.ct, case.possible_dose_mask.array)
-    work = case if grid is None else case_on_grid(case, grid)
-    if grid is not None:
-        log.info("CT spacing %s outside the trained range: predicting at %s mm", case.ct.spacing, WORKING_SPACING)
-    inputs = dose_input_channels(work)
-    box = mask_box(work.possible_dose_mask.array, BOX_MARGIN)
-    dose = np.zeros(work.ct.shape, np.float32)
-    dose[box] = cpu_if_out_of_memory(
-        model, lambda: predict_box(model.net, inputs[(slice(None), *box)], model.patch, model.device, tta, model.amp))
-    if model.refiner is not None:
-        dose[box] = _refine(model, dose[box], inputs[(slice(None), *box)])
-    predicted = work.ct.with_array(dose)
-    if grid is None:
-        return predicted
-    back = resample(predicted, case.ct, "linear", 0.0).array  # float32, only the working grid's part
-    np.clip(back, 0, None, out=back)
-    back *= case.possible_dose_mask.array
-    return case.ct.with_array(back)
+    grid = prepare_case(case)
+    inputs = dose_input_channels(grid.work)[(slice(None), *grid.box)]
+    return grid.to_ct_grid(grid.in_box(predict_box_dose(model, inputs, tta)))

@@ -1,5 +1,6 @@
 """Where a contour edit moves a dose metric: d metric / d mask voxel through the frozen dose
-network and the DVH, by autograd over a soft (real-valued) mask.
+network (and its refiner, when the model has one: it takes the base dose and the same inputs,
+both differentiable) and the DVH, by autograd over a soft (real-valued) mask.
 
 The mask enters the network's inputs differentiably:
 
@@ -16,7 +17,10 @@ The mask enters the network's inputs differentiably:
 The metric is taken over the structure's dose-grid voxels with the soft mask as weights:
 ``Mean[Gy]`` = sum(dose * m) / sum(m); a near-maximum dose ``Dx%[Gy]`` or ``Dx cc[Gy]``
 (e.g. D2%, D0.03cc) through a soft quantile: the dose D with sum(m * sigmoid((dose - D) / tau))
-equal to the volume, differentiated by the implicit-function theorem (tau = 0.5 Gy).
+equal to the volume, differentiated by the implicit-function theorem (tau = 0.5 Gy). That
+derivative describes edits of fewer voxels than the metric's tail (x % of the volume, x cc):
+a larger edit of hot voxels saturates the quantile at their own dose (docs/console_api.md,
+the finite-difference limits measured on a validation patient).
 The network's parameters are frozen (requires_grad False; no torch.no_grad).
 """
 
@@ -34,6 +38,8 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.models.common.arrays import REFERENCE_GY, inference_shape, pad_to
 from DoseSegLib.models.dose.inputs import PROXIMITY_MM
 from DoseSegLib.models.dose.live_inputs import PROXIMITY, TARGETS, LiveInputs, oar_channel
+from DoseSegLib.models.dose.predict import DoseModel
+from DoseSegLib.models.dose.refine_net import refine_inputs
 
 QUANTILE_TAU_GY = 0.5
 KERNEL_REACH = 3.0  # the proximity kernel is cut at this many decay lengths
@@ -114,18 +120,38 @@ def soft_inputs(inputs: LiveInputs, name: str, m: torch.Tensor, box: tuple[slice
     return x[None]
 
 
+def _pad(x: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """``pad_to`` of box inputs (1, C, ...) that keeps their gradient (the padding is constant)."""
+    pads = [p for n, s in zip(reversed(x.shape[2:]), reversed(shape)) for p in (0, s - n)]
+    constant, region = pad_to(x[0].detach().numpy(), shape)
+    return torch.from_numpy(constant)[None] + (F.pad(x, pads) - F.pad(x.detach(), pads)), region
+
+
 def network_dose(net: torch.nn.Module, x: torch.Tensor, roi: tuple[int, int, int]) -> torch.Tensor:
     """Differentiable dose (Gy) of channels-first box inputs (1, C, ...), as ``predict_box`` without TTA."""
     from monai.inferers import sliding_window_inference
 
-    shape = inference_shape(tuple(x.shape[2:]), roi, net.config.size_multiple)
-    pads = [p for n, s in zip(reversed(x.shape[2:]), reversed(shape)) for p in (0, s - n)]
-    constant, region = pad_to(x[0].detach().numpy(), shape)
-    padded = torch.from_numpy(constant)[None] + (F.pad(x, pads) - F.pad(x.detach(), pads))
+    padded, region = _pad(x, inference_shape(tuple(x.shape[2:]), roi, net.config.size_multiple))
     device = next(net.parameters()).device
     raw = sliding_window_inference(padded.to(device), roi, 4, net, overlap=0.25, mode="gaussian").cpu()
     dose = torch.relu(raw) * (padded[:, -1:] > 0.5)
     return dose[(0, 0, *region)]
+
+
+def refined_dose(refiner: torch.nn.Module, first: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Differentiable refined dose (Gy) of a box, as ``refine_box``: base dose ``first`` (box shape), inputs ``x``."""
+    multiple = refiner.config.size_multiple
+    padded, region = _pad(x, tuple(-(-n // multiple) * multiple for n in x.shape[2:]))
+    pads = [p for n, s in zip(reversed(first.shape), reversed(padded.shape[2:])) for p in (0, s - n)]
+    device = next(refiner.parameters()).device
+    dose = refiner(refine_inputs(F.pad(first, pads)[None, None], padded).to(device)).cpu()
+    return dose[(0, 0, *region)]
+
+
+def model_dose(model: DoseModel, x: torch.Tensor) -> torch.Tensor:
+    """Differentiable dose (Gy) of box inputs through the model's network and its refiner, if any."""
+    dose = network_dose(model.net, x, model.patch)
+    return dose if model.refiner is None else refined_dose(model.refiner, dose, x)
 
 
 def soft_metric(dose: torch.Tensor, weights: torch.Tensor, metric: str, voxel_cc: float) -> torch.Tensor:
@@ -146,17 +172,18 @@ def soft_metric(dose: torch.Tensor, weights: torch.Tensor, metric: str, voxel_cc
     return d0 + (excess - excess.detach()) / slope.clamp(min=1e-6)
 
 
-def mask_sensitivity(
-    net: torch.nn.Module, inputs: LiveInputs, box: tuple[slice, ...], roi: tuple[int, int, int], problem: Problem,
-) -> np.ndarray:
-    """d metric / d mask voxel (Gy per voxel) of ``problem`` on the network's grid (float32)."""
-    for parameter in net.parameters():
-        parameter.requires_grad_(False)
-    net.eval()
+def mask_sensitivity(model: DoseModel, inputs: LiveInputs, box: tuple[slice, ...], problem: Problem) -> np.ndarray:
+    """d metric / d mask voxel (Gy per voxel) of ``problem`` on the network's grid (float32), through
+    the dose network and the refiner when the model has one."""
+    networks = [model.net] if model.refiner is None else [model.net, model.refiner]
+    for net in networks:
+        for parameter in net.parameters():
+            parameter.requires_grad_(False)
+        net.eval()
     shape = next(iter(problem.masks.values())).shape
     m = torch.from_numpy(problem.masks[problem.wrt].astype(np.float32)).requires_grad_(True)
     dose = torch.zeros(shape)
-    dose[box] = network_dose(net, soft_inputs(inputs, problem.wrt, m[box], box), roi)
+    dose[box] = model_dose(model, soft_inputs(inputs, problem.wrt, m[box], box))
     weights = m if problem.structure == problem.wrt else torch.from_numpy(
         problem.masks[problem.structure].astype(np.float32))
     value = soft_metric(dose, weights, problem.metric, problem.voxel_cc)
