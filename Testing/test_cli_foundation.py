@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -242,14 +241,3 @@ def test_unexpected_errors_are_one_line_unless_verbose(
     with pytest.raises(RuntimeError, match="simulated failure"):
         main(["-v", "align", str(phantom_dir), "-o", str(tmp_path / "out")])
 
-
-@pytest.mark.parametrize("preset", [None, "1"])
-def test_doseseg_turns_numpy_huge_pages_off_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch, preset) -> None:
-    """Huge pages stall every new clinical-size array on virtual machines (10 CPU-s per run measured)."""
-    if preset is None:
-        monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
-    else:
-        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", preset)
-    with pytest.raises(SystemExit):
-        main(["--version"])
-    assert os.environ["NUMPY_MADVISE_HUGEPAGE"] == (preset or "0")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable
 
@@ -39,10 +38,6 @@ def _commands() -> list[Callable]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Transparent huge pages for NumPy's large arrays (its default on Linux) stall each new
-    # clinical-size array for seconds on virtual machines such as ours: off for doseseg's own
-    # process and the workers it starts, unless the user set it (read when NumPy is first imported).
-    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

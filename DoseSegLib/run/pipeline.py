@@ -23,6 +23,7 @@ from DoseSegLib.analysis.constraints import load_constraints
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.memory import huge_pages_off
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.run.compare import compare_doses
 from DoseSegLib.run.results import COHORT_COLUMNS, BatchResult, PatientResult, RunOptions
@@ -92,16 +93,17 @@ class Pipeline:
         """Analyse ``folder`` and, when ``out`` is given, write the results there."""
         steps = Steps(folder.name, self.progress, STEPS if out is not None else STEPS[:-2])
         try:
-            result = self._analyse(folder, steps)
-            result.timings = {"load models": self.load_seconds, **steps.timings}
-            result.source_label = source_label
-            if out is not None:
-                write_results(result, out, steps)
+            with contextlib.ExitStack() as scope:  # what _analyse sets up for the patient, until it is written
+                result = self._analyse(folder, steps, scope)
+                result.timings = {"load models": self.load_seconds, **steps.timings}
+                result.source_label = source_label
+                if out is not None:
+                    write_results(result, out, steps)
         finally:
             steps.close()
         return result
 
-    def _analyse(self, folder: Path, steps: Steps) -> PatientResult:
+    def _analyse(self, folder: Path, steps: Steps, scope: contextlib.ExitStack) -> PatientResult:
         from DoseSegLib.analysis.ctcheck import check_ct
         from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, check_predicted_dose
         from DoseSegLib.analysis.site import check_site
@@ -116,6 +118,7 @@ class Pipeline:
             case = replace(case, notes=[*case.notes, site_note]) if site_note else case
             if case.dose is not None:
                 check_dose_units(case.dose, str(folder / "dose.nrrd"), self.options.allow_high_dose)
+        scope.enter_context(huge_pages_off(case.ct.array.size))  # see DoseSegLib.core.memory
         with steps("align"):
             reference = case.dose
             case = align_case(case)
