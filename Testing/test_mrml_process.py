@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -173,6 +174,19 @@ def test_cancel_asks_the_command_to_stop_and_it_cleans_up(tmp_path):
     assert process.wait(interval=0.05) == 130 and time.monotonic() - started < 10
     assert (tmp_path / "out" / "cleaned up").is_file() and not (tmp_path / "out" / "partial").exists()
     assert process.lines[-1] == "doseseg: interrupted; no partial output was kept"
+
+
+def test_cancel_works_when_ctrl_c_was_ignored_by_the_parent(tmp_path):
+    """A Slicer (or a test run) started from a background shell passes Ctrl-C on as ignored: cancel still stops."""
+    env = _fake_doseseg(tmp_path)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the command, as from `slicer &`
+    try:
+        process = CliProcess(cliCommand([tmp_path / "out"]), cwd=tmp_path, env=env).start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert _until(lambda: process.poll() is None and process.lines == ["working"])
+    process.cancel(grace=30.0)
+    assert process.wait(interval=0.05) == 130 and (tmp_path / "out" / "cleaned up").is_file()
 
 
 def test_a_vanished_parent_stops_the_command(tmp_path):

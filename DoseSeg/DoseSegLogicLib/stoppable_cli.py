@@ -26,6 +26,8 @@ def _stopOnInput(fd: int) -> None:
 
 
 def main() -> int:
+    # A process started from a background shell inherits Ctrl-C ignored; the stop request must still interrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=_stopOnInput, args=(sys.stdin.fileno(),), daemon=True).start()
     try:
         from DoseSegLib.cli.main import main as doseseg
