@@ -18,9 +18,9 @@ from DoseSegLib.analysis.workers import (
     balanced_groups,
     can_start_workers,
     read_message,
-    read_volume,
+    receive_volume,
+    send_volume,
     write_message,
-    write_volume,
 )
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
@@ -232,7 +232,7 @@ def _encode(settings: _Settings, tasks: list[_Task], full_shape: tuple[int, ...]
         write_message(stream, {"name": task.name, "box": [[b.start, b.stop] for b in task.box],
                                "dose": task.dose is not None})
         for volume in (task.ct, task.mask, *((task.dose, task.dose_mask) if task.dose is not None else ())):
-            write_volume(stream, volume)
+            send_volume(stream, volume)
     return stream.getvalue()
 
 
@@ -243,7 +243,7 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
                          header["dose_bin_width_gy"])
     while (message := read_message(stdin)) is not None:
         box = tuple(slice(a, b) for a, b in message["box"])
-        volumes = [read_volume(stdin) for _ in range(4 if message["dose"] else 2)]
+        volumes = [receive_volume(stdin) for _ in range(4 if message["dose"] else 2)]
         row, diagnostics = _measure(settings, _Task(message["name"], box, *volumes), tuple(header["full_shape"]))
         write_message(stdout, {"row": row, "diagnostics": diagnostics})
         stdout.flush()

@@ -41,7 +41,7 @@ def read_message(stream: BinaryIO) -> dict | None:
     return json.loads(line) if line.strip() else None
 
 
-def write_volume(stream: BinaryIO, volume: Volume) -> None:
+def send_volume(stream: BinaryIO, volume: Volume) -> None:
     """A volume: its geometry and dtype as a JSON line, then its voxels (C order)."""
     array = np.ascontiguousarray(volume.array)
     write_message(stream, {"dtype": array.dtype.str, "shape": list(array.shape), "spacing": list(volume.spacing),
@@ -49,8 +49,8 @@ def write_volume(stream: BinaryIO, volume: Volume) -> None:
     stream.write(array.tobytes())
 
 
-def read_volume(stream: BinaryIO) -> Volume:
-    """A volume written by :func:`write_volume` (a plain numeric dtype: nothing is unpickled)."""
+def receive_volume(stream: BinaryIO) -> Volume:
+    """A volume written by :func:`send_volume` (a plain numeric dtype: nothing is unpickled)."""
     header = read_message(stream)
     if header is None:
         raise EOFError("a volume was expected")

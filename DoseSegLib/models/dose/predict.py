@@ -138,7 +138,7 @@ class ModelGrid:
         other maps, e.g. a sensitivity)."""
         canonical = self.work.ct.with_array(array.astype(np.float32, copy=False))
         if self.grid is not None:
-            back = resample(canonical, self.canonical_ct, "linear", 0.0).array.astype(np.float32)
+            back = resample(canonical, self.canonical_ct, "linear", 0.0).array  # a new float32 array
             if clip:
                 np.clip(back, 0, None, out=back)
                 back *= self.canonical_body
