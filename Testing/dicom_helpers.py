@@ -123,3 +123,36 @@ def write_dicom_from_slab_masks(folder: Path, case: Case, plane_mm: float) -> Pa
     write_rtstruct(folder / "rtstruct.dcm", structures, ct)
     write_rtdose(folder / "rtdose.dcm", case.dose, ct, "reference dose")
     return folder
+
+
+def round_contours(path: Path, decimals: int, xy_decimals: int | None = None) -> Path:
+    """Rewrite an RTSTRUCT's ContourData with z (and x, y when given) rounded as TPSs write them."""
+    ds = pydicom.dcmread(path)
+    for roi in ds.ROIContourSequence:
+        for contour in roi.get("ContourSequence", []):
+            points = np.asarray([float(v) for v in contour.ContourData]).reshape(-1, 3)
+            points[:, 2] = np.round(points[:, 2], decimals)
+            if xy_decimals is not None:
+                points[:, :2] = np.round(points[:, :2], xy_decimals)
+            contour.ContourData = [f"{v:.{max(decimals, xy_decimals or 0)}f}" for v in points.ravel()]
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def awkward_case(case: Case) -> Case:
+    """``case`` moved to a grid whose slice positions are not round numbers (z written to 3 or 2 decimals
+    is then off its slice), with a lens of 2 slices and a chiasm of 3 slices added."""
+    spacing, origin = (1.171875 * 3, 1.171875 * 3, 2.4413), (-111.4141, -97.8234, -58.33337)
+
+    def moved(volume: Volume) -> Volume:
+        return Volume(volume.array, spacing, origin, volume.direction)
+
+    grid = moved(case.ct)
+    x, y, z = np.meshgrid(*(np.arange(n) for n in grid.shape), indexing="ij")
+    ci, cj, ck = (n // 2 for n in grid.shape)
+    lens = ((x - ci - 9) / 1.6) ** 2 + ((y - cj + 14) / 1.3) ** 2 + ((z - ck - 10.5) / 1.0) ** 2 <= 1
+    chiasm = ((x - ci) / 3.2) ** 2 + ((y - cj + 3) / 1.4) ** 2 + ((z - ck - 12) / 1.4) ** 2 <= 1
+    structures = {name: moved(mask) for name, mask in case.structures.items()}
+    structures |= {"Lens_L": grid.with_array(lens), "OpticChiasm": grid.with_array(chiasm)}
+    return Case(case.name, grid, structures, moved(case.dose) if case.dose is not None else None,
+                moved(case.possible_dose_mask) if case.possible_dose_mask is not None else None)
