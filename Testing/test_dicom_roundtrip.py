@@ -37,12 +37,13 @@ def test_rounded_contour_z_reads_back_every_slice(tmp_path: Path, awkward, decim
     for name, mask in awkward.structures.items():
         got = back.structures[name].array
         assert dice(got, mask.array) >= 0.98, name
-        assert np.array_equal(got, mask.array), f"{name}: {int(got.sum())} voxels back of {int(mask.array.sum())}"
+        assert np.array_equal(got, mask.array), f"{name}: {got.sum()} voxels back of {mask.array.sum()}"
     assert np.array_equal(back.possible_dose_mask.array, awkward.possible_dose_mask.array)
 
 
 def _square(z: float, half: float = 2.5) -> np.ndarray:
-    return np.array([[5 - half, 5 - half, z], [5 + half, 5 - half, z], [5 + half, 5 + half, z], [5 - half, 5 + half, z]])
+    corners = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
+    return np.array([[5 + a * half, 5 + b * half, z] for a, b in corners])
 
 
 @pytest.mark.parametrize("error_mm", [-0.004, 0.0, 0.004, -0.1, 0.1])
@@ -71,7 +72,7 @@ def test_contours_of_one_plane_written_a_little_apart_stay_one_plane() -> None:
     """Two islands of one plane, z written 0.004 mm apart: one plane (both kept), not two half-slabs."""
     grid = Volume(np.zeros((20, 10, 10), dtype=bool), (1.0, 1.0, 2.5), (0.0, 0.0, 0.0))
     left = [_square(2.5 * k) for k in range(2, 5)]
-    right = [_square(2.5 * k + 0.004) + (10, 0, 0) for k in range(2, 5)]
+    right = [_square(2.5 * k + 0.004) + np.array([10.0, 0.0, 0.0]) for k in range(2, 5)]
     mask = rasterise(left + right, grid)
     assert list(np.flatnonzero(mask[:10].any(axis=(0, 1)))) == [2, 3, 4]
     assert list(np.flatnonzero(mask[10:].any(axis=(0, 1)))) == [2, 3, 4]
