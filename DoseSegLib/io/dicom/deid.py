@@ -28,7 +28,7 @@ import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from DoseSegLib import __version__
+from DoseSegLib.core.version import __version__
 from DoseSegLib.core.errors import DoseSegError
 
 MIN_KEY_BYTES = 16
