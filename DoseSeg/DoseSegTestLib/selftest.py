@@ -17,15 +17,18 @@ from DoseSegTestLib.rtscene import TARGET_GY, TARGET_NAME, buildRtStudy
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
 
-def _logic():
-    """The module's Logic (imported here: DoseSeg.py imports this file)."""
-    from DoseSeg import DoseSegLogic
+class DoseSegSelfTest(ScriptedLoadableModuleTest):
+    """A SlicerRT-like plan through every step, inside Slicer.
 
-    return DoseSegLogic()
+    DoseSeg.py subclasses it as ``DoseSegTest`` with its Logic as ``logicClass`` (this file does not
+    import DoseSeg.py: no import circle).
+    """
 
+    logicClass: type | None = None
 
-class DoseSegTest(ScriptedLoadableModuleTest):
-    """A SlicerRT-like plan through every step, inside Slicer."""
+    def _logic(self):
+        """A new instance of the module's Logic."""
+        return self.logicClass()
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -40,7 +43,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
 
     def _packagesMissing(self, withModels: bool) -> bool:
         """True (with a message) when packages are missing: the self-test never installs without asking."""
-        unmet = _logic().unmetRequirements(withModels)
+        unmet = self._logic().unmetRequirements(withModels)
         if unmet:
             names = ", ".join(requirement.describe() for requirement in unmet)
             self.delayDisplay(f"Skipped: missing Python packages ({names}); install them from the DoseSeg panel")
@@ -65,7 +68,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
             return
         self.delayDisplay("Scene: a SlicerRT-like plan, Compute DVH, isodose lines")
         rt = buildRtStudy(slicer.mrmlScene)
-        logic = _logic()
+        logic = self._logic()
         outputs = logic.computeDvh(rt.dose, rt.segmentation, {TARGET_NAME: TARGET_GY})
         rows = {outputs["metrics"].GetCellText(r, 0): r for r in range(outputs["metrics"].GetNumberOfRows())}
         self.assertIn(TARGET_NAME, rows)
@@ -83,7 +86,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
         if self._packagesMissing(withModels=True):
             return
         rt = buildRtStudy(slicer.mrmlScene)
-        logic = _logic()
+        logic = self._logic()
         self.delayDisplay("Align structures (background process)")
         aligned = logic.alignStructures(rt.ct, rt.segmentation)
         self.assertEqual(aligned.GetSegmentation().GetNumberOfSegments(),
