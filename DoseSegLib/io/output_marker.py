@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from DoseSegLib import __version__
+from DoseSegLib.core.version import __version__
 
 MARKER = ".doseseg-output.json"
 MARKER_FORMAT = 2
