@@ -40,9 +40,9 @@ def structure_set_path(index: DicomIndex, geometry: SeriesGeometry) -> Path | No
 
 
 def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper,
-                        ) -> tuple[dict, Volume | None, dict, dict]:
+                        fine: dict[str, Volume] | None = None) -> tuple[dict, Volume | None, dict, dict]:
     """An RTSTRUCT file's masks on ``grid``, its body, and its ROI names by number, canonical and as written
-    (``frame`` '' skips the check)."""
+    (``frame`` '' skips the check); ``fine`` receives the structures on sub-voxel grids (``structure_masks``)."""
     ds = read_header(Path(path))
     if ds is None or str(ds.get("Modality", "")).upper() != "RTSTRUCT":
         raise DoseSegError(f"{path}: not a DICOM RTSTRUCT")
@@ -51,7 +51,7 @@ def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper
         raise DoseSegError(f"{path}: RTSTRUCT in Frame of Reference {found}, the CT series in {frame}; "
                            "use the structure set drawn on this CT")
     rois = read_rois(ds)
-    masks, body = structure_masks(ds, grid, frame, mapper, rois)
+    masks, body = structure_masks(ds, grid, frame, mapper, rois, fine)
     return masks, body, {roi.number: mapper.canonical(roi.name) for roi in rois}, {roi.number: roi.name for roi in rois}
 
 
@@ -62,7 +62,8 @@ def read_dicom_patient(
     """Read a folder of DICOM files (found by content; subfolders and a DICOMDIR included) into a Case.
 
     The CT keeps its DICOM geometry (LPS, slices sorted along the normal), structures are
-    rasterised at CT resolution (slab convention, even-odd rule), the EXTERNAL ROI becomes the
+    rasterised at CT resolution (slab convention, even-odd rule) and, for the DVH, on sub-voxel
+    grids where small enough (``fine_structures``, see ``io.dicom.fine``), the EXTERNAL ROI becomes the
     possible-dose mask (the body), the RTDOSE is the reference dose on its own grid and the
     RTPLAN's target prescriptions are recorded on the case.
 
@@ -80,10 +81,11 @@ def read_dicom_patient(
     frame = geometry.frame_of_reference
     ct = read_series(geometry)
     structures, body, roi_names, roi_names_as_read = {}, None, {}, {}
+    fine: dict[str, Volume] = {}
     structure_set = structure_file or structure_set_path(index, geometry)
     if structure_set is not None:
-        structures, body, roi_names, roi_names_as_read = read_structure_file(structure_set, geometry.grid, frame,
-                                                                             mapper)
+        structures, body, roi_names, roi_names_as_read = read_structure_file(Path(structure_set), geometry.grid,
+                                                                             frame, mapper, fine)
     dose = reference_dose(index.of("RTDOSE"), frame, folder)
     prescriptions = plan_prescriptions(index.of("RTPLAN"), roi_names, frame, folder)
     log.info("%s: DICOM patient, CT %s, %d structures, dose %s, prescriptions %s", folder, ct.shape,
@@ -92,4 +94,4 @@ def read_dicom_patient(
                       if canonical in structures}
     return Case(folder.name, ct, structures, dose.volume if dose else None, body, prescriptions.highest,
                 source=folder, prescriptions=prescriptions.doses, dicom_series=geometry.series_uid,
-                original_names=original_names)
+                original_names=original_names, fine_structures=fine)
