@@ -59,3 +59,9 @@ def hash_tree(folder: Path) -> dict[str, str]:
 def tree_hash() -> Callable[[Path], dict[str, str]]:
     """A function hashing a folder's files, to check that inputs are never modified."""
     return hash_tree
+
+
+@pytest.fixture(autouse=True)
+def no_personal_models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests never see the developer's own published models (DOSESEG_MODELS_DIR: an empty folder)."""
+    monkeypatch.setenv("DOSESEG_MODELS_DIR", str(tmp_path_factory.mktemp("user-models")))

@@ -6,7 +6,7 @@ metrics are computed from the ``voxels`` of the shared dose samples, so nothing 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
@@ -60,17 +60,19 @@ def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray
     return total / np.count_nonzero(possible_dose_mask)
 
 
-def challenge_metrics(voxels: Mapping[str, np.ndarray], voxel_cc: float) -> dict[tuple[str, str], float]:
+def challenge_metrics(voxels: Mapping[str, np.ndarray], voxel_cc: float,
+                      oars: Collection[str] = OARS) -> dict[tuple[str, str], float]:
     """The challenge's DVH metrics: D0.1cc[Gy] and Mean[Gy] for OARs, D99%/D95%/D1%[Gy] for targets.
 
     Args:
         voxels: each structure's dose-grid voxel doses (Gy), ascending; empty ones and structures
             that are neither an OpenKBP OAR nor a PTV<dose> target are left out, as the challenge does.
         voxel_cc: volume of one voxel in cm^3.
+        oars: the organs scored as OARs (a cohort's site organs; OpenKBP's by default).
     """
     metrics = {}
     for name, doses in voxels.items():
-        is_oar = name in OARS
+        is_oar = name in oars
         if doses.size == 0 or not (is_oar or target_prescription(name) is not None):
             continue
         if is_oar:
@@ -88,10 +90,10 @@ def voxel_doses(dose: np.ndarray, structures: Mapping[str, np.ndarray]) -> dict[
 
 
 def openkbp_metrics(
-    dose: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
+    dose: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float, oars: Collection[str] = OARS
 ) -> dict[tuple[str, str], float]:
     """``challenge_metrics`` of a dose array and boolean mask arrays on its grid."""
-    return challenge_metrics(voxel_doses(dose, structures), voxel_cc)
+    return challenge_metrics(voxel_doses(dose, structures), voxel_cc, oars)
 
 
 def compare_challenge_metrics(
@@ -113,7 +115,8 @@ def _rows(pred: dict[tuple[str, str], float], ref: dict[tuple[str, str], float])
 
 
 def dvh_comparison(
-    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
+    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float,
+    oars: Collection[str] = OARS,
 ) -> list[dict[str, object]]:
     """Every challenge DVH metric of one patient: rows of structure, metric, reference, predicted, abs_error (Gy).
 
@@ -122,15 +125,17 @@ def dvh_comparison(
         ref: reference dose (Gy) on the same grid.
         structures: boolean masks by name.
         voxel_cc: volume of one voxel in cm^3.
+        oars: the organs scored as OARs.
     """
-    return _rows(openkbp_metrics(pred, structures, voxel_cc), openkbp_metrics(ref, structures, voxel_cc))
+    return _rows(openkbp_metrics(pred, structures, voxel_cc, oars), openkbp_metrics(ref, structures, voxel_cc, oars))
 
 
 def dvh_abs_errors(
-    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
+    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float,
+    oars: Collection[str] = OARS,
 ) -> dict[tuple[str, str], float]:
-    """|metric(pred) - metric(ref)| for every challenge DVH metric of one patient (Gy)."""
-    rows = dvh_comparison(pred, ref, structures, voxel_cc)
+    """|metric(pred) - metric(ref)| for every challenge DVH metric of one patient (Gy; ``oars`` scored as OARs)."""
+    rows = dvh_comparison(pred, ref, structures, voxel_cc, oars)
     return {(row["structure"], row["metric"]): row["abs_error"] for row in rows}
 
 

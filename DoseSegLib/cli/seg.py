@@ -23,6 +23,14 @@ from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
 
 
+def site_labels(data: Path) -> tuple[str, ...]:
+    """The organs of a cohort's site config (``doseseg build-cohort``), else OpenKBP's."""
+    from DoseSegLib.io.cohort.site import read_site
+
+    site = read_site(data)
+    return site.oars if site is not None else OARS
+
+
 def cmd_train_seg(args: argparse.Namespace) -> None:
     from DoseSegLib.models.common.devices import select_device
     from DoseSegLib.models.seg.data import InputSpec
@@ -34,7 +42,7 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
     config = SegTrainConfig(
         loss=args.loss, dose_weight=args.dose_weight, dose_model=args.dose_model,
         dose_weights=str(args.dose_weights) if args.dose_weights else None,
-        init_weights=str(args.init) if args.init else None, labels=args.labels,
+        init_weights=str(args.init) if args.init else None, labels=args.labels or site_labels(args.data),
         inputs=InputSpec(args.inputs, args.ct_windows), **run_options(args), patch=tuple(args.patch),
         foreground=args.foreground, balanced=not args.no_balance, reset_labels=args.reset_labels,
         truncate=args.truncate, net=SegNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
@@ -112,7 +120,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", type=Path, help="start from a train-seg best.pt (e.g. DOSELO fine-tuning)")
     p.add_argument("--inputs", type=name_list, default=InputSpec.images,
                    help="input images in each patient folder, resampled onto the first (default ct.nrrd)")
-    p.add_argument("--labels", type=name_list, default=OARS, help="structures to segment (default the 7 OARs)")
+    p.add_argument("--labels", type=name_list,
+                   help="structures to segment (default: the organs of DATA/site.json from build-cohort, else the "
+                        "7 OpenKBP OARs)")
     p.add_argument("--ct-windows", type=hu_windows, default=InputSpec.ct_windows,
                    help="CT windows as channels, e.g. --ct-windows=-1024:1024,-160:240")
     p.add_argument("--cache", type=Path, help="prepared-array cache (default OUT/cache)")

@@ -21,7 +21,6 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
-from DoseSegLib.models.common.catalogue import models_dir
 from DoseSegLib.models.dose.augment import left_right_flip
 from DoseSegLib.models.dose.predict import DoseModel, predict_case_dose
 
@@ -113,7 +112,7 @@ def calibration_path(model: DoseModel, folder: Path | None = None) -> Path:
     """The calibration sidecar of a catalogue model: ``<name>.uncertainty.json`` beside its weights."""
     if model.entry is None:
         raise DoseSegError("--uncertainty needs a catalogue model (its calibration ships with it), not --weights")
-    return (folder or models_dir()) / f"{model.entry.name}.uncertainty.json"
+    return (folder or model.entry.file.parent) / f"{model.entry.name}.uncertainty.json"
 
 
 def load_calibration(model: DoseModel, folder: Path | None = None) -> tuple[Calibration, SamplingConfig]:
