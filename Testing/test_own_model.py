@@ -192,6 +192,7 @@ def test_train_publish_list_and_predict_with_the_clinic_model(archive: Path, coh
     assert main(["publish-model", str(run), "--name", "openkbp-dose-unet24", "--models-dir", str(tmp_path / "x")]) == 1
     card = (models / f"{MODEL}.md").read_text()
     assert "4 usable, 2 excluded" in card and "val_dose_score" in card and "Brainstem" in card
+    assert "not calibrated (1 validation patients, at least" in card  # a split too small: said, not faked
     assert leaks(models, identifiers(archive)) == []
     capsys.readouterr()
     assert main(["models"]) == 0
@@ -255,3 +256,36 @@ def test_names_map_from_an_edited_names_table(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("a,b\nx,y\n")
     with pytest.raises(DoseSegError, match="name_as_written and mapped_to"):
         read_names_map(tmp_path / "bad.csv")
+
+
+@pytest.mark.slow  # ten validation patients, five predictions each: about a minute on two idle cores
+def test_publish_calibrates_the_uncertainty_on_a_large_enough_validation_split(tmp_path: Path) -> None:
+    import torch
+
+    from DoseSegLib.io.phantom import write_phantom_patient
+    from DoseSegLib.models.common import training_loop as loop
+    from DoseSegLib.models.dose.net import DoseNet
+    from DoseSegLib.models.dose.predict import load_dose_model
+    from DoseSegLib.models.dose.uncertainty import check_uncertainty
+    from DoseSegLib.run.calibration import MIN_PATIENTS
+    from DoseSegLib.run.publish import publish_run
+
+    torch.manual_seed(0)
+    cohort, run, models = tmp_path / "cohort", tmp_path / "run", tmp_path / "models"
+    for seed in range(MIN_PATIENTS):
+        write_phantom_patient(cohort / "validation" / f"P{seed:03d}", shape=SHAPE, spacing=SPACING, seed=seed)
+    run.mkdir()
+    net = DoseNet(tiny_dose_config())
+    loop.save_weights(run / "best.pt", net, {"epoch": 1, "val_dose_score": 9.0, "patch": [32, 32, 32]})
+    (run / "config.json").write_text(json.dumps({"site": {"site": "head and neck", "oars": [], "folder":
+                                                          str(cohort)}}))
+    entry = publish_run(run, MODEL, models)
+    sidecar = json.loads((models / f"{MODEL}.uncertainty.json").read_text())
+    assert sidecar["sha256"] == entry.sha256 and sidecar["validation"]["patients"] == MIN_PATIENTS
+    assert f"calibrated on {MIN_PATIENTS} validation patients" in (models / f"{MODEL}.md").read_text()
+    model = load_dose_model(device="cpu", weights=entry.file)
+    check_uncertainty(replace(model, entry=entry), 0.9)  # the sidecar is found beside the user model
+    (cohort / "validation" / "P000").rename(tmp_path / "moved")
+    publish_run(run, MODEL, models, force=True)
+    card = (models / f"{MODEL}.md").read_text()
+    assert f"not calibrated ({MIN_PATIENTS - 1} validation patients, at least {MIN_PATIENTS} needed)" in card

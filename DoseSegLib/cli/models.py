@@ -11,7 +11,7 @@ def cmd_publish_model(args: argparse.Namespace) -> int:
     from DoseSegLib.run.publish import publish_run
 
     folder = args.models_dir or user_models_dir()
-    entry = publish_run(args.run, args.name, folder, args.version, args.force)
+    entry = publish_run(args.run, args.name, folder, args.version, args.force, args.data)
     print(f"published {entry.task} model '{entry.name}' in {folder} (card {folder / entry.card}); "
           f"use it with --model {entry.name}")
     return 0
@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models-dir", type=Path, help="where to publish (default $DOSESEG_MODELS_DIR or the per-user "
                                                    "data folder); --model finds it only there")
     p.add_argument("--version", default="1.0", help="the model's version (default 1.0)")
+    p.add_argument("--data", type=Path, metavar="COHORT",
+                   help="the cohort the run trained on, if it moved (its validation split calibrates the "
+                        "uncertainty intervals of a dose model)")
     p.add_argument("--force", action="store_true", help="replace a user model of that name")
     p.set_defaults(func=cmd_publish_model)
 

@@ -189,7 +189,8 @@ def with_site(config: TrainConfig, data: Path) -> TrainConfig:
     if site is None:
         return config
     channels = len(channel_names(site.oars))
-    return replace(config, site=site.to_dict(), net=replace(config.net, in_channels=channels))
+    recorded = {**site.to_dict(), "folder": str(Path(data).resolve())}  # publish-model calibrates on its validation
+    return replace(config, site=recorded, net=replace(config.net, in_channels=channels))
 
 
 def _step(net: torch.nn.Module, samples: list[dict], config: TrainConfig, epoch: int, device: torch.device) -> Step:
