@@ -15,7 +15,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from DoseSegLib import __version__
+from DoseSegLib.core.version import __version__
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.listing import patient_folders
