@@ -30,7 +30,7 @@ if VERSION_PROBLEM is None:
     from DoseSegLogicLib.dependencies import radiomicsProblem
     from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
     from DoseSegLogicLib.terminology import TERMINOLOGY_FILE
-    from DoseSegTestLib.selftest import DoseSegTest  # noqa: F401 (Slicer's Reload & Test looks for it here)
+    from DoseSegTestLib import selftest
     from DoseSegWidgetLib.whatifpanel import WhatIfPanel
 else:
     logging.getLogger("DoseSeg").error(VERSION_PROBLEM)
@@ -447,3 +447,11 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
             with open(constraints, "w") as handle:  # the installed versions of everything else stay
                 handle.write(requirements.installedPins(exclude={requirement.name for requirement in unmet}))
             slicer.util.pip_install(["--only-binary", ":all:", *pip, "-c", constraints])
+
+
+if VERSION_PROBLEM is None:
+
+    class DoseSegTest(selftest.DoseSegSelfTest):
+        """The module's self-test (Slicer's Reload & Test and the ctest look for it here), on this Logic."""
+
+        logicClass = DoseSegLogic

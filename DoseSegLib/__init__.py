@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from DoseSegLib.core.version import __version__
 
 _PUBLIC = {
     "Volume": "DoseSegLib.core.volume",

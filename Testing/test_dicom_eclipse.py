@@ -61,7 +61,7 @@ def _curves(path: Path, eclipse: bool) -> dict[str, np.ndarray]:
     else:
         header = rows[0]
         for row in rows[1:]:
-            record = dict(zip(header, row))
+            record = dict(zip(header, row, strict=True))
             curves.setdefault(record["structure"], []).append((float(record["dose_gy"]), float(record["volume_pct"])))
     return {name: np.array(points) for name, points in curves.items()}
 

@@ -10,19 +10,22 @@ from DoseSegLogicLib.dependencies import radiomicsProblem
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
 
-def _logic():
-    """The module's Logic (imported here: DoseSeg.py imports this file)."""
-    from DoseSeg import DoseSegLogic
+class DoseSegSelfTest(ScriptedLoadableModuleTest):
+    """The scene scenario of the pytest suite, inside Slicer: a phantom patient, its DVH, metrics and steps.
 
-    return DoseSegLogic()
+    DoseSeg.py subclasses it as ``DoseSegTest`` with its Logic as ``logicClass`` (this file does not
+    import DoseSeg.py: no import circle).
+    """
 
+    logicClass: type | None = None
 
-class DoseSegTest(ScriptedLoadableModuleTest):
-    """The scene scenario of the pytest suite, inside Slicer: a phantom patient, its DVH, metrics and steps."""
+    def _logic(self):
+        """A new instance of the module's Logic."""
+        return self.logicClass()
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
-        _logic().installPackages(withModels=False, askConfirmation=False)
+        self._logic().installPackages(withModels=False, askConfirmation=False)
 
     def runTest(self) -> None:
         self.setUp()
@@ -64,7 +67,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
         case, ctNode, doseNode, segmentationNode = self._loadPhantom()
         self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(doseNode), case.dose.array.transpose(2, 1, 0)))
         self.assertTrue(nodes.volumeFromNode(doseNode).same_grid(case.ct))
-        logic = _logic()
+        logic = self._logic()
         tables, chart = logic.computeDvh(doseNode, segmentationNode)
         self.assertEqual(len(tables), len(case.structures))
         self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), len(case.structures))
@@ -84,7 +87,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
     def test_DoseSegSteps(self) -> None:
         """Align and radiomics through the background CLI; the model steps unless Slicer's testing mode is on."""
         _case, ctNode, doseNode, segmentationNode = self._loadPhantom()
-        logic = _logic()
+        logic = self._logic()
         self.delayDisplay("Align structures (background process)")
         aligned = logic.alignStructures(ctNode, segmentationNode)
         self.assertEqual(aligned.GetSegmentation().GetNumberOfSegments(),
@@ -113,7 +116,7 @@ class DoseSegTest(ScriptedLoadableModuleTest):
         from scipy import ndimage
 
         case, ctNode, _doseNode, segmentationNode = self._loadPhantom()
-        _logic().installPackages(withModels=True, askConfirmation=False)
+        self._logic().installPackages(withModels=True, askConfirmation=False)
         slicer.util.selectModule("DoseSeg")
         widget = slicer.util.getModuleWidget("DoseSeg")
         parameters = widget.logic.getParameterNode()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from DoseSegLib.cli.options import add_output
+
+if TYPE_CHECKING:
+    from DoseSegLib.io.dicom.deid import Deidentifier
 
 
 def _results_structures(results: Path, all_structures: bool) -> dict:
@@ -25,6 +29,33 @@ def _results_structures(results: Path, all_structures: bool) -> dict:
     return {name: mask for name, mask in masks.items() if sources.get(name) == "auto"}
 
 
+def add_anonymise(parser: argparse.ArgumentParser) -> None:
+    """``--anonymise`` and ``--key-file``: de-identify the DICOM objects written (PS3.15 Basic Profile)."""
+    parser.add_argument("--anonymise", action="store_true",
+                        help="de-identify the DICOM objects written (PS3.15 Basic Application Level Confidentiality "
+                             "Profile): keyed pseudonym for patient name and ID, UIDs replaced consistently, dates, "
+                             "names and study description removed or emptied; needs --key-file")
+    parser.add_argument("--key-file", type=Path,
+                        help="file holding your secret (at least 16 bytes) for --anonymise's pseudonyms and UIDs: "
+                             "the same key gives the same pseudonym; keep it, never share it")
+
+
+def deidentifier(args: argparse.Namespace) -> Deidentifier | None:
+    """The de-identifier ``--anonymise --key-file`` ask for (None without --anonymise); refuses a missing key."""
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.io.dicom.deid import Deidentifier, read_key
+
+    if not args.anonymise:
+        if args.key_file is not None:
+            raise DoseSegError("--key-file is only used with --anonymise")
+        return None
+    if args.key_file is None:
+        raise DoseSegError("--anonymise needs --key-file FILE holding your secret (at least 16 bytes): an unkeyed "
+                           "hash of a patient ID is reversed in seconds; e.g. `head -c 32 /dev/urandom | base64 > "
+                           "key.txt`, kept outside the data you share")
+    return Deidentifier(read_key(args.key_file))
+
+
 def cmd_export_dicom(args: argparse.Namespace) -> None:
     from DoseSegLib.core.errors import DoseSegError
     from DoseSegLib.io.dicom.detect import patient_format
@@ -33,6 +64,7 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
     from DoseSegLib.io.patient import read_dose
 
     check_output_dir(args.output, args.force, [args.results, args.ct])
+    deid = deidentifier(args)
     if not args.results.is_dir():
         raise DoseSegError(f"{args.results}: results folder not found")
     if not args.ct.is_dir() or patient_format(args.ct) != "dicom":
@@ -43,7 +75,7 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
     if dose is None and not structures:
         raise DoseSegError(f"{args.results}: neither dose.nrrd nor auto-segmented structures to export")
     with staged_output(args.output, args.force, [args.results, args.ct]) as out:
-        written = write_dicom_results(out, args.ct, dose, structures, args.series, args.anonymise)
+        written = write_dicom_results(out, args.ct, dose, structures, args.series, deid)
     print(f"wrote {', '.join(str(args.output / p.name) for p in written)}")
 
 
@@ -59,8 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series", help="SeriesInstanceUID of the CT series when the folder holds several")
     p.add_argument("--all-structures", action="store_true",
                    help="export every structure, not only the auto-segmented ones")
-    p.add_argument("--anonymise", action="store_true",
-                   help="patient name and ID replaced by a stable pseudonym (a hash of the ID), birth date, sex, "
-                        "referring physician, accession number and study ID left out")
+    add_anonymise(p)
     add_output(p)
     p.set_defaults(func=cmd_export_dicom)

@@ -6,13 +6,17 @@ import argparse
 from pathlib import Path
 
 from DoseSegLib.cli.options import (
+    CONFIG_DEFAULT,
     add_model_options,
     add_output,
     add_training_run_options,
     add_uncertainty_options,
+    given,
     name_mapper,
+    net_widths,
     probability,
     run_options,
+    training_patch,
 )
 from DoseSegLib.cli.shard import add_shard_option, apply_shard
 
@@ -23,11 +27,10 @@ def cmd_train_dose(args: argparse.Namespace) -> None:
     from DoseSegLib.models.dose.training import TrainConfig, train_dose
 
     config = TrainConfig(
-        **run_options(args), patch=tuple(args.patch), structure_weight=args.structure_weight,
-        moment_weight=args.moment_weight,
+        **run_options(args), **given(args, "structure_weight", "moment_weight"), **training_patch(args),
         init_weights=str(args.init) if args.init else None,
-        net=DoseNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1), dropout=args.dropout),
-        augment=AugmentConfig(elastic_prob=args.elastic_prob),
+        net=DoseNetConfig(**net_widths(args), **given(args, "dropout")),
+        augment=AugmentConfig(**given(args, "elastic_prob")),
     )
     result = train_dose(args.data, args.out, config, cache=args.cache, device=_device(args.device))
     print(f"best val_dose_score {result['val_dose_score']:.4f} val_dvh_score {result['val_dvh_score']:.4f} "
@@ -39,10 +42,10 @@ def cmd_train_dose_refiner(args: argparse.Namespace) -> None:
     from DoseSegLib.models.dose.refine_training import RefineConfig, train_refiner
 
     config = RefineConfig(
-        **run_options(args), patch=tuple(args.patch), base_model=args.base_model,
+        **run_options(args), **training_patch(args), base_model=args.base_model,
         base_weights=str(args.base_weights) if args.base_weights else None,
-        edge_weight=args.edge_weight, hot_weight=args.hot_weight, moment_weight=args.moment_weight,
-        net=RefineNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1)),
+        **given(args, "edge_weight", "hot_weight"), moment_weight=args.moment_weight,
+        net=RefineNetConfig(**net_widths(args)),
     )
     result = train_refiner(args.data, args.out, config, cache=args.cache, device=_device(args.device))
     print(f"best val_dose_score {result['val_dose_score']:.4f} val_dvh_score {result['val_dvh_score']:.4f} "
@@ -109,27 +112,21 @@ def _device(name: str):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the dose commands; the training defaults are those of the config dataclasses."""
-    from DoseSegLib.models.dose.augment import AugmentConfig
-    from DoseSegLib.models.dose.net import DoseNetConfig
-    from DoseSegLib.models.dose.refine_net import RefineNetConfig
-    from DoseSegLib.models.dose.refine_training import RefineConfig
-    from DoseSegLib.models.dose.training import TrainConfig
-
+    """Add the dose commands; the training defaults are those of the config dataclasses (CONFIG_DEFAULT)."""
     p = sub.add_parser("train-dose", help="train the dose-prediction network (resumes from OUT/last.pt)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
     p.add_argument("--cache", type=Path, help="preprocessed-array cache (default OUT/cache)")
     p.add_argument("--init", type=Path, help="start from these weights (a best.pt or Resources/Models/<model>.pt; "
                                              "same --channels)")
-    p.add_argument("--patch", type=int, nargs=3, default=TrainConfig.patch, help="training patch (multiple of 16)")
-    p.add_argument("--channels", type=int, nargs="+", default=DoseNetConfig.channels, help="U-Net widths")
-    p.add_argument("--dropout", type=float, default=DoseNetConfig.dropout)
-    p.add_argument("--structure-weight", type=float, default=TrainConfig.structure_weight,
+    p.add_argument("--patch", type=int, nargs=3, **CONFIG_DEFAULT, help="training patch (multiple of 16)")
+    p.add_argument("--channels", type=int, nargs="+", **CONFIG_DEFAULT, help="U-Net widths")
+    p.add_argument("--dropout", type=float, **CONFIG_DEFAULT)
+    p.add_argument("--structure-weight", type=float, **CONFIG_DEFAULT,
                    help="extra loss weight inside structures")
-    p.add_argument("--moment-weight", type=float, default=TrainConfig.moment_weight,
+    p.add_argument("--moment-weight", type=float, **CONFIG_DEFAULT,
                    help="weight of a DVH-aware loss term (dose moments 1, 2, 10 of each structure, Gy^2); e.g. 0.05")
-    p.add_argument("--elastic-prob", type=probability, default=AugmentConfig.elastic_prob,
+    p.add_argument("--elastic-prob", type=probability, **CONFIG_DEFAULT,
                    help="probability of an elastic warp")
     add_training_run_options(p, "TrainConfig")
     p.set_defaults(func=cmd_train_dose)
@@ -140,11 +137,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, help="base predictions and inputs cache (default OUT/cache)")
     p.add_argument("--base-model", help="catalogue dose model to refine (default: the default dose model, or its base)")
     p.add_argument("--base-weights", type=Path, help="a train-dose best.pt to refine instead")
-    p.add_argument("--patch", type=int, nargs=3, default=RefineConfig.patch, help="training patch (multiple of 16)")
-    p.add_argument("--channels", type=int, nargs="+", default=RefineNetConfig.channels, help="U-Net widths")
-    p.add_argument("--edge-weight", type=float, default=RefineConfig.edge_weight,
+    p.add_argument("--patch", type=int, nargs=3, **CONFIG_DEFAULT, help="training patch (multiple of 16)")
+    p.add_argument("--channels", type=int, nargs="+", **CONFIG_DEFAULT, help="U-Net widths")
+    p.add_argument("--edge-weight", type=float, **CONFIG_DEFAULT,
                    help="extra loss weight near target boundaries")
-    p.add_argument("--hot-weight", type=float, default=RefineConfig.hot_weight,
+    p.add_argument("--hot-weight", type=float, **CONFIG_DEFAULT,
                    help="extra loss weight where dose exceeds the Rx")
     p.add_argument("--moment-weight", type=float, default=0.05, help="weight of the DVH-aware moment term (Gy^2)")
     add_training_run_options(p, "RefineConfig", workers=True)

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from DoseSegLib.cli.options import (
+    CONFIG_DEFAULT,
     add_model_options,
     add_output,
     add_training_run_options,
+    given,
     hu_windows,
     name_list,
     name_mapper,
@@ -34,13 +36,15 @@ def cmd_train_features(args: argparse.Namespace) -> None:
     from DoseSegLib.models.features.net import FeatureNetConfig
     from DoseSegLib.models.features.training import FeatureTrainConfig, train_features
 
-    grid = args.grid * 3 if len(args.grid) == 1 else args.grid
-    if len(grid) != 3:
-        raise DoseSegError("--grid takes one size or three (X,Y,Z)")
+    inputs = given(args, "ct_windows", "grid")
+    if "grid" in inputs:
+        inputs["grid"] = inputs["grid"] * 3 if len(inputs["grid"]) == 1 else inputs["grid"]
+        if len(inputs["grid"]) != 3:
+            raise DoseSegError("--grid takes one size or three (X,Y,Z)")
     config = FeatureTrainConfig(
-        inputs=FeatureInputs(ct_windows=args.ct_windows, grid=grid),
+        inputs=FeatureInputs(**inputs),
         use_dose={"auto": None, "on": True, "off": False}[args.dose], **run_options(args), flip=not args.no_flip,
-        net=FeatureNetConfig(channels=args.channels, latent=args.latent),
+        net=FeatureNetConfig(**given(args, "channels", "latent")),
     )
     result = train_features(args.data, args.out, config, cache=args.cache, device=select_device(args.device))
     print(f"best val_mse {result['val_mse']:.5f} (mean-image baseline {result['val_baseline_mse']:.5f}) "
@@ -74,21 +78,18 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the feature commands to the ``doseseg`` parser."""
-    from DoseSegLib.models.features.data import DEFAULT_WINDOWS, FeatureInputs
-    from DoseSegLib.models.features.net import FeatureNetConfig
-
+    """Add the feature commands; the training defaults are those of the config dataclasses (CONFIG_DEFAULT)."""
     p = sub.add_parser("train-features", help="train the 3D autoencoder of CT windows, targets and dose (resumes)")
     p.add_argument("--data", type=Path, required=True, help="folder with train/ and validation/ patient folders")
     p.add_argument("--out", type=Path, required=True, help="run folder (config, log.csv, last.pt, best.pt)")
     p.add_argument("--cache", type=Path, help="prepared-array cache (default OUT/cache)")
-    p.add_argument("--ct-windows", type=hu_windows, default=DEFAULT_WINDOWS,
+    p.add_argument("--ct-windows", type=hu_windows, **CONFIG_DEFAULT,
                    help="CT windows in HU, one channel each (default full range, soft tissue, bone, lung, brain)")
     p.add_argument("--dose", default="auto", choices=("auto", "on", "off"),
                    help="dose channel (auto: on when every training patient has a dose.nrrd)")
-    p.add_argument("--grid", type=_sizes, default=FeatureInputs.grid, help="fixed grid over the body box: N or X,Y,Z")
-    p.add_argument("--channels", type=_sizes, default=FeatureNetConfig.channels, help="encoder widths, one per stage")
-    p.add_argument("--latent", type=int, default=FeatureNetConfig.latent, help="number of features")
+    p.add_argument("--grid", type=_sizes, **CONFIG_DEFAULT, help="fixed grid over the body box: N or X,Y,Z")
+    p.add_argument("--channels", type=_sizes, **CONFIG_DEFAULT, help="encoder widths, one per stage")
+    p.add_argument("--latent", type=int, **CONFIG_DEFAULT, help="number of features")
     p.add_argument("--no-flip", action="store_true", help="no left-right mirroring of training images")
     add_training_run_options(p, "FeatureTrainConfig", workers=True)
     p.set_defaults(func=cmd_train_features)

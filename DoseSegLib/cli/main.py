@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from DoseSegLib import __version__
+from DoseSegLib.core.version import __version__
 from DoseSegLib.core.errors import DoseSegError
 
 

@@ -131,6 +131,31 @@ def probability(text: str) -> float:
     return value
 
 
+CONFIG_DEFAULT = {"default": argparse.SUPPRESS}
+"""Keyword arguments of an option whose default is a config dataclass field: left out when not given."""
+
+
+def given(args: argparse.Namespace, *names: str) -> dict:
+    """The options among ``names`` that were given (those added with :data:`CONFIG_DEFAULT` may be absent).
+
+    The commands build their config dataclasses from these, so each default is stated once, in
+    the dataclass, and parsing the arguments never imports the model code (torch).
+    """
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def net_widths(args: argparse.Namespace) -> dict:
+    """``--channels`` as a U-Net config's ``channels`` and stride-2 ``strides``; empty when not given."""
+    if not hasattr(args, "channels"):
+        return {}
+    return {"channels": tuple(args.channels), "strides": (2,) * (len(args.channels) - 1)}
+
+
+def training_patch(args: argparse.Namespace) -> dict:
+    """``--patch`` as a config's ``patch`` tuple; empty when not given."""
+    return {"patch": tuple(args.patch)} if hasattr(args, "patch") else {}
+
+
 def add_training_run_options(p: argparse.ArgumentParser, config: str, workers: bool = False) -> None:
     """Options every training command shares (``models.common.training_loop.RunConfig``).
 
@@ -141,7 +166,7 @@ def add_training_run_options(p: argparse.ArgumentParser, config: str, workers: b
         config: the task's config class, named in the help (e.g. ``TrainConfig``).
     """
     default = f"(default: {config}'s)"
-    kept = {"default": argparse.SUPPRESS}
+    kept = CONFIG_DEFAULT
     p.add_argument("--epochs", type=int, help=f"most epochs {default}", **kept)
     p.add_argument("--batch-size", type=int, help=f"patients per batch {default}", **kept)
     p.add_argument("--lr", type=float, help=f"initial learning rate, cosine decay {default}", **kept)

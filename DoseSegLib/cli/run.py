@@ -28,11 +28,16 @@ def run_patients(
     """
     from DoseSegLib.cli.progress import progress_enabled
     from DoseSegLib.io.outputs import check_output_dir
-    from DoseSegLib.run.pipeline import Pipeline
+    from DoseSegLib.io.patient import require_patient
 
     check_output_dir(output, force, patients)
+    single = len(patients) == 1 and not per_patient
+    if single and not patients[0].is_file():  # a file is one of a DICOM series: read_patient finds its folder
+        require_patient(patients[0])  # reported before the models load
+    from DoseSegLib.run.pipeline import Pipeline
+
     pipeline = Pipeline(device, options, progress=progress_enabled())
-    if len(patients) == 1 and not per_patient:
+    if single:
         pipeline.run(patients[0], output, force, source_label, reference_label)
         summary = json.loads((output / "summary.json").read_text())
         print(json.dumps(summary, indent=2) if as_json else _describe(summary, output))

@@ -7,16 +7,20 @@ import sys
 from pathlib import Path
 
 from DoseSegLib.cli.options import (
+    CONFIG_DEFAULT,
     add_device,
     add_model_options,
     add_names,
     add_output,
     add_training_run_options,
+    given,
     hu_windows,
     name_list,
     name_mapper,
+    net_widths,
     probability,
     run_options,
+    training_patch,
 )
 from DoseSegLib.cli.shard import add_shard_option, apply_shard
 from DoseSegLib.core.case import OARS
@@ -29,16 +33,16 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
     from DoseSegLib.models.seg.net import SegNetConfig
     from DoseSegLib.models.seg.training import SegTrainConfig, train_segmentation
 
-    if args.loss != "doselo" and (args.dose_model or args.dose_weights):
+    if getattr(args, "loss", None) != "doselo" and (args.dose_model or args.dose_weights):
         raise DoseSegError("--dose-model and --dose-weights only apply to --loss doselo")
     config = SegTrainConfig(
-        loss=args.loss, dose_weight=args.dose_weight, dose_model=args.dose_model,
+        **given(args, "loss", "dose_weight"), dose_model=args.dose_model,
         dose_weights=str(args.dose_weights) if args.dose_weights else None,
         init_weights=str(args.init) if args.init else None, labels=args.labels,
-        inputs=InputSpec(args.inputs, args.ct_windows), **run_options(args), patch=tuple(args.patch),
-        foreground=args.foreground, balanced=not args.no_balance, reset_labels=args.reset_labels,
-        truncate=args.truncate, net=SegNetConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
-                         squeeze_excitation=not args.no_se, dropout=args.dropout),
+        inputs=InputSpec(**given(args, "images", "ct_windows")), **run_options(args), **training_patch(args),
+        **given(args, "foreground"), balanced=not args.no_balance, reset_labels=args.reset_labels,
+        **given(args, "truncate"), net=SegNetConfig(**net_widths(args), squeeze_excitation=not args.no_se,
+                                                    **given(args, "dropout")),
     )
     result = train_segmentation(args.data, args.out, config, cache=args.cache, device=select_device(args.device))
     print(f"best val_dice {result['val_dice']:.4f} epochs {result['epochs']}")
@@ -96,36 +100,32 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the segmentation commands; the training defaults are those of the config dataclasses."""
-    from DoseSegLib.models.seg.data import InputSpec
-    from DoseSegLib.models.seg.net import SegNetConfig
-    from DoseSegLib.models.seg.training import SegTrainConfig
-
+    """Add the segmentation commands; the training defaults are those of the config dataclasses (CONFIG_DEFAULT)."""
     p = sub.add_parser("train-seg", help="train the OAR segmentation network (resumes from OUT/last.pt)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
-    p.add_argument("--loss", choices=("bce_dice", "doselo"), default=SegTrainConfig.loss)
+    p.add_argument("--loss", choices=("bce_dice", "doselo"), **CONFIG_DEFAULT)
     p.add_argument("--dose-model", help="DOSELO: catalogue name of the frozen dose network (default model)")
     p.add_argument("--dose-weights", type=Path, help="DOSELO: a train-dose best.pt instead of the catalogue")
-    p.add_argument("--lambda", dest="dose_weight", type=float, default=SegTrainConfig.dose_weight,
+    p.add_argument("--lambda", dest="dose_weight", type=float, **CONFIG_DEFAULT,
                    help="DOSELO: weight of the dose MSE (Gy^2)")
     p.add_argument("--init", type=Path, help="start from a train-seg best.pt (e.g. DOSELO fine-tuning)")
-    p.add_argument("--inputs", type=name_list, default=InputSpec.images,
+    p.add_argument("--inputs", dest="images", type=name_list, **CONFIG_DEFAULT,
                    help="input images in each patient folder, resampled onto the first (default ct.nrrd)")
     p.add_argument("--labels", type=name_list, default=OARS, help="structures to segment (default the 7 OARs)")
-    p.add_argument("--ct-windows", type=hu_windows, default=InputSpec.ct_windows,
+    p.add_argument("--ct-windows", type=hu_windows, **CONFIG_DEFAULT,
                    help="CT windows as channels, e.g. --ct-windows=-1024:1024,-160:240")
     p.add_argument("--cache", type=Path, help="prepared-array cache (default OUT/cache)")
-    p.add_argument("--patch", type=int, nargs=3, default=SegTrainConfig.patch, help="training patch (multiple of 16)")
-    p.add_argument("--channels", type=int, nargs="+", default=SegNetConfig.channels, help="U-Net widths")
+    p.add_argument("--patch", type=int, nargs=3, **CONFIG_DEFAULT, help="training patch (multiple of 16)")
+    p.add_argument("--channels", type=int, nargs="+", **CONFIG_DEFAULT, help="U-Net widths")
     p.add_argument("--no-se", action="store_true", help="without squeeze-and-excitation layers")
-    p.add_argument("--dropout", type=float, default=SegNetConfig.dropout)
-    p.add_argument("--foreground", type=probability, default=SegTrainConfig.foreground,
+    p.add_argument("--dropout", type=float, **CONFIG_DEFAULT)
+    p.add_argument("--foreground", type=probability, **CONFIG_DEFAULT,
                    help="share of training patches centred on a voxel of a structure")
     p.add_argument("--reset-labels", type=name_list, default=(),
                    help="labels whose output bias is reset to their prior log-odds before training (e.g. a label "
                         "an --init model never predicts)")
-    p.add_argument("--truncate", type=probability, default=SegTrainConfig.truncate,
+    p.add_argument("--truncate", type=probability, **CONFIG_DEFAULT,
                    help="share of training patches cut at a random axial plane and padded above it, as a scan "
                         "whose field of view stops short of the skull top")
     p.add_argument("--no-balance", action="store_true",

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from DoseSegLib import __version__
+from DoseSegLib.core.version import __version__
 from DoseSegLib.core.errors import DoseSegError
 
 MARKER = ".doseseg-output.json"

@@ -239,6 +239,12 @@ def write_segmentation(
     )
 
 
+def require_patient(folder: Path) -> None:
+    """Refuse a patient folder that is not there (cheap: before any model is loaded)."""
+    if not folder.is_dir():
+        raise DoseSegError(f"{folder}: patient folder not found")
+
+
 def read_patient(
     folder: str | Path, mapper: NameMapper | None = None, segmentation: str | Path | None = None,
     series: str | None = None,
@@ -263,8 +269,7 @@ def read_patient(
     if folder.is_file():  # a DICOMDIR, or one file of the CT series to use
         folder, file_series = dicom_location(folder)
         series = series or file_series
-    if not folder.is_dir():
-        raise DoseSegError(f"{folder}: patient folder not found")
+    require_patient(folder)
     mapper = mapper or NameMapper()
     if patient_format(folder) == "dicom":
         from DoseSegLib.io.dicom.reader import read_dicom_patient

@@ -234,7 +234,7 @@ def _centre(result: PatientResult) -> tuple[int, int, int]:
 
 def render_report(result: PatientResult) -> str:
     """The report of one patient as an HTML document."""
-    from DoseSegLib import __version__
+    from DoseSegLib.core.version import __version__
 
     case = result.case
     targets = {name: case.structures[name] for name in case.targets}

@@ -26,7 +26,7 @@ def ct_geometry(index: DicomIndex, series: str | None = None) -> SeriesGeometry:
     return series_geometry(index.folder, groups[uid])
 
 
-def _structure_set(index: DicomIndex, geometry: SeriesGeometry):
+def structure_set_path(index: DicomIndex, geometry: SeriesGeometry) -> Path | None:
     """The RTSTRUCT drawn on the chosen series (or the only one), None when there is none."""
     sets = index.of("RTSTRUCT")
     if not sets:
@@ -80,7 +80,7 @@ def read_dicom_patient(
     frame = geometry.frame_of_reference
     ct = read_series(geometry)
     structures, body, roi_names, roi_names_as_read = {}, None, {}, {}
-    structure_set = structure_file or _structure_set(index, geometry)
+    structure_set = structure_file or structure_set_path(index, geometry)
     if structure_set is not None:
         structures, body, roi_names, roi_names_as_read = read_structure_file(structure_set, geometry.grid, frame,
                                                                              mapper)

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 
 from DoseSegLib.core.errors import DoseSegError
 
-if TYPE_CHECKING:
-    from DoseSegLib.models.common.handle import ModelHandle
-
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")
+
+
+class OnDevice(Protocol):
+    """A loaded model (e.g. a ``ModelHandle``): its network and the device it runs on."""
+
+    net: torch.nn.Module
+    device: torch.device
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -33,7 +37,7 @@ def autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
-def cpu_if_out_of_memory(model: ModelHandle, run: Callable[[], Result]) -> Result:
+def cpu_if_out_of_memory(model: OnDevice, run: Callable[[], Result]) -> Result:
     """``run()``; when CUDA runs out of memory, ``model`` (its ``net`` and ``device``)
     moves to the CPU for the rest of the session and ``run()`` is repeated there."""
     try:
