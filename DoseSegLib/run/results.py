@@ -76,7 +76,8 @@ def check_run_options(options: object) -> RunOptions:
 
     require_type(options, RunOptions, "Pipeline options")
     assert isinstance(options, RunOptions)
-    for flag in ("segment", "segment_all", "radiomics", "tta", "allow_high_dose", "uncertainty", "any_site", "normalise"):
+    flags = ("segment", "segment_all", "radiomics", "tta", "allow_high_dose", "uncertainty", "any_site", "normalise")
+    for flag in flags:
         require_type(getattr(options, flag), bool, f"RunOptions.{flag}")
     require_choice(options.dvh_method, DVH_METHODS, "RunOptions.dvh_method")
     if options.constraints is not None:
