@@ -192,7 +192,9 @@ def test_train_publish_list_and_predict_with_the_clinic_model(archive: Path, coh
     assert main(["publish-model", str(run), "--name", "openkbp-dose-unet24", "--models-dir", str(tmp_path / "x")]) == 1
     card = (models / f"{MODEL}.md").read_text()
     assert "4 usable, 2 excluded" in card and "val_dose_score" in card and "Brainstem" in card
-    assert "not calibrated (1 validation patients, at least" in card  # a split too small: said, not faked
+    assert "uncertainty intervals (--uncertainty): not calibrated (1 validation patients, at least 10 needed)" in card
+    assert "applicability check: not calibrated (1 validation patients, at least 20 needed for 5% false" in card
+    assert not list(models.glob("*.uncertainty.json")) and not list(models.glob("*.applicability.json"))
     assert leaks(models, identifiers(archive)) == []
     capsys.readouterr()
     assert main(["models"]) == 0
@@ -267,13 +269,15 @@ def test_publish_calibrates_the_uncertainty_on_a_large_enough_validation_split(t
     from DoseSegLib.models.dose.net import DoseNet
     from DoseSegLib.models.dose.predict import load_dose_model
     from DoseSegLib.models.dose.uncertainty import check_uncertainty
+    from DoseSegLib.models.features.applicability import applicability_path
     from DoseSegLib.run.calibration import MIN_PATIENTS
     from DoseSegLib.run.publish import publish_run
 
     torch.manual_seed(0)
     cohort, run, models = tmp_path / "cohort", tmp_path / "run", tmp_path / "models"
-    for seed in range(MIN_PATIENTS):
-        write_phantom_patient(cohort / "validation" / f"P{seed:03d}", shape=SHAPE, spacing=SPACING, seed=seed)
+    for seed in range(2 * MIN_PATIENTS):
+        part = "validation" if seed < MIN_PATIENTS else "train"
+        write_phantom_patient(cohort / part / f"P{seed:03d}", shape=SHAPE, spacing=SPACING, seed=seed)
     run.mkdir()
     net = DoseNet(tiny_dose_config())
     loop.save_weights(run / "best.pt", net, {"epoch": 1, "val_dose_score": 9.0, "patch": [32, 32, 32]})
@@ -282,10 +286,16 @@ def test_publish_calibrates_the_uncertainty_on_a_large_enough_validation_split(t
     entry = publish_run(run, MODEL, models)
     sidecar = json.loads((models / f"{MODEL}.uncertainty.json").read_text())
     assert sidecar["sha256"] == entry.sha256 and sidecar["validation"]["patients"] == MIN_PATIENTS
-    assert f"calibrated on {MIN_PATIENTS} validation patients" in (models / f"{MODEL}.md").read_text()
+    card = (models / f"{MODEL}.md").read_text()
+    assert f"calibrated on {MIN_PATIENTS} validation patients" in card
+    assert f"x prescription over {MIN_PATIENTS} training plans" in card  # the prescription convention
+    assert json.loads((models / f"{MODEL}.prescription.json").read_text())["sha256"] == entry.sha256
+    assert "applicability check: not calibrated" in card  # 10 validation patients: too few for 5 % false alarms
     model = load_dose_model(device="cpu", weights=entry.file)
     check_uncertainty(replace(model, entry=entry), 0.9)  # the sidecar is found beside the user model
+    assert applicability_path(replace(model, entry=entry)) == models / f"{MODEL}.applicability.json"  # trust's place
     (cohort / "validation" / "P000").rename(tmp_path / "moved")
     publish_run(run, MODEL, models, force=True)
     card = (models / f"{MODEL}.md").read_text()
-    assert f"not calibrated ({MIN_PATIENTS - 1} validation patients, at least {MIN_PATIENTS} needed)" in card
+    assert f"(--uncertainty): not calibrated ({MIN_PATIENTS - 1} validation patients, at least {MIN_PATIENTS} needed)" \
+        in card

@@ -11,7 +11,7 @@ def cmd_publish_model(args: argparse.Namespace) -> int:
     from DoseSegLib.run.publish import publish_run
 
     folder = args.models_dir or user_models_dir()
-    entry = publish_run(args.run, args.name, folder, args.version, args.force, args.data)
+    entry = publish_run(args.run, args.name, folder, args.version, args.force, args.data, not args.no_calibration)
     print(f"published {entry.task} model '{entry.name}' in {folder} (card {folder / entry.card}); "
           f"use it with --model {entry.name}")
     return 0
@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the cohort the run trained on, if it moved (its validation split calibrates the "
                         "uncertainty intervals of a dose model)")
     p.add_argument("--force", action="store_true", help="replace a user model of that name")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="skip the dose model's calibrations on the cohort (uncertainty intervals, applicability "
+                        "check, prescription convention); --uncertainty is then refused")
     p.set_defaults(func=cmd_publish_model)
 
     p = sub.add_parser("models", help="list the bundled and user models (name, site, structures, scores, card)")

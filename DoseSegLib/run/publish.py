@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,9 @@ from pathlib import Path
 from DoseSegLib.core.version import __version__
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.models.common.catalogue import ModelEntry, load_catalogue, load_checkpoint, read_catalogue
 from DoseSegLib.models.common.publish import check_name, publish_weights, write_atomic
 
-log = logging.getLogger(__name__)
 PUBLISHED_TASKS = ("dose", "segmentation")
 
 
@@ -104,7 +101,7 @@ def _cohort_lines(site: dict) -> list[str]:
     return lines
 
 
-def model_card(name: str, summary: RunSummary, sha256: str, calibration: str) -> str:
+def model_card(name: str, summary: RunSummary, sha256: str, calibrations: dict[str, str]) -> str:
     """The markdown card of a published run."""
     config = summary.config
     scores = ", ".join(f"{k} {v:g}" for k, v in summary.scores.items()) or "none recorded"
@@ -126,52 +123,46 @@ def model_card(name: str, summary: RunSummary, sha256: str, calibration: str) ->
         "- Read the cohort's names.csv (every ROI name and what it became) and cohort.csv (the excluded "
         "studies and why): a wrong name mapping trains a wrong model.",
         "- Compare the validation scores with the bundled model's card and with your planners' own spread.",
-        f"- Uncertainty intervals (`--uncertainty`): {calibration}", "",
+        "", "## Calibrations (from the cohort; each written beside the weights when the cohort allows it)",
+        *(f"- {kind}: {note}" for kind, note in calibrations.items()), "",
         f"sha256 of the weights: `{sha256}`", ""])
 
 
-def validation_folders(summary: RunSummary, data: Path | None) -> list[Path]:
-    """The validation patients of the run's cohort (``data``, else the cohort folder the run recorded)."""
+def cohort_folder(summary: RunSummary, data: Path | None) -> Path:
+    """The cohort the run trained on: ``data``, else the folder the run recorded."""
     recorded = summary.site.get("folder")
     cohort = data or (Path(recorded) if recorded else None)
     if cohort is None:
-        raise DoseSegError("the run recorded no cohort folder (trained before build-cohort); give --data COHORT")
+        raise DoseSegError("the run recorded no cohort folder (trained without a site.json); give --data COHORT")
     if not (cohort / "validation").is_dir():
         raise DoseSegError(f"{cohort / 'validation'} not found (the cohort moved?); give --data COHORT")
-    return patient_folders(cohort / "validation")
+    return cohort
 
 
-def calibrate_published(entry: ModelEntry, summary: RunSummary, data: Path | None) -> str:
-    """Write ``<name>.uncertainty.json`` beside a published dose model when its validation split allows it;
-    returns what the card says about it."""
-    from DoseSegLib.models.dose.predict import load_dose_model
-    from DoseSegLib.run.calibration import MIN_PATIENTS, calibrate_model
+def calibrations(entry: ModelEntry, summary: RunSummary, data: Path | None, calibrate: bool) -> dict[str, str]:
+    """Calibrate a published dose model on its cohort (see ``run.calibration``); the card's notes."""
+    if summary.task != "dose":
+        return {"uncertainty intervals": "none for a segmentation model."}
+    if not calibrate:
+        return {"all": "skipped (--no-calibration): --uncertainty and the applicability check are refused."}
+    from DoseSegLib.run.calibration import calibrate_published
 
     try:
-        folders = validation_folders(summary, data)
-        if len(folders) < MIN_PATIENTS:
-            raise DoseSegError(f"{len(folders)} validation patients, at least {MIN_PATIENTS} needed")
-        model = load_dose_model(device="cpu", weights=entry.file)
-        written = calibrate_model(model, entry.name, entry.sha256, folders)
+        return calibrate_published(entry, cohort_folder(summary, data))
     except DoseSegError as exc:
-        log.warning("no uncertainty calibration for '%s': %s", entry.name, exc)
-        return f"not calibrated ({exc}), so `--uncertainty` is refused for this model."
-    write_atomic(entry.file.parent / f"{entry.name}.uncertainty.json", json.dumps(written, indent=1) + "\n")
-    pooled = written["validation"]["pooled"]
-    return (f"calibrated on {len(folders)} validation patients ({written['sampling']['method']}); "
-            f"leave-one-patient-out coverage of the {written['validation'].get('level', 0.9):g} intervals "
-            f"{pooled['coverage']:.3f} over {pooled['n']} metrics (a small split: a rough estimate).")
+        return {"all": f"not calibrated ({exc}): --uncertainty and the applicability check are refused."}
 
 
 def publish_run(run: Path, name: str, folder: Path, version: str = "1.0", force: bool = False,
-                data: Path | None = None) -> ModelEntry:
+                data: Path | None = None, calibrate: bool = True) -> ModelEntry:
     """Publish ``run/best.pt`` as user model ``name`` in ``folder`` with its card (and, for a dose model, its
-    uncertainty calibration on the cohort's validation split when it allows one); returns its catalogue entry.
+    calibrations on its cohort when it allows them, see ``run.calibration``); returns its catalogue entry.
 
     Refuses a bundled model's name, and a name already in ``folder`` unless ``force``.
 
     Args:
         data: the cohort the run trained on, when it is no longer where the run recorded it.
+        calibrate: False skips the calibrations (a dose model then refuses --uncertainty).
     """
     check_name(name)
     bundled = {e.name for e in load_catalogue() if not e.user}
@@ -184,7 +175,6 @@ def publish_run(run: Path, name: str, folder: Path, version: str = "1.0", force:
     entry = publish_weights(run / "best.pt", folder, name, summary.task, version, card,
                             site=summary.site.get("site", "head and neck (OpenKBP)"),
                             structures=summary.structures, scores=summary.scores)
-    calibration = (calibrate_published(entry, summary, data) if summary.task == "dose"
-                   else "segmentation models have none.")
-    write_atomic(folder / card, model_card(name, summary, entry.sha256, calibration))
+    notes = calibrations(entry, summary, data, calibrate)
+    write_atomic(folder / card, model_card(name, summary, entry.sha256, notes))
     return entry
