@@ -130,7 +130,7 @@ class DoseSegPipeline:
         present = {NameMapper().canonical(name) for name in nodes.segmentColors(segmentationNode)}
         missing = {name: mask for name, mask in masks.items() if name not in present}
         segmentation = segmentationNode.GetSegmentation()
-        for name, segmentId in zip(missing, nodes.addSegments(segmentationNode, missing)):
+        for name, segmentId in zip(missing, nodes.addSegments(segmentationNode, missing), strict=True):
             segment = segmentation.GetSegment(segmentId)
             segment.SetTag(AUTO_SEGMENTED_TAG, "1")
             terminology.setTerminology(segment, name)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from DoseSegLib.cli.options import add_output
+from DoseSegLib.core.options import StructureSource
 
 
 def _results_structures(results: Path, all_structures: bool) -> dict:
@@ -22,7 +23,7 @@ def _results_structures(results: Path, all_structures: bool) -> dict:
     if all_structures or not summary.is_file():
         return masks
     sources = json.loads(summary.read_text()).get("structures", {})
-    return {name: mask for name, mask in masks.items() if sources.get(name) == "auto"}
+    return {name: mask for name, mask in masks.items() if sources.get(name) == StructureSource.AUTO}
 
 
 def cmd_export_dicom(args: argparse.Namespace) -> None:
@@ -30,14 +31,14 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
     from DoseSegLib.io.dicom.detect import patient_format
     from DoseSegLib.io.dicom.results import write_dicom_results
     from DoseSegLib.io.outputs import check_output_dir, staged_output
-    from DoseSegLib.io.patient import read_dose
+    from DoseSegLib.io.patient import DOSE_FILE, read_dose
 
     check_output_dir(args.output, args.force, [args.results, args.ct])
     if not args.results.is_dir():
         raise DoseSegError(f"{args.results}: results folder not found")
     if not args.ct.is_dir() or patient_format(args.ct) != "dicom":
         raise DoseSegError(f"{args.ct}: not a folder of DICOM files (the CT series the results belong to)")
-    dose_path = args.results / "dose.nrrd"
+    dose_path = args.results / DOSE_FILE
     dose = read_dose(dose_path) if dose_path.is_file() else None
     structures = _results_structures(args.results, args.all_structures)
     if dose is None and not structures:

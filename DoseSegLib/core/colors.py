@@ -19,7 +19,7 @@ OAR_COLORS: dict[str, tuple[float, float, float]] = dict(zip(OARS, [
     (0.65, 0.40, 0.20),  # Esophagus
     (0.30, 0.80, 0.30),  # Larynx
     (0.90, 0.90, 0.75),  # Mandible
-]))
+], strict=True))
 
 
 def target_color(level_gy: float) -> tuple[float, float, float]:

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from DoseSegLib.core.version import __version__
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.version import __version__
 
 MARKER = ".doseseg-output.json"
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}

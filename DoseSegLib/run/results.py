@@ -7,11 +7,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DoseSegLib.core.version import __version__
 from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.plan import PlanEvaluation
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.names import NameMapper
+from DoseSegLib.core.options import DvhMethod, StructureSource
+from DoseSegLib.core.version import __version__
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
 
@@ -50,13 +51,16 @@ class RunOptions:
     constraints: str | Path | None = None
     tta: bool = False
     allow_high_dose: bool = False
-    dvh_method: str = "auto"
+    dvh_method: DvhMethod = DvhMethod.AUTO
     series: str | None = None
     uncertainty: bool = False
     level: float = 0.9
     names: NameMapper | None = None
     prescriptions: dict[str, float] | None = None
     any_site: bool = False
+
+    def __post_init__(self) -> None:
+        self.dvh_method = DvhMethod.parse(self.dvh_method)
 
     def mapper(self) -> NameMapper:
         """The name mapping with the explicit prescriptions."""
@@ -99,7 +103,7 @@ class PatientResult:
     plan: PlanEvaluation
     radiomics: list[Row]
     comparison: Comparison | None
-    structure_sources: dict[str, str]
+    structure_sources: dict[str, StructureSource]
     notes: list[str]
     models: dict[str, dict]
     device: str
@@ -132,7 +136,7 @@ class PatientResult:
 
     @property
     def auto_segmented(self) -> list[str]:
-        return [name for name, source in self.structure_sources.items() if source == "auto"]
+        return [name for name, source in self.structure_sources.items() if source == StructureSource.AUTO]
 
     def summary(self) -> dict:
         """A JSON-serialisable digest (what ``summary.json`` holds)."""

@@ -43,7 +43,7 @@ def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
     if len(edges) == 0:
         return []
     outgoing: dict[tuple[int, int], list[int]] = {}
-    for n, (a, b) in enumerate(zip(edges[:, 0].tolist(), edges[:, 1].tolist())):
+    for n, (a, b) in enumerate(zip(edges[:, 0].tolist(), edges[:, 1].tolist(), strict=True)):
         outgoing.setdefault((a, b), []).append(n)
     used = np.zeros(len(edges), dtype=bool)
     polygons = []

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from DoseSegLib.core.version import __version__
 from DoseSegLib.core.colors import structure_color
+from DoseSegLib.core.version import __version__
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.contours import mask_polygons
 from DoseSegLib.io.dicom.series import SeriesGeometry
@@ -205,7 +205,7 @@ def write_rtstruct(path: Path, structures: dict[str, list[np.ndarray]], ct: Seri
         roi.ROIGenerationAlgorithm = "AUTOMATIC"
         rois.append(roi)
         contour = Dataset()
-        contour.ROIDisplayColor = [int(round(255 * c)) for c in structure_color(name)]
+        contour.ROIDisplayColor = [round(255 * c) for c in structure_color(name)]
         contour.ReferencedROINumber = number
         contour.ContourSequence = _contour_items(polygons, ct, images)
         contours.append(contour)

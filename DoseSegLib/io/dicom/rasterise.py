@@ -121,7 +121,7 @@ def subvoxel_grid(
     ijk = np.concatenate(contours) @ to_index[:3, :3].T + to_index[:3, 3]
     half = (slab_mm or grid.spacing[2]) / grid.spacing[2] / 2
     lo = np.floor(ijk.min(axis=0) - (0.5, 0.5, half - 0.5)).astype(int)  # whole coarse voxels, as indices
-    hi = np.ceil(ijk.max(axis=0) + (0.5, 0.5, half - 0.5)).astype(int)
+    hi = np.ceil(ijk.max(axis=0) + np.array((0.5, 0.5, half - 0.5))).astype(int)
     shape = tuple(int(n) for n in (hi - lo + 1) * factor)
     first = lo - 0.5 + 0.5 / factor  # the first fine voxel centre, in coarse indices
     origin = grid.index_to_lps @ np.append(first, 1.0)
