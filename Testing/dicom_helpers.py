@@ -13,7 +13,16 @@ from DoseSegLib.core.alignment import align_structure
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.detect import scan_folder
-from DoseSegLib.io.dicom.export import decimal, mask_contours, new_object, write_rtdose, write_rtstruct
+from DoseSegLib.io.dicom.export import (
+    Generation,
+    RoiStyle,
+    decimal,
+    mask_contours,
+    new_object,
+    save,
+    write_rtdose,
+    write_rtstruct,
+)
 from DoseSegLib.io.dicom.reader import ct_geometry
 from DoseSegLib.io.dicom.series import SeriesGeometry
 
@@ -33,10 +42,16 @@ def write_ct_series(folder: Path, ct: Volume, patient_id: str = "DS-TEST", frame
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.PatientName, ds.PatientID, ds.Modality = "Test^Patient", patient_id, "CT"
+        ds.PatientBirthDate, ds.PatientSex = "19600101", "O"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.StudyDate, ds.StudyTime, ds.StudyID = "20260101", "120000", "1"
-        ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
+        ds.StudyDescription, ds.ReferringPhysicianName, ds.AccessionNumber = "H&N plan Doe Jane", "Ref^Doc", "A123"
+        ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = 1, k + 1, 1
+        ds.PatientPosition, ds.Laterality, ds.PositionReferenceIndicator = "HFS", "", ""
+        ds.Manufacturer, ds.KVP = "TestScanner", "120"
         position = ct.index_to_lps @ np.array([0.0, 0.0, k, 1.0])
         ds.ImagePositionPatient = [decimal(v) for v in position[:3]]
         ds.ImageOrientationPatient = [decimal(v) for v in (*row, *col)]
@@ -54,10 +69,17 @@ def write_ct_series(folder: Path, ct: Volume, patient_id: str = "DS-TEST", frame
     return paths
 
 
-def write_rtplan(path: Path, ct: SeriesGeometry, prescriptions: dict[int, float], fractions: int = 35) -> Path:
-    """An RTPLAN holding only prescriptions: ROI number -> TargetPrescriptionDose (Gy)."""
+def write_rtplan(path: Path, ct: SeriesGeometry, prescriptions: dict[int, float], structure_set: Path,
+                 fractions: int = 35) -> Path:
+    """An RTPLAN holding only prescriptions (ROI number of ``structure_set`` -> TargetPrescriptionDose, Gy)."""
     ds = new_object(RT_PLAN, "RTPLAN", ct, "test plan")
-    ds.RTPlanLabel, ds.RTPlanGeometry = "TEST", "PATIENT"
+    ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = ct.frame_of_reference, ""
+    ds.RTPlanLabel, ds.RTPlanGeometry, ds.RTPlanDate, ds.RTPlanTime = "TEST", "PATIENT", "", ""
+    structures = pydicom.dcmread(structure_set, stop_before_pixels=True)
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = structures.SOPClassUID
+    reference.ReferencedSOPInstanceUID = structures.SOPInstanceUID
+    ds.ReferencedStructureSetSequence = [reference]
     references = []
     for number, (roi, dose) in enumerate(prescriptions.items(), start=1):
         item = Dataset()
@@ -68,9 +90,9 @@ def write_rtplan(path: Path, ct: SeriesGeometry, prescriptions: dict[int, float]
     ds.DoseReferenceSequence = references
     group = Dataset()
     group.FractionGroupNumber, group.NumberOfFractionsPlanned, group.NumberOfBeams = 1, fractions, 0
+    group.NumberOfBrachyApplicationSetups = 0
     ds.FractionGroupSequence = [group]
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return save(ds, path)
 
 
 def write_dicom_patient(folder: Path, case: Case, plan: bool = True) -> Path:
@@ -79,16 +101,15 @@ def write_dicom_patient(folder: Path, case: Case, plan: bool = True) -> Path:
     write_ct_series(folder, case.ct)
     ct = ct_geometry(scan_folder(folder))
     masks = {name: align_structure(name, mask, ct.grid) for name, mask in case.structures.items()}
-    kinds = {}
     if case.possible_dose_mask is not None:
         masks["External"] = align_structure("External", case.possible_dose_mask, ct.grid)
-        kinds["External"] = "EXTERNAL"
-    write_rtstruct(folder / "rtstruct.dcm", {name: mask_contours(mask) for name, mask in masks.items()}, ct, kinds)
+    write_rtstruct(folder / "rtstruct.dcm", {name: mask_contours(mask) for name, mask in masks.items()}, ct,
+                   {name: RoiStyle(generation=Generation.MANUAL) for name in masks})
     if case.dose is not None:
         write_rtdose(folder / "rtdose.dcm", case.dose, ct, "reference dose")
     targets = {number: case.targets[name] for number, name in enumerate(masks, start=1) if name in case.targets}
     if plan and targets:
-        write_rtplan(folder / "rtplan.dcm", ct, targets)
+        write_rtplan(folder / "rtplan.dcm", ct, targets, folder / "rtstruct.dcm")
     return folder
 
 
@@ -99,7 +120,7 @@ def dose_scaling(path: Path) -> float:
 
 def slab_planes(mask: Volume, plane_mm: float) -> list[np.ndarray]:
     """The planar contours a slab-rasterised mask came from: one plane per ``plane_mm`` run of slices."""
-    group = int(round(plane_mm / mask.spacing[2]))
+    group = round(plane_mm / mask.spacing[2])
     changes = [k for k in range(mask.shape[2] - 1) if not np.array_equal(mask.array[:, :, k], mask.array[:, :, k + 1])]
     assert changes and all((k - changes[0]) % group == 0 for k in changes), "not slabs of plane_mm"
     first = (changes[0] + 0.5) % group - group / 2  # slice coordinate of the first plane's centre (may be < 0)
@@ -111,15 +132,52 @@ def slab_planes(mask: Volume, plane_mm: float) -> list[np.ndarray]:
     return contours
 
 
-def write_dicom_from_slab_masks(folder: Path, case: Case, plane_mm: float) -> Path:
+def write_dicom_from_slab_masks(folder: Path, case: Case, plane_mm: float, body_kind: str = "EXTERNAL") -> Path:
     """``case`` as CT series + RTSTRUCT + RTDOSE, contours recovered from masks rasterised on finer grids.
 
     For structures given as masks made from planar contours on sub-voxel grids
-    (slicerrt-eclipse-prostate): see ``slab_planes``.
+    (slicerrt-eclipse-prostate): see ``slab_planes``. ROIs keep the names as read (BODY, Femoral_Head_Lt),
+    MANUAL; the body is ``body_kind`` (EXTERNAL as Eclipse writes it; ORGAN to have DoseSeg read it as a
+    structure with a DVH rather than as the possible-dose mask).
     """
     write_ct_series(folder, case.ct)
     ct = ct_geometry(scan_folder(folder))
-    structures = {name: slab_planes(mask, plane_mm) for name, mask in case.structures.items()}
-    write_rtstruct(folder / "rtstruct.dcm", structures, ct)
+    structures = {case.original_names.get(name, name): slab_planes(mask, plane_mm)
+                  for name, mask in case.structures.items()}
+    styles = {name: RoiStyle("" if name.upper() != "BODY" else body_kind, Generation.MANUAL) for name in structures}
+    write_rtstruct(folder / "rtstruct.dcm", structures, ct, styles, "Eclipse contours")
     write_rtdose(folder / "rtdose.dcm", case.dose, ct, "reference dose")
     return folder
+
+
+def round_contours(path: Path, decimals: int, xy_decimals: int | None = None) -> Path:
+    """Rewrite an RTSTRUCT's ContourData with z (and x, y when given) rounded as TPSs write them."""
+    ds = pydicom.dcmread(path)
+    for roi in ds.ROIContourSequence:
+        for contour in roi.get("ContourSequence", []):
+            points = np.asarray([float(v) for v in contour.ContourData]).reshape(-1, 3)
+            points[:, 2] = np.round(points[:, 2], decimals)
+            if xy_decimals is not None:
+                points[:, :2] = np.round(points[:, :2], xy_decimals)
+            contour.ContourData = [f"{v:.{max(decimals, xy_decimals or 0)}f}" for v in points.ravel()]
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def awkward_case(case: Case) -> Case:
+    """``case`` moved to a grid whose slice positions are not round numbers (z written to 3 or 2 decimals
+    is then off its slice), with a lens of 2 slices and a chiasm of 3 slices added."""
+    spacing, origin = (1.171875 * 3, 1.171875 * 3, 2.4413), (-111.4141, -97.8234, -58.33337)
+
+    def moved(volume: Volume) -> Volume:
+        return Volume(volume.array, spacing, origin, volume.direction)
+
+    grid = moved(case.ct)
+    x, y, z = np.meshgrid(*(np.arange(n) for n in grid.shape), indexing="ij")
+    ci, cj, ck = (n // 2 for n in grid.shape)
+    lens = ((x - ci - 9) / 1.6) ** 2 + ((y - cj + 14) / 1.3) ** 2 + ((z - ck - 10.5) / 1.0) ** 2 <= 1
+    chiasm = ((x - ci) / 3.2) ** 2 + ((y - cj + 3) / 1.4) ** 2 + ((z - ck - 12) / 1.4) ** 2 <= 1
+    structures = {name: moved(mask) for name, mask in case.structures.items()}
+    structures |= {"Lens_L": grid.with_array(lens), "OpticChiasm": grid.with_array(chiasm)}
+    return Case(case.name, grid, structures, moved(case.dose) if case.dose is not None else None,
+                moved(case.possible_dose_mask) if case.possible_dose_mask is not None else None)

@@ -17,6 +17,7 @@ import pytest
 from DoseSegLib.cli.main import build_parser, main
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import MAX_FILENAME, safe_filename, structure_filenames
+from DoseSegLib.io.output_swap import host_tag
 from DoseSegLib.io.outputs import MARKER, check_output_dir, staged_output, sweep_stale
 from DoseSegLib.io.patient import write_segmentation
 
@@ -222,15 +223,16 @@ def _dead_pid() -> int:
 
 
 def test_stale_partials_of_dead_processes_are_swept(tmp_path: Path) -> None:
-    dead, alive = _dead_pid(), os.getpid()
-    for name in (f".out.partial-{dead}-abc", f".other.old-{dead}-x", f".out.partial-{alive}-def"):
+    dead, alive, host = _dead_pid(), os.getpid(), host_tag()
+    for name in (f".out.partial-{host}-{dead}-abc", f".other.partial-{host}-{dead}-x",
+                 f".out.partial-{host}-{alive}-def"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "f").write_text("x")
     (tmp_path / ".user.partial-notes").mkdir()  # not a DoseSeg staging name: kept
     with staged_output(tmp_path / "out", False, []) as staging:
         (staging / "r.txt").write_text("x")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [".out.partial-" + f"{alive}-def", ".user.partial-notes", "out"])
+        [f".out.partial-{host}-{alive}-def", ".user.partial-notes", "out"])
     assert sweep_stale(tmp_path / "absent") == []
 
 

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from DoseSegLib.cli.options import add_output
 from DoseSegLib.core.options import StructureSource
 
+if TYPE_CHECKING:
+    from DoseSegLib.core.volume import Volume
+    from DoseSegLib.io.dicom.deid import Deidentifier
 
-def _results_structures(results: Path, all_structures: bool) -> dict:
-    """The auto-segmented structures of a results folder (all of them without a summary.json or with ``all``)."""
+
+@dataclass
+class _Results:
+    """What export-dicom reads from a results folder."""
+
+    masks: dict[str, Volume]
+    auto: set[str]  # the structures DoseSeg segmented (all of them without a summary.json)
+    original_names: dict[str, str]
+    models: dict[str, dict]
+
+
+def _read_results(results: Path) -> _Results:
+    """A results folder's structures, which of them DoseSeg drew, their original names and the run's models."""
     from DoseSegLib.io.patient import read_mask, read_segmentation
 
     seg = results / "segmentation.seg.nrrd"
@@ -19,33 +35,74 @@ def _results_structures(results: Path, all_structures: bool) -> dict:
         masks = read_segmentation(seg)
     else:
         masks = {f.name[: -len(".nrrd")]: read_mask(f) for f in sorted((results / "structures").glob("*.nrrd"))}
-    summary = results / "summary.json"
-    if all_structures or not summary.is_file():
-        return masks
-    sources = json.loads(summary.read_text()).get("structures", {})
-    return {name: mask for name, mask in masks.items() if sources.get(name) == StructureSource.AUTO}
+    summary_path = results / "summary.json"
+    if not summary_path.is_file():
+        return _Results(masks, set(masks), {}, {})
+    summary = json.loads(summary_path.read_text())
+    sources = summary.get("structures", {})
+    return _Results(masks, {name for name in masks if sources.get(name) == StructureSource.AUTO},
+                    summary.get("original_names", {}), summary.get("models", {}))
+
+
+def add_anonymise(parser: argparse.ArgumentParser) -> None:
+    """``--anonymise`` and ``--key-file``: de-identify the DICOM objects written (PS3.15 Basic Profile)."""
+    parser.add_argument("--anonymise", action="store_true",
+                        help="de-identify the DICOM objects written (PS3.15 Basic Application Level Confidentiality "
+                             "Profile): keyed pseudonym for patient name and ID, UIDs replaced consistently, dates, "
+                             "names and study description removed or emptied; needs --key-file")
+    parser.add_argument("--key-file", type=Path,
+                        help="file holding your secret (at least 16 bytes) for --anonymise's pseudonyms and UIDs: "
+                             "the same key gives the same pseudonym; keep it, never share it")
+
+
+def deidentifier(args: argparse.Namespace) -> Deidentifier | None:
+    """The de-identifier ``--anonymise --key-file`` ask for (None without --anonymise); refuses a missing key."""
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.io.dicom.deid import Deidentifier, read_key
+
+    if not args.anonymise:
+        if args.key_file is not None:
+            raise DoseSegError("--key-file is only used with --anonymise")
+        return None
+    if args.key_file is None:
+        raise DoseSegError("--anonymise needs --key-file FILE holding your secret (at least 16 bytes): an unkeyed "
+                           "hash of a patient ID is reversed in seconds; e.g. `head -c 32 /dev/urandom | base64 > "
+                           "key.txt`, kept outside the data you share")
+    return Deidentifier(read_key(args.key_file))
 
 
 def cmd_export_dicom(args: argparse.Namespace) -> None:
     from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.io.dicom.carry import plan_rois
     from DoseSegLib.io.dicom.detect import patient_format
-    from DoseSegLib.io.dicom.results import write_dicom_results
+    from DoseSegLib.io.dicom.results import read_dicom_target, write_dicom_dose, write_dicom_structures, write_roi_plan
     from DoseSegLib.io.outputs import check_output_dir, staged_output
-    from DoseSegLib.io.patient import DOSE_FILE, read_dose
+    from DoseSegLib.io.patient import read_dose
 
     check_output_dir(args.output, args.force, [args.results, args.ct])
+    deid = deidentifier(args)
     if not args.results.is_dir():
         raise DoseSegError(f"{args.results}: results folder not found")
     if not args.ct.is_dir() or patient_format(args.ct) != "dicom":
         raise DoseSegError(f"{args.ct}: not a folder of DICOM files (the CT series the results belong to)")
-    dose_path = args.results / DOSE_FILE
+    dose_path = args.results / "dose.nrrd"
     dose = read_dose(dose_path) if dose_path.is_file() else None
-    structures = _results_structures(args.results, args.all_structures)
-    if dose is None and not structures:
+    results = _read_results(args.results)
+    auto = {name: mask for name, mask in results.masks.items() if name in results.auto}
+    if dose is None and not auto and not (args.all_structures and results.masks):
         raise DoseSegError(f"{args.results}: neither dose.nrrd nor auto-segmented structures to export")
+    target = read_dicom_target(args.ct, args.series, deid)
+    rois = plan_rois(results.masks, results.auto, results.original_names, target.ct, target.structure_set,
+                     results.models) if args.all_structures else None
     with staged_output(args.output, args.force, [args.results, args.ct]) as out:
-        written = write_dicom_results(out, args.ct, dose, structures, args.series, args.anonymise)
+        written = [write_dicom_dose(out / "rtdose.dcm", target, dose)] if dose is not None else []
+        if rois is not None and rois.contours:
+            written.append(write_roi_plan(out / "rtstruct.dcm", target, rois))
+        elif rois is None and auto:
+            written.append(write_dicom_structures(out / "rtstruct.dcm", target, auto, results.models))
     print(f"wrote {', '.join(str(args.output / p.name) for p in written)}")
+    if rois is not None and rois.copied:
+        print(f"copied as drawn from {target.structure_set}: {', '.join(rois.copied)}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,9 +116,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct", type=Path, required=True, help="folder with the patient's DICOM CT series")
     p.add_argument("--series", help="SeriesInstanceUID of the CT series when the folder holds several")
     p.add_argument("--all-structures", action="store_true",
-                   help="export every structure, not only the auto-segmented ones")
-    p.add_argument("--anonymise", action="store_true",
-                   help="patient name and ID replaced by a stable pseudonym (a hash of the ID), birth date, sex, "
-                        "referring physician, accession number and study ID left out")
+                   help="export every structure, not only the auto-segmented ones: the clinician's keep their "
+                        "original names, types, colours and MANUAL generation (contours copied as drawn from the "
+                        "CT folder's RTSTRUCT when they match), the body included; DoseSeg's are AUTOMATIC")
+    add_anonymise(p)
     add_output(p)
     p.set_defaults(func=cmd_export_dicom)

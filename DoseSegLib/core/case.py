@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from DoseSegLib.core.names import CGY_FROM, DOSE_FROM
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import CGY_FROM, DOSE_FROM, check_prescription
 from DoseSegLib.core.volume import Volume
 
 OARS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
@@ -50,6 +51,15 @@ class Case:
     prescriptions: dict[str, float] = field(default_factory=dict)  # target -> Gy (RTPLAN, then --prescription)
     dicom_series: str | None = None  # SeriesInstanceUID of the CT when read from DICOM (outputs reference it)
     notes: list[str] = field(default_factory=list)  # what reading the names interpreted, for the outputs
+
+    def __post_init__(self) -> None:
+        where = f"patient '{self.name}'"
+        if self.prescription is not None:
+            self.prescription = check_prescription(self.prescription, where)
+        if not isinstance(self.prescriptions, dict):
+            raise DoseSegError(f"{where}: prescriptions must be a dict of target name -> Gy")
+        self.prescriptions = {name: check_prescription(gy, f"{where}: prescription of {name}")
+                              for name, gy in self.prescriptions.items()}
 
     @property
     def target_names(self) -> list[str]:

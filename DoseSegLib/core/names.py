@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,15 +38,26 @@ def _load_table(path: Path = NAMES_TABLE) -> dict[str, str]:
 DEFAULT_ALIASES: dict[str, str] = _load_table()
 
 
-def _gy(text: str) -> float:
+PRESCRIPTION_GY = (1.0, 120.0)  # a target dose outside this range is a typo, cGy, or not a dose
+
+
+def check_prescription(value: object, source: str) -> float:
+    """A target dose in Gy, refused outside 1-120 Gy: the one check for every source (a target's name,
+    ``--prescription``, an RTPLAN, the Python API).
+
+    Args:
+        value: the dose as given (a number or text).
+        source: where it comes from, for the message (e.g. ``--prescription PTV_High``, a file).
+    """
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 100:
-        raise DoseSegError(f"--prescription dose '{text}' must be in Gy, above 0 and at most 100 "
-                           "(e.g. PTV_High=70; 7000 cGy is 70 Gy)")
-    return value
+        gy = float(value) if not isinstance(value, bool) else math.nan  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        gy = math.nan
+    low, high = PRESCRIPTION_GY
+    if not low <= gy <= high:
+        raise DoseSegError(f"{source}: prescription {value!r} is not a dose from {low:g} to {high:g} Gy "
+                           "(give Gy: 7000 cGy is 70 Gy)")
+    return gy
 
 
 def parse_prescription(text: str) -> tuple[str, float]:
@@ -53,7 +65,7 @@ def parse_prescription(text: str) -> tuple[str, float]:
     name, sep, value = text.rpartition("=")
     if not sep or not name.strip():
         raise DoseSegError(f"--prescription '{text}': expected NAME=GY, e.g. PTV_High=70")
-    return name.strip(), _gy(value.strip())
+    return name.strip(), check_prescription(value.strip(), f"--prescription {name.strip()}")
 
 
 class NameMapper:
@@ -69,7 +81,12 @@ class NameMapper:
                  prescriptions: Mapping[str, float] | None = None) -> None:
         self.aliases = dict(DEFAULT_ALIASES)
         self.aliases.update({_key(k): v for k, v in (extra or {}).items()})
-        self.prescriptions = {self.canonical(name): float(gy) for name, gy in (prescriptions or {}).items()}
+        if not isinstance(extra or {}, Mapping) or not isinstance(prescriptions or {}, Mapping):
+            raise DoseSegError("NameMapper: extra and prescriptions must be mappings ({'alias': 'Name'}, {'PTV': Gy})")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in (extra or {}).items()):
+            raise DoseSegError("NameMapper: extra aliases must map names to names (strings)")
+        self.prescriptions = {self.canonical(str(name)): check_prescription(gy, f"prescription of {name}")
+                              for name, gy in (prescriptions or {}).items()}
 
     @classmethod
     def from_json(cls, path: str | Path, prescriptions: Mapping[str, float] | None = None) -> NameMapper:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from DoseSegLib.core.errors import DoseSegError
 
 
 @dataclass
@@ -24,9 +27,21 @@ class Volume:
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     def __post_init__(self) -> None:
-        self.spacing = tuple(float(s) for s in self.spacing)
-        self.origin = tuple(float(o) for o in self.origin)
-        self.direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        try:
+            self.spacing = tuple(float(s) for s in self.spacing)
+            self.origin = tuple(float(o) for o in self.origin)
+            self.direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        except (TypeError, ValueError) as exc:
+            raise DoseSegError(f"Volume: spacing, origin and direction must be 3, 3 and 3x3 numbers ({exc})") from None
+        if not isinstance(self.array, np.ndarray) or self.array.ndim != 3:
+            raise DoseSegError(f"Volume: the array must be a 3D numpy array, not {type(self.array).__name__} "
+                               f"of shape {getattr(self.array, 'shape', '?')}")
+        if len(self.spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing):
+            raise DoseSegError(f"Volume: spacing {self.spacing} must be three positive numbers (mm)")
+        if len(self.origin) != 3 or not all(math.isfinite(o) for o in self.origin):
+            raise DoseSegError(f"Volume: origin {self.origin} must be three finite numbers (mm)")
+        if not np.all(np.isfinite(self.direction)) or abs(np.linalg.det(self.direction)) < 1e-3:
+            raise DoseSegError(f"Volume: direction {self.direction.tolist()} is not a 3D orientation")
 
     @property
     def shape(self) -> tuple[int, int, int]:

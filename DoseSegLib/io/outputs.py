@@ -1,59 +1,58 @@
-"""Safe output folders: build results in a temporary sibling folder, then move into place.
+"""Safe output folders: build results in a temporary hidden folder, then move them into place.
 
 One rule for every command (:func:`check_output_dir`, applied again by :func:`staged_output`):
 
 - the output may not equal, contain or lie inside any input;
-- an existing, non-empty output is replaced only with ``force`` and only when it holds
-  DoseSeg results (the marker file :data:`MARKER` written into every output folder lists
-  them); anything else is refused with the list of what is in the way;
+- an existing, non-empty output is replaced only with ``force``, and only the files DoseSeg wrote
+  there, at any depth: the marker file :data:`MARKER` records each one's size and sha256, and a
+  file that is not recorded or no longer matches (a user's note, an edited table, a forged marker)
+  is never deleted: the run is refused with the list of those files;
 - the final move is checked under a lock: when another run wrote the folder meanwhile,
-  this run fails and the other run's results are kept;
-- a failure, Ctrl-C or SIGTERM leaves the output as it was; partial folders of processes
-  that died (SIGKILL, power loss) are swept by the next run into the same parent.
+  this run fails and the other run's results are kept; at every instant the old or the new results
+  are whole on disk (see :mod:`DoseSegLib.io.output_swap`);
+- an output folder that is a mount point is written inside (it cannot be renamed);
+- a failure, Ctrl-C or SIGTERM leaves the output as it was, and a run that produced no file
+  creates no output folder; partial folders of this host's processes that died (SIGKILL, power
+  loss) are swept by the next run into the same parent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
+import logging
 import os
-import re
 import shutil
 import signal
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.version import __version__
+from DoseSegLib.io.output_marker import (
+    MARKER, STAGING, Inventory, inventory, read_marker, remove_ours, walk, write_marker,
+)
+from DoseSegLib.io.output_swap import make_hidden, replace_entries, replace_folder, sweep_stale
 
-MARKER = ".doseseg-output.json"
+__all__ = ["MARKER", "check_output_dir", "staged_output", "sweep_stale"]
+log = logging.getLogger(__name__)
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-_STAGING = re.compile(r"^\..+\.(?:partial|old)-(\d+)-[^/]+$")
 
 
 def _state(out_dir: Path) -> str | None:
-    """What the output folder holds now: None (absent or empty) or its marker's run id."""
-    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+    """What the output folder holds now: None (absent or empty), its marker's run id, or ``foreign``."""
+    if not out_dir.is_dir():
         return None
-    try:
-        return str(json.loads((out_dir / MARKER).read_text())["run_id"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "foreign"
+    files, folders = walk(out_dir)
+    if not files and not folders:
+        return None
+    marker = read_marker(out_dir)
+    return str(marker.get("run_id")) if marker else "foreign"
 
 
-def _foreign_entries(out_dir: Path) -> list[str]:
-    """Entries of an existing output folder that DoseSeg did not write there."""
-    entries = sorted(p.name for p in out_dir.iterdir())
-    try:
-        ours = set(json.loads((out_dir / MARKER).read_text())["entries"]) | {MARKER}
-    except (OSError, ValueError, KeyError, TypeError):
-        return entries
-    return [name for name in entries if name not in ours]
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 
 def check_output_dir(out_dir: str | Path, force: bool, inputs: Iterable[str | Path | None]) -> None:
@@ -72,42 +71,27 @@ def check_output_dir(out_dir: str | Path, force: bool, inputs: Iterable[str | Pa
         if parent.exists() and not parent.is_dir():
             raise DoseSegError(f"{out_dir}: {parent} is a file, not a folder (choose an output under a folder)")
     resolved = out_dir.resolve()
-    for source in filter(None, inputs):
-        source = Path(source).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
         if resolved.is_relative_to(source) or source.is_relative_to(resolved):
             raise DoseSegError(f"{out_dir}: output folder overlaps the input {source} (choose a folder outside it)")
-    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+    if _state(out_dir) is None:
         return
     if not force:
         raise DoseSegError(f"{out_dir}: output folder already holds results (choose another or use --force)")
-    foreign = _foreign_entries(out_dir)
-    if foreign:
-        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
-        raise DoseSegError(f"{out_dir}: --force replaces only DoseSeg results, but the folder holds files DoseSeg "
-                           f"did not write: {shown} (move them away or choose another output folder)")
+    _check_foreign(out_dir)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
-
-
-def sweep_stale(parent: Path) -> list[Path]:
-    """Remove the hidden staging and backup folders left in ``parent`` by processes that no longer run."""
-    removed = []
-    if not parent.is_dir():
-        return removed
-    for path in parent.iterdir():
-        match = _STAGING.match(path.name)
-        if match and path.is_dir() and not path.is_symlink() and not _pid_alive(int(match.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
+def _check_foreign(out_dir: Path) -> Inventory:
+    """The output's inventory; a DoseSegError listing the files DoseSeg did not write (or that changed)."""
+    found = inventory(out_dir)
+    if found.foreign:
+        raise DoseSegError(f"{out_dir}: --force replaces only the files DoseSeg wrote, but the folder holds files "
+                           f"DoseSeg did not write: {_listed(found.foreign)} (added, edited since, or written by an "
+                           "older DoseSeg; move them away or choose another output folder)")
+    return found
 
 
 def _umask() -> int:
@@ -149,29 +133,52 @@ def _parent_lock(parent: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _write_marker(staging: Path, run_id: str) -> None:
-    entries = sorted(p.name for p in staging.iterdir() if p.name != MARKER)
-    marker = {"doseseg_version": __version__, "run_id": run_id,
-              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "entries": entries}
-    (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-
-
 def _move_into_place(
     staging: Path, out_dir: Path, expected: str | None, force: bool, inputs: list[str | Path | None]
 ) -> None:
-    """Replace ``out_dir`` by ``staging`` unless another run changed ``out_dir`` since this one started."""
+    """Replace ``out_dir`` by ``staging`` unless another run changed ``out_dir`` since this one started;
+    then delete the old results (only the files DoseSeg wrote; anything else is kept and named)."""
     with _parent_lock(out_dir.parent):
         if _state(out_dir) != expected:
             raise DoseSegError(f"{out_dir}: another run wrote this output folder while this one ran; its results "
                                "were kept and this run's discarded (run again, or choose another output folder)")
         check_output_dir(out_dir, force, inputs)
-        if out_dir.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-{os.getpid()}-", dir=out_dir.parent))
-            out_dir.rename(backup / "old")
-            staging.rename(out_dir)
-            shutil.rmtree(backup)
+        found = _check_foreign(out_dir) if out_dir.is_dir() else None
+        if os.path.ismount(out_dir):
+            tops = sorted({name.split("/")[0] for name in [*found.ours, *found.folders]}) if found else []
+            old = replace_entries(staging, out_dir, [*tops, *([MARKER] if (out_dir / MARKER).exists() else [])])
         else:
-            staging.rename(out_dir)
+            old = replace_folder(staging, out_dir)
+    if old is not None and found is not None:
+        try:
+            _discard_old(old, found, out_dir)
+        except OSError as exc:  # the new results are in place; the old ones stay where they are
+            log.warning("%s: the previous results could not be removed from %s (%s)", out_dir, old, exc.strerror)
+
+
+def _discard_old(old: Path, found: Inventory, out_dir: Path) -> None:
+    """Delete the old results' verified files; anything that appeared meanwhile is kept, visibly."""
+    left = remove_ours(old, found)
+    if left:
+        kept = (out_dir if os.path.ismount(out_dir) else out_dir.parent) / f"{out_dir.name}.kept-{uuid.uuid4().hex[:8]}"
+        old.rename(kept)
+        log.warning("%s: files that appeared in the old results during the run were kept in %s: %s",
+                    out_dir, kept, _listed(left))
+    else:
+        old.rmdir()
+    backup = old.parent
+    if old.name == "old" and STAGING.match(backup.name):  # the hidden backup folder around it
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def _make_staging(out_dir: Path) -> Path:
+    """The hidden staging folder: beside ``out_dir``, or inside it when it is a mount point."""
+    inside = os.path.ismount(out_dir)
+    try:
+        return make_hidden(out_dir if inside else out_dir.parent, out_dir.name, "partial")
+    except OSError as exc:
+        raise DoseSegError(f"{out_dir}: cannot write the output folder ({exc.strerror or exc}); choose another "
+                           "output folder") from exc
 
 
 @contextlib.contextmanager
@@ -188,10 +195,13 @@ def staged_output(out_dir: str | Path, force: bool, inputs: Iterable[str | Path 
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DoseSegError(f"{out_dir.parent}: cannot create the output's parent folder ({exc.strerror})") from exc
-    sweep_stale(out_dir.parent)
+    with _parent_lock(out_dir.parent):
+        swept = sweep_stale(out_dir.parent) + (sweep_stale(out_dir) if os.path.ismount(out_dir) else [])
+    if swept:
+        check_output_dir(out_dir, force, inputs)  # again: a sweep may have put a killed run's results back
     expected = _state(out_dir)
     run_id = uuid.uuid4().hex
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{os.getpid()}-", dir=out_dir.parent))
+    staging = _make_staging(out_dir)
     try:
         with _sigterm_as_interrupt():
             try:
@@ -203,9 +213,16 @@ def staged_output(out_dir: str | Path, force: bool, inputs: Iterable[str | Path 
                 where = str(exc.filename or staging).replace(str(staging), str(out_dir))
                 raise DoseSegError(f"{where}: cannot write the output ({exc.strerror or exc}); free space or "
                                    f"choose another output folder") from exc
-            _write_marker(staging, run_id)
-            staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; results get the user's usual mode
-            _move_into_place(staging, out_dir, expected, force, inputs)
+            if not walk(staging)[0]:
+                log.info("%s: nothing was written; the output folder was left as it was", out_dir)
+                return
+            try:
+                write_marker(staging, run_id)
+                staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; results get the user's usual mode
+                _move_into_place(staging, out_dir, expected, force, inputs)
+            except OSError as exc:
+                raise DoseSegError(f"{out_dir}: cannot put the results in place ({exc.strerror or exc}); the "
+                                   "output folder was left as it was (choose another output folder)") from exc
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
-import zlib
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from DoseSegLib.core.case import Case
+from DoseSegLib.core.checks import require_path, require_type
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper, refuse_duplicate, structure_filenames
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
+from DoseSegLib.io.nrrd_read import read_header, read_nrrd
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +39,28 @@ def _geometry(header: dict, path: Path) -> tuple[tuple, tuple, np.ndarray]:
         if np.any(spacing <= 0):
             raise DoseSegError(f"{path}: zero voxel spacing")
         direction = to_lps @ (axes / spacing[:, None]).T
+        if abs(np.linalg.det(direction)) < 1e-3:
+            raise DoseSegError(f"{path}: 'space directions' {axes.tolist()} are parallel (no 3D grid)")
     else:
-        spacing = np.asarray(header.get("spacings", (1.0, 1.0, 1.0)), dtype=float)
+        spacing = np.asarray(header.get("spacings", (1.0, 1.0, 1.0)), dtype=float).ravel()
+        if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+            raise DoseSegError(f"{path}: 'spacings' must be three positive numbers (found {spacing.tolist()})")
         direction = to_lps @ np.eye(3)
-    origin = to_lps @ np.asarray(header.get("space origin", (0.0, 0.0, 0.0)), dtype=float)
+    origin = to_lps @ np.asarray(header.get("space origin", (0.0, 0.0, 0.0)), dtype=float).ravel()
+    if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+        raise DoseSegError(f"{path}: 'space origin' must be three finite numbers")
     return tuple(spacing), tuple(origin), direction
 
 
 def read_volume(path: str | Path) -> Volume:
-    """Read a 3D NRRD file into a Volume, with a clear error for anything unusable."""
-    import nrrd
-
+    """Read a 3D NRRD file into a Volume, with a clear error for anything unusable (see ``nrrd_read``)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DoseSegError(f"{path}: file not found")
     try:
-        array, header = nrrd.read(str(path))
-    except (nrrd.NRRDError, OSError, EOFError, StopIteration, ValueError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DoseSegError(f"{path}: unreadable or truncated NRRD ({exc or 'file ends early'})") from exc
-    if array.ndim != 3:
-        raise DoseSegError(f"{path}: expected a 3D image, found {array.ndim}D with shape {array.shape}")
+        array, header = read_nrrd(path)
+    except OSError as exc:
+        raise DoseSegError(f"{path}: unreadable NRRD ({exc.strerror or exc})") from exc
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise DoseSegError(f"{path}: contains NaN or infinite values")
     spacing, origin, direction = _geometry(header, path)
@@ -68,11 +71,25 @@ DOSE_UNITS_KEY = "DoseUnits"  # NRRD key/value pair named after the DICOM RT Dos
 DOSE_SCALE = {"GY": 1.0, "CGY": 0.01}
 
 
+_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 GZIP_LEVEL = 1  # fast; level 9 takes several times longer on a clinical-size dose for a few % smaller files
 
 
+def _key_values(fields: dict[str, str]) -> dict[str, str]:
+    """``fields`` as NRRD key/value pairs (``key:=value``) every reader opens: a key must not be a standard
+    NRRD field (``units: Gy`` is read as per-axis units and broke ITK and Slicer), a value is one line."""
+    from nrrd.writer import _NRRD_FIELD_ORDER
+
+    for key in fields:
+        if key in _NRRD_FIELD_ORDER or not _KEY.match(key):
+            raise ValueError(f"NRRD key/value pair '{key}' is a standard NRRD field or not a plain key")
+    return {key: _CONTROL.sub(" ", str(value)) for key, value in fields.items()}
+
+
 def write_volume(path: str | Path, volume: Volume, fields: dict[str, str] | None = None) -> None:
-    """Write a Volume as a gzip-compressed NRRD in LPS space, with optional key/value ``fields``."""
+    """Write a Volume as a gzip-compressed NRRD in LPS space, with optional key/value ``fields``
+    (keys of letters, digits and ``_``, not standard NRRD fields)."""
     import nrrd
 
     array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
@@ -82,7 +99,7 @@ def write_volume(path: str | Path, volume: Volume, fields: dict[str, str] | None
         "space origin": np.asarray(volume.origin),
         "kinds": ["domain"] * 3,
         "encoding": "gzip",
-        **(fields or {}),
+        **_key_values(fields or {}),
     }
     nrrd.write(str(path), array, header, compression_level=GZIP_LEVEL)
 
@@ -94,9 +111,7 @@ def write_dose(path: str | Path, dose: Volume) -> None:
 
 def _dose_scale(path: Path) -> float:
     """Gy per stored unit from the header's ``DoseUnits`` (GY or CGY); Gy when absent."""
-    import nrrd
-
-    units = str(nrrd.read_header(str(path)).get(DOSE_UNITS_KEY, "GY")).strip()
+    units = str(read_header(path)[0].get(DOSE_UNITS_KEY, "GY")).strip()
     if units.upper() not in DOSE_SCALE:
         raise DoseSegError(f"{path}: dose units '{units}' ({DOSE_UNITS_KEY}) are not GY or CGY; "
                            "convert the dose to Gy and fix the header")
@@ -151,12 +166,14 @@ def read_segmentation(
     import slicerio
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DoseSegError(f"{path}: file not found")
+    voxels, _ = read_nrrd(path, dimensions=(3, 4))  # within the size limits, before slicerio reads the header
     try:
-        seg = slicerio.read_segmentation(str(path))
+        seg = slicerio.read_segmentation(str(path), skip_voxels=True)
     except Exception as exc:  # slicerio raises many types for malformed files
         raise DoseSegError(f"{path}: unreadable segmentation ({exc})") from exc
+    seg["voxels"] = voxels
     if not seg.get("segments"):
         raise DoseSegError(f"{path}: no segment in this file: not a Slicer segmentation (.seg.nrrd); give a "
                            "segmentation exported from Slicer, or structures/<Name>.nrrd files")
@@ -280,7 +297,9 @@ def read_patient(
     """
     from DoseSegLib.io.dicom.detect import dicom_location, patient_format, sniff
 
-    folder = Path(folder)
+    folder = require_path(folder, "read_patient folder")
+    if mapper is not None:
+        require_type(mapper, NameMapper, "read_patient mapper")
     if folder.is_file():  # a DICOMDIR, or one file of the CT series to use
         folder, file_series = dicom_location(folder)
         series = series or file_series

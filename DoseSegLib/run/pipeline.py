@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING
 from DoseSegLib.analysis.constraints import load_constraints
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import OARS, Case
+from DoseSegLib.core.checks import require_path, require_paths
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.memory import huge_pages_off
 from DoseSegLib.core.options import Device, StructureSource
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.run.compare import compare_doses
-from DoseSegLib.run.results import COHORT_COLUMNS, BatchResult, PatientResult, RunOptions
+from DoseSegLib.run.results import COHORT_COLUMNS, BatchResult, PatientResult, RunOptions, check_run_options
 from DoseSegLib.run.steps import ANALYSIS_STEPS, STEPS, Steps
 from DoseSegLib.run.writer import write_results
 
@@ -56,7 +57,7 @@ class Pipeline:
 
         start = time.perf_counter()
         device = Device.parse(device)
-        self.options = options or RunOptions()
+        self.options = check_run_options(RunOptions() if options is None else options)
         self.progress = progress
         self.constraints = load_constraints(self.options.constraints)
         self.dose_model = load_dose_model(dose_model, device)
@@ -89,7 +90,7 @@ class Pipeline:
 
     def analyse(self, patient_dir: str | Path) -> PatientResult:
         """Run every step on one patient folder and return the results without writing anything."""
-        return self._process(Path(patient_dir), None)
+        return self._process(require_path(patient_dir, "Pipeline.analyse patient_dir"), None)
 
     def _process(self, folder: Path, out: Path | None, source_label: str = "") -> PatientResult:
         """Analyse ``folder`` and, when ``out`` is given, write the results there."""
@@ -203,8 +204,10 @@ class Pipeline:
         """
         from DoseSegLib.io.outputs import staged_output
 
-        with staged_output(out_dir, force, [patient_dir]) as staging:
-            return self._process(Path(patient_dir), staging, source_label)
+        folder = require_path(patient_dir, "Pipeline.run patient_dir")
+        out = require_path(out_dir, "Pipeline.run out_dir")
+        with staged_output(out, bool(force), [folder]) as staging:
+            return self._process(folder, staging, str(source_label or ""))
 
     def run_batch(self, patient_dirs: Sequence[str | Path], out_dir: str | Path, force: bool = False) -> BatchResult:
         """Run every patient into ``out_dir/<patient>/`` and write ``cohort_summary.csv``.
@@ -216,7 +219,8 @@ class Pipeline:
         from DoseSegLib.io.outputs import staged_output
         from DoseSegLib.io.tables import write_csv
 
-        folders = [Path(p) for p in patient_dirs]
+        folders = require_paths(patient_dirs, "Pipeline.run_batch patient_dirs")
+        out_dir = require_path(out_dir, "Pipeline.run_batch out_dir")
         if len({p.name for p in folders}) != len(folders):
             raise DoseSegError("two patient folders share a name; their outputs would collide")
         rows, summaries = [], []

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.plan import PlanEvaluation
 from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.options import DvhMethod, StructureSource
 from DoseSegLib.core.version import __version__
@@ -65,6 +66,30 @@ class RunOptions:
     def mapper(self) -> NameMapper:
         """The name mapping with the explicit prescriptions."""
         return (self.names or NameMapper()).with_prescriptions(self.prescriptions or {})
+
+
+def check_run_options(options: object) -> RunOptions:
+    """``options`` when it is a usable RunOptions; a DoseSegError naming the first bad field otherwise."""
+    from DoseSegLib.core.checks import require_path, require_type
+
+    require_type(options, RunOptions, "Pipeline options")
+    assert isinstance(options, RunOptions)
+    for flag in ("segment", "segment_all", "radiomics", "tta", "allow_high_dose", "uncertainty", "any_site"):
+        require_type(getattr(options, flag), bool, f"RunOptions.{flag}")
+    options.dvh_method = DvhMethod.parse(options.dvh_method)
+    if options.constraints is not None:
+        require_path(options.constraints, "RunOptions.constraints")
+    if options.series is not None:
+        require_type(options.series, str, "RunOptions.series")
+    require_type(options.level, (float, int), "RunOptions.level")
+    if not 0 < float(options.level) < 1:
+        raise DoseSegError(f"RunOptions.level: {options.level} is not a coverage between 0 and 1 (e.g. 0.9)")
+    if options.names is not None:
+        require_type(options.names, NameMapper, "RunOptions.names")
+    if options.prescriptions is not None:
+        require_type(options.prescriptions, dict, "RunOptions.prescriptions")
+    options.mapper()  # every prescription from 1 to 120 Gy
+    return options
 
 
 @dataclass

@@ -98,7 +98,7 @@ class Worker:
         session = self._session()
         grad = session.sensitivity(request["structure"], request.get("metric", "mean"), request.get("wrt"))
         if request.get("out_file"):
-            write_volume(request["out_file"], session.case.ct.with_array(grad), {"units": "Gy per voxel"})
+            write_volume(request["out_file"], session.case.ct.with_array(grad), {"SensitivityUnits": "Gy per voxel"})
         return {"min": float(grad.min()), "max": float(grad.max()), "voxel_cc": session.case.ct.voxel_volume_cc}
 
     def handle(self, line: str) -> tuple[dict, bool]:

@@ -26,7 +26,7 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
     from DoseSegLib.analysis.gamma import GAMMA_COLUMNS
     from DoseSegLib.analysis.intervals import INTERVAL_COLUMNS
     from DoseSegLib.core.colors import structure_colors
-    from DoseSegLib.io.dicom.results import read_ct_geometry, write_dicom_dose, write_dicom_structures
+    from DoseSegLib.io.dicom.results import read_dicom_target, write_dicom_dose, write_dicom_structures
     from DoseSegLib.io.patient import write_dose, write_segmentation
     from DoseSegLib.io.tables import columns_of, write_csv
     from DoseSegLib.run.report import write_report
@@ -34,7 +34,7 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
     structures = result.case.structures
     comparison = result.comparison
     auto = {name: structures[name] for name in result.auto_segmented}
-    ct = cache(lambda: read_ct_geometry(result.case.source, result.case.dicom_series))  # one scan for both files
+    target = cache(lambda: read_dicom_target(result.case.source, result.case.dicom_series))  # one scan for both
     return {
         "report.html": lambda path: write_report(path, result),
         "dose.nrrd": lambda path: write_dose(path, nonzero_box(result.dose)),
@@ -51,8 +51,8 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
         "comparison.csv": lambda path: write_csv(path, comparison.metric_differences, COMPARISON_COLUMNS),
         "dvh_reference.csv": lambda path: write_dvh_csv(path, comparison.reference_plan.dvhs),
         "gamma.csv": lambda path: write_csv(path, comparison.gamma, GAMMA_COLUMNS),
-        "rtdose.dcm": lambda path: write_dicom_dose(path, ct(), result.dose),
-        "rtstruct.dcm": lambda path: write_dicom_structures(path, ct(), auto),
+        "rtdose.dcm": lambda path: write_dicom_dose(path, target(), result.dose),
+        "rtstruct.dcm": lambda path: write_dicom_structures(path, target(), auto, result.models),
         "summary.json": lambda path: path.write_text(json.dumps(result.summary(), indent=2) + "\n"),
     }
 

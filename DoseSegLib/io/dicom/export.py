@@ -1,42 +1,40 @@
 """RTDOSE and RTSTRUCT out, in the CT's study and Frame of Reference, marked as research output.
 
 Every object gets new Series and SOP Instance UIDs, copies the patient and study of the CT
-(nothing else is invented), references the CT series, says in its SeriesDescription that it
-is DoseSeg research output and carries ApprovalStatus UNAPPROVED. With ``anonymise``, the
-patient's name and ID become a stable pseudonym and birth date, sex, referring physician,
-accession number and study ID are left out (the study and frame UIDs stay, to link back to the CT).
+(Type 2 attributes the CT lacks are written empty, nothing else is invented), references the
+CT series, says in its SeriesDescription that it is DoseSeg research output, and an RTSTRUCT
+carries ApprovalStatus UNAPPROVED (the RT Dose IOD has no Approval module: its
+DoseComment says it). The objects follow their IODs (0 dciodvfy errors on a CT carrying its
+Type 2 attributes). With a ``Deidentifier`` (``deid``), each object is de-identified per
+PS3.15's Basic Application Level Confidentiality Profile before it is saved.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
-from DoseSegLib.core.colors import structure_color
 from DoseSegLib.core.version import __version__
+from DoseSegLib.core.colors import structure_color
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.contours import mask_polygons
+from DoseSegLib.io.dicom.deid import Deidentifier
 from DoseSegLib.io.dicom.series import SeriesGeometry
 
 RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
 RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 STUDY_REFERENCE = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (the usual RTReferencedStudy class)
-RESEARCH = "DoseSeg research output - not a clinical plan"
-_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-           "StudyTime", "StudyID", "ReferringPhysicianName", "AccessionNumber", "StudyDescription")
-
-
-_IDENTITY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "ReferringPhysicianName",
-             "AccessionNumber", "StudyID")
-
-
-def pseudonym(patient_id: str) -> str:
-    """A stable stand-in for a PatientID (a hash: hides the identity from readers, not a de-identification)."""
-    return "DS-" + hashlib.sha256(f"doseseg:{patient_id}".encode()).hexdigest()[:12].upper()
+RESEARCH = "DoseSeg research, not clinical"
+LO_LIMIT = 64
+# Patient and General Study: (keyword, Type 2) copied from the CT; a Type 2 the CT lacks is written empty
+_COPIED = (("PatientName", True), ("PatientID", True), ("PatientBirthDate", True), ("PatientSex", True),
+           ("StudyInstanceUID", False), ("StudyDate", True), ("StudyTime", True), ("StudyID", True),
+           ("ReferringPhysicianName", True), ("AccessionNumber", True), ("StudyDescription", False))
 
 
 def decimal(value: float) -> str:
@@ -45,47 +43,55 @@ def decimal(value: float) -> str:
     return text if len(text) <= 16 else f"{value:.8e}"[:16]
 
 
-def new_object(sop_class: str, modality: str, ct: SeriesGeometry, description: str,
-               anonymise: bool = False):
-    """A dataset with file meta, patient and study of the CT, new UIDs and the research markers."""
+def short_text(text: str, limit: int = LO_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters at a word boundary (an LO value), never mid-word."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = text[: limit + 1]
+    cut = head.rsplit(" ", 1)[0].rstrip(" ,;:-") if " " in head else ""
+    return cut or text[:limit]
+
+
+def new_object(sop_class: str, modality: str, ct: SeriesGeometry, description: str):
+    """A dataset with file meta, patient and study of the CT, RT Series and equipment, new UIDs."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
     source = ct.slices[0]
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.SOPClassUID = sop_class
-    for keyword in _COPIED:
+    ds.SpecificCharacterSet = source.get("SpecificCharacterSet", "ISO_IR 100") or "ISO_IR 100"
+    for keyword, type2 in _COPIED:
         if keyword in source:
             setattr(ds, keyword, source.data_element(keyword).value)
-    if anonymise:
-        for keyword in _IDENTITY:
-            if keyword in ds:
-                delattr(ds, keyword)
-        ds.PatientName = ds.PatientID = pseudonym(str(source.get("PatientID", "")))
-        ds.PatientIdentityRemoved = "YES"
+        elif type2:
+            setattr(ds, keyword, "")
     now = datetime.datetime.now()
-    ds.InstanceCreationDate = ds.ContentDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.Modality = modality
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 9001
-    ds.SeriesDescription = f"{RESEARCH}: {description}"[:64]
-    ds.FrameOfReferenceUID = ct.frame_of_reference
+    ds.SeriesDescription = short_text(f"{RESEARCH}: {description}")
+    ds.FrameOfReferenceUID = ct.frame_of_reference  # RT Dose and RT Structure Set both hold the module
     ds.PositionReferenceIndicator = ""
+    ds.OperatorsName = ""
     ds.Manufacturer = "DoseSeg"
     ds.ManufacturerModelName = "DoseSeg research software"
     ds.SoftwareVersions = __version__
-    ds.ApprovalStatus = "UNAPPROVED"
     return ds
 
 
-def _save(ds, path: Path) -> Path:
+def save(ds, path: Path, deid: Deidentifier | None = None) -> Path:
+    """Write ``ds`` as a DICOM file (de-identified first when ``deid`` is given)."""
+    if deid is not None:
+        deid.apply(ds)
     try:
         ds.save_as(path, enforce_file_format=True)
     except TypeError:  # pydicom 2.x (Slicer's Python): same result under the older keyword
@@ -94,9 +100,25 @@ def _save(ds, path: Path) -> Path:
     return path
 
 
+def _plan_reference(plan) -> list:
+    """ReferencedRTPlanSequence naming ``plan`` (a pydicom header of an RTPLAN)."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.ReferencedSOPClassUID = plan.SOPClassUID
+    item.ReferencedSOPInstanceUID = plan.SOPInstanceUID
+    return [item]
+
+
 def write_rtdose(path: Path, dose: Volume, ct: SeriesGeometry, description: str = "predicted dose",
-                 anonymise: bool = False) -> Path:
-    """Write a dose in Gy (any grid whose k axis is +-the slice normal) as an RTDOSE, uint32 + DoseGridScaling."""
+                 deid: Deidentifier | None = None, plan=None) -> Path:
+    """Write a dose in Gy (any grid whose k axis is +-the slice normal) as an RTDOSE, uint16 + DoseGridScaling.
+
+    16 bits give a step of the maximum / 65535 (1 mGy at 70 Gy, far below any clinical meaning)
+    and let every validator read the pixels (dciodvfy stops on 32-bit dose). With ``plan``
+    (the RTPLAN read with the CT) the dose references it, DoseSummationType PLAN; without one it
+    is PLAN_OVERVIEW, the plan-level summation that references no RTPLAN.
+    """
     row, col, k_axis = dose.direction.T
     normal = np.cross(row, col)
     if np.allclose(k_axis, -normal, atol=1e-6):  # frames must run along the normal: store them reversed
@@ -106,11 +128,12 @@ def write_rtdose(path: Path, dose: Volume, ct: SeriesGeometry, description: str 
         raise ValueError("the dose grid's k axis must be the slice normal (row x column)")
     values = np.clip(dose.array.astype(np.float64), 0, None)
     top = float(values.max())
-    # a step of a millionth of the maximum: far below any clinical meaning, above float32's resolution
-    scaling = float(decimal(top / 1_000_000 if top > 0 else 1e-6))
-    pixels = np.round(values / scaling).astype(np.uint32)
+    scaling = float(decimal(top / 65000 if top > 0 else 1e-6))  # rounded up to 6 digits: stays below 65535
+    pixels = np.round(values / scaling).astype(np.uint16)
     ni, nj, nk = dose.shape
-    ds = new_object(RT_DOSE, "RTDOSE", ct, description, anonymise)
+    ds = new_object(RT_DOSE, "RTDOSE", ct, description)
+    ds.InstanceNumber = 1
+    ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     ds.ImagePositionPatient = [decimal(v) for v in dose.origin]
     ds.ImageOrientationPatient = [decimal(v) for v in (*row, *col)]
     ds.PixelSpacing = [decimal(dose.spacing[1]), decimal(dose.spacing[0])]
@@ -121,14 +144,19 @@ def write_rtdose(path: Path, dose: Volume, ct: SeriesGeometry, description: str 
     ds.Rows, ds.Columns = nj, ni
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 32
-    ds.HighBit = 31
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.DoseUnits, ds.DoseType, ds.DoseSummationType = "GY", "PHYSICAL", "PLAN"
-    ds.DoseComment = "DoseSeg prediction; no plan delivers it"
+    ds.DoseUnits, ds.DoseType = "GY", "PHYSICAL"
+    if plan is not None:
+        ds.DoseSummationType = "PLAN"
+        ds.ReferencedRTPlanSequence = _plan_reference(plan)
+    else:
+        ds.DoseSummationType = "PLAN_OVERVIEW"
+    ds.DoseComment = "DoseSeg prediction, research only; no plan delivers it"
     ds.DoseGridScaling = decimal(scaling)
     ds.PixelData = np.ascontiguousarray(pixels.transpose(2, 1, 0)).tobytes()
-    return _save(ds, Path(path))
+    return save(ds, Path(path), deid)
 
 
 def _referenced_frame(ct: SeriesGeometry):
@@ -183,38 +211,86 @@ def _contour_items(contours: list[np.ndarray], ct: SeriesGeometry, images: list)
     return items
 
 
+class Generation(str, Enum):
+    """ROIGenerationAlgorithm: who drew an ROI."""
+
+    AUTOMATIC = "AUTOMATIC"
+    SEMIAUTOMATIC = "SEMIAUTOMATIC"
+    MANUAL = "MANUAL"
+
+
+@dataclass(frozen=True)
+class RoiStyle:
+    """How one ROI is declared.
+
+    Attributes:
+        kind: RTROIInterpretedType ('' for one from the name: ``kind_from_name``).
+        generation: ROIGenerationAlgorithm.
+        algorithm: ROIGenerationDescription (the model that drew it), '' for none.
+        color: ROIDisplayColor (0-255 RGB), None for DoseSeg's colour of the name.
+    """
+
+    kind: str = ""
+    generation: Generation = Generation.AUTOMATIC
+    algorithm: str = ""
+    color: tuple[int, int, int] | None = None
+
+
+_KIND_PREFIXES = (("PTV", "PTV"), ("CTV", "CTV"), ("GTV", "GTV"), ("BODY", "EXTERNAL"), ("EXTERNAL", "EXTERNAL"),
+                  ("SKIN", "EXTERNAL"), ("OUTER", "EXTERNAL"))
+
+
+def kind_from_name(name: str) -> str:
+    """RTROIInterpretedType a name implies: PTV, CTV, GTV, EXTERNAL (Body, External, Skin) or ORGAN."""
+    upper = name.upper()
+    return next((kind for prefix, kind in _KIND_PREFIXES if upper.startswith(prefix)), "ORGAN")
+
+
+def _roi_items(number: int, name: str, style: RoiStyle, ct: SeriesGeometry):
+    """The StructureSetROISequence and RTROIObservationsSequence items of one ROI."""
+    from pydicom.dataset import Dataset
+
+    roi = Dataset()
+    roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, ct.frame_of_reference, name
+    roi.ROIGenerationAlgorithm = style.generation.value
+    if style.algorithm:
+        roi.ROIGenerationDescription = short_text(style.algorithm)
+    observation = Dataset()
+    observation.ObservationNumber = observation.ReferencedROINumber = number
+    observation.RTROIInterpretedType, observation.ROIInterpreter = style.kind or kind_from_name(name), ""
+    return roi, observation
+
+
 def write_rtstruct(path: Path, structures: dict[str, list[np.ndarray]], ct: SeriesGeometry,
-                   kinds: dict[str, str] | None = None, description: str = "auto-segmented structures",
-                   anonymise: bool = False) -> Path:
+                   styles: dict[str, RoiStyle] | None = None, description: str = "auto-segmented structures",
+                   deid: Deidentifier | None = None) -> Path:
     """Write structures given as planar contours (``mask_contours``) as an RTSTRUCT on the CT's frame.
 
     Args:
-        kinds: RTROIInterpretedType per name (default ORGAN; PTV for names starting with PTV).
+        styles: how each ROI is declared (default: AUTOMATIC, the type from its name).
     """
     from pydicom.dataset import Dataset
 
-    ds = new_object(RT_STRUCT, "RTSTRUCT", ct, description, anonymise)
+    ds = new_object(RT_STRUCT, "RTSTRUCT", ct, description)
+    ds.FrameOfReferenceUID = ct.frame_of_reference
+    ds.PositionReferenceIndicator = ""
     ds.StructureSetLabel = "DoseSeg"
-    ds.StructureSetDate, ds.StructureSetTime = ds.ContentDate, ds.ContentTime
+    ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     frame, images = _referenced_frame(ct)
     ds.ReferencedFrameOfReferenceSequence = [frame]
     rois, contours, observations = [], [], []
     for number, (name, polygons) in enumerate(structures.items(), start=1):
-        roi = Dataset()
-        roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, ct.frame_of_reference, name
-        roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        style = (styles or {}).get(name, RoiStyle())
+        roi, observation = _roi_items(number, name, style, ct)
         rois.append(roi)
+        observations.append(observation)
         contour = Dataset()
-        contour.ROIDisplayColor = [round(255 * c) for c in structure_color(name)]
+        contour.ROIDisplayColor = list(style.color or (round(255 * c) for c in structure_color(name)))
         contour.ReferencedROINumber = number
         contour.ContourSequence = _contour_items(polygons, ct, images)
         contours.append(contour)
-        observation = Dataset()
-        observation.ObservationNumber = observation.ReferencedROINumber = number
-        kind = (kinds or {}).get(name) or ("PTV" if name.upper().startswith("PTV") else "ORGAN")
-        observation.RTROIInterpretedType, observation.ROIInterpreter = kind, ""
-        observations.append(observation)
     ds.StructureSetROISequence = rois
     ds.ROIContourSequence = contours
     ds.RTROIObservationsSequence = observations
-    return _save(ds, Path(path))
+    ds.ApprovalStatus = "UNAPPROVED"
+    return save(ds, Path(path), deid)

@@ -8,6 +8,13 @@ Within a plane every contour of the structure counts together by the even-odd ru
 (holes and islands need no flags). A voxel is inside when its centre is. The grid may be
 the CT's or a finer one around a small structure (``subvoxel_grid``; ``partial`` gives
 voxel fractions): contours are planes of patient space, the grid only samples them.
+
+Planes are matched to grid slices with a tolerance of ``MATCH_TOL`` of the grid's slice
+step: contour z written to 3 or 2 decimals (as TPSs write them: 110.99982 for slice 111)
+still holds the slice, and a slice centre lying on a slab boundary (planes between the
+CT slices, e.g. planes on a 2.5 mm grid shifted by 1.25 mm) goes to the plane above it,
+whatever the rounding. So a structure whose planes lie between the CT slices covers the
+slices between its first and last planes: the TPS's volume, at the CT's resolution.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 
 PLANE_TOL = 0.05  # contour points may wander this fraction of a grid step off their plane
+MATCH_TOL = 0.1  # a plane this fraction of a grid step from a slice centre holds that slice
 
 
 def fill_polygons(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -53,15 +61,20 @@ def fill_polygons(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.
 def _planes(contours: Sequence[np.ndarray], grid: Volume) -> dict[float, list[np.ndarray]]:
     """Contours in the grid's continuous index coordinates, grouped by plane (k index)."""
     to_index = np.linalg.inv(grid.index_to_lps)
-    planes: dict[float, list[np.ndarray]] = {}
+    located = []
     for points in contours:
         ijk = points @ to_index[:3, :3].T + to_index[:3, 3]
         k = ijk[:, 2]
         if np.ptp(k) > PLANE_TOL:
             raise DoseSegError("a contour is not in a plane of the grid's slices (oblique contours "
                                f"are not supported; it spans {np.ptp(k) * grid.spacing[2]:.2f} mm across slices)")
-        key = round(float(k.mean()), 4)
-        planes.setdefault(key, []).append(ijk[:, :2])
+        located.append((float(k.mean()), ijk[:, :2]))
+    planes: dict[float, list[np.ndarray]] = {}
+    key = -np.inf
+    for k, points in sorted(located, key=lambda item: item[0]):  # contours within MATCH_TOL share a plane
+        if k - key > MATCH_TOL:
+            key = round(k, 4)
+        planes.setdefault(key, []).append(points)
     return planes
 
 
@@ -92,12 +105,12 @@ def rasterise(contours: Sequence[np.ndarray], grid: Volume, slab_mm: float | Non
         slab_mm = float(np.median(np.diff(keys))) * grid.spacing[2] if len(keys) > 1 else grid.spacing[2]
     half = slab_mm / grid.spacing[2] / 2  # in k steps
     slices = np.arange(grid.shape[2], dtype=float)
-    # each slice goes to the plane whose slab [plane - half, plane + half) holds its centre
-    nearest = np.searchsorted((keys[:-1] + keys[1:]) / 2, slices + 1e-6, side="right")
+    # each slice goes to the plane whose slab [plane - half, plane + half) holds its centre, within MATCH_TOL
+    nearest = np.searchsorted((keys[:-1] + keys[1:]) / 2, slices + MATCH_TOL, side="right")
     distance = slices - keys[nearest]
-    inside = (distance >= -half - 1e-6) & (distance < half - 1e-6)
+    inside = (distance >= -half - MATCH_TOL) & (distance < half - MATCH_TOL)
     if len(keys) > 1:  # the structure spans from its first to its last plane (a lone plane keeps its slab)
-        inside &= (slices >= keys[0] - 1e-6) & (slices <= keys[-1] + 1e-6)
+        inside &= (slices >= keys[0] - MATCH_TOL) & (slices <= keys[-1] + MATCH_TOL)
     filled: dict[int, tuple | None] = {}
     for k in np.flatnonzero(inside):
         plane = int(nearest[k])
@@ -121,7 +134,7 @@ def subvoxel_grid(
     ijk = np.concatenate(contours) @ to_index[:3, :3].T + to_index[:3, 3]
     half = (slab_mm or grid.spacing[2]) / grid.spacing[2] / 2
     lo = np.floor(ijk.min(axis=0) - (0.5, 0.5, half - 0.5)).astype(int)  # whole coarse voxels, as indices
-    hi = np.ceil(ijk.max(axis=0) + np.array((0.5, 0.5, half - 0.5))).astype(int)
+    hi = np.ceil(ijk.max(axis=0) + np.array([0.5, 0.5, half - 0.5])).astype(int)
     shape = tuple(int(n) for n in (hi - lo + 1) * factor)
     first = lo - 0.5 + 0.5 / factor  # the first fine voxel centre, in coarse indices
     origin = grid.index_to_lps @ np.append(first, 1.0)

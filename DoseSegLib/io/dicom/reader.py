@@ -27,7 +27,7 @@ def ct_geometry(index: DicomIndex, series: str | None = None) -> SeriesGeometry:
     return series_geometry(index.folder, groups[uid])
 
 
-def _structure_set(index: DicomIndex, geometry: SeriesGeometry):
+def structure_set_path(index: DicomIndex, geometry: SeriesGeometry) -> Path | None:
     """The RTSTRUCT drawn on the chosen series (or the only one), None when there is none."""
     sets = index.of("RTSTRUCT")
     if not sets:
@@ -95,7 +95,7 @@ def read_dicom_patient(
     geometry = ct_geometry(index, series)
     frame = geometry.frame_of_reference
     ct = read_series(geometry)
-    structure_set = structure_file or _structure_set(index, geometry)
+    structure_set = structure_file or structure_set_path(index, geometry)
     read = (StructureFile({}, None, {}, {}) if structure_set is None
             else read_structure_file(Path(structure_set), geometry.grid, frame, mapper))
     structures, roi_names = read.masks, read.canonical_names

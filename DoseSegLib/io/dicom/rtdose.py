@@ -13,6 +13,8 @@ from DoseSegLib.io.dicom.series import uniform_positions
 
 log = logging.getLogger(__name__)
 
+PLAN_SUMS = ("PLAN", "PLAN_OVERVIEW")  # a whole plan's dose (PLAN_OVERVIEW references no RTPLAN)
+
 
 @dataclass
 class RtDose:
@@ -76,14 +78,15 @@ def read_rtdose(path) -> RtDose:
 
 
 def reference_dose(headers: list, frame_of_reference: str, folder) -> RtDose | None:
-    """The patient's reference dose: the one RTDOSE, or the one PLAN sum among several; in Gy."""
+    """The patient's reference dose: the one RTDOSE, or the one plan sum (``PLAN_SUMS``) among several; in Gy."""
     if not headers:
         return None
     if len(headers) > 1:
-        plans = [h for h in headers if str(h.get("DoseSummationType", "")).upper() == "PLAN"]
+        plans = [h for h in headers if str(h.get("DoseSummationType", "")).upper() in PLAN_SUMS]
         if len(plans) != 1:
             listing = ", ".join(f"{h.filename} ({h.get('DoseSummationType', '?')})" for h in headers)
-            raise DoseSegError(f"{folder}: {len(headers)} RTDOSE files and not exactly one PLAN sum ({listing}); "
+            raise DoseSegError(f"{folder}: {len(headers)} RTDOSE files and not exactly one PLAN sum "
+                               f"(PLAN or PLAN_OVERVIEW: {listing}); "
                                "keep the plan dose only")
         headers = plans
     return read_dose_gy(headers[0].filename, frame_of_reference)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import check_prescription
 
 
 @dataclass
@@ -26,13 +27,14 @@ def read_prescriptions(ds, roi_names: dict[int, str]) -> Prescriptions:
         dose = item.get("TargetPrescriptionDose")
         if dose is None or str(item.get("DoseReferenceType", "TARGET")).upper() != "TARGET":
             continue
-        dose = float(dose)
-        if not 0 < dose < 200:
-            raise DoseSegError(f"{ds.filename}: TargetPrescriptionDose {dose:g} Gy is not a plausible prescription")
         number = item.get("ReferencedROINumber")
-        name = roi_names.get(int(number)) if number is not None else None
+        try:
+            name = roi_names.get(int(number)) if number is not None else None
+        except (TypeError, ValueError):
+            raise DoseSegError(f"{ds.filename}: ReferencedROINumber {number!r} is not a whole number") from None
         fallback = f"DoseReference{item.get('DoseReferenceNumber', '')}"
         name = name or str(item.get("DoseReferenceDescription", "") or fallback)
+        dose = check_prescription(dose, f"{ds.filename}: TargetPrescriptionDose of {name}")
         result.doses[name] = max(dose, result.doses.get(name, 0.0))
     fractions = [int(g.NumberOfFractionsPlanned) for g in ds.get("FractionGroupSequence", [])
                  if g.get("NumberOfFractionsPlanned") is not None]
