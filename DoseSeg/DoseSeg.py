@@ -403,6 +403,15 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applicabilityLabel.visible = bool(outputs["messages"])
 
 
+def _pydeps():
+    """Slicer's package manager (``slicer.pydeps``, Slicer 5.11+), None on older Slicers."""
+    try:
+        import slicer.pydeps as pydeps
+    except ImportError:
+        return None
+    return pydeps
+
+
 class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
     """The console API: every step of the panel, on nodes of ``slicer.mrmlScene``.
 
@@ -459,11 +468,11 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
     def unmetRequirements(withModels: bool = True) -> list:
         """The packages of Resources/requirements.txt missing or too old (the models' only when ``withModels``).
 
-        Slicer 5.11+ reads the file with ``slicer.packaging`` first: nothing is listed when it is satisfied.
+        Slicer 5.11+ reads the file with ``slicer.pydeps`` first: nothing is listed when it is satisfied.
         """
-        packaging = getattr(slicer, "packaging", None)
-        if withModels and packaging is not None and packaging.pip_check(
-                packaging.load_requirements(str(requirements.REQUIREMENTS_FILE))):
+        pydeps = _pydeps()
+        if withModels and pydeps is not None and pydeps.pip_check(
+                pydeps.load_requirements(str(requirements.REQUIREMENTS_FILE))):
             return []
         return requirements.unmetRequirements(withModels)
 
@@ -487,10 +496,20 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, f">={torch.minimum}") is None:
                 raise RuntimeError("PyTorch was not installed")
         pip = [str(requirement) for requirement in unmet if requirement is not torch]
-        if pip:
-            constraints = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
-            with open(constraints, "w") as handle:  # the installed versions of everything else stay
-                handle.write(requirements.installedPins(exclude={requirement.name for requirement in unmet}))
+        if not pip:
+            return
+        offline = requirements.offlineProblem()
+        if offline:
+            raise RuntimeError(offline)
+        constraints = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
+        with open(constraints, "w") as handle:  # the installed versions of everything else stay
+            handle.write(requirements.installedPins(exclude={requirement.name for requirement in unmet}))
+        pydeps = _pydeps()
+        if pydeps is not None and hasattr(pydeps, "pip_ensure"):  # Slicer 5.11+
+            from packaging.requirements import Requirement
+
+            pydeps.pip_ensure([Requirement(text) for text in pip], constraints=constraints, requester="DoseSeg")
+        else:
             slicer.util.pip_install(["--only-binary", ":all:", *pip, "-c", constraints])
 
 
