@@ -22,8 +22,8 @@ import pytest
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.case import Case
 from DoseSegLib.io.phantom import make_phantom
-from Testing.dicom_helpers import write_dicom_patient
-from Testing.model_helpers import tiny_dose_config
+from dicom_helpers import write_dicom_patient
+from model_helpers import tiny_dose_config
 
 VENDOR = {"Brainstem": "BRSTEM", "LeftParotid": "Parotid_L", "RightParotid": "Parotid_R", "SpinalCord": "Cord",
           "Esophagus": "Esoph", "Larynx": "Larynx", "Mandible": "Mand"}

@@ -32,8 +32,8 @@ from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.io.patient import read_patient, read_volume
 from DoseSegLib.models.dose.cache import preprocess_patient
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from Testing.dicom_helpers import write_dicom_patient  # noqa: E402 (the tests' DICOM-RT writer)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
+from dicom_helpers import write_dicom_patient  # noqa: E402 (the tests' DICOM-RT writer)
 
 VENDOR = {"Brainstem": "BRSTEM", "SpinalCord": "Cord", "LeftParotid": "Parotid_L", "RightParotid": "Parotid_R",
           "Esophagus": "Esoph", "Mandible": "Mand"}

@@ -17,7 +17,7 @@ from DoseSegLib.core.case import OARS, target_prescription
 
 TARGET_PERCENTS = (99, 95, 1)
 TARGET_METRICS = tuple(mn.dose_at_pct(p) for p in TARGET_PERCENTS)
-OAR_METRICS = (mn.dose_at_cc(0.1), mn.MEAN)
+OAR_CC = 0.1  # the OARs' near-maximum dose: D0.1cc (with their mean dose)
 
 
 def dose_at_volume_cc(doses: np.ndarray, volume_cc: float, voxel_cc: float, presorted: bool = False) -> float:
@@ -78,7 +78,7 @@ def challenge_metrics(voxels: Mapping[str, np.ndarray], voxel_cc: float, targets
         if doses.size == 0 or not (is_oar or is_target):
             continue
         if is_oar:
-            metrics[(name, mn.dose_at_cc(0.1))] = dose_at_volume_cc(doses, 0.1, voxel_cc, presorted=True)
+            metrics[(name, mn.dose_at_cc(OAR_CC))] = dose_at_volume_cc(doses, OAR_CC, voxel_cc, presorted=True)
             metrics[(name, mn.MEAN)] = float(doses.mean())
         else:
             values = percentile_sorted(doses, [100 - p for p in TARGET_PERCENTS])
