@@ -33,7 +33,7 @@ from DoseSegLib.io.patient import read_patient, read_volume
 from DoseSegLib.models.dose.cache import preprocess_patient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
-from dicom_helpers import write_dicom_patient  # noqa: E402 (the tests' DICOM-RT writer)
+from dicom_helpers import write_dicom_patient  # the tests' DICOM-RT writer
 
 VENDOR = {"Brainstem": "BRSTEM", "SpinalCord": "Cord", "LeftParotid": "Parotid_L", "RightParotid": "Parotid_R",
           "Esophagus": "Esoph", "Mandible": "Mand"}
@@ -68,15 +68,14 @@ def compare(cohort: Path, folders: list[Path]) -> list[dict]:
             rows.append({"patient": folder.name, "found": len(match)})
             continue
         mine, reference = preprocess_patient(match[0], oars), preprocess_patient(folder)
-        same_box = np.array_equal(mine["box"], reference["box"])
-        inputs = np.abs(mine["inputs"].astype(np.float32) - reference["inputs"].astype(np.float32)) if same_box else None
-        rows.append({
-            "patient": folder.name, "found": 1, "same_box": same_box, "same_channels": oars == OARS,
-            "max_input_diff": float(inputs.max()) if inputs is not None else None,
-            "channels_differing": int((inputs.reshape(len(inputs), -1).max(axis=1) > 0).sum()) if inputs is not None
-            else None,
-            "max_dose_diff_gy": float(np.abs(mine["dose"] - reference["dose"]).max()) if same_box else None,
-        })
+        row = {"patient": folder.name, "found": 1, "same_box": np.array_equal(mine["box"], reference["box"]),
+               "same_channels": oars == OARS}
+        if row["same_box"] and row["same_channels"]:
+            inputs = np.abs(mine["inputs"].astype(np.float32) - reference["inputs"].astype(np.float32))
+            per_channel = inputs.reshape(len(inputs), -1).max(axis=1)
+            row.update(max_input_diff=float(per_channel.max()), channels_differing=int((per_channel > 0).sum()),
+                       max_dose_diff_gy=float(np.abs(mine["dose"] - reference["dose"]).max()))
+        rows.append(row)
     return rows
 
 
