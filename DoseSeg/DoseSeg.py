@@ -319,8 +319,8 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as error:
             self._endJob()
             logging.getLogger("DoseSeg").exception("loading the results failed")
-            slicer.util.errorDisplay(_("{title}: loading the results failed: {error}").format(title=job.title, error=error),
-                                     detailedText=job.log)
+            message = _("{title}: loading the results failed: {error}").format(title=job.title, error=error)
+            slicer.util.errorDisplay(message, detailedText=job.log)
             return
         if not done:
             self.ui.progressBar.setRange(0, 0 if job.progress is None else 100)

@@ -7,8 +7,8 @@ import logging
 import sys
 from collections.abc import Callable
 
-from DoseSegLib.core.version import __version__
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

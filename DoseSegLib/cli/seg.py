@@ -25,6 +25,7 @@ from DoseSegLib.cli.options import (
 from DoseSegLib.cli.shard import add_shard_option, apply_shard
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import SegLoss
 
 
 def cmd_train_seg(args: argparse.Namespace) -> None:
@@ -33,7 +34,7 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
     from DoseSegLib.models.seg.net import SegNetConfig
     from DoseSegLib.models.seg.training import SegTrainConfig, train_segmentation
 
-    if getattr(args, "loss", None) != "doselo" and (args.dose_model or args.dose_weights):
+    if getattr(args, "loss", None) != SegLoss.DOSELO and (args.dose_model or args.dose_weights):
         raise DoseSegError("--dose-model and --dose-weights only apply to --loss doselo")
     config = SegTrainConfig(
         **given(args, "loss", "dose_weight"), dose_model=args.dose_model,
@@ -104,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-seg", help="train the OAR segmentation network (resumes from OUT/last.pt)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
-    p.add_argument("--loss", choices=("bce_dice", "doselo"), **CONFIG_DEFAULT)
+    p.add_argument("--loss", choices=SegLoss.choices(), **CONFIG_DEFAULT)
     p.add_argument("--dose-model", help="DOSELO: catalogue name of the frozen dose network (default model)")
     p.add_argument("--dose-weights", type=Path, help="DOSELO: a train-dose best.pt instead of the catalogue")
     p.add_argument("--lambda", dest="dose_weight", type=float, **CONFIG_DEFAULT,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import Device
 
 if TYPE_CHECKING:
     import torch
@@ -121,7 +122,7 @@ def load_checkpoint(task: str, name: str | None = None, weights: Path | None = N
         raise DoseSegError(f"{weights}: {task} weights not found")
     try:
         checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 (pickle, zip and torch errors alike: not a weights file)
+    except Exception as exc:  # pickle, zip and torch errors alike: not a weights file
         raise DoseSegError(f"{weights}: not a DoseSeg {task} weights file ({type(exc).__name__}); give the "
                            f"best.pt that 'doseseg {_TRAIN_COMMANDS.get(task, 'train')}' wrote") from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "config", "meta"} <= set(checkpoint):
@@ -130,7 +131,7 @@ def load_checkpoint(task: str, name: str | None = None, weights: Path | None = N
 
 
 def load_network(task: str, network: type, config: type, name: str | None = None,
-                 weights: Path | None = None, device: str = "auto",
+                 weights: Path | None = None, device: Device | str = Device.AUTO,
                  ) -> tuple[torch.nn.Module, dict, ModelEntry | None, torch.device]:
     """A network from the catalogue or a weights file (see :func:`load_checkpoint`), in eval mode on ``device``.
 

@@ -38,7 +38,7 @@ class LiveInputs:
     def _proximity(self, name: str, mask: np.ndarray) -> np.ndarray:
         """The target's proximity map over the box and the target's bounding box (zero elsewhere)."""
         extent = mask_box(mask)
-        crop = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(self.box, extent))
+        crop = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(self.box, extent, strict=True))
         proximity = np.zeros(mask.shape, np.float32)
         proximity[crop] = target_proximity(mask[crop], self.spacing, self.level(name))
         return proximity

@@ -12,6 +12,7 @@ import numpy as np
 from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import Device
 from DoseSegLib.core.orientation import Reorientation
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.models.common.arrays import BOX_MARGIN
@@ -52,7 +53,8 @@ class DoseModel(ModelHandle):
         return {"patch": tuple(meta["patch"])}
 
 
-def load_dose_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> DoseModel:
+def load_dose_model(name: str | None = None, device: Device | str = Device.AUTO,
+                    weights: Path | None = None) -> DoseModel:
     """Load a dose model onto ``device`` (networks in eval mode; see :meth:`ModelHandle.load`).
 
     A refiner (a catalogue entry with a ``base``, or a train-dose-refiner best.pt) loads its base
@@ -61,14 +63,15 @@ def load_dose_model(name: str | None = None, device: str = "auto", weights: Path
     from DoseSegLib.models.common.catalogue import find_model
     from DoseSegLib.models.dose.refine_net import RefineNet, RefineNetConfig
 
-    if weights is None and find_model("dose", name).base or weights is not None and _is_refiner(weights):
+    if (weights is None and find_model("dose", name).base) or (weights is not None and _is_refiner(weights)):
         refiner, meta, entry, _ = load_network("dose", RefineNet, RefineNetConfig, name, weights, device)
         base_name = entry.base if entry is not None else meta.get("base_model")
         if not base_name:
             raise DoseSegError(f"{weights}: this refiner names no catalogue base model; it cannot be loaded")
         base = load_dose_model(base_name, device)
         if base.refiner is not None:
-            raise DoseSegError(f"dose model '{base_name}', the base of a refiner, is itself a refiner (catalogue error)")
+            raise DoseSegError(f"dose model '{base_name}', the base of a refiner, is itself a refiner "
+                               "(catalogue error)")
         return replace(base, entry=entry, refiner=refiner)
     return DoseModel.load(name, device, weights)
 

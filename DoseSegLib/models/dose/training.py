@@ -50,8 +50,8 @@ class TrainConfig(RunConfig):
 
 def random_crop(size: tuple[int, ...], patch: tuple[int, int, int], rng: np.random.Generator) -> tuple[slice, ...]:
     """Slices of a random ``patch``-sized crop of an array of spatial ``size`` (shorter where it is smaller)."""
-    start = [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(size, patch)]
-    return tuple(slice(s, s + p) for s, p in zip(start, patch))
+    start = [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(size, patch, strict=True)]
+    return tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
 
 
 def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int], rng: np.random.Generator) -> dict:
@@ -174,7 +174,7 @@ def _step(net: torch.nn.Module, samples: list[dict], config: TrainConfig, epoch:
 
     def step(indices: np.ndarray, rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
         patches = [augment(to_device(random_patch(samples[i], config.patch, rng), device))
-                   for i, rng in zip(indices, rngs)]
+                   for i, rng in zip(indices, rngs, strict=True)]
         ct, rest, dose = (torch.stack([p[key] for p in patches]) for key in ("ct", "rest", "dose"))
         with autocast(device):
             pred = net(torch.cat([ct, rest], dim=1)).float()

@@ -19,6 +19,7 @@ from DoseSegLib.analysis.intervals import FAMILIES, Calibration, interval_rows, 
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import DvhMethod
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
 from DoseSegLib.models.common.catalogue import models_dir
@@ -130,7 +131,8 @@ def load_calibration(model: DoseModel, folder: Path | None = None) -> tuple[Cali
     return Calibration.from_dict(data["calibration"]), SamplingConfig(**data["sampling"])
 
 
-def sample_plans(case: Case, samples: list[Volume], dvh_method: str = "auto") -> list[PlanEvaluation]:
+def sample_plans(case: Case, samples: list[Volume],
+                 dvh_method: DvhMethod | str = DvhMethod.AUTO) -> list[PlanEvaluation]:
     """The DVHs and DVH metrics of each sampled dose (no clinical goals)."""
     return [evaluate_plan(replace(case, dose=dose), constraints=[], dvh_method=dvh_method) for dose in samples]
 
@@ -152,8 +154,8 @@ class DoseUncertainty:
 
 
 def predict_uncertainty(
-    model: DoseModel, case: Case, predicted: PlanEvaluation, level: float = 0.9, dvh_method: str = "auto",
-    folder: Path | None = None,
+    model: DoseModel, case: Case, predicted: PlanEvaluation, level: float = 0.9,
+    dvh_method: DvhMethod | str = DvhMethod.AUTO, folder: Path | None = None,
 ) -> DoseUncertainty:
     """Sample the model as calibrated, and give the std map and the intervals around ``predicted``'s metrics.
 
