@@ -259,13 +259,24 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        self._showRunAll)
 
     def onDvh(self) -> None:
+        """Compute DVH in a background process (``doseseg dvh``: the GUI never freezes); a reference dose's
+        curves follow, dashed."""
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("DVH computation failed."), waitCursor=True):
-            dose = p.predictedDose or p.referenceDose
-            reference = p.referenceDose if p.predictedDose else None
-            outputs = self.logic.computeDvh(dose, p.segmentation, options=self._options(), ctNode=p.ctVolume,
-                                            referenceDoseNode=reference)
-            self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
+        dose = p.predictedDose or p.referenceDose
+        reference = p.referenceDose if p.predictedDose else None
+        self._startJob(False,
+                       lambda: self.logic.startComputeDvh(dose, p.segmentation, options=self._options(),
+                                                          ctNode=p.ctVolume),
+                       lambda outputs: self._showDvhOutputs(outputs, reference))
+
+    def _showDvhOutputs(self, outputs: dict, reference=None) -> None:
+        self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
+        if reference is not None:
+            p = self._parameterNode
+            self._startJob(False,
+                           lambda: self.logic.startComputeDvh(reference, p.segmentation, options=self._options(),
+                                                              ctNode=p.ctVolume, label="reference "),
+                           lambda referenceOutputs: self.logic.showChart(referenceOutputs["dvhChart"]))
 
     def onDoseOpacity(self, opacity: float) -> None:
         p = self._parameterNode
@@ -308,8 +319,8 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as error:
             self._endJob()
             logging.getLogger("DoseSeg").exception("loading the results failed")
-            slicer.util.errorDisplay(_("{title}: loading the results failed: {error}").format(title=job.title, error=error),
-                                     detailedText=job.log)
+            message = _("{title}: loading the results failed: {error}").format(title=job.title, error=error)
+            slicer.util.errorDisplay(message, detailedText=job.log)
             return
         if not done:
             self.ui.progressBar.setRange(0, 0 if job.progress is None else 100)
@@ -403,6 +414,15 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applicabilityLabel.visible = bool(outputs["messages"])
 
 
+def _pydeps():
+    """Slicer's package manager (``slicer.pydeps``, Slicer 5.11+), None on older Slicers."""
+    try:
+        import slicer.pydeps as pydeps
+    except ImportError:
+        return None
+    return pydeps
+
+
 class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
     """The console API: every step of the panel, on nodes of ``slicer.mrmlScene``.
 
@@ -459,11 +479,11 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
     def unmetRequirements(withModels: bool = True) -> list:
         """The packages of Resources/requirements.txt missing or too old (the models' only when ``withModels``).
 
-        Slicer 5.11+ reads the file with ``slicer.packaging`` first: nothing is listed when it is satisfied.
+        Slicer 5.11+ reads the file with ``slicer.pydeps`` first: nothing is listed when it is satisfied.
         """
-        packaging = getattr(slicer, "packaging", None)
-        if withModels and packaging is not None and packaging.pip_check(
-                packaging.load_requirements(str(requirements.REQUIREMENTS_FILE))):
+        pydeps = _pydeps()
+        if withModels and pydeps is not None and pydeps.pip_check(
+                pydeps.load_requirements(str(requirements.REQUIREMENTS_FILE))):
             return []
         return requirements.unmetRequirements(withModels)
 
@@ -487,10 +507,20 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, f">={torch.minimum}") is None:
                 raise RuntimeError("PyTorch was not installed")
         pip = [str(requirement) for requirement in unmet if requirement is not torch]
-        if pip:
-            constraints = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
-            with open(constraints, "w") as handle:  # the installed versions of everything else stay
-                handle.write(requirements.installedPins(exclude={requirement.name for requirement in unmet}))
+        if not pip:
+            return
+        offline = requirements.offlineProblem()
+        if offline:
+            raise RuntimeError(offline)
+        constraints = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
+        with open(constraints, "w") as handle:  # the installed versions of everything else stay
+            handle.write(requirements.installedPins(exclude={requirement.name for requirement in unmet}))
+        pydeps = _pydeps()
+        if pydeps is not None and hasattr(pydeps, "pip_ensure"):  # Slicer 5.11+
+            from packaging.requirements import Requirement
+
+            pydeps.pip_ensure([Requirement(text) for text in pip], constraints=constraints, requester="DoseSeg")
+        else:
             slicer.util.pip_install(["--only-binary", ":all:", *pip, "-c", constraints])
 
 

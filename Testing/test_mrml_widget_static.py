@@ -209,6 +209,8 @@ def test_every_cli_option_of_a_patient_reaches_the_steps():
         assert field in options, field
     for action in ("onAlign", "onSegment", "onPredict", "onRadiomics", "onRunAll", "onDvh"):
         assert "self._options()" in _method(action), action
+    assert "self._startJob(False" in _method("onDvh") and "startComputeDvh(" in _method("onDvh"), \
+        "Compute DVH runs in the background: a clinical CT never freezes the GUI"
     assert "sceneinputs.knownPrescriptions(slicer.mrmlScene, segmentationNode)" in _method("onSegmentationChanged")
     assert "sceneinputs.rememberPrescriptions(p.segmentation, options.prescriptions)" in options
 
@@ -284,7 +286,10 @@ def test_one_dialog_for_every_package_and_an_old_torch_stops():
     ensure = _method("_ensurePackages")
     assert ensure.count("confirmOkCancelDisplay") == 1 and "requirement.describe()" in ensure
     assert "requirements.torchTooOld(unmet)" in ensure and "askConfirmation=False" in ensure
-    assert "packaging.load_requirements(str(requirements.REQUIREMENTS_FILE))" in SOURCE
+    assert "pydeps.load_requirements(str(requirements.REQUIREMENTS_FILE))" in SOURCE
+    assert "import slicer.pydeps as pydeps" in SOURCE and "slicer.packaging" not in SOURCE, "Slicer's module name"
+    assert "requirements.offlineProblem()" in SOURCE, "a clear message offline, before pip"
+    assert "pydeps.pip_ensure(" in SOURCE and "slicer.util.pip_install(" in SOURCE
     assert "PACKAGES = {" not in SOURCE, "the requirements live in Resources/requirements.txt"
 
 

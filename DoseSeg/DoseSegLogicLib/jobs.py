@@ -35,9 +35,9 @@ def headline(lines: list[str], folder: Path, code: int | None = None) -> str:
     def tidy(line: str) -> str:
         return line.replace(str(folder) + os.sep, "").replace(str(folder), "").strip()
 
-    telling = [line for line in lines if any(word in line.lower() for word in ERROR_WORDS)]
-    chosen = (telling or lines or [f"exit code {code}"])[-1]
-    return tidy(chosen) or f"exit code {code}"
+    tidied = [tidy(line) for line in lines]
+    telling = [line for line in tidied if any(word in line.lower() for word in ERROR_WORDS)]
+    return next(iter((telling or tidied)[-1:]), "") or f"exit code {code}"
 
 
 class DoseSegJob:

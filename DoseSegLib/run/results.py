@@ -7,16 +7,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DoseSegLib.core.version import __version__
 from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.plan import PlanEvaluation
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
+from DoseSegLib.core.options import DvhMethod, StructureSource
+from DoseSegLib.core.version import __version__
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
 
 if TYPE_CHECKING:
+    from DoseSegLib.analysis.applicability import Applicability
+    from DoseSegLib.analysis.normalisation import Normalisation
     from DoseSegLib.models.dose.uncertainty import DoseUncertainty
 
 COHORT_COLUMNS = (
@@ -43,6 +46,8 @@ class RunOptions:
         uncertainty: sample the dose model and give calibrated DVH intervals (dose_std.nrrd,
             dvh_intervals.csv); a goal whose interval straddles its limit becomes "uncertain".
         level: the intervals' coverage (a fraction).
+        normalise: scale the predicted dose so that the primary target meets its prescription by the
+            convention of the model's training plans (``<model>.prescription.json``).
     """
 
     segment: bool = True
@@ -51,13 +56,17 @@ class RunOptions:
     constraints: str | Path | None = None
     tta: bool = False
     allow_high_dose: bool = False
-    dvh_method: str = "auto"
+    dvh_method: DvhMethod = DvhMethod.AUTO
     series: str | None = None
     uncertainty: bool = False
     level: float = 0.9
     names: NameMapper | None = None
     prescriptions: dict[str, float] | None = None
     any_site: bool = False
+    normalise: bool = True
+
+    def __post_init__(self) -> None:
+        self.dvh_method = DvhMethod.parse(self.dvh_method)
 
     def mapper(self) -> NameMapper:
         """The name mapping with the explicit prescriptions."""
@@ -66,14 +75,14 @@ class RunOptions:
 
 def check_run_options(options: object) -> RunOptions:
     """``options`` when it is a usable RunOptions; a DoseSegError naming the first bad field otherwise."""
-    from DoseSegLib.analysis.sampling import DVH_METHODS
-    from DoseSegLib.core.checks import require_choice, require_path, require_type
+    from DoseSegLib.core.checks import require_path, require_type
 
     require_type(options, RunOptions, "Pipeline options")
     assert isinstance(options, RunOptions)
-    for flag in ("segment", "segment_all", "radiomics", "tta", "allow_high_dose", "uncertainty", "any_site"):
+    flags = ("segment", "segment_all", "radiomics", "tta", "allow_high_dose", "uncertainty", "any_site", "normalise")
+    for flag in flags:
         require_type(getattr(options, flag), bool, f"RunOptions.{flag}")
-    require_choice(options.dvh_method, DVH_METHODS, "RunOptions.dvh_method")
+    options.dvh_method = DvhMethod.parse(options.dvh_method)
     if options.constraints is not None:
         require_path(options.constraints, "RunOptions.constraints")
     if options.series is not None:
@@ -125,19 +134,32 @@ class PatientResult:
     plan: PlanEvaluation
     radiomics: list[Row]
     comparison: Comparison | None
-    structure_sources: dict[str, str]
+    structure_sources: dict[str, StructureSource]
     notes: list[str]
     models: dict[str, dict]
     device: str
     timings: dict[str, float] = field(default_factory=dict)
     source_label: str = ""
+    reference_label: str = ""  # what the reference dose is, when the folder does not say (e.g. the demo's)
     radiomics_provenance: dict = field(default_factory=dict)
     uncertainty: DoseUncertainty | None = None
+    applicability: Applicability | None = None
+    normalisation: Normalisation | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def origin(self) -> str:
         """How the outputs name the input: its label when given (e.g. the demo's phantom), else its folder."""
         return self.source_label or str(self.source)
+
+    @property
+    def reference_text(self) -> str:
+        """What the comparison's reference dose is, in words: its file and what it stands for."""
+        if self.reference_label:
+            return self.reference_label
+        if self.case.dicom_series:
+            return f"the RTDOSE of {self.origin} (the patient's planned dose)"
+        return f"{self.source / 'dose.nrrd'} (the dose in the patient folder, taken as the planned dose)"
 
     @property
     def dvhs(self) -> dict[str, DVH]:
@@ -158,7 +180,7 @@ class PatientResult:
 
     @property
     def auto_segmented(self) -> list[str]:
-        return [name for name, source in self.structure_sources.items() if source == "auto"]
+        return [name for name, source in self.structure_sources.items() if source == StructureSource.AUTO]
 
     def summary(self) -> dict:
         """A JSON-serialisable digest (what ``summary.json`` holds)."""
@@ -178,13 +200,28 @@ class PatientResult:
             "structures": {name: self.structure_sources[name] for name in self.case.structures},
             "original_names": self.case.original_names,
             "notes": self.notes,
+            "applicability": self.applicability.to_dict() if self.applicability is not None else None,
+            "normalisation": self.normalisation.to_dict() if self.normalisation is not None else None,
+            "warnings": self.all_warnings,
             "models": self.models,
             "constraints": self.plan.counts(),
             "failed_constraints": [constraint_text(row) for row in self.constraints if row["result"] == "fail"],
             "comparison": comparison,
+            "reference": self.reference_text if self.comparison is not None else None,
             "timings_s": {step: round(seconds, 3) for step, seconds in self.timings.items()},
             "patient_seconds": round(self.seconds, 3),
         }
+
+    @property
+    def all_warnings(self) -> list[str]:
+        """What the user must know: outside the model's domain, implausible auto-contours, logged warnings."""
+        out = []
+        if self.applicability is not None and not self.applicability.in_distribution:
+            out.append("outside the model's domain: " + "; ".join(self.applicability.reasons))
+        if self.applicability is not None:
+            out += [f"auto-contoured {name} unlike the training contours, its goals not evaluated: {why}"
+                    for name, why in self.applicability.implausible.items() if name in self.auto_segmented]
+        return out + [w for w in self.warnings if w not in out]
 
     def cohort_row(self) -> Row:
         """One line of ``cohort_summary.csv``."""
