@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import mrml_helpers  # noqa: F401 (puts DoseSeg/ on sys.path)
+import mrml_helpers
 import slicer
 
 pytest_plugins = ["mrml_fixtures"]  # its fixtures: scene, rt_study, fake_cli; it puts DoseSeg/ on sys.path
