@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DoseSegLib.cli.options import add_output
+from DoseSegLib.core.options import StructureSource
 
 if TYPE_CHECKING:
     from DoseSegLib.core.volume import Volume
@@ -39,7 +40,7 @@ def _read_results(results: Path) -> _Results:
         return _Results(masks, set(masks), {}, {})
     summary = json.loads(summary_path.read_text())
     sources = summary.get("structures", {})
-    return _Results(masks, {name for name in masks if sources.get(name) == "auto"},
+    return _Results(masks, {name for name in masks if sources.get(name) == StructureSource.AUTO},
                     summary.get("original_names", {}), summary.get("models", {}))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from DoseSegLib.core.case import Case
@@ -39,10 +40,24 @@ def structure_set_path(index: DicomIndex, geometry: SeriesGeometry) -> Path | No
     return Path(candidates[0].filename)
 
 
-def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper,
-                        ) -> tuple[dict, Volume | None, dict, dict]:
-    """An RTSTRUCT file's masks on ``grid``, its body, and its ROI names by number, canonical and as written
-    (``frame`` '' skips the check)."""
+@dataclass
+class StructureFile:
+    """An RTSTRUCT file read onto a CT grid.
+
+    Attributes:
+        masks: the structures by canonical name.
+        body: the EXTERNAL ROI (None without one).
+        canonical_names, given_names: every ROI's name by ROI number, canonical and as written.
+    """
+
+    masks: dict[str, Volume]
+    body: Volume | None
+    canonical_names: dict[int, str]
+    given_names: dict[int, str]
+
+
+def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper) -> StructureFile:
+    """An RTSTRUCT file's masks on ``grid``, its body and its ROI names (``frame`` '' skips the check)."""
     ds = read_header(Path(path))
     if ds is None or str(ds.get("Modality", "")).upper() != "RTSTRUCT":
         raise DoseSegError(f"{path}: not a DICOM RTSTRUCT")
@@ -52,7 +67,8 @@ def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper
                            "use the structure set drawn on this CT")
     rois = read_rois(ds)
     masks, body = structure_masks(ds, grid, frame, mapper, rois)
-    return masks, body, {roi.number: mapper.canonical(roi.name) for roi in rois}, {roi.number: roi.name for roi in rois}
+    return StructureFile(masks, body, {roi.number: mapper.canonical(roi.name) for roi in rois},
+                         {roi.number: roi.name for roi in rois})
 
 
 def read_dicom_patient(
@@ -79,17 +95,16 @@ def read_dicom_patient(
     geometry = ct_geometry(index, series)
     frame = geometry.frame_of_reference
     ct = read_series(geometry)
-    structures, body, roi_names, roi_names_as_read = {}, None, {}, {}
     structure_set = structure_file or structure_set_path(index, geometry)
-    if structure_set is not None:
-        structures, body, roi_names, roi_names_as_read = read_structure_file(structure_set, geometry.grid, frame,
-                                                                             mapper)
+    read = (StructureFile({}, None, {}, {}) if structure_set is None
+            else read_structure_file(Path(structure_set), geometry.grid, frame, mapper))
+    structures, roi_names = read.masks, read.canonical_names
     dose = reference_dose(index.of("RTDOSE"), frame, folder)
     prescriptions = plan_prescriptions(index.of("RTPLAN"), roi_names, frame, folder)
     log.info("%s: DICOM patient, CT %s, %d structures, dose %s, prescriptions %s", folder, ct.shape,
              len(structures), "yes" if dose else "no", prescriptions.doses or "none")
-    original_names = {canonical: roi_names_as_read[number] for number, canonical in roi_names.items()
+    original_names = {canonical: read.given_names[number] for number, canonical in roi_names.items()
                       if canonical in structures}
-    return Case(folder.name, ct, structures, dose.volume if dose else None, body, prescriptions.highest,
+    return Case(folder.name, ct, structures, dose.volume if dose else None, read.body, prescriptions.highest,
                 source=folder, prescriptions=prescriptions.doses, dicom_series=geometry.series_uid,
                 original_names=original_names)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.names import refuse_duplicate
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.rasterise import rasterise
 
@@ -96,6 +96,7 @@ def structure_masks(ds, grid: Volume, frame_of_reference: str, mapper,
     """
     path = str(getattr(ds, "filename", "RTSTRUCT"))
     masks: dict[str, Volume] = {}
+    given: dict[str, str] = {}  # canonical name -> ROI name
     bodies: list[tuple[str, Volume]] = []
     for roi in rois if rois is not None else read_rois(ds):
         if roi.frame_of_reference and frame_of_reference and roi.frame_of_reference != frame_of_reference:
@@ -113,9 +114,8 @@ def structure_masks(ds, grid: Volume, frame_of_reference: str, mapper,
             bodies.append((roi.name, grid.with_array(mask)))
             continue
         name = mapper.canonical(roi.name)
-        if name in masks:
-            raise DoseSegError(f"{path}: a second ROI ('{roi.name}') maps to structure '{name}'; rename one")
-        masks[name] = grid.with_array(mask)
+        refuse_duplicate(path, roi.name, name, given, "rename one")
+        masks[name], given[name] = grid.with_array(mask), roi.name
     if len(bodies) > 1:
         raise DoseSegError(f"{path}: {len(bodies)} EXTERNAL ROIs ({', '.join(n for n, _ in bodies)}); keep one body")
     return masks, bodies[0][1] if bodies else None
@@ -127,7 +127,3 @@ def structure_set_frame(ds) -> str:
     frames |= {str(f.get("FrameOfReferenceUID", "")) for f in ds.get("ReferencedFrameOfReferenceSequence", [])}
     frames.discard("")
     return frames.pop() if len(frames) == 1 else ""
-
-
-def path_of(ds) -> Path:
-    return Path(str(getattr(ds, "filename", "")))
