@@ -96,7 +96,8 @@ class TrustChecks:
             log.warning("applicability not judged: %s", exc)
             return None
 
-    def normalise(self, case: Case, dose: Volume, dvh_method: DvhMethod | str) -> tuple[Volume, Normalisation | None]:
+    def normalise(self, case: Case, dose: Volume,
+                  dvh_method: DvhMethod | str) -> tuple[Volume, Normalisation | None]:
         """``dose`` normalised to the primary target's prescription by the model's convention, and what was done."""
         if self.convention is None:
             return dose, None
