@@ -29,6 +29,7 @@ def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[st
     from DoseSegLib.analysis.dvh import write_dvh_csv, write_metrics_csv
     from DoseSegLib.analysis.gamma import GAMMA_COLUMNS
     from DoseSegLib.analysis.intervals import INTERVAL_COLUMNS
+    from DoseSegLib.analysis.plan_qa import PLAN_QA_COLUMNS
     from DoseSegLib.core.colors import structure_colors
     from DoseSegLib.io.dicom.results import read_dicom_target, write_dicom_dose, write_dicom_structures
     from DoseSegLib.io.patient import write_dose, write_segmentation
@@ -55,6 +56,7 @@ def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[st
         "comparison.csv": lambda path: write_csv(path, comparison.metric_differences, COMPARISON_COLUMNS),
         "dvh_reference.csv": lambda path: write_dvh_csv(path, comparison.reference_plan.dvhs),
         "gamma.csv": lambda path: write_csv(path, comparison.gamma, GAMMA_COLUMNS),
+        "plan_qa.csv": lambda path: write_csv(path, result.plan_qa, PLAN_QA_COLUMNS),
         "rtdose.dcm": lambda path: write_dicom_dose(path, target(), result.dose),
         "rtstruct.dcm": lambda path: write_dicom_structures(path, target(), auto, result.models),
         "summary.json": lambda path: path.write_text(json.dumps(result.summary(), indent=2) + "\n"),
