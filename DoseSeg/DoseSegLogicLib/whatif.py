@@ -105,7 +105,7 @@ class WhatIfLogic:
         self.opening = self.worker.send("open", patient=str(self.folder / "patient"), device=device)
         self.structures: list[str] = []  # the session's structure names, once the worker has opened the patient
         self.sentAt = time.monotonic()
-        self.waiting: int | None = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
+        self.waiting: int | None = self.worker.send("predict", dose_file="dose.nrrd", dvh=True)
         self.due: float | None = None
         self.doseNode = None
         self.chartNode = None  # made by the first prediction
@@ -172,7 +172,7 @@ class WhatIfLogic:
         if self.sensitivityRequest is not None:
             raise DoseSegError("what-if: a sensitivity map is already being computed")
         fields = {"structure": structure, "metric": metric, "wrt": wrt or None,
-                  "out_file": str(self.folder / "sensitivity.nrrd")}
+                  "out_file": "sensitivity.nrrd"}
         self.sensitivityRequest = {**fields, "id": self.worker.send("sensitivity", **fields)}
 
     def _sendEdits(self) -> None:
@@ -188,7 +188,7 @@ class WhatIfLogic:
                 self.sent[name] = digest
                 changed = True
         if changed:
-            self.waiting = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
+            self.waiting = self.worker.send("predict", dose_file="dose.nrrd", dvh=True)
 
     def _apply(self, reply: dict) -> bool:
         if not reply["ok"]:
@@ -199,7 +199,7 @@ class WhatIfLogic:
             request, self.sensitivityRequest = self.sensitivityRequest, None
             self.sensitivityError = None if reply["ok"] else reply["error"]
             if reply["ok"]:
-                self._showSensitivity(request)
+                self._showSensitivity(request, reply["result"]["out_file"])
             return reply["ok"]
         if reply["id"] != self.waiting:
             return False
@@ -210,7 +210,7 @@ class WhatIfLogic:
         return True
 
     def _show(self, result: dict) -> None:
-        dose = read_dose(self.folder / "dose.nrrd")
+        dose = read_dose(result["dose_file"])  # written in the worker's own folder
         if self.doseNode is None:
             self.doseNode = nodes.addVolumeNode(self.scene, dose, self.ctNode.GetName() + DOSE_NODE_SUFFIX)
             nodes.showDose(self.doseNode, self.ctNode)
@@ -233,8 +233,8 @@ class WhatIfLogic:
         self.latency, self.predictSeconds = time.monotonic() - self.sentAt, float(result["seconds"])
         self.updates += 1
 
-    def _showSensitivity(self, request: dict) -> None:
-        perVoxel = read_volume(request["out_file"])
+    def _showSensitivity(self, request: dict, path: str) -> None:
+        perVoxel = read_volume(path)
         reuse = self.sensitivityNode if self.sensitivityNode is not None and self.sensitivityNode.GetScene() else None
         self.sensitivityNode = sensitivity.showSensitivity(
             self.scene, perVoxel, request["structure"], request["metric"], request["wrt"], self.ctNode, reuse)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.limits import check_dicom_file
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def read_header(path: Path):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    check_dicom_file(path)  # size limits before pydicom reads or inflates anything
     try:
         with warnings.catch_warnings():  # damaged values are judged below, not printed
             warnings.simplefilter("ignore")
