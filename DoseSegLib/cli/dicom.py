@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 def _results_structures(results: Path, all_structures: bool) -> dict:
     """The auto-segmented structures of a results folder (all of them without a summary.json or with ``all``)."""
+    from DoseSegLib.core.errors import DoseSegError
     from DoseSegLib.io.patient import read_mask, read_segmentation
 
     seg = results / "segmentation.seg.nrrd"
@@ -25,7 +26,13 @@ def _results_structures(results: Path, all_structures: bool) -> dict:
     summary = results / "summary.json"
     if all_structures or not summary.is_file():
         return masks
-    sources = json.loads(summary.read_text()).get("structures", {})
+    try:
+        sources = json.loads(summary.read_text()).get("structures", {})
+        if not isinstance(sources, dict):
+            raise TypeError("'structures' is not an object")
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise DoseSegError(f"{summary}: unreadable summary ({exc}); give --all-structures, or the run's own "
+                           "summary.json") from None
     return {name: mask for name, mask in masks.items() if sources.get(name) == "auto"}
 
 

@@ -81,6 +81,24 @@ class DicomIndex:
         return self.by_modality.get(modality, [])
 
 
+_NO_PIXELS = ("1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.481.5")  # RTSTRUCT, RTPLAN
+
+
+def check_complete(ds, path: Path) -> None:
+    """Refuse a truncated structure set or plan (pydicom drops what the file lacks without a word, and a
+    plan without its DoseReferenceSequence loses its prescriptions)."""
+    meta = getattr(ds, "file_meta", None)
+    sop = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    if sop not in _NO_PIXELS:
+        return
+    ends = [e.value_tell + e.length for e in ds._dict.values()
+            if getattr(e, "value_tell", None) is not None and e.length != 0xFFFFFFFF]
+    size = path.stat().st_size
+    if ends and max(ends) != size:
+        raise DoseSegError(f"{path}: truncated or damaged DICOM file ({size} bytes, its last element ends at "
+                           f"byte {max(ends)}); export it again")
+
+
 def read_header(path: Path):
     """A file's DICOM header (no pixel data), or None when it is not a DICOM object."""
     import pydicom
@@ -93,6 +111,7 @@ def read_header(path: Path):
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
         return None
+    check_complete(ds, path)
     if "SOPClassUID" not in ds and "MediaStorageSOPClassUID" not in getattr(ds, "file_meta", {}):
         return None
     ds.filename = str(path)
