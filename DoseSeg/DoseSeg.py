@@ -2,6 +2,7 @@
 
 import logging
 import os
+import pathlib
 import sys
 import time
 from typing import Annotated
@@ -26,9 +27,10 @@ DOCUMENTATION_URL = "https://github.com/DoseSeg/DoseSeg/blob/main/docs/slicer.md
 # Checked before DoseSegLib is imported: on an older Slicer the module loads and says what to do.
 VERSION_PROBLEM = versionProblem((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
 if VERSION_PROBLEM is None:
-    from DoseSegLogicLib import requirements, sample
+    from DoseSegLogicLib import doseunits, requirements, sample, sceneinputs
     from DoseSegLogicLib.dependencies import radiomicsProblem
-    from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
+    from DoseSegLogicLib.options import PatientOptions, formatPrescriptions
+    from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName, mainPrescription
     from DoseSegLogicLib.terminology import TERMINOLOGY_FILE
     from DoseSegTestLib import selftest
     from DoseSegWidgetLib.whatifpanel import WhatIfPanel
@@ -78,10 +80,16 @@ class DoseSegParameterNode:
     ctVolume: vtkMRMLScalarVolumeNode
     segmentation: vtkMRMLSegmentationNode
     referenceDose: vtkMRMLScalarVolumeNode
-    prescription: Annotated[float, WithinRange(0.0, 150.0)] = 0.0
+    prescriptions: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     dvhStep: Annotated[float, WithinRange(0.01, 5.0)] = 0.1
     mirrorAveraging: bool = False
+    namesFile: pathlib.Path
+    goalsTable: Annotated[str, Choice(["head-and-neck", "prostate"])] = "head-and-neck"
+    goalsFile: pathlib.Path
+    dvhMethod: Annotated[str, Choice(["auto", "voxel"])] = "auto"
+    anySite: bool = False
+    uncertainty: bool = False
     predictedDose: vtkMRMLScalarVolumeNode
     doseOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     dvhChart: vtkMRMLPlotChartNode
@@ -89,6 +97,7 @@ class DoseSegParameterNode:
     constraintsTable: vtkMRMLTableNode
     radiomicsTable: vtkMRMLTableNode
     comparisonTable: vtkMRMLTableNode
+    planQaTable: vtkMRMLTableNode
     whatIfDebounce: Annotated[float, WithinRange(0.1, 5.0)] = 0.4
     sensitivityMetric: Annotated[str, Choice(["Mean[Gy]", "D2%[Gy]", "D0.03cc[Gy]"])] = "Mean[Gy]"
 
@@ -138,6 +147,9 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showChartButton.connect("clicked(bool)", self.onShowChart)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.doseOpacitySlider.connect("valueChanged(double)", self.onDoseOpacity)
+        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentationChanged)
+        # SlicerRT's dose volumes only (DicomRtImport.DoseVolume), as its own dose selectors
+        self.ui.referenceDoseSelector.addAttribute("vtkMRMLScalarVolumeNode", "DicomRtImport.DoseVolume", "1")
         self.whatIf = WhatIfPanel(self.ui, self.logic, self._ensurePackages)
         self.initializeParameterNode()
 
@@ -165,10 +177,14 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.ctVolume:
-            self._parameterNode.ctVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        if not self._parameterNode.segmentation:
-            self._parameterNode.segmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+        p = self._parameterNode
+        if not p.ctVolume:  # the planning CT, never a dose volume
+            p.ctVolume = sceneinputs.firstCtVolume(slicer.mrmlScene)
+        if not p.segmentation:
+            p.segmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+        if not p.referenceDose:
+            p.referenceDose = next(iter(sceneinputs.doseVolumes(slicer.mrmlScene)), None)
+        self.onSegmentationChanged(p.segmentation)
 
     def setParameterNode(self, parameterNode) -> None:
         if self._parameterNode:
@@ -199,40 +215,46 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.constraintsTableView.setMRMLTableNode(p.constraintsTable)
         self.ui.radiomicsTableView.setMRMLTableNode(p.radiomicsTable)
         self.ui.comparisonTableView.setMRMLTableNode(p.comparisonTable)
+        self.ui.planQaTableView.setMRMLTableNode(p.planQaTable)
         self.whatIf.updateGui(p)
 
     # -- actions ---------------------------------------------------------------------------------------------------
 
+    def onSegmentationChanged(self, segmentationNode) -> None:
+        """Fill empty prescriptions from the RTPLAN SlicerRT loaded, or from the last run on the same study."""
+        p = self._parameterNode
+        if p and segmentationNode and not p.prescriptions.strip():
+            known = sceneinputs.knownPrescriptions(slicer.mrmlScene, segmentationNode)
+            if known:
+                p.prescriptions = formatPrescriptions(known)
+
     def onAlign(self) -> None:
         p = self._parameterNode
-        self._startJob(False, lambda: self.logic.startAlignStructures(p.ctVolume, p.segmentation),
+        self._startJob(False, lambda: self.logic.startAlignStructures(p.ctVolume, p.segmentation, self._options()),
                        self._showSegmentation)
 
     def onSegment(self) -> None:
         p = self._parameterNode
-        self._startJob(True,
-                       lambda: self.logic.startSegmentMissingOars(p.ctVolume, p.segmentation, p.device,
-                                                                  p.mirrorAveraging),
+        self._startJob(True, lambda: self.logic.startSegmentMissingOars(p.ctVolume, p.segmentation, self._options()),
                        self._showSegmentation)
 
     def onPredict(self) -> None:
         p = self._parameterNode
         self._startJob(True,
-                       lambda: self.logic.startPredictDose(p.ctVolume, p.segmentation, p.device, self._prescription(),
-                                                           p.predictedDose, p.mirrorAveraging),
+                       lambda: self.logic.startPredictDose(p.ctVolume, p.segmentation, self._options(),
+                                                           p.predictedDose),
                        self._showDose)
 
     def onRadiomics(self) -> None:
         p = self._parameterNode
         self._startJob(False,
-                       lambda: self.logic.startExtractRadiomics(p.ctVolume, p.segmentation),
+                       lambda: self.logic.startExtractRadiomics(p.ctVolume, p.segmentation, self._options()),
                        lambda table: self._showTable(table, "radiomicsTable", 2))
 
     def onRunAll(self) -> None:
         p = self._parameterNode
         self._startJob(True,
-                       lambda: self.logic.startRunAll(p.ctVolume, p.segmentation, p.referenceDose,
-                                                      self._prescription(), p.device, p.mirrorAveraging,
+                       lambda: self.logic.startRunAll(p.ctVolume, p.segmentation, p.referenceDose, self._options(),
                                                       p.predictedDose, self.logic.newRunFolder(p.ctVolume)),
                        self._showRunAll)
 
@@ -241,9 +263,9 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("DVH computation failed."), waitCursor=True):
             dose = p.predictedDose or p.referenceDose
             reference = p.referenceDose if p.predictedDose else None
-            _tables, chart = self.logic.computeDvh(dose, p.segmentation, reference, p.dvhStep)
-            metrics, constraints = self.logic.computeMetrics(dose, p.segmentation, self._prescription())
-            self._showDvh(chart, metrics, constraints)
+            outputs = self.logic.computeDvh(dose, p.segmentation, options=self._options(), ctNode=p.ctVolume,
+                                            referenceDoseNode=reference)
+            self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
 
     def onDoseOpacity(self, opacity: float) -> None:
         p = self._parameterNode
@@ -332,8 +354,19 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # Results may arrive after the panel was left: they go to the logic's parameter node, not the GUI's.
 
+    def _options(self):
+        """The command line's options for the patient, from the panel (prescriptions remembered on the study)."""
+        p = self._parameterNode
+        options = PatientOptions.fromPanel(
+            p.prescriptions, p.namesFile, p.goalsTable, p.goalsFile, p.dvhMethod, p.dvhStep, p.device,
+            p.mirrorAveraging, p.anySite, p.uncertainty)
+        if p.segmentation:
+            sceneinputs.rememberPrescriptions(p.segmentation, options.prescriptions)
+        return options
+
     def _prescription(self):
-        return self._parameterNode.prescription or None
+        """The highest prescription (Gy), or None: 100 % of the isodose lines, top of the dose colours."""
+        return mainPrescription(self._options())
 
     def _showSegmentation(self, segmentationNode) -> None:
         self.logic.getParameterNode().segmentation = segmentationNode
@@ -342,7 +375,10 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self.logic.getParameterNode()
         p.predictedDose = doseNode
         self.logic.setDoseOpacity(p.doseOpacity, doseNode)
-        self.logic.showIsodose(doseNode, self._prescription())
+        if self._prescription():
+            self.logic.showIsodose(doseNode, self._prescription())
+        else:  # isodose levels are percentages of a prescription: none is guessed
+            self.ui.statusLabel.text = _("No isodose lines: give the prescriptions (e.g. PTV1=60) to show them.")
 
     def _showDvh(self, chart, metrics, constraints) -> None:
         p = self.logic.getParameterNode()
@@ -359,9 +395,21 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._showSegmentation(outputs["segmentation"])
         self.logic.getParameterNode().radiomicsTable = outputs["radiomics"]
         self.logic.getParameterNode().comparisonTable = outputs["comparison"]
+        self.logic.getParameterNode().planQaTable = outputs["planQa"]
         self._showDose(outputs["dose"])
         self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
         self.ui.statusLabel.text = _("Run all: done; report and files in {folder}").format(folder=outputs["folder"])
+        self.ui.applicabilityLabel.text = "\n".join(outputs["messages"])
+        self.ui.applicabilityLabel.visible = bool(outputs["messages"])
+
+
+def _pydeps():
+    """Slicer's package manager (``slicer.pydeps``, Slicer 5.11+), None on older Slicers."""
+    try:
+        import slicer.pydeps as pydeps
+    except ImportError:
+        return None
+    return pydeps
 
 
 class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
@@ -380,7 +428,10 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
             slicer.modules.terminologies.logic().LoadTerminologyFromFile(str(TERMINOLOGY_FILE))
 
     def showIsodose(self, doseNode, prescription=None) -> list:
-        """Isodose lines through SlicerRT's Isodose module when installed, else DoseSeg's contour models."""
+        """Isodose lines at percentages of ``prescription`` (Gy; refused without one) through SlicerRT's Isodose
+        module when installed, else DoseSeg's contour models."""
+        if not prescription:
+            raise ValueError("isodose levels are percentages of the prescription: give the prescription (Gy)")
         if not hasattr(slicer.modules, "isodose"):
             return DoseSegPipeline.showIsodose(self, doseNode, prescription)
         try:
@@ -391,6 +442,9 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
             if parameters.GetColorTableNode() is None:
                 parameters.SetAndObserveColorTableNode(isodoseLogic.GetDefaultIsodoseColorTable(slicer.mrmlScene))
             parameters.SetShowIsodoseLines(True)
+            if hasattr(parameters, "SetReferenceDoseValue"):  # levels relative to the prescription, in dose units
+                parameters.SetReferenceDoseValue(prescription / doseunits.gyPerUnit(doseNode))
+                parameters.SetRelativeRepresentationFlag(True)
             isodoseLogic.CreateIsodoseSurfaces(parameters)
             return [parameters.GetIsosurfacesModelNode()]
         except (AttributeError, TypeError) as error:  # an Isodose module of another SlicerRT version
@@ -414,11 +468,11 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
     def unmetRequirements(withModels: bool = True) -> list:
         """The packages of Resources/requirements.txt missing or too old (the models' only when ``withModels``).
 
-        Slicer 5.11+ reads the file with ``slicer.packaging`` first: nothing is listed when it is satisfied.
+        Slicer 5.11+ reads the file with ``slicer.pydeps`` first: nothing is listed when it is satisfied.
         """
-        packaging = getattr(slicer, "packaging", None)
-        if withModels and packaging is not None and packaging.pip_check(
-                packaging.load_requirements(str(requirements.REQUIREMENTS_FILE))):
+        pydeps = _pydeps()
+        if withModels and pydeps is not None and pydeps.pip_check(
+                pydeps.load_requirements(str(requirements.REQUIREMENTS_FILE))):
             return []
         return requirements.unmetRequirements(withModels)
 
@@ -442,10 +496,20 @@ class DoseSegLogic(ScriptedLoadableModuleLogic, DoseSegPipeline):
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation, None, f">={torch.minimum}") is None:
                 raise RuntimeError("PyTorch was not installed")
         pip = [str(requirement) for requirement in unmet if requirement is not torch]
-        if pip:
-            constraints = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
-            with open(constraints, "w") as handle:  # the installed versions of everything else stay
-                handle.write(requirements.installedPins(exclude={requirement.name for requirement in unmet}))
+        if not pip:
+            return
+        offline = requirements.offlineProblem()
+        if offline:
+            raise RuntimeError(offline)
+        constraints = os.path.join(slicer.app.temporaryPath, "DoseSeg-installed-constraints.txt")
+        with open(constraints, "w") as handle:  # the installed versions of everything else stay
+            handle.write(requirements.installedPins(exclude={requirement.name for requirement in unmet}))
+        pydeps = _pydeps()
+        if pydeps is not None and hasattr(pydeps, "pip_ensure"):  # Slicer 5.11+
+            from packaging.requirements import Requirement
+
+            pydeps.pip_ensure([Requirement(text) for text in pip], constraints=constraints, requester="DoseSeg")
+        else:
             slicer.util.pip_install(["--only-binary", ":all:", *pip, "-c", constraints])
 
 

@@ -132,16 +132,20 @@ def slab_planes(mask: Volume, plane_mm: float) -> list[np.ndarray]:
     return contours
 
 
-def write_dicom_from_slab_masks(folder: Path, case: Case, plane_mm: float) -> Path:
+def write_dicom_from_slab_masks(folder: Path, case: Case, plane_mm: float, body_kind: str = "EXTERNAL") -> Path:
     """``case`` as CT series + RTSTRUCT + RTDOSE, contours recovered from masks rasterised on finer grids.
 
     For structures given as masks made from planar contours on sub-voxel grids
-    (slicerrt-eclipse-prostate): see ``slab_planes``.
+    (slicerrt-eclipse-prostate): see ``slab_planes``. ROIs keep the names as read (BODY, Femoral_Head_Lt),
+    MANUAL; the body is ``body_kind`` (EXTERNAL as Eclipse writes it; ORGAN to have DoseSeg read it as a
+    structure with a DVH rather than as the possible-dose mask).
     """
     write_ct_series(folder, case.ct)
     ct = ct_geometry(scan_folder(folder))
-    structures = {name: slab_planes(mask, plane_mm) for name, mask in case.structures.items()}
-    write_rtstruct(folder / "rtstruct.dcm", structures, ct)
+    structures = {case.original_names.get(name, name): slab_planes(mask, plane_mm)
+                  for name, mask in case.structures.items()}
+    styles = {name: RoiStyle("" if name.upper() != "BODY" else body_kind, Generation.MANUAL) for name in structures}
+    write_rtstruct(folder / "rtstruct.dcm", structures, ct, styles, "Eclipse contours")
     write_rtdose(folder / "rtdose.dcm", case.dose, ct, "reference dose")
     return folder
 

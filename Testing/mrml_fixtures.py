@@ -100,3 +100,13 @@ def fake_cli(tmp_path, monkeypatch, phantom):
     """))
     monkeypatch.setattr(jobs, "cliCommand", lambda args: [sys.executable, str(script), *map(str, args)])
     return lambda: [json.loads(line) for line in calls.read_text().splitlines()]
+
+
+@pytest.fixture
+def rt_study(scene):
+    """A plan as SlicerRT's DICOM-RT import leaves it (see DoseSegTestLib.rtscene): CT, RTSTRUCT segments on
+    their own extents (BODY past the CT, a closed-surface cord past the last slice, a finer larynx), an RTDOSE
+    smaller than the CT in a CGY study, the TPS target name PTV1."""
+    from DoseSegTestLib.rtscene import buildRtStudy
+
+    return buildRtStudy(scene)

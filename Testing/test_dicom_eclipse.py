@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from dicom_helpers import write_dicom_from_slab_masks
+from dicom_helpers import round_contours, write_dicom_from_slab_masks
 
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.partial import partial_volume
 from DoseSegLib.io.dicom.rasterise import rasterise
-from DoseSegLib.io.dicom.rtstruct import read_rois
+from DoseSegLib.io.dicom.detect import scan_folder
+from DoseSegLib.io.dicom.reader import ct_geometry
+from DoseSegLib.io.dicom.results import read_dicom_target, write_dicom_structures
+from DoseSegLib.io.dicom.rtstruct import read_rois, roi_mask
 from DoseSegLib.io.patient import read_patient
 
 ECLIPSE_NAMES = {"BODY": "BODY", "Bladder": "Bladder", "Femoral_Head_Lt": "FemoralHeadLt",
@@ -27,7 +31,9 @@ def prostate(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     source = shared_data / "slicerrt-eclipse-prostate"
     if not source.is_dir():
         pytest.skip(f"{source} not found")
-    folder = write_dicom_from_slab_masks(tmp_path_factory.mktemp("dicom") / "prostate", read_patient(source), 2.5)
+    # BODY declared an ORGAN: DoseSeg reads an EXTERNAL ROI as the possible-dose mask, and Eclipse's DVH has BODY
+    folder = write_dicom_from_slab_masks(tmp_path_factory.mktemp("dicom") / "prostate", read_patient(source), 2.5,
+                                         body_kind="ORGAN")
     return source, folder
 
 
@@ -35,7 +41,8 @@ def test_contours_rasterise_back_to_the_eclipse_slab_masks(prostate: tuple[Path,
     """The fine masks were made from Eclipse's contours with its convention: ours gives the same voxels, none
     beyond the first and last planes, and the same volumes as partial volume on the CT grid."""
     source, folder = prostate
-    originals = read_patient(source).structures
+    case = read_patient(source)
+    originals = {case.original_names[name]: mask for name, mask in case.structures.items()}
     ct = read_patient(folder).ct
     for roi in read_rois(pydicom.dcmread(folder / "rtstruct.dcm")):
         mask = originals[roi.name]
@@ -82,3 +89,45 @@ def test_dvh_of_the_dicom_copy_agrees_with_eclipse(prostate: tuple[Path, Path], 
     errors = np.array([np.abs(_metrics(ours[n]) - _metrics(eclipse[n])) for n in eclipse]) / PLAN_MAX_GY * 100
     # % of the plan maximum; a voxel-count DVH on the NRRD copy gets 0.13 / 0.20 / 0.43, worst 1.40
     assert errors.mean(axis=0).max() < 0.5 and errors.max() < 1.5, errors.round(2)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
+
+
+def _masks(path: Path, grid: Volume) -> dict[str, np.ndarray]:
+    return {roi.name: roi_mask(roi, grid, grid.spacing[2], str(path)) for roi in read_rois(pydicom.dcmread(path))}
+
+
+@pytest.mark.slow
+def test_run_export_all_structures_reads_back(shared_data: Path, tmp_path: Path) -> None:
+    """The Eclipse plan as DICOM (BODY as EXTERNAL): run -> export-dicom --all-structures -> read back, original
+    names kept, Dice >= 0.98 per structure, also with contour z written to 2 decimals; and DoseSeg's own
+    contouring of the run's masks (what it writes for structures it drew) read back the same way."""
+    source = shared_data / "slicerrt-eclipse-prostate"
+    if not source.is_dir():
+        pytest.skip(f"{source} not found")
+    patient = write_dicom_from_slab_masks(tmp_path / "prostate", read_patient(source), 2.5)
+    out, dicom = tmp_path / "run", tmp_path / "dicom"
+    assert main(["run", str(patient), "-o", str(out), "--device", "cpu", "--no-radiomics", "--no-segment",
+                 "--any-site", "--prescription", "PTV=56"]) == 0
+    assert main(["export-dicom", str(out), "--ct", str(patient), "-o", str(dicom), "--all-structures"]) == 0
+    grid = ct_geometry(scan_folder(patient)).grid
+    originals = _masks(patient / "rtstruct.dcm", grid)
+    run_masks = {name: mask.array for name, mask in read_patient(patient).structures.items()}
+    target = read_dicom_target(patient)
+    write_dicom_structures(tmp_path / "own.dcm", target, {n: grid.with_array(m) for n, m in run_masks.items()})
+    for decimals in (None, 2):
+        if decimals is not None:
+            for name in ("rtstruct.dcm", "own.dcm"):
+                path = dicom / name if name == "rtstruct.dcm" else tmp_path / name
+                round_contours(shutil.copy(path, tmp_path / f"r{decimals}_{name}"), decimals, xy_decimals=decimals)
+        back = _masks(dicom / "rtstruct.dcm" if decimals is None else tmp_path / f"r{decimals}_rtstruct.dcm", grid)
+        own = _masks(tmp_path / "own.dcm" if decimals is None else tmp_path / f"r{decimals}_own.dcm", grid)
+        assert set(back) == set(originals) == {"BODY", "Bladder", "Femoral_Head_Lt", "Femoral_Head_RT", "PTV",
+                                               "Rectum"}
+        for name, mask in originals.items():
+            assert _dice(back[name], mask) >= 0.98, (decimals, name)
+        for name, mask in run_masks.items():
+            assert _dice(own[name], mask) >= 0.98, (decimals, name)
+            assert np.array_equal(own[name], mask), (decimals, name)

@@ -18,6 +18,7 @@ from mrml_helpers import column, table_rows
 pytest_plugins = ["mrml_fixtures"]  # its fixtures: scene, phantom, loaded, fake_cli; it puts DoseSeg/ on sys.path
 
 from DoseSegLogicLib import dependencies, nodes
+from DoseSegLogicLib.options import PatientOptions
 from DoseSegLogicLib.pipeline import DoseSegPipeline
 from DoseSegLogicLib.process import cliEnvironment
 from DoseSegLogicLib.results import readDvhCsv
@@ -29,11 +30,11 @@ from DoseSegLib.io.tables import read_csv
 def test_model_steps_wire_the_cli_and_load_its_outputs(scene, phantom, loaded, fake_cli):
     ct, reference, segmentation = loaded
     logic = DoseSegPipeline(scene)
-    dose = logic.predictDose(ct, segmentation, device="cpu", prescription=70.0)
+    dose = logic.predictDose(ct, segmentation, PatientOptions(device="cpu", prescriptions={"PTV70": 70.0}))
     assert dose.GetAttribute("DicomRtImport.DoseVolume") == "1"
     assert np.allclose(nodes.volumeFromNode(dose).array, phantom.dose.array * 0.9)
     call = fake_cli()[-1]
-    assert call["args"][0] == "predict-dose" and call["args"][2:4] == ["--device", "cpu"]
+    assert call["args"][0] == "predict-dose" and call["args"][2:6] == ["--prescription", "PTV70=70", "--device", "cpu"]
     assert {"ct.nrrd", "structures/PTV70.nrrd", "structures/Larynx.nrrd"} <= set(call["inputs"])
 
     segments = segmentation.GetSegmentation()
@@ -41,12 +42,12 @@ def test_model_steps_wire_the_cli_and_load_its_outputs(scene, phantom, loaded, f
     assert logic.segmentMissingOars(ct, segmentation) is segmentation
     assert segments.GetSegmentIdBySegmentName("Mandible") and segments.GetNumberOfSegments() == len(phantom.structures)
     assert fake_cli()[-1]["args"][0] == "segment" and "--tta" not in fake_cli()[-1]["args"]
-    logic.segmentMissingOars(ct, segmentation, mirrorAveraging=True)
+    logic.segmentMissingOars(ct, segmentation, PatientOptions(mirrorAveraging=True))
     assert fake_cli()[-1]["args"][0] == "segment" and "--tta" in fake_cli()[-1]["args"]
 
-    outputs = logic.runAll(ct, segmentation, reference, device="cuda", mirrorAveraging=True)
+    outputs = logic.runAll(ct, segmentation, reference, options=PatientOptions(device="cuda", mirrorAveraging=True))
     assert set(outputs) == {"dose", "segmentation", "dvhTables", "dvhChart", "metrics", "constraints", "radiomics",
-                            "comparison", "doseDifference", "folder"}
+                            "comparison", "doseDifference", "planQa", "messages", "folder"}
     assert outputs["metrics"].GetNumberOfRows() == len(phantom.structures)
     assert outputs["radiomics"].GetNumberOfRows() == 1 and outputs["folder"] is None
     call = fake_cli()[-1]

@@ -23,10 +23,11 @@ from DoseSegLogicLib.pipeline import (
     DoseSegJobError,
     DoseSegPipeline,
 )
+from DoseSegLogicLib.options import PatientOptions
 
 from DoseSegLib import Volume
 from DoseSegLib.analysis.constraints import load_constraints
-from DoseSegLib.analysis.dvh import compute_dvhs, metrics_table
+from DoseSegLib.analysis.plan import evaluate_plan
 from DoseSegLib.core.alignment import align_case, body_mask
 from DoseSegLib.core.colors import structure_color
 from DoseSegLib.io.patient import read_patient, write_segmentation, write_volume
@@ -120,8 +121,10 @@ def test_segments_resample_onto_another_grid(scene, phantom, loaded):
 
 def test_dvh_tables_and_chart_match_the_library(scene, phantom, loaded):
     _, dose, segmentation = loaded
-    tables, chart = DoseSegPipeline(scene).computeDvh(dose, segmentation, referenceDoseNode=dose, stepGy=0.5)
-    expected = compute_dvhs(phantom.dose, phantom.structures, 0.5)
+    options = PatientOptions(dvhStep=0.5)
+    out = DoseSegPipeline(scene).computeDvh(dose, segmentation, options=options, referenceDoseNode=dose)
+    tables, chart = out["dvhTables"], out["dvhChart"]
+    expected = evaluate_plan(phantom, step_gy=0.5).dvhs
     assert len(tables) == 2 * len(expected)
     assert chart.GetName() == results.DVH_CHART_NAME and chart.GetNumberOfPlotSeriesNodes() == len(tables)
     for table in tables[: len(expected)]:
@@ -135,16 +138,17 @@ def test_dvh_tables_and_chart_match_the_library(scene, phantom, loaded):
         name = series.GetTableNode().GetAttribute("DoseSeg.Structure")
         assert np.allclose(series.GetColor(), structure_color(name))
         assert (series.GetLineStyle() == series.LineStyleDash) == ("reference" in series.GetName())
-    again, _ = DoseSegPipeline(scene).computeDvh(dose, segmentation)
+    again = DoseSegPipeline(scene).computeDvh(dose, segmentation)["dvhTables"]
     assert [t.GetID() for t in again] == [t.GetID() for t in tables[: len(expected)]], "reruns reuse nodes"
 
 
 def test_metrics_and_constraint_tables(scene, phantom, loaded):
     _, dose, segmentation = loaded
-    metrics, constraints = DoseSegPipeline(scene).computeMetrics(dose, segmentation, prescription=70.0)
+    out = DoseSegPipeline(scene).computeDvh(dose, segmentation)
+    metrics, constraints = out["metrics"], out["constraints"]
     assert (metrics.GetName(), constraints.GetName()) == (METRICS_TABLE_NAME, CONSTRAINTS_TABLE_NAME)
     rows = {row["structure"]: row for row in table_rows(metrics)}
-    expected = metrics_table(phantom.dose, phantom.structures, {"PTV70": 70.0, "PTV56": 56.0})
+    expected = evaluate_plan(phantom).metrics
     assert set(rows) == set(phantom.structures)
     for row in expected:
         for key in ("Mean[Gy]", "D95%[Gy]", "D0.1cc[Gy]", "Volume[cc]"):
@@ -247,10 +251,10 @@ def test_align_job_runs_the_cli_and_loads_its_output(scene, phantom, loaded):
 
 def test_failed_job_reports_the_cli_error(scene, loaded):
     ct, _, segmentation = loaded
-    job = DoseSegPipeline(scene).startPredictDose(ct, segmentation, device="tpu")
-    with pytest.raises(DoseSegJobError, match="invalid choice: 'tpu'") as failure:
+    job = DoseSegPipeline(scene).startPredictDose(ct, segmentation, PatientOptions(namesFile="/no/such/names.json"))
+    with pytest.raises(DoseSegJobError, match=r"names\.json: cannot read name mapping") as failure:
         job.wait(interval=0.05)
-    assert "usage: doseseg predict-dose" in failure.value.log
+    assert "names.json" in failure.value.log
     assert not job.folder.exists()
 
 
@@ -289,17 +293,18 @@ def test_real_patient_nodes_dvh_and_metrics(scene, shared_data, tmp_path):
         assert np.array_equal(masks[name].array, mask.array), name
         assert np.allclose(nodes.segmentColors(segmentation)[name], structure_color(name))
 
-    tables, chart = pipeline.computeDvh(dose, segmentation)
-    expected = compute_dvhs(case.dose, case.structures)
+    out = pipeline.computeDvh(dose, segmentation)
+    tables, chart = out["dvhTables"], out["dvhChart"]
+    expected = evaluate_plan(case).dvhs
     assert chart.GetNumberOfPlotSeriesNodes() == len(tables) == len(expected) == 10
     for table in tables:
         dvh = expected[table.GetAttribute("DoseSeg.Structure")]
         assert np.allclose(column(table, "Dose"), dvh.dose_gy)
         assert np.allclose(column(table, "Volume"), dvh.volume_pct)
 
-    metrics, constraints = pipeline.computeMetrics(dose, segmentation)
+    metrics, constraints = out["metrics"], out["constraints"]
     rows = {row["structure"]: row for row in table_rows(metrics)}
-    for row in metrics_table(case.dose, case.structures, case.targets):
+    for row in evaluate_plan(case).metrics:
         assert rows[row["structure"]]["Max[Gy]"] == pytest.approx(row["Max[Gy]"], rel=1e-6)
         assert rows[row["structure"]]["D95%[Gy]"] == pytest.approx(row["D95%[Gy]"], rel=1e-6)
     assert "PTV70" in {row["structure"] for row in table_rows(constraints)}
@@ -317,7 +322,7 @@ def test_real_patient_model_steps_through_the_real_command_line(scene, shared_da
     nodes.addSegments(segmentation, case.structures)
     logic = DoseSegPipeline(scene)
 
-    dose = logic.predictDose(ct, segmentation, device="cpu")
+    dose = logic.predictDose(ct, segmentation, PatientOptions(device="cpu"))
     assert dose.GetAttribute("DicomRtImport.DoseVolume") == "1"
     assert np.allclose(ijk_to_ras(dose), ijk_to_ras(ct))
     predicted = slicer.util.arrayFromVolume(dose).transpose(2, 1, 0)

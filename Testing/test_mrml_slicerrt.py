@@ -46,6 +46,9 @@ def test_loaded_dose_has_slicerrt_units_and_sits_in_the_cts_study(scene, phantom
     assert dose.GetAttribute("DicomRtImport.DoseUnitName") == "GY"
     assert dose.GetAttribute("DicomRtImport.DoseUnitValue") == "1.0"
     assert _parent(scene, dose) == study
+    sh = _sh(scene)  # SlicerRT reads the unit from the study item
+    assert sh.GetItemAttribute(study, "DicomRtImport.DoseUnitName") == "GY"
+    assert sh.GetItemAttribute(study, "DicomRtImport.DoseUnitValue") == "1.0"
 
 
 def test_run_all_results_go_under_the_study_once(scene, phantom, loaded, fake_cli):

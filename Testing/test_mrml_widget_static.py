@@ -17,7 +17,7 @@ UI = MODULE / "Resources" / "UI" / "DoseSeg.ui"
 SOURCE = (MODULE / "DoseSeg.py").read_text()
 PANEL = (MODULE / "DoseSegWidgetLib" / "whatifpanel.py").read_text()  # the What-if section's widget code
 QT_CLASSES = {"QWidget", "QLabel", "QPushButton", "QComboBox", "QDoubleSpinBox", "QProgressBar", "QTabWidget",
-              "QCheckBox"}
+              "QCheckBox", "QLineEdit"}
 
 
 def _widgets() -> dict[str, ET.Element]:
@@ -72,10 +72,15 @@ def test_parameter_bindings_match_the_parameter_node():
             assert widget.get("class") == "QComboBox", parameter
         elif annotation == "bool":
             assert widget.get("class") == "QCheckBox", parameter
+        elif annotation == "str":
+            assert widget.get("class") == "QLineEdit", parameter
+        elif annotation == "pathlib.Path":
+            assert widget.get("class") == "ctkPathLineEdit", parameter
         else:
             assert widget.get("class") in ("QDoubleSpinBox", "ctkSliderWidget"), parameter
-    inputs = {"ctVolume", "segmentation", "referenceDose", "prescription", "device", "mirrorAveraging",
-              "whatIfDebounce", "sensitivityMetric"}
+    inputs = {"ctVolume", "segmentation", "referenceDose", "prescriptions", "device", "mirrorAveraging",
+              "whatIfDebounce", "sensitivityMetric", "namesFile", "goalsTable", "goalsFile", "dvhMethod", "anySite",
+              "uncertainty", "dvhStep"}
     outputs = {"predictedDose", "dvhChart", "metricsTable", "constraintsTable", "radiomicsTable"}
     assert inputs | outputs <= set(bound)
 
@@ -196,6 +201,41 @@ def test_widget_stops_its_timer_cancels_without_waiting_and_reuses_the_dose_node
     assert "p.predictedDose, self.logic.newRunFolder(p.ctVolume)" in _method("onRunAll")
 
 
+def test_every_cli_option_of_a_patient_reaches_the_steps():
+    """The panel's fields become one PatientOptions, passed to every step (no step reads a field of its own)."""
+    options = _method("_options")
+    for field in ("p.prescriptions", "p.namesFile", "p.goalsTable", "p.goalsFile", "p.dvhMethod", "p.dvhStep",
+                  "p.device", "p.mirrorAveraging", "p.anySite", "p.uncertainty"):
+        assert field in options, field
+    for action in ("onAlign", "onSegment", "onPredict", "onRadiomics", "onRunAll", "onDvh"):
+        assert "self._options()" in _method(action), action
+    assert "sceneinputs.knownPrescriptions(slicer.mrmlScene, segmentationNode)" in _method("onSegmentationChanged")
+    assert "sceneinputs.rememberPrescriptions(p.segmentation, options.prescriptions)" in options
+
+
+def test_selectors_default_to_a_ct_and_filter_doses():
+    setup, init = _method("setup"), _method("initializeParameterNode")
+    assert "self.ui.referenceDoseSelector.addAttribute('vtkMRMLScalarVolumeNode', 'DicomRtImport.DoseVolume', '1')" \
+        in setup
+    assert "sceneinputs.firstCtVolume(slicer.mrmlScene)" in init and "GetFirstNodeByClass('vtkMRMLScalarVolumeNode')" \
+        not in init
+    assert "sceneinputs.doseVolumes(slicer.mrmlScene)" in init
+
+
+def test_run_all_shows_applicability_warnings_and_plan_qa():
+    show = _method("_showRunAll")
+    assert "self.ui.applicabilityLabel.text = '\\n'.join(outputs['messages'])" in show
+    assert "self.ui.applicabilityLabel.visible = bool(outputs['messages'])" in show
+    assert "getParameterNode().planQaTable = outputs['planQa']" in show
+    assert "self.ui.planQaTableView.setMRMLTableNode(p.planQaTable)" in _method("updateGui")
+
+
+def test_isodose_needs_a_prescription():
+    assert "if self._prescription():" in _method("_showDose")
+    assert re.search(r"def showIsodose\(self, doseNode, prescription=None\).*?if not prescription:\s+raise", SOURCE,
+                     re.DOTALL)
+
+
 def test_slicerrt_isodose_terminology_and_comparison_are_wired():
     assert "self.logic.showIsodose(doseNode, self._prescription())" in _method("_showDose")
     assert "getParameterNode().comparisonTable = outputs['comparison']" in _method("_showRunAll")
@@ -244,7 +284,10 @@ def test_one_dialog_for_every_package_and_an_old_torch_stops():
     ensure = _method("_ensurePackages")
     assert ensure.count("confirmOkCancelDisplay") == 1 and "requirement.describe()" in ensure
     assert "requirements.torchTooOld(unmet)" in ensure and "askConfirmation=False" in ensure
-    assert "packaging.load_requirements(str(requirements.REQUIREMENTS_FILE))" in SOURCE
+    assert "pydeps.load_requirements(str(requirements.REQUIREMENTS_FILE))" in SOURCE
+    assert "import slicer.pydeps as pydeps" in SOURCE and "slicer.packaging" not in SOURCE, "Slicer's module name"
+    assert "requirements.offlineProblem()" in SOURCE, "a clear message offline, before pip"
+    assert "pydeps.pip_ensure(" in SOURCE and "slicer.util.pip_install(" in SOURCE
     assert "PACKAGES = {" not in SOURCE, "the requirements live in Resources/requirements.txt"
 
 

@@ -1,8 +1,9 @@
 """Isodose lines as contour models: one closed surface per dose level, shown as lines in the slice views.
 
 The fallback when SlicerRT's Isodose module is not installed (the module's Logic uses it when
-it is). Levels are percentages of the prescription (of the maximum dose without one); each
-surface is computed on the dose voxels, then placed in RAS with the dose's IJK-to-RAS matrix.
+it is). Levels are percentages of the prescription, refused without one (a percentage of the
+maximum dose reads as coverage it is not); each surface is computed on the dose voxels, in the
+dose's unit (its study's, see :mod:`doseunits`), then placed in RAS with its IJK-to-RAS matrix.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Sequence
 
 import vtk
 
-from . import nodes
+from DoseSegLib.core.errors import DoseSegError
+
+from . import doseunits, nodes
 
 ISODOSE_LEVELS_PERCENT = (30, 50, 80, 95, 100, 107)
 ISODOSE_ATTRIBUTE = "DoseSeg.IsodoseGy"
@@ -42,15 +45,21 @@ def isodoseModels(doseNode, prescription: float | None = None,
 
     Args:
         doseNode: the dose volume (Gy).
-        prescription: Gy, 100 % of the levels; the maximum dose when None.
+        prescription: Gy, 100 % of the levels.
         levelsPercent: the levels, in percent of the prescription.
 
     Returns:
         The model nodes, lowest level first; levels above the maximum dose get none.
+
+    Raises:
+        DoseSegError: no prescription.
     """
+    if not prescription or prescription <= 0:
+        raise DoseSegError("isodose levels are percentages of the prescription: give the prescription (Gy)")
     scene = doseNode.GetScene()
-    maxDose = float(doseNode.GetImageData().GetScalarRange()[1])
-    reference = prescription or maxDose
+    gyPerUnit = doseunits.gyPerUnit(doseNode)
+    maxDose = float(doseNode.GetImageData().GetScalarRange()[1]) * gyPerUnit
+    reference = prescription
     top = max(maxDose, reference)
     models = []
     for percent in sorted(levelsPercent):
@@ -62,7 +71,7 @@ def isodoseModels(doseNode, prescription: float | None = None,
                 scene.RemoveNode(existing)
             continue
         model = existing or scene.AddNewNodeByClass("vtkMRMLModelNode", name)
-        model.SetAndObservePolyData(_surface(doseNode, levelGy))
+        model.SetAndObservePolyData(_surface(doseNode, levelGy / gyPerUnit))
         model.SetAttribute(ISODOSE_ATTRIBUTE, f"{levelGy:.4g}")
         model.SetDescription(f"{percent:g}% of {reference:.4g} Gy = {levelGy:.4g} Gy isodose of {doseNode.GetName()}")
         model.SetAndObserveTransformNodeID(doseNode.GetTransformNodeID())

@@ -5,6 +5,7 @@ Qt-free: the GUI polls a job from a timer, the console waits on it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -23,6 +24,20 @@ class DoseSegJobError(DoseSegError):
     def __init__(self, message: str, log: str = "") -> None:
         super().__init__(message)
         self.log = log
+
+
+ERROR_WORDS = ("error", "failed", "refused", "give it", "cannot", "not found")
+
+
+def headline(lines: list[str], folder: Path, code: int | None = None) -> str:
+    """The most telling line of a failed command's output for an error dialog's headline: the last line that
+    names an error (else the last line), without the job's temporary folder (the detailed log keeps it)."""
+    def tidy(line: str) -> str:
+        return line.replace(str(folder) + os.sep, "").replace(str(folder), "").strip()
+
+    tidied = [tidy(line) for line in lines]
+    telling = [line for line in tidied if any(word in line.lower() for word in ERROR_WORDS)]
+    return next(iter((telling or tidied)[-1:]), "") or f"exit code {code}"
 
 
 class DoseSegJob:
@@ -89,8 +104,8 @@ class DoseSegJob:
             if not self.cancelled:
                 code = self.process.poll()
                 if code != 0:
-                    lastLine = self.process.lines[-1] if self.process.lines else f"exit code {code}"
-                    raise DoseSegJobError(f"{self.title} failed: {lastLine}", self.log)
+                    raise DoseSegJobError(f"{self.title} failed: {headline(self.process.lines, self.folder, code)}",
+                                          self.log)
                 self.result = self._finish(self.output)
         finally:
             self.done = True

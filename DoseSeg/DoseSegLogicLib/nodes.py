@@ -19,8 +19,10 @@ import vtk
 from vtk.util import numpy_support
 
 from DoseSegLib import Volume
+from DoseSegLib.core.alignment import outside_fraction, resample_mask
 from DoseSegLib.core.colors import structure_color
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import crop_box, mask_box
 
 DOSE_ATTRIBUTE = "DicomRtImport.DoseVolume"
 # SlicerRT's DVH and Isodose modules read the unit from these (DoseSeg's doses are in Gy)
@@ -46,10 +48,11 @@ def _imageFromArray(array: np.ndarray) -> vtk.vtkImageData:
 
 
 def _arrayFromImage(image: vtk.vtkImageData) -> np.ndarray:
-    """A copy of a vtkImageData's scalars as an ``[i, j, k]`` array."""
+    """A copy of a vtkImageData's scalars as an ``[i, j, k]`` array, in Fortran order (VTK's i-fastest layout):
+    a straight copy, never a transposing one."""
     dims = image.GetDimensions()
     flat = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-    return flat.reshape(dims[::-1]).transpose(2, 1, 0).copy()
+    return flat.reshape(dims[::-1]).transpose(2, 1, 0).copy(order="K")
 
 
 def _rasMatrix(volume: Volume) -> vtk.vtkMatrix4x4:
@@ -119,47 +122,72 @@ def _orientedImage(volume: Volume, withVoxels: bool = True) -> slicer.vtkOriente
 
 
 def _maskFromOrientedImage(image: slicer.vtkOrientedImageData) -> Volume | None:
-    """A labelmap as a boolean Volume on its own extent, or None when it has no voxel set."""
+    """A labelmap as a boolean Volume cropped to its set voxels (own grid), or None when it has no voxel set."""
     if image.GetPointData().GetScalars() is None:
         return None
-    mask = _arrayFromImage(image) > 0
-    if not mask.any():
+    dims = image.GetDimensions()
+    flat = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    inside = flat.reshape(dims[::-1]).transpose(2, 1, 0) > 0  # a new boolean array: no view of VTK memory is kept
+    if not inside.any():
         return None
     matrix = vtk.vtkMatrix4x4()
     image.GetImageToWorldMatrix(matrix)
-    return Volume(mask, **_volumeGeometry(matrix, image.GetExtent()[::2]))
+    return crop_box(Volume(inside, **_volumeGeometry(matrix, image.GetExtent()[::2])), mask_box(inside))
 
 
-def segmentMasks(segmentationNode, reference: Volume | None = None) -> dict[str, Volume]:
+def segmentIds(segmentationNode) -> list[str]:
+    """The segment IDs of the node, in order."""
+    return list(segmentationNode.GetSegmentation().GetSegmentIDs())
+
+
+def segmentMask(segmentationNode, segmentId: str) -> Volume | None:
+    """One segment as a boolean mask on its own labelmap grid (parent transforms applied), cropped to its voxels;
+    None when it is empty. Segments given as closed surfaces are converted on the segmentation's reference
+    geometry, grown to hold the whole surface (as SlicerRT's import leaves them)."""
+    labelmap = slicer.vtkOrientedImageData()
+    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+    slicer.vtkSlicerSegmentationsModuleLogic.ApplyParentTransformToOrientedImageData(segmentationNode, labelmap)
+    return _maskFromOrientedImage(labelmap)
+
+
+def maskOnGrid(name: str, mask: Volume, grid: Volume) -> Volume | None:
+    """``mask`` resampled onto ``grid`` through physical coordinates (DoseSegLib's alignment: exact when the
+    grids share voxel centres); None, with a warning, when it misses the grid. A part past the grid is clipped."""
+    outside = outside_fraction(mask, grid)
+    aligned = resample_mask(mask, grid) if outside < 1.0 else None
+    if aligned is None or not aligned.array.any():
+        log.warning("segment '%s' lies outside the grid and was left out", name)
+        return None
+    if outside > 0:
+        log.warning("segment '%s': %.1f%% of it lies outside the grid and was clipped", name, 100 * outside)
+    return aligned
+
+
+def segmentMasks(segmentationNode, reference: Volume | None = None, segmentIdList: Sequence[str] | None = None
+                 ) -> dict[str, Volume]:
     """Every non-empty segment as a boolean mask keyed by segment name, parent transforms applied.
 
     Args:
         segmentationNode: the segmentation; overlapping segments stay independent.
-        reference: the grid to resample onto (nearest neighbour); each segment's own
-            labelmap geometry when None. Segments that miss the grid are left out with a warning.
+        reference: the grid to resample onto (see :func:`maskOnGrid`; segments that miss it are left out with a
+            warning); when None, each segment on its own labelmap grid cropped to its voxels.
+        segmentIdList: only these segments (all when None).
     """
     segmentationNode.CreateBinaryLabelmapRepresentation()
     segmentation = segmentationNode.GetSegmentation()
-    referenceImage = _orientedImage(reference, withVoxels=False) if reference is not None else None
-    masks = {}
-    for segmentId in segmentation.GetSegmentIDs():
+    masks: dict[str, Volume] = {}
+    for segmentId in segmentIdList if segmentIdList is not None else segmentIds(segmentationNode):
         name = segmentation.GetSegment(segmentId).GetName()
         if name in masks:
             raise DoseSegError(f"segmentation '{segmentationNode.GetName()}' has two segments named '{name}'")
-        labelmap = slicer.vtkOrientedImageData()
-        segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
-        slicer.vtkSlicerSegmentationsModuleLogic.ApplyParentTransformToOrientedImageData(segmentationNode, labelmap)
-        if referenceImage is not None:
-            resampled = slicer.vtkOrientedImageData()
-            slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-                labelmap, referenceImage, resampled, False, True
-            )
-            labelmap = resampled
-        mask = _maskFromOrientedImage(labelmap)
+        mask = segmentMask(segmentationNode, segmentId)
         if mask is None:
-            log.warning("segment '%s' is empty or outside the grid and was left out", name)
-        else:
-            masks[name] = mask if reference is None else reference.with_array(mask.array)
+            log.warning("segment '%s' is empty and was left out", name)
+            continue
+        if reference is not None:
+            mask = maskOnGrid(name, mask, reference)
+        if mask is not None:
+            masks[name] = mask
     return masks
 
 
@@ -222,17 +250,19 @@ def doseColor(fraction: float) -> tuple[float, float, float]:
 
 
 def markDose(volumeNode) -> None:
-    """Mark a volume as an RT dose in Gy, the way SlicerRT's DICOM-RT import does."""
+    """Mark a volume as an RT dose, the way SlicerRT's DICOM-RT import does; a node without a unit gets Gy's
+    (see :mod:`doseunits` for the unit on the study item, which SlicerRT reads first)."""
     volumeNode.SetAttribute(DOSE_ATTRIBUTE, "1")
-    for name, value in DOSE_UNIT_ATTRIBUTES.items():
-        volumeNode.SetAttribute(name, value)
+    if not volumeNode.GetAttribute("DicomRtImport.DoseUnitName"):
+        for name, value in DOSE_UNIT_ATTRIBUTES.items():
+            volumeNode.SetAttribute(name, value)
 
 
 def showDose(doseNode, ctNode=None, prescription: float | None = None, opacity: float = 0.5) -> None:
     """Mark ``doseNode`` as an RT dose, colour it, hide low doses, and show it over the CT in every slice view.
 
-    The colour window runs from 0 Gy to the larger of the maximum dose and the
-    prescription; doses below 5 % of the prescription (or of the maximum) are transparent.
+    The colour window runs from 0 to the larger of the maximum dose and the prescription (both
+    in the node's unit); doses below 5 % of the prescription (or of the maximum) are transparent.
     """
     scene = doseNode.GetScene()
     markDose(doseNode)

@@ -1,11 +1,21 @@
 """The DoseSeg steps on an MRML scene: the module Logic's console API, without Qt.
 
 Long steps (align, auto-segment, predict dose, radiomics, run all) write a
-patient folder (ct.nrrd, structures/<Name>.nrrd, dose.nrrd) in a temporary
-folder, run the DoseSegLib command line there in a background process and load
-its output into the scene. ``start<Step>`` returns the running :class:`DoseSegJob`
-(the GUI polls it from a timer); ``<step>`` waits for it. The DVH button runs in-process;
-Run all loads the tables ``doseseg run`` wrote (see :mod:`runfolder`).
+patient folder (ct.nrrd, structures/<Name>.nrrd each on the segment's own grid,
+dose.nrrd) in a temporary folder, run the DoseSegLib command line there in a
+background process and load its output into the scene. ``start<Step>`` returns the
+running :class:`DoseSegJob` (the GUI polls it from a timer); ``<step>`` waits for it.
+Compute DVH runs in-process through the library's own path (see :mod:`evaluation`);
+Run all loads the tables ``doseseg run`` wrote (see :mod:`runfolder`). Every step
+takes a :class:`PatientOptions`: the command line's options for a patient.
+
+The blocking console API, stable by name::
+
+    pipeline = DoseSegPipeline(slicer.mrmlScene)
+    out = pipeline.computeDvh(doseNode, segmentationNode, prescriptions={"PTV1": 60})
+    out["metrics"], out["dvhTables"]          # table nodes
+    out = pipeline.runAll(ctNode, segmentationNode, referenceDose=None, prescriptions={"PTV1": 60})
+    out["dose"], out["metrics"], out["dvhTables"], out["constraints"]
 """
 
 from __future__ import annotations
@@ -14,16 +24,20 @@ import logging
 import re
 from pathlib import Path
 
-from DoseSegLib import Case, Volume
-from DoseSegLib.analysis.constraints import RESULT_COLUMNS, load_constraints
-from DoseSegLib.analysis.dvh import compute_dvhs
-from DoseSegLib.analysis.plan import evaluate_plan
+from collections.abc import Mapping
+from dataclasses import replace
+
+from DoseSegLib import Case
+from DoseSegLib.analysis.constraints import RESULT_COLUMNS
+from DoseSegLib.analysis.dvh import metrics_columns
+from DoseSegLib.core.alignment import outside_fraction
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.patient import read_dose, read_mask, read_segmentation, write_patient
 
-from . import dependencies, hierarchy, isodose, nodes, results, runfolder, terminology
+from . import dependencies, doseunits, evaluation, hierarchy, isodose, nodes, results, runfolder, terminology
 from .jobs import DoseSegJob, DoseSegJobError  # noqa: F401 (DoseSegJobError: part of this API)
+from .options import PatientOptions
 from .runfolder import CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, RADIOMICS_TABLE_NAME
 
 AUTO_SEGMENTED_TAG = "DoseSeg.AutoSegmented"
@@ -42,9 +56,13 @@ def _findOutput(folder: Path, pattern: str, required: bool = True) -> Path | Non
     return found[0] if found else None
 
 
-def _options(command: list, device: str, mirrorAveraging: bool) -> list:
-    """``command`` with the device and, when asked, mirror averaging (``--tta``)."""
-    return [*command, "--device", device, *(["--tta"] if mirrorAveraging else [])]
+def patientOptions(options: PatientOptions | None = None, prescriptions: Mapping[str, float] | None = None
+                   ) -> PatientOptions:
+    """``options`` (defaults when None) with ``prescriptions`` (target -> Gy) added over its own."""
+    options = options or PatientOptions()
+    if prescriptions:
+        options = replace(options, prescriptions={**options.prescriptions, **prescriptions})
+    return options
 
 
 def fileName(name: str) -> str:
@@ -60,17 +78,23 @@ class DoseSegPipeline:
 
     # -- long steps, in a background process --------------------------------------------------------------------
 
-    def _job(self, title, ctNode, segmentationNode, command, finish, doseNode=None, onCtGrid=True,
+    def _job(self, title: str, ctNode, segmentationNode, command: list, finish, doseNode=None,
              output=None) -> DoseSegJob:
-        """A started job over a patient folder holding the CT, the segments (on the CT grid or their own) and a dose.
+        """A started job over a patient folder: the CT, each segment on its own grid (the command aligns them
+        onto the CT by physical coordinates) and a dose in Gy.
 
-        ``output`` is the command's output folder (kept); a temporary one when None.
+        Segments that miss the CT entirely are left out with a warning. ``output`` is the command's output
+        folder (kept); a temporary one when None.
         """
         ct = nodes.volumeFromNode(ctNode)
         masks = {}
         if segmentationNode is not None:
-            masks = nodes.segmentMasks(segmentationNode, ct if onCtGrid else None)
-        dose = nodes.volumeFromNode(doseNode) if doseNode is not None else None
+            for name, mask in nodes.segmentMasks(segmentationNode).items():
+                if outside_fraction(mask, ct) >= 1.0:
+                    log.warning("segment '%s' lies outside the CT '%s' and was left out", name, ctNode.GetName())
+                else:
+                    masks[name] = mask
+        dose = doseunits.doseVolume(doseNode) if doseNode is not None else None
         names = {fileName(name) for name in masks}
         if len(names) != len(masks):
             raise DoseSegError("two segment names give the same file name: rename one of them")
@@ -84,30 +108,31 @@ class DoseSegPipeline:
 
         return DoseSegJob(title, writeInputs, finish, output).start()
 
-    def startAlignStructures(self, ctNode, segmentationNode) -> DoseSegJob:
+    def startAlignStructures(self, ctNode, segmentationNode, options: PatientOptions | None = None) -> DoseSegJob:
         """Resample every segment onto the CT grid (``doseseg align``) into a new segmentation node."""
-        colors = {NameMapper().canonical(name): color for name, color in nodes.segmentColors(segmentationNode).items()}
+        options = options or PatientOptions()
+        mapper = options.mapper()
+        colors = {mapper.canonical(name): color for name, color in nodes.segmentColors(segmentationNode).items()}
 
         def finish(output: Path):
             aligned = nodes.newSegmentationNode(self.scene, f"{segmentationNode.GetName()} on CT grid", ctNode)
             files = sorted(_findOutput(output, "ct.nrrd").parent.glob("structures/*.nrrd"))
             nodes.addSegments(aligned, {file.name[: -len(".nrrd")]: read_mask(file) for file in files}, colors)
+            hierarchy.placeBesideCt(ctNode, aligned)
             return aligned
 
-        return self._job("Align structures", ctNode, segmentationNode, ["align"], finish, onCtGrid=False)
+        return self._job("Align structures", ctNode, segmentationNode, ["align", *options.arguments("align")],
+                         finish)
 
-    def startSegmentMissingOars(self, ctNode, segmentationNode=None, device: str = "auto",
-                                mirrorAveraging: bool = False) -> DoseSegJob:
+    def startSegmentMissingOars(self, ctNode, segmentationNode=None, options: PatientOptions | None = None
+                                ) -> DoseSegJob:
         """Auto-segment the CT (``doseseg segment``); the OARs it lacks are added to ``segmentationNode``.
 
         A new segmentation node is made when ``segmentationNode`` is None. The job's result is the
         segmentation node; the added segments carry the tag ``DoseSeg.AutoSegmented``.
-
-        Args:
-            device: "auto", "cpu" or "cuda".
-            mirrorAveraging: also predict the left-right mirrored patient and average (``--tta``).
         """
-        return self._job("Auto-segment", ctNode, segmentationNode, _options(["segment"], device, mirrorAveraging),
+        options = options or PatientOptions()
+        return self._job("Auto-segment", ctNode, segmentationNode, ["segment", *options.arguments("segment")],
                          lambda output: self.addMissingSegments(_findOutput(output, SEGMENTATION_FILE), ctNode,
                                                                 segmentationNode))
 
@@ -130,28 +155,27 @@ class DoseSegPipeline:
         present = {NameMapper().canonical(name) for name in nodes.segmentColors(segmentationNode)}
         missing = {name: mask for name, mask in masks.items() if name not in present}
         segmentation = segmentationNode.GetSegmentation()
-        for name, segmentId in zip(missing, nodes.addSegments(segmentationNode, missing)):
+        for name, segmentId in zip(missing, nodes.addSegments(segmentationNode, missing), strict=True):
             segment = segmentation.GetSegment(segmentId)
             segment.SetTag(AUTO_SEGMENTED_TAG, "1")
             terminology.setTerminology(segment, name)
         log.info("auto-segmented: %s", ", ".join(missing) or "nothing missing")
         return segmentationNode
 
-    def startPredictDose(self, ctNode, segmentationNode, device: str = "auto", prescription: float | None = None,
-                         doseNode=None, mirrorAveraging: bool = False) -> DoseSegJob:
-        """Predict the dose (``doseseg predict-dose``) into ``doseNode`` (new when None), shown over the CT.
-
-        Args:
-            device: "auto", "cpu" or "cuda".
-            prescription: Gy, top of the colour window (at least the maximum dose).
-            mirrorAveraging: also predict the left-right mirrored patient and average (``--tta``).
-        """
-        return self._job("Predict dose", ctNode, segmentationNode, _options(["predict-dose"], device, mirrorAveraging),
-                         lambda output: self.loadDose(_findOutput(output, DOSE_FILE), ctNode, prescription, doseNode))
+    def startPredictDose(self, ctNode, segmentationNode, options: PatientOptions | None = None,
+                         doseNode=None) -> DoseSegJob:
+        """Predict the dose (``doseseg predict-dose``) into ``doseNode`` (new when None), shown over the CT."""
+        options = options or PatientOptions()
+        return self._job("Predict dose", ctNode, segmentationNode,
+                         ["predict-dose", *options.arguments("predict-dose")],
+                         lambda output: self.loadDose(_findOutput(output, DOSE_FILE), ctNode,
+                                                      mainPrescription(options), doseNode))
 
     def loadDose(self, path: str | Path, ctNode, prescription: float | None = None, doseNode=None):
-        """Load a dose NRRD (Gy) as an RT dose volume (SlicerRT's attributes, unit Gy) under the CT's study,
-        shown over the CT.
+        """Load a dose NRRD (Gy) as an RT dose volume under the CT's study, shown over the CT.
+
+        The voxels are in the study's dose unit (SlicerRT's ``DoseUnitName`` on the study item: GY,
+        written there when the study has none; a study in CGY gets cGy), see :mod:`doseunits`.
 
         Args:
             path: the dose file (e.g. written by ``doseseg predict-dose``).
@@ -162,13 +186,14 @@ class DoseSegPipeline:
         dose = read_dose(path)
         if doseNode is None:
             doseNode = nodes.addVolumeNode(self.scene, dose, f"{ctNode.GetName()} predicted dose")
-        else:
-            nodes.updateVolumeNode(doseNode, dose)
-        nodes.showDose(doseNode, ctNode, prescription)
         hierarchy.placeBesideCt(ctNode, doseNode)
+        unit = doseunits.markDoseInStudy(doseNode)
+        factor = doseunits.GY_PER_UNIT[unit]
+        nodes.updateVolumeNode(doseNode, dose if factor == 1.0 else dose.with_array(dose.array / factor))
+        nodes.showDose(doseNode, ctNode, prescription / factor if prescription else None)
         return doseNode
 
-    def startExtractRadiomics(self, ctNode, segmentationNode) -> DoseSegJob:
+    def startExtractRadiomics(self, ctNode, segmentationNode, options: PatientOptions | None = None) -> DoseSegJob:
         """pyradiomics features of every segment on the CT (``doseseg radiomics``) into a table node.
 
         Raises DoseSegError at once when pyradiomics is not importable (see :mod:`dependencies`).
@@ -176,13 +201,15 @@ class DoseSegPipeline:
         problem = dependencies.radiomicsProblem()
         if problem:
             raise DoseSegError(problem)
-        return self._job("Extract radiomics", ctNode, segmentationNode, ["radiomics"],
+        options = options or PatientOptions()
+        return self._job("Extract radiomics", ctNode, segmentationNode,
+                         ["radiomics", *options.arguments("radiomics")],
                          lambda output: results.loadCsvTable(
                              self.scene, _findOutput(output, RADIOMICS_CSV), RADIOMICS_TABLE_NAME))
 
-    def startRunAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None,
-                    device: str = "auto", mirrorAveraging: bool = False, doseNode=None,
-                    outputFolder: str | Path | None = None, radiomics: bool | None = None) -> DoseSegJob:
+    def startRunAll(self, ctNode, segmentationNode, referenceDose=None, options: PatientOptions | None = None,
+                    doseNode=None, outputFolder: str | Path | None = None, radiomics: bool | None = None
+                    ) -> DoseSegJob:
         """The whole chain (``doseseg run``), its outputs loaded as the command wrote them.
 
         The job's result is a dict of the output nodes: dose, segmentation, dvhTables, dvhChart, metrics,
@@ -191,24 +218,24 @@ class DoseSegPipeline:
         the command's CSV files, so they agree with its report.
 
         Args:
-            referenceDoseNode: goes into the patient folder as its dose.nrrd, which the command compares with.
-            prescription: Gy, top of the dose colour window only (the command reads the prescriptions
-                from the PTV names).
-            mirrorAveraging: passes ``--tta``.
+            referenceDose: a dose volume node (e.g. the TPS's RTDOSE): the patient folder's dose.nrrd, in Gy,
+                which the command compares with.
+            options: the command line's options for the patient (prescriptions, names, goals, site, ...).
             doseNode: the volume node the predicted dose goes into (a new one when None).
             outputFolder: a new or empty folder keeping every output (report.html included).
             radiomics: extract the radiomics features; when None, only if pyradiomics is importable
                 (``--no-radiomics`` otherwise).
         """
+        options = options or PatientOptions()
         if radiomics is None:
             radiomics = dependencies.radiomicsProblem() is None
-        command = _options(["run"], device, mirrorAveraging) + ([] if radiomics else ["--no-radiomics"])
+        command = ["run", *options.arguments("run"), *([] if radiomics else ["--no-radiomics"])]
 
         def finish(output: Path) -> dict:
-            return self.loadRunFolder(output, ctNode, segmentationNode, prescription, doseNode) | {
+            return self.loadRunFolder(output, ctNode, segmentationNode, mainPrescription(options), doseNode) | {
                 "folder": Path(outputFolder) if outputFolder is not None else None}
 
-        return self._job("Run all", ctNode, segmentationNode, command, finish, doseNode=referenceDoseNode,
+        return self._job("Run all", ctNode, segmentationNode, command, finish, doseNode=referenceDose,
                          output=outputFolder)
 
     def loadRunFolder(self, folder: str | Path, ctNode, segmentationNode=None, prescription: float | None = None,
@@ -224,105 +251,130 @@ class DoseSegPipeline:
 
         Returns:
             dict of nodes: dose, segmentation, doseDifference (predicted minus reference, None without a
-            reference dose) and those of :func:`runfolder.loadRunTables`; the tables and the chart go in
-            the "DoseSeg results" folder under the CT's study.
+            reference dose) and those of :func:`runfolder.loadRunTables` (planQa when the run wrote
+            plan_qa.csv); the tables and the chart go in the "DoseSeg results" folder under the CT's study;
+            and messages: the applicability verdict and warnings of summary.json, in words.
         """
         folder = runfolder.checkRunFolder(Path(folder))
         segmentation = self.addMissingSegments(folder / "segmentation.seg.nrrd", ctNode, segmentationNode)
         dose = self.loadDose(folder / DOSE_FILE, ctNode, prescription, doseNode)
         difference = runfolder.loadDoseDifference(self.scene, folder, ctNode)
-        tables = runfolder.loadRunTables(self.scene, folder, segmentation)
+        tables = runfolder.loadRunTables(self.scene, folder, segmentation, dose)
         hierarchy.placeInFolder(ctNode, hierarchy.RESULTS_FOLDER, difference, tables["dvhChart"],
                                 *tables["dvhTables"], *(tables[key] for key in runfolder.TABLE_KEYS))
-        return {"dose": dose, "segmentation": segmentation, "doseDifference": difference, **tables}
+        messages = runfolder.summaryMessages(runfolder.readSummary(folder))
+        for message in messages:
+            log.warning("%s", message)
+        return {"dose": dose, "segmentation": segmentation, "doseDifference": difference, **tables,
+                "messages": messages}
 
     def showIsodose(self, doseNode, prescription: float | None = None) -> list:
-        """Isodose lines of ``doseNode`` as contour models (see :mod:`isodose`) in a folder beside the dose."""
+        """Isodose lines of ``doseNode`` at percentages of ``prescription`` (Gy; refused without one) as contour
+        models (see :mod:`isodose`) in a folder beside the dose."""
         models = isodose.isodoseModels(doseNode, prescription)
         hierarchy.placeInFolder(doseNode, hierarchy.ISODOSE_FOLDER, *models)
         return models
 
-    def alignStructures(self, ctNode, segmentationNode):
+    def alignStructures(self, ctNode, segmentationNode, options: PatientOptions | None = None):
         """:meth:`startAlignStructures`, waiting for the result."""
-        return self.startAlignStructures(ctNode, segmentationNode).wait()
+        return self.startAlignStructures(ctNode, segmentationNode, options).wait()
 
-    def segmentMissingOars(self, ctNode, segmentationNode=None, device: str = "auto", mirrorAveraging: bool = False):
+    def segmentMissingOars(self, ctNode, segmentationNode=None, options: PatientOptions | None = None):
         """:meth:`startSegmentMissingOars`, waiting for the result."""
-        return self.startSegmentMissingOars(ctNode, segmentationNode, device, mirrorAveraging).wait()
+        return self.startSegmentMissingOars(ctNode, segmentationNode, options).wait()
 
-    def predictDose(self, ctNode, segmentationNode, device: str = "auto", prescription: float | None = None,
-                    doseNode=None, mirrorAveraging: bool = False):
+    def predictDose(self, ctNode, segmentationNode, options: PatientOptions | None = None, doseNode=None):
         """:meth:`startPredictDose`, waiting for the result."""
-        return self.startPredictDose(ctNode, segmentationNode, device, prescription, doseNode, mirrorAveraging).wait()
+        return self.startPredictDose(ctNode, segmentationNode, options, doseNode).wait()
 
-    def extractRadiomics(self, ctNode, segmentationNode):
+    def extractRadiomics(self, ctNode, segmentationNode, options: PatientOptions | None = None):
         """:meth:`startExtractRadiomics`, waiting for the result."""
-        return self.startExtractRadiomics(ctNode, segmentationNode).wait()
+        return self.startExtractRadiomics(ctNode, segmentationNode, options).wait()
 
-    def runAll(self, ctNode, segmentationNode, referenceDoseNode=None, prescription: float | None = None,
-               device: str = "auto", mirrorAveraging: bool = False, doseNode=None,
-               outputFolder: str | Path | None = None) -> dict:
-        """:meth:`startRunAll`, waiting for the result."""
-        return self.startRunAll(ctNode, segmentationNode, referenceDoseNode, prescription, device,
-                                mirrorAveraging, doseNode, outputFolder).wait()
+    def runAll(self, ctNode, segmentationNode, referenceDose=None, prescriptions: Mapping[str, float] | None = None,
+               wait: bool = True, options: PatientOptions | None = None, doseNode=None,
+               outputFolder: str | Path | None = None, radiomics: bool | None = None):
+        """Run all (``doseseg run``) on the scene's CT and segments: the console's blocking form.
+
+        Args:
+            ctNode: the CT volume node.
+            segmentationNode: the structures (e.g. SlicerRT's RTSTRUCT segmentation); segments keep their own
+                extents and are aligned onto the CT by the command.
+            referenceDose: the plan's dose volume node to compare with (unit from its study), or None.
+            prescriptions: target name -> Gy, e.g. {"PTV1": 60}; added over ``options.prescriptions``.
+            wait: block until done and return the outputs; False returns the running :class:`DoseSegJob`.
+            options: the other command-line options for the patient.
+            doseNode, outputFolder, radiomics: see :meth:`startRunAll`.
+
+        Returns:
+            dict with dose (under the CT's study, its unit on the study item), segmentation, metrics,
+            dvhTables, dvhChart, constraints, radiomics, comparison, doseDifference and folder.
+
+        Raises:
+            DoseSegJobError: the step failed; its ``log`` holds the command's output.
+        """
+        job = self.startRunAll(ctNode, segmentationNode, referenceDose, patientOptions(options, prescriptions),
+                               doseNode, outputFolder, radiomics)
+        return job.wait() if wait else job
 
     # -- fast steps, in-process --------------------------------------------------------------------------------
 
-    def computeDvh(self, doseNode, segmentationNode, referenceDoseNode=None, stepGy: float = 0.1):
-        """Cumulative DVH of every segment: one table node per structure and one plot chart.
-
-        Curves take their segment's colour; those of ``referenceDoseNode`` are dashed.
-
-        Returns:
-            (tableNodes, chartNode)
-        """
-        chartNode = results.dvhChart(self.scene)
-        tableNodes = []
-        for node, label in ((doseNode, ""), (referenceDoseNode, "reference ")):
-            if node is not None:
-                dose, masks, colors = self._doseAndMasks(node, segmentationNode)
-                dvhs = compute_dvhs(dose, masks, stepGy)
-                tableNodes += results.addDvhNodes(chartNode, dvhs, colors, label, dashed=bool(label))
-        return tableNodes, chartNode
-
-    def computeMetrics(self, doseNode, segmentationNode, prescription: float | None = None,
-                       constraintsFile: str | Path | None = None):
-        """DVH metrics (TG-263: Mean[Gy], D95%[Gy], D0.1cc[Gy], ..., HI, CI of targets) and goal checks of every
-        segment.
+    def computeDvh(self, doseNode, segmentationNode, prescriptions: Mapping[str, float] | None = None,
+                   options: PatientOptions | None = None, ctNode=None, referenceDoseNode=None) -> dict:
+        """DVHs, DVH metrics and clinical goals of every segment, as ``doseseg dvh`` computes them on the same
+        contours (partial volume, see :mod:`evaluation`).
 
         Args:
-            prescription: Gy; the highest ``PTV<dose>`` level when None.
-            constraintsFile: CSV of clinical goals; DoseSegLib's head-and-neck table when None.
+            doseNode: the dose volume (unit from its study: SlicerRT's DoseUnitName, CGY read as cGy).
+            segmentationNode: the structures, each on its own extent (past the CT or the dose grid is fine).
+            prescriptions: target name -> Gy, e.g. {"PTV1": 60}; added over ``options.prescriptions``.
+            options: names, goals, DVH method and step (see :class:`PatientOptions`).
+            ctNode: the evaluation grid (as ``doseseg dvh``'s ct.nrrd); by default the segmentation's reference
+                volume, else the dose grid.
+            referenceDoseNode: a second dose whose curves are added, dashed.
 
         Returns:
-            (metricsTableNode, constraintsTableNode)
+            dict with metrics (table node, the columns of dvh_metrics.csv), constraints (goal checks),
+            dvhTables (one table node per structure, with SlicerRT's DVH attributes) and dvhChart.
         """
-        dose, masks, _ = self._doseAndMasks(doseNode, segmentationNode)
-        # the dose grid stands in for the CT grid: the structures are on it
-        case = Case(doseNode.GetName(), dose, masks, dose, prescription=prescription)
-        evaluation = evaluate_plan(case, constraints=load_constraints(constraintsFile))
+        options = patientOptions(options, prescriptions)
+        chartNode = results.dvhChart(self.scene)
         metricsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME)
-        results.setTableRows(metricsTable, evaluation.metrics)
         constraintsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME)
-        results.setTableRows(constraintsTable, evaluation.constraints, RESULT_COLUMNS)
-        return metricsTable, constraintsTable
+        tableNodes: list = []
+        for node, label in ((doseNode, ""), (referenceDoseNode, "reference ")):
+            if node is None:
+                continue
+            scene = evaluation.evaluateScene(node, segmentationNode, options, ctNode)
+            if not label:
+                results.setTableRows(metricsTable, scene.result.metrics, metrics_columns(scene.result.metrics))
+                results.setTableRows(constraintsTable, scene.result.constraints, RESULT_COLUMNS)
+            tableNodes += self._dvhNodes(chartNode, scene, node, segmentationNode, metricsTable, label)
+        hierarchy.placeInFolder(doseNode, hierarchy.RESULTS_FOLDER, chartNode, metricsTable, constraintsTable,
+                                *tableNodes)
+        return {"metrics": metricsTable, "constraints": constraintsTable, "dvhTables": tableNodes,
+                "dvhChart": chartNode}
+
+    @staticmethod
+    def _dvhNodes(chartNode, scene: evaluation.SceneEvaluation, doseNode, segmentationNode, metricsTable,
+                  label: str) -> list:
+        """The DVH table nodes and curves of one evaluated dose, marked as SlicerRT's DVH module marks its own."""
+        segmentation = segmentationNode.GetSegmentation()
+        colors, segmentIds = {}, {}
+        for name, original in scene.case.original_names.items():
+            segmentId = segmentation.GetSegmentIdBySegmentName(original)
+            segmentIds[name] = segmentId
+            colors[name] = tuple(segmentation.GetSegment(segmentId).GetColor())
+        tables = results.addDvhNodes(chartNode, scene.result.dvhs, colors, label, dashed=bool(label))
+        for table, (name, dvh) in zip(tables, scene.result.dvhs.items(), strict=True):
+            results.markSlicerRtDvh(table, dvh, doseNode, segmentationNode, segmentIds[name], metricsTable)
+        return tables
 
     def setDoseOpacity(self, opacity: float, doseNode=None) -> None:
         """Opacity of ``doseNode`` (any RT dose when None) in the slice views showing it over the CT."""
         nodes.setDoseOpacity(self.scene, opacity, doseNode)
 
-    @staticmethod
-    def _doseAndMasks(doseNode, segmentationNode) -> tuple[Volume, dict[str, Volume], dict[str, tuple]]:
-        """The dose, the segments on its grid and their colours, keyed by canonical structure name."""
-        dose = nodes.volumeFromNode(doseNode)
-        mapper = NameMapper()
-        masks = {}
-        for name, mask in nodes.segmentMasks(segmentationNode, dose).items():
-            canonical = mapper.canonical(name)
-            if canonical in masks:
-                raise DoseSegError(f"two segments of '{segmentationNode.GetName()}' are both '{canonical}'")
-            masks[canonical] = mask
-        if not masks:
-            raise DoseSegError(f"no segment of '{segmentationNode.GetName()}' overlaps '{doseNode.GetName()}'")
-        colors = {mapper.canonical(name): color for name, color in nodes.segmentColors(segmentationNode).items()}
-        return dose, masks, colors
+
+def mainPrescription(options: PatientOptions) -> float | None:
+    """The highest prescription of ``options`` (Gy), or None: the top of a dose colour window."""
+    return max(options.prescriptions.values(), default=None)

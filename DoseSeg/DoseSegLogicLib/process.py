@@ -42,7 +42,7 @@ def cliCommand(args: Sequence[object], python: str | None = None) -> list[str]:
 
 def cliEnvironment() -> dict[str, str]:
     """This process's environment with DoseSegLib (and SlicerRadiomics' pyradiomics, when installed) importable,
-    unbuffered output and progress bars."""
+    unbuffered UTF-8 output and progress bars."""
     spec = importlib.util.find_spec("DoseSegLib")
     if spec is None or spec.origin is None:
         raise RuntimeError("DoseSegLib is not importable: is the DoseSeg extension installed?")
@@ -53,6 +53,7 @@ def cliEnvironment() -> dict[str, str]:
     folders = dict.fromkeys([libraryParent, moduleParent, radiomics and str(radiomics), env.get("PYTHONPATH")])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, folders))
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONUTF8"] = "1"  # names and paths in UTF-8 on every system (Windows' default code page garbles them)
     env["DOSESEG_PROGRESS"] = "1"  # progress bars on the pipe, parsed by CliProcess
     return env
 

@@ -2,7 +2,9 @@
 
 Standard library only. torch is checked like the others but installed through the PyTorch
 extension, never pip; a torch older than the file's minimum is reported, never replaced,
-since other extensions may depend on it.
+since other extensions may depend on it. A ``name==version`` line (packages only Run all
+needs: the report's matplotlib, the gamma test's pymedphys) installs exactly that version when
+the package is missing; a copy already installed is used as it is.
 """
 
 from __future__ import annotations
@@ -15,24 +17,29 @@ from pathlib import Path
 from DoseSegLib.core.errors import DoseSegError
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
-MODEL_PACKAGES = ("torch", "monai")  # only the model steps need them
-LINE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*>=\s*(?P<minimum>[0-9][0-9.]*)$")
+# only the model steps and Run all need them (Align, radiomics and Compute DVH import none of them)
+MODEL_PACKAGES = ("torch", "monai", "matplotlib", "pymedphys")
+LINE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?P<operator>>=|==)\s*(?P<minimum>[0-9][0-9.]*)$")
+PACKAGE_INDEX = ("pypi.org", 443)
 
 
 @dataclass(frozen=True)
 class Requirement:
-    """``name>=minimum`` and the version installed now (None when missing)."""
+    """``name>=minimum`` (or the pin ``name==minimum``) and the version installed now (None when missing)."""
 
     name: str
     minimum: str
     installed: str | None = None
+    pinned: bool = False
 
     def __str__(self) -> str:
-        return f"{self.name}>={self.minimum}"
+        return f"{self.name}{'==' if self.pinned else '>='}{self.minimum}"
 
     @property
     def met(self) -> bool:
-        return self.installed is not None and versionTuple(self.installed) >= versionTuple(self.minimum)
+        if self.installed is None:
+            return False
+        return self.pinned or versionTuple(self.installed) >= versionTuple(self.minimum)
 
     def describe(self) -> str:
         """``name>=minimum``, with the installed version when it is too old."""
@@ -61,8 +68,9 @@ def readRequirements(path: Path = REQUIREMENTS_FILE) -> list[Requirement]:
             continue
         match = LINE.match(text)
         if match is None:
-            raise DoseSegError(f"{path}: line {number}: '{text}' is not of the form name>=version")
-        requirements.append(Requirement(match["name"], match["minimum"], installedVersion(match["name"])))
+            raise DoseSegError(f"{path}: line {number}: '{text}' is not of the form name>=version or name==version")
+        requirements.append(Requirement(match["name"], match["minimum"], installedVersion(match["name"]),
+                                        match["operator"] == "=="))
     return requirements
 
 
@@ -87,3 +95,16 @@ def installedPins(exclude: set[str] = frozenset()) -> str:
     pins = {f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
             if d.metadata["Name"] and d.metadata["Name"].lower() not in skip}
     return "\n".join(sorted(pins)) + "\n"
+
+
+def offlineProblem(timeout: float = 3.0) -> str | None:
+    """Why pip cannot reach the package index (a message for the user), or None when it can."""
+    import socket
+
+    try:
+        socket.create_connection(PACKAGE_INDEX, timeout=timeout).close()
+    except OSError as exc:
+        return (f"DoseSeg cannot reach the Python package index ({PACKAGE_INDEX[0]}: {exc}) to install its packages. "
+                "Connect this computer to the internet and try again, or install the packages listed in the "
+                "extension's Resources/requirements.txt from local wheels with slicer.util.pip_install.")
+    return None

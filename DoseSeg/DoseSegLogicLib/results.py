@@ -17,6 +17,15 @@ from DoseSegLib.io.tables import columns_of, format_value, read_csv
 
 DVH_CHART_NAME = "DoseSeg DVH"
 DVH_UNITS = {"Dose": "Gy", "Volume": "%", "VolumeCc": "cm3"}
+# What SlicerRT's Dose Volume Histogram module sets on its DVH table nodes (vtkSlicerDoseVolumeHistogramModuleLogic,
+# vtkMRMLDoseVolumeHistogramNode), so that its DVH Comparison and plots list DoseSeg's tables with its own.
+SLICERRT_DVH_ATTRIBUTE = "DoseVolumeHistogram.DVH"
+SLICERRT_SEGMENT_ID_ATTRIBUTE = "DoseVolumeHistogram.SegmentID"
+SLICERRT_STRUCTURE_NAME_ATTRIBUTE = "DoseVolumeHistogram.StructureName"
+SLICERRT_VOLUME_CC_ATTRIBUTE = "DoseVolumeHistogram.Volume (cc)"
+SLICERRT_DOSE_VOLUME_ROLE = "doseVolumeRef"
+SLICERRT_SEGMENTATION_ROLE = "segmentationRef"
+SLICERRT_METRICS_TABLE_ROLE = "dvhMetricsTableRef"
 
 
 def getOrAddNode(scene, className: str, name: str):
@@ -119,6 +128,19 @@ def addDvhNodes(
         chartNode.AddAndObservePlotSeriesNodeID(seriesNode.GetID())
         tableNodes.append(tableNode)
     return tableNodes
+
+
+def markSlicerRtDvh(tableNode, dvh: DVH, doseNode, segmentationNode, segmentId: str | None,
+                    metricsTableNode=None) -> None:
+    """Give a DVH table node the attributes and references SlicerRT's DVH module gives its own tables."""
+    tableNode.SetAttribute(SLICERRT_DVH_ATTRIBUTE, "1")
+    tableNode.SetAttribute(SLICERRT_STRUCTURE_NAME_ATTRIBUTE, tableNode.GetAttribute("DoseSeg.Structure"))
+    tableNode.SetAttribute(SLICERRT_VOLUME_CC_ATTRIBUTE, f"{float(dvh.volume_cc[0]) if len(dvh.volume_cc) else 0.0:g}")
+    if segmentId:
+        tableNode.SetAttribute(SLICERRT_SEGMENT_ID_ATTRIBUTE, segmentId)
+    for role, node in ((SLICERRT_DOSE_VOLUME_ROLE, doseNode), (SLICERRT_SEGMENTATION_ROLE, segmentationNode),
+                       (SLICERRT_METRICS_TABLE_ROLE, metricsTableNode)):
+        tableNode.SetNodeReferenceID(role, node.GetID() if node is not None else None)
 
 
 def readDvhCsv(path: str | Path) -> dict[str, DVH]:

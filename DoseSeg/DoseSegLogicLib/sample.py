@@ -11,7 +11,7 @@ import slicer
 
 from DoseSegLib.io.phantom import make_phantom
 
-from . import nodes
+from . import doseunits, nodes
 
 SAMPLE_NAME = "DoseSegPhantom"
 PATIENT_NAME = "DoseSeg phantom"
@@ -24,7 +24,6 @@ def loadPhantom(scene) -> tuple:
     segmentation = nodes.newSegmentationNode(scene, "Phantom structures", ct)
     nodes.addSegments(segmentation, case.structures)
     dose = nodes.addVolumeNode(scene, case.dose, "Phantom reference dose")
-    nodes.markDose(dose)
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     patient = shNode.CreateSubjectItem(shNode.GetSceneItemID(), PATIENT_NAME)
     study = shNode.CreateStudyItem(patient, "Synthetic planning study")
@@ -34,4 +33,5 @@ def loadPhantom(scene) -> tuple:
             shNode.SetItemParent(item, study)
         else:
             shNode.CreateItem(study, node)
+    doseunits.markDoseInStudy(dose)  # Gy, written on the study item as SlicerRT's import does
     return ct, segmentation, dose

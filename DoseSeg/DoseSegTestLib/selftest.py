@@ -1,17 +1,24 @@
-"""The DoseSeg module's self-test (Slicer's Reload & Test, and the extension's ctest): the scene scenario of the
-pytest suite inside a real Slicer, on DoseSegLib's phantom."""
+"""The DoseSeg module's self-test (Slicer's Reload & Test, and the extension's ctest): a plan loaded as SlicerRT's
+DICOM-RT import leaves it (DoseSegTestLib.rtscene), through Compute DVH, the dose units, isodose lines and Run all.
+
+It never installs a package without asking: missing packages end the test with a message. In Slicer's
+testing mode Run all uses tiny random models (DoseSegTestLib.tinymodels); otherwise the bundled ones.
+"""
 
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import slicer
-from DoseSegLogicLib import nodes
+from DoseSegLogicLib import doseunits, nodes
 from DoseSegLogicLib.dependencies import radiomicsProblem
+from DoseSegTestLib.rtscene import TARGET_GY, TARGET_NAME, buildRtStudy
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
 
 class DoseSegSelfTest(ScriptedLoadableModuleTest):
-    """The scene scenario of the pytest suite, inside Slicer: a phantom patient, its DVH, metrics and steps.
+    """A SlicerRT-like plan through every step, inside Slicer.
 
     DoseSeg.py subclasses it as ``DoseSegTest`` with its Logic as ``logicClass`` (this file does not
     import DoseSeg.py: no import circle).
@@ -25,7 +32,6 @@ class DoseSegSelfTest(ScriptedLoadableModuleTest):
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
-        self._logic().installPackages(withModels=False, askConfirmation=False)
 
     def runTest(self) -> None:
         self.setUp()
@@ -35,8 +41,16 @@ class DoseSegSelfTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_DoseSegWhatIf()
 
+    def _packagesMissing(self, withModels: bool) -> bool:
+        """True (with a message) when packages are missing: the self-test never installs without asking."""
+        unmet = self._logic().unmetRequirements(withModels)
+        if unmet:
+            names = ", ".join(requirement.describe() for requirement in unmet)
+            self.delayDisplay(f"Skipped: missing Python packages ({names}); install them from the DoseSeg panel")
+        return bool(unmet)
+
     @staticmethod
-    def _modelStepsSkipped() -> bool:
+    def _testingMode() -> bool:
         return slicer.app.testingEnabled() and not os.environ.get("DOSESEG_TEST_MODELS")
 
     def _waitFor(self, condition, what: str, timeout: float = 300.0) -> None:
@@ -47,76 +61,76 @@ class DoseSegSelfTest(ScriptedLoadableModuleTest):
             time.sleep(0.05)
         self.assertTrue(condition(), f"{what}: timed out")
 
-    def _loadPhantom(self):
-        from DoseSegLib.io.phantom import make_phantom
-
-        case = make_phantom()
-        ctNode = nodes.addVolumeNode(slicer.mrmlScene, case.ct, "phantom CT")
-        doseNode = nodes.addVolumeNode(slicer.mrmlScene, case.dose, "phantom dose")
-        segmentationNode = nodes.newSegmentationNode(slicer.mrmlScene, "phantom structures", ctNode)
-        nodes.addSegments(segmentationNode, case.structures)
-        return case, ctNode, doseNode, segmentationNode
-
     def test_DoseSegScene(self) -> None:
-        """Geometry round trip, DVH tables against the library, metrics and goals, dose display."""
-        import numpy as np
-
-        from DoseSegLib.analysis.dvh import compute_dvhs
-
-        self.delayDisplay("Scene: phantom nodes, DVH, metrics")
-        case, ctNode, doseNode, segmentationNode = self._loadPhantom()
-        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(doseNode), case.dose.array.transpose(2, 1, 0)))
-        self.assertTrue(nodes.volumeFromNode(doseNode).same_grid(case.ct))
+        """Compute DVH on the SlicerRT-like plan: the library's numbers, Gy from a CGY study, SlicerRT's DVH tables,
+        isodose lines relative to the prescription."""
+        if self._packagesMissing(withModels=False):
+            return
+        self.delayDisplay("Scene: a SlicerRT-like plan, Compute DVH, isodose lines")
+        rt = buildRtStudy(slicer.mrmlScene)
         logic = self._logic()
-        tables, chart = logic.computeDvh(doseNode, segmentationNode)
-        self.assertEqual(len(tables), len(case.structures))
-        self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), len(case.structures))
-        expected = compute_dvhs(case.dose, case.structures)["PTV70"]
-        table = slicer.util.getFirstNodeByClassByName("vtkMRMLTableNode", "DVH PTV70")
-        self.assertTrue(np.allclose(slicer.util.arrayFromTableColumn(table, "Volume"), expected.volume_pct))
-        metrics, constraints = logic.computeMetrics(doseNode, segmentationNode)
-        self.assertEqual(metrics.GetNumberOfRows(), len(case.structures))
-        self.assertGreater(constraints.GetNumberOfRows(), 0)
-        nodes.showDose(doseNode, ctNode, 70.0)
-        logic.showChart(chart)
-        self.assertEqual(doseNode.GetAttribute(nodes.DOSE_ATTRIBUTE), "1")
-        self.assertEqual(doseNode.GetAttribute("DicomRtImport.DoseUnitName"), "GY")
-        self.assertGreater(len(logic.showIsodose(doseNode, 70.0)), 0)
+        outputs = logic.computeDvh(rt.dose, rt.segmentation, {TARGET_NAME: TARGET_GY})
+        rows = {outputs["metrics"].GetCellText(r, 0): r for r in range(outputs["metrics"].GetNumberOfRows())}
+        self.assertIn(TARGET_NAME, rows)
+        column = outputs["metrics"].GetTable().GetColumnByName("Mean[Gy]")
+        self.assertLess(abs(column.GetValue(rows[TARGET_NAME]) - TARGET_GY), 10.0, "a CGY study read in Gy")
+        self.assertEqual(len(outputs["dvhTables"]), len(rows))
+        self.assertTrue(all(t.GetAttribute("DoseVolumeHistogram.DVH") == "1" for t in outputs["dvhTables"]))
+        self.assertEqual(doseunits.doseUnit(rt.dose), "CGY")
+        self.assertGreater(len(logic.showIsodose(rt.dose, TARGET_GY)), 0)
+        logic.showChart(outputs["dvhChart"])
         self.delayDisplay("Scene test passed")
 
     def test_DoseSegSteps(self) -> None:
-        """Align and radiomics through the background CLI; the model steps unless Slicer's testing mode is on."""
-        _case, ctNode, doseNode, segmentationNode = self._loadPhantom()
+        """Align, radiomics and Run all through the background command line (tiny models in testing mode)."""
+        if self._packagesMissing(withModels=True):
+            return
+        rt = buildRtStudy(slicer.mrmlScene)
         logic = self._logic()
         self.delayDisplay("Align structures (background process)")
-        aligned = logic.alignStructures(ctNode, segmentationNode)
+        aligned = logic.alignStructures(rt.ct, rt.segmentation)
         self.assertEqual(aligned.GetSegmentation().GetNumberOfSegments(),
-                         segmentationNode.GetSegmentation().GetNumberOfSegments())
+                         rt.segmentation.GetSegmentation().GetNumberOfSegments())
         if radiomicsProblem() is None:
-            self.assertGreater(logic.extractRadiomics(ctNode, aligned).GetNumberOfRows(), 0)
-        if self._modelStepsSkipped():
-            self.delayDisplay("Testing mode: model steps skipped (set DOSESEG_TEST_MODELS=1 to run them)")
-            return
-        self.delayDisplay("Model steps: auto-segment, predict dose, run all")
-        logic.installPackages(withModels=True, askConfirmation=False)
-        self.assertIsNotNone(logic.segmentMissingOars(ctNode, aligned))
-        predicted = logic.predictDose(ctNode, aligned)
-        self.assertEqual(predicted.GetAttribute(nodes.DOSE_ATTRIBUTE), "1")
-        outputs = logic.runAll(ctNode, aligned, doseNode)
+            self.assertGreater(logic.extractRadiomics(rt.ct, rt.segmentation).GetNumberOfRows(), 0)
+        previous = os.environ.get("DOSESEG_MODELS")
+        with tempfile.TemporaryDirectory() as folder:
+            if self._testingMode():
+                from DoseSegTestLib.tinymodels import writeTinyCatalogue
+
+                os.environ["DOSESEG_MODELS"] = str(writeTinyCatalogue(Path(folder)))
+            try:
+                self.delayDisplay("Run all on the plan (PTV1 needs its prescription)")
+                outputs = logic.runAll(rt.ct, rt.segmentation, rt.dose, {TARGET_NAME: TARGET_GY})
+            finally:
+                if previous is None:
+                    os.environ.pop("DOSESEG_MODELS", None)
+                else:
+                    os.environ["DOSESEG_MODELS"] = previous
+        self.assertEqual(doseunits.studyItem(outputs["dose"]), rt.study)
+        self.assertEqual(outputs["dose"].GetAttribute(nodes.DOSE_ATTRIBUTE), "1")
         self.assertGreater(outputs["metrics"].GetNumberOfRows(), 0)
+        self.assertGreater(len(outputs["dvhTables"]), 0)
+        self.assertIsNotNone(outputs["constraints"])
         self.delayDisplay("Steps test passed")
 
     def test_DoseSegWhatIf(self) -> None:
         """The What-if section of the real panel: Start, an edit, a sensitivity map with its legend, Stop, and the
-        worker ended by a scene close."""
-        if self._modelStepsSkipped():
+        worker ended by a scene close (bundled models: not in testing mode)."""
+        if self._testingMode():
             self.delayDisplay("Testing mode: what-if skipped (set DOSESEG_TEST_MODELS=1 to run it)")
+            return
+        if self._packagesMissing(withModels=True):
             return
         import numpy as np
         from scipy import ndimage
 
-        case, ctNode, _doseNode, segmentationNode = self._loadPhantom()
-        self._logic().installPackages(withModels=True, askConfirmation=False)
+        from DoseSegLib.io.phantom import make_phantom
+
+        case = make_phantom()
+        ctNode = nodes.addVolumeNode(slicer.mrmlScene, case.ct, "phantom CT")
+        segmentationNode = nodes.newSegmentationNode(slicer.mrmlScene, "phantom structures", ctNode)
+        nodes.addSegments(segmentationNode, case.structures)
         slicer.util.selectModule("DoseSeg")
         widget = slicer.util.getModuleWidget("DoseSeg")
         parameters = widget.logic.getParameterNode()

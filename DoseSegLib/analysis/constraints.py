@@ -112,7 +112,8 @@ def _check(constraint: Constraint, row: Row, prescription: float | Mapping[str, 
     if constraint.unit == "pct_rx":
         rx = _prescription_of(name, prescription)
         if rx is None:
-            return {**result, "result": NOT_EVALUATED, "detail": "no prescription known for this structure"}
+            return {**result, "limit": limit, "limit_unit": "% of prescription", "result": NOT_EVALUATED,
+                    "detail": "not evaluated (no prescription): give it with --prescription NAME=GY"}
         limit, limit_unit = constraint.value / 100 * rx, "Gy"
         detail = f"{constraint.value:g}% of {rx:g} Gy" + (f"; {constraint.note}" if constraint.note else "")
     value = row.get(constraint.metric)
@@ -142,10 +143,17 @@ def evaluate_constraints(
         matched = [row for row in metrics_rows if fnmatchcase(str(row["structure"]), constraint.structure)]
         if not matched:
             results.append({"structure": constraint.structure, "metric": constraint.metric,
-                            "operator": constraint.operator, "result": NOT_EVALUATED,
-                            "detail": "structure not in this patient"})
+                            "operator": constraint.operator, "limit": constraint.value,
+                            "limit_unit": "% of prescription" if constraint.unit == "pct_rx" else constraint.unit,
+                            "result": NOT_EVALUATED, "detail": "structure not in this patient"})
         results.extend(_check(constraint, row, prescription) for row in matched)
     return results
+
+
+def set_aside(results: Sequence[Row], reasons: Mapping[str, str]) -> list[Row]:
+    """The goal rows with those of the structures in ``reasons`` (name -> why) turned "not evaluated", limit kept."""
+    return [{**row, "result": NOT_EVALUATED, "value": None, "detail": reasons[str(row["structure"])]}
+            if str(row["structure"]) in reasons else dict(row) for row in results]
 
 
 def write_constraints_csv(path: str | Path, results: Sequence[Row]) -> None:

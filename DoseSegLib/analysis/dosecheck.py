@@ -98,7 +98,8 @@ def check_predicted_dose(dose: Volume, case: Case) -> None:
             raise DoseSegError(
                 f"patient '{case.name}': predicted maximum {peak:.1f} Gy is above {PLAUSIBLE_PEAK:g} x the highest "
                 f"prescription ({target}: {top:g} Gy); likely cause: a target dose taken wrongly from its name "
-                f"(give it with --prescription {target}=GY) or a CT unlike the training data")
+                f"(give it with --prescription {target}=GY), a CT unlike the training data, or bad model weights "
+                f"(a --weights file or a model trained too briefly)")
     body = case.possible_dose_mask.array if case.possible_dose_mask is not None else body_mask(case.ct).array
     outside = float(np.max(dose.array, where=~body.astype(bool, copy=False), initial=0.0))
     if outside > OUTSIDE_GY:

@@ -260,9 +260,13 @@ def write_dvh_csv(path: str | Path, dvhs: Mapping[str, DVH]) -> None:
     write_csv(path, dvh_rows(dvhs), DVH_COLUMNS)
 
 
-def write_metrics_csv(path: str | Path, rows: Sequence[Row]) -> None:
-    """Write a metrics table as ``dvh_metrics.csv``: metrics, V_x, target columns, then the method and notes."""
+def metrics_columns(rows: Sequence[Row]) -> list[str]:
+    """The columns of ``dvh_metrics.csv`` in order: metrics, V_x, target columns, then the method and notes."""
     columns = columns_of(rows, METRIC_COLUMNS)
     tail = (*TARGET_COLUMNS, *NOTE_COLUMNS)
-    columns = [c for c in columns if c not in tail] + list(tail)
-    write_csv(path, rows, columns)
+    return [c for c in columns if c not in tail] + list(tail)
+
+
+def write_metrics_csv(path: str | Path, rows: Sequence[Row]) -> None:
+    """Write a metrics table as ``dvh_metrics.csv`` (see :func:`metrics_columns`)."""
+    write_csv(path, rows, metrics_columns(rows))

@@ -6,7 +6,7 @@ metrics are computed from the ``voxels`` of the shared dose samples, so nothing 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
@@ -60,25 +60,29 @@ def dose_error(pred: np.ndarray, ref: np.ndarray, possible_dose_mask: np.ndarray
     return total / np.count_nonzero(possible_dose_mask)
 
 
-def challenge_metrics(voxels: Mapping[str, np.ndarray], voxel_cc: float) -> dict[tuple[str, str], float]:
+def challenge_metrics(voxels: Mapping[str, np.ndarray], voxel_cc: float, targets: Collection[str] | None = None,
+                      oars: Collection[str] = OARS) -> dict[tuple[str, str], float]:
     """The challenge's DVH metrics: D0.1cc[Gy] and Mean[Gy] for OARs, D99%/D95%/D1%[Gy] for targets.
 
     Args:
         voxels: each structure's dose-grid voxel doses (Gy), ascending; empty ones and structures
-            that are neither an OpenKBP OAR nor a PTV<dose> target are left out, as the challenge does.
+            that are neither an OAR nor a target are left out, as the challenge does.
         voxel_cc: volume of one voxel in cm^3.
+        targets: the targets (default: the challenge's, PTV<dose> names).
+        oars: the OARs (default: the challenge's seven).
     """
     metrics = {}
     for name, doses in voxels.items():
-        is_oar = name in OARS
-        if doses.size == 0 or not (is_oar or target_prescription(name) is not None):
+        is_oar = name in oars
+        is_target = target_prescription(name) is not None if targets is None else name in targets
+        if doses.size == 0 or not (is_oar or is_target):
             continue
         if is_oar:
             metrics[(name, mn.dose_at_cc(0.1))] = dose_at_volume_cc(doses, 0.1, voxel_cc, presorted=True)
             metrics[(name, mn.MEAN)] = float(doses.mean())
         else:
             values = percentile_sorted(doses, [100 - p for p in TARGET_PERCENTS])
-            metrics.update({(name, m): float(v) for m, v in zip(TARGET_METRICS, values)})
+            metrics.update({(name, m): float(v) for m, v in zip(TARGET_METRICS, values, strict=True)})
     return metrics
 
 
@@ -95,12 +99,13 @@ def openkbp_metrics(
 
 
 def compare_challenge_metrics(
-    pred: Mapping[str, StructureDoses], ref: Mapping[str, StructureDoses], voxel_cc: float
+    pred: Mapping[str, StructureDoses], ref: Mapping[str, StructureDoses], voxel_cc: float,
+    targets: Collection[str] | None = None, oars: Collection[str] = OARS,
 ) -> list[dict[str, object]]:
     """Every challenge DVH metric of one patient from shared dose samples: rows of structure, metric,
-    reference, predicted, abs_error (Gy)."""
-    ref_metrics = challenge_metrics({n: s.voxels for n, s in ref.items()}, voxel_cc)
-    pred_metrics = challenge_metrics({n: s.voxels for n, s in pred.items()}, voxel_cc)
+    reference, predicted, abs_error (Gy) (``targets``, ``oars``: see :func:`challenge_metrics`)."""
+    ref_metrics = challenge_metrics({n: s.voxels for n, s in ref.items()}, voxel_cc, targets, oars)
+    pred_metrics = challenge_metrics({n: s.voxels for n, s in pred.items()}, voxel_cc, targets, oars)
     return _rows(pred_metrics, ref_metrics)
 
 

@@ -105,5 +105,6 @@ def evaluate_plan(
     dvhs = dvhs_of(gathered, step_gy)
     metrics = metrics_rows(gathered, case.dose, case.targets, case.possible_dose_mask, doses, case.structures,
                            case.original_names)
-    checks = evaluate_constraints(metrics, constraints, case.main_prescription)
+    # each target against its own known prescription only: a target of unknown dose is never graded
+    checks = evaluate_constraints(metrics, constraints, case.targets)
     return PlanEvaluation(dvhs, metrics, checks, gathered, dvh_method)

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DoseSegLib.cli.options import add_output
 
 if TYPE_CHECKING:
+    from DoseSegLib.core.volume import Volume
     from DoseSegLib.io.dicom.deid import Deidentifier
 
 
-def _results_structures(results: Path, all_structures: bool) -> dict:
-    """The auto-segmented structures of a results folder (all of them without a summary.json or with ``all``)."""
+@dataclass
+class _Results:
+    """What export-dicom reads from a results folder."""
+
+    masks: dict[str, Volume]
+    auto: set[str]  # the structures DoseSeg segmented (all of them without a summary.json)
+    original_names: dict[str, str]
+    models: dict[str, dict]
+
+
+def _read_results(results: Path) -> _Results:
+    """A results folder's structures, which of them DoseSeg drew, their original names and the run's models."""
     from DoseSegLib.core.errors import DoseSegError
     from DoseSegLib.io.patient import read_mask, read_segmentation
 
@@ -23,17 +35,18 @@ def _results_structures(results: Path, all_structures: bool) -> dict:
         masks = read_segmentation(seg)
     else:
         masks = {f.name[: -len(".nrrd")]: read_mask(f) for f in sorted((results / "structures").glob("*.nrrd"))}
-    summary = results / "summary.json"
-    if all_structures or not summary.is_file():
-        return masks
+    summary_path = results / "summary.json"
+    if not summary_path.is_file():
+        return _Results(masks, set(masks), {}, {})
     try:
-        sources = json.loads(summary.read_text()).get("structures", {})
+        summary = json.loads(summary_path.read_text())
+        sources = summary.get("structures", {})
         if not isinstance(sources, dict):
             raise TypeError("'structures' is not an object")
+        return _Results(masks, {name for name in masks if sources.get(name) == "auto"},
+                        dict(summary.get("original_names", {})), dict(summary.get("models", {})))
     except (OSError, ValueError, AttributeError, TypeError) as exc:
-        raise DoseSegError(f"{summary}: unreadable summary ({exc}); give --all-structures, or the run's own "
-                           "summary.json") from None
-    return {name: mask for name, mask in masks.items() if sources.get(name) == "auto"}
+        raise DoseSegError(f"{summary_path}: unreadable summary ({exc}); give the run's own summary.json") from None
 
 
 def add_anonymise(parser: argparse.ArgumentParser) -> None:
@@ -118,8 +131,9 @@ def check_same_patient(results: Path, ct_folder: Path, series: str | None) -> No
 
 def cmd_export_dicom(args: argparse.Namespace) -> None:
     from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.io.dicom.carry import plan_rois
     from DoseSegLib.io.dicom.detect import patient_format
-    from DoseSegLib.io.dicom.results import write_dicom_results
+    from DoseSegLib.io.dicom.results import read_dicom_target, write_dicom_dose, write_dicom_structures, write_roi_plan
     from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.io.patient import read_dose
 
@@ -132,12 +146,22 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
     check_same_patient(args.results, args.ct, args.series)
     dose_path = args.results / "dose.nrrd"
     dose = read_dose(dose_path) if dose_path.is_file() else None
-    structures = _results_structures(args.results, args.all_structures)
-    if dose is None and not structures:
+    results = _read_results(args.results)
+    auto = {name: mask for name, mask in results.masks.items() if name in results.auto}
+    if dose is None and not auto and not (args.all_structures and results.masks):
         raise DoseSegError(f"{args.results}: neither dose.nrrd nor auto-segmented structures to export")
+    target = read_dicom_target(args.ct, args.series, deid)
+    rois = plan_rois(results.masks, results.auto, results.original_names, target.ct, target.structure_set,
+                     results.models) if args.all_structures else None
     with staged_output(args.output, args.force, [args.results, args.ct]) as out:
-        written = write_dicom_results(out, args.ct, dose, structures, args.series, deid)
+        written = [write_dicom_dose(out / "rtdose.dcm", target, dose)] if dose is not None else []
+        if rois is not None and rois.contours:
+            written.append(write_roi_plan(out / "rtstruct.dcm", target, rois))
+        elif rois is None and auto:
+            written.append(write_dicom_structures(out / "rtstruct.dcm", target, auto, results.models))
     print(f"wrote {', '.join(str(args.output / p.name) for p in written)}")
+    if rois is not None and rois.copied:
+        print(f"copied as drawn from {target.structure_set}: {', '.join(rois.copied)}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -151,7 +175,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct", type=Path, required=True, help="folder with the patient's DICOM CT series")
     p.add_argument("--series", help="SeriesInstanceUID of the CT series when the folder holds several")
     p.add_argument("--all-structures", action="store_true",
-                   help="export every structure, not only the auto-segmented ones")
+                   help="export every structure, not only the auto-segmented ones: the clinician's keep their "
+                        "original names, types, colours and MANUAL generation (contours copied as drawn from the "
+                        "CT folder's RTSTRUCT when they match), the body included; DoseSeg's are AUTOMATIC")
     add_anonymise(p)
     add_output(p)
     p.set_defaults(func=cmd_export_dicom)

@@ -12,11 +12,13 @@ from DoseSegLib.cli.options import add_any_site, add_device, add_names, add_outp
 from DoseSegLib.run.results import RunOptions
 
 DEMO_SOURCE = "synthetic head-and-neck phantom (doseseg demo; not a patient)"
+DEMO_REFERENCE = ("the phantom's dose.nrrd: a distance-to-target falloff made with the phantom, not a clinical plan "
+                  "(the comparison shows the workflow, not the model's accuracy)")
 
 
 def run_patients(
     patients: list[Path], output: Path, force: bool, options: RunOptions, device: str = "auto",
-    as_json: bool = False, source_label: str = "", per_patient: bool = False,
+    as_json: bool = False, source_label: str = "", per_patient: bool = False, reference_label: str = "",
 ) -> int:
     """Run the main job; one patient writes into ``output``, several (or any with ``per_patient``)
     into ``output/<patient>/`` with ``output/cohort_summary.csv``.
@@ -36,7 +38,7 @@ def run_patients(
 
     pipeline = Pipeline(device, options, progress=progress_enabled())
     if single:
-        pipeline.run(patients[0], output, force, source_label)
+        pipeline.run(patients[0], output, force, source_label, reference_label)
         summary = json.loads((output / "summary.json").read_text())
         print(json.dumps(summary, indent=2) if as_json else _describe(summary, output))
         return 0
@@ -58,7 +60,16 @@ def _describe(summary: dict, folder: Path) -> str:
     if summary["comparison"]:
         parts.append(f"dose error {summary['comparison']['dose_error_gy']:.2f} Gy, "
                      f"DVH error {summary['comparison']['dvh_error_gy']:.2f} Gy vs the reference")
-    return f"{summary['patient']}: {'; '.join(parts)}\n  report: {folder / 'report.html'}"
+    from DoseSegLib.run.trust import applicability_text
+
+    lines = [f"{summary['patient']}: {'; '.join(parts)}", f"  {applicability_text(summary.get('applicability'))}"]
+    normalisation = summary.get("normalisation")
+    if normalisation:
+        lines.append(f"  normalised: {normalisation['structure']} {normalisation['metric']} "
+                     f"{normalisation['before_gy']:.2f} -> {normalisation['after_gy']:.2f} Gy "
+                     f"(prescription {normalisation['prescription_gy']:g} Gy, factor {normalisation['factor']:.3f})")
+    lines += [f"  warning: {w}" for w in summary.get("warnings", [])[:8]]
+    return "\n".join([*lines, f"  report: {folder / 'report.html'}"])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -70,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         segment=not args.no_segment, segment_all=args.segment_all, radiomics=not args.no_radiomics,
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
         dvh_method=args.dvh_method, series=args.series, names=name_mapper(args), any_site=args.any_site,
-        uncertainty=args.uncertainty, level=args.level,
+        uncertainty=args.uncertainty, level=args.level, normalise=not args.no_normalise,
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json,
                         per_patient=bool(args.shard))
@@ -85,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         patient = Path(tmp) / "demo_phantom"
         write_phantom_patient(patient)
         code = run_patients([patient], args.output, args.force, RunOptions(), args.device, args.json,
-                            DEMO_SOURCE)
+                            DEMO_SOURCE, reference_label=DEMO_REFERENCE)
     if not args.json:
         print("  note: the phantom's reference dose is a distance-to-target falloff, not a clinical plan: the\n"
               "  comparison shows the workflow, not the model's accuracy (its validation scores: see the model cards)")
@@ -118,6 +129,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
     add_any_site(p)
     add_uncertainty_options(p)
+    p.add_argument("--no-normalise", action="store_true",
+                   help="leave the predicted dose as the network gives it (default: scaled so that the primary "
+                        "target meets its prescription by the convention of the model's training plans)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -6,6 +6,7 @@ Colours are RGB triples in [0, 1] (what Slicer segments, matplotlib and .seg.nrr
 from __future__ import annotations
 
 import colorsys
+import itertools
 import zlib
 from collections.abc import Iterable
 
@@ -19,7 +20,7 @@ OAR_COLORS: dict[str, tuple[float, float, float]] = dict(zip(OARS, [
     (0.65, 0.40, 0.20),  # Esophagus
     (0.30, 0.80, 0.30),  # Larynx
     (0.90, 0.90, 0.75),  # Mandible
-]))
+], strict=True))
 
 
 def target_color(level_gy: float) -> tuple[float, float, float]:
@@ -39,6 +40,22 @@ def structure_color(name: str) -> tuple[float, float, float]:
     return tuple(float(c) for c in colorsys.hsv_to_rgb(hue, 0.6, 0.9))
 
 
+DISTINCT = 0.45  # the least RGB distance between two colours of one set
+# fallback colours: an RGB grid without the near-black and near-white (the plots' lines and background)
+PALETTE = tuple(c for c in itertools.product((0.0, 0.25, 0.5, 0.75, 1.0), repeat=3) if 0.5 <= sum(c) <= 2.5)
+
+
+def _distance(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    return sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5
+
+
 def structure_colors(names: Iterable[str]) -> dict[str, tuple[float, float, float]]:
-    """``{name: colour}`` for each name (see :func:`structure_color`)."""
-    return {name: structure_color(name) for name in names}
+    """``{name: colour}`` for each name (see :func:`structure_color`), distinct within the set: a colour
+    too close to an earlier name's is replaced by the grid colour farthest from those in use."""
+    colors: dict[str, tuple[float, float, float]] = {}
+    for name in names:
+        color = structure_color(name)
+        if colors and min(_distance(color, c) for c in colors.values()) < DISTINCT:
+            color = max(PALETTE, key=lambda p: min(_distance(p, c) for c in colors.values()))
+        colors[name] = color
+    return colors

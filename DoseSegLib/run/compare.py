@@ -46,10 +46,15 @@ def compare_doses(
             evaluated (see :func:`gamma_rows`).
     """
     from DoseSegLib.analysis.evaluation import score_patient
+    from DoseSegLib.analysis.openkbp import compare_challenge_metrics
+    from DoseSegLib.analysis.site import NOT_AN_ORGAN
 
     predicted = predicted or evaluate_plan(replace(case, dose=dose), constraints=constraints)
     reference = evaluate_plan(case, constraints=constraints, dvh_method=predicted.method)
     score = score_patient(dose, case, (predicted.doses, reference.doses))
+    oars = [n for n in case.structures if n not in case.target_names and n not in NOT_AN_ORGAN]
+    rows = compare_challenge_metrics(predicted.doses, reference.doses, case.ct.voxel_volume_cc, case.targets, oars)
+    dvh_error = float(np.mean([row["abs_error"] for row in rows])) if rows else float("nan")
     differences = [
         {"structure": p["structure"], "metric": key, "reference": r[key], "predicted": value,
          "difference": value - r[key]}
@@ -58,5 +63,5 @@ def compare_doses(
         if key not in ("structure", "prescription_gy") and isinstance(value, float) and key in r
     ]
     difference = dose.with_array(np.subtract(dose.array, case.dose.array, dtype=np.float32))
-    return Comparison(case.dose, difference, score.dose_error, score.dvh_error, score.dvh_rows, differences, reference,
+    return Comparison(case.dose, difference, score.dose_error, dvh_error, rows, differences, reference,
                       gamma_rows(dose, case, native_reference))

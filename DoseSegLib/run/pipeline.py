@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DoseSegLib.analysis.constraints import load_constraints
+from DoseSegLib.analysis.constraints import load_constraints, set_aside
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.checks import require_choice, require_path, require_paths
@@ -29,6 +29,7 @@ from DoseSegLib.core.volume import Volume
 from DoseSegLib.run.compare import compare_doses
 from DoseSegLib.run.results import COHORT_COLUMNS, BatchResult, PatientResult, RunOptions, check_run_options
 from DoseSegLib.run.steps import STEPS, Steps
+from DoseSegLib.run.trust import TrustChecks, collect_warnings
 from DoseSegLib.run.writer import write_results
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class Pipeline:
 
             check_uncertainty(self.dose_model, self.options.level)
         self.segmenter, self.segmenter_note = self._load_segmenter(device)
+        self.trust = TrustChecks.load(self.dose_model, device)
         self.load_seconds = time.perf_counter() - start
 
     def _load_segmenter(self, device: str) -> tuple[SegModel | None, str]:
@@ -91,14 +93,18 @@ class Pipeline:
         """Run every step on one patient folder and return the results without writing anything."""
         return self._process(require_path(patient_dir, "Pipeline.analyse patient_dir"), None)
 
-    def _process(self, folder: Path, out: Path | None, source_label: str = "") -> PatientResult:
+    def _process(self, folder: Path, out: Path | None, source_label: str = "",
+                 reference_label: str = "") -> PatientResult:
         """Analyse ``folder`` and, when ``out`` is given, write the results there."""
         steps = Steps(folder.name, self.progress, STEPS if out is not None else STEPS[:-2])
         try:
             with contextlib.ExitStack() as scope:  # what _analyse sets up for the patient, until it is written
+                warnings = scope.enter_context(collect_warnings([]))
                 result = self._analyse(folder, steps, scope)
+                result.warnings = warnings
                 result.timings = {"load models": self.load_seconds, **steps.timings}
                 result.source_label = source_label
+                result.reference_label = reference_label
                 if out is not None:
                     write_results(result, out, steps)
         finally:
@@ -128,16 +134,25 @@ class Pipeline:
                 check_dose_coverage(reference, case.structures, str(folder / "dose.nrrd"))
         with steps("segment"):
             case, sources, segment_notes = self._segment(case)
-            notes = [*case.notes, *segment_notes]
+            notes = [*case.notes, *segment_notes, *self.trust.notes]
             case = replace(case, structures=_ordered(case))
         provenance: dict = {}
         with self._start_radiomics(case, notes, provenance) as radiomics_job:  # under way from here on
             with steps("predict dose"):
                 dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
+                auto = [name for name, source in sources.items() if source == "auto"]
+                applicability = self.trust.applicability(case, dose, auto)
+                normalisation = None
+                if self.options.normalise:
+                    dose, normalisation = self.trust.normalise(case, dose, self.options.dvh_method)
                 check_predicted_dose(dose, case)
             with steps("DVH and goals"):
                 plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
                                      dvh_method=self.options.dvh_method)
+                if applicability is not None:
+                    plan.constraints = set_aside(plan.constraints, {
+                        name: f"not evaluated: auto-contour unlike the training contours ({why})"
+                        for name, why in applicability.implausible.items() if name in auto})
                 uncertainty = self._uncertainty(case, plan)
             with steps("compare"):
                 comparison = (compare_doses(dose, case, self.constraints, plan, reference)
@@ -146,7 +161,7 @@ class Pipeline:
                 radiomics = radiomics_job.result() if radiomics_job is not None else []
         return PatientResult(case.name, folder, case, dose, plan, radiomics, comparison, sources, notes,
                              self.models, str(self.dose_model.device), radiomics_provenance=provenance,
-                             uncertainty=uncertainty)
+                             uncertainty=uncertainty, applicability=applicability, normalisation=normalisation)
 
     def _uncertainty(self, case: Case, plan: PlanEvaluation) -> DoseUncertainty | None:
         """With ``options.uncertainty``: the calibrated intervals, and goals straddling their limit marked uncertain."""
@@ -192,7 +207,7 @@ class Pipeline:
                        original_names=names), sources, notes
 
     def run(self, patient_dir: str | Path, out_dir: str | Path, force: bool = False,
-            source_label: str = "") -> PatientResult:
+            source_label: str = "", reference_label: str = "") -> PatientResult:
         """Analyse one patient and write every output into ``out_dir`` (all or nothing).
 
         Args:
@@ -200,13 +215,14 @@ class Pipeline:
             out_dir: new or empty folder, or one holding results when ``force``.
             force: replace an output folder that holds results.
             source_label: how summary.json and the report name the input (default: its folder).
+            reference_label: what the folder's dose.nrrd is, in words (default: the patient's planned dose).
         """
         from DoseSegLib.io.outputs import staged_output
 
         folder = require_path(patient_dir, "Pipeline.run patient_dir")
         out = require_path(out_dir, "Pipeline.run out_dir")
         with staged_output(out, bool(force), [folder]) as staging:
-            return self._process(folder, staging, str(source_label or ""))
+            return self._process(folder, staging, str(source_label or ""), str(reference_label or ""))
 
     def run_batch(self, patient_dirs: Sequence[str | Path], out_dir: str | Path, force: bool = False) -> BatchResult:
         """Run every patient into ``out_dir/<patient>/`` and write ``cohort_summary.csv``.

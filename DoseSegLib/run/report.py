@@ -32,6 +32,9 @@ h1 { font-size: 24px; margin: 6px 0 2px; } h2 { font-size: 18px; margin: 28px 0 
 .cards { display: flex; flex-wrap: wrap; gap: 8px; margin: 12px 0; }
 .card { background: #f1f5f9; border-radius: 6px; padding: 8px 12px; }
 .card b { display: block; font-size: 18px; } .card span { font-size: 12px; color: #5a6673; }
+.banner { background: #c62828; color: #fff; padding: 10px 14px; font-size: 15px; border-radius: 4px; }
+.banner.ok { background: #e8f5e9; color: #1b5e20; font-size: 13px; }
+.warnings { background: #fdecea; border-left: 4px solid #c62828; padding: 6px 12px; font-size: 14px; }
 .notes { background: #fff7e0; border-left: 4px solid #e0a800; padding: 6px 12px; font-size: 14px; }
 img { width: 100%; height: auto; display: block; margin: 6px 0; }
 table { border-collapse: collapse; font-size: 13px; margin: 6px 0 4px; }
@@ -139,21 +142,50 @@ def _constraints_section(result: PatientResult) -> str:
     return "<h2>Clinical goals</h2>" + _table(headers, body, (1, len(headers) - 1))
 
 
+def _trust_section(result: PatientResult) -> str:
+    """The applicability banner, the normalisation and every warning: first in the report."""
+    from DoseSegLib.run.trust import applicability_text
+
+    verdict = result.applicability.to_dict() if result.applicability is not None else None
+    parts = []
+    if verdict is not None and not verdict["in_distribution"]:
+        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in verdict["reasons"])
+        parts.append(f"<div class='banner'><b>Outside the model's domain</b> (applicability score "
+                     f"{verdict['score']:.1f}; threshold {verdict['threshold']:.1f}, set for a 5 % false-alarm rate "
+                     "on the validation patients): the predicted dose may be far from what a plan for this patient "
+                     f"would give.<ul>{reasons}</ul></div>")
+    else:
+        parts.append(f"<div class='banner ok'>{html.escape(applicability_text(verdict))}</div>")
+    n = result.normalisation
+    if n is not None:
+        parts.append(f"<p class='sub'>Normalised to the prescription: {html.escape(n.structure)} {n.metric} "
+                     f"{n.before_gy:.2f} &rarr; {n.after_gy:.2f} Gy ({n.after_gy / n.prescription_gy:.1%} of "
+                     f"{n.prescription_gy:g} Gy, the convention of the model's training plans), factor "
+                     f"{n.factor:.3f}.</p>")
+    warnings = result.all_warnings
+    if warnings:
+        parts.append("<ul class='warnings'>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>")
+    return "".join(parts)
+
+
 def _comparison_section(result: PatientResult) -> str:
     comparison = result.comparison
     ct, prescription = result.case.ct, result.case.main_prescription
+    challenge = {(r["structure"], r["metric"]) for r in comparison.openkbp_rows}
     rows = [
         [str(r["structure"]), str(r["metric"]), _number(r["reference"]), _number(r["predicted"]),
-         _number(float(r["predicted"]) - float(r["reference"]))]
-        for r in comparison.openkbp_rows
+         _number(r["difference"])]
+        for r in comparison.metric_differences if (r["structure"], r["metric"]) in challenge
     ]
     figure = figures.dose_difference_png(ct, comparison.difference, prescription, _centre(result))
     return (
         "<h2>Predicted vs reference dose</h2>"
+        f"<p class='sub'>Reference: {html.escape(result.reference_text)}.</p>"
         f"<p class='sub'>Dose error {comparison.dose_error:.2f} Gy: mean |predicted - reference| over the "
         f"possible-dose mask. DVH error {comparison.dvh_error:.2f} Gy: mean |difference| of the OpenKBP metrics "
-        "below, with the challenge's definitions on dose-grid voxels (OARs: D0.1cc[Gy] and Mean[Gy]; targets: "
-        "D99%[Gy], D95%[Gy], D1%[Gy]).</p>"
+        "below (OARs: D0.1cc[Gy] and Mean[Gy]; targets: D99%[Gy], D95%[Gy], D1%[Gy]) over every target with a "
+        "known prescription and every organ, computed as the challenge does on dose-grid voxels; the table shows "
+        "the same metrics as the rest of this report (partial volume), so its values match the goals.</p>"
         + _gamma_text(comparison.gamma)
         + _image(figure, "predicted minus reference dose")
         + _table(["Structure", "Metric", "Reference (Gy)", "Predicted (Gy)", "Difference (Gy)"], rows)
@@ -218,6 +250,7 @@ def render_report(result: PatientResult) -> str:
         f"<h1>DoseSeg report: {html.escape(result.name)}</h1>",
         f"<p class='sub'>{html.escape(result.origin)} &middot; DoseSeg {__version__} &middot; "
         f"{datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
+        _trust_section(result),
         _cards(result),
         f"<ul class='notes'>{notes}</ul>" if notes else "",
         "<h2>Predicted dose</h2>",

@@ -17,6 +17,8 @@ from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
 
 if TYPE_CHECKING:
+    from DoseSegLib.analysis.applicability import Applicability
+    from DoseSegLib.analysis.normalisation import Normalisation
     from DoseSegLib.models.dose.uncertainty import DoseUncertainty
 
 COHORT_COLUMNS = (
@@ -43,6 +45,8 @@ class RunOptions:
         uncertainty: sample the dose model and give calibrated DVH intervals (dose_std.nrrd,
             dvh_intervals.csv); a goal whose interval straddles its limit becomes "uncertain".
         level: the intervals' coverage (a fraction).
+        normalise: scale the predicted dose so that the primary target meets its prescription by the
+            convention of the model's training plans (``<model>.prescription.json``).
     """
 
     segment: bool = True
@@ -58,6 +62,7 @@ class RunOptions:
     names: NameMapper | None = None
     prescriptions: dict[str, float] | None = None
     any_site: bool = False
+    normalise: bool = True
 
     def mapper(self) -> NameMapper:
         """The name mapping with the explicit prescriptions."""
@@ -71,7 +76,8 @@ def check_run_options(options: object) -> RunOptions:
 
     require_type(options, RunOptions, "Pipeline options")
     assert isinstance(options, RunOptions)
-    for flag in ("segment", "segment_all", "radiomics", "tta", "allow_high_dose", "uncertainty", "any_site"):
+    flags = ("segment", "segment_all", "radiomics", "tta", "allow_high_dose", "uncertainty", "any_site", "normalise")
+    for flag in flags:
         require_type(getattr(options, flag), bool, f"RunOptions.{flag}")
     require_choice(options.dvh_method, DVH_METHODS, "RunOptions.dvh_method")
     if options.constraints is not None:
@@ -131,13 +137,26 @@ class PatientResult:
     device: str
     timings: dict[str, float] = field(default_factory=dict)
     source_label: str = ""
+    reference_label: str = ""  # what the reference dose is, when the folder does not say (e.g. the demo's)
     radiomics_provenance: dict = field(default_factory=dict)
     uncertainty: DoseUncertainty | None = None
+    applicability: Applicability | None = None
+    normalisation: Normalisation | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def origin(self) -> str:
         """How the outputs name the input: its label when given (e.g. the demo's phantom), else its folder."""
         return self.source_label or str(self.source)
+
+    @property
+    def reference_text(self) -> str:
+        """What the comparison's reference dose is, in words: its file and what it stands for."""
+        if self.reference_label:
+            return self.reference_label
+        if self.case.dicom_series:
+            return f"the RTDOSE of {self.origin} (the patient's planned dose)"
+        return f"{self.source / 'dose.nrrd'} (the dose in the patient folder, taken as the planned dose)"
 
     @property
     def dvhs(self) -> dict[str, DVH]:
@@ -178,13 +197,28 @@ class PatientResult:
             "structures": {name: self.structure_sources[name] for name in self.case.structures},
             "original_names": self.case.original_names,
             "notes": self.notes,
+            "applicability": self.applicability.to_dict() if self.applicability is not None else None,
+            "normalisation": self.normalisation.to_dict() if self.normalisation is not None else None,
+            "warnings": self.all_warnings,
             "models": self.models,
             "constraints": self.plan.counts(),
             "failed_constraints": [constraint_text(row) for row in self.constraints if row["result"] == "fail"],
             "comparison": comparison,
+            "reference": self.reference_text if self.comparison is not None else None,
             "timings_s": {step: round(seconds, 3) for step, seconds in self.timings.items()},
             "patient_seconds": round(self.seconds, 3),
         }
+
+    @property
+    def all_warnings(self) -> list[str]:
+        """What the user must know: outside the model's domain, implausible auto-contours, logged warnings."""
+        out = []
+        if self.applicability is not None and not self.applicability.in_distribution:
+            out.append("outside the model's domain: " + "; ".join(self.applicability.reasons))
+        if self.applicability is not None:
+            out += [f"auto-contoured {name} unlike the training contours, its goals not evaluated: {why}"
+                    for name, why in self.applicability.implausible.items() if name in self.auto_segmented]
+        return out + [w for w in self.warnings if w not in out]
 
     def cohort_row(self) -> Row:
         """One line of ``cohort_summary.csv``."""

@@ -52,7 +52,7 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
         "dvh_reference.csv": lambda path: write_dvh_csv(path, comparison.reference_plan.dvhs),
         "gamma.csv": lambda path: write_csv(path, comparison.gamma, GAMMA_COLUMNS),
         "rtdose.dcm": lambda path: write_dicom_dose(path, target(), result.dose),
-        "rtstruct.dcm": lambda path: write_dicom_structures(path, target(), auto),
+        "rtstruct.dcm": lambda path: write_dicom_structures(path, target(), auto, result.models),
         "summary.json": lambda path: path.write_text(json.dumps(result.summary(), indent=2) + "\n"),
     }
 

@@ -234,6 +234,6 @@ def dvh_png(
         handles += [Line2D([], [], color="black", lw=1.8), Line2D([], [], color="black", lw=1.4, ls="--")]
         labels += ["predicted", "reference"]
     ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
-    title = "Dose-volume histograms" + (" (dashed: reference plan)" if reference else "")
+    title = "Dose-volume histograms" + (" (dashed: reference)" if reference else "")
     ax.set_title(title + (" (shaded: 5-95% of the sampled DVHs)" if bands else ""), fontsize=12)
     return png_bytes(figure)

@@ -12,7 +12,8 @@ from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.deid import Deidentifier
 from DoseSegLib.io.dicom.detect import scan_folder
-from DoseSegLib.io.dicom.export import RoiStyle, mask_contours, write_rtdose, write_rtstruct
+from DoseSegLib.io.dicom.carry import RoiPlan, model_text
+from DoseSegLib.io.dicom.export import Generation, RoiStyle, mask_contours, write_rtdose, write_rtstruct
 from DoseSegLib.io.dicom.reader import ct_geometry, structure_set_path
 from DoseSegLib.io.dicom.series import SeriesGeometry
 
@@ -56,17 +57,24 @@ def write_dicom_dose(path: Path, target: DicomTarget, dose: Volume) -> Path:
 
 
 def write_dicom_structures(path: Path, target: DicomTarget, structures: dict[str, Volume],
-                           styles: dict[str, RoiStyle] | None = None) -> Path:
-    """Write the masks of ``structures`` as an RTSTRUCT at ``path``, each put onto the CT grid first."""
+                           models: dict[str, dict] | None = None) -> Path:
+    """Write DoseSeg's auto-segmented ``structures`` as an RTSTRUCT at ``path``, each put onto the CT grid
+    first: AUTOMATIC ROIs naming the segmentation model of ``models`` (a run's, as in summary.json)."""
     grid = target.ct.grid
     contours = {name: mask_contours(mask if mask.same_grid(grid) else resample_mask(mask, grid))
                 for name, mask in structures.items()}
-    return write_rtstruct(Path(path), contours, target.ct, styles, deid=target.deid)
+    style = RoiStyle(generation=Generation.AUTOMATIC, algorithm=model_text(models or {}))
+    return write_rtstruct(Path(path), contours, target.ct, dict.fromkeys(contours, style), deid=target.deid)
+
+
+def write_roi_plan(path: Path, target: DicomTarget, plan: RoiPlan) -> Path:
+    """Write the ROIs of ``plan`` (``carry.plan_rois``: DoseSeg's and the clinician's) as an RTSTRUCT."""
+    return write_rtstruct(Path(path), plan.contours, target.ct, plan.styles, deid=target.deid)
 
 
 def write_dicom_results(
     out: Path, ct_folder: Path, dose: Volume | None, structures: dict[str, Volume], series: str | None = None,
-    deid: Deidentifier | None = None, styles: dict[str, RoiStyle] | None = None,
+    deid: Deidentifier | None = None, models: dict[str, dict] | None = None,
 ) -> list[Path]:
     """Write ``rtdose.dcm`` and ``rtstruct.dcm`` into ``out`` for the CT series of ``ct_folder``.
 
@@ -78,5 +86,5 @@ def write_dicom_results(
     if dose is not None:
         written.append(write_dicom_dose(Path(out) / "rtdose.dcm", target, dose))
     if structures:
-        written.append(write_dicom_structures(Path(out) / "rtstruct.dcm", target, structures, styles))
+        written.append(write_dicom_structures(Path(out) / "rtstruct.dcm", target, structures, models))
     return written

@@ -25,6 +25,8 @@ class Roi:
     frame_of_reference: str
     contours: list[np.ndarray] = field(default_factory=list)
     points: int = 0  # POINT / MARKER contours, not rasterised
+    generation: str = ""  # ROIGenerationAlgorithm as written (AUTOMATIC, SEMIAUTOMATIC, MANUAL or '')
+    color: tuple[int, int, int] | None = None  # ROIDisplayColor
 
 
 def referenced_series(ds) -> set[str]:
@@ -79,11 +81,15 @@ def read_rois(ds) -> list[Roi]:
     for item in ds.get("StructureSetROISequence", []):
         number = _number(item, "ROINumber", path)
         rois[number] = Roi(number, str(item.get("ROIName", f"ROI {number}")).strip(), kinds.get(number, ""),
-                           str(item.get("ReferencedFrameOfReferenceUID", "")))
+                           str(item.get("ReferencedFrameOfReferenceUID", "")),
+                           generation=str(item.get("ROIGenerationAlgorithm", "") or "").upper())
     for item in ds.get("ROIContourSequence", []):
         roi = rois.get(_number(item, "ReferencedROINumber", path))
         if roi is None:
             raise DoseSegError(f"{path}: contours for ROI number {item.ReferencedROINumber}, which is not declared")
+        color = item.get("ROIDisplayColor")
+        if color is not None and len(color) == 3:
+            roi.color = (int(color[0]), int(color[1]), int(color[2]))
         for contour in item.get("ContourSequence", []):
             if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).upper() == "CLOSED_PLANAR":
                 roi.contours.append(_contour_points(contour, path, roi.name))

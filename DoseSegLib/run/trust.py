@@ -1,0 +1,123 @@
+"""What makes a prediction trustworthy for the case at hand: is the case in the model's domain, the dose
+normalised to the plan's prescription, and every warning kept for the outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from DoseSegLib.analysis.applicability import Applicability, Reference
+from DoseSegLib.analysis.normalisation import Convention, Normalisation, normalise_dose
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.volume import Volume
+
+if TYPE_CHECKING:
+    from DoseSegLib.models.dose.predict import DoseModel
+    from DoseSegLib.models.features.predict import FeatureModel
+
+log = logging.getLogger(__name__)
+
+
+class _Collector(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message not in self.messages:
+            self.messages.append(message)
+
+
+@contextlib.contextmanager
+def collect_warnings(messages: list[str]) -> Iterator[list[str]]:
+    """Append every warning DoseSegLib logs inside the block to ``messages`` (they still reach the console)."""
+    handler = _Collector(messages)
+    logger = logging.getLogger("DoseSegLib")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+@dataclass
+class TrustChecks:
+    """A dose model's applicability reference and prescription convention, loaded once.
+
+    Attributes:
+        reference: the applicability calibration (None when the model has none: ``notes`` says why).
+        features: the feature autoencoder the reference was made with.
+        convention: how the training plans are normalised (None when unknown).
+        notes: why a check is unavailable.
+    """
+
+    reference: Reference | None = None
+    features: FeatureModel | None = None
+    convention: Convention | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, model: DoseModel, device: str) -> TrustChecks:
+        from DoseSegLib.models.common.catalogue import models_dir
+
+        checks = cls()
+        try:
+            from DoseSegLib.models.features.applicability import load_reference
+            from DoseSegLib.models.features.predict import load_features_model
+
+            checks.reference, features_name = load_reference(model)
+            checks.features = load_features_model(features_name, device)
+        except DoseSegError as exc:
+            checks.reference = None
+            checks.notes.append(f"applicability not checked: {exc}")
+        if model.entry is None:
+            checks.notes.append("no prescription convention for a weights file: the dose is not normalised")
+            return checks
+        try:
+            path = models_dir() / f"{model.entry.name}.prescription.json"
+            checks.convention = Convention.load(path, model.entry.sha256)
+        except DoseSegError as exc:
+            checks.notes.append(f"the dose is not normalised: {exc}")
+        return checks
+
+    def applicability(self, case: Case, dose: Volume, auto: Sequence[str] = ()) -> Applicability | None:
+        """The verdict on an aligned case with its predicted dose (None without a calibration)."""
+        if self.reference is None or self.features is None:
+            return None
+        from DoseSegLib.models.features.applicability import assess_case
+
+        try:
+            return assess_case(self.reference, self.features, case, dose, auto)
+        except DoseSegError as exc:
+            log.warning("applicability not judged: %s", exc)
+            return None
+
+    def normalise(self, case: Case, dose: Volume, dvh_method: str) -> tuple[Volume, Normalisation | None]:
+        """``dose`` normalised to the primary target's prescription by the model's convention, and what was done."""
+        if self.convention is None:
+            return dose, None
+        if not case.targets:
+            log.warning("the dose is not normalised: no target with a known prescription (give one with "
+                        "--prescription NAME=GY)")
+            return dose, None
+        try:
+            return normalise_dose(dose, case, self.convention, dvh_method)
+        except DoseSegError as exc:
+            log.warning("%s", exc)
+            return dose, None
+
+
+def applicability_text(verdict: dict | None) -> str:
+    """One line for a person: in or outside the model's domain, and why."""
+    if not verdict:
+        return "applicability: not checked"
+    if verdict["in_distribution"]:
+        return f"applicability: inside the model's domain (score {verdict['score']:.1f} <= {verdict['threshold']:.1f})"
+    return (f"WARNING: OUTSIDE THE MODEL'S DOMAIN (score {verdict['score']:.1f}, "
+            f"threshold {verdict['threshold']:.1f}): "
+            + "; ".join(verdict["reasons"][:4]) + ("; ..." if len(verdict["reasons"]) > 4 else ""))

@@ -1,0 +1,187 @@
+"""Predictions a physicist can trust: applicability, normalisation to the prescription, honest goal tables."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from DoseSegLib.analysis.applicability import (
+    BODY_WIDTH, HU_STD, Reference, conformal_threshold, describe_anatomy, fit_spreads, leave_one_out_false_alarm,
+    organ_features,
+)
+from DoseSegLib.analysis.constraints import NOT_EVALUATED, load_constraints, set_aside
+from DoseSegLib.analysis.normalisation import Convention, measure_convention, normalise_dose, target_metric
+from DoseSegLib.analysis.plan import evaluate_plan
+from DoseSegLib.analysis.sampling import structure_doses
+from DoseSegLib.core.alignment import body_mask
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.colors import DISTINCT, structure_colors
+from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.phantom import make_phantom
+from DoseSegLib.run.trust import applicability_text, collect_warnings
+
+MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+
+
+def _describe(case: Case) -> dict[str, float]:
+    return describe_anatomy(case, body_mask(case.ct))
+
+
+def _water(case: Case) -> Case:
+    """The phantom as a water-equivalent CT (0 HU in the body), as a TPS phantom or the Eclipse prostate case."""
+    body = body_mask(case.ct).array
+    return replace(case, ct=case.ct.with_array(np.where(body, 0, -1000).astype(np.int16)))
+
+
+def _pelvis(case: Case) -> Case:
+    """The phantom's anatomy stretched to a pelvis-wide body (every voxel 1.8 times wider left-right)."""
+    def wide(volume):
+        return replace(volume, spacing=(volume.spacing[0] * 1.8, *volume.spacing[1:]))
+    return replace(case, ct=wide(case.ct), structures={n: wide(m) for n, m in case.structures.items()},
+                   dose=wide(case.dose), possible_dose_mask=wide(case.possible_dose_mask))
+
+
+@pytest.fixture(scope="module")
+def phantom_reference() -> Reference:
+    """A reference from 12 head-and-neck phantoms, its threshold from 8 more (5 % false alarms)."""
+    train = [_describe(make_phantom(seed=s)) for s in range(12)]
+    reference = Reference(fit_spreads(train), (56.0, 70.0), float("inf"), 0.05)
+    held_out = [_describe(make_phantom(seed=s)) for s in range(12, 31)]
+    reference.threshold = conformal_threshold([reference.assess(v, {}).score for v in held_out], 0.05)
+    reference.organ_threshold = conformal_threshold([z for v in held_out for z in reference.organ_scores(v)], 0.02)
+    return reference
+
+
+def test_head_and_neck_phantom_is_in_domain(phantom_reference: Reference) -> None:
+    case = make_phantom(seed=40)
+    verdict = phantom_reference.assess(_describe(case), case.targets)
+    assert verdict.in_distribution, verdict.reasons
+    assert verdict.score <= verdict.threshold and verdict.reasons == []
+
+
+@pytest.mark.parametrize("change", [_water, _pelvis])
+def test_non_head_and_neck_phantom_is_flagged(phantom_reference: Reference, change) -> None:
+    case = change(make_phantom(seed=40))
+    verdict = phantom_reference.assess(_describe(case), case.targets)
+    assert not verdict.in_distribution and verdict.score > verdict.threshold
+    named = HU_STD if change is _water else BODY_WIDTH
+    assert any(reason.startswith(named) for reason in verdict.reasons), verdict.reasons
+    assert "OUTSIDE THE MODEL'S DOMAIN" in applicability_text(verdict.to_dict())
+    assert set(verdict.to_dict()) == {"in_distribution", "score", "threshold", "reasons"}
+
+
+def test_prescription_outside_the_trained_levels_is_flagged(phantom_reference: Reference) -> None:
+    case = make_phantom(seed=40)
+    verdict = phantom_reference.assess(_describe(case), {"PTV1": 20.0})
+    assert not verdict.in_distribution
+    assert any("PTV1 prescription 20 Gy outside the trained levels" in r for r in verdict.reasons)
+
+
+def test_implausible_auto_contour_is_named_and_left_out_of_the_case_score(phantom_reference: Reference) -> None:
+    case = make_phantom(seed=40)
+    values = _describe(case)
+    organ = next(name for name in case.structures if organ_features(name)[0] in values)
+    values[organ_features(organ)[0]] = np.log10(0.08)  # a 0.08 cc organ, as pt_246's auto Esophagus
+    as_patient = phantom_reference.assess(values, case.targets)
+    as_auto = phantom_reference.assess(values, case.targets, auto=[organ])
+    assert organ in as_patient.implausible and organ in as_auto.implausible
+    assert not as_patient.in_distribution and as_auto.in_distribution
+
+
+def test_conformal_threshold_and_its_false_alarm_rate() -> None:
+    scores = list(np.random.default_rng(0).exponential(size=99))
+    assert conformal_threshold(scores, 0.05) == sorted(scores)[94]
+    assert 0.0 < leave_one_out_false_alarm(scores, 0.05) <= 0.07
+    with pytest.raises(DoseSegError, match="needs more than"):
+        conformal_threshold(scores[:10], 0.05)
+
+
+def test_reference_round_trips_through_json(phantom_reference: Reference) -> None:
+    back = Reference.from_dict(json.loads(json.dumps(phantom_reference.to_dict())))
+    values = _describe(make_phantom(seed=41))
+    assert back.assess(values, {}).score == pytest.approx(phantom_reference.assess(values, {}).score)
+
+
+def test_bundled_applicability_calibration_states_its_false_alarm_rate() -> None:
+    data = json.loads((MODELS / "openkbp-dose-unet24.applicability.json").read_text())
+    catalogue = {e["name"]: e for e in json.loads((MODELS / "catalogue.json").read_text())["models"]}
+    assert data["sha256"] == catalogue["openkbp-dose-unet24"]["sha256"]
+    assert data["features_model"]["sha256"] == catalogue["openkbp-features-ae16"]["sha256"]
+    assert data["validation"]["leave_one_out_false_alarm"] <= 0.1
+    assert data["validation"]["organ_leave_one_out_false_alarm"] <= 0.05
+    assert data["reference"]["threshold"] == pytest.approx(max(data["validation"]["scores"]), abs=1e-3)
+
+
+def test_normalisation_meets_the_convention(phantom_case: Case) -> None:
+    convention = Convention("mean", 1.02)
+    dose = phantom_case.dose.with_array(phantom_case.dose.array * np.float32(1.1))
+    scaled, done = normalise_dose(dose, phantom_case, convention)
+    name, rx = next(iter(phantom_case.targets.items()))
+    after = target_metric(structure_doses(scaled, name, phantom_case.structures[name]).doses, "mean")
+    assert done.structure == name and done.prescription_gy == rx
+    assert after == pytest.approx(1.02 * rx, rel=1e-4) and done.after_gy == pytest.approx(after, rel=1e-4)
+    assert set(done.to_dict()) >= {"structure", "metric", "prescription_gy", "factor"}
+
+
+def test_normalisation_refuses_an_implausible_factor_and_a_case_without_prescription(phantom_case: Case) -> None:
+    dose = phantom_case.dose.with_array(phantom_case.dose.array * np.float32(3.0))
+    with pytest.raises(DoseSegError, match="outside"):
+        normalise_dose(dose, phantom_case, Convention("mean", 1.0))
+    unknown = replace(phantom_case, structures={("PTV_x" if n.startswith("PTV") else n): m
+                                                for n, m in phantom_case.structures.items()})
+    with pytest.raises(DoseSegError, match="no target with a known prescription"):
+        normalise_dose(phantom_case.dose, unknown, Convention("mean", 1.0))
+
+
+def test_convention_is_the_least_variable_ratio() -> None:
+    rows = [{"D98%": 0.9 + 0.05 * s, "D95%": 0.95 + 0.03 * s, "D50%": 1.02 + 0.001 * s, "mean": 1.02 + 0.01 * s}
+            for s in np.random.default_rng(1).normal(size=50)]
+    result = measure_convention(rows)
+    assert result["metric"] == "D50%" and result["ratio"] == pytest.approx(1.02, abs=0.002)
+    assert measure_convention(rows, "mean")["metric"] == "mean"
+
+
+def test_bundled_convention_sidecars_match_their_weights() -> None:
+    catalogue = {e["name"]: e for e in json.loads((MODELS / "catalogue.json").read_text())["models"]}
+    for name in ("openkbp-dose-unet24", "openkbp-dose-refine24"):
+        convention = Convention.load(MODELS / f"{name}.prescription.json", catalogue[name]["sha256"])
+        assert 0.95 < convention.ratio < 1.05
+
+
+def test_unknown_dose_target_is_not_graded_against_another_prescription(phantom_case: Case) -> None:
+    case = replace(phantom_case, prescription=None,
+                   structures={("PTV_boost" if n == "PTV56" else n): m for n, m in phantom_case.structures.items()})
+    rows = evaluate_plan(case).constraints
+    boost = [r for r in rows if r["structure"] == "PTV_boost"]
+    assert boost and all(r["result"] == NOT_EVALUATED and "no prescription" in r["detail"] for r in boost)
+    assert all(r.get("limit") is not None for r in boost)
+    assert any(r["structure"] == "PTV70" and r["result"] != NOT_EVALUATED for r in rows)
+
+
+def test_not_evaluated_rows_keep_their_limit(phantom_case: Case) -> None:
+    rows = evaluate_plan(phantom_case, constraints=load_constraints()).constraints
+    absent = [r for r in rows if r["detail"] == "structure not in this patient"]
+    assert absent and all(r["limit"] is not None and r["limit_unit"] for r in absent)
+    aside = set_aside(rows, {"SpinalCord": "auto-contour unlike the training contours"})
+    cord = [r for r in aside if r["structure"] == "SpinalCord"]
+    assert cord and all(r["result"] == NOT_EVALUATED and r["limit"] is not None for r in cord)
+
+
+def test_dvh_colours_are_distinct_within_a_plot() -> None:
+    names = ["PTV70", "PTV63", "PTV56", "Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus",
+             "Larynx", "Mandible", "OpticChiasm", "OpticNrv_L", "OpticNrv_R", "Cochlea_L", "Lens_L"]
+    colors = list(structure_colors(names).values())
+    closest = min(np.linalg.norm(np.subtract(a, b)) for i, a in enumerate(colors) for b in colors[i + 1:])
+    assert closest >= DISTINCT * 0.6, closest
+
+
+def test_logged_warnings_are_collected() -> None:
+    with collect_warnings([]) as messages:
+        logging.getLogger("DoseSegLib.core.alignment").warning("Brainstem: %.1f%% outside", 60.5)
+        logging.getLogger("DoseSegLib.core.alignment").info("not a warning")
+    assert messages == ["Brainstem: 60.5% outside"]
