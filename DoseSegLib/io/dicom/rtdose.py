@@ -65,6 +65,9 @@ def read_rtdose(path) -> RtDose:
     except Exception as exc:  # compressed or damaged pixel data
         raise DoseSegError(f"{path}: cannot decode the dose pixel data ({exc})") from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames < 1 or pixels.size != frames * int(ds.Rows) * int(ds.Columns):
+        raise DoseSegError(f"{path}: {pixels.size} dose values, but NumberOfFrames x Rows x Columns is "
+                           f"{frames} x {ds.Rows} x {ds.Columns} (a damaged file?)")
     pixels = pixels.reshape(frames, int(ds.Rows), int(ds.Columns))
     positions = _frame_offsets(ds, origin, normal, frames)
     order = np.argsort(positions)

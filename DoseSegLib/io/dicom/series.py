@@ -84,10 +84,19 @@ def check_orientation(ds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return row, col, np.cross(row, col)
 
 
+def _numbers(ds, keyword: str) -> np.ndarray:
+    """The numbers of an attribute (0 when absent); a DoseSegError naming the file when they are not numbers."""
+    value = ds.get(keyword, 0)
+    try:
+        return np.atleast_1d(np.asarray(value, dtype=float))
+    except (TypeError, ValueError):
+        raise DoseSegError(f"{ds.filename}: malformed {keyword} ({str(value)[:60]!r}: not numbers)") from None
+
+
 def _same_frame(slices: Sequence, folder: Path) -> None:
     """Refuse slices that differ in orientation, pixel spacing or size."""
     for keyword in ("ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
-        values = {tuple(np.round(np.atleast_1d(np.asarray(s.get(keyword, 0), dtype=float)), 4)) for s in slices}
+        values = {tuple(np.round(_numbers(s, keyword), 4)) for s in slices}
         if len(values) > 1:
             raise DoseSegError(f"{folder}: the CT slices differ in {keyword}; the series is not one 3D image")
 
