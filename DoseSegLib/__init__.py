@@ -35,9 +35,25 @@ _PUBLIC = {
     "WhatIfSession": "DoseSegLib.run.whatif",
 }
 __all__ = [
-    "BatchResult", "Case", "DVH", "DoseSegError", "NameMapper", "OARS", "PatientResult", "Pipeline",
-    "PlanEvaluation", "RunOptions", "Volume", "WhatIfSession", "__version__", "align_case", "compute_dvhs",
-    "evaluate_plan", "make_phantom", "read_patient", "write_patient",
+    "DVH",
+    "OARS",
+    "BatchResult",
+    "Case",
+    "DoseSegError",
+    "NameMapper",
+    "PatientResult",
+    "Pipeline",
+    "PlanEvaluation",
+    "RunOptions",
+    "Volume",
+    "WhatIfSession",
+    "__version__",
+    "align_case",
+    "compute_dvhs",
+    "evaluate_plan",
+    "make_phantom",
+    "read_patient",
+    "write_patient",
 ]
 
 if TYPE_CHECKING:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from openkbp_csv_helpers import write_csv_patient
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.io.phantom import make_phantom, write_phantom_patient
@@ -59,3 +60,25 @@ def hash_tree(folder: Path) -> dict[str, str]:
 def tree_hash() -> Callable[[Path], dict[str, str]]:
     """A function hashing a folder's files, to check that inputs are never modified."""
     return hash_tree
+
+
+@pytest.fixture
+def csv_patient(tmp_path: Path) -> Path:
+    """A synthetic OpenKBP sparse-CSV patient folder, tmp_path/pt_9 (see openkbp_csv_helpers)."""
+    return write_csv_patient(tmp_path / "pt_9")
+
+
+@pytest.fixture
+def tiny_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """DOSESEG_MODELS pointing at a tiny test catalogue (a randomly initialised small dose network)."""
+    from model_helpers import write_tiny_catalogue  # torch: imported only by the tests that use it
+
+    folder = write_tiny_catalogue(tmp_path / "models")
+    monkeypatch.setenv("DOSESEG_MODELS", str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def no_personal_models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests never see the developer's own published models (DOSESEG_MODELS_DIR: an empty folder)."""
+    monkeypatch.setenv("DOSESEG_MODELS_DIR", str(tmp_path_factory.mktemp("user-models")))

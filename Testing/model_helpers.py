@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from DoseSegLib.models.dose.net import DoseNetConfig
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from DoseSegLib.core.case import OARS
+from DoseSegLib.models.common.catalogue import sha256_of
+from DoseSegLib.models.common.training_loop import save_weights
+from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
 
 # Why 7 Gy: a network's raw output is multiplied by dose_scale_gy (70 Gy in trained models). An
 # untrained tiny network's output at 70 Gy reaches hundreds of Gy, which check_predicted_dose
@@ -19,3 +30,31 @@ def tiny_dose_config(**changes) -> DoseNetConfig:
     """
     return DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dose_scale_gy=TINY_DOSE_SCALE_GY,
                          **changes)
+
+
+def write_tiny_catalogue(folder: Path, extra_entries: tuple[dict, ...] = ()) -> Path:
+    """A catalogue.json with a randomly initialised small dose network (plus ``extra_entries``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = DoseNet(tiny_dose_config())
+    save_weights(folder / "tiny_dose.pt", net, {"patch": [32, 32, 32]})
+    entry = {"name": "tiny-dose", "task": "dose", "file": "tiny_dose.pt", "sha256": sha256_of(folder / "tiny_dose.pt"),
+             "version": "test", "default": True}
+    (folder / "catalogue.json").write_text(json.dumps({"models": [entry, *extra_entries]}))
+    return folder
+
+
+def fake_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A catalogue segmentation entry and a stand-in segmentation module returning the phantom's own OARs."""
+    from DoseSegLib.io.phantom import make_phantom
+    from DoseSegLib.models.common.catalogue import ModelEntry
+
+    entry = {"name": "fake-seg", "task": "segmentation", "file": "none.pt", "sha256": "0" * 64, "version": "9"}
+    write_tiny_catalogue(tmp_path / "models", (entry,))
+    module = types.ModuleType("DoseSegLib.models.seg.predict")
+    model = types.SimpleNamespace(entry=ModelEntry(**{**entry, "file": Path("none.pt")}))
+    module.load_segmentation_model = lambda name, device: model
+    module.segment_case = lambda seg_model, case, tta=False: {
+        name: mask for name, mask in make_phantom(shape=(40, 40, 32)).structures.items() if name in OARS
+    }
+    monkeypatch.setitem(sys.modules, "DoseSegLib.models.seg.predict", module)

@@ -12,6 +12,7 @@ from pathlib import Path
 import nrrd
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from DoseSegLib import __version__
 from DoseSegLib.cli.main import main
@@ -20,13 +21,6 @@ from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import read_volume, write_volume
 
 TreeHash = Callable[[Path], dict[str, str]]
-
-
-def run_cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of ``doseseg argv`` run in this process."""
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_same_nrrd_folders(actual: Path, expected: Path) -> None:

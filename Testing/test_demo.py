@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_pipeline import run_cli, write_tiny_catalogue
+from cli_helpers import run_cli
+from model_helpers import write_tiny_catalogue
 
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.volume import Volume

@@ -145,7 +145,7 @@ def test_empty_roi_is_skipped_with_a_warning(patient: Path, caplog: pytest.LogCa
 
 def test_two_rois_with_one_canonical_name_are_refused(patient: Path) -> None:
     edit(patient / "rtstruct.dcm", lambda ds: setattr(ds.StructureSetROISequence[1], "ROIName", "brain_stem"))
-    refused(patient, "rtstruct.dcm", "a second ROI ('brain_stem') maps to structure 'Brainstem'")
+    refused(patient, "rtstruct.dcm", "'brain_stem' and 'Brainstem' both map to structure 'Brainstem' (rename one)")
 
 
 def test_garbage_with_a_dicom_preamble_is_refused(patient: Path) -> None:

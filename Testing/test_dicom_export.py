@@ -11,7 +11,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from dicom_helpers import write_dicom_patient
-from test_pipeline import _fake_segmentation, write_tiny_catalogue
+from model_helpers import fake_segmentation
 
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.alignment import resample
@@ -109,13 +109,6 @@ def test_a_dose_off_the_ct_grid_is_resampled_onto_it(tmp_path: Path, dicom_ct: P
     assert not (tmp_path / "rtstruct.dcm").exists()
 
 
-@pytest.fixture
-def tiny_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = write_tiny_catalogue(tmp_path / "models")
-    monkeypatch.setenv("DOSESEG_MODELS", str(folder))
-    return folder
-
-
 def test_run_on_a_dicom_patient_writes_rtdose(tiny_models: Path, tmp_path: Path, dicom_ct: Path,
                                               capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
@@ -127,7 +120,7 @@ def test_run_on_a_dicom_patient_writes_rtdose(tiny_models: Path, tmp_path: Path,
 
 
 def test_run_writes_the_auto_segmented_oars_as_rtstruct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_segmentation(monkeypatch, tmp_path)  # a stand-in model returning the (40, 40, 32) phantom's OARs
+    fake_segmentation(monkeypatch, tmp_path)  # a stand-in model returning the (40, 40, 32) phantom's OARs
     monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
     small = make_phantom(shape=(40, 40, 32))
     kept = {n: m for n, m in small.structures.items() if n not in ("Larynx", "LeftParotid")}

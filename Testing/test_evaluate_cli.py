@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_scores import _on_ct_grid, challenge_metrics
+from openkbp_reference import challenge_metrics, on_ct_grid
 
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.volume import Volume
@@ -180,9 +180,9 @@ def test_evaluate_real_perturbed_doses(shared_data: Path, tmp_path: Path, capsys
         folder = reference / name
         ct = read_volume(folder / "ct.nrrd")
         spacing, origin = np.asarray(ct.spacing), np.asarray(ct.origin)
-        ref = _on_ct_grid(folder / "dose.nrrd", origin, spacing)
-        mask = _on_ct_grid(folder / "possible_dose_mask.nrrd", origin, spacing) > 0
-        structures = {p.stem: _on_ct_grid(p, origin, spacing) > 0 for p in (folder / "structures").glob("*.nrrd")}
+        ref = on_ct_grid(folder / "dose.nrrd", origin, spacing)
+        mask = on_ct_grid(folder / "possible_dose_mask.nrrd", origin, spacing) > 0
+        structures = {p.stem: on_ct_grid(p, origin, spacing) > 0 for p in (folder / "structures").glob("*.nrrd")}
         pred = (ref * 1.05 + rng.normal(0, 0.5, ref.shape).clip(0, None) * mask).astype(np.float32)
         (pred_dir / name).mkdir(parents=True)
         if n == 0:  # cropped like the reference (pred is 0 outside the possible-dose mask's box)

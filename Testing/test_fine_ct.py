@@ -1,4 +1,4 @@
-"""A clinical-size CT (1.1 x 1.1 x 1.25 mm) gives doses and contours as good as the OpenKBP original (#22).
+"""A clinical-size CT (1.1 x 1.1 x 1.25 mm) gives doses and contours as good as the OpenKBP original.
 
 The fine copy is built as ``benchmarks/bench_clinical.py`` builds its own (``clinical_copy``), over the
 body's box only: structures, possible-dose mask and dose on grids of their own.

@@ -75,7 +75,7 @@ def _same_rows(table_rows, file_rows) -> bool:
 
 
 def test_run_all_loads_the_tables_the_command_wrote(scene, phantom, loaded, fake_cli, tmp_path):
-    """#13: the DVH, metric and goal tables of Run all are the files `doseseg run` wrote (its report's numbers),
+    """The DVH, metric and goal tables of Run all are the files `doseseg run` wrote (its report's numbers),
     not an in-process recomputation with the module's defaults."""
     ct, reference, segmentation = loaded
     kept = tmp_path / "kept run"

@@ -1,4 +1,4 @@
-"""Issue #14, item 6: laterality. A patient stored with permuted or reversed axes gets the same
+"""Laterality. A patient stored with permuted or reversed axes gets the same
 segmentation and dose in physical space (the networks see one canonical voxel order).
 
 Stored variants are made with SimpleITK (PermuteAxes, Flip) and results are compared after

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import types
 from collections.abc import Callable
 from pathlib import Path
 
 import nrrd
 import numpy as np
 import pytest
-import torch
-from model_helpers import tiny_dose_config
+from cli_helpers import run_cli
+from model_helpers import fake_segmentation
 
-from DoseSegLib.cli.main import main
 from DoseSegLib.core.alignment import align_case, resample
 from DoseSegLib.core.case import OARS
 from DoseSegLib.io.outputs import MARKER
@@ -23,37 +20,9 @@ from DoseSegLib.io.patient import read_patient, read_volume
 from DoseSegLib.io.phantom import write_phantom_patient
 from DoseSegLib.io.tables import read_csv
 from DoseSegLib.models.common.catalogue import sha256_of
-from DoseSegLib.models.common.training_loop import save_weights
-from DoseSegLib.models.dose.net import DoseNet
 from DoseSegLib.run.pipeline import Pipeline, RunOptions
 
 TreeHash = Callable[[Path], dict[str, str]]
-
-
-def write_tiny_catalogue(folder: Path, extra_entries: tuple[dict, ...] = ()) -> Path:
-    """A catalogue.json with a randomly initialised small dose network (plus ``extra_entries``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    net = DoseNet(tiny_dose_config())
-    save_weights(folder / "tiny_dose.pt", net, {"patch": [32, 32, 32]})
-    entry = {"name": "tiny-dose", "task": "dose", "file": "tiny_dose.pt", "sha256": sha256_of(folder / "tiny_dose.pt"),
-             "version": "test", "default": True}
-    (folder / "catalogue.json").write_text(json.dumps({"models": [entry, *extra_entries]}))
-    return folder
-
-
-@pytest.fixture
-def tiny_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """DOSESEG_MODELS pointing at a tiny test catalogue."""
-    folder = write_tiny_catalogue(tmp_path / "models")
-    monkeypatch.setenv("DOSESEG_MODELS", str(folder))
-    return folder
-
-
-def run_cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -193,26 +162,10 @@ def test_ctrl_c_leaves_nothing_half_written(
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
-def _fake_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A catalogue segmentation entry and a stand-in segmentation module returning the phantom's own OARs."""
-    from DoseSegLib.io.phantom import make_phantom
-    from DoseSegLib.models.common.catalogue import ModelEntry
-
-    entry = {"name": "fake-seg", "task": "segmentation", "file": "none.pt", "sha256": "0" * 64, "version": "9"}
-    write_tiny_catalogue(tmp_path / "models", (entry,))
-    module = types.ModuleType("DoseSegLib.models.seg.predict")
-    model = types.SimpleNamespace(entry=ModelEntry(**{**entry, "file": Path("none.pt")}))
-    module.load_segmentation_model = lambda name, device: model
-    module.segment_case = lambda seg_model, case, tta=False: {
-        name: mask for name, mask in make_phantom(shape=(40, 40, 32)).structures.items() if name in OARS
-    }
-    monkeypatch.setitem(sys.modules, "DoseSegLib.models.seg.predict", module)
-
-
 def test_missing_oars_are_auto_segmented_when_a_model_exists(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _fake_segmentation(monkeypatch, tmp_path)
+    fake_segmentation(monkeypatch, tmp_path)
     monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
     patient = tmp_path / "patient"
     write_phantom_patient(patient, shape=(40, 40, 32))

@@ -1,4 +1,4 @@
-"""Issue #14, items 9-16: coverage, implausible CTs, evaluation refusals, --step, robustness of batches,
+"""Coverage, implausible CTs, evaluation refusals, --step, robustness of batches,
 OpenKBP import refusals, one-line messages naming the file, and the head-and-neck site check."""
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_openkbp_csv import csv_patient  # noqa: F401 (fixture)
-from test_pipeline import tiny_models  # noqa: F401 (fixture)
 
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.errors import DoseSegError
@@ -40,7 +38,7 @@ def _move(path: Path, shift_mm: float) -> None:
 
 # --- 9. coverage: a dose far from the structures is refused everywhere --------------------------------------
 
-def test_run_refuses_a_reference_dose_5_m_away(tiny_models: Path, phantom_dir: Path, tmp_path: Path,  # noqa: F811
+def test_run_refuses_a_reference_dose_5_m_away(tiny_models: Path, phantom_dir: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture) -> None:
     _move(phantom_dir / "dose.nrrd", 5000.0)
     code, err = _cli(capsys, "run", phantom_dir, "-o", tmp_path / "out", "--no-radiomics", "--no-segment")
@@ -105,7 +103,7 @@ def test_dvh_only_warns_about_an_implausible_ct(phantom_dir: Path, tmp_path: Pat
     assert code == 0 and "implausible CT values" in caplog.text and "offset" in caplog.text, err
 
 
-def test_run_refuses_an_implausible_ct(tiny_models: Path, phantom_dir: Path, tmp_path: Path,  # noqa: F811
+def test_run_refuses_an_implausible_ct(tiny_models: Path, phantom_dir: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture) -> None:
     _spoil_ct(phantom_dir, "zero")
     code, err = _cli(capsys, "run", phantom_dir, "-o", tmp_path / "o", "--no-radiomics", "--no-segment")
@@ -184,7 +182,7 @@ def test_radiomics_skips_a_one_voxel_structure_with_a_warning(phantom_dir: Path,
     assert "single voxel" in rows["Dot"]["warning"] and rows["Brainstem"]["original_firstorder_Mean"]
 
 
-def test_run_with_a_one_voxel_structure(tiny_models: Path, phantom_dir: Path, tmp_path: Path,  # noqa: F811
+def test_run_with_a_one_voxel_structure(tiny_models: Path, phantom_dir: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture) -> None:
     _add_dot(phantom_dir)
     code, err = _cli(capsys, "run", phantom_dir, "-o", tmp_path / "o", "--no-segment")
@@ -205,7 +203,7 @@ def test_features_batch_finishes_the_good_patients(phantom_dir: Path, tmp_path: 
 
 # --- 14. import-openkbp refusals --------------------------------------------------------------------------------
 
-def test_import_openkbp_refuses_zero_voxel_sizes(csv_patient: Path, tmp_path: Path,  # noqa: F811
+def test_import_openkbp_refuses_zero_voxel_sizes(csv_patient: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture) -> None:
     np.savetxt(csv_patient / "voxel_dimensions.csv", [0.0, 0.0, 0.0])
     code, err = _cli(capsys, "import-openkbp", csv_patient, "-o", tmp_path / "o")
@@ -213,7 +211,7 @@ def test_import_openkbp_refuses_zero_voxel_sizes(csv_patient: Path, tmp_path: Pa
     assert not (tmp_path / "o").exists()
 
 
-def test_import_openkbp_refuses_two_files_for_one_structure(csv_patient: Path, tmp_path: Path,  # noqa: F811
+def test_import_openkbp_refuses_two_files_for_one_structure(csv_patient: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture) -> None:
     shutil.copy(csv_patient / "Parotid_L.csv", csv_patient / "LeftParotid.csv")
     code, err = _cli(capsys, "import-openkbp", csv_patient, "-o", tmp_path / "o")

@@ -1,4 +1,4 @@
-"""Issue #14, items 7-8: target doses are never guessed from a number that is not one; clinical
+"""Target doses are never guessed from a number that is not one; clinical
 names (TG-263, Eclipse-style) map onto canonical ones; --names and --prescription everywhere."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue #14, items 1-5: no command ever loses a file (overlaps, traversal, --force, races, signals)."""
+"""No command ever loses a file: overlapping outputs, path traversal, --force, races, signals."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str]:
 # --- 1. the output never equals, contains or lies inside an input ------------------------------------------
 
 @pytest.mark.parametrize("output, force", [(".", True), ("..", True), ("res", False), ("res", True)])
-def test_predict_dose_refuses_the_issue_cases(
+def test_predict_dose_refuses_an_output_that_is_inside_or_contains_its_input(
     phantom_dir: Path, capsys: pytest.CaptureFixture, tree_hash: TreeHash, output: str, force: bool
 ) -> None:
     """``predict-dose pt -o pt --force``, ``-o <parent> --force`` (with a user's notes), ``-o pt/res``."""
@@ -129,7 +129,7 @@ def _seg_with(folder: Path, names: list[str]) -> Path:
 
 def test_align_segment_names_cannot_escape(phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                            tree_hash: TreeHash) -> None:
-    """The issue's case: a segment named ``../../../other/pt_9/ct`` overwrote another patient's CT."""
+    """A segment named ``../../../other/pt_9/ct`` must not overwrite another patient's CT."""
     victim = tmp_path / "other" / "pt_9"
     victim.mkdir(parents=True)
     (victim / "ct.nrrd").write_text("precious")

@@ -7,6 +7,7 @@ from pathlib import Path
 import nrrd
 import numpy as np
 import pytest
+from openkbp_reference import challenge_metrics, on_ct_grid
 
 from DoseSegLib.analysis.openkbp import dose_error, dvh_abs_errors, dvh_comparison, openkbp_metrics, openkbp_scores
 
@@ -25,22 +26,6 @@ def synthetic_patient(seed: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.
     return dose, structures, mask
 
 
-def challenge_metrics(dose: np.ndarray, structures: dict[str, np.ndarray], voxel_mm3: float) -> dict:
-    """The challenge's own formulas, written out with numpy."""
-    metrics = {}
-    for name, mask in structures.items():
-        roi = dose[mask]
-        if not roi.size:
-            continue
-        if name in ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible"):
-            n = np.maximum(1, np.round(100 / voxel_mm3))
-            metrics[(name, "D0.1cc[Gy]")] = np.percentile(roi, 100 - n / roi.size * 100)
-            metrics[(name, "Mean[Gy]")] = roi.mean()
-        elif name in ("PTV56", "PTV63", "PTV70"):
-            metrics[(name, "D99%[Gy]")] = np.percentile(roi, 1)
-            metrics[(name, "D95%[Gy]")] = np.percentile(roi, 5)
-            metrics[(name, "D1%[Gy]")] = np.percentile(roi, 99)
-    return metrics
 
 
 def test_dose_error_sums_everywhere_divides_by_mask() -> None:
@@ -55,7 +40,7 @@ def test_dose_error_sums_everywhere_divides_by_mask() -> None:
 
 def test_dose_error_leaves_out_reference_dose_past_the_mask() -> None:
     """A clinical reference dose reaching past the possible-dose mask (into air, or interpolated from a
-    coarser grid past the mask's edge) is not held against a prediction masked to it (#22)."""
+    coarser grid past the mask's edge) is not held against a prediction masked to it."""
     mask = np.zeros((4, 4, 4), dtype=bool)
     mask[1:3, 1:3, 1:3] = True
     ref = np.zeros(mask.shape)
@@ -105,13 +90,6 @@ def test_identical_doses_score_zero() -> None:
     assert openkbp_scores([dose_error(dose, dose, mask)], [errors]) == (0.0, 0.0)
 
 
-def _on_ct_grid(path: Path, ct_origin: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """A cropped OpenKBP NRRD pasted into the 128^3 CT grid by its origin (plain numpy)."""
-    data, header = nrrd.read(str(path))
-    offset = np.round((np.asarray(header["space origin"]) - ct_origin) / spacing).astype(int)
-    out = np.zeros((128, 128, 128), dtype=np.float64)
-    out[tuple(slice(o, o + n) for o, n in zip(offset, data.shape))] = data
-    return out
 
 
 def test_real_patient_metrics_match_the_challenge(shared_data: Path) -> None:
@@ -122,8 +100,8 @@ def test_real_patient_metrics_match_the_challenge(shared_data: Path) -> None:
     _, ct_header = nrrd.read(str(folder / "ct.nrrd"))
     spacing = np.diag(ct_header["space directions"])
     origin = np.asarray(ct_header["space origin"])
-    dose = _on_ct_grid(folder / "dose.nrrd", origin, spacing)
-    structures = {p.stem: _on_ct_grid(p, origin, spacing) > 0 for p in (folder / "structures").glob("*.nrrd")}
+    dose = on_ct_grid(folder / "dose.nrrd", origin, spacing)
+    structures = {p.stem: on_ct_grid(p, origin, spacing) > 0 for p in (folder / "structures").glob("*.nrrd")}
     expected = challenge_metrics(dose, structures, float(np.prod(spacing)))
 
     case = align_case(read_patient(folder))

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 import pytest
-from test_pipeline import run_cli, write_tiny_catalogue
+from cli_helpers import run_cli
+from model_helpers import write_tiny_catalogue
 
 from DoseSegLib.cli.shard import apply_shard, parse_shard, shard_items
 from DoseSegLib.core.errors import DoseSegError

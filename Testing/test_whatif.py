@@ -152,7 +152,7 @@ def test_sensitivity_matches_finite_differences_target_on_oar(real_session) -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("structure", ["Mandible", "Brainstem"])
 def test_near_max_sensitivity_matches_finite_differences(real_session, structure: str) -> None:
-    """D2% of an OAR with respect to its own mask: the issue's 40-voxel check (pt_201)."""
+    """D2% of an OAR with respect to its own mask: a 40-voxel finite-difference check (pt_201)."""
     _boundary_check(real_session, structure, structure, "D2%", "D2%[Gy]")
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from DoseSegLib.analysis.sampling import DVH_METHODS
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
+from DoseSegLib.core.options import Device, DvhMethod
 
 # which options each command takes (see `doseseg <command> --help`)
-NAME_COMMANDS = {"align", "predict-dose", "radiomics", "run"}
+NAME_COMMANDS = {"align", "predict-dose", "radiomics", "run", "dvh"}
 MODEL_COMMANDS = {"segment", "predict-dose", "run"}
 SITE_COMMANDS = {"predict-dose", "run"}
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def parsePrescriptions(text: str) -> dict[str, float]:
@@ -71,10 +70,8 @@ class PatientOptions:
     allowHighDose: bool = False
 
     def __post_init__(self) -> None:
-        if self.dvhMethod not in DVH_METHODS:
-            raise DoseSegError(f"DVH method '{self.dvhMethod}': one of {', '.join(DVH_METHODS)}")
-        if self.device not in DEVICES:
-            raise DoseSegError(f"device '{self.device}': one of {', '.join(DEVICES)}")
+        DvhMethod.parse(self.dvhMethod)  # the texts the command line takes, checked here with a suggestion
+        Device.parse(self.device)
         if not 0.0 < self.level < 1.0:
             raise DoseSegError(f"uncertainty level {self.level:g}: strictly between 0 and 1")
 
@@ -110,9 +107,11 @@ class PatientOptions:
         if command in SITE_COMMANDS:
             args += ["--any-site"] if self.anySite else []
             args += ["--uncertainty", "--level", f"{self.level:g}"] if self.uncertainty else []
-        if command == "run":
+        if command in {"run", "dvh"}:
             args += ["--constraints", str(self.goalsFile)] if self.goalsFile else []
             args += ["--dvh-method", self.dvhMethod]
-        if command in {"run", "radiomics"} and self.allowHighDose:
+        if command == "dvh":
+            args += ["--step", f"{self.dvhStep:g}"]
+        if command in {"run", "radiomics", "dvh"} and self.allowHighDose:
             args.append("--allow-high-dose")
         return args

@@ -32,8 +32,10 @@ from DoseSegLib.analysis.constraints import RESULT_COLUMNS
 from DoseSegLib.analysis.dvh import metrics_columns
 from DoseSegLib.core.alignment import outside_fraction
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.colors import structure_color
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.patient import read_dose, read_mask, read_segmentation, write_patient
+from DoseSegLib.io.tables import read_csv
 
 from . import dependencies, doseunits, evaluation, hierarchy, isodose, nodes, results, runfolder, terminology
 from .jobs import DoseSegJob, DoseSegJobError  # noqa: F401 (DoseSegJobError: part of this API)
@@ -43,6 +45,8 @@ from .runfolder import CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, RADIOMICS_TAB
 AUTO_SEGMENTED_TAG = "DoseSeg.AutoSegmented"
 RADIOMICS_CSV = "radiomics*.csv"
 DOSE_FILE = "dose.nrrd"
+IN_PROCESS_VOXELS = 8_000_000  # Compute DVH on a larger grid (a clinical CT) runs in a background process
+REFERENCE_LABEL = "reference "
 SEGMENTATION_FILE = "*.seg.nrrd"
 
 log = logging.getLogger(__name__)
@@ -79,12 +83,13 @@ class DoseSegPipeline:
     # -- long steps, in a background process --------------------------------------------------------------------
 
     def _job(self, title: str, ctNode, segmentationNode, command: list, finish, doseNode=None,
-             output=None) -> DoseSegJob:
+             output=None, read=None) -> DoseSegJob:
         """A started job over a patient folder: the CT, each segment on its own grid (the command aligns them
         onto the CT by physical coordinates) and a dose in Gy.
 
         Segments that miss the CT entirely are left out with a warning. ``output`` is the command's output
-        folder (kept); a temporary one when None.
+        folder (kept); a temporary one when None. ``read`` reads the outputs in a worker thread (see
+        :class:`DoseSegJob`).
         """
         ct = nodes.volumeFromNode(ctNode)
         masks = {}
@@ -106,7 +111,7 @@ class DoseSegPipeline:
             write_patient(patient, Case("patient", ct, structures, dose))
             return [*command[:1], patient, *command[1:]]
 
-        return DoseSegJob(title, writeInputs, finish, output).start()
+        return DoseSegJob(title, writeInputs, finish, output, read).start()
 
     def startAlignStructures(self, ctNode, segmentationNode, options: PatientOptions | None = None) -> DoseSegJob:
         """Resample every segment onto the CT grid (``doseseg align``) into a new segmentation node."""
@@ -133,8 +138,8 @@ class DoseSegPipeline:
         """
         options = options or PatientOptions()
         return self._job("Auto-segment", ctNode, segmentationNode, ["segment", *options.arguments("segment")],
-                         lambda output: self.addMissingSegments(_findOutput(output, SEGMENTATION_FILE), ctNode,
-                                                                segmentationNode))
+                         lambda masks: self.addMissingMasks(masks, ctNode, segmentationNode),
+                         read=lambda output: read_segmentation(_findOutput(output, SEGMENTATION_FILE)))
 
     def addMissingSegments(self, path: str | Path, ctNode, segmentationNode=None):
         """Add the structures of a .seg.nrrd that ``segmentationNode`` lacks (by canonical name), tagged auto-segmented
@@ -148,7 +153,10 @@ class DoseSegPipeline:
         Returns:
             The segmentation node.
         """
-        masks = read_segmentation(path)
+        return self.addMissingMasks(read_segmentation(path), ctNode, segmentationNode)
+
+    def addMissingMasks(self, masks: Mapping, ctNode, segmentationNode=None):
+        """:meth:`addMissingSegments` of masks already read (by structure name)."""
         if segmentationNode is None:
             segmentationNode = nodes.newSegmentationNode(self.scene, f"{ctNode.GetName()} segmentation", ctNode)
             hierarchy.placeBesideCt(ctNode, segmentationNode)
@@ -168,8 +176,8 @@ class DoseSegPipeline:
         options = options or PatientOptions()
         return self._job("Predict dose", ctNode, segmentationNode,
                          ["predict-dose", *options.arguments("predict-dose")],
-                         lambda output: self.loadDose(_findOutput(output, DOSE_FILE), ctNode,
-                                                      mainPrescription(options), doseNode))
+                         lambda dose: self.showDoseVolume(dose, ctNode, mainPrescription(options), doseNode),
+                         read=lambda output: read_dose(_findOutput(output, DOSE_FILE)))
 
     def loadDose(self, path: str | Path, ctNode, prescription: float | None = None, doseNode=None):
         """Load a dose NRRD (Gy) as an RT dose volume under the CT's study, shown over the CT.
@@ -183,7 +191,10 @@ class DoseSegPipeline:
             prescription: Gy, top of the colour window (at least the maximum dose).
             doseNode: the volume node to fill; a new "<CT> predicted dose" node when None.
         """
-        dose = read_dose(path)
+        return self.showDoseVolume(read_dose(path), ctNode, prescription, doseNode)
+
+    def showDoseVolume(self, dose, ctNode, prescription: float | None = None, doseNode=None):
+        """:meth:`loadDose` of a dose already read (a Volume in Gy)."""
         if doseNode is None:
             doseNode = nodes.addVolumeNode(self.scene, dose, f"{ctNode.GetName()} predicted dose")
         hierarchy.placeBesideCt(ctNode, doseNode)
@@ -231,15 +242,16 @@ class DoseSegPipeline:
             radiomics = dependencies.radiomicsProblem() is None
         command = ["run", *options.arguments("run"), *([] if radiomics else ["--no-radiomics"])]
 
-        def finish(output: Path) -> dict:
-            return self.loadRunFolder(output, ctNode, segmentationNode, mainPrescription(options), doseNode) | {
+        def finish(volumes: dict) -> dict:
+            return self.loadRunFolder(volumes["folder"], ctNode, segmentationNode, mainPrescription(options),
+                                      doseNode, volumes) | {
                 "folder": Path(outputFolder) if outputFolder is not None else None}
 
         return self._job("Run all", ctNode, segmentationNode, command, finish, doseNode=referenceDose,
-                         output=outputFolder)
+                         output=outputFolder, read=runfolder.readRunVolumes)
 
     def loadRunFolder(self, folder: str | Path, ctNode, segmentationNode=None, prescription: float | None = None,
-                      doseNode=None) -> dict:
+                      doseNode=None, volumes: dict | None = None) -> dict:
         """Load a ``doseseg run`` output folder of one patient: dose, missing OARs and the command's tables.
 
         Args:
@@ -248,6 +260,7 @@ class DoseSegPipeline:
             segmentationNode: receives the structures it lacks; a new node when None.
             prescription: Gy, top of the dose colour window.
             doseNode: the volume node to fill; a new one when None.
+            volumes: the folder's large files already read (:func:`runfolder.readRunVolumes`); read now when None.
 
         Returns:
             dict of nodes: dose, segmentation, doseDifference (predicted minus reference, None without a
@@ -255,10 +268,11 @@ class DoseSegPipeline:
             plan_qa.csv); the tables and the chart go in the "DoseSeg results" folder under the CT's study;
             and messages: the applicability verdict and warnings of summary.json, in words.
         """
-        folder = runfolder.checkRunFolder(Path(folder))
-        segmentation = self.addMissingSegments(folder / "segmentation.seg.nrrd", ctNode, segmentationNode)
-        dose = self.loadDose(folder / DOSE_FILE, ctNode, prescription, doseNode)
-        difference = runfolder.loadDoseDifference(self.scene, folder, ctNode)
+        volumes = volumes or runfolder.readRunVolumes(Path(folder))
+        folder = volumes["folder"]
+        segmentation = self.addMissingMasks(volumes["segmentation"], ctNode, segmentationNode)
+        dose = self.showDoseVolume(volumes["dose"], ctNode, prescription, doseNode)
+        difference = runfolder.loadDoseDifference(self.scene, volumes["difference"], ctNode)
         tables = runfolder.loadRunTables(self.scene, folder, segmentation, dose)
         hierarchy.placeInFolder(ctNode, hierarchy.RESULTS_FOLDER, difference, tables["dvhChart"],
                                 *tables["dvhTables"], *(tables[key] for key in runfolder.TABLE_KEYS))
@@ -322,7 +336,10 @@ class DoseSegPipeline:
     def computeDvh(self, doseNode, segmentationNode, prescriptions: Mapping[str, float] | None = None,
                    options: PatientOptions | None = None, ctNode=None, referenceDoseNode=None) -> dict:
         """DVHs, DVH metrics and clinical goals of every segment, as ``doseseg dvh`` computes them on the same
-        contours (partial volume, see :mod:`evaluation`).
+        contours (partial volume, see :mod:`evaluation`); blocks until done.
+
+        An evaluation grid of up to ``IN_PROCESS_VOXELS`` voxels is evaluated in this process; a larger one
+        (a clinical CT) by ``doseseg dvh`` in a background process (:meth:`startComputeDvh`), waited for.
 
         Args:
             doseNode: the dose volume (unit from its study: SlicerRT's DoseUnitName, CGY read as cGy).
@@ -338,37 +355,58 @@ class DoseSegPipeline:
             dvhTables (one table node per structure, with SlicerRT's DVH attributes) and dvhChart.
         """
         options = patientOptions(options, prescriptions)
-        chartNode = results.dvhChart(self.scene)
-        metricsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME)
-        constraintsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME)
-        tableNodes: list = []
-        for node, label in ((doseNode, ""), (referenceDoseNode, "reference ")):
+        outputs: dict = {}
+        for node, label in ((doseNode, ""), (referenceDoseNode, REFERENCE_LABEL)):
             if node is None:
                 continue
-            scene = evaluation.evaluateScene(node, segmentationNode, options, ctNode)
-            if not label:
-                results.setTableRows(metricsTable, scene.result.metrics, metrics_columns(scene.result.metrics))
-                results.setTableRows(constraintsTable, scene.result.constraints, RESULT_COLUMNS)
-            tableNodes += self._dvhNodes(chartNode, scene, node, segmentationNode, metricsTable, label)
-        hierarchy.placeInFolder(doseNode, hierarchy.RESULTS_FOLDER, chartNode, metricsTable, constraintsTable,
-                                *tableNodes)
-        return {"metrics": metricsTable, "constraints": constraintsTable, "dvhTables": tableNodes,
-                "dvhChart": chartNode}
+            gridNode = evaluation.evaluationGridNode(node, segmentationNode, ctNode)
+            if nodes.voxelCount(gridNode) > IN_PROCESS_VOXELS:
+                shown = self.startComputeDvh(node, segmentationNode, None, options, ctNode, label).wait()
+            else:
+                scene = evaluation.evaluateScene(node, segmentationNode, options, ctNode)
+                shown = self.showEvaluation(node, segmentationNode, scene.result.dvhs, scene.result.metrics,
+                                            scene.result.constraints, label)
+            outputs = shown | {"dvhTables": outputs.get("dvhTables", []) + shown["dvhTables"]} if outputs else shown
+        return outputs
 
-    @staticmethod
-    def _dvhNodes(chartNode, scene: evaluation.SceneEvaluation, doseNode, segmentationNode, metricsTable,
-                  label: str) -> list:
-        """The DVH table nodes and curves of one evaluated dose, marked as SlicerRT's DVH module marks its own."""
+    def startComputeDvh(self, doseNode, segmentationNode, prescriptions: Mapping[str, float] | None = None,
+                        options: PatientOptions | None = None, ctNode=None, label: str = "") -> DoseSegJob:
+        """:meth:`computeDvh` of one dose by ``doseseg dvh`` in a background process (the GUI never freezes);
+        the job's result is the dict :meth:`computeDvh` returns. ``label`` "reference " adds dashed curves."""
+        options = patientOptions(options, prescriptions)
+        gridNode = evaluation.evaluationGridNode(doseNode, segmentationNode, ctNode)
+
+        def finish(output: Path) -> dict:
+            folder = _findOutput(output, "dvh_metrics.csv").parent
+            return self.showEvaluation(doseNode, segmentationNode, results.readDvhCsv(folder / "dvh.csv"),
+                                       read_csv(folder / "dvh_metrics.csv"), read_csv(folder / "constraints.csv"),
+                                       label)
+
+        return self._job("Compute DVH", gridNode, segmentationNode, ["dvh", *options.arguments("dvh")], finish,
+                         doseNode=doseNode)
+
+    def showEvaluation(self, doseNode, segmentationNode, dvhs: Mapping, metrics: list, constraints: list,
+                       label: str = "") -> dict:
+        """DVH table nodes and curves (SlicerRT's DVH attributes), the metrics and goals tables of one evaluated
+        dose, in the results folder beside the dose; a ``label``-ed (reference) dose adds dashed curves only."""
+        chartNode = (results.getOrAddNode(self.scene, "vtkMRMLPlotChartNode", results.DVH_CHART_NAME) if label
+                     else results.dvhChart(self.scene))
+        metricsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME)
+        constraintsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME)
+        if not label:
+            results.setTableRows(metricsTable, metrics, metrics_columns(metrics))
+            results.setTableRows(constraintsTable, constraints, RESULT_COLUMNS)
         segmentation = segmentationNode.GetSegmentation()
-        colors, segmentIds = {}, {}
-        for name, original in scene.case.original_names.items():
-            segmentId = segmentation.GetSegmentIdBySegmentName(original)
-            segmentIds[name] = segmentId
-            colors[name] = tuple(segmentation.GetSegment(segmentId).GetColor())
-        tables = results.addDvhNodes(chartNode, scene.result.dvhs, colors, label, dashed=bool(label))
-        for table, (name, dvh) in zip(tables, scene.result.dvhs.items(), strict=True):
-            results.markSlicerRtDvh(table, dvh, doseNode, segmentationNode, segmentIds[name], metricsTable)
-        return tables
+        originals = {str(row["structure"]): str(row.get("original_name") or row["structure"]) for row in metrics}
+        segmentIds = {name: segmentation.GetSegmentIdBySegmentName(original) for name, original in originals.items()}
+        colors = {name: tuple(segmentation.GetSegment(segmentId).GetColor()) if segmentId
+                  else structure_color(name) for name, segmentId in segmentIds.items()}
+        tables = results.addDvhNodes(chartNode, dvhs, colors, label, dashed=bool(label))
+        for table, (name, dvh) in zip(tables, dvhs.items(), strict=True):
+            results.markSlicerRtDvh(table, dvh, doseNode, segmentationNode, segmentIds.get(name), metricsTable)
+        hierarchy.placeInFolder(doseNode, hierarchy.RESULTS_FOLDER, chartNode, metricsTable, constraintsTable,
+                                *tables)
+        return {"metrics": metricsTable, "constraints": constraintsTable, "dvhTables": tables, "dvhChart": chartNode}
 
     def setDoseOpacity(self, opacity: float, doseNode=None) -> None:
         """Opacity of ``doseNode`` (any RT dose when None) in the slice views showing it over the CT."""

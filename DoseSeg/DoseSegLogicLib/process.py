@@ -113,9 +113,8 @@ class CliProcess:
             self._pieces.put(pending)
 
     def _take(self, piece: str) -> None:
-        match = None
-        for match in TQDM_PROGRESS.finditer(piece):
-            pass
+        matches = list(TQDM_PROGRESS.finditer(piece))
+        match = matches[-1] if matches else None  # the latest progress in the piece
         if match:
             self.progress = float(match.group("percent"))
             self.status = (match.group("description") or "").strip() or self.status

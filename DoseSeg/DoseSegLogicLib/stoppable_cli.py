@@ -11,14 +11,13 @@ import os
 import signal
 import sys
 import threading
+import contextlib
 
 
 def _stopOnInput(fd: int) -> None:
     """Wait for a byte or the end of stdin (an unbuffered read: no lock held at interpreter exit), then interrupt."""
-    try:
+    with contextlib.suppress(OSError):
         os.read(fd, 1)
-    except OSError:
-        pass
     if os.name == "nt":
         _thread.interrupt_main()  # a process without a console cannot be sent Ctrl-C
     else:

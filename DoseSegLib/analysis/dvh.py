@@ -17,6 +17,7 @@ import numpy as np
 from DoseSegLib.analysis import metric_names as mn
 from DoseSegLib.analysis.sampling import StructureDoses, gather_doses
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import DvhMethod
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.io.tables import Row, columns_of, write_csv
 
@@ -95,7 +96,7 @@ def dvh_metrics(samples: StructureDoses, v_gy: Sequence[float] = ()) -> Row:
     row: Row = {mn.VOLUME: total, mn.MEAN: float(doses.mean()), mn.MIN: float(doses[0]), mn.MAX: float(doses[-1])}
     row.update(zip(
         (mn.dose_at_pct(p) for p in PERCENT_METRICS),
-        percentile_sorted(doses, [100 - p for p in PERCENT_METRICS]).tolist(),
+        percentile_sorted(doses, [100 - p for p in PERCENT_METRICS]).tolist(), strict=True,
     ))
     notes = []
     for volume in SMALL_VOLUMES_CC:
@@ -107,7 +108,7 @@ def dvh_metrics(samples: StructureDoses, v_gy: Sequence[float] = ()) -> Row:
             notes.append(f"{name} is below the resolution ({samples.sample_cc:.3g} cc per sample)")
         row[name] = float(percentile_sorted(doses, 100 - 100 * volume / total))
     pcts = volume_pct_at_dose(doses, np.asarray(v_gy, dtype=np.float64))
-    for dose_gy, pct in zip(v_gy, pcts.tolist()):
+    for dose_gy, pct in zip(v_gy, pcts.tolist(), strict=True):
         pct_name, cc_name = mn.volume_at_dose(dose_gy)
         row[pct_name], row[cc_name] = pct, pct / 100 * total
     row["dvh_method"] = samples.method
@@ -148,7 +149,7 @@ def dvhs_of(gathered: Mapping[str, StructureDoses], step_gy: float = 0.1) -> dic
 
 def compute_dvhs(
     dose: Volume, structures: Mapping[str, Volume], step_gy: float = 0.1,
-    fine_structures: Mapping[str, Volume] | None = None, method: str = "auto",
+    fine_structures: Mapping[str, Volume] | None = None, method: DvhMethod | str = DvhMethod.AUTO,
 ) -> dict[str, DVH]:
     """Cumulative DVH (cm^3 and %) of every structure (see ``gather_doses`` for the arguments)."""
     if step_gy <= 0:
@@ -239,7 +240,7 @@ def metrics_table(
     body: Volume | None = None,
     v_gy: Sequence[float] = (),
     fine_structures: Mapping[str, Volume] | None = None,
-    method: str = "auto",
+    method: DvhMethod | str = DvhMethod.AUTO,
 ) -> list[Row]:
     """``metrics_rows`` of the structures' doses gathered here (see ``gather_doses``)."""
     gathered = gather_doses(dose, structures, fine_structures, method)
@@ -251,7 +252,7 @@ def dvh_rows(dvhs: Mapping[str, DVH]) -> list[Row]:
     return [
         {"structure": name, "dose_gy": d, "volume_cc": cc, "volume_pct": pct}
         for name, dvh in dvhs.items()
-        for d, cc, pct in zip(dvh.dose_gy.tolist(), dvh.volume_cc.tolist(), dvh.volume_pct.tolist())
+        for d, cc, pct in zip(dvh.dose_gy.tolist(), dvh.volume_cc.tolist(), dvh.volume_pct.tolist(), strict=True)
     ]
 
 

@@ -20,7 +20,7 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.listing import patient_folders
-from DoseSegLib.io.patient import read_dose, read_patient
+from DoseSegLib.io.patient import DOSE_FILE, POSSIBLE_DOSE_FILE, ct_source, dose_source, read_dose, read_patient
 from DoseSegLib.io.tables import Row, write_csv
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def score_patient(
 
 
 def _predicted_dose(pred_dir: Path, patient: str) -> Path:
-    return pred_dir / patient / "dose.nrrd"
+    return pred_dir / patient / DOSE_FILE
 
 
 def _matched_patients(pred_dir: Path, split_dir: Path, allow_missing: bool) -> list[Path]:
@@ -146,12 +146,12 @@ def evaluate_predictions(
         pred = read_dose(path, ringing_gy=RINGING_GY)
         check_dose_units(pred, str(path), allow_high_dose)
         original = read_patient(folder, mapper)
-        check_ct(original.ct, str(folder / "ct.nrrd"), strict=False)
+        check_ct(original.ct, ct_source(folder, original), strict=False)
         reference = align_case(original)
         check_dose_coverage(pred, reference.structures, str(path))
         if original.dose is not None:
-            check_dose_coverage(original.dose, reference.structures, str(folder / "dose.nrrd"))
-        if not (folder / "possible_dose_mask.nrrd").is_file():
+            check_dose_coverage(original.dose, reference.structures, dose_source(folder, original))
+        if not (folder / POSSIBLE_DOSE_FILE).is_file():
             log.warning("%s: no possible_dose_mask.nrrd; the dose score uses the body mask instead", folder)
         scores.append(score_patient(pred, reference))
     dose_score, dvh_score = openkbp_scores(

@@ -64,7 +64,7 @@ class GammaResult:
 
 def _cropped_axes(volume: Volume, box: tuple[slice, ...]) -> tuple[np.ndarray, ...]:
     """Coordinates (mm, along the grid axes) of the box's voxel centres."""
-    return tuple(s * np.arange(b.start, b.stop, dtype=np.float64) for s, b in zip(volume.spacing, box))
+    return tuple(s * np.arange(b.start, b.stop, dtype=np.float64) for s, b in zip(volume.spacing, box, strict=True))
 
 
 def gamma_pass_rates(
@@ -109,10 +109,11 @@ def gamma_pass_rates(
     selected[chosen] = True
     selected = selected.reshape(ref.shape)
     results = []
-    for (dose_pct, distance_mm), margin in zip(criteria, margins):
+    for (dose_pct, distance_mm), margin in zip(criteria, margins, strict=True):
         box = mask_box(selected, margin)
         masked = np.where(selected[box], ref[box], np.nan)  # pymedphys skips NaN reference points
-        axes = _cropped_axes(reference, tuple(slice(b.start + r.start, b.stop + r.start) for b, r in zip(box, region)))
+        crop = tuple(slice(b.start + r.start, b.stop + r.start) for b, r in zip(box, region, strict=True))
+        axes = _cropped_axes(reference, crop)
         gamma = pymedphys.gamma(
             axes, masked, axes, evaluated.array[region][box].astype(np.float64), dose_pct, distance_mm,
             lower_percent_dose_cutoff=LOW_DOSE_CUTOFF_PCT, interp_fraction=INTERP_FRACTION, max_gamma=MAX_GAMMA,

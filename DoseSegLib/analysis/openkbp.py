@@ -17,7 +17,7 @@ from DoseSegLib.core.case import OARS, target_prescription
 
 TARGET_PERCENTS = (99, 95, 1)
 TARGET_METRICS = tuple(mn.dose_at_pct(p) for p in TARGET_PERCENTS)
-OAR_METRICS = (mn.dose_at_cc(0.1), mn.MEAN)
+OAR_CC = 0.1  # the OARs' near-maximum dose: D0.1cc (with their mean dose)
 
 
 def dose_at_volume_cc(doses: np.ndarray, volume_cc: float, voxel_cc: float, presorted: bool = False) -> float:
@@ -78,7 +78,7 @@ def challenge_metrics(voxels: Mapping[str, np.ndarray], voxel_cc: float, targets
         if doses.size == 0 or not (is_oar or is_target):
             continue
         if is_oar:
-            metrics[(name, mn.dose_at_cc(0.1))] = dose_at_volume_cc(doses, 0.1, voxel_cc, presorted=True)
+            metrics[(name, mn.dose_at_cc(OAR_CC))] = dose_at_volume_cc(doses, OAR_CC, voxel_cc, presorted=True)
             metrics[(name, mn.MEAN)] = float(doses.mean())
         else:
             values = percentile_sorted(doses, [100 - p for p in TARGET_PERCENTS])
@@ -92,10 +92,10 @@ def voxel_doses(dose: np.ndarray, structures: Mapping[str, np.ndarray]) -> dict[
 
 
 def openkbp_metrics(
-    dose: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
+    dose: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float, oars: Collection[str] = OARS
 ) -> dict[tuple[str, str], float]:
     """``challenge_metrics`` of a dose array and boolean mask arrays on its grid."""
-    return challenge_metrics(voxel_doses(dose, structures), voxel_cc)
+    return challenge_metrics(voxel_doses(dose, structures), voxel_cc, oars=oars)
 
 
 def compare_challenge_metrics(
@@ -118,7 +118,8 @@ def _rows(pred: dict[tuple[str, str], float], ref: dict[tuple[str, str], float])
 
 
 def dvh_comparison(
-    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
+    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float,
+    oars: Collection[str] = OARS,
 ) -> list[dict[str, object]]:
     """Every challenge DVH metric of one patient: rows of structure, metric, reference, predicted, abs_error (Gy).
 
@@ -127,15 +128,17 @@ def dvh_comparison(
         ref: reference dose (Gy) on the same grid.
         structures: boolean masks by name.
         voxel_cc: volume of one voxel in cm^3.
+        oars: the organs scored as OARs.
     """
-    return _rows(openkbp_metrics(pred, structures, voxel_cc), openkbp_metrics(ref, structures, voxel_cc))
+    return _rows(openkbp_metrics(pred, structures, voxel_cc, oars), openkbp_metrics(ref, structures, voxel_cc, oars))
 
 
 def dvh_abs_errors(
-    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
+    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float,
+    oars: Collection[str] = OARS,
 ) -> dict[tuple[str, str], float]:
-    """|metric(pred) - metric(ref)| for every challenge DVH metric of one patient (Gy)."""
-    rows = dvh_comparison(pred, ref, structures, voxel_cc)
+    """|metric(pred) - metric(ref)| for every challenge DVH metric of one patient (Gy; ``oars`` scored as OARs)."""
+    rows = dvh_comparison(pred, ref, structures, voxel_cc, oars)
     return {(row["structure"], row["metric"]): row["abs_error"] for row in rows}
 
 

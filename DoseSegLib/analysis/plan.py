@@ -20,7 +20,8 @@ from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
-from DoseSegLib.io.patient import read_dose, read_patient
+from DoseSegLib.core.options import DvhMethod
+from DoseSegLib.io.patient import DOSE_FILE, read_dose, read_patient
 from DoseSegLib.io.tables import Row
 
 
@@ -41,7 +42,7 @@ def load_plan(
         allow_high_dose: accept a dose above 200 Gy.
     """
     case = read_patient(patient, mapper, segmentation)
-    source = Path(dose) if dose is not None else Path(patient) / "dose.nrrd"
+    source = Path(dose) if dose is not None else Path(patient) / DOSE_FILE
     if dose is not None:
         case = replace(case, dose=read_dose(dose))
     if case.dose is None:
@@ -63,7 +64,7 @@ class PlanEvaluation:
     metrics: list[Row]
     constraints: list[Row]
     doses: dict[str, StructureDoses]
-    method: str = "auto"
+    method: DvhMethod = DvhMethod.AUTO
 
     def write(self, folder: Path) -> None:
         """Write dvh.csv, dvh_metrics.csv and constraints.csv into an existing folder."""
@@ -84,7 +85,7 @@ def evaluate_plan(
     step_gy: float = 0.1,
     v_gy: Sequence[float] = (),
     constraints: Sequence[Constraint] | None = None,
-    dvh_method: str = "auto",
+    dvh_method: DvhMethod | str = DvhMethod.AUTO,
 ) -> PlanEvaluation:
     """DVHs, metrics (with HI and Paddick CI of the targets) and clinical goals of an aligned case.
 
@@ -97,6 +98,7 @@ def evaluate_plan(
         dvh_method: ``auto`` (partial volume: structures on their own finer grids, small ones
             oversampled) or ``voxel`` (dose-grid voxels); see ``analysis.sampling``.
     """
+    dvh_method = DvhMethod.parse(dvh_method)
     if case.dose is None:
         raise DoseSegError(f"{case.name}: no dose to evaluate")
     constraints = load_constraints() if constraints is None else constraints

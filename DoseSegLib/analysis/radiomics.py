@@ -267,7 +267,7 @@ class RadiomicsJob:
             results = [_measure(self.settings, task, self.full_shape) for task in self.tasks]
         else:
             found: dict[int, tuple[Row, dict]] = {}
-            for group, answers in zip(self.groups, self.job.result()):
+            for group, answers in zip(self.groups, self.job.result(), strict=True):
                 found.update({i: (a["row"], a["diagnostics"]) for i, a in zip(group, answers, strict=True)})
             results = [found[i] for i in range(len(self.tasks))]
         if self.provenance is not None:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import DvhMethod
 from DoseSegLib.core.volume import Volume, mask_box
 
-DVH_METHODS = ("auto", "voxel")
 MIN_VOXELS = 100
 MAX_OVERSAMPLING = 4
 
@@ -125,7 +125,7 @@ def _spacing_text(volume: Volume) -> str:
 
 
 def structure_doses(
-    dose: Volume, name: str, mask: Volume, fine: Volume | None = None, method: str = "auto"
+    dose: Volume, name: str, mask: Volume, fine: Volume | None = None, method: DvhMethod | str = DvhMethod.AUTO
 ) -> StructureDoses:
     """The dose samples of one structure (see the module's docstring for the methods).
 
@@ -136,8 +136,7 @@ def structure_doses(
         fine: the same structure on its own finer grid, when it was given so.
         method: ``auto`` or ``voxel``.
     """
-    if method not in DVH_METHODS:
-        raise DoseSegError(f"unknown DVH method '{method}' (one of {', '.join(DVH_METHODS)})")
+    method = DvhMethod.parse(method)
     if not mask.same_grid(dose):
         raise DoseSegError(f"structure '{name}' is not on the dose grid: align the case first")
     inside = mask.array.astype(bool, copy=False)
@@ -147,7 +146,7 @@ def structure_doses(
     values = dose.array[box][inside[box]]
     voxels = np.sort(values).astype(np.float64)
     voxel_note = f"dose-grid voxels ({_spacing_text(dose)})"
-    if method == "voxel":
+    if method == DvhMethod.VOXEL:
         return StructureDoses(voxels, dose.voxel_volume_cc, voxels, voxel_note)
     if fine is not None and fine.voxel_volume_cc < dose.voxel_volume_cc:
         note = f"structure grid {_spacing_text(fine)}, dose interpolated trilinearly"
@@ -164,7 +163,7 @@ def gather_doses(
     dose: Volume,
     structures: Mapping[str, Volume],
     fine_structures: Mapping[str, Volume] | None = None,
-    method: str = "auto",
+    method: DvhMethod | str = DvhMethod.AUTO,
 ) -> dict[str, StructureDoses]:
     """Every structure's dose samples, once, for the DVHs, metrics, goals and scores of one dose.
 
@@ -175,6 +174,7 @@ def gather_doses(
         method: ``auto`` (partial volume: fine grids, small structures oversampled) or ``voxel``.
     """
     fine_structures = fine_structures or {}
+    method = DvhMethod.parse(method)
     return {
         name: structure_doses(dose, name, mask, fine_structures.get(name), method)
         for name, mask in structures.items()

@@ -74,17 +74,18 @@ class WorkerJob:
                           for _ in payloads]
         self.threads = ThreadPoolExecutor(len(payloads))  # each thread only feeds and drains one process's pipes
         self.outputs = [self.threads.submit(process.communicate, payload)
-                        for process, payload in zip(self.processes, payloads)]
+                        for process, payload in zip(self.processes, payloads, strict=True)]
 
     def result(self) -> list[list[dict]]:
         """Each process's replies, in payload order; DoseSegError when one failed."""
         try:
             replies = []
-            for process, output in zip(self.processes, self.outputs):
+            for process, output in zip(self.processes, self.outputs, strict=True):
                 stdout, stderr = output.result()
                 if process.returncode != 0:
                     detail = stderr.decode(errors="replace").strip().splitlines()
-                    raise DoseSegError(f"a {self.module} worker process failed: {detail[-1] if detail else 'no message'}")
+                    last = detail[-1] if detail else "no message"
+                    raise DoseSegError(f"a {self.module} worker process failed: {last}")
                 stream = io.BytesIO(stdout)
                 replies.append(list(iter(lambda s=stream: read_message(s), None)))
             return replies

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DoseSegLib.cli.options import add_output
+from DoseSegLib.core.options import StructureSource
 
 if TYPE_CHECKING:
     from DoseSegLib.core.volume import Volume
@@ -43,7 +44,7 @@ def _read_results(results: Path) -> _Results:
         sources = summary.get("structures", {})
         if not isinstance(sources, dict):
             raise TypeError("'structures' is not an object")
-        return _Results(masks, {name for name in masks if sources.get(name) == "auto"},
+        return _Results(masks, {name for name in masks if sources.get(name) == StructureSource.AUTO},
                         dict(summary.get("original_names", {})), dict(summary.get("models", {})))
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise DoseSegError(f"{summary_path}: unreadable summary ({exc}); give the run's own summary.json") from None

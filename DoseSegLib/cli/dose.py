@@ -64,7 +64,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     from DoseSegLib.core.alignment import align_case
     from DoseSegLib.core.errors import DoseSegError
     from DoseSegLib.io.outputs import check_output_dir, staged_output
-    from DoseSegLib.io.patient import read_patient, write_dose
+    from DoseSegLib.io.patient import DOSE_FILE, ct_source, read_patient, write_dose
     from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
 
     if not apply_shard(args):
@@ -85,8 +85,8 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
                            disable=len(args.patients) < 2 or not progress_enabled()):
             try:
                 case = align_case(read_patient(folder, mapper))
-                check_ct(case.ct, str(folder / "ct.nrrd"))
-                site_note = check_site(case, args.any_site)
+                check_ct(case.ct, ct_source(folder, case))
+                site_note = check_site(case, args.any_site, model.oars if model.site else None, model.site)
                 dose = predict_case_dose(model, case, tta=args.tta)
                 check_predicted_dose(dose, case)
                 uncertainty = predict_dose_uncertainty(model, case, dose, args.level) if args.uncertainty else None
@@ -95,7 +95,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
                 print(f"doseseg: error: {folder}: {exc}", file=sys.stderr)
                 continue
             (out / folder.name).mkdir()
-            write_dose(out / folder.name / "dose.nrrd", dose)
+            write_dose(out / folder.name / DOSE_FILE, dose)
             notes = [*case.notes, *([site_note] if site_note else [])]
             if notes:  # what was interpreted or overridden, beside the result
                 (out / folder.name / "notes.txt").write_text("\n".join(notes) + "\n")

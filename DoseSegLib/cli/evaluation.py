@@ -8,6 +8,7 @@ from pathlib import Path
 
 from DoseSegLib.cli.options import MAX_DVH_BINS, add_names, add_output, add_patient, dose_step, name_mapper
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import DvhMethod
 
 
 def _floats(text: str) -> list[float]:
@@ -23,7 +24,7 @@ def _names_list(text: str) -> list[str]:
 
 def add_dvh_method(parser: argparse.ArgumentParser) -> None:
     """The ``--dvh-method`` option (see DoseSegLib.analysis.sampling)."""
-    parser.add_argument("--dvh-method", choices=("auto", "voxel"), default="auto",
+    parser.add_argument("--dvh-method", choices=DvhMethod.choices(), default=DvhMethod.AUTO.value,
                         help="auto: partial volume (structures on their own finer grid, small ones oversampled, "
                              "dose interpolated trilinearly); voxel: dose-grid voxels only (default auto)")
 
@@ -33,12 +34,13 @@ def cmd_dvh(args: argparse.Namespace) -> None:
     from DoseSegLib.analysis.ctcheck import check_ct
     from DoseSegLib.analysis.plan import evaluate_plan, load_plan
     from DoseSegLib.io.outputs import check_output_dir, staged_output
+    from DoseSegLib.io.patient import ct_source
 
     inputs = [args.patient, args.dose, args.segmentation, args.constraints]
     check_output_dir(args.output, args.force, inputs)
     constraints = load_constraints(args.constraints)
     case = load_plan(args.patient, args.dose, name_mapper(args), args.segmentation, args.allow_high_dose)
-    check_ct(case.ct, str(args.patient / "ct.nrrd"), strict=False)
+    check_ct(case.ct, ct_source(args.patient, case), strict=False)
     bins = float(case.dose.array.max()) / args.step
     if bins > MAX_DVH_BINS:
         raise DoseSegError(f"{args.dose or args.patient}: --step {args.step:g} Gy gives {bins:.3g} DVH bins for a "
@@ -71,7 +73,7 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
     from DoseSegLib.analysis.radiomics import radiomics_table
     from DoseSegLib.core.alignment import align_case
     from DoseSegLib.io.outputs import check_output_dir, staged_output
-    from DoseSegLib.io.patient import read_patient
+    from DoseSegLib.io.patient import dose_source, read_patient
     from DoseSegLib.io.tables import write_csv
 
     inputs = [args.patient, args.segmentation, args.params]
@@ -80,7 +82,7 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
     if args.dose:
         if case.dose is None:
             raise DoseSegError(f"{args.patient}: --dose needs a dose.nrrd in the patient folder")
-        check_dose_units(case.dose, str(args.patient / "dose.nrrd"), args.allow_high_dose)
+        check_dose_units(case.dose, dose_source(args.patient, case), args.allow_high_dose)
     if not case.structures:
         raise DoseSegError(f"{args.segmentation or args.patient / 'structures'}: no structure to describe "
                            "(add structures/<Name>.nrrd or give --segmentation)")

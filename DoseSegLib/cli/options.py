@@ -7,7 +7,7 @@ import math
 from dataclasses import fields
 from pathlib import Path
 
-DEVICES = ("auto", "cpu", "cuda")
+from DoseSegLib.core.options import Device
 
 
 def add_output(parser: argparse.ArgumentParser, help: str = "output folder (must be new or empty)") -> None:
@@ -45,7 +45,8 @@ def add_patient(parser: argparse.ArgumentParser,
 
 def add_device(parser: argparse.ArgumentParser) -> None:
     """``--device``: where the models run."""
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="where the models run (default auto)")
+    parser.add_argument("--device", default=Device.AUTO.value, choices=Device.choices(),
+                        help="where the models run (default auto)")
 
 
 def add_any_site(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from DoseSegLib.cli.evaluation import add_dvh_method
 from DoseSegLib.cli.options import add_any_site, add_device, add_names, add_output, add_uncertainty_options, name_mapper
+from DoseSegLib.core.options import Device
 from DoseSegLib.run.results import RunOptions
 
 DEMO_SOURCE = "synthetic head-and-neck phantom (doseseg demo; not a patient)"
@@ -17,7 +18,7 @@ DEMO_REFERENCE = ("the phantom's dose.nrrd: a distance-to-target falloff made wi
 
 
 def run_patients(
-    patients: list[Path], output: Path, force: bool, options: RunOptions, device: str = "auto",
+    patients: list[Path], output: Path, force: bool, options: RunOptions, device: Device | str = Device.AUTO,
     as_json: bool = False, source_label: str = "", per_patient: bool = False, reference_label: str = "",
 ) -> int:
     """Run the main job; one patient writes into ``output``, several (or any with ``per_patient``)

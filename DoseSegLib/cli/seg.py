@@ -25,6 +25,15 @@ from DoseSegLib.cli.options import (
 from DoseSegLib.cli.shard import add_shard_option, apply_shard
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import SegLoss
+
+
+def site_labels(data: Path) -> tuple[str, ...]:
+    """The organs of a cohort's site config (``doseseg build-cohort``), else OpenKBP's."""
+    from DoseSegLib.io.cohort.site import read_site
+
+    site = read_site(data)
+    return site.oars if site is not None else OARS
 
 
 def cmd_train_seg(args: argparse.Namespace) -> None:
@@ -33,12 +42,12 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
     from DoseSegLib.models.seg.net import SegNetConfig
     from DoseSegLib.models.seg.training import SegTrainConfig, train_segmentation
 
-    if getattr(args, "loss", None) != "doselo" and (args.dose_model or args.dose_weights):
+    if getattr(args, "loss", None) != SegLoss.DOSELO and (args.dose_model or args.dose_weights):
         raise DoseSegError("--dose-model and --dose-weights only apply to --loss doselo")
     config = SegTrainConfig(
         **given(args, "loss", "dose_weight"), dose_model=args.dose_model,
         dose_weights=str(args.dose_weights) if args.dose_weights else None,
-        init_weights=str(args.init) if args.init else None, labels=args.labels,
+        init_weights=str(args.init) if args.init else None, labels=args.labels or site_labels(args.data),
         inputs=InputSpec(**given(args, "images", "ct_windows")), **run_options(args), **training_patch(args),
         **given(args, "foreground"), balanced=not args.no_balance, reset_labels=args.reset_labels,
         **given(args, "truncate"), net=SegNetConfig(**net_widths(args), squeeze_excitation=not args.no_se,
@@ -104,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-seg", help="train the OAR segmentation network (resumes from OUT/last.pt)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and validation/")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.csv, best.pt")
-    p.add_argument("--loss", choices=("bce_dice", "doselo"), **CONFIG_DEFAULT)
+    p.add_argument("--loss", choices=SegLoss.choices(), **CONFIG_DEFAULT)
     p.add_argument("--dose-model", help="DOSELO: catalogue name of the frozen dose network (default model)")
     p.add_argument("--dose-weights", type=Path, help="DOSELO: a train-dose best.pt instead of the catalogue")
     p.add_argument("--lambda", dest="dose_weight", type=float, **CONFIG_DEFAULT,
@@ -112,7 +121,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", type=Path, help="start from a train-seg best.pt (e.g. DOSELO fine-tuning)")
     p.add_argument("--inputs", dest="images", type=name_list, **CONFIG_DEFAULT,
                    help="input images in each patient folder, resampled onto the first (default ct.nrrd)")
-    p.add_argument("--labels", type=name_list, default=OARS, help="structures to segment (default the 7 OARs)")
+    p.add_argument("--labels", type=name_list,
+                   help="structures to segment (default: the organs of DATA/site.json from build-cohort, else the "
+                        "7 OpenKBP OARs)")
     p.add_argument("--ct-windows", type=hu_windows, **CONFIG_DEFAULT,
                    help="CT windows as channels, e.g. --ct-windows=-1024:1024,-160:240")
     p.add_argument("--cache", type=Path, help="prepared-array cache (default OUT/cache)")

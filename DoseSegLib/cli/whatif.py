@@ -27,7 +27,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     png = sensitivity_planes_png(ct, per_cc, centre_index(session.structures[wrt]), contours, title)
     with staged_output(args.output, args.force, [args.patient]) as out:
         write_volume(out / "sensitivity.nrrd", per_voxel,
-                     {"Structure": structure, "Metric": args.metric, "WithRespectTo": wrt, "SensitivityUnits": "Gy per voxel"})
+                     {"Structure": structure, "Metric": args.metric, "WithRespectTo": wrt,
+                      "SensitivityUnits": "Gy per voxel"})
         (out / "sensitivity.png").write_bytes(png)
     print(f"wrote {args.output} ({title}: {grad.min():.3g} to {grad.max():.3g} Gy per voxel, "
           f"{grad.min() / ct.voxel_volume_cc:.3g} to {grad.max() / ct.voxel_volume_cc:.3g} Gy per cc)")

@@ -40,8 +40,8 @@ def _paste(volume: Volume, grid: Volume, offset: np.ndarray, fill: float) -> np.
     dst_lo = np.maximum(offset, 0)
     size = np.minimum(np.asarray(volume.shape) - src_lo, np.asarray(grid.shape) - dst_lo)
     if np.all(size > 0):
-        src = tuple(slice(a, a + n) for a, n in zip(src_lo, size))
-        dst = tuple(slice(a, a + n) for a, n in zip(dst_lo, size))
+        src = tuple(slice(a, a + n) for a, n in zip(src_lo, size, strict=True))
+        dst = tuple(slice(a, a + n) for a, n in zip(dst_lo, size, strict=True))
         out[dst] = volume.array[src]
     return out
 
@@ -57,7 +57,7 @@ def covering_box(volume: Volume, grid: Volume, margin: int = 0) -> tuple[slice, 
     high = np.minimum(np.ceil(index.max(axis=0)).astype(int) + 1 + margin, grid.shape)
     if np.any(high <= low):
         return None
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
 
 
 def _resample_into(out: np.ndarray, volume: Volume, grid: Volume, box: tuple[slice, ...], interpolation: str,
@@ -99,14 +99,15 @@ def resample(volume: Volume, grid: Volume, interpolation: str = "linear", fill: 
     if offset is not None:
         return grid.with_array(_paste(volume, grid, offset, fill))
     needed = covering_box(grid, volume, margin=2)  # the source voxels the grid's points can read
-    if needed is not None and any(b.stop - b.start < n for b, n in zip(needed, volume.shape)):
+    if needed is not None and any(b.stop - b.start < n for b, n in zip(needed, volume.shape, strict=True)):
         volume = crop_box(volume, needed)
-    dtype = np.float32 if interpolation == "linear" else volume.array.dtype
-    out = _filled(grid.shape, fill, np.uint8 if dtype == bool else dtype)
+    dtype = np.dtype(np.float32 if interpolation == "linear" else volume.array.dtype)
+    is_mask = dtype.kind == "b"
+    out = _filled(grid.shape, fill, np.uint8 if is_mask else dtype)
     box = covering_box(volume, grid)
     if box is not None:
         _resample_into(out, volume, grid, box, interpolation, fill)
-    return grid.with_array(out.astype(bool) if dtype == bool else out)
+    return grid.with_array(out.astype(bool) if is_mask else out)
 
 
 def resample_mask(mask: Volume, grid: Volume) -> Volume:
@@ -151,7 +152,7 @@ def outside_fraction(mask: Volume, grid: Volume) -> float:
         start = grid.direction.T @ (np.asarray(mask.origin) - np.asarray(grid.origin)) / np.asarray(grid.spacing)
         step = np.asarray(mask.spacing) / np.asarray(grid.spacing)
         positions = [start[a] + step[a] * np.arange(n) for a, n in enumerate(mask.shape)]
-        axes = [_inside(p, size) for p, size in zip(positions, grid.shape)]
+        axes = [_inside(p, size) for p, size in zip(positions, grid.shape, strict=True)]
         kept = np.count_nonzero(mask.array[np.ix_(*axes)])
         return 1.0 - kept / np.count_nonzero(mask.array)
     return 1.0 - inside(np.argwhere(mask.array)).mean()
@@ -189,11 +190,13 @@ def align_case(case: Case) -> Case:
     """The case with every structure, the dose and the possible-dose mask on the CT grid.
 
     A missing possible-dose mask is replaced by the body mask derived from the CT. Structures
-    given finer than the CT grid are also kept on their own grids (``fine_structures``).
+    given finer than the CT grid are also kept on their own grids (``fine_structures``), as are the
+    case's own ``fine_structures`` (a DICOM reader's contours rasterised on sub-voxel grids).
     """
     ct = case.ct
     structures = {name: align_structure(name, mask, ct) for name, mask in case.structures.items()}
-    fine = {name: mask for name, mask in case.structures.items() if mask.voxel_volume_cc < ct.voxel_volume_cc}
+    fine = {name: mask for name, mask in case.fine_structures.items() if name in structures}
+    fine |= {name: mask for name, mask in case.structures.items() if mask.voxel_volume_cc < ct.voxel_volume_cc}
     dose = None
     if case.dose is not None:
         dose = resample(case.dose, ct, "linear", 0.0)

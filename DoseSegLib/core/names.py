@@ -131,6 +131,20 @@ _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lp
 MAX_FILENAME = 80
 
 
+def refuse_duplicate(where: str | Path, original: str, name: str, seen: Mapping[str, str],
+                     fix: str = "remove one, or rename it") -> None:
+    """Refuse a second structure whose name maps to ``name`` (the one wording of every reader).
+
+    Args:
+        where: the file being read (named in the message).
+        original: the structure's name as given.
+        seen: canonical name -> name as given, of the structures read so far.
+        fix: what the user can do.
+    """
+    if name in seen:
+        raise DoseSegError(f"{where}: '{original}' and '{seen[name]}' both map to structure '{name}' ({fix})")
+
+
 def _digest(name: str) -> str:
     import hashlib
 

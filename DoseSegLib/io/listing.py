@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.patient import CT_FILE
 
 
 def natural_key(name: str) -> list[tuple[int, str]]:
@@ -20,7 +21,7 @@ def natural_sorted(paths: list[Path]) -> list[Path]:
 
 def is_patient_folder(folder: Path) -> bool:
     """A folder holding a patient: a ct.nrrd."""
-    return (folder / "ct.nrrd").is_file()
+    return (folder / CT_FILE).is_file()
 
 
 def subfolders(folder: Path, what: str = "folder") -> list[Path]:

@@ -136,8 +136,8 @@ def _payload(handle: BufferedReader, header: dict, dtype: np.dtype, count: int, 
         values = np.empty(count, dtype)
         read = handle.readinto(values.data.cast("B"))
         if read != nbytes:
-            raise DoseSegError(f"{path}: unreadable or truncated NRRD ({read} bytes of data, the header declares "
-                               f"{nbytes})")
+            raise DoseSegError(f"{path}: unreadable or truncated NRRD ({read} bytes of data, "
+                               f"the header declares {nbytes})")
         return values
     if encoding in _TEXT:
         return _read_text(handle, count, dtype, path)

@@ -16,7 +16,7 @@ import numpy as np
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.names import NameMapper
+from DoseSegLib.core.names import NameMapper, refuse_duplicate
 from DoseSegLib.core.volume import Volume, crop_to_content
 from DoseSegLib.io.patient import with_mapper_results
 
@@ -77,9 +77,7 @@ def read_openkbp_csv(folder: str | Path, mapper: NameMapper | None = None) -> Ca
         name = file.stem
         if name not in _SPECIAL:
             canonical = mapper.canonical(name)
-            if canonical in structures:
-                raise DoseSegError(f"{file}: '{name}' and '{original_names[canonical]}' both map to structure "
-                                   f"'{canonical}' (remove one of the two files)")
+            refuse_duplicate(file, name, canonical, original_names, "remove one of the two files")
             mask = dense(name, np.uint8)
             if not mask.any():
                 raise DoseSegError(f"{file}: structure is empty (no voxel listed)")

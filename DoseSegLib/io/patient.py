@@ -12,7 +12,7 @@ import numpy as np
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.checks import require_path, require_type
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.names import NameMapper, structure_filenames
+from DoseSegLib.core.names import NameMapper, refuse_duplicate, structure_filenames
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
 from DoseSegLib.io.nrrd_read import read_header, read_nrrd
 
@@ -183,13 +183,13 @@ def read_segmentation(
     spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
     direction = ijk_to_lps[:3, :3] / spacing
     mapper = mapper or NameMapper()
-    masks = {}
+    masks, given = {}, {}
     for segment in seg["segments"]:
         layer = voxels[segment.get("layer", 0)] if layered else voxels
         mask = layer == segment["labelValue"]
         name = mapper.canonical(segment["name"])
-        if name in masks:
-            raise DoseSegError(f"{path}: a second segment ('{segment['name']}') maps to structure '{name}'")
+        refuse_duplicate(path, segment["name"], name, given, "rename one")
+        given[name] = segment["name"]
         if not mask.any():
             raise DoseSegError(f"{path}: segment '{segment['name']}' is empty")
         masks[name] = Volume(mask, tuple(spacing), tuple(ijk_to_lps[:3, 3]), direction)
@@ -244,7 +244,7 @@ def write_segmentation(
     box = _union_box([m.array for m in masks.values()]) if crop else tuple(slice(0, n) for n in grid.shape)
     voxels, placement = _shared_layers([m.array[box] for m in masks.values()])
     segments = []
-    for (layer, label), name in zip(placement, masks):
+    for (layer, label), name in zip(placement, masks, strict=True):
         segment = {"id": name, "name": name, "labelValue": label, "layer": layer}
         if colors and name in colors:
             segment["color"] = list(colors[name])
@@ -254,6 +254,21 @@ def write_segmentation(
         {"voxels": voxels, "ijkToLPS": crop_box(grid, box).index_to_lps, "segments": segments, "encoding": "gzip"},
         compression_level=GZIP_LEVEL,
     )
+
+
+CT_FILE = "ct.nrrd"  # a patient folder's files (the layout Slicer's export gives)
+DOSE_FILE = "dose.nrrd"
+POSSIBLE_DOSE_FILE = "possible_dose_mask.nrrd"
+
+
+def ct_source(folder: Path, case: Case) -> str:
+    """How messages name the file a patient's CT came from: its ct.nrrd, or its DICOM CT series."""
+    return f"{folder} (DICOM CT series)" if case.dicom_series else str(folder / CT_FILE)
+
+
+def dose_source(folder: Path, case: Case) -> str:
+    """How messages name the file a patient's reference dose came from: its dose.nrrd, or its RTDOSE."""
+    return f"{folder} (RTDOSE)" if case.dicom_series else str(folder / DOSE_FILE)
 
 
 def require_patient(folder: Path) -> None:
@@ -294,7 +309,7 @@ def read_patient(
         from DoseSegLib.io.dicom.reader import read_dicom_patient
 
         return with_mapper_results(read_dicom_patient(folder, mapper, series, segmentation), mapper, {})
-    ct = read_volume(folder / "ct.nrrd")
+    ct = read_volume(folder / CT_FILE)
     structures: dict[str, Volume] = {}
     default_seg = folder / "segmentation.seg.nrrd"
     if segmentation is None and not (folder / "structures").is_dir() and default_seg.is_file():
@@ -304,20 +319,19 @@ def read_patient(
     if segmentation is not None and sniff(Path(segmentation)) == "dicom":  # an RTSTRUCT drawn on this CT
         from DoseSegLib.io.dicom.reader import read_structure_file
 
-        structures, possible, _, _ = read_structure_file(Path(segmentation), ct, "", mapper)
+        structure_file = read_structure_file(Path(segmentation), ct, "", mapper)
+        structures, possible = structure_file.masks, structure_file.body
     elif segmentation is not None:
         structures = read_segmentation(segmentation, mapper, original_names)
     else:
         for file in sorted((folder / "structures").glob("*.nrrd")):
             original = file.name[: -len(".nrrd")]
             name = mapper.canonical(original)
-            if name in structures:
-                raise DoseSegError(f"{file}: '{original}' and '{original_names[name]}' both map to structure "
-                                   f"'{name}' (remove one, or rename it)")
+            refuse_duplicate(file, original, name, original_names)
             structures[name] = read_mask(file)
             original_names[name] = original
-    dose = read_dose(folder / "dose.nrrd") if (folder / "dose.nrrd").is_file() else None
-    mask_path = folder / "possible_dose_mask.nrrd"
+    dose = read_dose(folder / DOSE_FILE) if (folder / DOSE_FILE).is_file() else None
+    mask_path = folder / POSSIBLE_DOSE_FILE
     possible = read_mask(mask_path) if mask_path.is_file() else possible
     case = Case(folder.name, ct, structures, dose, possible, source=folder)
     return with_mapper_results(case, mapper, original_names)
@@ -350,10 +364,10 @@ def write_structures(folder: Path, structures: dict[str, Volume]) -> None:
 
 def write_patient(folder: Path, case: Case) -> None:
     """Write a case in the patient-folder layout (folder must exist)."""
-    write_volume(folder / "ct.nrrd", case.ct)
+    write_volume(folder / CT_FILE, case.ct)
     write_structures(folder / "structures", case.structures)
     if case.dose is not None:
-        write_dose(folder / "dose.nrrd", case.dose)
+        write_dose(folder / DOSE_FILE, case.dose)
     if case.possible_dose_mask is not None:
         mask = case.possible_dose_mask
-        write_volume(folder / "possible_dose_mask.nrrd", mask.with_array(mask.array.astype(np.uint8)))
+        write_volume(folder / POSSIBLE_DOSE_FILE, mask.with_array(mask.array.astype(np.uint8)))

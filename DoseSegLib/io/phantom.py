@@ -22,12 +22,12 @@ FALLOFF_MM = 12.0
 
 def _grid(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Volume:
     """An empty CT grid centred on 0 with identity directions."""
-    origin = tuple(-s * (n - 1) / 2 for s, n in zip(spacing, shape))
+    origin = tuple(-s * (n - 1) / 2 for s, n in zip(spacing, shape, strict=True))
     return Volume(np.zeros(shape, dtype=np.int16), spacing, origin)
 
 
 def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: tuple, semi_axes: tuple) -> np.ndarray:
-    return sum(((c - c0) / a) ** 2 for c, c0, a in zip((x, y, z), centre, semi_axes)) <= 1.0
+    return sum(((c - c0) / a) ** 2 for c, c0, a in zip((x, y, z), centre, semi_axes, strict=True)) <= 1.0
 
 
 def _disc(x: np.ndarray, y: np.ndarray, centre: tuple, radius: float) -> np.ndarray:
@@ -93,7 +93,7 @@ def make_phantom(
     """
     rng = np.random.default_rng(seed)
     grid = _grid(shape, spacing)
-    axes = [o + s * np.arange(n) for o, s, n in zip(grid.origin, grid.spacing, shape)]
+    axes = [o + s * np.arange(n) for o, s, n in zip(grid.origin, grid.spacing, shape, strict=True)]
     x, y, z = np.meshgrid(*axes, indexing="ij")
     body, bone, masks = _anatomy(x, y, z, rng.uniform(-2.0, 2.0, size=3))
     ct = np.full(shape, AIR_HU, dtype=np.float64)

@@ -24,7 +24,7 @@ def merge_cohort_rows(outputs: Sequence[Path]) -> list[dict[str, str]]:
         if out in resolved[:i]:
             raise DoseSegError(f"{outputs[i]}: shard output listed twice")
     rows, seen = [], {}
-    for out, given in zip(resolved, outputs):
+    for out, given in zip(resolved, outputs, strict=True):
         summary = out / SUMMARY
         if not summary.is_file():
             raise DoseSegError(f"{given}: no {SUMMARY} (not a finished `doseseg run --shard` output)")

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING
 from DoseSegLib.analysis.constraints import load_constraints, set_aside
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import OARS, Case
-from DoseSegLib.core.checks import require_choice, require_path, require_paths
+from DoseSegLib.core.checks import require_path, require_paths
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.memory import huge_pages_off
+from DoseSegLib.core.options import Device, StructureSource
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.run.compare import compare_doses
 from DoseSegLib.run.results import COHORT_COLUMNS, BatchResult, PatientResult, RunOptions, check_run_options
-from DoseSegLib.run.steps import STEPS, Steps
+from DoseSegLib.run.steps import ANALYSIS_STEPS, STEPS, Steps
 from DoseSegLib.run.trust import TrustChecks, collect_warnings
 from DoseSegLib.run.writer import write_results
 
@@ -50,14 +51,14 @@ class Pipeline:
     """
 
     def __init__(
-        self, device: str = "auto", options: RunOptions | None = None, dose_model: str | None = None,
+        self, device: Device | str = Device.AUTO, options: RunOptions | None = None, dose_model: str | None = None,
         progress: bool = False,
     ) -> None:
         from DoseSegLib.models.dose.predict import load_dose_model
 
         start = time.perf_counter()
+        device = Device.parse(device)
         self.options = check_run_options(RunOptions() if options is None else options)
-        require_choice(device, ("auto", "cpu", "cuda"), "Pipeline device")
         self.progress = progress
         self.constraints = load_constraints(self.options.constraints)
         self.dose_model = load_dose_model(dose_model, device)
@@ -69,7 +70,7 @@ class Pipeline:
         self.trust = TrustChecks.load(self.dose_model, device)
         self.load_seconds = time.perf_counter() - start
 
-    def _load_segmenter(self, device: str) -> tuple[SegModel | None, str]:
+    def _load_segmenter(self, device: Device) -> tuple[SegModel | None, str]:
         """The catalogue's segmentation model, or None and why auto-segmentation is skipped."""
         from DoseSegLib.models.common.catalogue import load_catalogue
 
@@ -96,7 +97,7 @@ class Pipeline:
     def _process(self, folder: Path, out: Path | None, source_label: str = "",
                  reference_label: str = "") -> PatientResult:
         """Analyse ``folder`` and, when ``out`` is given, write the results there."""
-        steps = Steps(folder.name, self.progress, STEPS if out is not None else STEPS[:-2])
+        steps = Steps(folder.name, self.progress, STEPS if out is not None else ANALYSIS_STEPS)
         try:
             with contextlib.ExitStack() as scope:  # what _analyse sets up for the patient, until it is written
                 warnings = scope.enter_context(collect_warnings([]))
@@ -116,22 +117,23 @@ class Pipeline:
         from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, check_predicted_dose
         from DoseSegLib.analysis.site import check_site
         from DoseSegLib.core.alignment import align_case
-        from DoseSegLib.io.patient import read_patient
+        from DoseSegLib.io.patient import ct_source, dose_source, read_patient
         from DoseSegLib.models.dose.predict import predict_case_dose
 
         with steps("read"):
             case = read_patient(folder, self.options.mapper(), series=self.options.series)
-            check_ct(case.ct, str(folder / "ct.nrrd"))
-            site_note = check_site(case, self.options.any_site)
+            check_ct(case.ct, ct_source(folder, case))
+            model = self.dose_model  # a clinic's model knows its own site's organs
+            site_note = check_site(case, self.options.any_site, model.oars if model.site else None, model.site)
             case = replace(case, notes=[*case.notes, site_note]) if site_note else case
             if case.dose is not None:
-                check_dose_units(case.dose, str(folder / "dose.nrrd"), self.options.allow_high_dose)
+                check_dose_units(case.dose, dose_source(folder, case), self.options.allow_high_dose)
         scope.enter_context(huge_pages_off(case.ct.array.size))  # see DoseSegLib.core.memory
         with steps("align"):
             reference = case.dose
             case = align_case(case)
             if reference is not None:
-                check_dose_coverage(reference, case.structures, str(folder / "dose.nrrd"))
+                check_dose_coverage(reference, case.structures, dose_source(folder, case))
         with steps("segment"):
             case, sources, segment_notes = self._segment(case)
             notes = [*case.notes, *segment_notes, *self.trust.notes]
@@ -186,7 +188,7 @@ class Pipeline:
 
     def _segment(self, case: Case) -> tuple[Case, dict[str, str], list[str]]:
         """The case with auto-segmented OARs added, each structure's source, and notes."""
-        sources = {name: "patient" for name in case.structures}
+        sources = dict.fromkeys(case.structures, StructureSource.PATIENT)
         wanted = list(OARS) if self.options.segment_all else [n for n in OARS if n not in case.structures]
         if not wanted:
             return case, sources, []
@@ -200,7 +202,7 @@ class Pipeline:
         missing = [name for name in wanted if name not in found]
         if missing:
             notes.append(f"the segmentation model found no {', '.join(missing)}")
-        sources.update(dict.fromkeys(found, "auto"))
+        sources.update(dict.fromkeys(found, StructureSource.AUTO))
         fine = {name: mask for name, mask in case.fine_structures.items() if name not in found}
         names = {name: text for name, text in case.original_names.items() if name not in found}
         return replace(case, structures={**case.structures, **found}, fine_structures=fine,

@@ -7,12 +7,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DoseSegLib.core.version import __version__
 from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.plan import PlanEvaluation
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
+from DoseSegLib.core.options import DvhMethod, StructureSource
+from DoseSegLib.core.version import __version__
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
 
@@ -55,7 +56,7 @@ class RunOptions:
     constraints: str | Path | None = None
     tta: bool = False
     allow_high_dose: bool = False
-    dvh_method: str = "auto"
+    dvh_method: DvhMethod = DvhMethod.AUTO
     series: str | None = None
     uncertainty: bool = False
     level: float = 0.9
@@ -64,6 +65,9 @@ class RunOptions:
     any_site: bool = False
     normalise: bool = True
 
+    def __post_init__(self) -> None:
+        self.dvh_method = DvhMethod.parse(self.dvh_method)
+
     def mapper(self) -> NameMapper:
         """The name mapping with the explicit prescriptions."""
         return (self.names or NameMapper()).with_prescriptions(self.prescriptions or {})
@@ -71,15 +75,14 @@ class RunOptions:
 
 def check_run_options(options: object) -> RunOptions:
     """``options`` when it is a usable RunOptions; a DoseSegError naming the first bad field otherwise."""
-    from DoseSegLib.analysis.sampling import DVH_METHODS
-    from DoseSegLib.core.checks import require_choice, require_path, require_type
+    from DoseSegLib.core.checks import require_path, require_type
 
     require_type(options, RunOptions, "Pipeline options")
     assert isinstance(options, RunOptions)
     flags = ("segment", "segment_all", "radiomics", "tta", "allow_high_dose", "uncertainty", "any_site", "normalise")
     for flag in flags:
         require_type(getattr(options, flag), bool, f"RunOptions.{flag}")
-    require_choice(options.dvh_method, DVH_METHODS, "RunOptions.dvh_method")
+    options.dvh_method = DvhMethod.parse(options.dvh_method)
     if options.constraints is not None:
         require_path(options.constraints, "RunOptions.constraints")
     if options.series is not None:
@@ -131,7 +134,7 @@ class PatientResult:
     plan: PlanEvaluation
     radiomics: list[Row]
     comparison: Comparison | None
-    structure_sources: dict[str, str]
+    structure_sources: dict[str, StructureSource]
     notes: list[str]
     models: dict[str, dict]
     device: str
@@ -177,7 +180,7 @@ class PatientResult:
 
     @property
     def auto_segmented(self) -> list[str]:
-        return [name for name, source in self.structure_sources.items() if source == "auto"]
+        return [name for name, source in self.structure_sources.items() if source == StructureSource.AUTO]
 
     def summary(self) -> dict:
         """A JSON-serialisable digest (what ``summary.json`` holds)."""

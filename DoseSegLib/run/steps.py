@@ -8,7 +8,9 @@ import time
 from collections.abc import Iterator, Sequence
 
 # radiomics starts after "segment" and runs beside the next steps: its time is what is left to wait for
-STEPS = ("read", "align", "segment", "predict dose", "DVH and goals", "compare", "radiomics", "report", "write")
+ANALYSIS_STEPS = ("read", "align", "segment", "predict dose", "DVH and goals", "compare", "radiomics")
+OUTPUT_STEPS = ("report", "write")  # only when the results are written to a folder
+STEPS = ANALYSIS_STEPS + OUTPUT_STEPS
 
 
 class Steps:

@@ -9,6 +9,8 @@ the predicted dose, DVH metrics and their sensitivity to each mask voxel recompu
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +25,7 @@ from DoseSegLib.core.alignment import align_case, align_structure
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
+from DoseSegLib.core.options import Device
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.tables import Row
@@ -52,10 +55,8 @@ class WhatIfResult:
 
     def metric(self, structure: str, name: str) -> float:
         """One metric of one structure, e.g. ``metric("LeftParotid", "Mean[Gy]")`` (or ``mean``, ``D2%``)."""
-        try:
+        with contextlib.suppress(ValueError):  # a column that is no DVH metric (e.g. HI or CI) is kept as given
             name = canonical_metric("Mean[Gy]" if name.strip().lower() == "mean" else name)[0]
-        except ValueError:
-            pass  # a column that is no DVH metric, e.g. HI or CI
         for row in self.metrics:
             if row["structure"] == structure:
                 if name not in row:
@@ -82,19 +83,20 @@ class WhatIfSession:
     """
 
     def __init__(
-        self, patient_dir: str | Path, device: str = "auto", model: str | None = None,
+        self, patient_dir: str | Path, device: Device | str = Device.AUTO, model: str | None = None,
         weights: Path | None = None, names: NameMapper | None = None,
         constraints: list[Constraint] | None = None,
     ) -> None:
+        device = Device.parse(device)
         self.names = names or NameMapper()
         self.case: Case = align_case(read_patient(patient_dir, self.names))
         self.model = load_dose_model(model, device, weights)
         self.constraints = load_constraints() if constraints is None else constraints
         # the network's view of the case, as in predict-dose (one prediction path: models.dose.predict)
-        self.grid = prepare_case(self.case)
+        self.grid = prepare_case(self.case, self.model.oars)
         self.work = self.grid.work
         self.box = self.grid.box
-        self.inputs = LiveInputs(self.work, self.box)
+        self.inputs = LiveInputs(self.work, self.box, self.model.oars)
 
     @property
     def structures(self) -> dict[str, Volume]:

@@ -143,7 +143,7 @@ class Worker:
             return {"id": request_id, "ok": True, "result": getattr(self, op)(request)}, False
         except KeyError as exc:
             return {"id": request_id, "ok": False, "error": f"missing field {exc}"}, False
-        except Exception as exc:  # noqa: BLE001 - every failure is a reply; the worker stays alive
+        except Exception as exc:  # every failure is a reply; the worker stays alive
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return {"id": request_id, "ok": False, "error": f"{type(exc).__name__}: {message}"}, False
 

@@ -71,7 +71,7 @@ def plane(array: np.ndarray, spacing: Sequence[float], name: PlaneName, index: i
 def centre_index(mask: Volume) -> tuple[int, int, int]:
     """Voxel index (in the LPS-oriented array) of the centre of mass of a mask."""
     array, _ = lps_oriented(mask)
-    return tuple(int(round(c)) for c in np.argwhere(array).mean(axis=0))
+    return tuple(round(c) for c in np.argwhere(array).mean(axis=0))
 
 
 def png_bytes(figure) -> bytes:
@@ -115,7 +115,7 @@ def _ct_figure(ct: Volume, centre: Sequence[int], title: str, extra_height: floa
     figure.suptitle(title, fontsize=12)
     labels = {"axial": "RLAP", "coronal": "RLSI", "sagittal": "APSI"}  # left, right, top, bottom
     panels = []
-    for ax, name in zip(figure.subplots(1, 3, width_ratios=widths), PLANES):
+    for ax, name in zip(figure.subplots(1, 3, width_ratios=widths), PLANES, strict=True):
         image, extent = images[name]
         ax.imshow(image, cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], extent=extent, interpolation="bilinear")
         ax.set_xlim(*limits[name][0])
@@ -123,7 +123,7 @@ def _ct_figure(ct: Volume, centre: Sequence[int], title: str, extra_height: floa
         ax.set_title(f"{name} (slice {slice_of[name]})", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-        for text, (x, y, ha, va) in zip(labels[name], _LABEL_PLACES):
+        for text, (x, y, ha, va) in zip(labels[name], _LABEL_PLACES, strict=True):
             ax.text(x, y, text, transform=ax.transAxes, color="white", fontsize=9, fontweight="bold", ha=ha, va=va)
         panels.append((ax, name, extent))
     return figure, panels

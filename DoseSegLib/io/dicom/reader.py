@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from DoseSegLib.core.case import Case
@@ -39,10 +40,27 @@ def structure_set_path(index: DicomIndex, geometry: SeriesGeometry) -> Path | No
     return Path(candidates[0].filename)
 
 
-def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper,
-                        ) -> tuple[dict, Volume | None, dict, dict]:
-    """An RTSTRUCT file's masks on ``grid``, its body, and its ROI names by number, canonical and as written
-    (``frame`` '' skips the check)."""
+@dataclass
+class StructureFile:
+    """An RTSTRUCT file read onto a CT grid.
+
+    Attributes:
+        masks: the structures by canonical name.
+        body: the EXTERNAL ROI (None without one).
+        canonical_names, given_names: every ROI's name by ROI number, canonical and as written.
+        fine: the structures on sub-voxel grids for the DVH (``io.dicom.fine``; asked with ``fine=True``).
+    """
+
+    masks: dict[str, Volume]
+    body: Volume | None
+    canonical_names: dict[int, str]
+    given_names: dict[int, str]
+    fine: dict[str, Volume] = field(default_factory=dict)
+
+
+def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper, fine: bool = False) -> StructureFile:
+    """An RTSTRUCT file's masks on ``grid``, its body and its ROI names (``frame`` '' skips the check);
+    with ``fine``, each structure also on its sub-voxel grid."""
     ds = read_header(Path(path))
     if ds is None or str(ds.get("Modality", "")).upper() != "RTSTRUCT":
         raise DoseSegError(f"{path}: not a DICOM RTSTRUCT")
@@ -51,8 +69,10 @@ def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper
         raise DoseSegError(f"{path}: RTSTRUCT in Frame of Reference {found}, the CT series in {frame}; "
                            "use the structure set drawn on this CT")
     rois = read_rois(ds)
-    masks, body = structure_masks(ds, grid, frame, mapper, rois)
-    return masks, body, {roi.number: mapper.canonical(roi.name) for roi in rois}, {roi.number: roi.name for roi in rois}
+    sub_voxel: dict[str, Volume] | None = {} if fine else None
+    masks, body = structure_masks(ds, grid, frame, mapper, rois, sub_voxel)
+    return StructureFile(masks, body, {roi.number: mapper.canonical(roi.name) for roi in rois},
+                         {roi.number: roi.name for roi in rois}, sub_voxel or {})
 
 
 def read_dicom_patient(
@@ -62,7 +82,8 @@ def read_dicom_patient(
     """Read a folder of DICOM files (found by content; subfolders and a DICOMDIR included) into a Case.
 
     The CT keeps its DICOM geometry (LPS, slices sorted along the normal), structures are
-    rasterised at CT resolution (slab convention, even-odd rule), the EXTERNAL ROI becomes the
+    rasterised at CT resolution (slab convention, even-odd rule) and, for the DVH, on sub-voxel
+    grids where small enough (``fine_structures``, see ``io.dicom.fine``), the EXTERNAL ROI becomes the
     possible-dose mask (the body), the RTDOSE is the reference dose on its own grid and the
     RTPLAN's target prescriptions are recorded on the case.
 
@@ -79,17 +100,16 @@ def read_dicom_patient(
     geometry = ct_geometry(index, series)
     frame = geometry.frame_of_reference
     ct = read_series(geometry)
-    structures, body, roi_names, roi_names_as_read = {}, None, {}, {}
     structure_set = structure_file or structure_set_path(index, geometry)
-    if structure_set is not None:
-        structures, body, roi_names, roi_names_as_read = read_structure_file(structure_set, geometry.grid, frame,
-                                                                             mapper)
+    read = (StructureFile({}, None, {}, {}) if structure_set is None
+            else read_structure_file(Path(structure_set), geometry.grid, frame, mapper, fine=True))
+    structures, roi_names = read.masks, read.canonical_names
     dose = reference_dose(index.of("RTDOSE"), frame, folder)
     prescriptions = plan_prescriptions(index.of("RTPLAN"), roi_names, frame, folder)
     log.info("%s: DICOM patient, CT %s, %d structures, dose %s, prescriptions %s", folder, ct.shape,
              len(structures), "yes" if dose else "no", prescriptions.doses or "none")
-    original_names = {canonical: roi_names_as_read[number] for number, canonical in roi_names.items()
+    original_names = {canonical: read.given_names[number] for number, canonical in roi_names.items()
                       if canonical in structures}
-    return Case(folder.name, ct, structures, dose.volume if dose else None, body, prescriptions.highest,
+    return Case(folder.name, ct, structures, dose.volume if dose else None, read.body, prescriptions.highest,
                 source=folder, prescriptions=prescriptions.doses, dicom_series=geometry.series_uid,
-                original_names=original_names)
+                original_names=original_names, fine_structures=read.fine)

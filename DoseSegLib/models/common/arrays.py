@@ -17,7 +17,7 @@ def ct_window(values: np.ndarray, low: float, high: float) -> np.ndarray:
 
 def pad_to(array: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[slice, ...]]:
     """Pad channels-first ``array`` at the end of each spatial axis to ``shape``; CT with air."""
-    pads = [(0, max(0, s - n)) for s, n in zip(shape, array.shape[1:])]
+    pads = [(0, max(0, s - n)) for s, n in zip(shape, array.shape[1:], strict=True)]
     out = np.pad(array, [(0, 0), *pads])
     if any(after for _, after in pads):
         region = tuple(slice(0, n) for n in array.shape[1:])
@@ -30,7 +30,7 @@ def pad_to(array: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple
 
 def inference_shape(shape: tuple[int, ...], roi: tuple[int, ...], multiple: int) -> tuple[int, ...]:
     """At least ``roi`` and a multiple of ``multiple`` on each axis."""
-    return tuple(max(r, -(-n // multiple) * multiple) for n, r in zip(shape, roi))
+    return tuple(max(r, -(-n // multiple) * multiple) for n, r in zip(shape, roi, strict=True))
 
 
 

@@ -9,6 +9,7 @@ from typing import Protocol, TypeVar
 import torch
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import Device
 
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")
@@ -21,15 +22,14 @@ class OnDevice(Protocol):
     device: torch.device
 
 
-def select_device(name: str = "auto") -> torch.device:
+def select_device(name: Device | str = Device.AUTO) -> torch.device:
     """``auto`` picks CUDA when available; ``cuda`` without a GPU is a clear error."""
-    if name == "auto":
+    device = Device.parse(name)
+    if device == Device.AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if device == Device.CUDA and not torch.cuda.is_available():
         raise DoseSegError("--device cuda asked, but no CUDA GPU is available (use --device cpu or auto)")
-    if name not in ("cpu", "cuda"):
-        raise DoseSegError(f"unknown device '{name}' (use auto, cpu or cuda)")
-    return torch.device(name)
+    return torch.device(device.value)
 
 
 def autocast(device: torch.device, enabled: bool = True) -> torch.autocast:

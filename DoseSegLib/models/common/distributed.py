@@ -126,7 +126,7 @@ def average(values: dict[str, float]) -> dict[str, float]:
     keys = sorted(values)
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=_comm_device())
     dist.all_reduce(tensor)
-    return {k: float(v) / world_size() for k, v in zip(keys, tensor.tolist())}
+    return {k: float(v) / world_size() for k, v in zip(keys, tensor.tolist(), strict=True)}
 
 
 def mean_count(count: torch.Tensor) -> torch.Tensor:

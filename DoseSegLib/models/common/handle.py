@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import Device
 from DoseSegLib.models.common.catalogue import ModelEntry, load_network
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ class ModelHandle:
         return {}
 
     @classmethod
-    def load(cls, name: str | None = None, device: str = "auto", weights: Path | None = None) -> ModelHandle:
+    def load(cls, name: str | None = None, device: Device | str = Device.AUTO,
+             weights: Path | None = None) -> ModelHandle:
         """Load the task's network onto ``device``, in eval mode.
 
         Args:

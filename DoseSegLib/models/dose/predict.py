@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ import numpy as np
 from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import Device
 from DoseSegLib.core.orientation import Reorientation
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.models.common.arrays import BOX_MARGIN
@@ -33,13 +35,16 @@ class DoseModel(ModelHandle):
 
     ``refiner``, when present, is a ``refine_net.RefineNet`` that corrects the network's prediction
     (a catalogue entry with a ``base``, or a train-dose-refiner best.pt); ``net`` is then the base
-    model's network.
+    model's network. ``oars`` are the organs of its input channels and ``site`` the site it was
+    trained for (a clinic's cohort; '' for OpenKBP's head and neck).
     """
 
     TASK = "dose"
 
     patch: tuple[int, int, int]
     refiner: torch.nn.Module | None = None
+    oars: tuple[str, ...] = OARS
+    site: str = ""
 
     @staticmethod
     def network_classes() -> tuple[type, type]:
@@ -49,10 +54,11 @@ class DoseModel(ModelHandle):
 
     @staticmethod
     def from_meta(meta: dict) -> dict:
-        return {"patch": tuple(meta["patch"])}
+        return {"patch": tuple(meta["patch"]), "oars": tuple(meta.get("oars", OARS)), "site": meta.get("site", "")}
 
 
-def load_dose_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> DoseModel:
+def load_dose_model(name: str | None = None, device: Device | str = Device.AUTO,
+                    weights: Path | None = None) -> DoseModel:
     """Load a dose model onto ``device`` (networks in eval mode; see :meth:`ModelHandle.load`).
 
     A refiner (a catalogue entry with a ``base``, or a train-dose-refiner best.pt) loads its base
@@ -61,14 +67,15 @@ def load_dose_model(name: str | None = None, device: str = "auto", weights: Path
     from DoseSegLib.models.common.catalogue import find_model
     from DoseSegLib.models.dose.refine_net import RefineNet, RefineNetConfig
 
-    if weights is None and find_model("dose", name).base or weights is not None and _is_refiner(weights):
+    if (weights is None and find_model("dose", name).base) or (weights is not None and _is_refiner(weights)):
         refiner, meta, entry, _ = load_network("dose", RefineNet, RefineNetConfig, name, weights, device)
         base_name = entry.base if entry is not None else meta.get("base_model")
         if not base_name:
             raise DoseSegError(f"{weights}: this refiner names no catalogue base model; it cannot be loaded")
         base = load_dose_model(base_name, device)
         if base.refiner is not None:
-            raise DoseSegError(f"dose model '{base_name}', the base of a refiner, is itself a refiner (catalogue error)")
+            raise DoseSegError(f"dose model '{base_name}', the base of a refiner, is itself a refiner "
+                               "(catalogue error)")
         return replace(base, entry=entry, refiner=refiner)
     return DoseModel.load(name, device, weights)
 
@@ -146,9 +153,10 @@ class ModelGrid:
         return self.orientation.from_canonical(canonical, self.ct)
 
 
-def prepare_case(case: Case) -> ModelGrid:
-    """An aligned ``case`` (see alignment.align_case) on the dose network's grid (see :class:`ModelGrid`)."""
-    ignored = sorted(n for n in case.structures if n not in OARS and n not in case.targets)
+def prepare_case(case: Case, oars: Sequence[str] = OARS) -> ModelGrid:
+    """An aligned ``case`` (see alignment.align_case) on the dose network's grid (see :class:`ModelGrid`);
+    ``oars``: the model's organs (for the warning about the structures it does not use)."""
+    ignored = sorted(n for n in case.structures if n not in oars and n not in case.targets)
     if ignored:
         log.warning("structures not used by the dose model (not an OAR it knows nor PTV<dose>): %s",
                     ", ".join(ignored))
@@ -178,6 +186,6 @@ def predict_case_dose(model: DoseModel, case: Case, tta: bool = False) -> Volume
     the CT's stored axis order; a CT whose voxel size lies outside the trained range is
     resampled to the model's working spacing, predicted there and the dose resampled back.
     """
-    grid = prepare_case(case)
-    inputs = dose_input_channels(grid.work)[(slice(None), *grid.box)]
+    grid = prepare_case(case, model.oars)
+    inputs = dose_input_channels(grid.work, model.oars)[(slice(None), *grid.box)]
     return grid.to_ct_grid(grid.in_box(predict_box_dose(model, inputs, tta)))

@@ -124,7 +124,7 @@ def train_refiner(data: Path, out: Path, config: RefineConfig, cache: Path | Non
     net = RefineNet(config.net)
     loop.begin(out, config, net)
     cache = cache or out / "cache"
-    folders = dict(zip(("train", "validation"), loop.split_folders(data, config)))
+    folders = dict(zip(("train", "validation"), loop.split_folders(data, config), strict=True))
     files = {split: build_refine_cache(f, cache, config.base_model, config.base_weights, config.workers)
              for split, f in folders.items()}
     val_set = ValidationSet(files["validation"], folders["validation"])
@@ -152,8 +152,9 @@ def _step(net: torch.nn.Module, samples: list[dict], config: RefineConfig, devic
     """The batch step: random crops of the cached boxes, randomly mirrored; the weighted loss."""
 
     def step(indices: np.ndarray, rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
-        patches = [refine_patch(samples[i], config.patch, rng) for i, rng in zip(indices, rngs)]
-        patches = [flip_patch(p) if rng.random() < config.flip_prob else p for p, rng in zip(patches, rngs)]
+        patches = [refine_patch(samples[i], config.patch, rng) for i, rng in zip(indices, rngs, strict=True)]
+        patches = [flip_patch(p) if rng.random() < config.flip_prob else p
+                   for p, rng in zip(patches, rngs, strict=True)]
         x, dose = (torch.stack([p[key] for p in patches]).to(device) for key in ("x", "dose"))
         return {"loss": refine_loss(net(x), x, dose, config)}
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from DoseSegLib.analysis import metric_names as mn
-from DoseSegLib.core.case import OARS, target_prescription
+from DoseSegLib.core.case import target_prescription
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.models.common.arrays import REFERENCE_GY, inference_shape, pad_to
 from DoseSegLib.models.dose.inputs import PROXIMITY_MM
@@ -75,17 +75,17 @@ class Problem:
 
 def _kernel(spacing: tuple[float, ...]) -> torch.Tensor:
     reach = [int(np.ceil(KERNEL_REACH * PROXIMITY_MM / s)) for s in spacing]
-    axes = [torch.arange(-r, r + 1, dtype=torch.float32) * s for r, s in zip(reach, spacing)]
+    axes = [torch.arange(-r, r + 1, dtype=torch.float32) * s for r, s in zip(reach, spacing, strict=True)]
     grids = torch.meshgrid(*axes, indexing="ij")
     return torch.exp(-torch.sqrt(sum(g**2 for g in grids)) / PROXIMITY_MM)
 
 
 def fft_convolve(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """'Same'-size linear convolution of a 3-D tensor with an odd-sized symmetric kernel (zero padded)."""
-    shape = [n + k - 1 for n, k in zip(volume.shape, kernel.shape)]
+    shape = [n + k - 1 for n, k in zip(volume.shape, kernel.shape, strict=True)]
     full = torch.fft.irfftn(torch.fft.rfftn(volume, shape) * torch.fft.rfftn(kernel, shape), shape)
     start = [k // 2 for k in kernel.shape]
-    return full[tuple(slice(s, s + n) for s, n in zip(start, volume.shape))]
+    return full[tuple(slice(s, s + n) for s, n in zip(start, volume.shape, strict=True))]
 
 
 def soft_target_channels(
@@ -113,8 +113,8 @@ def soft_target_channels(
 def soft_inputs(inputs: LiveInputs, name: str, m: torch.Tensor, box: tuple[slice, ...]) -> torch.Tensor:
     """The network's channels in ``box`` (1, C, ...) with structure ``name`` given by soft mask ``m``."""
     x = torch.from_numpy(inputs.channels[(slice(None), *box)].copy())
-    if name in OARS:
-        x[oar_channel(name)] = m
+    if name in inputs.oars:
+        x[oar_channel(name, inputs.oars)] = m
     elif target_prescription(name) is not None:
         x[TARGETS], x[PROXIMITY] = soft_target_channels(inputs, name, m, box)
     return x[None]
@@ -122,7 +122,7 @@ def soft_inputs(inputs: LiveInputs, name: str, m: torch.Tensor, box: tuple[slice
 
 def _pad(x: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[slice, ...]]:
     """``pad_to`` of box inputs (1, C, ...) that keeps their gradient (the padding is constant)."""
-    pads = [p for n, s in zip(reversed(x.shape[2:]), reversed(shape)) for p in (0, s - n)]
+    pads = [p for n, s in zip(reversed(x.shape[2:]), reversed(shape), strict=True) for p in (0, s - n)]
     constant, region = pad_to(x[0].detach().numpy(), shape)
     return torch.from_numpy(constant)[None] + (F.pad(x, pads) - F.pad(x.detach(), pads)), region
 
@@ -142,7 +142,7 @@ def refined_dose(refiner: torch.nn.Module, first: torch.Tensor, x: torch.Tensor)
     """Differentiable refined dose (Gy) of a box, as ``refine_box``: base dose ``first`` (box shape), inputs ``x``."""
     multiple = refiner.config.size_multiple
     padded, region = _pad(x, tuple(-(-n // multiple) * multiple for n in x.shape[2:]))
-    pads = [p for n, s in zip(reversed(first.shape), reversed(padded.shape[2:])) for p in (0, s - n)]
+    pads = [p for n, s in zip(reversed(first.shape), reversed(padded.shape[2:]), strict=True) for p in (0, s - n)]
     device = next(refiner.parameters()).device
     dose = refiner(refine_inputs(F.pad(first, pads)[None, None], padded).to(device)).cpu()
     return dose[(0, 0, *region)]

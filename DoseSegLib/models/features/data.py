@@ -64,7 +64,7 @@ class FeatureInputs:
 
 def shrink(ct: Volume, grid: tuple[int, int, int]) -> Volume:
     """The CT averaged over whole bins of voxels so that each axis keeps at least twice ``grid`` voxels."""
-    factors = [max(1, n // (2 * g)) for n, g in zip(ct.shape, grid)]
+    factors = [max(1, n // (2 * g)) for n, g in zip(ct.shape, grid, strict=True)]
     if factors == [1, 1, 1]:
         return ct
     import SimpleITK as sitk

@@ -13,6 +13,7 @@ from torch import nn
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.models.common.net_config import StoredConfig
+import itertools
 
 
 @dataclass
@@ -59,13 +60,13 @@ class FeatureNet(nn.Module):
         super().__init__()
         self.config = config or FeatureNetConfig()
         widths = (self.config.in_channels, *self.config.channels)
-        self.encoder = nn.Sequential(*(_down(a, b) for a, b in zip(widths[:-1], widths[1:])))
+        self.encoder = nn.Sequential(*(_down(a, b) for a, b in itertools.pairwise(widths)))
         size = int(torch.tensor(self.config.bottleneck).prod())
         self.to_latent = nn.Linear(size, self.config.latent)
         self.from_latent = nn.Linear(self.config.latent, size)
         backwards = widths[::-1]
         self.decoder = nn.Sequential(*(_up(a, b, last=i == len(backwards) - 2)
-                                       for i, (a, b) in enumerate(zip(backwards[:-1], backwards[1:]))))
+                                       for i, (a, b) in enumerate(itertools.pairwise(backwards))))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent features ``(batch, latent)``."""

@@ -18,7 +18,8 @@ from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
-from DoseSegLib.io.patient import read_patient
+from DoseSegLib.core.options import Device
+from DoseSegLib.io.patient import ct_source, read_patient
 from DoseSegLib.io.tables import Row
 from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.features.data import FeatureInputs, prepare_inputs
@@ -45,7 +46,8 @@ class FeatureModel(ModelHandle):
         return {"inputs": FeatureInputs.from_dict(meta["inputs"])}
 
 
-def load_features_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> FeatureModel:
+def load_features_model(name: str | None = None, device: Device | str = Device.AUTO,
+                        weights: Path | None = None) -> FeatureModel:
     """A feature autoencoder (see :meth:`ModelHandle.load`)."""
     return FeatureModel.load(name, device, weights)
 
@@ -92,7 +94,7 @@ def features_tables(model: FeatureModel, folders: Sequence[Path], radiomics: boo
     for folder in tqdm(folders, desc="features", unit="patient", disable=len(folders) < 2):
         try:
             case = read_patient(folder, mapper)
-            check_ct(case.ct, str(folder / "ct.nrrd"))
+            check_ct(case.ct, ct_source(folder, case))
             site_note = check_site(case, any_site)
             row = {**feature_row(model, case), **({"note": site_note} if site_note else {})}
             if radiomics:
@@ -121,8 +123,8 @@ def reconstruction_png(model: FeatureModel, case: Case, channels: Sequence[str] 
     figure = new_figure(6, 2.6 * len(shown))
     figure.suptitle(f"{case.name}: autoencoder input and reconstruction", fontsize=10)
     axes = figure.subplots(len(shown), 2, squeeze=False)
-    for row, name in zip(axes, shown):
-        for ax, array, title in zip(row, (sample["image"], output), ("input", "reconstruction")):
+    for row, name in zip(axes, shown, strict=True):
+        for ax, array, title in zip(row, (sample["image"], output), ("input", "reconstruction"), strict=True):
             oriented, spacing = lps_oriented(sample["grid"].with_array(array[names.index(name)]))
             image, extent = plane(oriented, spacing, "coronal", index)
             ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)

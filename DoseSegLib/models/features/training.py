@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from DoseSegLib.io.patient import DOSE_FILE
 from DoseSegLib.models.common import distributed
 from DoseSegLib.models.common import training_loop as loop
 from DoseSegLib.models.common.training_loop import RunConfig, Step, Validation
@@ -63,7 +64,7 @@ def _resolve(config: FeatureTrainConfig, train_folders: list[Path]) -> FeatureTr
     """The config with the dose choice made and the network's input matching the inputs."""
     dose = config.use_dose
     if dose is None:
-        dose = all((f / "dose.nrrd").is_file() for f in train_folders)
+        dose = all((f / DOSE_FILE).is_file() for f in train_folders)
         log.warning("dose channel %s (%s training patient has a dose.nrrd)", "on" if dose else "off",
                     "every" if dose else "not every")
     inputs = replace(config.inputs, dose=dose)
@@ -125,7 +126,7 @@ def _step(net: torch.nn.Module, images: np.ndarray, config: FeatureTrainConfig, 
 
     def step(indices: np.ndarray, rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
         batch = [images[i, :, ::-1] if config.flip and rng.random() < 0.5 else images[i]  # axis x: left-right
-                 for i, rng in zip(indices, rngs)]
+                 for i, rng in zip(indices, rngs, strict=True)]
         x = torch.from_numpy(np.ascontiguousarray(np.stack(batch))).to(device)
         return {"mse": torch.nn.functional.mse_loss(net(x), x)}
 

@@ -75,7 +75,7 @@ def region_mask(case: Case) -> np.ndarray:
 def input_channels(images: list[Volume], spec: InputSpec, region: np.ndarray) -> np.ndarray:
     """Float32 ``(spec.channels, X, Y, Z)``: CT windows scaled to [-1, 1], other images z-scored in ``region``."""
     channels = []
-    for name, image in zip(spec.images, images):
+    for name, image in zip(spec.images, images, strict=True):
         values = image.array.astype(np.float32)
         if is_ct(name):
             for low, high in spec.ct_windows:
@@ -92,11 +92,11 @@ def pad_channels(array: np.ndarray, shape: tuple[int, ...], fill: np.ndarray | N
     Args:
         fill: value of each channel in the padding (default: the channel's minimum).
     """
-    pads = [(0, max(0, s - n)) for s, n in zip(shape, array.shape[1:])]
+    pads = [(0, max(0, s - n)) for s, n in zip(shape, array.shape[1:], strict=True)]
     if not any(after for _, after in pads):
         return array
     fill = array.min(axis=(1, 2, 3)) if fill is None else fill
-    return np.stack([np.pad(c, pads, constant_values=v) for c, v in zip(array, fill)])
+    return np.stack([np.pad(c, pads, constant_values=v) for c, v in zip(array, fill, strict=True)])
 
 
 def prepare_sample(folder: Path, spec: InputSpec, labels: tuple[str, ...], dose_inputs: bool) -> dict[str, np.ndarray]:
@@ -145,8 +145,8 @@ def _patch_start(labels: np.ndarray, patch: tuple[int, int, int], rng: np.random
         weights = np.ones(len(found)) if label_weights is None else np.asarray(label_weights, float)[found]
         voxels = np.argwhere(labels[rng.choice(found, p=weights / weights.sum())])
         centre = voxels[rng.integers(len(voxels))]
-        return [int(np.clip(c - p // 2, 0, max(n - p, 0))) for c, p, n in zip(centre, patch, size)]
-    return [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(size, patch)]
+        return [int(np.clip(c - p // 2, 0, max(n - p, 0))) for c, p, n in zip(centre, patch, size, strict=True)]
+    return [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(size, patch, strict=True)]
 
 
 def balanced_label_weights(samples: list[dict[str, np.ndarray]]) -> np.ndarray:
@@ -168,14 +168,14 @@ def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int], rng
             of view stops short of the skull top.
     """
     start = _patch_start(sample["labels"], patch, rng, foreground, label_weights)
-    stop = [s + p for s, p in zip(start, patch)]
+    stop = [s + p for s, p in zip(start, patch, strict=True)]
     if rng.random() < truncate:
         stop[2] = start[2] + int(rng.integers(patch[2] // 4, patch[2]))
-    crop = (slice(None), *(slice(a, b) for a, b in zip(start, stop)))
+    crop = (slice(None), *(slice(a, b) for a, b in zip(start, stop, strict=True)))
     labels = sample["labels"][crop].astype(np.float32)
     arrays = {
         "image": pad_channels(sample["image"][crop].astype(np.float32), patch, sample["image"].min(axis=(1, 2, 3))),
-        "labels": np.pad(labels, [(0, 0)] + [(0, p - n) for p, n in zip(patch, labels.shape[1:])]),
+        "labels": np.pad(labels, [(0, 0)] + [(0, p - n) for p, n in zip(patch, labels.shape[1:], strict=True)]),
     }
     if "dose_inputs" in sample:
         arrays["dose_inputs"] = pad_to(sample["dose_inputs"][crop].astype(np.float32), patch)[0]

@@ -77,7 +77,7 @@ def overlap_counts(probabilities: np.ndarray, labels: np.ndarray,
     truth = labels.astype(bool)
     single = single_component or [False] * len(truth)
     counts = [largest(p, t) if one else (at_least(p[t]), at_least(p))
-              for p, t, one in zip(probabilities, truth, single)]
+              for p, t, one in zip(probabilities, truth, single, strict=True)]
     return {
         "true_positive": np.stack([c[0] for c in counts]),
         "predicted": np.stack([c[1] for c in counts]),

@@ -16,11 +16,10 @@ from torch import nn
 
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import SegLoss
 from DoseSegLib.models.common import distributed
 from DoseSegLib.models.dose.inputs import CHANNELS
 from DoseSegLib.models.dose.net import DoseNet
-
-LOSSES = ("bce_dice", "doselo")
 
 
 class BceDiceLoss(nn.Module):
@@ -118,12 +117,11 @@ def load_frozen_dose_net(name: str | None = None, weights: Path | None = None) -
     return load_dose_model(name, "cpu", weights).net
 
 
-def make_loss(kind: str, labels: Sequence[str], dose_net: DoseNet | None = None, weight: float = 1.0) -> nn.Module:
-    """The loss named ``kind`` (one of :data:`LOSSES`); DOSELO needs ``dose_net``."""
-    if kind == "bce_dice":
+def make_loss(kind: SegLoss | str, labels: Sequence[str], dose_net: DoseNet | None = None,
+              weight: float = 1.0) -> nn.Module:
+    """The loss named ``kind``; DOSELO needs ``dose_net``."""
+    if SegLoss.parse(kind) == SegLoss.BCE_DICE:
         return BceDiceLoss()
-    if kind == "doselo":
-        if dose_net is None:
-            raise ValueError("the DOSELO loss needs the dose network")
-        return DoseloLoss(dose_net, labels, weight)
-    raise DoseSegError(f"unknown loss '{kind}' (use {' or '.join(LOSSES)})")
+    if dose_net is None:
+        raise ValueError("the DOSELO loss needs the dose network")
+    return DoseloLoss(dose_net, labels, weight)

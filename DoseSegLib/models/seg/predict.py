@@ -16,9 +16,10 @@ from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.colors import structure_colors
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import Device
 from DoseSegLib.core.orientation import Reorientation
 from DoseSegLib.core.volume import Volume, mask_box
-from DoseSegLib.io.patient import write_segmentation, write_structures
+from DoseSegLib.io.patient import ct_source, write_segmentation, write_structures
 from DoseSegLib.models.common.arrays import BOX_MARGIN
 from DoseSegLib.models.common.devices import cpu_if_out_of_memory
 from DoseSegLib.models.common.grid import box_volume, working_grid
@@ -57,7 +58,8 @@ class SegModel(ModelHandle):
                 "inputs": InputSpec.from_dict(meta["inputs"]), "patch": tuple(meta["patch"])}
 
 
-def load_segmentation_model(name: str | None = None, device: str = "auto", weights: Path | None = None) -> SegModel:
+def load_segmentation_model(name: str | None = None, device: Device | str = Device.AUTO,
+                            weights: Path | None = None) -> SegModel:
     """A segmentation model (see :meth:`ModelHandle.load`)."""
     return SegModel.load(name, device, weights)
 
@@ -85,7 +87,7 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
     grid = working_grid(case.ct, region)
     if grid is not None:  # a CT finer (or coarser) than the model's: the model sees its own spacing
         images = [resample(image, grid, "linear", AIR_HU if is_ct(name) else 0.0)
-                  for image, name in zip(images, model.inputs.images)]
+                  for image, name in zip(images, model.inputs.images, strict=True)]
         region = resample_mask(case.ct.with_array(region), grid).array
     box = mask_box(region, BOX_MARGIN)
     image = input_channels(images, model.inputs, region)[(slice(None), *box)]
@@ -93,7 +95,7 @@ def segment_case(model: SegModel, case: Case, images: list[Volume] | None = None
         model, lambda: predict_probabilities(model.net, image, model.patch, model.device, model.amp,
                                              model.labels if tta else None))
     masks = {}
-    for label, probability in zip(model.labels, probabilities):
+    for label, probability in zip(model.labels, probabilities, strict=True):
         if grid is None:
             mask = np.zeros(case.ct.shape, bool)
             mask[box] = probability >= model.thresholds[label]
@@ -123,7 +125,7 @@ def threshold_at_half(probability: np.ndarray, threshold: float) -> np.ndarray:
 def segment_folder(model: SegModel, folder: Path, tta: bool = False) -> dict[str, Volume]:
     """Masks for a patient folder holding the model's input images (ct.nrrd, ...)."""
     case, images = read_inputs(Path(folder), model.inputs)
-    check_ct(case.ct, str(Path(folder) / "ct.nrrd"))
+    check_ct(case.ct, ct_source(Path(folder), case))
     return segment_case(model, case, images, tta=tta)
 
 

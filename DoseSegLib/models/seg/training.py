@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import SegLoss
 from DoseSegLib.models.common import distributed
 from DoseSegLib.models.common import training_loop as loop
 from DoseSegLib.models.common.arrays import to_device
@@ -40,7 +41,7 @@ class SegTrainConfig(RunConfig):
     """Options of ``doseseg train-seg`` (saved beside the checkpoints).
 
     Attributes:
-        loss: "bce_dice" or "doselo".
+        loss: BCE + soft Dice, or DOSELO (a :class:`SegLoss` or its text).
         dose_weight: lambda of the DOSELO dose term (MSE in Gy^2).
         dose_model: catalogue name of the frozen dose network (DOSELO; default model when None).
         dose_weights: a train-dose best.pt to use instead of the catalogue.
@@ -55,7 +56,7 @@ class SegTrainConfig(RunConfig):
             as a scan with a short field of view.
     """
 
-    loss: str = "bce_dice"
+    loss: SegLoss = SegLoss.BCE_DICE
     dose_weight: float = 1.0
     dose_model: str | None = None
     dose_weights: str | None = None
@@ -71,6 +72,9 @@ class SegTrainConfig(RunConfig):
     truncate: float = 0.1
     net: SegNetConfig = field(default_factory=SegNetConfig)
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
+
+    def __post_init__(self) -> None:
+        self.loss = SegLoss.parse(self.loss)
 
 
 def _check_patch(patch: tuple[int, ...], multiples: dict[str, int]) -> None:
@@ -96,7 +100,7 @@ class Validator:
         mine = [self.samples[i] for i in distributed.shard(len(self.samples))]
         for sample in tqdm(mine, desc="validation", unit="patient", leave=False, disable=not distributed.is_main()):
             probabilities = predict_probabilities(net, sample["image"], self.patch, device, amp=True)
-            for counts, single in zip(found, single_component_options):
+            for counts, single in zip(found, single_component_options, strict=True):
                 counts.append(overlap_counts(probabilities, sample["labels"], single))
         return [distributed.gather(counts) for counts in found]
 
@@ -121,7 +125,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     device = loop.start_run(config, device)
     config = replace(config, net=replace(config.net, in_channels=config.inputs.channels,
                                          out_channels=len(config.labels)))
-    doselo = config.loss == "doselo"
+    doselo = config.loss == SegLoss.DOSELO
     if doselo and not is_ct(config.inputs.images[0]):
         raise DoseSegError("the DOSELO loss needs ct.nrrd as the first input (the dose network's grid)")
     dose_net = load_frozen_dose_net(config.dose_model, config.dose_weights).to(device) if doselo else None
@@ -131,7 +135,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     _check_patch(config.patch, multiples)
     loss_fn = make_loss(config.loss, config.labels, dose_net, config.dose_weight).to(device)
     net = SegNet(config.net)
-    loop.begin(out, config, net)
+    loop.begin(out, config, net, device)
     model = distributed.wrap(net, device)
     cache = cache or out / "cache"
     train_folders, val_folders = loop.split_folders(data, config)
@@ -142,7 +146,8 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
 
     def validate(epoch: int) -> Validation:
         thresholds, dice = validator.score(net, device)
-        values = {"val_dice": float(np.nanmean(dice)), **{f"dice_{n}": float(d) for n, d in zip(config.labels, dice)}}
+        per_label = {f"dice_{n}": float(d) for n, d in zip(config.labels, dice, strict=True)}
+        values = {"val_dice": float(np.nanmean(dice)), **per_label}
         return Validation(values["val_dice"], values, _meta(config, epoch, thresholds, dice))
 
     result = loop.run_epochs(
@@ -181,17 +186,18 @@ def reset_output_bias(net: SegNet, samples: list[dict], config: SegTrainConfig, 
 
 def _meta(config: SegTrainConfig, epoch: int, thresholds: np.ndarray, dice: np.ndarray) -> dict:
     """What inference needs besides the weights, and how they were obtained."""
+    doselo = config.loss == SegLoss.DOSELO
     return {
         "labels": list(config.labels),
-        "thresholds": {n: float(t) for n, t in zip(config.labels, thresholds)},
+        "thresholds": {n: float(t) for n, t in zip(config.labels, thresholds, strict=True)},
         "inputs": config.inputs.to_dict(),
         "patch": list(config.patch),
         "epoch": epoch,
         "val_dice": float(np.nanmean(dice)),
-        "val_dice_per_label": {n: float(d) for n, d in zip(config.labels, dice)},
-        "loss": config.loss,
-        "dose_weight": config.dose_weight if config.loss == "doselo" else None,
-        "dose_model": (config.dose_weights or config.dose_model or "default") if config.loss == "doselo" else None,
+        "val_dice_per_label": {n: float(d) for n, d in zip(config.labels, dice, strict=True)},
+        "loss": config.loss.value,  # plain text: weights files load with weights_only=True
+        "dose_weight": config.dose_weight if doselo else None,
+        "dose_model": (config.dose_weights or config.dose_model or "default") if doselo else None,
     }
 
 
@@ -204,7 +210,8 @@ def _step(net: torch.nn.Module, loss_fn: torch.nn.Module, samples: list[dict], c
 
     def step(indices: np.ndarray, rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
         patches = [augment(to_device(random_patch(samples[i], config.patch, rng, config.foreground, label_weights,
-                                                  config.truncate), device)) for i, rng in zip(indices, rngs)]
+                                                  config.truncate), device))
+                   for i, rng in zip(indices, rngs, strict=True)]
         batch = {key: torch.stack([p[key] for p in patches]) for key in patches[0]}
         with autocast(device):
             logits = net(batch["image"]).float()
