@@ -202,9 +202,6 @@ def align_case(case: Case) -> Case:
         dose = resample(case.dose, ct, "linear", 0.0)
         array = dose.array.astype(np.float32, copy=False)  # a new array (pasted or resampled): clipped in place
         dose = dose.with_array(np.maximum(array, 0.0, out=array))
-        if not array.any() and case.dose.array.any():
-            raise DoseSegError(f"{case.source or case.name}: the dose does not overlap the CT (no dose voxel lies on "
-                               "the CT grid: another patient's dose, or a wrong origin?)")
     if case.possible_dose_mask is not None:
         possible = align_structure("possible_dose_mask", case.possible_dose_mask, ct)
     else:

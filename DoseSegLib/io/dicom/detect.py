@@ -111,16 +111,18 @@ def read_header(path: Path):
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
         return None
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged files
+    except Exception as exc:  # pydicom raises many types for damaged files
         raise DoseSegError(f"{path}: damaged DICOM file ({type(exc).__name__}: {str(exc)[:120]})") from None
     try:  # every top-level value decoded now, so that a damaged one is named here and nowhere deeper
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            check_complete(ds, path)  # on the raw elements, before decoding
             for _ in (*getattr(ds, "file_meta", ()), *ds):
                 pass
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged values
+    except DoseSegError:
+        raise
+    except Exception as exc:  # pydicom raises many types for damaged values
         raise DoseSegError(f"{path}: damaged DICOM file ({type(exc).__name__}: {str(exc)[:120]})") from None
-    check_complete(ds, path)
     if "SOPClassUID" not in ds and "MediaStorageSOPClassUID" not in getattr(ds, "file_meta", {}):
         return None
     ds.filename = str(path)
