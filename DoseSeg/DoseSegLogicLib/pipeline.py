@@ -27,6 +27,8 @@ from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import replace
 
+import numpy as np
+
 from DoseSegLib import Case
 from DoseSegLib.analysis.constraints import RESULT_COLUMNS
 from DoseSegLib.analysis.dvh import metrics_columns
@@ -194,13 +196,19 @@ class DoseSegPipeline:
         return self.showDoseVolume(read_dose(path), ctNode, prescription, doseNode)
 
     def showDoseVolume(self, dose, ctNode, prescription: float | None = None, doseNode=None):
-        """:meth:`loadDose` of a dose already read (a Volume in Gy)."""
+        """:meth:`loadDose` of a dose already read (a Volume in Gy; a float one is converted in place when the
+        CT's study is in cGy)."""
+        factor = doseunits.GY_PER_UNIT[doseunits.studyDoseUnit(ctNode)]
+        if factor != 1.0:  # the study's unit (cGy): one pass, in place when the dose is ours to change
+            array = dose.array if dose.array.dtype.kind == "f" else dose.array.astype(np.float32)
+            dose = dose.with_array(np.divide(array, factor, out=array))
         if doseNode is None:
-            doseNode = nodes.addVolumeNode(self.scene, dose, f"{ctNode.GetName()} predicted dose")
+            doseNode = nodes.addVolumeNode(self.scene, dose, f"{ctNode.GetName()} predicted dose",
+                                           autoWindowLevel=False)
+        else:
+            nodes.updateVolumeNode(doseNode, dose)
         hierarchy.placeBesideCt(ctNode, doseNode)
-        unit = doseunits.markDoseInStudy(doseNode)
-        factor = doseunits.GY_PER_UNIT[unit]
-        nodes.updateVolumeNode(doseNode, dose if factor == 1.0 else dose.with_array(dose.array / factor))
+        doseunits.markDoseInStudy(doseNode)
         nodes.showDose(doseNode, ctNode, prescription / factor if prescription else None)
         return doseNode
 

@@ -113,7 +113,7 @@ class Pipeline:
                 result.source_label = source_label
                 result.reference_label = reference_label
                 if out is not None:
-                    write_results(result, out, steps)
+                    write_results(result, out, steps, self.options.deidentifier)
         finally:
             steps.close()
         return result

@@ -18,6 +18,7 @@ from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
 
 if TYPE_CHECKING:
+    from DoseSegLib.io.dicom.deid import Deidentifier
     from DoseSegLib.analysis.applicability import Applicability
     from DoseSegLib.analysis.normalisation import Normalisation
     from DoseSegLib.models.dose.uncertainty import DoseUncertainty
@@ -48,6 +49,9 @@ class RunOptions:
         level: the intervals' coverage (a fraction).
         normalise: scale the predicted dose so that the primary target meets its prescription by the
             convention of the model's training plans (``<model>.prescription.json``).
+        deidentifier: de-identify the DICOM outputs (rtdose.dcm, rtstruct.dcm) per PS3.15's Basic
+            Profile (``io.dicom.deid``); the NRRD, CSV, HTML and JSON outputs are not DICOM and keep the
+            patient folder's name.
     """
 
     segment: bool = True
@@ -64,6 +68,7 @@ class RunOptions:
     prescriptions: dict[str, float] | None = None
     any_site: bool = False
     normalise: bool = True
+    deidentifier: Deidentifier | None = None
 
     def __post_init__(self) -> None:
         self.dvh_method = DvhMethod.parse(self.dvh_method)

@@ -7,10 +7,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from DoseSegLib.core.volume import Volume, crop_to_content
 from DoseSegLib.run.results import COMPARISON_COLUMNS, PatientResult, output_files
 from DoseSegLib.run.steps import Steps
+
+if TYPE_CHECKING:
+    from DoseSegLib.io.dicom.deid import Deidentifier
 
 
 def nonzero_box(volume: Volume) -> Volume:
@@ -19,7 +23,7 @@ def nonzero_box(volume: Volume) -> Volume:
     return crop_to_content(volume, volume.array != 0)
 
 
-def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
+def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[str, Callable[[Path], None]]:
     """For each output file name, how to write it from ``result``."""
     from DoseSegLib.analysis.constraints import write_constraints_csv
     from DoseSegLib.analysis.dvh import write_dvh_csv, write_metrics_csv
@@ -35,7 +39,7 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
     structures = result.case.structures
     comparison = result.comparison
     auto = {name: structures[name] for name in result.auto_segmented}
-    target = cache(lambda: read_dicom_target(result.case.source, result.case.dicom_series))  # one scan for both
+    target = cache(lambda: read_dicom_target(result.case.source, result.case.dicom_series, deid))  # one scan
     return {
         "report.html": lambda path: write_report(path, result),
         "dose.nrrd": lambda path: write_dose(path, nonzero_box(result.dose)),
@@ -59,10 +63,12 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], None]]:
     }
 
 
-def write_results(result: PatientResult, folder: Path, steps: Steps | None = None) -> None:
-    """Write every output file of one patient into an existing (staging) folder, ``summary.json`` last."""
+def write_results(result: PatientResult, folder: Path, steps: Steps | None = None,
+                  deid: Deidentifier | None = None) -> None:
+    """Write every output file of one patient into an existing (staging) folder, ``summary.json`` last;
+    ``deid`` de-identifies the DICOM files."""
     steps = steps or Steps(result.name, False)
-    writers = _writers(result)
+    writers = _writers(result, deid)
     files = [entry.name for entry in output_files(result)]
     with steps("report"):
         writers["report.html"](folder / "report.html")
