@@ -76,6 +76,7 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
     from DoseSegLib.io.dicom.carry import plan_rois
     from DoseSegLib.io.dicom.detect import patient_format
     from DoseSegLib.io.dicom.results import read_dicom_target, write_dicom_dose, write_dicom_structures, write_roi_plan
+    from DoseSegLib.io.dicom.seg import seg_available, write_dicom_seg
     from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.io.patient import read_dose
 
@@ -100,7 +101,11 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
             written.append(write_roi_plan(out / "rtstruct.dcm", target, rois))
         elif rois is None and auto:
             written.append(write_dicom_structures(out / "rtstruct.dcm", target, auto, results.models))
+        if auto and seg_available():
+            written.append(write_dicom_seg(out / "seg.dcm", target, auto, results.models))
     print(f"wrote {', '.join(str(args.output / p.name) for p in written)}")
+    if auto and not seg_available():
+        print("no seg.dcm: highdicom is not installed (pip install highdicom)")
     if rois is not None and rois.copied:
         print(f"copied as drawn from {target.structure_set}: {', '.join(rois.copied)}")
 
