@@ -78,6 +78,18 @@ class Case:
         """Targets whose dose is not known: never guessed (give it with ``--prescription NAME=GY``)."""
         return [n for n in self.target_names if n not in self.targets]
 
+    def require_dose(self) -> Volume:
+        """The case's dose; a DoseSegError naming the patient when it has none."""
+        if self.dose is None:
+            raise DoseSegError(f"{self.source or self.name}: no dose")
+        return self.dose
+
+    def require_possible_dose_mask(self) -> Volume:
+        """The possible-dose mask (or body); a DoseSegError naming the patient when it has none."""
+        if self.possible_dose_mask is None:
+            raise DoseSegError(f"{self.source or self.name}: no possible-dose mask")
+        return self.possible_dose_mask
+
     @property
     def main_prescription(self) -> float | None:
         """The stated prescription, or the highest target's dose level."""

@@ -183,7 +183,8 @@ def read_segmentation(
     spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
     direction = ijk_to_lps[:3, :3] / spacing
     mapper = mapper or NameMapper()
-    masks, given = {}, {}
+    masks: dict[str, Volume] = {}
+    given: dict[str, str] = {}  # canonical name -> segment name
     for segment in seg["segments"]:
         layer = voxels[segment.get("layer", 0)] if layered else voxels
         mask = layer == segment["labelValue"]
@@ -202,7 +203,7 @@ def _shared_layers(masks: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int,
     """Masks packed into as few uint8 layers as overlaps allow (Slicer's shared labelmaps):
     the ``(layers, X, Y, Z)`` voxels and each mask's (layer, label value)."""
     layers: list[np.ndarray] = []
-    placement = []
+    placement: list[tuple[int, int]] = []
     for mask in masks:
         box = mask_box(mask) if mask.any() else tuple(slice(0, 0) for _ in mask.shape)
         inside = mask[box]

@@ -63,7 +63,7 @@ def _anatomy(
     return body, vertebra | mandible, structures
 
 
-def _dose(targets: dict[float, np.ndarray], body: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+def _dose(targets: dict[float, np.ndarray], body: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """Each target's prescription inside it, falling off exponentially with distance; zero outside the body."""
     from scipy import ndimage
 
@@ -131,7 +131,7 @@ def write_phantom_patient(folder: str | Path, **kwargs) -> Case:
         name=case.name,
         ct=case.ct,
         structures={name: crop_to_content(mask, mask.array) for name, mask in case.structures.items()},
-        dose=crop_to_content(case.dose, case.possible_dose_mask.array),
+        dose=crop_to_content(case.require_dose(), case.require_possible_dose_mask().array),
         possible_dose_mask=case.possible_dose_mask,
     )
     folder = Path(folder)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DoseSegLib.analysis.dvh import DVH
+from DoseSegLib.analysis.openkbp import ChallengeRow
 from DoseSegLib.analysis.plan import PlanEvaluation
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -117,7 +118,7 @@ class Comparison:
     difference: Volume
     dose_error: float
     dvh_error: float
-    openkbp_rows: list[Row]
+    openkbp_rows: list[ChallengeRow]
     metric_differences: list[Row]
     reference_plan: PlanEvaluation
     gamma: list[Row] = field(default_factory=list)

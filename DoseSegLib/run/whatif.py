@@ -10,7 +10,6 @@ the predicted dose, DVH metrics and their sensitivity to each mask voxel recompu
 from __future__ import annotations
 
 import contextlib
-
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path

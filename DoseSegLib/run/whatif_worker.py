@@ -28,11 +28,15 @@ import base64
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import Device
+
+if TYPE_CHECKING:
+    from DoseSegLib.run.whatif import WhatIfSession
 
 Request = dict[str, Any]
 
@@ -60,17 +64,17 @@ class Worker:
     """Dispatches requests onto one session."""
 
     def __init__(self) -> None:
-        self.session = None
+        self.session: WhatIfSession | None = None
 
     def open(self, request: Request) -> dict:
         from DoseSegLib.core.names import NameMapper
         from DoseSegLib.run.whatif import WhatIfSession
 
         names = NameMapper.from_json(request["names"]) if request.get("names") else None
-        self.session = WhatIfSession(request["patient"], request.get("device", "auto"), names=names)
-        case = self.session.case
+        session = self.session = WhatIfSession(request["patient"], request.get("device", Device.AUTO), names=names)
+        case = session.case
         return {"structures": sorted(case.structures), "shape": list(case.ct.shape),
-                "device": str(self.session.model.device)}
+                "device": str(session.model.device)}
 
     def _session(self):
         if self.session is None:

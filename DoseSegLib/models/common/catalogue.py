@@ -14,13 +14,16 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.options import Device
+from DoseSegLib.models.common.net_config import StoredConfig
 
 if TYPE_CHECKING:
     import torch
+
+NetT = TypeVar("NetT", bound="torch.nn.Module")
 
 
 @dataclass
@@ -130,9 +133,9 @@ def load_checkpoint(task: str, name: str | None = None, weights: Path | None = N
     return checkpoint, None
 
 
-def load_network(task: str, network: type, config: type, name: str | None = None,
+def load_network(task: str, network: type[NetT], config: type[StoredConfig], name: str | None = None,
                  weights: Path | None = None, device: Device | str = Device.AUTO,
-                 ) -> tuple[torch.nn.Module, dict, ModelEntry | None, torch.device]:
+                 ) -> tuple[NetT, dict, ModelEntry | None, torch.device]:
     """A network from the catalogue or a weights file (see :func:`load_checkpoint`), in eval mode on ``device``.
 
     Args:
