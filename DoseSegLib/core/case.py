@@ -10,6 +10,8 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import CGY_FROM, DOSE_FROM, check_prescription
 from DoseSegLib.core.volume import Volume
 
+__all__ = ["OARS", "TARGET_PATTERN", "Case", "is_target", "target_prescription"]
+
 OARS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
 TARGET_PATTERN = re.compile(r"^PTV(\d+(?:\.\d+)?)$")
 

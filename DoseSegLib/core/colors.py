@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 from DoseSegLib.core.case import OARS, target_prescription
 
+__all__ = ["DISTINCT", "OAR_COLORS", "PALETTE", "structure_color", "structure_colors", "target_color"]
+
 OAR_COLORS: dict[str, tuple[float, float, float]] = dict(zip(OARS, [
     (0.85, 0.65, 0.13),  # Brainstem
     (1.00, 1.00, 0.00),  # SpinalCord

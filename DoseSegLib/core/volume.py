@@ -9,6 +9,8 @@ import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
 
+__all__ = ["Volume", "crop_box", "crop_to_content", "mask_box"]
+
 
 @dataclass
 class Volume:

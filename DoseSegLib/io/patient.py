@@ -16,6 +16,11 @@ from DoseSegLib.core.names import NameMapper, refuse_duplicate, structure_filena
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
 from DoseSegLib.io.nrrd_read import read_header, read_nrrd
 
+__all__ = ["CT_FILE", "DOSE_FILE", "DOSE_SCALE", "DOSE_UNITS_KEY", "GZIP_LEVEL", "POSSIBLE_DOSE_FILE", "ct_source",
+    "dose_source", "read_dose", "read_mask", "read_patient", "read_segmentation", "read_volume", "require_patient",
+    "with_mapper_results", "write_dose", "write_patient", "write_segmentation", "write_structures", "write_volume"
+]
+
 log = logging.getLogger(__name__)
 
 _TO_LPS = {

@@ -16,6 +16,8 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.volume import Volume, crop_to_content
 from DoseSegLib.io.patient import write_patient
 
+__all__ = ["FALLOFF_MM", "make_phantom", "write_phantom_patient"]
+
 AIR_HU, TISSUE_HU, BONE_HU = -1000, 40, 700
 FALLOFF_MM = 12.0
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from DoseSegLib.core.errors import DoseSegError
 
+__all__ = ["Row", "columns_of", "format_value", "read_csv", "write_csv"]
+
 Row = dict[str, Any]
 """One table row: column name -> cell (text, number or None). Most tables have open-ended columns (one per DVH
 metric, V_x or feature), so a cell's type is known only to the code that names the column."""

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from DoseSegLib.models.dose.uncertainty import DoseUncertainty
     from DoseSegLib.models.seg.predict import SegModel
 
+__all__ = ["Pipeline"]
+
 log = logging.getLogger(__name__)
 
 

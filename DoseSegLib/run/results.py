@@ -23,6 +23,20 @@ if TYPE_CHECKING:
     from DoseSegLib.analysis.normalisation import Normalisation
     from DoseSegLib.models.dose.uncertainty import DoseUncertainty
 
+__all__ = [
+    "COHORT_COLUMNS",
+    "COMPARISON_COLUMNS",
+    "OUTPUT_FILES",
+    "BatchResult",
+    "Comparison",
+    "OutputFile",
+    "PatientResult",
+    "RunOptions",
+    "check_run_options",
+    "constraint_text",
+    "output_files"
+]
+
 COHORT_COLUMNS = (
     "patient", "status", "error", "prescription_gy", "structures", "auto_segmented",
     "constraints_failed", "dose_error_gy", "dvh_error_gy", "seconds",

@@ -31,6 +31,8 @@ from DoseSegLib.io.tables import Row
 from DoseSegLib.models.dose.live_inputs import LiveInputs
 from DoseSegLib.models.dose.predict import load_dose_model, predict_box_dose, prepare_case
 
+__all__ = ["TEXT_COLUMNS", "WhatIfResult", "WhatIfSession"]
+
 TEXT_COLUMNS = ("structure", "original_name", "dvh_method", "note")
 
 

@@ -23,6 +23,19 @@ from DoseSegLib.models.common.net_config import StoredConfig
 if TYPE_CHECKING:
     import torch
 
+__all__ = [
+    "MODEL_FOLDERS",
+    "PACKAGE_DIR",
+    "ModelEntry",
+    "find_model",
+    "load_catalogue",
+    "load_checkpoint",
+    "load_network",
+    "load_weights",
+    "models_dir",
+    "sha256_of"
+]
+
 NetT = TypeVar("NetT", bound="torch.nn.Module")
 
 

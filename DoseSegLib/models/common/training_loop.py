@@ -28,6 +28,10 @@ from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.models.common import distributed
 from DoseSegLib.models.common.net_config import StoredConfig
 
+__all__ = ["RunConfig", "Step", "Validation", "begin", "cosine_lr", "descend", "load_init_weights", "resume",
+    "run_epochs", "save_last", "save_weights", "split_folders", "start_run", "train_epoch", "write_config"
+]
+
 log = logging.getLogger(__name__)
 
 Step = Callable[[np.ndarray, list[np.random.Generator]], dict[str, torch.Tensor]]
