@@ -259,13 +259,24 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        self._showRunAll)
 
     def onDvh(self) -> None:
+        """Compute DVH in a background process (``doseseg dvh``: the GUI never freezes); a reference dose's
+        curves follow, dashed."""
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("DVH computation failed."), waitCursor=True):
-            dose = p.predictedDose or p.referenceDose
-            reference = p.referenceDose if p.predictedDose else None
-            outputs = self.logic.computeDvh(dose, p.segmentation, options=self._options(), ctNode=p.ctVolume,
-                                            referenceDoseNode=reference)
-            self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
+        dose = p.predictedDose or p.referenceDose
+        reference = p.referenceDose if p.predictedDose else None
+        self._startJob(False,
+                       lambda: self.logic.startComputeDvh(dose, p.segmentation, options=self._options(),
+                                                          ctNode=p.ctVolume),
+                       lambda outputs: self._showDvhOutputs(outputs, reference))
+
+    def _showDvhOutputs(self, outputs: dict, reference=None) -> None:
+        self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
+        if reference is not None:
+            p = self._parameterNode
+            self._startJob(False,
+                           lambda: self.logic.startComputeDvh(reference, p.segmentation, options=self._options(),
+                                                              ctNode=p.ctVolume, label="reference "),
+                           lambda referenceOutputs: self.logic.showChart(referenceOutputs["dvhChart"]))
 
     def onDoseOpacity(self, opacity: float) -> None:
         p = self._parameterNode

@@ -76,3 +76,9 @@ def tiny_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = write_tiny_catalogue(tmp_path / "models")
     monkeypatch.setenv("DOSESEG_MODELS", str(folder))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def no_personal_models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests never see the developer's own published models (DOSESEG_MODELS_DIR: an empty folder)."""
+    monkeypatch.setenv("DOSESEG_MODELS_DIR", str(tmp_path_factory.mktemp("user-models")))

@@ -30,7 +30,7 @@ RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
 
 
 def write_ct_series(folder: Path, ct: Volume, patient_id: str = "DS-TEST", frame: str | None = None,
-                    study: str | None = None) -> list[Path]:
+                    study: str | None = None, patient_name: str = "Test^Patient") -> list[Path]:
     """One CT file per k slice (axial, identity in-plane axes as the CT's), stored HU + 1024 with an intercept."""
     folder.mkdir(parents=True, exist_ok=True)
     frame, study, series = frame or generate_uid(), study or generate_uid(), generate_uid()
@@ -44,7 +44,7 @@ def write_ct_series(folder: Path, ct: Volume, patient_id: str = "DS-TEST", frame
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SpecificCharacterSet = "ISO_IR 100"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PatientName, ds.PatientID, ds.Modality = "Test^Patient", patient_id, "CT"
+        ds.PatientName, ds.PatientID, ds.Modality = patient_name, patient_id, "CT"
         ds.PatientBirthDate, ds.PatientSex = "19600101", "O"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.StudyDate, ds.StudyTime, ds.StudyID = "20260101", "120000", "1"
@@ -95,10 +95,11 @@ def write_rtplan(path: Path, ct: SeriesGeometry, prescriptions: dict[int, float]
     return save(ds, path)
 
 
-def write_dicom_patient(folder: Path, case: Case, plan: bool = True) -> Path:
+def write_dicom_patient(folder: Path, case: Case, plan: bool = True, patient_id: str = "DS-TEST",
+                        patient_name: str = "Test^Patient") -> Path:
     """``case`` as a DICOM folder: CT series, RTSTRUCT (structures on the CT grid + the possible-dose
     mask as EXTERNAL), RTDOSE (the dose on its own grid) and an RTPLAN with the targets' prescriptions."""
-    write_ct_series(folder, case.ct)
+    write_ct_series(folder, case.ct, patient_id, patient_name=patient_name)
     ct = ct_geometry(scan_folder(folder))
     masks = {name: align_structure(name, mask, ct.grid) for name, mask in case.structures.items()}
     if case.possible_dose_mask is not None:

@@ -24,6 +24,7 @@ pytest_plugins = ["mrml_fixtures"]  # its fixtures: scene, rt_study, ...; it put
 from DoseSegLogicLib import dependencies, doseunits, isodose, nodes, results
 from DoseSegLogicLib.evaluation import referenceVolumeNode
 from DoseSegLogicLib.options import PatientOptions
+from DoseSegLogicLib import pipeline as pipeline_module
 from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline
 from DoseSegTestLib import rtscene
 
@@ -317,3 +318,20 @@ def test_the_model_buttons_on_a_slicerrt_plan(rt_study, tiny_models):
     if dependencies.radiomicsProblem() is None:
         table = pipeline.extractRadiomics(rt_study.ct, rt_study.segmentation)
         assert table.GetNumberOfRows() == rt_study.segmentation.GetSegmentation().GetNumberOfSegments()
+
+
+def test_compute_dvh_in_a_background_process_gives_the_same_tables(rt_study, monkeypatch):
+    """A clinical-size grid is evaluated by `doseseg dvh` in a background process: same numbers and nodes."""
+    scene = rt_study.ct.GetScene()
+    logic = DoseSegPipeline(scene)
+    in_process = table_rows(logic.computeDvh(rt_study.dose, rt_study.segmentation, {"PTV1": 70.0})["metrics"])
+    monkeypatch.setattr(pipeline_module, "IN_PROCESS_VOXELS", 0)  # as if the CT were clinical size
+    out = logic.computeDvh(rt_study.dose, rt_study.segmentation, {"PTV1": 70.0}, referenceDoseNode=rt_study.dose)
+    worst = _worst_differences(table_rows(out["metrics"]), in_process)
+    assert max(worst.values()) < 1e-3, worst
+    dashed = [t for t in out["dvhTables"] if t.GetName().startswith("DVH reference ")]
+    assert len(dashed) == len(in_process) == len(out["dvhTables"]) - len(dashed)
+    for table in out["dvhTables"]:
+        assert table.GetAttribute("DoseVolumeHistogram.DVH") == "1"
+        assert table.GetAttribute("DoseVolumeHistogram.SegmentID"), table.GetName()
+        assert table.GetNodeReference("doseVolumeRef") is rt_study.dose

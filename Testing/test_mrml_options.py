@@ -28,21 +28,23 @@ def test_prescriptions_text_round_trips_and_bad_text_is_refused():
             parsePrescriptions(bad)
 
 
-@pytest.mark.parametrize("command", ["align", "segment", "predict-dose", "radiomics", "run"])
+@pytest.mark.parametrize("command", ["align", "segment", "predict-dose", "radiomics", "run", "dvh"])
 def test_every_option_reaches_the_commands_that_take_it_and_they_parse(command, tmp_path):
     options = PatientOptions(prescriptions={"PTV1": 60.0}, namesFile=str(tmp_path / "names.json"),
                              goalsFile="prostate", anySite=True, uncertainty=True, level=0.8, dvhMethod="voxel",
                              device="cpu", mirrorAveraging=True, allowHighDose=True)
     args = options.arguments(command)
     parsed = build_parser().parse_args([command, str(tmp_path), *args, "-o", str(tmp_path / "out")])
-    if command in ("align", "predict-dose", "radiomics", "run"):
+    if command in ("align", "predict-dose", "radiomics", "run", "dvh"):
         assert parsed.prescription == [("PTV1", 60.0)] and parsed.names == tmp_path / "names.json"
     if command in ("segment", "predict-dose", "run"):
         assert parsed.device == "cpu" and parsed.tta
     if command in ("predict-dose", "run"):
         assert parsed.any_site and parsed.uncertainty and parsed.level == 0.8
-    if command == "run":
+    if command in ("run", "dvh"):
         assert parsed.constraints == Path("prostate") and parsed.dvh_method == "voxel" and parsed.allow_high_dose
+    if command == "dvh":
+        assert parsed.step == 0.1
 
 
 def test_panel_fields_become_options():

@@ -21,7 +21,7 @@ def _metric(scene, structure: str, name: str) -> float:
     return float(next(row for row in table_rows(table) if row["structure"] == structure)[name])
 
 
-def test_modified_segment_updates_dose_dvh_and_tables(scene, loaded, phantom) -> None:
+def test_modified_segment_updates_dose_dvh_and_tables(scene, loaded, phantom, monkeypatch) -> None:
     ct, _, segmentation = loaded
     logic = WhatIfLogic(ct, segmentation, debounceSeconds=0.1, device="cpu")
     try:
@@ -34,7 +34,13 @@ def test_modified_segment_updates_dose_dvh_and_tables(scene, loaded, phantom) ->
             nodes._orientedImage(grown), segmentation, segment_id,
             slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
         assert logic.due is not None  # the segmentation's modified event was seen
+        assert logic.edited == {segment_id}, "the event names the edited segment"
+        extracted = []
+        extract = nodes.segmentMasks
+        monkeypatch.setattr(nodes, "segmentMasks", lambda node, grid, ids=None: extracted.append(ids) or extract(
+            node, grid, ids))
         logic.waitForUpdate()
+        assert extracted == [[segment_id]], "an edit extracts the edited segment only, not every segment"
         second = nodes.volumeFromNode(logic.doseNode).array
         assert not np.allclose(first, second, atol=0.05)
         assert _metric(scene, "PTV70", "Volume[cc]") == pytest.approx(grown.array.sum() * phantom.ct.voxel_volume_cc,

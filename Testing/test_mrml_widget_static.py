@@ -209,6 +209,8 @@ def test_every_cli_option_of_a_patient_reaches_the_steps():
         assert field in options, field
     for action in ("onAlign", "onSegment", "onPredict", "onRadiomics", "onRunAll", "onDvh"):
         assert "self._options()" in _method(action), action
+    assert "self._startJob(False" in _method("onDvh") and "startComputeDvh(" in _method("onDvh"), \
+        "Compute DVH runs in the background: a clinical CT never freezes the GUI"
     assert "sceneinputs.knownPrescriptions(slicer.mrmlScene, segmentationNode)" in _method("onSegmentationChanged")
     assert "sceneinputs.rememberPrescriptions(p.segmentation, options.prescriptions)" in options
 

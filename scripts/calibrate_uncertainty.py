@@ -18,25 +18,16 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from DoseSegLib.analysis.coverage import coverage_report, method_score, observations
-from DoseSegLib.analysis.intervals import OAR_NEAR_MAX, calibrate
-from DoseSegLib.analysis.metric_names import MEAN, dose_at_pct
-from DoseSegLib.analysis.plan import evaluate_plan
+from DoseSegLib.analysis.coverage import coverage_report, method_score
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.io.patient import read_patient
-from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
-from DoseSegLib.models.dose.uncertainty import METHODS, SamplingConfig, calibration_path, sample_doses, sample_plans
-
-KEPT = ("structure", MEAN, *OAR_NEAR_MAX, dose_at_pct(95))
-
-
-def _slim(rows: list[dict]) -> list[dict]:
-    return [{k: r[k] for k in KEPT if r.get(k) is not None} for r in rows]
+from DoseSegLib.models.dose.predict import load_dose_model
+from DoseSegLib.models.dose.uncertainty import METHODS, SamplingConfig, calibration_path
+from DoseSegLib.run.calibration import prediction_record, sample_record, sidecar
 
 
 def collect(model, folder: Path, sampling: SamplingConfig, cache: Path) -> dict:
@@ -46,8 +37,7 @@ def collect(model, folder: Path, sampling: SamplingConfig, cache: Path) -> dict:
         return json.loads(path.read_text())
     case = align_case(read_patient(folder))
     predicted = _cached_prediction(model, case, cache / f"{folder.name}.base.json")
-    plans = sample_plans(case, sample_doses(model, case, sampling))
-    record = {**predicted, "samples": [_slim(p.metrics) for p in plans]}
+    record = {**predicted, "samples": sample_record(model, case, sampling)}
     path.write_text(json.dumps(record))
     return record
 
@@ -55,12 +45,7 @@ def collect(model, folder: Path, sampling: SamplingConfig, cache: Path) -> dict:
 def _cached_prediction(model, case, path: Path) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
-    dose = predict_case_dose(model, case)
-    from dataclasses import replace
-
-    record = {"targets": case.targets,
-              "predicted": _slim(evaluate_plan(replace(case, dose=dose), constraints=[]).metrics),
-              "reference": _slim(evaluate_plan(case, constraints=[]).metrics)}
+    record = prediction_record(model, case)
     path.write_text(json.dumps(record))
     return record
 
@@ -119,12 +104,10 @@ def main() -> int:
     print(json.dumps(report, indent=2))
     print(card_table(report))
     if args.write:
-        calibration = calibrate(observations(records))
-        sidecar = {"model": model.entry.name, "sha256": model.entry.sha256, "sampling": asdict(sampling),
-                   "calibration": calibration.to_dict(), "validation": report,
-                   "data": f"{args.data.name} split, {len(folders)} patients"}
+        written = sidecar(model.entry.name, model.entry.sha256, records, sampling, args.level,
+                          f"{args.data.name} split, {len(folders)} patients", comparison)
         path = calibration_path(model)
-        path.write_text(json.dumps(sidecar, indent=1) + "\n")
+        path.write_text(json.dumps(written, indent=1) + "\n")
         print(f"wrote {path}")
     return 0
 

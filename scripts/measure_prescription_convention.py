@@ -16,11 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from DoseSegLib.analysis.normalisation import METRICS, measure_convention, target_metric
-from DoseSegLib.analysis.sampling import structure_doses
-from DoseSegLib.core.alignment import align_case
-from DoseSegLib.io.patient import read_patient
+from DoseSegLib.analysis.normalisation import METRICS, measure_convention
 from DoseSegLib.models.common.catalogue import find_model, models_dir
+from DoseSegLib.run.calibration import plan_ratios
 
 
 def ratios(folder: Path, cache: Path) -> dict | None:
@@ -28,13 +26,9 @@ def ratios(folder: Path, cache: Path) -> dict | None:
     path = cache / f"{folder.name}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    case = align_case(read_patient(folder))
-    if case.dose is None or not case.targets:
-        return None
-    name, prescription = next(iter(case.targets.items()))
-    samples = structure_doses(case.dose, name, case.structures[name], case.fine_structures.get(name)).doses
-    row = {"patient": folder.name, "target": name, **{m: target_metric(samples, m) / prescription for m in METRICS}}
-    path.write_text(json.dumps(row))
+    row = plan_ratios(folder)
+    if row is not None:
+        path.write_text(json.dumps(row))
     return row
 
 

@@ -5,18 +5,17 @@ Usage: .venv/bin/python scripts/publish_model.py RUN/best.pt --name NAME --task 
 
 ``--half`` stores the floating-point weights in float16 (half the size; they are loaded
 back into the float32 network, so inference runs as before, within float16 rounding).
+For a clinic's own model (the user models directory, a card written from the run) use
+``doseseg publish-model RUN --name NAME`` instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 from pathlib import Path
 
-import torch
-
-from DoseSegLib.models.common.catalogue import models_dir, sha256_of
+from DoseSegLib.models.common.catalogue import models_dir
+from DoseSegLib.models.common.publish import publish_weights
 
 
 def main() -> None:
@@ -30,27 +29,9 @@ def main() -> None:
     parser.add_argument("--half", action="store_true", help="store float weights as float16")
     parser.add_argument("--base", help="a refiner's base model (catalogue name)")
     args = parser.parse_args()
-    folder = models_dir()
-    target = folder / f"{args.name}.pt"
-    if args.half:
-        checkpoint = torch.load(args.weights, map_location="cpu", weights_only=True)
-        checkpoint["state_dict"] = {k: v.half() if v.is_floating_point() else v
-                                    for k, v in checkpoint["state_dict"].items()}
-        torch.save(checkpoint, target)
-    else:
-        shutil.copyfile(args.weights, target)
-    catalogue_path = folder / "catalogue.json"
-    models = json.loads(catalogue_path.read_text())["models"] if catalogue_path.is_file() else []
-    models = [m for m in models if m["name"] != args.name]
-    if args.default:
-        for m in models:
-            if m["task"] == args.task:
-                m["default"] = False
-    models.append({"name": args.name, "task": args.task, "file": target.name, "sha256": sha256_of(target),
-                   "version": args.version, "card": args.card, "default": args.default,
-                   **({"base": args.base} if args.base else {})})
-    catalogue_path.write_text(json.dumps({"models": models}, indent=2) + "\n")
-    print(f"published {target} ({target.stat().st_size / 1e6:.1f} MB)")
+    entry = publish_weights(args.weights, models_dir(), args.name, args.task, args.version, args.card,
+                            default=args.default, half=args.half, base=args.base or "")
+    print(f"published {entry.file} ({entry.file.stat().st_size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

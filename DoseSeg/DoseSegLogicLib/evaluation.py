@@ -42,6 +42,15 @@ def referenceVolumeNode(segmentationNode):
     return node if node is not None and node.IsA("vtkMRMLScalarVolumeNode") else None
 
 
+def evaluationGridNode(doseNode, segmentationNode, ctNode=None):
+    """The volume node whose grid the evaluation uses (``doseseg dvh``'s ct.nrrd): ``ctNode``, else the
+    segmentation's reference volume when it is not a dose, else the dose itself."""
+    ctNode = ctNode if ctNode is not None else referenceVolumeNode(segmentationNode)
+    if ctNode is None or ctNode.GetAttribute(nodes.DOSE_ATTRIBUTE) == "1":
+        return doseNode  # a segmentation drawn on a dose volume: the dose grid is the grid
+    return ctNode
+
+
 def sceneCase(doseNode, segmentationNode, options: PatientOptions, ctNode=None) -> Case:
     """The case ``doseseg dvh`` would read: the CT (or, without one, the dose grid), the segments on their own
     grids under their canonical names, the dose in Gy, the prescriptions and names of ``options``.
@@ -50,10 +59,8 @@ def sceneCase(doseNode, segmentationNode, options: PatientOptions, ctNode=None) 
     """
     dose = doseunits.doseVolume(doseNode)
     check_dose_units(dose, f"'{doseNode.GetName()}'", options.allowHighDose)
-    ctNode = ctNode if ctNode is not None else referenceVolumeNode(segmentationNode)
-    if ctNode is not None and ctNode.GetAttribute(nodes.DOSE_ATTRIBUTE) == "1":
-        ctNode = None  # a segmentation drawn on a dose volume: the dose grid is the grid
-    grid = nodes.volumeFromNode(ctNode) if ctNode is not None else dose
+    gridNode = evaluationGridNode(doseNode, segmentationNode, ctNode)
+    grid = dose if gridNode is doseNode else nodes.volumeFromNode(gridNode)
     mapper = options.mapper()
     structures: dict[str, Volume] = {}
     originals: dict[str, str] = {}
@@ -63,8 +70,7 @@ def sceneCase(doseNode, segmentationNode, options: PatientOptions, ctNode=None) 
             raise DoseSegError(f"segments '{name}' and '{originals[canonical]}' of '{segmentationNode.GetName()}' "
                                f"both map to structure '{canonical}': rename one of them")
         if outside_fraction(mask, grid) >= 1.0:
-            log.warning("segment '%s' lies outside '%s' and was left out", name,
-                        (ctNode or doseNode).GetName())
+            log.warning("segment '%s' lies outside '%s' and was left out", name, gridNode.GetName())
             continue
         structures[canonical] = mask
         originals[canonical] = name

@@ -96,6 +96,12 @@ def volumeFromNode(volumeNode) -> Volume:
     return Volume(_arrayFromImage(volumeNode.GetImageData()), **_volumeGeometry(_worldMatrix(volumeNode, ijkToRas)))
 
 
+def voxelCount(volumeNode) -> int:
+    """The number of voxels of the node's grid."""
+    dims = volumeNode.GetImageData().GetDimensions()
+    return int(dims[0]) * int(dims[1]) * int(dims[2])
+
+
 def updateVolumeNode(volumeNode, volume: Volume) -> None:
     """Replace the node's voxels and geometry with a Volume's."""
     volumeNode.SetIJKToRASMatrix(_rasMatrix(volume))

@@ -15,7 +15,7 @@ from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.options import Device, DvhMethod
 
 # which options each command takes (see `doseseg <command> --help`)
-NAME_COMMANDS = {"align", "predict-dose", "radiomics", "run"}
+NAME_COMMANDS = {"align", "predict-dose", "radiomics", "run", "dvh"}
 MODEL_COMMANDS = {"segment", "predict-dose", "run"}
 SITE_COMMANDS = {"predict-dose", "run"}
 
@@ -107,9 +107,11 @@ class PatientOptions:
         if command in SITE_COMMANDS:
             args += ["--any-site"] if self.anySite else []
             args += ["--uncertainty", "--level", f"{self.level:g}"] if self.uncertainty else []
-        if command == "run":
+        if command in {"run", "dvh"}:
             args += ["--constraints", str(self.goalsFile)] if self.goalsFile else []
             args += ["--dvh-method", self.dvhMethod]
-        if command in {"run", "radiomics"} and self.allowHighDose:
+        if command == "dvh":
+            args += ["--step", f"{self.dvhStep:g}"]
+        if command in {"run", "radiomics", "dvh"} and self.allowHighDose:
             args.append("--allow-high-dose")
         return args

@@ -32,8 +32,10 @@ from DoseSegLib.analysis.constraints import RESULT_COLUMNS
 from DoseSegLib.analysis.dvh import metrics_columns
 from DoseSegLib.core.alignment import outside_fraction
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.colors import structure_color
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.patient import read_dose, read_mask, read_segmentation, write_patient
+from DoseSegLib.io.tables import read_csv
 
 from . import dependencies, doseunits, evaluation, hierarchy, isodose, nodes, results, runfolder, terminology
 from .jobs import DoseSegJob, DoseSegJobError  # noqa: F401 (DoseSegJobError: part of this API)
@@ -43,6 +45,8 @@ from .runfolder import CONSTRAINTS_TABLE_NAME, METRICS_TABLE_NAME, RADIOMICS_TAB
 AUTO_SEGMENTED_TAG = "DoseSeg.AutoSegmented"
 RADIOMICS_CSV = "radiomics*.csv"
 DOSE_FILE = "dose.nrrd"
+IN_PROCESS_VOXELS = 8_000_000  # Compute DVH on a larger grid (a clinical CT) runs in a background process
+REFERENCE_LABEL = "reference "
 SEGMENTATION_FILE = "*.seg.nrrd"
 
 log = logging.getLogger(__name__)
@@ -322,7 +326,10 @@ class DoseSegPipeline:
     def computeDvh(self, doseNode, segmentationNode, prescriptions: Mapping[str, float] | None = None,
                    options: PatientOptions | None = None, ctNode=None, referenceDoseNode=None) -> dict:
         """DVHs, DVH metrics and clinical goals of every segment, as ``doseseg dvh`` computes them on the same
-        contours (partial volume, see :mod:`evaluation`).
+        contours (partial volume, see :mod:`evaluation`); blocks until done.
+
+        An evaluation grid of up to ``IN_PROCESS_VOXELS`` voxels is evaluated in this process; a larger one
+        (a clinical CT) by ``doseseg dvh`` in a background process (:meth:`startComputeDvh`), waited for.
 
         Args:
             doseNode: the dose volume (unit from its study: SlicerRT's DoseUnitName, CGY read as cGy).
@@ -338,37 +345,58 @@ class DoseSegPipeline:
             dvhTables (one table node per structure, with SlicerRT's DVH attributes) and dvhChart.
         """
         options = patientOptions(options, prescriptions)
-        chartNode = results.dvhChart(self.scene)
-        metricsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME)
-        constraintsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME)
-        tableNodes: list = []
-        for node, label in ((doseNode, ""), (referenceDoseNode, "reference ")):
+        outputs: dict = {}
+        for node, label in ((doseNode, ""), (referenceDoseNode, REFERENCE_LABEL)):
             if node is None:
                 continue
-            scene = evaluation.evaluateScene(node, segmentationNode, options, ctNode)
-            if not label:
-                results.setTableRows(metricsTable, scene.result.metrics, metrics_columns(scene.result.metrics))
-                results.setTableRows(constraintsTable, scene.result.constraints, RESULT_COLUMNS)
-            tableNodes += self._dvhNodes(chartNode, scene, node, segmentationNode, metricsTable, label)
-        hierarchy.placeInFolder(doseNode, hierarchy.RESULTS_FOLDER, chartNode, metricsTable, constraintsTable,
-                                *tableNodes)
-        return {"metrics": metricsTable, "constraints": constraintsTable, "dvhTables": tableNodes,
-                "dvhChart": chartNode}
+            gridNode = evaluation.evaluationGridNode(node, segmentationNode, ctNode)
+            if nodes.voxelCount(gridNode) > IN_PROCESS_VOXELS:
+                shown = self.startComputeDvh(node, segmentationNode, None, options, ctNode, label).wait()
+            else:
+                scene = evaluation.evaluateScene(node, segmentationNode, options, ctNode)
+                shown = self.showEvaluation(node, segmentationNode, scene.result.dvhs, scene.result.metrics,
+                                            scene.result.constraints, label)
+            outputs = shown | {"dvhTables": outputs.get("dvhTables", []) + shown["dvhTables"]} if outputs else shown
+        return outputs
 
-    @staticmethod
-    def _dvhNodes(chartNode, scene: evaluation.SceneEvaluation, doseNode, segmentationNode, metricsTable,
-                  label: str) -> list:
-        """The DVH table nodes and curves of one evaluated dose, marked as SlicerRT's DVH module marks its own."""
+    def startComputeDvh(self, doseNode, segmentationNode, prescriptions: Mapping[str, float] | None = None,
+                        options: PatientOptions | None = None, ctNode=None, label: str = "") -> DoseSegJob:
+        """:meth:`computeDvh` of one dose by ``doseseg dvh`` in a background process (the GUI never freezes);
+        the job's result is the dict :meth:`computeDvh` returns. ``label`` "reference " adds dashed curves."""
+        options = patientOptions(options, prescriptions)
+        gridNode = evaluation.evaluationGridNode(doseNode, segmentationNode, ctNode)
+
+        def finish(output: Path) -> dict:
+            folder = _findOutput(output, "dvh_metrics.csv").parent
+            return self.showEvaluation(doseNode, segmentationNode, results.readDvhCsv(folder / "dvh.csv"),
+                                       read_csv(folder / "dvh_metrics.csv"), read_csv(folder / "constraints.csv"),
+                                       label)
+
+        return self._job("Compute DVH", gridNode, segmentationNode, ["dvh", *options.arguments("dvh")], finish,
+                         doseNode=doseNode)
+
+    def showEvaluation(self, doseNode, segmentationNode, dvhs: Mapping, metrics: list, constraints: list,
+                       label: str = "") -> dict:
+        """DVH table nodes and curves (SlicerRT's DVH attributes), the metrics and goals tables of one evaluated
+        dose, in the results folder beside the dose; a ``label``-ed (reference) dose adds dashed curves only."""
+        chartNode = (results.getOrAddNode(self.scene, "vtkMRMLPlotChartNode", results.DVH_CHART_NAME) if label
+                     else results.dvhChart(self.scene))
+        metricsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", METRICS_TABLE_NAME)
+        constraintsTable = results.getOrAddNode(self.scene, "vtkMRMLTableNode", CONSTRAINTS_TABLE_NAME)
+        if not label:
+            results.setTableRows(metricsTable, metrics, metrics_columns(metrics))
+            results.setTableRows(constraintsTable, constraints, RESULT_COLUMNS)
         segmentation = segmentationNode.GetSegmentation()
-        colors, segmentIds = {}, {}
-        for name, original in scene.case.original_names.items():
-            segmentId = segmentation.GetSegmentIdBySegmentName(original)
-            segmentIds[name] = segmentId
-            colors[name] = tuple(segmentation.GetSegment(segmentId).GetColor())
-        tables = results.addDvhNodes(chartNode, scene.result.dvhs, colors, label, dashed=bool(label))
-        for table, (name, dvh) in zip(tables, scene.result.dvhs.items(), strict=True):
-            results.markSlicerRtDvh(table, dvh, doseNode, segmentationNode, segmentIds[name], metricsTable)
-        return tables
+        originals = {str(row["structure"]): str(row.get("original_name") or row["structure"]) for row in metrics}
+        segmentIds = {name: segmentation.GetSegmentIdBySegmentName(original) for name, original in originals.items()}
+        colors = {name: tuple(segmentation.GetSegment(segmentId).GetColor()) if segmentId
+                  else structure_color(name) for name, segmentId in segmentIds.items()}
+        tables = results.addDvhNodes(chartNode, dvhs, colors, label, dashed=bool(label))
+        for table, (name, dvh) in zip(tables, dvhs.items(), strict=True):
+            results.markSlicerRtDvh(table, dvh, doseNode, segmentationNode, segmentIds.get(name), metricsTable)
+        hierarchy.placeInFolder(doseNode, hierarchy.RESULTS_FOLDER, chartNode, metricsTable, constraintsTable,
+                                *tables)
+        return {"metrics": metricsTable, "constraints": constraintsTable, "dvhTables": tables, "dvhChart": chartNode}
 
     def setDoseOpacity(self, opacity: float, doseNode=None) -> None:
         """Opacity of ``doseNode`` (any RT dose when None) in the slice views showing it over the CT."""

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import slicer
+import vtk
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -117,16 +118,25 @@ class WhatIfLogic:
         self.sensitivityRequest: dict | None = None  # the pending request's fields and id
         self.sensitivityNode = None
         self.sensitivityError: str | None = None
+        self.edited: set[str] | None = set()  # IDs of the segments edited since the last send; None: all of them
         self.observed = segmentationNode.GetSegmentation()
         self.observerTags = [self.observed.AddObserver(event, self.onSegmentationModified) for event in (
-            slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.RepresentationModified)]
+            slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.RepresentationModified,
+            slicer.vtkSegmentation.SegmentAdded)]
 
     @staticmethod
     def _digest(array: np.ndarray) -> int:
         return zlib.crc32(np.packbits(array).tobytes())
 
-    def onSegmentationModified(self, caller=None, event=None) -> None:
-        """A segment changed: predict again once the edits pause for ``debounceSeconds``."""
+    @vtk.calldata_type(vtk.VTK_STRING)
+    def onSegmentationModified(self, caller=None, event=None, segmentId: str | None = None) -> None:
+        """A segment changed: predict again once the edits pause for ``debounceSeconds``; only the segments
+        named by the events are extracted again (all of them after an event that names none)."""
+        if self.edited is not None:
+            if segmentId:
+                self.edited.add(segmentId)
+            else:
+                self.edited = None
         self.due = time.monotonic() + self.debounceSeconds
 
     @property
@@ -176,10 +186,14 @@ class WhatIfLogic:
         self.sensitivityRequest = {**fields, "id": self.worker.send("sensitivity", **fields)}
 
     def _sendEdits(self) -> None:
-        """The masks that changed, then a prediction (none when no mask changed, e.g. a colour edit)."""
+        """The masks of the edited segments that changed, then a prediction (none when no mask changed, e.g. a
+        colour edit). Segments no event named are not extracted again."""
         self.sentAt = time.monotonic()
         changed = False
-        for name, mask in nodes.segmentMasks(self.segmentationNode, self.ct).items():
+        present = nodes.segmentIds(self.segmentationNode)
+        edited = present if self.edited is None else [segmentId for segmentId in present if segmentId in self.edited]
+        self.edited = set()
+        for name, mask in nodes.segmentMasks(self.segmentationNode, self.ct, edited).items():
             digest = self._digest(mask.array)
             if self.sent.get(name) != digest:
                 path = self.folder / f"edit_{len(self.sent)}_{fileName(name)}.npy"

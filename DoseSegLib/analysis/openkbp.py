@@ -104,10 +104,10 @@ def voxel_doses(dose: np.ndarray, structures: Mapping[str, np.ndarray]) -> dict[
 
 
 def openkbp_metrics(
-    dose: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
+    dose: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float, oars: Collection[str] = OARS
 ) -> dict[tuple[str, str], float]:
     """``challenge_metrics`` of a dose array and boolean mask arrays on its grid."""
-    return challenge_metrics(voxel_doses(dose, structures), voxel_cc)
+    return challenge_metrics(voxel_doses(dose, structures), voxel_cc, oars=oars)
 
 
 def compare_challenge_metrics(
@@ -130,7 +130,8 @@ def _rows(pred: dict[tuple[str, str], float], ref: dict[tuple[str, str], float])
 
 
 def dvh_comparison(
-    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
+    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float,
+    oars: Collection[str] = OARS,
 ) -> list[ChallengeRow]:
     """Every challenge DVH metric of one patient: rows of structure, metric, reference, predicted, abs_error (Gy).
 
@@ -139,15 +140,17 @@ def dvh_comparison(
         ref: reference dose (Gy) on the same grid.
         structures: boolean masks by name.
         voxel_cc: volume of one voxel in cm^3.
+        oars: the organs scored as OARs.
     """
-    return _rows(openkbp_metrics(pred, structures, voxel_cc), openkbp_metrics(ref, structures, voxel_cc))
+    return _rows(openkbp_metrics(pred, structures, voxel_cc, oars), openkbp_metrics(ref, structures, voxel_cc, oars))
 
 
 def dvh_abs_errors(
-    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float
+    pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float,
+    oars: Collection[str] = OARS,
 ) -> dict[tuple[str, str], float]:
-    """|metric(pred) - metric(ref)| for every challenge DVH metric of one patient (Gy)."""
-    rows = dvh_comparison(pred, ref, structures, voxel_cc)
+    """|metric(pred) - metric(ref)| for every challenge DVH metric of one patient (Gy; ``oars`` scored as OARs)."""
+    rows = dvh_comparison(pred, ref, structures, voxel_cc, oars)
     return {(row["structure"], row["metric"]): row["abs_error"] for row in rows}
 
 

@@ -86,7 +86,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
             try:
                 case = align_case(read_patient(folder, mapper))
                 check_ct(case.ct, ct_source(folder, case))
-                site_note = check_site(case, args.any_site)
+                site_note = check_site(case, args.any_site, model.oars if model.site else None, model.site)
                 dose = predict_case_dose(model, case, tta=args.tta)
                 check_predicted_dose(dose, case)
                 uncertainty = predict_dose_uncertainty(model, case, dose, args.level) if args.uncertainty else None

@@ -26,17 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _commands() -> list[Callable]:
     """Sub-command registrars of the command modules (each adds its own parsers)."""
+    from DoseSegLib.cli import clinic as cli_clinic
     from DoseSegLib.cli import dicom as cli_dicom
     from DoseSegLib.cli import dose as cli_dose
     from DoseSegLib.cli import evaluation as cli_evaluation
     from DoseSegLib.cli import features as cli_features
+    from DoseSegLib.cli import models as cli_models
     from DoseSegLib.cli import patient as cli_patient
     from DoseSegLib.cli import run as cli_run
     from DoseSegLib.cli import seg as cli_seg
     from DoseSegLib.cli import whatif as cli_whatif
 
     return [cli_patient.register, cli_dicom.register, cli_dose.register, cli_evaluation.register,
-            cli_features.register, cli_run.register, cli_seg.register, cli_whatif.register]
+            cli_features.register, cli_run.register, cli_seg.register, cli_whatif.register,
+            cli_clinic.register, cli_models.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,14 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.options import SegLoss
 
 
+def site_labels(data: Path) -> tuple[str, ...]:
+    """The organs of a cohort's site config (``doseseg build-cohort``), else OpenKBP's."""
+    from DoseSegLib.io.cohort.site import read_site
+
+    site = read_site(data)
+    return site.oars if site is not None else OARS
+
+
 def cmd_train_seg(args: argparse.Namespace) -> None:
     from DoseSegLib.models.common.devices import select_device
     from DoseSegLib.models.seg.data import InputSpec
@@ -39,7 +47,7 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
     config = SegTrainConfig(
         **given(args, "loss", "dose_weight"), dose_model=args.dose_model,
         dose_weights=str(args.dose_weights) if args.dose_weights else None,
-        init_weights=str(args.init) if args.init else None, labels=args.labels,
+        init_weights=str(args.init) if args.init else None, labels=args.labels or site_labels(args.data),
         inputs=InputSpec(**given(args, "images", "ct_windows")), **run_options(args), **training_patch(args),
         **given(args, "foreground"), balanced=not args.no_balance, reset_labels=args.reset_labels,
         **given(args, "truncate"), net=SegNetConfig(**net_widths(args), squeeze_excitation=not args.no_se,
@@ -113,7 +121,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", type=Path, help="start from a train-seg best.pt (e.g. DOSELO fine-tuning)")
     p.add_argument("--inputs", dest="images", type=name_list, **CONFIG_DEFAULT,
                    help="input images in each patient folder, resampled onto the first (default ct.nrrd)")
-    p.add_argument("--labels", type=name_list, default=OARS, help="structures to segment (default the 7 OARs)")
+    p.add_argument("--labels", type=name_list,
+                   help="structures to segment (default: the organs of DATA/site.json from build-cohort, else the "
+                        "7 OpenKBP OARs)")
     p.add_argument("--ct-windows", type=hu_windows, **CONFIG_DEFAULT,
                    help="CT windows as channels, e.g. --ct-windows=-1024:1024,-160:240")
     p.add_argument("--cache", type=Path, help="prepared-array cache (default OUT/cache)")

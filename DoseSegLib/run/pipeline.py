@@ -126,7 +126,8 @@ class Pipeline:
         with steps("read"):
             case = read_patient(folder, self.options.mapper(), series=self.options.series)
             check_ct(case.ct, ct_source(folder, case))
-            site_note = check_site(case, self.options.any_site)
+            model = self.dose_model  # a clinic's model knows its own site's organs
+            site_note = check_site(case, self.options.any_site, model.oars if model.site else None, model.site)
             case = replace(case, notes=[*case.notes, site_note]) if site_note else case
             if case.dose is not None:
                 check_dose_units(case.dose, dose_source(folder, case), self.options.allow_high_dose)

@@ -63,8 +63,6 @@ class TrustChecks:
 
     @classmethod
     def load(cls, model: DoseModel, device: str) -> TrustChecks:
-        from DoseSegLib.models.common.catalogue import models_dir
-
         checks = cls()
         try:
             from DoseSegLib.models.features.applicability import load_reference
@@ -79,7 +77,7 @@ class TrustChecks:
             checks.notes.append("no prescription convention for a weights file: the dose is not normalised")
             return checks
         try:
-            path = models_dir() / f"{model.entry.name}.prescription.json"
+            path = model.entry.file.parent / f"{model.entry.name}.prescription.json"  # beside its weights
             checks.convention = Convention.load(path, model.entry.sha256)
         except DoseSegError as exc:
             checks.notes.append(f"the dose is not normalised: {exc}")

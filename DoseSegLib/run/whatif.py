@@ -94,10 +94,10 @@ class WhatIfSession:
         self.model = load_dose_model(model, device, weights)
         self.constraints = load_constraints() if constraints is None else constraints
         # the network's view of the case, as in predict-dose (one prediction path: models.dose.predict)
-        self.grid = prepare_case(self.case)
+        self.grid = prepare_case(self.case, self.model.oars)
         self.work = self.grid.work
         self.box = self.grid.box
-        self.inputs = LiveInputs(self.work, self.box)
+        self.inputs = LiveInputs(self.work, self.box, self.model.oars)
 
     @property
     def structures(self) -> dict[str, Volume]:

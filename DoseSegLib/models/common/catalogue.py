@@ -4,15 +4,21 @@
 version, card). Weights are only ever read with ``torch.load(weights_only=True)``
 after their sha256 matches the catalogue. ``DOSESEG_MODELS`` may point to another
 folder holding a catalogue.json of the same form.
+
+A user's own models (``doseseg publish-model``) live in the user models directory,
+``DOSESEG_MODELS_DIR`` or a per-user data folder (:func:`user_models_dir`), with a
+catalogue.json of the same form; they are found by name beside the bundled ones and
+checked the same way. A user model never shadows a bundled one nor becomes a default.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -23,9 +29,13 @@ from DoseSegLib.models.common.net_config import StoredConfig
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
+USER_MODELS_ENV = "DOSESEG_MODELS_DIR"
+
 __all__ = [
     "MODEL_FOLDERS",
     "PACKAGE_DIR",
+    "USER_MODELS_ENV",
     "ModelEntry",
     "find_model",
     "load_catalogue",
@@ -51,6 +61,10 @@ class ModelEntry:
     card: str = ""
     default: bool = False
     base: str = ""  # a refinement stage: the catalogue model it refines
+    site: str = ""
+    structures: tuple[str, ...] = ()
+    scores: dict[str, float] = field(default_factory=dict)
+    user: bool = False  # from the user models directory (not stored in a catalogue)
 
     def describe(self) -> dict:
         row = {"name": self.name, "version": self.version, "sha256": self.sha256}
@@ -75,26 +89,62 @@ def models_dir() -> Path:
     return MODEL_FOLDERS[0]
 
 
-def load_catalogue(folder: Path | None = None) -> list[ModelEntry]:
-    folder = folder or models_dir()
+def user_models_dir() -> Path:
+    """The user's models: $DOSESEG_MODELS_DIR, else ``doseseg/models`` in the per-user data folder
+    ($XDG_DATA_HOME or ~/.local/share on Linux, ~/Library/Application Support on macOS, %APPDATA% on Windows)."""
+    env = os.environ.get(USER_MODELS_ENV)
+    if env:
+        return Path(env).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return base / "doseseg" / "models"
+
+
+def read_catalogue(folder: Path, user: bool = False) -> list[ModelEntry]:
+    """The entries of ``folder/catalogue.json`` (files relative to ``folder``)."""
     path = folder / "catalogue.json"
     try:
         rows = json.loads(path.read_text())["models"]
-    except (OSError, ValueError, KeyError) as exc:
+        return [ModelEntry(**{**row, "file": folder / row["file"], "structures": tuple(row.get("structures", ())),
+                              "user": user}) for row in rows]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DoseSegError(f"{path}: model catalogue missing or invalid ({exc})") from exc
-    return [ModelEntry(**{**row, "file": folder / row["file"]}) for row in rows]
+
+
+def load_catalogue(folder: Path | None = None) -> list[ModelEntry]:
+    """The catalogue of ``folder``; by default the bundled models and then the user's (see :func:`user_models_dir`)."""
+    if folder is not None:
+        return read_catalogue(folder)
+    bundled = read_catalogue(models_dir())
+    user_folder = user_models_dir()
+    if not (user_folder / "catalogue.json").is_file():
+        return bundled
+    names = {entry.name for entry in bundled}
+    user = []
+    for entry in read_catalogue(user_folder, user=True):
+        if entry.name in names:
+            log.warning("user model '%s' (%s) has the name of a bundled model: ignored", entry.name, user_folder)
+        else:
+            user.append(entry)
+    return bundled + user
 
 
 def find_model(task: str, name: str | None = None, folder: Path | None = None) -> ModelEntry:
-    """The catalogue entry named ``name`` (or the task's default model)."""
+    """The catalogue entry named ``name`` (or the task's default model, never a user model)."""
     entries = [e for e in load_catalogue(folder) if e.task == task]
     if name is not None:
         match = [e for e in entries if e.name == name]
         if not match:
             known = ", ".join(e.name for e in entries) or "none"
-            raise DoseSegError(f"unknown {task} model '{name}' (catalogue has: {known})")
+            raise DoseSegError(f"unknown {task} model '{name}' (bundled and user models: {known}; "
+                               f"user models in {user_models_dir()})")
         return match[0]
-    defaults = [e for e in entries if e.default] or entries
+    defaults = [e for e in entries if e.default and not e.user] or [e for e in entries if not e.user]
     if not defaults:
         raise DoseSegError(f"the model catalogue has no {task} model")
     return defaults[0]
@@ -171,3 +221,15 @@ def load_network(task: str, network: type[NetT], config: type[StoredConfig], nam
     torch_device = select_device(device)
     net.to(torch_device).eval()
     return net, meta, entry, torch_device
+
+
+def list_models() -> list[dict]:
+    """Every bundled and user model as plain data, for ``doseseg models`` and the Slicer panel's model choice.
+
+    Each dict: name, task, site, structures (list), scores (dict), card (path, "" when none),
+    version, source ("bundled" or "user"), default.
+    """
+    return [{"name": e.name, "task": e.task, "site": e.site, "structures": list(e.structures),
+             "scores": dict(e.scores), "card": str(e.file.parent / e.card) if e.card else "", "version": e.version,
+             "source": "user" if e.user else "bundled", "default": e.default and not e.user}
+            for e in load_catalogue()]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
+from DoseSegLib.core.alignment import resample, resample_mask
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.orientation import Reorientation
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.models.common.arrays import BOX_MARGIN
 
@@ -51,3 +55,25 @@ def box_volume(grid: Volume, box: tuple[slice, ...], array: np.ndarray) -> Volum
     """``array`` (the shape of ``box``) as a volume at the place of ``box`` in ``grid``."""
     origin = grid.index_to_lps @ np.append([region.start for region in box], 1.0)
     return Volume(array, grid.spacing, tuple(origin[:3]), grid.direction)
+
+
+def training_grid_case(case: Case) -> Case:
+    """A case read for a training cohort as the networks see it when they predict: the dose on the CT grid,
+    canonical voxel order, and the working grid when the CT's voxel size lies outside the trained range
+    (CT linear, masks nearest, dose linear; see :func:`working_grid`)."""
+    if case.dose is not None:
+        dose = resample(case.dose, case.ct, "linear", 0.0)
+        case = replace(case, dose=dose.with_array(np.maximum(dose.array.astype(np.float32), 0.0)))
+    case = Reorientation.of(case.ct).case_to_canonical(case)
+    body = case.possible_dose_mask
+    target = working_grid(case.ct, None if body is None else body.array)
+    if target is None:
+        return case
+    ct = resample(case.ct, target, "linear", -1000.0)
+    moved = None if case.dose is None else resample(case.dose, target, "linear", 0.0)
+    return replace(
+        case, ct=ct.with_array(np.rint(ct.array).astype(np.int16)),
+        structures={name: resample_mask(mask, target) for name, mask in case.structures.items()},
+        possible_dose_mask=None if body is None else resample_mask(body, target),
+        dose=None if moved is None else moved.with_array(np.maximum(moved.array.astype(np.float32), 0.0)),
+    )

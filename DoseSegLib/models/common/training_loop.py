@@ -95,15 +95,29 @@ def start_run(config: RunConfig, device: torch.device | None) -> torch.device:
     return device
 
 
-def write_config(out: Path, config: RunConfig) -> None:
-    """Create the run folder and write ``out/config.json``: the run's options, "world_size" and "backend".
+def hardware(device: torch.device | None) -> str:
+    """The device a run trains on, in words (for config.json and model cards)."""
+    import os
+
+    if device is not None and device.type == "cuda":
+        return f"GPU {torch.cuda.get_device_name(device)}"
+    return f"CPU ({os.cpu_count()} cores)" if device is not None else "not recorded"
+
+
+def write_config(out: Path, config: RunConfig, device: torch.device | None = None) -> None:
+    """Create the run folder and write ``out/config.json``: the run's options, "world_size", "backend",
+    "hardware" (of rank 0) and "command" (this process's command line).
 
     Only rank 0 writes (other ranks never touch the run folder).
     """
+    import shlex
+    import sys
+
     if not distributed.is_main():
         return
     out.mkdir(parents=True, exist_ok=True)
-    settings = {**asdict(config), "world_size": distributed.world_size(), "backend": distributed.backend()}
+    settings = {**asdict(config), "world_size": distributed.world_size(), "backend": distributed.backend(),
+                "hardware": hardware(device), "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
     (out / "config.json").write_text(json.dumps(settings, indent=2))
 
 
@@ -113,12 +127,12 @@ def split_folders(data: Path, config: RunConfig) -> tuple[list[Path], list[Path]
             patient_folders(data / "validation", config.max_val_patients))
 
 
-def begin(out: Path, config: RunConfig, net: torch.nn.Module) -> None:
+def begin(out: Path, config: RunConfig, net: torch.nn.Module, device: torch.device | None = None) -> None:
     """Start ``net`` from ``config.init_weights`` when the task's config has them; write out/config.json."""
     init_weights = getattr(config, "init_weights", None)
     if init_weights:
         load_init_weights(net, init_weights)
-    write_config(out, config)
+    write_config(out, config, device)
 
 
 def load_init_weights(net: torch.nn.Module, path: str | Path) -> None:

@@ -28,22 +28,23 @@ class AugmentConfig(AugmentBase):
     blur_prob: float = 0.1
 
 
-def left_right_flip(patch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Mirror across the patient's mid-sagittal plane; paired structures' channels swap sides."""
+def left_right_flip(patch: dict[str, torch.Tensor], pairs: list = REST_PAIRS) -> dict[str, torch.Tensor]:
+    """Mirror across the patient's mid-sagittal plane; paired structures' channels (``pairs``) swap sides."""
     flipped = {key: torch.flip(value, dims=(1,)) for key, value in patch.items()}
-    flipped["rest"] = swap_pairs(flipped["rest"], REST_PAIRS)
+    flipped["rest"] = swap_pairs(flipped["rest"], pairs)
     return flipped
 
 
 class DoseAugmentation:
     """Random flips, small rotations/translations, optional elastic warp, CT noise and blur."""
 
-    def __init__(self, config: AugmentConfig, seed: int = 0) -> None:
+    def __init__(self, config: AugmentConfig, seed: int = 0, channels: tuple[str, ...] = CHANNELS) -> None:
         from monai.transforms import Compose, Rand3DElasticd, RandAffined, RandGaussianNoised, RandGaussianSmoothd
 
         keys = ["ct", "rest", "dose"]
         radians = np.deg2rad(config.rotate_deg)
         self.config = config
+        self.pairs = lateral_pairs(channels[1:])
         self.rng = np.random.default_rng(seed)
         transforms = [
             RandAffined(
@@ -64,6 +65,6 @@ class DoseAugmentation:
 
     def __call__(self, patch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.rng.random() < self.config.flip_prob:
-            patch = left_right_flip(patch)
+            patch = left_right_flip(patch, self.pairs)
         out = self.monai(patch)
         return {key: torch.as_tensor(value) for key, value in out.items()}

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from collections.abc import Sequence
+
 from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.models.common.arrays import REFERENCE_GY, ct_window
 
 CT_RANGE = (-1024.0, 1024.0)
 PROXIMITY_MM = 15.0
-CHANNELS = ("ct", "targets", "target_proximity", *OARS, "possible_dose_mask")
+
+
+def channel_names(oars: Sequence[str] = OARS) -> tuple[str, ...]:
+    """The dose network's input channels for a site's organs (OpenKBP's by default)."""
+    return ("ct", "targets", "target_proximity", *oars, "possible_dose_mask")
+
+
+CHANNELS = channel_names()
 
 
 def target_proximity(mask: np.ndarray, spacing: tuple[float, ...], level: float) -> np.ndarray:
@@ -33,8 +42,8 @@ def target_channels(case: Case) -> tuple[np.ndarray, np.ndarray]:
     return weighted, proximity
 
 
-def dose_input_channels(case: Case) -> np.ndarray:
-    """Array ``(len(CHANNELS), X, Y, Z)`` float32 for an aligned case with at least one PTV."""
+def dose_input_channels(case: Case, oars: Sequence[str] = OARS) -> np.ndarray:
+    """Array ``(len(channel_names(oars)), X, Y, Z)`` float32 for an aligned case with at least one PTV."""
     if case.unknown_targets:
         unknown = ", ".join(case.unknown_targets)
         first = case.unknown_targets[0]
@@ -50,7 +59,7 @@ def dose_input_channels(case: Case) -> np.ndarray:
     weighted, proximity = target_channels(case)
     channels = [ct, weighted, proximity]
     empty = np.zeros(case.ct.shape, np.float32)
-    for oar in OARS:
+    for oar in oars:
         channels.append(case.structures[oar].array.astype(np.float32) if oar in case.structures else empty)
     channels.append(case.possible_dose_mask.array.astype(np.float32))
     return np.stack(channels)

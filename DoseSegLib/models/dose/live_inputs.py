@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from DoseSegLib.core.case import OARS, Case, target_prescription
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import mask_box
 from DoseSegLib.models.common.arrays import REFERENCE_GY
-from DoseSegLib.models.dose.inputs import CHANNELS, dose_input_channels, target_proximity
+from DoseSegLib.models.dose.inputs import CHANNELS, channel_names, dose_input_channels, target_proximity
 
 TARGETS = CHANNELS.index("targets")
 PROXIMITY = CHANNELS.index("target_proximity")
 
 
-def oar_channel(name: str) -> int:
-    """Index of an OAR's mask channel."""
-    return CHANNELS.index(name)
+def oar_channel(name: str, oars: Sequence[str] = OARS) -> int:
+    """Index of an OAR's mask channel (among the channels of ``oars``)."""
+    return channel_names(oars).index(name)
 
 
 class LiveInputs:
@@ -29,10 +31,11 @@ class LiveInputs:
     ``dose_input_channels`` inside ``box`` (the region the network sees).
     """
 
-    def __init__(self, case: Case, box: tuple[slice, ...]) -> None:
+    def __init__(self, case: Case, box: tuple[slice, ...], oars: Sequence[str] = OARS) -> None:
         self.spacing = case.ct.spacing
         self.box = box
-        self.channels = dose_input_channels(case)
+        self.oars = tuple(oars)
+        self.channels = dose_input_channels(case, self.oars)
         self.masks = {n: case.structures[n].array.astype(bool) for n in case.targets}
         self.proximity = {n: self._proximity(n, m) for n, m in self.masks.items()}
 
@@ -54,8 +57,8 @@ class LiveInputs:
 
     def set_structure(self, name: str, mask: np.ndarray) -> bool:
         """Replace or add structure ``name`` (bool array on the case's grid); True if an input changed."""
-        if name in OARS:
-            self.channels[oar_channel(name)] = mask
+        if name in self.oars:
+            self.channels[oar_channel(name, self.oars)] = mask
             return True
         if target_prescription(name) is None:
             return False

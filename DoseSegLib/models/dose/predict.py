@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +39,8 @@ class DoseModel(ModelHandle):
 
     ``refiner``, when present, is a ``refine_net.RefineNet`` that corrects the network's prediction
     (a catalogue entry with a ``base``, or a train-dose-refiner best.pt); ``net`` is then the base
-    model's network.
+    model's network. ``oars`` are the organs of its input channels and ``site`` the site it was
+    trained for (a clinic's cohort; '' for OpenKBP's head and neck).
     """
 
     TASK = "dose"
@@ -46,6 +48,8 @@ class DoseModel(ModelHandle):
     net: DoseNet
     patch: tuple[int, int, int]
     refiner: RefineNet | None = None
+    oars: tuple[str, ...] = OARS
+    site: str = ""
 
     @staticmethod
     def network_classes() -> tuple[type[torch.nn.Module], type[StoredConfig]]:
@@ -55,7 +59,7 @@ class DoseModel(ModelHandle):
 
     @staticmethod
     def from_meta(meta: dict) -> dict:
-        return {"patch": tuple(meta["patch"])}
+        return {"patch": tuple(meta["patch"]), "oars": tuple(meta.get("oars", OARS)), "site": meta.get("site", "")}
 
 
 def load_dose_model(name: str | None = None, device: Device | str = Device.AUTO,
@@ -157,9 +161,10 @@ class ModelGrid:
         return self.orientation.from_canonical(canonical, self.ct)
 
 
-def prepare_case(case: Case) -> ModelGrid:
-    """An aligned ``case`` (see alignment.align_case) on the dose network's grid (see :class:`ModelGrid`)."""
-    ignored = sorted(n for n in case.structures if n not in OARS and n not in case.targets)
+def prepare_case(case: Case, oars: Sequence[str] = OARS) -> ModelGrid:
+    """An aligned ``case`` (see alignment.align_case) on the dose network's grid (see :class:`ModelGrid`);
+    ``oars``: the model's organs (for the warning about the structures it does not use)."""
+    ignored = sorted(n for n in case.structures if n not in oars and n not in case.targets)
     if ignored:
         log.warning("structures not used by the dose model (not an OAR it knows nor PTV<dose>): %s",
                     ", ".join(ignored))
@@ -190,6 +195,6 @@ def predict_case_dose(model: DoseModel, case: Case, tta: bool = False) -> Volume
     the CT's stored axis order; a CT whose voxel size lies outside the trained range is
     resampled to the model's working spacing, predicted there and the dose resampled back.
     """
-    grid = prepare_case(case)
-    inputs = dose_input_channels(grid.work)[(slice(None), *grid.box)]
+    grid = prepare_case(case, model.oars)
+    inputs = dose_input_channels(grid.work, model.oars)[(slice(None), *grid.box)]
     return grid.to_ct_grid(grid.in_box(predict_box_dose(model, inputs, tta)))

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from DoseSegLib.analysis import metric_names as mn
-from DoseSegLib.core.case import OARS, target_prescription
+from DoseSegLib.core.case import target_prescription
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.models.common.arrays import REFERENCE_GY, inference_shape, pad_to
 from DoseSegLib.models.dose.inputs import PROXIMITY_MM
@@ -119,8 +119,8 @@ def soft_target_channels(
 def soft_inputs(inputs: LiveInputs, name: str, m: torch.Tensor, box: tuple[slice, ...]) -> torch.Tensor:
     """The network's channels in ``box`` (1, C, ...) with structure ``name`` given by soft mask ``m``."""
     x = torch.from_numpy(inputs.channels[(slice(None), *box)].copy())
-    if name in OARS:
-        x[oar_channel(name)] = m
+    if name in inputs.oars:
+        x[oar_channel(name, inputs.oars)] = m
     elif target_prescription(name) is not None:
         x[TARGETS], x[PROXIMITY] = soft_target_channels(inputs, name, m, box)
     return x[None]

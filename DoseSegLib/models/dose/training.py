@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,8 @@ import torch
 
 from DoseSegLib.analysis.openkbp import dvh_abs_errors, openkbp_scores
 from DoseSegLib.core.alignment import align_case
+from DoseSegLib.core.case import OARS
+from DoseSegLib.io.cohort.site import read_site
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.models.common import distributed
 from DoseSegLib.models.common import training_loop as loop
@@ -22,6 +24,7 @@ from DoseSegLib.models.common.training_loop import RunConfig, Step, Validation
 from DoseSegLib.models.dose.augment import AugmentConfig, DoseAugmentation
 from DoseSegLib.models.dose.cache import build_cache
 from DoseSegLib.models.dose.inference import predict_box
+from DoseSegLib.models.dose.inputs import channel_names
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_dose_score", "val_dvh_score", "lr", "seconds")
@@ -35,6 +38,8 @@ class TrainConfig(RunConfig):
         structure_weight: extra loss weight inside targets and OARs.
         moment_weight: weight of the DVH-aware :func:`moment_loss` (Gy^2) added to the MAE; 0 leaves it out.
         init_weights: inference weights to start from (same architecture).
+        site: the cohort's site config (``site.json`` of ``--data``, set by :func:`train_dose`); None for
+            OpenKBP's structures.
     """
 
     epochs: int = 30
@@ -46,6 +51,12 @@ class TrainConfig(RunConfig):
     init_weights: str | None = None
     net: DoseNetConfig = field(default_factory=DoseNetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    site: dict | None = None
+
+    @property
+    def oars(self) -> tuple[str, ...]:
+        """The organs of the network's input channels: the site's, else OpenKBP's."""
+        return tuple(self.site["oars"]) if self.site else OARS
 
 
 def random_crop(size: tuple[int, ...], patch: tuple[int, int, int], rng: np.random.Generator) -> tuple[slice, ...]:
@@ -108,7 +119,8 @@ def moment_loss(pred: torch.Tensor, dose: torch.Tensor, rest: torch.Tensor) -> t
 class ValidationSet:
     """Validation patients: cached boxes plus full-grid masks for exact OpenKBP scoring."""
 
-    def __init__(self, cache_files: list[Path], folders: list[Path]) -> None:
+    def __init__(self, cache_files: list[Path], folders: list[Path], oars: Sequence[str] = OARS) -> None:
+        self.oars = tuple(oars)
         self.samples = [load_arrays(f) for f in cache_files]
         self.structures, self.voxel_cc, self.mask_counts = [], [], []
         for folder in folders:
@@ -134,7 +146,7 @@ class ValidationSet:
             pred[box] = predict(sample)
             ref[box] = sample["dose"]
             dose_errors.append(float(np.abs(pred - ref).sum() / self.mask_counts[i]))
-            dvh_errors.append(dvh_abs_errors(pred, ref, self.structures[i], self.voxel_cc[i]))
+            dvh_errors.append(dvh_abs_errors(pred, ref, self.structures[i], self.voxel_cc[i], self.oars))
         return openkbp_scores(distributed.gather(dose_errors), distributed.gather(dvh_errors))
 
 
@@ -143,22 +155,25 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
     """Train (or resume) the dose network; returns the best validation scores.
 
     Writes into ``out``: last.pt (full state, for resume), best.pt (inference weights),
-    log.csv (one row per epoch) and config.json.
+    log.csv (one row per epoch) and config.json. A ``data/site.json`` (``doseseg build-cohort``) sets the
+    organs of the input channels; it is recorded in config.json and in best.pt's metadata.
     """
+    config = with_site(config, data)
     device = loop.start_run(config, device)
     net = DoseNet(config.net)
-    loop.begin(out, config, net)
+    loop.begin(out, config, net, device)
     model = distributed.wrap(net, device)
     train_folders, val_folders = loop.split_folders(data, config)
     cache = cache or out / "cache"
-    train_files = build_cache(train_folders, cache)
-    val_set = ValidationSet(build_cache(val_folders, cache), val_folders)
+    train_files = build_cache(train_folders, cache, oars=config.oars)
+    val_set = ValidationSet(build_cache(val_folders, cache, oars=config.oars), val_folders, config.oars)
     train_samples = [load_arrays(f) for f in train_files]
+    site_meta = {"oars": list(config.oars), "site": config.site["site"]} if config.site else {}
 
     def validate(epoch: int) -> Validation:
         dose_score, dvh_score = val_set.score(net, config.patch, device)
         scores = {"val_dose_score": dose_score, "val_dvh_score": dvh_score}
-        return Validation(dose_score, scores, {"epoch": epoch, **scores, "patch": list(config.patch)})
+        return Validation(dose_score, scores, {"epoch": epoch, **scores, "patch": list(config.patch), **site_meta})
 
     result = loop.run_epochs(
         out, net, config, device, LOG_COLUMNS,
@@ -168,9 +183,19 @@ def train_dose(data: Path, out: Path, config: TrainConfig, cache: Path | None = 
             "epochs": result["epochs"]}
 
 
+def with_site(config: TrainConfig, data: Path) -> TrainConfig:
+    """``config`` with the site config of ``data`` (when it has one) and input channels to match."""
+    site = read_site(data)
+    if site is None:
+        return config
+    channels = len(channel_names(site.oars))
+    recorded = {**site.to_dict(), "folder": str(Path(data).resolve())}  # publish-model calibrates on its validation
+    return replace(config, site=recorded, net=replace(config.net, in_channels=channels))
+
+
 def _step(net: torch.nn.Module, samples: list[dict], config: TrainConfig, epoch: int, device: torch.device) -> Step:
     """The batch step of one epoch: augmented random patches, masked MAE (+ the DVH moment term)."""
-    augment = DoseAugmentation(config.augment, seed=config.seed * 1000 + epoch)
+    augment = DoseAugmentation(config.augment, seed=config.seed * 1000 + epoch, channels=channel_names(config.oars))
 
     def step(indices: np.ndarray, rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
         patches = [augment(to_device(random_patch(samples[i], config.patch, rng), device))

@@ -23,8 +23,9 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.options import DvhMethod
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
-from DoseSegLib.models.common.catalogue import models_dir
-from DoseSegLib.models.dose.augment import left_right_flip
+from DoseSegLib.models.common.mirror import lateral_pairs
+from DoseSegLib.models.dose.augment import REST_PAIRS, left_right_flip
+from DoseSegLib.models.dose.inputs import channel_names
 from DoseSegLib.models.dose.predict import DoseModel, predict_case_dose
 
 if TYPE_CHECKING:
@@ -59,10 +60,11 @@ class SamplingConfig:
 class StochasticNet(nn.Module):
     """``net`` with dropout active, and optionally mirrored inputs and noisy CT, for one sample."""
 
-    def __init__(self, net: nn.Module, dropout: bool, mirror: bool, ct_noise: float, seed: int) -> None:
+    def __init__(self, net: nn.Module, dropout: bool, mirror: bool, ct_noise: float, seed: int,
+                 pairs: list[tuple[int, int]] = REST_PAIRS) -> None:
         super().__init__()
         self.net, self.config = net, net.config
-        self.dropout, self.mirror, self.ct_noise = dropout, mirror, ct_noise
+        self.dropout, self.mirror, self.ct_noise, self.pairs = dropout, mirror, ct_noise, pairs
         self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,13 +72,13 @@ class StochasticNet(nn.Module):
             noise = torch.randn(x[:, :1].shape, generator=self.generator) * self.ct_noise
             x = torch.cat([x[:, :1] + noise.to(x.device, x.dtype), x[:, 1:]], dim=1)
         if self.mirror:
-            x = torch.stack([_flip_inputs(item) for item in x])
+            x = torch.stack([_flip_inputs(item, self.pairs) for item in x])
         out = self.net(x)
         return torch.flip(out, dims=(2,)) if self.mirror else out
 
 
-def _flip_inputs(item: torch.Tensor) -> torch.Tensor:
-    flipped = left_right_flip({"ct": item[:1], "rest": item[1:]})
+def _flip_inputs(item: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
+    flipped = left_right_flip({"ct": item[:1], "rest": item[1:]}, pairs)
     return torch.cat([flipped["ct"], flipped["rest"]])
 
 
@@ -88,6 +90,7 @@ def sample_doses(model: DoseModel, case: Case, config: SamplingConfig = Sampling
     """``config.samples`` stochastic dose predictions (Gy, CT grid) of an aligned ``case``."""
     dropout = config.method.startswith("dropout")
     layers = _dropout_layers(model.net)
+    pairs = lateral_pairs(channel_names(model.oars)[1:])  # the model's own organs (a clinic model's site)
     if dropout and not layers:
         raise DoseSegError("this dose network has no dropout layer: use the sampling method mirror+noise")
     samples = []
@@ -98,7 +101,7 @@ def sample_doses(model: DoseModel, case: Case, config: SamplingConfig = Sampling
             seed = config.seed + i
             mirror = "mirror" in config.method and i % 2 == 1
             noise = CT_NOISE if "noise" in config.method else 0.0
-            wrapped = StochasticNet(model.net, dropout, mirror, noise, seed)
+            wrapped = StochasticNet(model.net, dropout, mirror, noise, seed, pairs)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 # the wrapper stands in for the DoseNet: same call, same config
@@ -119,7 +122,7 @@ def calibration_path(model: DoseModel, folder: Path | None = None) -> Path:
     """The calibration sidecar of a catalogue model: ``<name>.uncertainty.json`` beside its weights."""
     if model.entry is None:
         raise DoseSegError("--uncertainty needs a catalogue model (its calibration ships with it), not --weights")
-    return (folder or models_dir()) / f"{model.entry.name}.uncertainty.json"
+    return (folder or model.entry.file.parent) / f"{model.entry.name}.uncertainty.json"
 
 
 def load_calibration(model: DoseModel, folder: Path | None = None) -> tuple[Calibration, SamplingConfig]:

@@ -35,7 +35,6 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import read_patient
-from DoseSegLib.models.common.catalogue import models_dir
 from DoseSegLib.models.dose.predict import DoseModel, predict_case_dose
 from DoseSegLib.models.features.data import prepare_inputs
 from DoseSegLib.models.features.predict import FeatureModel, load_features_model
@@ -73,8 +72,8 @@ def describe_case(model: FeatureModel, case: Case, dose: Volume) -> tuple[dict[s
 
 
 def applicability_path(model: DoseModel, folder: Path | None = None) -> Path | None:
-    """The calibration sidecar of a catalogue dose model (None for a user's weights file)."""
-    return None if model.entry is None else (folder or models_dir()) / f"{model.entry.name}{SUFFIX}"
+    """The calibration sidecar of a catalogue dose model, beside its weights (None for a user's weights file)."""
+    return None if model.entry is None else (folder or model.entry.file.parent) / f"{model.entry.name}{SUFFIX}"
 
 
 def load_reference(model: DoseModel, path: Path | None = None) -> tuple[Reference, str]:

@@ -136,7 +136,7 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     _check_patch(config.patch, multiples)
     loss_fn = make_loss(config.loss, config.labels, dose_net, config.dose_weight).to(device)
     net = SegNet(config.net)
-    loop.begin(out, config, net)
+    loop.begin(out, config, net, device)
     model = distributed.wrap(net, device)
     cache = cache or out / "cache"
     train_folders, val_folders = loop.split_folders(data, config)
