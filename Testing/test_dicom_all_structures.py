@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 from dicom_helpers import write_ct_series
-from test_pipeline import _fake_segmentation
+from model_helpers import fake_segmentation
 
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.alignment import align_structure
@@ -33,7 +33,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture
 def exported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """A DICOM patient drawn by a clinician, run with a stand-in segmentation model, exported with all structures."""
-    _fake_segmentation(monkeypatch, tmp_path)
+    fake_segmentation(monkeypatch, tmp_path)
     monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
     case = make_phantom(shape=(40, 40, 32))
     patient = tmp_path / "patient"

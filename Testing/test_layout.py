@@ -92,3 +92,12 @@ def test_the_top_level_api_is_exported_by_its_modules() -> None:
 
     for name, module in _PUBLIC.items():
         assert name in importlib.import_module(module).__all__, (name, module)
+
+
+def test_no_test_module_imports_another() -> None:
+    """Fixtures live in conftest.py, shared helpers in *_helpers.py modules: a test module is never imported."""
+    for path in (REPO / "Testing").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            assert not [n for n in names if n.startswith("test_")], f"{path.name} imports a test module"
