@@ -138,3 +138,22 @@ def test_without_anonymise_the_identity_is_kept(patient, tmp_path: Path) -> None
     ct = pydicom.dcmread(folder / "CT0000.dcm")
     assert ds.PatientID == ct.PatientID and ds.StudyInstanceUID == ct.StudyInstanceUID
     assert "PatientIdentityRemoved" not in ds
+
+
+def test_run_anonymise_de_identifies_its_dicom_outputs(patient, key_file: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    from model_helpers import write_tiny_catalogue
+
+    monkeypatch.setenv("DOSESEG_MODELS", str(write_tiny_catalogue(tmp_path / "models")))
+    folder = patient[0]
+    command = ["run", str(folder), "-o", str(tmp_path / "out"), "--device", "cpu", "--no-radiomics", "--anonymise"]
+    assert main(command) == 1 and "--key-file" in capsys.readouterr().err  # refused before any work
+    assert main([*command, "--key-file", str(key_file)]) == 0
+    assert "no rtstruct.dcm: nothing was auto-segmented" in capsys.readouterr().out
+    uids, _ = input_identity(folder)
+    ds = pydicom.dcmread(tmp_path / "out" / "rtdose.dcm")
+    assert ds.PatientIdentityRemoved == "YES" and ds.PatientID.startswith("DS-")
+    for element in ds.iterall():
+        assert element.VR != "UI" or str(element.value) not in uids, element.keyword
+        assert element.keyword not in ("StudyDescription", "PatientBirthDate") or not element.value

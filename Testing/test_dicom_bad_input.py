@@ -169,6 +169,31 @@ def test_a_series_is_chosen_by_option_or_by_one_of_its_files(patient: Path, tmp_
     refused(tmp_path / "notes.txt", "not a patient folder, a DICOMDIR or a DICOM file")
 
 
+def test_an_rt_file_given_as_the_patient_reads_its_folder(patient: Path, caplog: pytest.LogCaptureFixture) -> None:
+    whole = read_patient(patient)
+    for name in ("rtstruct.dcm", "rtdose.dcm", "rtplan.dcm"):
+        with caplog.at_level(logging.WARNING):
+            case = read_patient(patient / name)
+        assert f"not a CT slice: reading the patient folder {patient}" in caplog.text
+        assert np.array_equal(case.ct.array, whole.ct.array) and set(case.structures) == set(whole.structures)
+
+
+def test_dvh_and_radiomics_take_series(patient: Path, tmp_path: Path) -> None:
+    """--series on dvh and radiomics (as on run and align): a folder with two CT series and no RTSTRUCT."""
+    ct = make_phantom().ct
+    for path in write_ct_series(tmp_path / "other", ct.with_array(ct.array + 1)):
+        shutil.move(path, patient / f"other_{path.name}")
+    (patient / "rtstruct.dcm").rename(tmp_path / "rtstruct.dcm")
+    uid = str(pydicom.dcmread(patient / "CT0000.dcm").SeriesInstanceUID)
+    common = ["--segmentation", str(tmp_path / "rtstruct.dcm"), "--series", uid]
+    assert main(["dvh", str(patient), *common, "-o", str(tmp_path / "dvh")]) == 0
+    assert (tmp_path / "dvh" / "dvh.csv").is_file()
+    assert main(["dvh", str(patient), "--segmentation", str(tmp_path / "rtstruct.dcm"),
+                 "-o", str(tmp_path / "dvh2")]) == 1  # two series, none named: refused
+    pytest.importorskip("radiomics", reason="pyradiomics not installed")
+    assert main(["radiomics", str(patient), *common, "-o", str(tmp_path / "rad")]) == 0
+
+
 def test_slices_of_another_size_or_spacing_are_refused(patient: Path) -> None:
     edit(patient / "CT0003.dcm", lambda ds: setattr(ds, "PixelSpacing", [2.0, 2.0]))
     refused(patient, "the CT slices differ in PixelSpacing")

@@ -87,8 +87,9 @@ def test_dvh_of_the_dicom_copy_agrees_with_eclipse(prostate: tuple[Path, Path], 
     eclipse = {name.upper(): curve for name, curve in _curves(source / "reference" / "dvh_eclipse.csv", True).items()}
     assert set(ours) == set(eclipse)  # BODY is called Body in DoseSeg's canonical names
     errors = np.array([np.abs(_metrics(ours[n]) - _metrics(eclipse[n])) for n in eclipse]) / PLAN_MAX_GY * 100
-    # % of the plan maximum; a voxel-count DVH on the NRRD copy gets 0.13 / 0.20 / 0.43, worst 1.40
-    assert errors.mean(axis=0).max() < 0.5 and errors.max() < 1.5, errors.round(2)
+    # % of the plan maximum; a voxel-count DVH on the NRRD copy gets 0.13 / 0.20 / 0.43, worst 1.40; the goal of
+    # issue 27 for contours read at sub-voxel resolution: every mean <= 0.25, worst <= 0.75 (measured 0.24)
+    assert errors.mean(axis=0).max() <= 0.25 and errors.max() <= 0.75, errors.round(2)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

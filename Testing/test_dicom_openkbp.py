@@ -36,14 +36,22 @@ def test_openkbp_patient_round_trip(pair: tuple[Path, Path]) -> None:
 
 @pytest.mark.slow
 def test_openkbp_patient_gives_the_same_prediction_and_dvh(pair: tuple[Path, Path]) -> None:
+    """Same prediction and challenge scores (read on the dose-grid voxels) from NRRD and DICOM. The DVH metrics of
+    the DICOM route are those of the contours at sub-voxel resolution (end slabs cut at the end planes, dose
+    interpolated in each fine voxel), of the NRRD masks those of whole voxels: volumes smaller by half of
+    each end slice (within 1 %: Larynx -8 %, Brainstem -3.4 %, PTV70 -0.3 % in all), means within 1 Gy (measured
+    0.6 Gy); maxima and minima differ by up to a voxel's dose gradient."""
     nrrd, dicom = pair
     pipeline = Pipeline(device="cpu", options=RunOptions(radiomics=False, segment=False))
     from_nrrd, from_dicom = pipeline.analyse(nrrd), pipeline.analyse(dicom)
     np.testing.assert_allclose(from_dicom.dose.array, from_nrrd.dose.array, atol=1e-4)
-    assert len(from_dicom.metrics) == len(from_nrrd.metrics)
+    assert [r["structure"] for r in from_dicom.metrics] == [r["structure"] for r in from_nrrd.metrics]
     for a, b in zip(from_nrrd.metrics, from_dicom.metrics, strict=True):
-        assert a.keys() == b.keys()
-        for key, value in a.items():
-            assert b[key] == (pytest.approx(value, abs=1e-3) if isinstance(value, float) else value), (a, key)
+        mask = from_nrrd.case.structures[a["structure"]]
+        slices = mask.array.sum(axis=(0, 1))
+        ends = slices[np.flatnonzero(slices)[[0, -1]]].sum() / 2 * mask.voxel_volume_cc  # the two half end slabs
+        assert abs(b["Volume[cc]"] - (a["Volume[cc]"] - ends)) <= 0.01 * a["Volume[cc]"], a["structure"]
+        assert b["Mean[Gy]"] == pytest.approx(a["Mean[Gy]"], abs=1.0), a["structure"]
+        assert "structure grid" in str(b["dvh_method"]), b["dvh_method"]
     step = dose_scaling(dicom / "rtdose.dcm")  # the reference dose read back within its 16-bit step
     assert from_dicom.comparison.dvh_error == pytest.approx(from_nrrd.comparison.dvh_error, abs=step)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import mrml_helpers  # noqa: F401 (puts DoseSeg/ on sys.path)
+import mrml_helpers
 import slicer
 
 pytest_plugins = ["mrml_fixtures"]  # its fixtures: scene, rt_study, fake_cli; it puts DoseSeg/ on sys.path
@@ -102,7 +102,7 @@ def test_summary_applicability_and_warnings_become_messages():
     assert runfolder.summaryMessages({"applicability": {"in_distribution": True, "score": 0.1}}) == []
     messages = runfolder.summaryMessages({
         "applicability": {"in_distribution": False, "score": 3.2, "threshold": 2.0, "reasons": ["no parotids"]},
-        "warnings": ["target PTV1: dose given", ""]})
+        "warnings": ["outside the model's domain: no parotids", "target PTV1: dose given", ""]})
     assert messages[0].startswith("Outside the models' experience (score 3.2, threshold 2): no parotids")
     assert messages[1:] == ["target PTV1: dose given"]
 
@@ -125,3 +125,35 @@ def test_the_error_headline_names_the_error_not_the_temporary_folder(tmp_path):
     assert jobs.headline(lines, folder) == "patient: error: target PTV1: give it, e.g. --prescription PTV1=70"
     assert jobs.headline([], folder, 3) == "exit code 3"
     assert jobs.headline(["plain last line"], folder) == "plain last line"
+
+
+def test_the_child_process_runs_in_utf8_mode():
+    from DoseSegLogicLib.process import cliEnvironment
+
+    assert cliEnvironment()["PYTHONUTF8"] == "1", "non-ASCII structure names must not garble on Windows"
+
+
+def test_the_self_test_never_installs_packages_without_asking():
+    source = (mrml_helpers.REPO / "DoseSeg" / "DoseSegTestLib" / "selftest.py").read_text()
+    assert "installPackages" not in source and "pip_install" not in source
+    assert "unmetRequirements(withModels)" in source, "it says what is missing instead"
+    assert "buildRtStudy(slicer.mrmlScene)" in source and "writeTinyCatalogue" in source
+    assert "logic.runAll(rt.ct, rt.segmentation, rt.dose, {TARGET_NAME: TARGET_GY})" in source
+
+
+def test_run_all_reads_its_large_outputs_off_the_main_thread(scene, loaded, fake_cli, monkeypatch):
+    import threading
+
+    readers = []
+    read = runfolder.readRunVolumes
+
+    def recording(folder):
+        readers.append(threading.current_thread() is threading.main_thread())
+        return read(folder)
+
+    monkeypatch.setattr(runfolder, "readRunVolumes", recording)
+    ct, reference, segmentation = loaded
+    job = DoseSegPipeline(scene).startRunAll(ct, segmentation, reference)
+    outputs = job.wait(interval=0.05)
+    assert readers == [False], "dose, segmentation and difference are read in the job's worker thread"
+    assert outputs["dose"] is not None and outputs["doseDifference"] is not None

@@ -103,7 +103,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def cohort(archive: Path) -> Path:
     out = archive.parent / "cohort"
-    assert main(["build-cohort", str(archive), "-o", str(out), "--seed", "3"]) == 0
+    key = archive.parent / "key.csv"
+    assert main(["build-cohort", str(archive), "-o", str(out), "--seed", "3", "--key", str(key)]) == 0
     return out
 
 
@@ -162,6 +163,19 @@ def test_cohort_patient_equals_the_dicom_read(archive: Path, cohort: Path) -> No
         assert np.array_equal(match[0].structures["Brainstem"].array, read.structures["Brainstem"].array)
         assert np.array_equal(match[0].structures["PTV70"].array, read.structures["PTV_High"].array)
         assert np.abs(match[0].dose.array - read.dose.array).max() < 1e-4
+
+
+def test_the_key_file_lies_outside_the_cohort_and_finds_every_study(archive: Path, cohort: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    with (archive.parent / "key.csv").open(newline="") as handle:
+        key = {row["patient"]: row for row in csv.DictReader(handle)}
+    assert set(key) == set(_rows(cohort)) and {row["patient_id"] for row in key.values()} == {p[0] for p in PATIENTS}
+    broken = next(row for row in key.values() if row["patient_id"] == "MRN100205")
+    assert _rows(cohort)[broken["patient"]]["usable"] == "no" and broken["folders"].endswith("2025/Broken/RT")
+    out = tmp_path / "cohort"
+    out.mkdir()
+    assert main(["build-cohort", str(archive), "-o", str(out), "--key", str(out / "key.csv")]) == 1
+    assert "outside the cohort folder" in capsys.readouterr().err and not any(out.iterdir())
 
 
 def test_build_cohort_refuses_an_archive_without_dicom(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

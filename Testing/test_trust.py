@@ -185,3 +185,79 @@ def test_logged_warnings_are_collected() -> None:
         logging.getLogger("DoseSegLib.core.alignment").warning("Brainstem: %.1f%% outside", 60.5)
         logging.getLogger("DoseSegLib.core.alignment").info("not a warning")
     assert messages == ["Brainstem: 60.5% outside"]
+
+
+def _observations(n_patients: int, rng: np.random.Generator) -> list:
+    """Synthetic validation values: each family's error is a bias announced by a feature plus noise."""
+    from DoseSegLib.analysis.difficulty import Item, Observation
+    from DoseSegLib.analysis.intervals import FAMILIES
+
+    out = []
+    for p in range(n_patients):
+        for family in FAMILIES:
+            for j in range(3):
+                feature = rng.uniform(0.8, 1.0)
+                predicted = 50.0 + j
+                error = 20 * (1.0 - feature) + rng.normal(0, 1)  # predicted low where the feature is low
+                item = Item(f"S{j}", "Mean[Gy]", family, predicted, (feature, rng.normal(), rng.normal()))
+                out.append(Observation(f"pt_{p}", item, predicted + error))
+    return out
+
+
+def test_bias_corrected_intervals_cover_and_beat_the_constant_interval() -> None:
+    from DoseSegLib.analysis.difficulty import held_out_report
+
+    report = held_out_report(_observations(60, np.random.default_rng(0)), 0.9)
+    pooled = report["pooled"]
+    assert 0.85 <= pooled["coverage"] <= 0.95 and pooled["width_ratio"] < 0.85
+
+
+def test_intervals_hold_their_prediction_and_round_trip(phantom_case: Case) -> None:
+    from DoseSegLib.analysis.difficulty import DifficultyCalibration, calibrate_difficulty, case_items
+
+    calibration = calibrate_difficulty(_observations(30, np.random.default_rng(1)))
+    back = DifficultyCalibration.from_dict(json.loads(json.dumps(calibration.to_dict())))
+    items = case_items(phantom_case, evaluate_plan(phantom_case, constraints=[]).metrics)
+    assert {i.family for i in items} == {"oar_mean", "oar_near_max", "target_d95", "target_d2"}
+    for row in back.rows(items, 0.9):
+        assert 0 <= row["lower"] <= row["predicted"] <= row["upper"]
+
+
+def test_plan_qa_verdicts() -> None:
+    from DoseSegLib.analysis.plan_qa import plan_qa_rows
+
+    intervals = [{"structure": s, "metric": "Mean[Gy]", "predicted": 20.0, "lower": 15.0, "upper": 25.0, "level": 0.9}
+                 for s in ("A", "B", "C", "D")]
+    plan = [{"structure": "A", "Mean[Gy]": 30.0}, {"structure": "B", "Mean[Gy]": 10.0},
+            {"structure": "C", "Mean[Gy]": 20.0}]
+    rows = plan_qa_rows(intervals, plan)
+    assert [r["verdict"] for r in rows] == ["above achievable", "below achievable", "within"]
+    assert set(rows[0]) == {"structure", "metric", "plan", "predicted", "lower", "upper", "verdict"}
+
+
+def test_bundled_intervals_are_calibrated_and_narrower_than_constant() -> None:
+    data = json.loads((MODELS / "openkbp-dose-unet24.uncertainty.json").read_text())
+    pooled = data["difficulty"]["held_out"]["pooled"]
+    assert 0.85 <= pooled["coverage"] <= 0.95 and pooled["width_ratio"] < 1.0
+
+
+@pytest.mark.slow
+def test_run_records_applicability_normalisation_warnings_and_plan_qa(phantom_dir: Path, tmp_path: Path) -> None:
+    """The bundled models on the phantom (a plan dose in its folder): every trust output is written."""
+    from DoseSegLib.io.tables import read_csv
+    from DoseSegLib.run.pipeline import Pipeline
+    from DoseSegLib.run.results import RunOptions
+
+    result = Pipeline("cpu", RunOptions(radiomics=False, segment=False)).run(phantom_dir, tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(summary["applicability"]) == {"in_distribution", "score", "threshold", "reasons"}
+    assert summary["normalisation"]["structure"] == "PTV70" and summary["normalisation"]["metric"] == "mean"
+    assert isinstance(summary["warnings"], list) and "reference" in summary
+    rows = read_csv(tmp_path / "out" / "plan_qa.csv")
+    assert rows and {r["verdict"] for r in rows} <= {"within", "above achievable", "below achievable"}
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert report.index("Plan QA") < report.index("Clinical goals")
+    raw = Pipeline("cpu", RunOptions(radiomics=False, segment=False, normalise=False)).analyse(phantom_dir)
+    assert raw.normalisation is None
+    assert float(result.dose.array.max()) == pytest.approx(float(raw.dose.array.max()) * result.normalisation.factor,
+                                                           rel=1e-4)

@@ -211,8 +211,11 @@ def test_run_writes_intervals_marks_goals_and_shows_them(tmp_path: Path, monkeyp
     assert "uncertain" in (tmp_path / "out" / "constraints.csv").read_text()
     report = (tmp_path / "out" / "report.html").read_text()
     assert "How far to trust the DVH metrics (90% intervals)" in report and "dvh_intervals.csv" in report
-    doses, low, high = result.uncertainty.dvh_band("PTV70")
+    curve = result.dvhs["PTV70"]
+    doses, low, high = result.uncertainty.dvh_band("PTV70", curve)
     assert len(doses) == len(low) == len(high) and np.all(low <= high)
+    assert np.all(low <= curve.volume_pct + 1e-9) and np.all(curve.volume_pct <= high + 1e-9)  # holds its curve
+    assert np.any(low < high)
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ levels), each patient in a nested folder. ``doseseg build-cohort`` then reads th
 wall time is divided by the patient count. Each cohort patient (matched to its source by the CT
 voxels: the cohort is pseudonymous) is preprocessed as ``train-dose`` does (``models.dose.cache``)
 and compared with the NRRD copy's arrays: the maximum absolute difference of every input channel
-and of the dose, and whether the boxes agree.
+and of the dose, and whether the boxes agree (the channels agree only when the site's organs are
+OpenKBP's seven: ``--openkbp-organs``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=3)
     parser.add_argument("--validation", type=int, default=2)
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
+    parser.add_argument("--openkbp-organs", action="store_true",
+                        help="give the site OpenKBP's seven organs (--structures), to compare every channel; by "
+                             "default the site's organs are those in half of the patients")
     args = parser.parse_args()
     data = require_data()
     folders = patient_folders(data / "train", args.train) + patient_folders(data / "validation", args.validation)
@@ -92,7 +96,8 @@ def main() -> None:
         archive, cohort = work / "archive", work / "cohort"
         exported = export(folders, archive)
         start = time.perf_counter()
-        status = doseseg(["build-cohort", str(archive), "-o", str(cohort), "--validation", "1"])
+        status = doseseg(["build-cohort", str(archive), "-o", str(cohort), "--validation", "1",
+                          *(["--structures", *OARS] if args.openkbp_organs else [])])
         seconds = time.perf_counter() - start
         rows = compare(cohort, folders)
     print(f"machine: {machine()}")

@@ -55,6 +55,16 @@ def doseVolume(doseNode) -> Volume:
     return volume if factor == 1.0 else volume.with_array(volume.array.astype("float32") * factor)
 
 
+def studyDoseUnit(node) -> str:
+    """The dose unit of the study holding ``node`` (GY when it is in no study or its study names none)."""
+    study = studyItem(node)
+    unit = (_shNode(node).GetItemAttribute(study, DOSE_UNIT_NAME_ATTRIBUTE) if study else "") or "GY"
+    unit = unit.strip().upper()
+    if unit not in GY_PER_UNIT:
+        raise DoseSegError(f"the study of '{node.GetName()}' has dose unit '{unit}', neither GY nor CGY")
+    return unit
+
+
 def markDoseInStudy(doseNode) -> str:
     """Mark ``doseNode`` an RT dose whose unit is its study's (Gy, written on the study, when it has none).
 
@@ -63,10 +73,7 @@ def markDoseInStudy(doseNode) -> str:
     """
     shNode = _shNode(doseNode)
     study = studyItem(doseNode)
-    unit = shNode.GetItemAttribute(study, DOSE_UNIT_NAME_ATTRIBUTE) if study else ""
-    unit = (unit or "GY").strip().upper()
-    if unit not in GY_PER_UNIT:
-        raise DoseSegError(f"the study of '{doseNode.GetName()}' has dose unit '{unit}', neither GY nor CGY")
+    unit = studyDoseUnit(doseNode)
     if study and not shNode.GetItemAttribute(study, DOSE_UNIT_NAME_ATTRIBUTE):
         shNode.SetItemAttribute(study, DOSE_UNIT_NAME_ATTRIBUTE, unit)
         shNode.SetItemAttribute(study, DOSE_UNIT_VALUE_ATTRIBUTE, "1.0")

@@ -58,7 +58,7 @@ def isodoseModels(doseNode, prescription: float | None = None,
         raise DoseSegError("isodose levels are percentages of the prescription: give the prescription (Gy)")
     scene = doseNode.GetScene()
     gyPerUnit = doseunits.gyPerUnit(doseNode)
-    maxDose = float(doseNode.GetImageData().GetScalarRange()[1]) * gyPerUnit
+    maxDose = nodes.maximumOf(doseNode) * gyPerUnit
     reference = prescription
     top = max(maxDose, reference)
     models = []

@@ -47,12 +47,15 @@ class DoseSegJob:
         title: what the step does, for messages.
         writeInputs: writes the input files into the given folder and returns the CLI arguments
             (``-o`` and the output folder are added); runs in a worker thread, so it must not touch the scene.
-        finish: loads the results from the output folder into the scene (main thread).
+        finish: loads the results from the output folder into the scene (main thread); with ``read``, it
+            receives what ``read`` returned instead of the folder.
         output: the command's output folder, kept afterwards; a temporary one removed with the inputs when None.
+        read: reads the output files (e.g. a clinical-size dose) in a worker thread once the command has
+            succeeded, so that the main thread only makes nodes; it must not touch the scene.
     """
 
-    def __init__(self, title: str, writeInputs: Callable[[Path], list], finish: Callable[[Path], object],
-                 output: Path | None = None) -> None:
+    def __init__(self, title: str, writeInputs: Callable[[Path], list], finish: Callable[[object], object],
+                 output: Path | None = None, read: Callable[[Path], object] | None = None) -> None:
         self.title = title
         self.folder = Path(tempfile.mkdtemp(prefix="DoseSeg-"))
         self.output = Path(output) if output is not None else self.folder / "output"
@@ -65,6 +68,10 @@ class DoseSegJob:
         self._error: Exception | None = None
         self._lock = threading.Lock()
         self._writer = threading.Thread(target=self._launch, daemon=True)
+        self._read = read
+        self._reader: threading.Thread | None = None
+        self._loaded: object = None
+        self._readError: Exception | None = None
 
     @property
     def progress(self) -> float | None:
@@ -92,12 +99,30 @@ class DoseSegJob:
         except Exception as exc:  # shown by poll() in the main thread
             self._error = exc
 
+    def _readOutputs(self) -> None:
+        try:
+            self._loaded = self._read(self.output)
+        except Exception as exc:  # shown by poll() in the main thread
+            self._readError = exc
+
+    def _reading(self) -> bool:
+        """True while the outputs are being read in the worker thread (started here once the command succeeded)."""
+        if self._read is None or self._error is not None or self.cancelled or self.process is None \
+                or self.process.poll() != 0:
+            return False
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._readOutputs, daemon=True)
+            self._reader.start()
+        return self._reader.is_alive()
+
     def poll(self) -> bool:
         """Advance the job; True once it is over (results loaded or cancelled). Raises DoseSegJobError on failure."""
         if self.done:
             return True
         if self._writer.is_alive() or (self.process and self.process.poll() is None):
             return False  # a cancelled command is cleaning up (or about to be killed): wait for it
+        if self._reading():
+            return False
         try:
             if self._error is not None:
                 raise DoseSegJobError(f"{self.title}: cannot start ({self._error})", self.log) from self._error
@@ -106,7 +131,10 @@ class DoseSegJob:
                 if code != 0:
                     raise DoseSegJobError(f"{self.title} failed: {headline(self.process.lines, self.folder, code)}",
                                           self.log)
-                self.result = self._finish(self.output)
+                if self._readError is not None:
+                    raise DoseSegJobError(f"{self.title}: cannot read the results ({self._readError})",
+                                          self.log) from self._readError
+                self.result = self._finish(self._loaded if self._read is not None else self.output)
         finally:
             self.done = True
             shutil.rmtree(self.folder, ignore_errors=True)

@@ -108,11 +108,24 @@ def updateVolumeNode(volumeNode, volume: Volume) -> None:
     volumeNode.SetAndObserveImageData(_imageFromArray(volume.array))
 
 
-def addVolumeNode(scene, volume: Volume, name: str, className: str = "vtkMRMLScalarVolumeNode"):
-    """A new volume node in ``scene`` holding ``volume``, with display nodes."""
+def addVolumeNode(scene, volume: Volume, name: str, className: str = "vtkMRMLScalarVolumeNode",
+                  autoWindowLevel: bool = True):
+    """A new volume node in ``scene`` holding ``volume``, with display nodes.
+
+    Args:
+        autoWindowLevel: False for a volume whose window the caller sets (a dose): no histogram of a
+            clinical-size volume is computed for a window that is replaced at once.
+    """
     volumeNode = scene.AddNewNodeByClass(className, name)
+    if autoWindowLevel or className != "vtkMRMLScalarVolumeNode":
+        updateVolumeNode(volumeNode, volume)
+        volumeNode.CreateDefaultDisplayNodes()
+        return volumeNode
+    display = scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+    display.AutoWindowLevelOff()
+    display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
+    volumeNode.SetAndObserveDisplayNodeID(display.GetID())
     updateVolumeNode(volumeNode, volume)
-    volumeNode.CreateDefaultDisplayNodes()
     return volumeNode
 
 
@@ -274,7 +287,7 @@ def showDose(doseNode, ctNode=None, prescription: float | None = None, opacity: 
     markDose(doseNode)
     if doseNode.GetDisplayNode() is None:
         doseNode.CreateDefaultDisplayNodes()
-    maxDose = float(doseNode.GetImageData().GetScalarRange()[1])
+    maxDose = maximumOf(doseNode)
     top = max(maxDose, prescription or 0.0, 1e-3)
     display = doseNode.GetDisplayNode()
     display.SetAndObserveColorNodeID(doseColorTable(scene).GetID())
@@ -289,6 +302,12 @@ def showDose(doseNode, ctNode=None, prescription: float | None = None, opacity: 
             composite.SetBackgroundVolumeID(ctNode.GetID())
         composite.SetForegroundVolumeID(doseNode.GetID())
     setDoseOpacity(scene, opacity, doseNode)
+
+
+def maximumOf(volumeNode) -> float:
+    """The largest voxel value of a volume node (NumPy over VTK's memory: several times VTK's scalar range)."""
+    scalars = volumeNode.GetImageData().GetPointData().GetScalars()
+    return float(numpy_support.vtk_to_numpy(scalars).max()) if scalars.GetNumberOfTuples() else 0.0
 
 
 def setDoseOpacity(scene, opacity: float, doseNode=None) -> None:

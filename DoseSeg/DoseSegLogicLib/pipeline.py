@@ -27,6 +27,8 @@ from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import replace
 
+import numpy as np
+
 from DoseSegLib import Case
 from DoseSegLib.analysis.constraints import RESULT_COLUMNS
 from DoseSegLib.analysis.dvh import metrics_columns
@@ -83,12 +85,13 @@ class DoseSegPipeline:
     # -- long steps, in a background process --------------------------------------------------------------------
 
     def _job(self, title: str, ctNode, segmentationNode, command: list, finish, doseNode=None,
-             output=None) -> DoseSegJob:
+             output=None, read=None) -> DoseSegJob:
         """A started job over a patient folder: the CT, each segment on its own grid (the command aligns them
         onto the CT by physical coordinates) and a dose in Gy.
 
         Segments that miss the CT entirely are left out with a warning. ``output`` is the command's output
-        folder (kept); a temporary one when None.
+        folder (kept); a temporary one when None. ``read`` reads the outputs in a worker thread (see
+        :class:`DoseSegJob`).
         """
         ct = nodes.volumeFromNode(ctNode)
         masks = {}
@@ -110,7 +113,7 @@ class DoseSegPipeline:
             write_patient(patient, Case("patient", ct, structures, dose))
             return [*command[:1], patient, *command[1:]]
 
-        return DoseSegJob(title, writeInputs, finish, output).start()
+        return DoseSegJob(title, writeInputs, finish, output, read).start()
 
     def startAlignStructures(self, ctNode, segmentationNode, options: PatientOptions | None = None) -> DoseSegJob:
         """Resample every segment onto the CT grid (``doseseg align``) into a new segmentation node."""
@@ -137,8 +140,8 @@ class DoseSegPipeline:
         """
         options = options or PatientOptions()
         return self._job("Auto-segment", ctNode, segmentationNode, ["segment", *options.arguments("segment")],
-                         lambda output: self.addMissingSegments(_findOutput(output, SEGMENTATION_FILE), ctNode,
-                                                                segmentationNode))
+                         lambda masks: self.addMissingMasks(masks, ctNode, segmentationNode),
+                         read=lambda output: read_segmentation(_findOutput(output, SEGMENTATION_FILE)))
 
     def addMissingSegments(self, path: str | Path, ctNode, segmentationNode=None):
         """Add the structures of a .seg.nrrd that ``segmentationNode`` lacks (by canonical name), tagged auto-segmented
@@ -152,7 +155,10 @@ class DoseSegPipeline:
         Returns:
             The segmentation node.
         """
-        masks = read_segmentation(path)
+        return self.addMissingMasks(read_segmentation(path), ctNode, segmentationNode)
+
+    def addMissingMasks(self, masks: Mapping, ctNode, segmentationNode=None):
+        """:meth:`addMissingSegments` of masks already read (by structure name)."""
         if segmentationNode is None:
             segmentationNode = nodes.newSegmentationNode(self.scene, f"{ctNode.GetName()} segmentation", ctNode)
             hierarchy.placeBesideCt(ctNode, segmentationNode)
@@ -172,8 +178,8 @@ class DoseSegPipeline:
         options = options or PatientOptions()
         return self._job("Predict dose", ctNode, segmentationNode,
                          ["predict-dose", *options.arguments("predict-dose")],
-                         lambda output: self.loadDose(_findOutput(output, DOSE_FILE), ctNode,
-                                                      mainPrescription(options), doseNode))
+                         lambda dose: self.showDoseVolume(dose, ctNode, mainPrescription(options), doseNode),
+                         read=lambda output: read_dose(_findOutput(output, DOSE_FILE)))
 
     def loadDose(self, path: str | Path, ctNode, prescription: float | None = None, doseNode=None):
         """Load a dose NRRD (Gy) as an RT dose volume under the CT's study, shown over the CT.
@@ -187,13 +193,22 @@ class DoseSegPipeline:
             prescription: Gy, top of the colour window (at least the maximum dose).
             doseNode: the volume node to fill; a new "<CT> predicted dose" node when None.
         """
-        dose = read_dose(path)
+        return self.showDoseVolume(read_dose(path), ctNode, prescription, doseNode)
+
+    def showDoseVolume(self, dose, ctNode, prescription: float | None = None, doseNode=None):
+        """:meth:`loadDose` of a dose already read (a Volume in Gy; a float one is converted in place when the
+        CT's study is in cGy)."""
+        factor = doseunits.GY_PER_UNIT[doseunits.studyDoseUnit(ctNode)]
+        if factor != 1.0:  # the study's unit (cGy): one pass, in place when the dose is ours to change
+            array = dose.array if dose.array.dtype.kind == "f" else dose.array.astype(np.float32)
+            dose = dose.with_array(np.divide(array, factor, out=array))
         if doseNode is None:
-            doseNode = nodes.addVolumeNode(self.scene, dose, f"{ctNode.GetName()} predicted dose")
+            doseNode = nodes.addVolumeNode(self.scene, dose, f"{ctNode.GetName()} predicted dose",
+                                           autoWindowLevel=False)
+        else:
+            nodes.updateVolumeNode(doseNode, dose)
         hierarchy.placeBesideCt(ctNode, doseNode)
-        unit = doseunits.markDoseInStudy(doseNode)
-        factor = doseunits.GY_PER_UNIT[unit]
-        nodes.updateVolumeNode(doseNode, dose if factor == 1.0 else dose.with_array(dose.array / factor))
+        doseunits.markDoseInStudy(doseNode)
         nodes.showDose(doseNode, ctNode, prescription / factor if prescription else None)
         return doseNode
 
@@ -235,15 +250,16 @@ class DoseSegPipeline:
             radiomics = dependencies.radiomicsProblem() is None
         command = ["run", *options.arguments("run"), *([] if radiomics else ["--no-radiomics"])]
 
-        def finish(output: Path) -> dict:
-            return self.loadRunFolder(output, ctNode, segmentationNode, mainPrescription(options), doseNode) | {
+        def finish(volumes: dict) -> dict:
+            return self.loadRunFolder(volumes["folder"], ctNode, segmentationNode, mainPrescription(options),
+                                      doseNode, volumes) | {
                 "folder": Path(outputFolder) if outputFolder is not None else None}
 
         return self._job("Run all", ctNode, segmentationNode, command, finish, doseNode=referenceDose,
-                         output=outputFolder)
+                         output=outputFolder, read=runfolder.readRunVolumes)
 
     def loadRunFolder(self, folder: str | Path, ctNode, segmentationNode=None, prescription: float | None = None,
-                      doseNode=None) -> dict:
+                      doseNode=None, volumes: dict | None = None) -> dict:
         """Load a ``doseseg run`` output folder of one patient: dose, missing OARs and the command's tables.
 
         Args:
@@ -252,6 +268,7 @@ class DoseSegPipeline:
             segmentationNode: receives the structures it lacks; a new node when None.
             prescription: Gy, top of the dose colour window.
             doseNode: the volume node to fill; a new one when None.
+            volumes: the folder's large files already read (:func:`runfolder.readRunVolumes`); read now when None.
 
         Returns:
             dict of nodes: dose, segmentation, doseDifference (predicted minus reference, None without a
@@ -259,10 +276,11 @@ class DoseSegPipeline:
             plan_qa.csv); the tables and the chart go in the "DoseSeg results" folder under the CT's study;
             and messages: the applicability verdict and warnings of summary.json, in words.
         """
-        folder = runfolder.checkRunFolder(Path(folder))
-        segmentation = self.addMissingSegments(folder / "segmentation.seg.nrrd", ctNode, segmentationNode)
-        dose = self.loadDose(folder / DOSE_FILE, ctNode, prescription, doseNode)
-        difference = runfolder.loadDoseDifference(self.scene, folder, ctNode)
+        volumes = volumes or runfolder.readRunVolumes(Path(folder))
+        folder = volumes["folder"]
+        segmentation = self.addMissingMasks(volumes["segmentation"], ctNode, segmentationNode)
+        dose = self.showDoseVolume(volumes["dose"], ctNode, prescription, doseNode)
+        difference = runfolder.loadDoseDifference(self.scene, volumes["difference"], ctNode)
         tables = runfolder.loadRunTables(self.scene, folder, segmentation, dose)
         hierarchy.placeInFolder(ctNode, hierarchy.RESULTS_FOLDER, difference, tables["dvhChart"],
                                 *tables["dvhTables"], *(tables[key] for key in runfolder.TABLE_KEYS))

@@ -13,7 +13,8 @@ from pathlib import Path
 from DoseSegLib.core.colors import structure_color
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
-from DoseSegLib.io.patient import read_volume
+from DoseSegLib import Volume
+from DoseSegLib.io.patient import read_dose, read_segmentation, read_volume
 
 from . import nodes, results
 
@@ -22,7 +23,9 @@ CONSTRAINTS_TABLE_NAME = "DoseSeg constraints"
 RADIOMICS_TABLE_NAME = "DoseSeg radiomics"
 COMPARISON_TABLE_NAME = "DoseSeg comparison"
 PLAN_QA_TABLE_NAME = "DoseSeg plan QA"
+OUTSIDE_WARNING = "outside the model's domain"  # how summary.json's warnings repeat an out-of-domain verdict
 DIFFERENCE_ATTRIBUTE = "DoseSeg.DoseDifference"
+DIFFERENCE_FILE = "dose_difference.nrrd"
 TABLE_KEYS = ("metrics", "constraints", "radiomics", "comparison", "planQa")
 REQUIRED_FILES = ("summary.json", "dose.nrrd", "segmentation.seg.nrrd", "dvh.csv", "dvh_metrics.csv",
                   "constraints.csv")
@@ -105,18 +108,27 @@ def summaryMessages(summary: dict) -> list[str]:
         messages.append("Outside the models' experience" + measured + (": " + "; ".join(reasons) if reasons else "")
                         + ". Treat the predicted dose with caution.")
     warnings = summary.get("warnings")
-    if isinstance(warnings, list):
-        messages += [str(warning) for warning in warnings if str(warning).strip()]
+    if isinstance(warnings, list):  # the run's own line for the verdict above is not repeated
+        messages += [str(warning) for warning in warnings
+                     if str(warning).strip() and not (messages and str(warning).startswith(OUTSIDE_WARNING))]
     return messages
 
 
-def loadDoseDifference(scene, folder: Path, ctNode):
-    """``dose_difference.nrrd`` (predicted minus reference, Gy) as "<CT> dose difference" (reused), None without one."""
-    path = folder / "dose_difference.nrrd"
-    if not path.is_file():
+def readRunVolumes(folder: Path) -> dict:
+    """The large files of a complete run folder, read (no scene needed: a job reads them in a worker thread):
+    folder, dose (Gy), segmentation (masks by name) and difference (None without a reference dose)."""
+    folder = checkRunFolder(folder)
+    difference = folder / DIFFERENCE_FILE
+    return {"folder": folder, "dose": read_dose(folder / "dose.nrrd"),
+            "segmentation": read_segmentation(folder / "segmentation.seg.nrrd"),
+            "difference": read_volume(difference) if difference.is_file() else None}
+
+
+def loadDoseDifference(scene, volume: Volume | None, ctNode):
+    """The dose difference (predicted minus reference, Gy) as "<CT> dose difference" (reused), None without one."""
+    if volume is None:
         return None
     name = f"{ctNode.GetName()} dose difference"
-    volume = read_volume(path)
     node = scene.GetFirstNode(name, "vtkMRMLScalarVolumeNode")
     if node is None:
         node = nodes.addVolumeNode(scene, volume, name)

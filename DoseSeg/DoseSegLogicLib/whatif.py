@@ -109,6 +109,7 @@ class WhatIfLogic:
         self.waiting: int | None = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
         self.due: float | None = None
         self.doseNode = None
+        self.reading: tuple[dict, threading.Thread, dict] | None = None  # a reply whose dose is being read
         self.chartNode = None  # made by the first prediction
         self.previousDvhs: dict | None = None
         self.lastError: str | None = None
@@ -151,8 +152,8 @@ class WhatIfLogic:
 
     @property
     def busy(self) -> bool:
-        """An edit waits for its debounce or a prediction is under way."""
-        return self.due is not None or self.waiting is not None
+        """An edit waits for its debounce, a prediction is under way or its dose is being read."""
+        return self.due is not None or self.waiting is not None or self.reading is not None
 
     def poll(self) -> bool:
         """Send debounced edits and apply the replies that arrived; True when the scene was updated.
@@ -161,12 +162,21 @@ class WhatIfLogic:
             DoseSegError: the worker process has ended (all its replies applied first).
         """
         exited = self.worker.process.poll()
-        if self.due is not None and time.monotonic() >= self.due and self.waiting is None and exited is None:
+        if self.due is not None and time.monotonic() >= self.due and self.waiting is None and self.reading is None \
+                and exited is None:
             self.due = None
             self._sendEdits()
         updated = False
         while (reply := self.worker.reply()) is not None:
             updated |= self._apply(reply)
+        if self.reading is not None and not self.reading[1].is_alive():
+            result, _, read = self.reading
+            self.reading = None
+            if "dose" in read:
+                self._show(result, read["dose"])
+                updated = True
+            else:
+                self.lastError = f"cannot read the predicted dose ({read.get('error')})"
         if exited is not None:
             raise DoseSegError(f"what-if: the worker process ended (exit code {exited}); press Start again")
         return updated
@@ -220,13 +230,23 @@ class WhatIfLogic:
         self.waiting = None
         if not reply["ok"]:
             return False
-        self._show(reply["result"])
-        return True
+        read: dict = {}  # the clinical-size dose file is read off the main thread; poll() shows it
 
-    def _show(self, result: dict) -> None:
-        dose = read_dose(self.folder / "dose.nrrd")
+        def readDose() -> None:
+            try:
+                read["dose"] = read_dose(self.folder / "dose.nrrd")
+            except Exception as exc:
+                read["error"] = exc
+
+        thread = threading.Thread(target=readDose, daemon=True)
+        thread.start()
+        self.reading = (reply["result"], thread, read)
+        return False
+
+    def _show(self, result: dict, dose) -> None:
         if self.doseNode is None:
-            self.doseNode = nodes.addVolumeNode(self.scene, dose, self.ctNode.GetName() + DOSE_NODE_SUFFIX)
+            self.doseNode = nodes.addVolumeNode(self.scene, dose, self.ctNode.GetName() + DOSE_NODE_SUFFIX,
+                                                autoWindowLevel=False)
             nodes.showDose(self.doseNode, self.ctNode)
         else:
             nodes.updateVolumeNode(self.doseNode, dose)
@@ -258,7 +278,7 @@ class WhatIfLogic:
         start, count = time.monotonic(), self.updates
         while self.updates == count and time.monotonic() - start < timeout:
             self.poll()
-            if self.waiting is None and self.due is None and self.updates == count:
+            if self.waiting is None and self.due is None and self.reading is None and self.updates == count:
                 break
             time.sleep(0.05)
         if self.updates == count:

@@ -125,6 +125,8 @@ def buildRtStudy(scene, case: Case | None = None, doseUnit: str = "CGY", surface
             labelmaps are then made on demand on the CT's geometry, grown to hold each surface.
     """
     case = case or make_phantom()
+    if case.dose is None or case.possible_dose_mask is None:
+        raise ValueError(f"{case.name}: the plan needs a dose and a body (possible-dose) mask")
     ct = nodes.addVolumeNode(scene, case.ct, "CT_1 planning CT")
     segmentationNode = nodes.newSegmentationNode(scene, "RTSTRUCT: structure set", ct)
     masks = {VENDOR_NAMES[name]: mask for name, mask in case.structures.items() if name in VENDOR_NAMES}

@@ -21,6 +21,7 @@ from DoseSegLib.analysis.dvh import dose_at_volume_pct
 from DoseSegLib.analysis.sampling import structure_doses
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import DvhMethod
 from DoseSegLib.core.volume import Volume
 
 METRICS = ("D98%", "D95%", "D50%", "mean")
@@ -73,7 +74,7 @@ class Normalisation:
 
 
 def normalise_dose(dose: Volume, case: Case, convention: Convention,
-                   dvh_method: str = "auto") -> tuple[Volume, Normalisation]:
+                   dvh_method: DvhMethod | str = DvhMethod.AUTO) -> tuple[Volume, Normalisation]:
     """``dose`` scaled so that the primary target's metric is ``convention.ratio`` x its prescription.
 
     Raises:

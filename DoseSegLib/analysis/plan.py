@@ -33,6 +33,7 @@ def load_plan(
     mapper: NameMapper | None = None,
     segmentation: str | Path | None = None,
     allow_high_dose: bool = False,
+    series: str | None = None,
 ) -> Case:
     """A patient with its dose, checked (Gy, covers the structures) and aligned onto the CT grid.
 
@@ -42,8 +43,9 @@ def load_plan(
         mapper: structure-name mapping.
         segmentation: a .seg.nrrd to use instead of structures/.
         allow_high_dose: accept a dose above 200 Gy.
+        series: a DICOM folder's CT series (SeriesInstanceUID), when it holds several.
     """
-    case = read_patient(patient, mapper, segmentation)
+    case = read_patient(patient, mapper, segmentation, series)
     source = Path(dose) if dose is not None else Path(patient) / DOSE_FILE
     if dose is not None:
         case = replace(case, dose=read_dose(dose))

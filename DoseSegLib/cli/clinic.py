@@ -41,21 +41,35 @@ def read_names_map(path: Path) -> dict[str, str]:
             if row[alias] and (row[canonical] or "").strip() not in NOT_MAPPED}
 
 
+def check_key_file(key: Path | None, output: Path) -> None:
+    """The key file is new and outside the cohort (it links pseudonyms to patients)."""
+    from DoseSegLib.core.errors import DoseSegError
+
+    if key is None:
+        return
+    if key.exists() or not key.parent.is_dir():
+        raise DoseSegError(f"{key}: the key file must be a new file in an existing folder")
+    if key.resolve().is_relative_to(output.resolve()):
+        raise DoseSegError(f"{key}: the key file must lie outside the cohort folder (it identifies the patients)")
+
+
 def cmd_build_cohort(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from DoseSegLib.cli.progress import progress_enabled
     from DoseSegLib.core.errors import DoseSegError
     from DoseSegLib.core.names import NameMapper
-    from DoseSegLib.io.cohort.build import CohortOptions, build_cohort, write_cohort
+    from DoseSegLib.io.cohort.build import KEY_COLUMNS, CohortOptions, build_cohort, key_rows, write_cohort
     from DoseSegLib.io.dicom.archive import scan_archive
     from DoseSegLib.io.outputs import check_output_dir, staged_output
+    from DoseSegLib.io.tables import write_csv
     from DoseSegLib.models.common.grid import training_grid_case
 
     for archive in args.archives:
         if not archive.exists():
             raise DoseSegError(f"{archive}: archive folder not found")
     check_output_dir(args.output, args.force, args.archives)
+    check_key_file(args.key, args.output)
     mapper = NameMapper(read_names_map(args.names) if args.names else None, dict(args.prescription))
     options = CohortOptions(mapper, args.validation, args.validation_fraction, args.seed,
                             tuple(args.structures) if args.structures else None, args.min_presence, args.site,
@@ -67,6 +81,8 @@ def cmd_build_cohort(args: argparse.Namespace) -> int:
         patients, site = build_cohort(studies, out, options, lambda items: tqdm(
             items, total=len(studies), desc="build-cohort", unit="study", disable=not progress_enabled()))
         write_cohort(out, patients, site, mapper)
+    if args.key is not None:
+        write_csv(args.key, key_rows(patients), KEY_COLUMNS)
     summary = site.cohort
     print(f"wrote {args.output}: {summary['usable']} of {summary['studies']} studies usable "
           f"({summary['train']} train, {summary['validation']} validation, {summary['excluded']} excluded; "
@@ -95,7 +111,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of the pseudonyms' order")
     p.add_argument("--structures", nargs="+", metavar="NAME",
                    help="the site's organs (canonical names; default: those in --min-presence of the patients)")
-    p.add_argument("--min-presence", type=float, default=0.5,
-                   help="an organ found in this fraction of the usable patients is one of the site's (default 0.5)")
+    p.add_argument("--min-presence", type=float, default=0.25,
+                   help="an organ found in this fraction of the usable patients is one of the site's (default 0.25)")
     p.add_argument("--site", help="the site's name (default: from the organs found)")
+    p.add_argument("--key", type=Path, metavar="KEY.csv",
+                   help="also write, OUTSIDE the cohort, the key from pseudonym to PatientID, study UID and archive "
+                        "folders (to find an excluded study; keep it where the patients' records are kept)")
     p.set_defaults(func=cmd_build_cohort)

@@ -39,7 +39,7 @@ def cmd_dvh(args: argparse.Namespace) -> None:
     inputs = [args.patient, args.dose, args.segmentation, args.constraints]
     check_output_dir(args.output, args.force, inputs)
     constraints = load_constraints(args.constraints)
-    case = load_plan(args.patient, args.dose, name_mapper(args), args.segmentation, args.allow_high_dose)
+    case = load_plan(args.patient, args.dose, name_mapper(args), args.segmentation, args.allow_high_dose, args.series)
     check_ct(case.ct, ct_source(args.patient, case), strict=False)
     dose = case.require_dose()
     bins = float(dose.array.max()) / args.step
@@ -79,7 +79,7 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
 
     inputs = [args.patient, args.segmentation, args.params]
     check_output_dir(args.output, args.force, inputs)
-    case = align_case(read_patient(args.patient, name_mapper(args), args.segmentation))
+    case = align_case(read_patient(args.patient, name_mapper(args), args.segmentation, args.series))
     if args.dose:
         if case.dose is None:
             raise DoseSegError(f"{args.patient}: --dose needs a dose.nrrd in the patient folder")

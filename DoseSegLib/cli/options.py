@@ -38,9 +38,11 @@ def add_names(parser: argparse.ArgumentParser) -> None:
 
 def add_patient(parser: argparse.ArgumentParser,
                 help: str = "patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)") -> None:
-    """One patient folder, ``--segmentation`` to use instead of its structures/, and ``--names``/``--prescription``."""
+    """One patient folder, ``--segmentation`` to use instead of its structures/, ``--series`` (a DICOM folder's CT
+    series) and ``--names``/``--prescription``."""
     parser.add_argument("patient", type=Path, help=help)
     parser.add_argument("--segmentation", type=Path, help="a .seg.nrrd or an RTSTRUCT to use instead of structures/")
+    parser.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
     add_names(parser)
 
 

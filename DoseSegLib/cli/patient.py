@@ -43,6 +43,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("align", help="resample structures, dose and possible-dose mask onto the CT grid")
     add_patient(p)
-    p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
     add_output(p)
     p.set_defaults(func=cmd_align)

@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from DoseSegLib.cli.dicom import add_anonymise, deidentifier
 from DoseSegLib.cli.evaluation import add_dvh_method
 from DoseSegLib.cli.options import add_any_site, add_device, add_names, add_output, add_uncertainty_options, name_mapper
 from DoseSegLib.core.options import Device
@@ -70,6 +71,8 @@ def _describe(summary: dict, folder: Path) -> str:
                      f"{normalisation['before_gy']:.2f} -> {normalisation['after_gy']:.2f} Gy "
                      f"(prescription {normalisation['prescription_gy']:g} Gy, factor {normalisation['factor']:.3f})")
     lines += [f"  warning: {w}" for w in summary.get("warnings", [])[:8]]
+    if (folder / "rtdose.dcm").is_file() and not (folder / "rtstruct.dcm").is_file():
+        lines.append("  no rtstruct.dcm: nothing was auto-segmented (the patient's own structures are in its RTSTRUCT)")
     return "\n".join([*lines, f"  report: {folder / 'report.html'}"])
 
 
@@ -83,6 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         constraints=args.constraints, tta=args.tta, allow_high_dose=args.allow_high_dose,
         dvh_method=args.dvh_method, series=args.series, names=name_mapper(args), any_site=args.any_site,
         uncertainty=args.uncertainty, level=args.level, normalise=not args.no_normalise,
+        deidentifier=deidentifier(args),
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json,
                         per_patient=bool(args.shard))
@@ -128,6 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
     add_dvh_method(p)
     p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
+    add_anonymise(p)
     add_any_site(p)
     add_uncertainty_options(p)
     p.add_argument("--no-normalise", action="store_true",

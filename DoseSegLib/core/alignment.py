@@ -194,11 +194,13 @@ def align_case(case: Case) -> Case:
     """The case with every structure, the dose and the possible-dose mask on the CT grid.
 
     A missing possible-dose mask is replaced by the body mask derived from the CT. Structures
-    given finer than the CT grid are also kept on their own grids (``fine_structures``).
+    given finer than the CT grid are also kept on their own grids (``fine_structures``), as are the
+    case's own ``fine_structures`` (a DICOM reader's contours rasterised on sub-voxel grids).
     """
     ct = case.ct
     structures = {name: align_structure(name, mask, ct) for name, mask in case.structures.items()}
-    fine = {name: mask for name, mask in case.structures.items() if mask.voxel_volume_cc < ct.voxel_volume_cc}
+    fine = {name: mask for name, mask in case.fine_structures.items() if name in structures}
+    fine |= {name: mask for name, mask in case.structures.items() if mask.voxel_volume_cc < ct.voxel_volume_cc}
     dose = None
     if case.dose is not None:
         dose = resample(case.dose, ct, "linear", 0.0)

@@ -28,7 +28,9 @@ from DoseSegLib.core.memory import huge_pages_off
 from DoseSegLib.core.options import Device, StructureSource
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.run.compare import compare_doses
-from DoseSegLib.run.results import COHORT_COLUMNS, BatchResult, PatientResult, RunOptions, check_run_options
+from DoseSegLib.run.results import (
+    COHORT_COLUMNS, BatchResult, Comparison, PatientResult, RunOptions, check_run_options,
+)
 from DoseSegLib.run.steps import ANALYSIS_STEPS, STEPS, Steps
 from DoseSegLib.run.trust import TrustChecks, collect_warnings
 from DoseSegLib.run.writer import write_results
@@ -71,6 +73,9 @@ class Pipeline:
             check_uncertainty(self.dose_model, self.options.level)
         self.segmenter, self.segmenter_note = self._load_segmenter(device)
         self.trust = TrustChecks.load(self.dose_model, device)
+        from DoseSegLib.models.dose.uncertainty import load_difficulty
+
+        self.difficulty = load_difficulty(self.dose_model)
         self.load_seconds = time.perf_counter() - start
 
     def _load_segmenter(self, device: Device) -> tuple[SegModel | None, str]:
@@ -110,7 +115,7 @@ class Pipeline:
                 result.source_label = source_label
                 result.reference_label = reference_label
                 if out is not None:
-                    write_results(result, out, steps)
+                    write_results(result, out, steps, self.options.deidentifier)
         finally:
             steps.close()
         return result
@@ -145,7 +150,7 @@ class Pipeline:
         with self._start_radiomics(case, notes, provenance) as radiomics_job:  # under way from here on
             with steps("predict dose"):
                 dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
-                auto = [name for name, source in sources.items() if source == "auto"]
+                auto = [name for name, source in sources.items() if source == StructureSource.AUTO]
                 applicability = self.trust.applicability(case, dose, auto)
                 normalisation = None
                 if self.options.normalise:
@@ -162,11 +167,23 @@ class Pipeline:
             with steps("compare"):
                 comparison = (compare_doses(dose, case, self.constraints, plan, reference)
                               if case.dose is not None else None)
+                plan_qa = self._plan_qa(case, plan, comparison)
             with steps("radiomics"):  # what is left to wait for
                 radiomics = radiomics_job.result() if radiomics_job is not None else []
         return PatientResult(case.name, folder, case, dose, plan, radiomics, comparison, sources, notes,
                              self.models, str(self.dose_model.device), radiomics_provenance=provenance,
-                             uncertainty=uncertainty, applicability=applicability, normalisation=normalisation)
+                             uncertainty=uncertainty, applicability=applicability, normalisation=normalisation,
+                             plan_qa=plan_qa, plan_qa_level=self.options.level)
+
+    def _plan_qa(self, case: Case, plan: PlanEvaluation, comparison: Comparison | None) -> list[dict]:
+        """With a plan dose: its interval metrics against the prediction's calibrated intervals (plan_qa.csv)."""
+        if comparison is None or self.difficulty is None or not case.targets:
+            return []
+        from DoseSegLib.analysis.plan_qa import plan_qa_rows
+        from DoseSegLib.models.dose.uncertainty import case_intervals
+
+        intervals = case_intervals(self.difficulty, case, plan, self.options.level)
+        return plan_qa_rows(intervals, comparison.reference_plan.metrics)
 
     def _uncertainty(self, case: Case, plan: PlanEvaluation) -> DoseUncertainty | None:
         """With ``options.uncertainty``: the calibrated intervals, and goals straddling their limit marked uncertain."""

@@ -119,9 +119,26 @@ def _intervals_section(rows: Sequence[Row]) -> str:
     table = _table(["Structure", "Metric", "Predicted (Gy)", "Lower (Gy)", "Upper (Gy)", "Width (Gy)"], body)
     return (f"<h2>How far to trust the DVH metrics ({level:.0%} intervals)</h2>{table}<p class='sub'>Each interval "
             f"should contain the plan's real value for about {level:.0%} of patients like the validation set: "
-            "the spread of stochastic predictions scaled by a split-conformal calibration on the validation "
-            "split (see the model card). A goal whose interval straddles its limit is marked uncertain. Wider "
-            "than usual: an unusual anatomy; per-voxel spread in dose_std.nrrd.</p>")
+            "split-conformal, calibrated on the validation split (see the model card). A goal whose interval "
+            "straddles its limit is marked uncertain. Per-voxel spread of stochastic predictions in "
+            "dose_std.nrrd.</p>")
+
+
+def _plan_qa_section(result: PatientResult) -> str:
+    """Could this plan do better? Its metrics against the prediction's calibrated intervals (plan_qa.csv)."""
+    css = {"within": "pass", "above achievable": "fail", "below achievable": "fail"}
+    body: list[list[Cell]] = [[str(r["structure"]), str(r["metric"]), _number(r["plan"]), _number(r["predicted"]),
+                               _number(r["lower"]),
+                               _number(r["upper"]), (str(r["verdict"]), css[str(r["verdict"])])]
+                              for r in result.plan_qa]
+    level = float(result.plan_qa_level)
+    return ("<h2>Plan QA: could this plan do better?</h2>"
+            + _table(["Structure", "Metric", "Plan (Gy)", "Predicted (Gy)", "Lower (Gy)", "Upper (Gy)", "Verdict"],
+                     body)
+            + f"<p class='sub'>The plan ({html.escape(result.reference_text)}) against what plans of the training "
+            f"kind achieve for this anatomy: the prediction's calibrated {level:.0%} interval (see the model card). "
+            "<b>above achievable</b>: an organ dose (or a target's D2%) higher than the interval: it could be "
+            "spared more; <b>below achievable</b>: a target's D95% lower than the interval. plan_qa.csv.</p>")
 
 
 def _constraints_section(result: PatientResult) -> str:
@@ -252,7 +269,8 @@ def render_report(result: PatientResult) -> str:
         case.ct, result.dose, _prescription(result), _centre(result), targets,
         title=f"Predicted dose through the centre of {next(iter(targets))}",
     )
-    bands = {name: result.uncertainty.dvh_band(name) for name in result.dvhs} if result.uncertainty else None
+    bands = ({name: result.uncertainty.dvh_band(name, curve) for name, curve in result.dvhs.items()}
+             if result.uncertainty else None)
     dvh_png = figures.dvh_png(result.dvhs, reference, case.main_prescription, bands)
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in result.notes)
     parts = [
@@ -260,6 +278,7 @@ def render_report(result: PatientResult) -> str:
         f"<p class='sub'>{html.escape(result.origin)} &middot; DoseSeg {__version__} &middot; "
         f"{datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
         _trust_section(result),
+        _plan_qa_section(result) if result.plan_qa else "",
         _cards(result),
         f"<ul class='notes'>{notes}</ul>" if notes else "",
         "<h2>Predicted dose</h2>",

@@ -19,6 +19,7 @@ from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
 
 if TYPE_CHECKING:
+    from DoseSegLib.io.dicom.deid import Deidentifier
     from DoseSegLib.analysis.applicability import Applicability
     from DoseSegLib.analysis.normalisation import Normalisation
     from DoseSegLib.models.dose.uncertainty import DoseUncertainty
@@ -63,6 +64,9 @@ class RunOptions:
         level: the intervals' coverage (a fraction).
         normalise: scale the predicted dose so that the primary target meets its prescription by the
             convention of the model's training plans (``<model>.prescription.json``).
+        deidentifier: de-identify the DICOM outputs (rtdose.dcm, rtstruct.dcm) per PS3.15's Basic
+            Profile (``io.dicom.deid``); the NRRD, CSV, HTML and JSON outputs are not DICOM and keep the
+            patient folder's name.
     """
 
     segment: bool = True
@@ -79,6 +83,7 @@ class RunOptions:
     prescriptions: dict[str, float] | None = None
     any_site: bool = False
     normalise: bool = True
+    deidentifier: Deidentifier | None = None
 
     def __post_init__(self) -> None:
         self.dvh_method = DvhMethod.parse(self.dvh_method)
@@ -161,6 +166,8 @@ class PatientResult:
     applicability: Applicability | None = None
     normalisation: Normalisation | None = None
     warnings: list[str] = field(default_factory=list)
+    plan_qa: list[Row] = field(default_factory=list)
+    plan_qa_level: float = 0.9
 
     @property
     def origin(self) -> str:
@@ -222,6 +229,8 @@ class PatientResult:
             "constraints": self.plan.counts(),
             "failed_constraints": [constraint_text(row) for row in self.constraints if row["result"] == "fail"],
             "comparison": comparison,
+            "plan_qa": {verdict: sum(r["verdict"] == verdict for r in self.plan_qa)
+                        for verdict in ("within", "above achievable", "below achievable")} if self.plan_qa else None,
             "reference": self.reference_text if self.comparison is not None else None,
             "timings_s": {step: round(seconds, 3) for step, seconds in self.timings.items()},
             "patient_seconds": round(self.seconds, 3),
@@ -277,7 +286,8 @@ class OutputFile:
 
     name: str
     content: str
-    # "", "comparison", "radiomics", "uncertainty", "dicom" (a DICOM patient), "dicom_auto" (... with auto OARs)
+    # "", "comparison", "radiomics", "uncertainty", "plan_qa", "dicom" (a DICOM patient),
+    # "dicom_auto" (... with auto OARs)
     needs: str = ""
 
 
@@ -293,6 +303,8 @@ OUTPUT_FILES = (
                "uncertainty"),
     OutputFile("radiomics.csv", "pyradiomics features on the CT", "radiomics"),
     OutputFile("radiomics.json", "pyradiomics version, settings and diagnostics of radiomics.csv", "radiomics"),
+    OutputFile("plan_qa.csv", "the plan's OAR mean and near-max, target D95% and D2% against the prediction's "
+               "calibrated interval: within, above or below achievable", "plan_qa"),
     OutputFile("dose_difference.nrrd", "predicted minus reference dose (Gy)", "comparison"),
     OutputFile("comparison.csv", "every DVH metric, predicted vs reference", "comparison"),
     OutputFile("dvh_reference.csv", "DVH of the reference dose", "comparison"),
@@ -307,6 +319,6 @@ def output_files(result: PatientResult) -> list[OutputFile]:
     """The entries of :data:`OUTPUT_FILES` that ``result`` has, in writing order."""
     dicom = bool(result.case.dicom_series)
     present = {"": True, "comparison": result.comparison is not None, "radiomics": bool(result.radiomics),
-               "uncertainty": result.uncertainty is not None, "dicom": dicom,
+               "uncertainty": result.uncertainty is not None, "plan_qa": bool(result.plan_qa), "dicom": dicom,
                "dicom_auto": dicom and bool(result.auto_segmented)}
     return [entry for entry in OUTPUT_FILES if present[entry.needs]]

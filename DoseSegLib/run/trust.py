@@ -13,6 +13,7 @@ from DoseSegLib.analysis.applicability import Applicability, Reference
 from DoseSegLib.analysis.normalisation import Convention, Normalisation, normalise_dose
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import Device, DvhMethod
 from DoseSegLib.core.volume import Volume
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class TrustChecks:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, model: DoseModel, device: str) -> TrustChecks:
+    def load(cls, model: DoseModel, device: Device | str) -> TrustChecks:
         checks = cls()
         try:
             from DoseSegLib.models.features.applicability import load_reference
@@ -95,7 +96,8 @@ class TrustChecks:
             log.warning("applicability not judged: %s", exc)
             return None
 
-    def normalise(self, case: Case, dose: Volume, dvh_method: str) -> tuple[Volume, Normalisation | None]:
+    def normalise(self, case: Case, dose: Volume,
+                  dvh_method: DvhMethod | str) -> tuple[Volume, Normalisation | None]:
         """``dose`` normalised to the primary target's prescription by the model's convention, and what was done."""
         if self.convention is None:
             return dose, None

@@ -7,11 +7,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from DoseSegLib.core.volume import Volume, crop_to_content
 from DoseSegLib.run.results import COMPARISON_COLUMNS, PatientResult, output_files
 from DoseSegLib.run.steps import Steps
+
+if TYPE_CHECKING:
+    from DoseSegLib.io.dicom.deid import Deidentifier
 
 T = TypeVar("T")
 
@@ -28,12 +31,13 @@ def present(value: T | None) -> T:
     return value
 
 
-def _writers(result: PatientResult) -> dict[str, Callable[[Path], object]]:
+def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[str, Callable[[Path], object]]:
     """For each output file name, how to write it from ``result``."""
     from DoseSegLib.analysis.constraints import write_constraints_csv
     from DoseSegLib.analysis.dvh import write_dvh_csv, write_metrics_csv
     from DoseSegLib.analysis.gamma import GAMMA_COLUMNS
     from DoseSegLib.analysis.intervals import INTERVAL_COLUMNS
+    from DoseSegLib.analysis.plan_qa import PLAN_QA_COLUMNS
     from DoseSegLib.core.colors import structure_colors
     from DoseSegLib.io.dicom.results import read_dicom_target, write_dicom_dose, write_dicom_structures
     from DoseSegLib.io.patient import write_dose, write_segmentation
@@ -44,7 +48,7 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], object]]:
     comparison = result.comparison
     auto = {name: structures[name] for name in result.auto_segmented}
     # one scan of the patient's DICOM folder for both files
-    target = cache(lambda: read_dicom_target(present(result.case.source), result.case.dicom_series))
+    target = cache(lambda: read_dicom_target(present(result.case.source), result.case.dicom_series, deid))
     return {
         "report.html": lambda path: write_report(path, result),
         "dose.nrrd": lambda path: write_dose(path, nonzero_box(result.dose)),
@@ -61,16 +65,19 @@ def _writers(result: PatientResult) -> dict[str, Callable[[Path], object]]:
         "comparison.csv": lambda path: write_csv(path, present(comparison).metric_differences, COMPARISON_COLUMNS),
         "dvh_reference.csv": lambda path: write_dvh_csv(path, present(comparison).reference_plan.dvhs),
         "gamma.csv": lambda path: write_csv(path, present(comparison).gamma, GAMMA_COLUMNS),
+        "plan_qa.csv": lambda path: write_csv(path, result.plan_qa, PLAN_QA_COLUMNS),
         "rtdose.dcm": lambda path: write_dicom_dose(path, target(), result.dose),
         "rtstruct.dcm": lambda path: write_dicom_structures(path, target(), auto, result.models),
         "summary.json": lambda path: path.write_text(json.dumps(result.summary(), indent=2) + "\n"),
     }
 
 
-def write_results(result: PatientResult, folder: Path, steps: Steps | None = None) -> None:
-    """Write every output file of one patient into an existing (staging) folder, ``summary.json`` last."""
+def write_results(result: PatientResult, folder: Path, steps: Steps | None = None,
+                  deid: Deidentifier | None = None) -> None:
+    """Write every output file of one patient into an existing (staging) folder, ``summary.json`` last;
+    ``deid`` de-identifies the DICOM files."""
     steps = steps or Steps(result.name, False)
-    writers = _writers(result)
+    writers = _writers(result, deid)
     files = [entry.name for entry in output_files(result)]
     with steps("report"):
         writers["report.html"](folder / "report.html")

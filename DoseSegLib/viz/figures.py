@@ -235,5 +235,5 @@ def dvh_png(
         labels += ["predicted", "reference"]
     ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
     title = "Dose-volume histograms" + (" (dashed: reference)" if reference else "")
-    ax.set_title(title + (" (shaded: 5-95% of the sampled DVHs)" if bands else ""), fontsize=12)
+    ax.set_title(title + (" (shaded: each curve moved by its calibrated interval)" if bands else ""), fontsize=12)
     return png_bytes(figure)

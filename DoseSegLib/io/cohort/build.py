@@ -53,7 +53,7 @@ class CohortOptions:
     validation_fraction: float = 0.2
     seed: int = 0
     structures: tuple[str, ...] | None = None
-    min_presence: float = 0.5
+    min_presence: float = 0.25
     site: str | None = None
     regrid: Callable[[Case], Case] | None = None
 
@@ -66,6 +66,17 @@ class CohortPatient:
     folder: Path | None = None
     organs: tuple[str, ...] = ()
     names: list[tuple[str, str]] = field(default_factory=list)  # (as written, mapped to), scrubbed
+    study: ArchiveStudy | None = None  # in memory only: for the key file the user may ask for
+
+
+KEY_COLUMNS = ("patient", "patient_id", "study_instance_uid", "folders")
+
+
+def key_rows(patients: Sequence[CohortPatient]) -> list[dict]:
+    """Pseudonym -> PatientID, StudyInstanceUID and archive folders: identifying, never written into the cohort."""
+    return [{"patient": p.row["patient"], "patient_id": p.study.patient_id, "study_instance_uid": p.study.study_uid,
+             "folders": ";".join(sorted({str(f.parent) for f in p.study.files}))}
+            for p in patients if p.study is not None]
 
 
 def study_order(studies: Sequence[ArchiveStudy], seed: int) -> list[ArchiveStudy]:
@@ -150,14 +161,14 @@ def read_study(study: ArchiveStudy, name: str, out: Path, options: CohortOptions
             reason = str(exc) if isinstance(exc, DoseSegError) else f"{type(exc).__name__}: {exc}"
             row["reason"] = scrub(reason, study, view)
             log.warning("%s excluded: %s", name, row["reason"])
-            return CohortPatient(row, names=names)
+            return CohortPatient(row, names=names, study=study)
     organs = tuple(n for n in case.structures if not is_target(n))
     (out / name).mkdir(parents=True)
     write_patient(out / name, replace(case, name=name))
     row.update(usable="yes", site=case_site(organs), structures=";".join(sorted(organs)),
                targets="; ".join(targets.values()), ct_voxels="x".join(map(str, case.ct.shape)),
                spacing_mm="x".join(f"{s:.2f}" for s in case.ct.spacing))
-    return CohortPatient(row, out / name, organs, names)
+    return CohortPatient(row, out / name, organs, names, study)
 
 
 def site_organs(patients: Sequence[CohortPatient], options: CohortOptions) -> tuple[str, ...]:

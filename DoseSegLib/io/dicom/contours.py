@@ -1,8 +1,10 @@
 """Contours from masks: per slice, closed polygons that rasterise back to exactly the same voxels.
 
-The polygon runs through the midpoints of the voxel-boundary edges (what marching squares
-gives at level 0.5 on a binary image), so every voxel centre stays on its own side; straight
-runs are reduced to their end points.
+The polygon runs along the voxel boundaries (through the voxel corners), so that its area is
+exactly the voxels' area (a TPS reading it gets the mask's volume, slab by slab) and every
+voxel centre lies half a voxel from it (rounding the coordinates cannot move a centre across).
+Straight runs are reduced to their end points. Voxels touching only at a corner get separate
+polygons (at such a corner the boundary turns left, hugging the voxel it came along).
 """
 
 from __future__ import annotations
@@ -57,7 +59,17 @@ def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
             candidates = [e for e in outgoing[(int(edges[edge, 2]), int(edges[edge, 3]))] if not used[e]]
             if not candidates:
                 break
-            edge = candidates[0]
-        midpoints = (edges[loop, :2] + edges[loop, 2:]) // 2  # doubled coordinates of the edge midpoints
-        polygons.append(_simplify(midpoints) / 2.0)
+            edge = _left_turn(edges, edge, candidates)
+        corners = edges[loop, :2]  # doubled coordinates of the voxel corners
+        polygons.append(_simplify(corners) / 2.0)
     return polygons
+
+
+def _left_turn(edges: np.ndarray, edge: int, candidates: list[int]) -> int:
+    """Of the edges leaving a corner, the one turning left from ``edge`` (else the first)."""
+    dx, dy = edges[edge, 2] - edges[edge, 0], edges[edge, 3] - edges[edge, 1]
+    for candidate in candidates:
+        ex, ey = edges[candidate, 2] - edges[candidate, 0], edges[candidate, 3] - edges[candidate, 1]
+        if (ex, ey) == (-dy, dx):
+            return candidate
+    return candidates[0]

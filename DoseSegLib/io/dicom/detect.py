@@ -59,12 +59,18 @@ def patient_format(folder: Path) -> str:
 
 
 def dicom_location(path: Path) -> tuple[Path, str | None]:
-    """A DICOMDIR or one file of a CT series given as the patient: its folder, and that file's series."""
+    """A DICOMDIR or one file of a patient given as the patient: its folder, and the CT series to read (a CT
+    slice's own; None for an RT object or another file, whose folder is read as a whole)."""
     if path.name.upper() == "DICOMDIR":
         return path.parent, None
     header = read_header(path) if sniff(path) == "dicom" else None
     if header is None:
         raise DoseSegError(f"{path}: not a patient folder, a DICOMDIR or a DICOM file")
+    modality = str(header.get("Modality", "")).upper()
+    if modality != "CT":
+        log.warning("%s: a%s %s file, not a CT slice: reading the patient folder %s", path,
+                    "n" if modality[:1] in "AEIOR" else "", modality or "DICOM", path.parent)
+        return path.parent, None
     return path.parent, str(header.get("SeriesInstanceUID", "")) or None
 
 

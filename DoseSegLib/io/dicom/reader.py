@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from DoseSegLib.core.case import Case
@@ -48,16 +48,19 @@ class StructureFile:
         masks: the structures by canonical name.
         body: the EXTERNAL ROI (None without one).
         canonical_names, given_names: every ROI's name by ROI number, canonical and as written.
+        fine: the structures on sub-voxel grids for the DVH (``io.dicom.fine``; asked with ``fine=True``).
     """
 
     masks: dict[str, Volume]
     body: Volume | None
     canonical_names: dict[int, str]
     given_names: dict[int, str]
+    fine: dict[str, Volume] = field(default_factory=dict)
 
 
-def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper) -> StructureFile:
-    """An RTSTRUCT file's masks on ``grid``, its body and its ROI names (``frame`` '' skips the check)."""
+def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper, fine: bool = False) -> StructureFile:
+    """An RTSTRUCT file's masks on ``grid``, its body and its ROI names (``frame`` '' skips the check);
+    with ``fine``, each structure also on its sub-voxel grid."""
     ds = read_header(Path(path))
     if ds is None or str(ds.get("Modality", "")).upper() != "RTSTRUCT":
         raise DoseSegError(f"{path}: not a DICOM RTSTRUCT")
@@ -66,9 +69,10 @@ def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper
         raise DoseSegError(f"{path}: RTSTRUCT in Frame of Reference {found}, the CT series in {frame}; "
                            "use the structure set drawn on this CT")
     rois = read_rois(ds)
-    masks, body = structure_masks(ds, grid, frame, mapper, rois)
+    sub_voxel: dict[str, Volume] | None = {} if fine else None
+    masks, body = structure_masks(ds, grid, frame, mapper, rois, sub_voxel)
     return StructureFile(masks, body, {roi.number: mapper.canonical(roi.name) for roi in rois},
-                         {roi.number: roi.name for roi in rois})
+                         {roi.number: roi.name for roi in rois}, sub_voxel or {})
 
 
 def read_dicom_patient(
@@ -78,7 +82,8 @@ def read_dicom_patient(
     """Read a folder of DICOM files (found by content; subfolders and a DICOMDIR included) into a Case.
 
     The CT keeps its DICOM geometry (LPS, slices sorted along the normal), structures are
-    rasterised at CT resolution (slab convention, even-odd rule), the EXTERNAL ROI becomes the
+    rasterised at CT resolution (slab convention, even-odd rule) and, for the DVH, on sub-voxel
+    grids where small enough (``fine_structures``, see ``io.dicom.fine``), the EXTERNAL ROI becomes the
     possible-dose mask (the body), the RTDOSE is the reference dose on its own grid and the
     RTPLAN's target prescriptions are recorded on the case.
 
@@ -97,7 +102,7 @@ def read_dicom_patient(
     ct = read_series(geometry)
     structure_set = structure_file or structure_set_path(index, geometry)
     read = (StructureFile({}, None, {}, {}) if structure_set is None
-            else read_structure_file(Path(structure_set), geometry.grid, frame, mapper))
+            else read_structure_file(Path(structure_set), geometry.grid, frame, mapper, fine=True))
     structures, roi_names = read.masks, read.canonical_names
     dose = reference_dose(index.of("RTDOSE"), frame, folder)
     prescriptions = plan_prescriptions(index.of("RTPLAN"), roi_names, frame, folder)
@@ -107,4 +112,4 @@ def read_dicom_patient(
                       if canonical in structures}
     return Case(folder.name, ct, structures, dose.volume if dose else None, read.body, prescriptions.highest,
                 source=folder, prescriptions=prescriptions.doses, dicom_series=geometry.series_uid,
-                original_names=original_names)
+                original_names=original_names, fine_structures=read.fine)

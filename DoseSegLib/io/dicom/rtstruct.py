@@ -10,6 +10,7 @@ import numpy as np
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import refuse_duplicate
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.dicom.fine import fine_mask
 from DoseSegLib.io.dicom.rasterise import rasterise
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,12 @@ def roi_mask(roi: Roi, grid: Volume, slab_mm: float, path: str) -> np.ndarray:
         raise DoseSegError(f"{path}: ROI '{roi.name}': {exc}") from exc
 
 
-def structure_masks(ds, grid: Volume, frame_of_reference: str, mapper,
-                    rois: list[Roi] | None = None) -> tuple[dict[str, Volume], Volume | None]:
+def structure_masks(ds, grid: Volume, frame_of_reference: str, mapper, rois: list[Roi] | None = None,
+                    fine: dict[str, Volume] | None = None) -> tuple[dict[str, Volume], Volume | None]:
     """Canonically named masks on ``grid`` and the body (the EXTERNAL ROI), from a structure set.
+
+    ``fine``, when given, receives each structure on a sub-voxel grid (``fine.fine_mask``) for
+    the DVH, where its box is small enough.
 
     Choices: ROIs without contours (empty, or points only) and ROIs that cover no voxel centre
     are skipped with a warning; two ROIs mapping to one name, two EXTERNAL ROIs and an ROI in
@@ -116,6 +120,10 @@ def structure_masks(ds, grid: Volume, frame_of_reference: str, mapper,
         name = mapper.canonical(roi.name)
         refuse_duplicate(path, roi.name, name, given, "rename one")
         masks[name], given[name] = grid.with_array(mask), roi.name
+        if fine is not None:
+            sub_voxel = fine_mask(roi.contours, grid, grid.spacing[2])
+            if sub_voxel is not None:
+                fine[name] = sub_voxel
     if len(bodies) > 1:
         raise DoseSegError(f"{path}: {len(bodies)} EXTERNAL ROIs ({', '.join(n for n, _ in bodies)}); keep one body")
     return masks, bodies[0][1] if bodies else None

@@ -16,7 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from DoseSegLib.analysis.difficulty import DifficultyCalibration, case_items
+from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.intervals import FAMILIES, Calibration, interval_rows, spreads
+from DoseSegLib.analysis.metric_names import MEAN, dose_at_pct
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from DoseSegLib.models.dose.net import DoseNet
 
 METHODS = ("dropout", "dropout+mirror", "mirror+noise")
+D95 = dose_at_pct(95)
 CT_NOISE = 0.02  # std of the CT-channel noise, in the network's [-1, 1] scale (about 20 HU)
 
 
@@ -147,6 +151,24 @@ def sample_plans(case: Case, samples: list[Volume],
     return [evaluate_plan(replace(case, dose=dose), constraints=[], dvh_method=dvh_method) for dose in samples]
 
 
+def load_difficulty(model: DoseModel, folder: Path | None = None) -> DifficultyCalibration | None:
+    """The model's case-adaptive interval calibration (``difficulty`` in its sidecar), None when it has none."""
+    try:
+        path = calibration_path(model, folder)
+        data = json.loads(path.read_text())
+    except (DoseSegError, OSError, ValueError):
+        return None
+    if model.entry is None or data.get("sha256") != model.entry.sha256 or "difficulty" not in data:
+        return None
+    return DifficultyCalibration.from_dict(data["difficulty"])
+
+
+def case_intervals(calibration: DifficultyCalibration, case: Case, predicted: PlanEvaluation,
+                   level: float = 0.9) -> list[Row]:
+    """The calibrated intervals (dvh_intervals.csv rows) of an aligned case's predicted metrics; no sampling."""
+    return calibration.rows(case_items(case, predicted.metrics), level)
+
+
 @dataclass
 class DoseUncertainty:
     """A prediction's uncertainty: per-voxel std (Gy), each sample's DVHs, and the calibrated DVH intervals."""
@@ -155,12 +177,18 @@ class DoseUncertainty:
     sample_plans: list[PlanEvaluation]
     intervals: list[Row]
 
-    def dvh_band(self, structure: str, low: float = 5, high: float = 95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Dose bins (Gy) and the ``low``-``high`` percentile envelope of the sampled DVHs (% volume)."""
-        curves = [plan.dvhs[structure] for plan in self.sample_plans]
-        doses = max((c.dose_gy for c in curves), key=len)
-        volumes = np.stack([np.interp(doses, c.dose_gy, c.volume_pct, right=0.0) for c in curves])
-        return doses, np.percentile(volumes, low, axis=0), np.percentile(volumes, high, axis=0)
+    def dvh_band(self, structure: str, curve: DVH) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Dose bins (Gy) and the low and high volume (%) of ``curve`` (the structure's predicted DVH) shifted
+        in dose by its interval (an OAR's mean, a target's D95%): the band the curve belongs to, holding it."""
+        doses, volumes = curve.dose_gy, curve.volume_pct
+        row = next((r for r in self.intervals if r["structure"] == structure and r["metric"] in (MEAN, D95)), None)
+        if row is None:
+            return doses, volumes, volumes
+        predicted, lower, upper = (float(cast(float, row[k])) for k in ("predicted", "lower", "upper"))
+        down, up = max(predicted - lower, 0.0), max(upper - predicted, 0.0)
+        low = np.interp(doses + down, doses, volumes, left=float(volumes[0]), right=0.0)
+        high = np.interp(doses - up, doses, volumes, left=float(volumes[0]), right=0.0)
+        return doses, low, high
 
 
 def predict_uncertainty(
@@ -177,8 +205,11 @@ def predict_uncertainty(
     """
     calibration, sampling = load_calibration(model, folder)
     calibration.quantile(FAMILIES[0], level)  # refuse a bad level before the costly sampling
+    difficulty = load_difficulty(model, folder)
     samples = sample_doses(model, case, sampling)
     plans = sample_plans(case, samples, dvh_method)
+    if difficulty is not None and case.targets:
+        return DoseUncertainty(dose_std(samples), plans, case_intervals(difficulty, case, predicted, level))
     spread_list = spreads(predicted.metrics, [p.metrics for p in plans], case.targets)
     return DoseUncertainty(dose_std(samples), plans, interval_rows(spread_list, calibration, level))
 
