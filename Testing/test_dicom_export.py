@@ -141,7 +141,7 @@ def test_export_dicom_writes_a_results_folder(tmp_path: Path, dicom_ct: Path, ph
     (results / "summary.json").write_text(json.dumps({"structures": sources}))
     out = tmp_path / "dicom_out"
     assert main(["export-dicom", str(results), "--ct", str(dicom_ct), "-o", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == [".doseseg-output.json", "rtdose.dcm", "rtstruct.dcm"]
+    assert sorted(p.name for p in out.iterdir()) == [".doseseg-output.json", "rtdose.dcm", "rtstruct.dcm", "seg.dcm"]
     check_dose(out / "rtdose.dcm", dicom_ct, phantom.dose.array)
     check_structures(out / "rtstruct.dcm", dicom_ct,
                      {n: phantom.structures[n].array for n in ("LeftParotid", "RightParotid")})
@@ -158,3 +158,35 @@ def test_export_dicom_refuses_a_ct_folder_without_dicom(tmp_path: Path, dicom_ct
     assert main(["export-dicom", str(results), "--ct", str(tmp_path / "results"), "-o", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "not a folder of DICOM files" in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_run_and_export_write_a_dicom_seg_that_reads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """seg.dcm (highdicom): the auto-segmented organs on the CT's frames, read back by highdicom to the same masks;
+    0 dciodvfy errors."""
+    hd = pytest.importorskip("highdicom", reason="highdicom not installed")
+    fake_segmentation(monkeypatch, tmp_path)
+    monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
+    small = make_phantom(shape=(40, 40, 32))
+    kept = {n: m for n, m in small.structures.items() if n not in ("Larynx", "LeftParotid")}
+    patient = write_dicom_patient(tmp_path / "patient", Case("p", small.ct, kept, small.dose, small.possible_dose_mask))
+    out = tmp_path / "out"
+    assert main(["run", str(patient), "-o", str(out), "--device", "cpu", "--no-radiomics"]) == 0
+    assert main(["export-dicom", str(out), "--ct", str(patient), "-o", str(tmp_path / "export")]) == 0
+    geometry = ct_geometry(scan_folder(patient))
+    order = [s.SOPInstanceUID for s in geometry.slices]
+    for path in (out / "seg.dcm", tmp_path / "export" / "seg.dcm"):
+        seg = hd.seg.segread(path)
+        assert seg.SeriesDescription.startswith("DoseSeg research")
+        assert seg.FrameOfReferenceUID == geometry.frame_of_reference
+        labels = {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}
+        assert set(labels.values()) == {"Larynx", "LeftParotid"}
+        assert {s.SegmentAlgorithmType for s in seg.SegmentSequence} == {"AUTOMATIC"}
+        volume = seg.get_pixels_by_source_instance(source_sop_instance_uids=order, segment_numbers=list(labels),
+                                                   assert_missing_frames_are_empty=True)
+        for n, (number, name) in enumerate(labels.items()):
+            assert number == n + 1
+            assert np.array_equal(volume[..., n].transpose(2, 1, 0).astype(bool), small.structures[name].array), name
+        if shutil.which("dciodvfy"):
+            from test_dicom_valid import dciodvfy_errors
+
+            assert dciodvfy_errors(path) == []

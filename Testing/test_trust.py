@@ -261,3 +261,15 @@ def test_run_records_applicability_normalisation_warnings_and_plan_qa(phantom_di
     assert raw.normalisation is None
     assert float(result.dose.array.max()) == pytest.approx(float(raw.dose.array.max()) * result.normalisation.factor,
                                                            rel=1e-4)
+
+
+def test_cohort_progress_writes_one_line_per_patient_with_the_time_left(capsys: pytest.CaptureFixture) -> None:
+    from DoseSegLib.run.steps import CohortProgress
+
+    progress = CohortProgress(3, bar=False, lines=True)
+    progress.patient_done("pt_1", "done")
+    progress.patient_done("pt_2", "failed")
+    progress.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("doseseg: [1/3] pt_1 done") and "left" in lines[0]
+    assert "\r" not in "".join(lines) and lines[1].startswith("doseseg: [2/3] pt_2 failed")

@@ -38,7 +38,8 @@ def run_patients(
         require_patient(patients[0])  # reported before the models load
     from DoseSegLib.run.pipeline import Pipeline
 
-    pipeline = Pipeline(device, options, progress=progress_enabled())
+    bars = progress_enabled()
+    pipeline = Pipeline(device, options, progress=bars, log_lines=not bars)
     if single:
         pipeline.run(patients[0], output, force, source_label, reference_label)
         summary = json.loads((output / "summary.json").read_text())

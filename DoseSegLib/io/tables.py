@@ -27,6 +27,21 @@ def format_value(value: Any, digits: int = 7) -> str:
     return str(value)
 
 
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV injection: what makes a spreadsheet read a formula
+
+
+def neutralise(text: str) -> str:
+    """A text cell that a spreadsheet would run as a formula, prefixed with ``'`` (OWASP's rule); numbers
+    (``-3.5``, ``+1e-3``) and every other text are kept as they are."""
+    if not text.startswith(_FORMULA):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        return "'" + text
+    return text
+
+
 def columns_of(rows: Iterable[Mapping[str, Any]], first: Sequence[str] = ()) -> list[str]:
     """``first`` followed by every other key of ``rows`` in order of first appearance."""
     columns = list(first)
@@ -41,7 +56,8 @@ def columns_of(rows: Iterable[Mapping[str, Any]], first: Sequence[str] = ()) -> 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
               digits: int = 7) -> None:
-    """Write ``rows`` as a CSV file; keys missing from a row become empty cells.
+    """Write ``rows`` as a CSV file; keys missing from a row become empty cells, and text a spreadsheet
+    would take for a formula is neutralised (:func:`neutralise`).
 
     Args:
         path: output file.
@@ -52,9 +68,9 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
     columns = list(columns) if columns is not None else columns_of(rows)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(columns)
+        writer.writerow([neutralise(str(column)) for column in columns])
         for row in rows:
-            writer.writerow([format_value(row.get(column), digits) for column in columns])
+            writer.writerow([neutralise(format_value(row.get(column), digits)) for column in columns])
 
 
 def read_csv(path: str | Path, required: Sequence[str] = ()) -> list[dict[str, str]]:

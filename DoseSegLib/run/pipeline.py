@@ -53,18 +53,19 @@ class Pipeline:
         options: what to do besides the dose (see :class:`RunOptions`).
         dose_model: catalogue name of the dose model (default: the catalogue's default).
         progress: show progress bars on stderr.
+        log_lines: in a cohort, write one line per patient (with the time left) to stderr: for logs.
     """
 
     def __init__(
         self, device: Device | str = Device.AUTO, options: RunOptions | None = None, dose_model: str | None = None,
-        progress: bool = False,
+        progress: bool = False, log_lines: bool = False,
     ) -> None:
         from DoseSegLib.models.dose.predict import load_dose_model
 
         start = time.perf_counter()
         device = Device.parse(device)
         self.options = check_run_options(RunOptions() if options is None else options)
-        self.progress = progress
+        self.progress, self.log_lines = progress, log_lines
         self.constraints = load_constraints(self.options.constraints)
         self.dose_model = load_dose_model(dose_model, device)
         if self.options.uncertainty:
@@ -251,18 +252,18 @@ class Pipeline:
 
         A failing patient is logged and listed with its error; the others go on.
         """
-        from tqdm import tqdm
-
         from DoseSegLib.io.outputs import staged_output
         from DoseSegLib.io.tables import write_csv
+        from DoseSegLib.run.steps import CohortProgress
 
         folders = require_paths(patient_dirs, "Pipeline.run_batch patient_dirs")
         out_dir = require_path(out_dir, "Pipeline.run_batch out_dir")
         if len({p.name for p in folders}) != len(folders):
             raise DoseSegError("two patient folders share a name; their outputs would collide")
         rows, summaries = [], []
-        with staged_output(out_dir, force, folders) as staging:
-            for folder in tqdm(folders, desc="cohort", unit="patient", file=sys.stderr, disable=not self.progress):
+        progress = CohortProgress(len(folders), self.progress, self.log_lines)
+        with staged_output(out_dir, force, folders) as staging, contextlib.closing(progress):
+            for folder in folders:
                 target = staging / folder.name
                 try:
                     target.mkdir()
@@ -273,9 +274,11 @@ class Pipeline:
                     log.debug("patient %s failed", folder, exc_info=True)
                     print(f"doseseg: error: {folder}: {message}", file=sys.stderr)
                     rows.append({"patient": folder.name, "status": "failed", "error": message})
+                    progress.patient_done(folder.name, "failed")
                     continue
                 rows.append(result.cohort_row())
                 summaries.append(result.summary())
+                progress.patient_done(folder.name, "done")
             write_csv(staging / "cohort_summary.csv", rows, COHORT_COLUMNS)
         return BatchResult(rows, summaries)
 

@@ -19,9 +19,9 @@ from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.tables import Row
 
 if TYPE_CHECKING:
-    from DoseSegLib.io.dicom.deid import Deidentifier
     from DoseSegLib.analysis.applicability import Applicability
     from DoseSegLib.analysis.normalisation import Normalisation
+    from DoseSegLib.io.dicom.deid import Deidentifier
     from DoseSegLib.models.dose.uncertainty import DoseUncertainty
 
 __all__ = [
@@ -311,14 +311,18 @@ OUTPUT_FILES = (
     OutputFile("gamma.csv", "gamma pass rates, predicted vs reference dose", "comparison"),
     OutputFile("rtdose.dcm", "the predicted dose as DICOM RTDOSE in the CT's frame", "dicom"),
     OutputFile("rtstruct.dcm", "the auto-segmented OARs as DICOM RTSTRUCT", "dicom_auto"),
+    OutputFile("seg.dcm", "the auto-segmented OARs as DICOM SEG (highdicom)", "dicom_seg"),
     OutputFile("summary.json", "this run in machine-readable form"),
 )
 
 
 def output_files(result: PatientResult) -> list[OutputFile]:
     """The entries of :data:`OUTPUT_FILES` that ``result`` has, in writing order."""
+    from DoseSegLib.io.dicom.seg import seg_available
+
     dicom = bool(result.case.dicom_series)
     present = {"": True, "comparison": result.comparison is not None, "radiomics": bool(result.radiomics),
                "uncertainty": result.uncertainty is not None, "plan_qa": bool(result.plan_qa), "dicom": dicom,
-               "dicom_auto": dicom and bool(result.auto_segmented)}
+               "dicom_auto": dicom and bool(result.auto_segmented),
+               "dicom_seg": dicom and bool(result.auto_segmented) and seg_available()}
     return [entry for entry in OUTPUT_FILES if present[entry.needs]]

@@ -35,3 +35,31 @@ class Steps:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class CohortProgress:
+    """Per-patient progress of a cohort on stderr: a bar with the time left on a terminal (``bar``), one
+    line per patient with the time left otherwise (``lines``, for logs: no bar drawing), or nothing."""
+
+    def __init__(self, total: int, bar: bool, lines: bool) -> None:
+        from tqdm import tqdm
+
+        self.total, self.lines, self.done, self.start = total, lines, 0, time.perf_counter()
+        self.bar = tqdm(total=total, desc="cohort", unit="patient", file=sys.stderr, disable=not bar)
+
+    def patient_done(self, name: str, status: str) -> None:
+        self.done += 1
+        self.bar.update()
+        if self.lines:
+            elapsed = time.perf_counter() - self.start
+            left = elapsed / self.done * (self.total - self.done)
+            print(f"doseseg: [{self.done}/{self.total}] {name} {status} ({elapsed:.0f} s so far, "
+                  f"about {_duration(left)} left)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"

@@ -40,6 +40,7 @@ def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[st
     from DoseSegLib.analysis.plan_qa import PLAN_QA_COLUMNS
     from DoseSegLib.core.colors import structure_colors
     from DoseSegLib.io.dicom.results import read_dicom_target, write_dicom_dose, write_dicom_structures
+    from DoseSegLib.io.dicom.seg import write_dicom_seg
     from DoseSegLib.io.patient import write_dose, write_segmentation
     from DoseSegLib.io.tables import columns_of, write_csv
     from DoseSegLib.run.report import write_report
@@ -68,6 +69,7 @@ def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[st
         "plan_qa.csv": lambda path: write_csv(path, result.plan_qa, PLAN_QA_COLUMNS),
         "rtdose.dcm": lambda path: write_dicom_dose(path, target(), result.dose),
         "rtstruct.dcm": lambda path: write_dicom_structures(path, target(), auto, result.models),
+        "seg.dcm": lambda path: write_dicom_seg(path, target(), auto, result.models),
         "summary.json": lambda path: path.write_text(json.dumps(result.summary(), indent=2) + "\n"),
     }
 

@@ -33,13 +33,17 @@ class RoiPlan:
     copied: list[str] = field(default_factory=list)  # ROIs whose contours were copied as drawn
 
 
+def segmentation_model(models: Mapping[str, Mapping]) -> str:
+    """The segmentation model's name and version, from a run's models (summary.json)."""
+    model = models.get("segmentation") or {}
+    return f"{model.get('name', 'segmentation model')} {model.get('version', '')}".strip()
+
+
 def model_text(models: Mapping[str, Mapping]) -> str:
-    """ROIGenerationDescription of DoseSeg's ROIs: the segmentation model's name and version."""
+    """ROIGenerationDescription of DoseSeg's ROIs: DoseSeg's version and the segmentation model."""
     from DoseSegLib.core.version import __version__
 
-    model = models.get("segmentation") or {}
-    name = f"{model.get('name', 'segmentation model')} {model.get('version', '')}".strip()
-    return f"DoseSeg {__version__} {name}"
+    return f"DoseSeg {__version__} {segmentation_model(models)}"
 
 
 def _original_rois(structure_set: Path | None) -> dict[str, Roi]:

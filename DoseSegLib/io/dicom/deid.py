@@ -11,7 +11,8 @@ attributes; with a :class:`Deidentifier` each written object is then walked whol
   ``1.2.840.10008`` tree) is replaced by ``2.25.<128 bits of HMAC(key, uid)>``: the same input
   UID always gives the same new UID (within a run and between runs with one key), so the
   objects still reference each other, and nothing of the original UID is left.
-- Every date, time and person name is emptied (kept as zero-length when present);
+- Every date, time and person name is emptied (kept as zero-length when present; ContentDate
+  and ContentTime, Type 1 in a SEG, get the dummy 19000101 000000);
   PatientBirthDate, PatientSex, AccessionNumber, StudyID, ReferringPhysicianName and
   OperatorsName are Type 2 and stay, empty; StudyDescription and any other free text copied
   from the input (``REMOVED``) is removed. DoseSeg's own descriptions (SeriesDescription,
@@ -38,6 +39,7 @@ REMOVED = ("StudyDescription", "SeriesDate", "SeriesTime", "InstitutionName", "I
            "PatientWeight", "PatientSize", "PatientAddress", "IssuerOfPatientID")
 EMPTIED = ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "ReferringPhysicianName",
            "OperatorsName")
+DUMMY = {"ContentDate": "19000101", "ContentTime": "000000"}  # Type 1 in a SEG: a dummy value, not empty
 _KEEP_UIDS = (0x00080016, 0x00081150, 0x00020002, 0x00020010, 0x00020012)  # class, transfer syntax, implementation
 METHOD = ("PS3.15 Basic Application Level Confidentiality Profile", "Clean Descriptors Option",
           "keyed pseudonym and UIDs (HMAC-SHA256)", f"DoseSeg {__version__}")
@@ -92,6 +94,9 @@ class Deidentifier:
         self._walk(ds)
         for keyword in EMPTIED:
             setattr(ds, keyword, "")
+        for keyword, value in DUMMY.items():
+            if keyword in ds:
+                setattr(ds, keyword, value)
         ds.PatientName = ds.PatientID = pseudonym
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = list(METHOD)
