@@ -64,3 +64,19 @@ def test_plain_names_are_accepted(name: str) -> None:
     finally:
         worker.close()
     assert not worker.folder.exists()
+
+
+def test_a_mask_file_is_size_checked_before_it_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.io.limits import LIMIT_VARIABLE
+    from DoseSegLib.run.whatif_worker import decode_mask
+
+    path = tmp_path / "edit.npy"
+    np.save(path, np.ones((100, 100, 100), bool))
+    monkeypatch.setenv(LIMIT_VARIABLE, "0.0001")  # 100 kB: below this 1 MB mask
+    with pytest.raises(DoseSegError, match="above the 0.0001 GB limit"):
+        decode_mask({"mask_file": str(path)})
+    monkeypatch.delenv(LIMIT_VARIABLE)
+    assert decode_mask({"mask_file": str(path)}).all()
