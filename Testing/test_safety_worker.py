@@ -74,7 +74,7 @@ def test_a_mask_file_is_size_checked_before_it_is_loaded(tmp_path: Path, monkeyp
     path = tmp_path / "edit.npy"
     np.save(path, np.ones((100, 100, 100), bool))
     monkeypatch.setenv(LIMIT_VARIABLE, "0.0001")  # 100 kB: below this 1 MB mask
-    with pytest.raises(DoseSegError, match="above the 0.0001 GB limit"):
+    with pytest.raises(DoseSegError, match=r"above the 0\.0001 GB limit"):
         decode_mask({"mask_file": str(path)})
     monkeypatch.delenv(LIMIT_VARIABLE)
     assert decode_mask({"mask_file": str(path)}).all()
