@@ -53,7 +53,11 @@ def decode_mask(request: Request) -> Any:
     if "mask_file" in request:
         path = Path(request["mask_file"])
         if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False).astype(bool)
+            from DoseSegLib.io.limits import check_size
+
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only: size checked first
+            check_size(mapped.size, path, f"the mask ({' x '.join(map(str, mapped.shape))})")
+            return np.asarray(mapped, dtype=bool)
         from DoseSegLib.io.patient import read_mask
 
         return read_mask(path)

@@ -117,16 +117,22 @@ def read_catalogue(folder: Path, user: bool = False) -> list[ModelEntry]:
 
 
 def load_catalogue(folder: Path | None = None) -> list[ModelEntry]:
-    """The catalogue of ``folder``; by default the bundled models and then the user's (see :func:`user_models_dir`)."""
+    """The catalogue of ``folder``; by default the bundled models and then the user's (see :func:`user_models_dir`;
+    a damaged user catalogue is left out with a warning: the bundled models keep working)."""
     if folder is not None:
         return read_catalogue(folder)
     bundled = read_catalogue(models_dir())
     user_folder = user_models_dir()
     if not (user_folder / "catalogue.json").is_file():
         return bundled
+    try:
+        entries = read_catalogue(user_folder, user=True)
+    except DoseSegError as exc:
+        log.warning("user models ignored: %s", exc)
+        return bundled
     names = {entry.name for entry in bundled}
     user = []
-    for entry in read_catalogue(user_folder, user=True):
+    for entry in entries:
         if entry.name in names:
             log.warning("user model '%s' (%s) has the name of a bundled model: ignored", entry.name, user_folder)
         else:
