@@ -84,7 +84,8 @@ def test_every_command_refuses_an_output_overlapping_an_input(
 def test_the_overlap_check_knows_every_command() -> None:
     """A new command writing -o must be added to the class test above (demo reads no input)."""
     assert {"align", "import-openkbp", "predict-dose", "segment", "evaluate-seg", "dvh", "evaluate", "radiomics",
-            "features", "run", "demo", "export-dicom", "merge-cohort", "sensitivity"} == _commands_with_output()
+            "features", "run", "demo", "export-dicom", "merge-cohort", "sensitivity",
+            "build-cohort"} == _commands_with_output()
 
 
 def test_an_output_under_a_file_is_named(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def _ask(worker: subprocess.Popen, request: dict | str) -> dict:
 
 
 @pytest.fixture
-def worker():
+def worker(torch_in_workers):
     process = subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True, env=ENV, cwd=REPO)
     yield process
@@ -50,9 +50,9 @@ def test_round_trip_and_bad_requests(worker, phantom_dir: Path, tmp_path: Path) 
     b64 = base64.b64encode(np.packbits(mask)).decode()
     reply = _ask(worker, {"id": 5, "op": "set_mask", "name": "ptv_70", "mask_b64": b64, "shape": shape})
     assert reply == {"id": 5, "ok": True, "result": {"structure": "PTV70"}}
-    dose_file = tmp_path / "dose.nrrd"
-    reply = _ask(worker, {"id": 6, "op": "predict", "dose_file": str(dose_file), "dvh": True})
+    reply = _ask(worker, {"id": 6, "op": "predict", "dose_file": "dose.nrrd", "dvh": True})
     assert reply["ok"] and reply["id"] == 6
+    dose_file = Path(reply["result"]["dose_file"])
     rows = {row["structure"]: row for row in reply["result"]["metrics"]}
     voxel_cc = float(np.prod(read_dose(dose_file).spacing)) / 1000
     assert rows["PTV70"]["Volume[cc]"] == pytest.approx(mask.sum() * voxel_cc, rel=1e-6)

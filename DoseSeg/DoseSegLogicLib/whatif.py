@@ -106,7 +106,7 @@ class WhatIfLogic:
         self.opening = self.worker.send("open", patient=str(self.folder / "patient"), device=device)
         self.structures: list[str] = []  # the session's structure names, once the worker has opened the patient
         self.sentAt = time.monotonic()
-        self.waiting: int | None = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
+        self.waiting: int | None = self.worker.send("predict", dose_file="dose.nrrd", dvh=True)
         self.due: float | None = None
         self.doseNode = None
         self.reading: tuple[dict, threading.Thread, dict] | None = None  # a reply whose dose is being read
@@ -192,7 +192,7 @@ class WhatIfLogic:
         if self.sensitivityRequest is not None:
             raise DoseSegError("what-if: a sensitivity map is already being computed")
         fields = {"structure": structure, "metric": metric, "wrt": wrt or None,
-                  "out_file": str(self.folder / "sensitivity.nrrd")}
+                  "out_file": "sensitivity.nrrd"}
         self.sensitivityRequest = {**fields, "id": self.worker.send("sensitivity", **fields)}
 
     def _sendEdits(self) -> None:
@@ -212,7 +212,7 @@ class WhatIfLogic:
                 self.sent[name] = digest
                 changed = True
         if changed:
-            self.waiting = self.worker.send("predict", dose_file=str(self.folder / "dose.nrrd"), dvh=True)
+            self.waiting = self.worker.send("predict", dose_file="dose.nrrd", dvh=True)
 
     def _apply(self, reply: dict) -> bool:
         if not reply["ok"]:
@@ -223,7 +223,7 @@ class WhatIfLogic:
             request, self.sensitivityRequest = self.sensitivityRequest, None
             self.sensitivityError = None if reply["ok"] else reply["error"]
             if reply["ok"]:
-                self._showSensitivity(request)
+                self._showSensitivity(request, reply["result"]["out_file"])
             return reply["ok"]
         if reply["id"] != self.waiting:
             return False
@@ -231,10 +231,11 @@ class WhatIfLogic:
         if not reply["ok"]:
             return False
         read: dict = {}  # the clinical-size dose file is read off the main thread; poll() shows it
+        path = reply["result"]["dose_file"]
 
         def readDose() -> None:
             try:
-                read["dose"] = read_dose(self.folder / "dose.nrrd")
+                read["dose"] = read_dose(path)  # written in the worker's own folder
             except Exception as exc:
                 read["error"] = exc
 
@@ -267,8 +268,8 @@ class WhatIfLogic:
         self.latency, self.predictSeconds = time.monotonic() - self.sentAt, float(result["seconds"])
         self.updates += 1
 
-    def _showSensitivity(self, request: dict) -> None:
-        perVoxel = read_volume(request["out_file"])
+    def _showSensitivity(self, request: dict, path: str) -> None:
+        perVoxel = read_volume(path)
         reuse = self.sensitivityNode if self.sensitivityNode is not None and self.sensitivityNode.GetScene() else None
         self.sensitivityNode = sensitivity.showSensitivity(
             self.scene, perVoxel, request["structure"], request["metric"], request["wrt"], self.ctNode, reuse)

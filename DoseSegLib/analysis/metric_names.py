@@ -70,6 +70,8 @@ def canonical_metric(text: str, unit: str = "") -> tuple[str, str]:
     elif dose_cc:
         name, bracket = dose_at_cc(float(dose_cc.group(1))), dose_cc.group(2)
     elif dose_pct:
+        if not 0 <= float(dose_pct.group(1)) <= 100:
+            raise ValueError(f"metric '{text}': a dose to x % of the volume needs x from 0 to 100")
         name, bracket = dose_at_pct(float(dose_pct.group(1))), dose_pct.group(2)
     else:
         raise ValueError(f"unknown metric '{text}' (Mean[Gy], Max[Gy], D95%[Gy], D0.03cc[Gy], V20Gy[%], "

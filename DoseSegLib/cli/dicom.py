@@ -28,6 +28,7 @@ class _Results:
 
 def _read_results(results: Path) -> _Results:
     """A results folder's structures, which of them DoseSeg drew, their original names and the run's models."""
+    from DoseSegLib.core.errors import DoseSegError
     from DoseSegLib.io.patient import read_mask, read_segmentation
 
     seg = results / "segmentation.seg.nrrd"
@@ -38,10 +39,15 @@ def _read_results(results: Path) -> _Results:
     summary_path = results / "summary.json"
     if not summary_path.is_file():
         return _Results(masks, set(masks), {}, {})
-    summary = json.loads(summary_path.read_text())
-    sources = summary.get("structures", {})
-    return _Results(masks, {name for name in masks if sources.get(name) == StructureSource.AUTO},
-                    summary.get("original_names", {}), summary.get("models", {}))
+    try:
+        summary = json.loads(summary_path.read_text())
+        sources = summary.get("structures", {})
+        if not isinstance(sources, dict):
+            raise TypeError("'structures' is not an object")
+        return _Results(masks, {name for name in masks if sources.get(name) == StructureSource.AUTO},
+                        dict(summary.get("original_names", {})), dict(summary.get("models", {})))
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise DoseSegError(f"{summary_path}: unreadable summary ({exc}); give the run's own summary.json") from None
 
 
 def add_anonymise(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +77,59 @@ def deidentifier(args: argparse.Namespace) -> Deidentifier | None:
     return Deidentifier(read_key(args.key_file))
 
 
+IDENTITY = ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID")
+
+
+def _dataset_identity(ds) -> dict[str, str]:
+    """Patient, study and frame of a DICOM data set (an RTSTRUCT's frame from its referenced frame)."""
+    frame = ds.get("FrameOfReferenceUID") or next(
+        (item.get("FrameOfReferenceUID") for item in ds.get("ReferencedFrameOfReferenceSequence", [])), "")
+    return {"PatientID": str(ds.get("PatientID", "")), "StudyInstanceUID": str(ds.get("StudyInstanceUID", "")),
+            "FrameOfReferenceUID": str(frame or "")}
+
+
+def results_identity(results: Path) -> tuple[str, dict[str, str]] | None:
+    """Where the results say which patient, study and frame they were computed for, and those values
+    (their DICOM objects, else the DICOM patient folder summary.json names); None for NRRD patients."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from DoseSegLib.io.dicom.detect import patient_format
+    from DoseSegLib.io.dicom.results import read_ct_geometry
+
+    for name in ("rtdose.dcm", "rtstruct.dcm"):
+        if (results / name).is_file():
+            try:
+                return str(results / name), _dataset_identity(pydicom.dcmread(results / name, stop_before_pixels=True))
+            except (InvalidDicomError, OSError, ValueError, AttributeError):
+                continue
+    try:
+        source = Path(json.loads((results / "summary.json").read_text())["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not source.is_dir() or patient_format(source) != "dicom":
+        return None
+    return str(source), _dataset_identity(read_ct_geometry(source).slices[0])
+
+
+def check_same_patient(results: Path, ct_folder: Path, series: str | None) -> None:
+    """Refuse results computed for another patient, study or frame of reference than the CT's."""
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.io.dicom.results import read_ct_geometry
+
+    found = results_identity(results)
+    if found is None:
+        return
+    where, theirs = found
+    ours = _dataset_identity(read_ct_geometry(ct_folder, series).slices[0])
+    differ = [key for key in IDENTITY if theirs[key] and ours[key] and theirs[key] != ours[key]]
+    if differ:
+        shown = "; ".join(f"{key} {theirs[key]} vs {ours[key]}" for key in differ)
+        raise DoseSegError(f"{ct_folder}: the results in {results} belong to another patient, study or frame of "
+                           f"reference than this CT ({shown}; from {where}): export them with the CT they were "
+                           "computed on")
+
+
 def cmd_export_dicom(args: argparse.Namespace) -> None:
     from DoseSegLib.core.errors import DoseSegError
     from DoseSegLib.io.dicom.carry import plan_rois
@@ -86,6 +145,7 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
         raise DoseSegError(f"{args.results}: results folder not found")
     if not args.ct.is_dir() or patient_format(args.ct) != "dicom":
         raise DoseSegError(f"{args.ct}: not a folder of DICOM files (the CT series the results belong to)")
+    check_same_patient(args.results, args.ct, args.series)
     dose_path = args.results / "dose.nrrd"
     dose = read_dose(dose_path) if dose_path.is_file() else None
     results = _read_results(args.results)

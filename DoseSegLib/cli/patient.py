@@ -21,13 +21,18 @@ def cmd_import_openkbp(args: argparse.Namespace) -> None:
 
 
 def cmd_align(args: argparse.Namespace) -> None:
+    from DoseSegLib.analysis.dosecheck import check_dose_coverage
     from DoseSegLib.core.alignment import align_case
     from DoseSegLib.io.outputs import check_output_dir, staged_output
-    from DoseSegLib.io.patient import read_patient, write_patient
+    from DoseSegLib.io.patient import dose_source, read_patient, write_patient
 
     inputs = [args.patient, args.segmentation]
     check_output_dir(args.output, args.force, inputs)
-    case = align_case(read_patient(args.patient, name_mapper(args), args.segmentation, args.series))
+    case = read_patient(args.patient, name_mapper(args), args.segmentation, args.series)
+    reference = case.dose
+    case = align_case(case)
+    if reference is not None:  # a dose that misses the structures is refused, as by run, dvh and evaluate
+        check_dose_coverage(reference, case.structures, dose_source(args.patient, case))
     with staged_output(args.output, args.force, inputs) as out:
         write_patient(out, case)
     print(f"wrote {args.output}")

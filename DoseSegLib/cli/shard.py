@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
@@ -44,7 +45,7 @@ def parse_shard(text: str, environ: Mapping[str, str] = os.environ) -> tuple[int
                                "(an array with a step or gaps; use --array=1-N, or give --shard K/N)")
         return index, count
     parts = text.split("/")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    if len(parts) != 2 or not all(re.fullmatch(r"[0-9]{1,9}", p.strip()) for p in parts):
         raise DoseSegError(f"--shard {text}: expected K/N with whole numbers (e.g. --shard 2/8) or 'auto'")
     index, count = int(parts[0]), int(parts[1])
     if not 1 <= index <= count:

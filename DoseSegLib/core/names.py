@@ -12,6 +12,21 @@ from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
 
+__all__ = [
+    "CGY_FROM",
+    "DEFAULT_ALIASES",
+    "DOSE_FROM",
+    "MAX_FILENAME",
+    "NAMES_TABLE",
+    "PRESCRIPTION_GY",
+    "NameMapper",
+    "check_prescription",
+    "parse_prescription",
+    "refuse_duplicate",
+    "safe_filename",
+    "structure_filenames"
+]
+
 log = logging.getLogger(__name__)
 NAMES_TABLE = Path(__file__).resolve().parents[1] / "data" / "structure_names.csv"
 # PTV with a number: PTV70, PTV_70, PTV 56Gy, PTV_59.4, PTV_59p4, PTV_7000 (cGy), PTV1 (a number, not a dose).
@@ -79,12 +94,12 @@ class NameMapper:
 
     def __init__(self, extra: Mapping[str, str] | None = None,
                  prescriptions: Mapping[str, float] | None = None) -> None:
-        self.aliases = dict(DEFAULT_ALIASES)
-        self.aliases.update({_key(k): v for k, v in (extra or {}).items()})
         if not isinstance(extra or {}, Mapping) or not isinstance(prescriptions or {}, Mapping):
             raise DoseSegError("NameMapper: extra and prescriptions must be mappings ({'alias': 'Name'}, {'PTV': Gy})")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in (extra or {}).items()):
             raise DoseSegError("NameMapper: extra aliases must map names to names (strings)")
+        self.aliases = dict(DEFAULT_ALIASES)
+        self.aliases.update({_key(k): v for k, v in (extra or {}).items()})
         self.prescriptions = {self.canonical(str(name)): check_prescription(gy, f"prescription of {name}")
                               for name, gy in (prescriptions or {}).items()}
 
@@ -152,7 +167,7 @@ def _digest(name: str) -> str:
 
 
 def safe_filename(name: str) -> str:
-    """A structure name as a plain file-name stem: never a path, never hidden, bounded length.
+    """A structure name as a plain file-name stem: never a path, never hidden, at most MAX_FILENAME bytes.
 
     Separators, control characters and characters Windows refuses become ``_``; leading
     dots and spaces are dropped (no ``..``, no hidden files); reserved device names get a
@@ -160,11 +175,22 @@ def safe_filename(name: str) -> str:
     digits of its sha256, so that two distinct names never share a file.
     """
     stem = _UNSAFE.sub("_", name).lstrip(". ").rstrip(". ")
-    if stem.split(".")[0].lower() in _RESERVED:
+    if stem.split(".")[0].rstrip(" ").lower() in _RESERVED:
         stem = f"_{stem}"
-    if stem and stem == name and len(stem) <= MAX_FILENAME and "~" not in stem:
+    if stem and stem == name and _bytes(stem) <= MAX_FILENAME and "~" not in stem:
         return stem
-    return f"{stem[:MAX_FILENAME - 9] or 'structure'}~{_digest(name)}"
+    return f"{_cut(stem, MAX_FILENAME - 9) or 'structure'}~{_digest(name)}"
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _cut(text: str, size: int) -> str:
+    """``text`` shortened to at most ``size`` bytes of UTF-8, never inside a character."""
+    while _bytes(text) > size:
+        text = text[:-1]
+    return text.rstrip(". ")
 
 
 def structure_filenames(names: list[str] | tuple[str, ...] | dict) -> dict[str, str]:
@@ -177,7 +203,7 @@ def structure_filenames(names: list[str] | tuple[str, ...] | dict) -> dict[str, 
     for name in names:
         file = f"{safe_filename(name)}.nrrd"
         if file.lower() in seen:
-            file = f"{safe_filename(name)[:MAX_FILENAME - 9]}~{_digest(name)}.nrrd"
+            file = f"{_cut(safe_filename(name), MAX_FILENAME - 9)}~{_digest(name)}.nrrd"
         if file.lower() in seen:
             raise DoseSegError(f"structures '{seen[file.lower()]}' and '{name}' would share the file {file}")
         seen[file.lower()] = name

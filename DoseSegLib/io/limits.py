@@ -51,11 +51,13 @@ def check_regular_file(path: Path, what: str = "file") -> None:
         raise DoseSegError(f"{path}: {what} is not a regular file (a device, pipe or folder)")
 
 
-def check_dicom_file(path: Path, transfer_syntax: str | None = None) -> None:
-    """Refuse a DICOM file too large to read, or a deflated one whose inflated size is unknown."""
+def check_dicom_file(path: Path) -> None:
+    """Refuse a DICOM file too large to read, or a deflated one (pydicom inflates it whole, whatever its size)."""
     check_regular_file(path, "DICOM file")
     check_size(path.stat().st_size, path, "the DICOM file")
-    if transfer_syntax == DEFLATED:
+    with open(path, "rb") as handle:
+        meta = handle.read(4096)  # the file meta group, where the transfer syntax is
+    if DEFLATED.encode() in meta:
         raise DoseSegError(f"{path}: deflated DICOM (transfer syntax {DEFLATED}) is not read: its inflated size is "
                            "not known in advance (convert it, e.g. with dcmconv +te)")
 

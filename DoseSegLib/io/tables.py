@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from DoseSegLib.core.errors import DoseSegError
 
-Row = dict[str, object]
+__all__ = ["Row", "columns_of", "format_value", "read_csv", "write_csv"]
+
+Row = dict[str, Any]
+"""One table row: column name -> cell (text, number or None). Most tables have open-ended columns (one per DVH
+metric, V_x or feature), so a cell's type is known only to the code that names the column."""
 
 
-def format_value(value: object, digits: int = 7) -> str:
+def format_value(value: Any, digits: int = 7) -> str:
     """A cell as text: floats with ``digits`` significant digits, None and NaN as empty."""
     if value is None:
         return ""
@@ -22,7 +27,22 @@ def format_value(value: object, digits: int = 7) -> str:
     return str(value)
 
 
-def columns_of(rows: Iterable[Row], first: Sequence[str] = ()) -> list[str]:
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV injection: what makes a spreadsheet read a formula
+
+
+def neutralise(text: str) -> str:
+    """A text cell that a spreadsheet would run as a formula, prefixed with ``'`` (OWASP's rule); numbers
+    (``-3.5``, ``+1e-3``) and every other text are kept as they are."""
+    if not text.startswith(_FORMULA):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        return "'" + text
+    return text
+
+
+def columns_of(rows: Iterable[Mapping[str, Any]], first: Sequence[str] = ()) -> list[str]:
     """``first`` followed by every other key of ``rows`` in order of first appearance."""
     columns = list(first)
     seen = set(columns)
@@ -34,8 +54,10 @@ def columns_of(rows: Iterable[Row], first: Sequence[str] = ()) -> list[str]:
     return columns
 
 
-def write_csv(path: str | Path, rows: Sequence[Row], columns: Sequence[str] | None = None, digits: int = 7) -> None:
-    """Write ``rows`` as a CSV file; keys missing from a row become empty cells.
+def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
+              digits: int = 7) -> None:
+    """Write ``rows`` as a CSV file; keys missing from a row become empty cells, and text a spreadsheet
+    would take for a formula is neutralised (:func:`neutralise`).
 
     Args:
         path: output file.
@@ -46,9 +68,9 @@ def write_csv(path: str | Path, rows: Sequence[Row], columns: Sequence[str] | No
     columns = list(columns) if columns is not None else columns_of(rows)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(columns)
+        writer.writerow([neutralise(str(column)) for column in columns])
         for row in rows:
-            writer.writerow([format_value(row.get(column), digits) for column in columns])
+            writer.writerow([neutralise(format_value(row.get(column), digits)) for column in columns])
 
 
 def read_csv(path: str | Path, required: Sequence[str] = ()) -> list[dict[str, str]]:

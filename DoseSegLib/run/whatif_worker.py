@@ -18,6 +18,9 @@ grid, aligned onto the CT like a structure file) or a ``.npy`` boolean array on 
 ``predict`` replies with the metrics rows, the clinical-goal rows, the seconds taken and, with
 ``"dvh": true``, each structure's DVH; it writes the dose NRRD when ``dose_file`` is given.
 ``sensitivity`` writes the map (Gy per voxel) to ``out_file`` and replies with its range.
+``dose_file`` and ``out_file`` are plain file names (``dose.nrrd``): the worker writes only into a
+private folder of its own, made when it starts and removed when it exits, and replies with the
+written file's full path (``dose_file``/``out_file`` in the result); a path is refused.
 The worker exits on ``shutdown`` and when its stdin closes (its parent died). Library output
 goes to stderr; stdout carries only replies.
 """
@@ -26,15 +29,23 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import Device
+
+if TYPE_CHECKING:
+    from DoseSegLib.run.whatif import WhatIfSession
 
 Request = dict[str, Any]
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.nrrd$")
 
 
 def decode_mask(request: Request) -> Any:
@@ -42,7 +53,11 @@ def decode_mask(request: Request) -> Any:
     if "mask_file" in request:
         path = Path(request["mask_file"])
         if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False).astype(bool)
+            from DoseSegLib.io.limits import check_size
+
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only: size checked first
+            check_size(mapped.size, path, f"the mask ({' x '.join(map(str, mapped.shape))})")
+            return np.asarray(mapped, dtype=bool)
         from DoseSegLib.io.patient import read_mask
 
         return read_mask(path)
@@ -60,17 +75,32 @@ class Worker:
     """Dispatches requests onto one session."""
 
     def __init__(self) -> None:
-        self.session = None
+        self.session: WhatIfSession | None = None
+        self.folder = Path(tempfile.mkdtemp(prefix="doseseg-whatif-worker-"))  # private (0700): only it writes here
+
+    def close(self) -> None:
+        """Remove the worker's folder and what it wrote there."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def output(self, request: Request, key: str) -> Path | None:
+        """Where to write the file a request names under ``key``: a plain name inside the worker's folder."""
+        name = request.get(key)
+        if not name:
+            return None
+        if not isinstance(name, str) or not _FILE_NAME.match(name) or ".." in name:
+            raise DoseSegError(f"{key} {name!r}: give a plain file name ending in .nrrd (e.g. dose.nrrd); the worker "
+                               f"writes only into its own folder {self.folder}")
+        return self.folder / name
 
     def open(self, request: Request) -> dict:
         from DoseSegLib.core.names import NameMapper
         from DoseSegLib.run.whatif import WhatIfSession
 
         names = NameMapper.from_json(request["names"]) if request.get("names") else None
-        self.session = WhatIfSession(request["patient"], request.get("device", "auto"), names=names)
-        case = self.session.case
+        session = self.session = WhatIfSession(request["patient"], request.get("device", Device.AUTO), names=names)
+        case = session.case
         return {"structures": sorted(case.structures), "shape": list(case.ct.shape),
-                "device": str(self.session.model.device)}
+                "device": str(session.model.device)}
 
     def _session(self):
         if self.session is None:
@@ -81,12 +111,14 @@ class Worker:
         return {"structure": self._session().set_mask(request["name"], decode_mask(request))}
 
     def predict(self, request: Request) -> dict:
+        path = self.output(request, "dose_file")
         result = self._session().predict()
-        if request.get("dose_file"):
+        reply = {"metrics": result.metrics, "goals": result.goals, "seconds": result.seconds}
+        if path is not None:
             from DoseSegLib.io.patient import write_dose
 
-            write_dose(request["dose_file"], result.dose)
-        reply = {"metrics": result.metrics, "goals": result.goals, "seconds": result.seconds}
+            write_dose(path, result.dose)
+            reply["dose_file"] = str(path)
         if request.get("dvh"):
             reply["dvhs"] = {n: {"dose_gy": d.dose_gy.tolist(), "volume_cc": d.volume_cc.tolist(),
                                  "volume_pct": d.volume_pct.tolist()} for n, d in result.dvhs.items()}
@@ -96,10 +128,13 @@ class Worker:
         from DoseSegLib.io.patient import write_volume
 
         session = self._session()
+        path = self.output(request, "out_file")
         grad = session.sensitivity(request["structure"], request.get("metric", "mean"), request.get("wrt"))
-        if request.get("out_file"):
-            write_volume(request["out_file"], session.case.ct.with_array(grad), {"SensitivityUnits": "Gy per voxel"})
-        return {"min": float(grad.min()), "max": float(grad.max()), "voxel_cc": session.case.ct.voxel_volume_cc}
+        reply = {"min": float(grad.min()), "max": float(grad.max()), "voxel_cc": session.case.ct.voxel_volume_cc}
+        if path is not None:
+            write_volume(path, session.case.ct.with_array(grad), {"SensitivityUnits": "Gy per voxel"})
+            reply["out_file"] = str(path)
+        return reply
 
     def handle(self, line: str) -> tuple[dict, bool]:
         """The reply to one request line, and whether to stop."""
@@ -124,14 +159,17 @@ class Worker:
 def serve(requests: TextIO, replies: TextIO) -> None:
     """Answer requests line by line until shutdown or end of input."""
     worker = Worker()
-    for line in requests:
-        if not line.strip():
-            continue
-        reply, stop = worker.handle(line)
-        replies.write(json.dumps(reply, default=float) + "\n")
-        replies.flush()
-        if stop:
-            break
+    try:
+        for line in requests:
+            if not line.strip():
+                continue
+            reply, stop = worker.handle(line)
+            replies.write(json.dumps(reply, default=float) + "\n")
+            replies.flush()
+            if stop:
+                break
+    finally:
+        worker.close()
 
 
 def main() -> None:

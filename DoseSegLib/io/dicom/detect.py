@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.limits import check_dicom_file
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +87,48 @@ class DicomIndex:
         return self.by_modality.get(modality, [])
 
 
+_NO_PIXELS = ("1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.481.5")  # RTSTRUCT, RTPLAN
+
+
+def check_complete(ds, path: Path) -> None:
+    """Refuse a truncated structure set or plan (pydicom drops what the file lacks without a word, and a
+    plan without its DoseReferenceSequence loses its prescriptions)."""
+    meta = getattr(ds, "file_meta", None)
+    sop = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    if sop not in _NO_PIXELS:
+        return
+    ends = [e.value_tell + e.length for e in ds._dict.values()
+            if getattr(e, "value_tell", None) is not None and e.length != 0xFFFFFFFF]
+    size = path.stat().st_size
+    if ends and max(ends) != size:
+        raise DoseSegError(f"{path}: truncated or damaged DICOM file ({size} bytes, its last element ends at "
+                           f"byte {max(ends)}); export it again")
+
+
 def read_header(path: Path):
     """A file's DICOM header (no pixel data), or None when it is not a DICOM object."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    check_dicom_file(path)  # size limits before pydicom reads or inflates anything
     try:
         with warnings.catch_warnings():  # damaged values are judged below, not printed
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
         return None
+    except Exception as exc:  # pydicom raises many types for damaged files
+        raise DoseSegError(f"{path}: damaged DICOM file ({type(exc).__name__}: {str(exc)[:120]})") from None
+    try:  # every top-level value decoded now, so that a damaged one is named here and nowhere deeper
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check_complete(ds, path)  # on the raw elements, before decoding
+            for _ in (*getattr(ds, "file_meta", ()), *ds):
+                pass
+    except DoseSegError:
+        raise
+    except Exception as exc:  # pydicom raises many types for damaged values
+        raise DoseSegError(f"{path}: damaged DICOM file ({type(exc).__name__}: {str(exc)[:120]})") from None
     if "SOPClassUID" not in ds and "MediaStorageSOPClassUID" not in getattr(ds, "file_meta", {}):
         return None
     ds.filename = str(path)

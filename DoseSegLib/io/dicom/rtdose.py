@@ -9,7 +9,8 @@ import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
-from DoseSegLib.io.dicom.series import uniform_positions
+from DoseSegLib.io.dicom.series import vector_of, check_orientation, uniform_positions
+from DoseSegLib.io.limits import check_pixels
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,20 @@ def read_rtdose(path) -> RtDose:
     for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "PixelData"):
         if keyword not in ds:
             raise DoseSegError(f"{path}: RTDOSE without {keyword}; not a dose grid (a point dose?)")
-    orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient])
-    row, col = orientation[:3], orientation[3:]
-    normal = np.cross(row, col)
-    origin = np.asarray([float(v) for v in ds.ImagePositionPatient])
+    row, col, normal = check_orientation(ds)
+    origin = vector_of(ds, "ImagePositionPatient", 3)
+    pixel = vector_of(ds, "PixelSpacing", 2)
+    if np.any(pixel <= 0):
+        raise DoseSegError(f"{path}: PixelSpacing {pixel.tolist()} must be positive")
     try:
+        check_pixels(ds, path)  # before decoding: compressed frames may declare any size
         pixels = ds.pixel_array
     except Exception as exc:  # compressed or damaged pixel data
         raise DoseSegError(f"{path}: cannot decode the dose pixel data ({exc})") from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames < 1 or pixels.size != frames * int(ds.Rows) * int(ds.Columns):
+        raise DoseSegError(f"{path}: {pixels.size} dose values, but NumberOfFrames x Rows x Columns is "
+                           f"{frames} x {ds.Rows} x {ds.Columns} (a damaged file?)")
     pixels = pixels.reshape(frames, int(ds.Rows), int(ds.Columns))
     positions = _frame_offsets(ds, origin, normal, frames)
     order = np.argsort(positions)
@@ -70,7 +76,7 @@ def read_rtdose(path) -> RtDose:
     scaling = float(ds.get("DoseGridScaling", 1.0) or 1.0)
     dose = (pixels[order].transpose(2, 1, 0) * scaling).astype(np.float32)
     first = origin + (positions[0] - origin @ normal) * normal
-    spacing = (float(ds.PixelSpacing[1]), float(ds.PixelSpacing[0]), step)
+    spacing = (float(pixel[1]), float(pixel[0]), step)
     volume = Volume(dose, spacing, tuple(first), np.column_stack([row, col, normal]))
     units = str(ds.get("DoseUnits", "")).upper()
     summation = str(ds.get("DoseSummationType", "")).upper()

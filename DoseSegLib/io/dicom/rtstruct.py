@@ -44,28 +44,48 @@ def _contour_points(item, path: str, name: str) -> np.ndarray:
     """ContourData as ``(n, 3)``, parsed straight from the file's text (pydicom's DS objects are slow)."""
     element = item.get_item(0x30060050) if 0x30060050 in item else None
     value = None if element is None else element.value
-    if isinstance(value, bytes):
-        numbers = np.array(value.decode("ascii", "replace").replace("\\", " ").split(), dtype=float)
-    else:
-        numbers = np.atleast_1d(np.asarray([] if value is None else value, dtype=float))
+    try:
+        if isinstance(value, bytes):
+            numbers = np.array(value.decode("ascii", "replace").replace("\\", " ").split(), dtype=float)
+        else:
+            numbers = np.atleast_1d(np.asarray([] if value is None else value, dtype=float))
+    except (TypeError, ValueError):
+        numbers = np.zeros(0)
     if numbers.size == 0 or numbers.size % 3:
         raise DoseSegError(f"{path}: ROI '{name}' has a contour whose ContourData is not x, y, z triples")
-    return numbers.reshape(-1, 3)
+    points = numbers.reshape(-1, 3)
+    finite = np.all(np.isfinite(points), axis=1)
+    if not finite.all():
+        log.warning("%s: ROI '%s': %d contour point(s) with NaN or infinite coordinates left out",
+                    path, name, int((~finite).sum()))
+    return points[finite]
+
+
+def _number(item, keyword: str, path: str) -> int:
+    """A whole-number attribute (ROINumber and its references); a DoseSegError naming the file otherwise."""
+    element = item.get_item(keyword) if keyword in item else None
+    value = element.value if element is not None else None
+    shown = value.decode(errors="replace").strip() if isinstance(value, bytes) else value
+    try:
+        return int(str(shown).strip())
+    except (TypeError, ValueError):
+        raise DoseSegError(f"{path}: {keyword} {shown!r} is not a whole number") from None
 
 
 def read_rois(ds) -> list[Roi]:
     """Every ROI of a structure set (read with pydicom), in StructureSetROISequence order."""
     path = str(getattr(ds, "filename", "RTSTRUCT"))
-    kinds = {int(o.ReferencedROINumber): str(o.get("RTROIInterpretedType", "") or "").upper()
+    kinds = {_number(o, "ReferencedROINumber", path):
+             str(o.get("RTROIInterpretedType", "") or "").upper()
              for o in ds.get("RTROIObservationsSequence", []) if "ReferencedROINumber" in o}
     rois = {}
     for item in ds.get("StructureSetROISequence", []):
-        number = int(item.ROINumber)
+        number = _number(item, "ROINumber", path)
         rois[number] = Roi(number, str(item.get("ROIName", f"ROI {number}")).strip(), kinds.get(number, ""),
                            str(item.get("ReferencedFrameOfReferenceUID", "")),
                            generation=str(item.get("ROIGenerationAlgorithm", "") or "").upper())
     for item in ds.get("ROIContourSequence", []):
-        roi = rois.get(int(item.ReferencedROINumber))
+        roi = rois.get(_number(item, "ReferencedROINumber", path))
         if roi is None:
             raise DoseSegError(f"{path}: contours for ROI number {item.ReferencedROINumber}, which is not declared")
         color = item.get("ROIDisplayColor")

@@ -11,6 +11,7 @@ import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.limits import check_pixels
 
 SPACING_TOL = 0.01  # relative tolerance on the slice spacing
 
@@ -62,17 +63,40 @@ def choose_series(folder: Path, series: dict[str, list], wanted: str | None, ref
                        f"choose one with --series UID or by giving one of its files as the patient: {listing}")
 
 
-def _vector(ds, keyword: str, size: int) -> np.ndarray:
+def vector_of(ds, keyword: str, size: int) -> np.ndarray:
+    """``size`` finite numbers of a multi-valued attribute; a DoseSegError naming the file otherwise."""
     value = ds.get(keyword)
-    if value is None or len(value) != size:
-        raise DoseSegError(f"{ds.filename}: missing or malformed {keyword}")
-    return np.asarray([float(v) for v in value])
+    try:
+        vector = np.asarray([float(v) for v in value], dtype=float) if value is not None else np.zeros(0)
+    except (TypeError, ValueError):
+        vector = np.full(size, np.nan)
+    if vector.shape != (size,) or not np.all(np.isfinite(vector)):
+        raise DoseSegError(f"{ds.filename}: missing or malformed {keyword} ({value!r}: expected {size} numbers)")
+    return vector
+
+
+def check_orientation(ds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, column and normal unit vectors of ImageOrientationPatient, refused unless orthonormal."""
+    orientation = vector_of(ds, "ImageOrientationPatient", 6)
+    row, col = orientation[:3], orientation[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
+        raise DoseSegError(f"{ds.filename}: ImageOrientationPatient is not two orthogonal unit vectors")
+    return row, col, np.cross(row, col)
+
+
+def _numbers(ds, keyword: str) -> np.ndarray:
+    """The numbers of an attribute (0 when absent); a DoseSegError naming the file when they are not numbers."""
+    value = ds.get(keyword, 0)
+    try:
+        return np.atleast_1d(np.asarray(value, dtype=float))
+    except (TypeError, ValueError):
+        raise DoseSegError(f"{ds.filename}: malformed {keyword} ({str(value)[:60]!r}: not numbers)") from None
 
 
 def _same_frame(slices: Sequence, folder: Path) -> None:
     """Refuse slices that differ in orientation, pixel spacing or size."""
     for keyword in ("ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
-        values = {tuple(np.round(np.atleast_1d(np.asarray(s.get(keyword, 0), dtype=float)), 4)) for s in slices}
+        values = {tuple(np.round(_numbers(s, keyword), 4)) for s in slices}
         if len(values) > 1:
             raise DoseSegError(f"{folder}: the CT slices differ in {keyword}; the series is not one 3D image")
 
@@ -99,12 +123,8 @@ def uniform_positions(positions: np.ndarray, where: str) -> float:
 def series_geometry(folder: Path, slices: list) -> SeriesGeometry:
     """Sort the slices along their normal and check they form one regular 3D grid."""
     _same_frame(slices, folder)
-    orientation = _vector(slices[0], "ImageOrientationPatient", 6)
-    row, col = orientation[:3], orientation[3:]
-    normal = np.cross(row, col)
-    if abs(np.linalg.norm(normal) - 1) > 1e-3 or abs(row @ col) > 1e-3:
-        raise DoseSegError(f"{slices[0].filename}: ImageOrientationPatient is not two orthogonal unit vectors")
-    positions = np.array([_vector(s, "ImagePositionPatient", 3) for s in slices])
+    row, col, normal = check_orientation(slices[0])
+    positions = np.array([vector_of(s, "ImagePositionPatient", 3) for s in slices])
     order = np.argsort(positions @ normal)
     slices, positions = [slices[i] for i in order], positions[order]
     along = positions @ normal
@@ -114,7 +134,9 @@ def series_geometry(folder: Path, slices: list) -> SeriesGeometry:
         step = float(slices[0].get("SpacingBetweenSlices") or slices[0].get("SliceThickness") or 1.0)
     elif np.abs(drift).max() > 0.01 * step + 1e-3:
         raise DoseSegError(f"{folder}: the CT slices are shifted in-plane (gantry tilt); resample the series first")
-    pixel = _vector(slices[0], "PixelSpacing", 2)  # row spacing (along the column direction), column spacing
+    pixel = vector_of(slices[0], "PixelSpacing", 2)  # row spacing (along the column direction), column spacing
+    if np.any(pixel <= 0):
+        raise DoseSegError(f"{slices[0].filename}: PixelSpacing {pixel.tolist()} must be positive")
     shape = (int(slices[0].Columns), int(slices[0].Rows), len(slices))
     grid = Volume(empty_grid(shape), (pixel[1], pixel[0], step), tuple(positions[0]),
                   np.column_stack([row, col, normal]))
@@ -126,17 +148,30 @@ def empty_grid(shape: tuple[int, int, int]) -> np.ndarray:
     return np.broadcast_to(np.False_, shape)
 
 
+def _number(ds, keyword: str, default: float) -> float:
+    """A numeric attribute of a slice, a DoseSegError naming the file when it is not a finite number."""
+    value = ds.get(keyword, default)
+    try:
+        number = float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number):
+        raise DoseSegError(f"{ds.filename}: {keyword} {value!r} is not a number")
+    return number
+
+
 def read_series(geometry: SeriesGeometry) -> Volume:
     """The CT in HU (RescaleSlope/Intercept applied): int16 when exact, float32 otherwise."""
     import pydicom
 
     slices = geometry.slices
     ni, nj, nk = geometry.grid.shape
-    slopes = np.array([float(s.get("RescaleSlope", 1) or 1) for s in slices])
-    intercepts = np.array([float(s.get("RescaleIntercept", 0) or 0) for s in slices])
+    slopes = np.array([_number(s, "RescaleSlope", 1.0) for s in slices])
+    intercepts = np.array([_number(s, "RescaleIntercept", 0.0) for s in slices])
     integral = np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))
     hu = np.empty((nk, nj, ni), dtype=np.float32)  # filled slice by slice in memory order, transposed at the end
     for k, header in enumerate(slices):
+        check_pixels(header, header.filename)  # before decoding: compressed pixels may declare any size
         try:
             pixels = pydicom.dcmread(header.filename, force=True).pixel_array
         except Exception as exc:  # pydicom raises many types for compressed or damaged pixel data
