@@ -228,7 +228,7 @@ def test_train_publish_list_and_predict_with_the_clinic_model(archive: Path, coh
 
 def test_user_models_directory_default_and_shadowing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from DoseSegLib.core.errors import DoseSegError
-    from DoseSegLib.models.common.catalogue import find_model, load_catalogue, user_models_dir
+    from DoseSegLib.models.common.catalogue import find_model, load_catalogue, models_dir, user_models_dir
 
     monkeypatch.delenv("DOSESEG_MODELS_DIR")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
@@ -247,6 +247,8 @@ def test_user_models_directory_default_and_shadowing(tmp_path: Path, monkeypatch
     assert find_model("dose").name == "openkbp-dose-unet24"  # nor becomes the default
     with pytest.raises(DoseSegError, match="user models in"):
         find_model("dose", "nobody")
+    (folder / "catalogue.json").write_text("{not json")  # a damaged user catalogue: the bundled models still load
+    assert {e.name for e in load_catalogue()} == {e.name for e in load_catalogue(models_dir())}
 
 
 def test_cohort_case_on_the_working_grid_when_the_ct_is_finer_than_trained() -> None:
