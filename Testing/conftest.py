@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,3 +83,10 @@ def tiny_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def no_personal_models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """The tests never see the developer's own published models (DOSESEG_MODELS_DIR: an empty folder)."""
     monkeypatch.setenv("DOSESEG_MODELS_DIR", str(tmp_path_factory.mktemp("user-models")))
+
+
+@pytest.fixture
+def torch_in_workers() -> None:
+    """Skips a test whose worker process loads a model when torch is not installed (scripts/check_py312.sh)."""
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("the worker process loads a dose model: torch is not installed for this Python")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,8 @@ from DoseSegLib.io.dicom.reader import ct_geometry
 from DoseSegLib.io.dicom.series import SeriesGeometry
 
 RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
+
+DCIODVFY = shutil.which("dciodvfy")  # dicom3tools' validator (apt-get install dicom3tools), when installed
 
 
 def write_ct_series(folder: Path, ct: Volume, patient_id: str = "DS-TEST", frame: str | None = None,
@@ -182,3 +186,11 @@ def awkward_case(case: Case) -> Case:
     structures |= {"Lens_L": grid.with_array(lens), "OpticChiasm": grid.with_array(chiasm)}
     return Case(case.name, grid, structures, moved(case.dose) if case.dose is not None else None,
                 moved(case.possible_dose_mask) if case.possible_dose_mask is not None else None)
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """dciodvfy's error lines for one file (it exits 0 even when it finds errors)."""
+    result = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
+    lines = (result.stdout + result.stderr).splitlines()
+    assert any(line.startswith(("RTDose", "RTStructureSet", "Segmentation", "CTImage")) for line in lines), lines
+    return [line for line in lines if line.startswith("Error")]

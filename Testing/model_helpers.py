@@ -14,12 +14,14 @@ from DoseSegLib.core.case import OARS
 from DoseSegLib.models.common.catalogue import sha256_of
 from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.models.dose.refine_net import RefineNet, RefineNetConfig
 
 # Why 7 Gy: a network's raw output is multiplied by dose_scale_gy (70 Gy in trained models). An
 # untrained tiny network's output at 70 Gy reaches hundreds of Gy, which check_predicted_dose
 # (analysis/dosecheck.py: at most 1.3 x the highest prescription) refuses as implausible before
 # anything is written; at 7 Gy its random doses stay plausible, so the commands run to the end.
 TINY_DOSE_SCALE_GY = 7.0
+TINY_REFINER = RefineNetConfig(channels=(4, 8, 16), strides=(2, 2))
 
 
 def tiny_dose_config(**changes) -> DoseNetConfig:
@@ -58,3 +60,19 @@ def fake_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         name: mask for name, mask in make_phantom(shape=(40, 40, 32)).structures.items() if name in OARS
     }
     monkeypatch.setitem(sys.modules, "DoseSegLib.models.seg.predict", module)
+
+
+def write_refiner_catalogue(folder: Path, gain: float = 0.5) -> Path:
+    """A catalogue with a tiny base dose model and a tiny refiner of it (the default)."""
+    torch.manual_seed(0)
+    save_weights(folder / "base.pt", DoseNet(tiny_dose_config(dropout=0.0)), {"patch": [32, 32, 32]})
+    refiner = RefineNet(TINY_REFINER)
+    with torch.no_grad():
+        refiner.gain.fill_(gain)
+    save_weights(folder / "refiner.pt", refiner, {"patch": [32, 32, 16], "base_model": "base"})
+    rows = [{"name": "base", "task": "dose", "file": "base.pt", "sha256": sha256_of(folder / "base.pt"),
+             "version": "test"},
+            {"name": "refined", "task": "dose", "file": "refiner.pt", "sha256": sha256_of(folder / "refiner.pt"),
+             "version": "test", "default": True, "base": "base"}]
+    (folder / "catalogue.json").write_text(json.dumps({"models": rows}))
+    return folder

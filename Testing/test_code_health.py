@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -30,3 +31,14 @@ def test_ruff_selection_is_configured_and_clean() -> None:
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:]
 
+
+
+def test_mypy_finds_no_error_in_the_library() -> None:
+    """About 25 s of CPU from scratch; mypy's incremental cache (outside the repository) makes reruns fast."""
+    _require("mypy")
+    pytest.importorskip("torch")  # its types are part of the check (absent in scripts/check_py312.sh's environment)
+    cache = Path(tempfile.gettempdir()) / f"doseseg-mypy-cache-{sys.version_info.major}.{sys.version_info.minor}"
+    result = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(cache)], cwd=REPO,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "Success: no issues found" in result.stdout

@@ -187,6 +187,6 @@ def test_run_and_export_write_a_dicom_seg_that_reads_back(tmp_path: Path, monkey
             assert number == n + 1
             assert np.array_equal(volume[..., n].transpose(2, 1, 0).astype(bool), small.structures[name].array), name
         if shutil.which("dciodvfy"):
-            from test_dicom_valid import dciodvfy_errors
+            from dicom_helpers import dciodvfy_errors
 
             assert dciodvfy_errors(path) == []

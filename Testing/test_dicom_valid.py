@@ -7,14 +7,12 @@ where they are written empty, never dropped. dciodvfy is a Debian package
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from dicom_helpers import write_ct_series, write_dicom_patient
+from dicom_helpers import DCIODVFY, dciodvfy_errors, write_ct_series, write_dicom_patient
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.io.dicom.deid import Deidentifier
@@ -22,7 +20,6 @@ from DoseSegLib.io.dicom.export import short_text
 from DoseSegLib.io.dicom.results import write_dicom_results
 from DoseSegLib.io.phantom import make_phantom
 
-DCIODVFY = shutil.which("dciodvfy")
 needs_dciodvfy = pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy not installed (apt-get install dicom3tools)")
 TYPE2 = ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "StudyID", "AccessionNumber", "OperatorsName",
          "StudyDate", "StudyTime", "PositionReferenceIndicator")
@@ -45,14 +42,6 @@ def strict_read(path: Path) -> pydicom.Dataset:
     assert ds.preamble is not None and ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert ds.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID
     return ds
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """dciodvfy's error lines for one file (it exits 0 even when it finds errors)."""
-    result = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
-    lines = (result.stdout + result.stderr).splitlines()
-    assert any(line.startswith(("RTDose", "RTStructureSet", "Segmentation", "CTImage")) for line in lines), lines
-    return [line for line in lines if line.startswith("Error")]
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_helpers import tiny_dose_config
+from model_helpers import TINY_REFINER as TINY
+from model_helpers import write_refiner_catalogue
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
-from DoseSegLib.models.common.catalogue import sha256_of
-from DoseSegLib.models.common.training_loop import save_weights
 from DoseSegLib.models.dose.inputs import CHANNELS
-from DoseSegLib.models.dose.net import DoseNet
 from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
-from DoseSegLib.models.dose.refine_net import RefineNet, RefineNetConfig, refine_box, refine_inputs
+from DoseSegLib.models.dose.refine_net import RefineNet, refine_box, refine_inputs
 from DoseSegLib.models.dose.refine_training import RefineConfig, flip_patch, loss_weights, refine_loss
 
-TINY_BASE = tiny_dose_config(dropout=0.0)
-TINY = RefineNetConfig(channels=(4, 8, 16), strides=(2, 2))
 TARGETS, MASK = 2, -1  # channel indices in the refiner input
 
 
@@ -101,24 +97,8 @@ def _case() -> Case:
     return Case("synthetic", ct, {"PTV70": ptv}, None, ct.with_array(body))
 
 
-def _catalogue(folder: Path, gain: float = 0.5) -> Path:
-    """A catalogue with a tiny base dose model and a tiny refiner of it (the default)."""
-    torch.manual_seed(0)
-    save_weights(folder / "base.pt", DoseNet(TINY_BASE), {"patch": [32, 32, 32]})
-    refiner = RefineNet(TINY)
-    with torch.no_grad():
-        refiner.gain.fill_(gain)
-    save_weights(folder / "refiner.pt", refiner, {"patch": [32, 32, 16], "base_model": "base"})
-    rows = [{"name": "base", "task": "dose", "file": "base.pt", "sha256": sha256_of(folder / "base.pt"),
-             "version": "test"},
-            {"name": "refined", "task": "dose", "file": "refiner.pt", "sha256": sha256_of(folder / "refiner.pt"),
-             "version": "test", "default": True, "base": "base"}]
-    (folder / "catalogue.json").write_text(json.dumps({"models": rows}))
-    return folder
-
-
 def test_catalogue_refiner_loads_its_base_and_is_applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOSESEG_MODELS", str(_catalogue(tmp_path)))
+    monkeypatch.setenv("DOSESEG_MODELS", str(write_refiner_catalogue(tmp_path)))
     model = load_dose_model(device="cpu")
     assert model.entry.name == "refined" and isinstance(model.refiner, RefineNet)
     assert model.entry.describe()["base"] == "base"
@@ -136,7 +116,7 @@ def test_catalogue_refiner_loads_its_base_and_is_applied(tmp_path: Path, monkeyp
 
 
 def test_refiner_with_zero_gain_keeps_the_base_prediction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOSESEG_MODELS", str(_catalogue(tmp_path, gain=0.0)))
+    monkeypatch.setenv("DOSESEG_MODELS", str(write_refiner_catalogue(tmp_path, gain=0.0)))
     case = _case()
     refined = predict_case_dose(load_dose_model(device="cpu"), case)
     np.testing.assert_allclose(refined.array, predict_case_dose(load_dose_model("base", "cpu"), case).array,
@@ -158,7 +138,7 @@ def test_train_dose_refiner_command(tmp_path: Path, phantom_dataset: Path, monke
     from DoseSegLib.cli.main import main
     from DoseSegLib.io.patient import read_volume
 
-    monkeypatch.setenv("DOSESEG_MODELS", str(_catalogue(tmp_path)))
+    monkeypatch.setenv("DOSESEG_MODELS", str(write_refiner_catalogue(tmp_path)))
     data = phantom_dataset
     tiny = ["--data", str(data), "--channels", "4", "8", "16", "--patch", "16", "16", "16", "--device", "cpu",
             "--workers", "1"]
@@ -180,7 +160,7 @@ def test_train_dose_refiner_command(tmp_path: Path, phantom_dataset: Path, monke
 
 
 def test_a_refiner_of_a_refiner_is_a_catalogue_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = _catalogue(tmp_path)
+    folder = write_refiner_catalogue(tmp_path)
     rows = json.loads((folder / "catalogue.json").read_text())["models"]
     rows.append({**rows[1], "name": "twice", "default": False, "base": "refined"})
     (folder / "catalogue.json").write_text(json.dumps({"models": rows}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import shutil
 import subprocess
 import sys
@@ -65,3 +66,38 @@ def test_the_slicer_module_imports_only_public_library_names() -> None:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("DoseSegLib"):
                 private = [alias.name for alias in node.names if alias.name.startswith("_")]
                 assert not private, f"{path.name} imports private {private} from {node.module}"
+
+
+PUBLIC_MODULES = (  # the top-level API's modules and those the Slicer module imports
+    "analysis.constraints", "analysis.dosecheck", "analysis.dvh", "analysis.plan", "cli.main", "core.alignment",
+    "core.case", "core.colors", "core.errors", "core.names", "core.options", "core.version", "core.volume",
+    "io.patient", "io.phantom", "io.tables", "models.common.catalogue", "models.common.training_loop",
+    "models.dose.net", "run.pipeline", "run.results", "run.whatif",
+)
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES)
+def test_public_modules_declare_what_they_export(module: str) -> None:
+    """``__all__`` names what a caller may import; every name in it exists."""
+    if module.startswith("models."):
+        pytest.importorskip("torch")
+    imported = importlib.import_module(f"DoseSegLib.{module}")
+    exported = getattr(imported, "__all__", None)
+    assert exported, f"DoseSegLib.{module} has no __all__"
+    assert [name for name in exported if not hasattr(imported, name)] == []
+
+
+def test_the_top_level_api_is_exported_by_its_modules() -> None:
+    from DoseSegLib import _PUBLIC
+
+    for name, module in _PUBLIC.items():
+        assert name in importlib.import_module(module).__all__, (name, module)
+
+
+def test_no_test_module_imports_another() -> None:
+    """Fixtures live in conftest.py, shared helpers in *_helpers.py modules: a test module is never imported."""
+    for path in (REPO / "Testing").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            assert not [n for n in names if n.startswith("test_")], f"{path.name} imports a test module"

@@ -137,7 +137,7 @@ def _paint(segmentation, phantom, name: str, iterations: int) -> None:
         slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
 
 
-def test_edits_are_debounced_and_the_sensitivity_map_arrives(legend_scene, loaded, phantom):
+def test_edits_are_debounced_and_the_sensitivity_map_arrives(legend_scene, loaded, phantom, torch_in_workers):
     ct, _, segmentation = loaded
     logic = WhatIfLogic(ct, segmentation, debounceSeconds=0.3, device="cpu")
     sent = []

@@ -21,7 +21,7 @@ def _metric(scene, structure: str, name: str) -> float:
     return float(next(row for row in table_rows(table) if row["structure"] == structure)[name])
 
 
-def test_modified_segment_updates_dose_dvh_and_tables(scene, loaded, phantom, monkeypatch) -> None:
+def test_modified_segment_updates_dose_dvh_and_tables(scene, loaded, phantom, monkeypatch, torch_in_workers) -> None:
     ct, _, segmentation = loaded
     logic = WhatIfLogic(ct, segmentation, debounceSeconds=0.1, device="cpu")
     try:

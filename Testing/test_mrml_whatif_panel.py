@@ -153,7 +153,7 @@ def _poll_until(panel, condition, timeout: float = 300.0) -> None:
     assert condition(), panel.ui.whatIfStatusLabel.text
 
 
-def test_start_edit_sensitivity_and_stops(panel, panel_module, scene, phantom):
+def test_start_edit_sensitivity_and_stops(panel, panel_module, scene, phantom, torch_in_workers):
     ui, p = panel.ui, panel.p
     panel.updateGui(p)
     assert ui.whatIfStartButton.enabled and not ui.sensitivityButton.enabled

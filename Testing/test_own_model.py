@@ -228,7 +228,7 @@ def test_train_publish_list_and_predict_with_the_clinic_model(archive: Path, coh
 
 def test_user_models_directory_default_and_shadowing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from DoseSegLib.core.errors import DoseSegError
-    from DoseSegLib.models.common.catalogue import find_model, load_catalogue, user_models_dir
+    from DoseSegLib.models.common.catalogue import find_model, load_catalogue, models_dir, user_models_dir
 
     monkeypatch.delenv("DOSESEG_MODELS_DIR")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
@@ -247,6 +247,8 @@ def test_user_models_directory_default_and_shadowing(tmp_path: Path, monkeypatch
     assert find_model("dose").name == "openkbp-dose-unet24"  # nor becomes the default
     with pytest.raises(DoseSegError, match="user models in"):
         find_model("dose", "nobody")
+    (folder / "catalogue.json").write_text("{not json")  # a damaged user catalogue: the bundled models still load
+    assert {e.name for e in load_catalogue()} == {e.name for e in load_catalogue(models_dir())}
 
 
 def test_cohort_case_on_the_working_grid_when_the_ct_is_finer_than_trained() -> None:
@@ -313,3 +315,43 @@ def test_publish_calibrates_the_uncertainty_on_a_large_enough_validation_split(t
     card = (models / f"{MODEL}.md").read_text()
     assert f"(--uncertainty): not calibrated ({MIN_PATIENTS - 1} validation patients, at least {MIN_PATIENTS} needed)" \
         in card
+
+
+def test_train_seg_takes_the_site_organs_unless_labels_are_given(cohort: Path, tmp_path: Path) -> None:
+    from DoseSegLib.cli.seg import site_labels
+    from DoseSegLib.core.case import OARS
+
+    site = json.loads((cohort / "site.json").read_text())
+    assert site_labels(cohort) == tuple(site["oars"])
+    (tmp_path / "site.json").write_text(json.dumps({**site, "oars": ["Prostate", "Rectum", "Bladder"]}))
+    assert site_labels(tmp_path) == ("Prostate", "Rectum", "Bladder")
+    assert site_labels(tmp_path / "no-site") == OARS  # an OpenKBP-layout dataset: the seven OARs
+
+
+def test_a_site_with_other_organs_trains_predicts_and_checks_its_own_site(tmp_path: Path) -> None:
+    import torch
+
+    from DoseSegLib.analysis.site import check_site
+    from DoseSegLib.core.alignment import align_case
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.io.cohort.site import SiteConfig, write_site
+    from DoseSegLib.io.phantom import write_phantom_patient
+    from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
+    from DoseSegLib.models.dose.training import TrainConfig, train_dose
+
+    data = tmp_path / "cohort"
+    for seed, part in enumerate(("train", "train", "validation")):
+        write_phantom_patient(data / part / f"P{seed:03d}", shape=SHAPE, spacing=SPACING, seed=seed)
+    write_site(data, SiteConfig("larynx", ("Larynx", "Mandible"), (70.0, 56.0)))
+    config = TrainConfig(epochs=1, batch_size=1, patch=(32, 32, 32), net=tiny_dose_config(), threads=2)
+    train_dose(data, tmp_path / "run", config, device=torch.device("cpu"))
+    model = load_dose_model(device="cpu", weights=tmp_path / "run" / "best.pt")
+    assert model.oars == ("Larynx", "Mandible") and model.site == "larynx"
+    assert model.net.config.in_channels == 3 + 2 + 1
+    case = align_case(make_phantom(SHAPE, SPACING, seed=5))
+    dose = predict_case_dose(model, case)
+    assert dose.shape == case.ct.shape and float(dose.array.max()) > 0
+    others = replace(case, structures={n: m for n, m in case.structures.items() if n in ("Brainstem", "PTV70")})
+    with pytest.raises(DoseSegError, match="no larynx organ"):
+        check_site(others, False, model.oars, model.site)
+    assert check_site(case, False, model.oars, model.site) is None

@@ -174,6 +174,7 @@ def _add_dot(folder: Path) -> None:
 
 def test_radiomics_skips_a_one_voxel_structure_with_a_warning(phantom_dir: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("radiomics")
     _add_dot(phantom_dir)
     code, err = _cli(capsys, "radiomics", phantom_dir, "-o", tmp_path / "o")
     assert code == 0, err

@@ -110,7 +110,7 @@ def _bomb(inflated: int, encoding: str = "gzip") -> bytes:
 
 
 @pytest.mark.parametrize("case", ["huge declared gzip", "zip bomb", "bzip2 bomb", "huge raw", "line skip",
-                                  "byte skip", "negative size", "zero size", "4D", "urandom attached"])
+                                  "byte skip", "negative size", "zero size", "4D", "line skip past the end"])
 def test_hostile_sizes_fail_fast_and_small(tmp_path: Path, case: str) -> None:
     path = tmp_path / "x.nrrd"
     if case == "huge declared gzip":  # the 4096 x 4096 x 512 (17 GB of float32)
@@ -132,7 +132,7 @@ def test_hostile_sizes_fail_fast_and_small(tmp_path: Path, case: str) -> None:
     elif case == "4D":
         path.write_bytes(b"NRRD0004\ntype: int16\ndimension: 4\nsizes: 1 2 3 4\nencoding: raw\n\n" + b"\0" * 48)
     else:
-        _nrrd(path, os.urandom(100), extra="line skip: 1\n")  # no newline within 64 kB: past the end
+        _nrrd(path, b"\x01" * 100, extra="line skip: 1\n")  # no newline left: the skip runs past the end
     tracemalloc.start()
     try:
         with pytest.raises(DoseSegError) as error:

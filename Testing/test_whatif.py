@@ -216,7 +216,7 @@ CT_GRID, WORKING_GRID = (64, 64, 48, 3.9, 3.9, 2.5), (32, 32, 24, 5.5, 6.5, 4.8)
 def refiner_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """A session on a tiny dose model with a refiner (the catalogue default), on a phantom predicted on its
     own CT grid, then on one whose voxel size is outside the trained range (the working grid)."""
-    from test_dose_refiner import _catalogue
+    from model_helpers import write_refiner_catalogue
 
     from DoseSegLib import WhatIfSession
     from DoseSegLib.io.phantom import write_phantom_patient
@@ -226,7 +226,7 @@ def refiner_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     write_phantom_patient(folder / "phantom", shape=tuple(shape), spacing=(sx, sy, sz))
     with pytest.MonkeyPatch.context() as patch:
         (folder / "models").mkdir()
-        patch.setenv("DOSESEG_MODELS", str(_catalogue(folder / "models")))
+        patch.setenv("DOSESEG_MODELS", str(write_refiner_catalogue(folder / "models")))
         yield WhatIfSession(folder / "phantom", device="cpu")
 
 

@@ -27,7 +27,7 @@ def _ask(worker: subprocess.Popen, request: dict | str) -> dict:
 
 
 @pytest.fixture
-def worker():
+def worker(torch_in_workers):
     process = subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True, env=ENV, cwd=REPO)
     yield process

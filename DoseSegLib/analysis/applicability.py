@@ -76,7 +76,7 @@ def describe_anatomy(case: Case, body: Volume) -> dict[str, float]:
     return values
 
 
-def _organ(name: str, mask: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:
+def _organ(name: str, mask: np.ndarray, body: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
     """Volume and in-plane offset of an organ from the body's centre over the organ's slices."""
     volume_key, lr_key, ap_key = organ_features(name)
     ks = np.flatnonzero(mask.any(axis=(0, 1)))

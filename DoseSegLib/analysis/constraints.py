@@ -13,6 +13,20 @@ from DoseSegLib.core.case import target_prescription
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.tables import Row, read_csv, write_csv
 
+__all__ = [
+    "CONSTRAINT_COLUMNS",
+    "DEFAULT_CONSTRAINTS",
+    "OPERATORS",
+    "RESULT_COLUMNS",
+    "SITE_TABLES",
+    "Constraint",
+    "evaluate_constraints",
+    "load_constraints",
+    "set_aside",
+    "v_doses",
+    "write_constraints_csv"
+]
+
 DEFAULT_CONSTRAINTS = Path(__file__).resolve().parents[1] / "data" / "constraints.csv"
 SITE_TABLES = {
     "head-and-neck": DEFAULT_CONSTRAINTS, "prostate": DEFAULT_CONSTRAINTS.with_name("constraints_prostate.csv"),

@@ -12,6 +12,10 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 
+__all__ = ["MAX_PLAUSIBLE_GY", "OUTSIDE_GY", "PLAUSIBLE_PEAK", "check_dose_coverage", "check_dose_units",
+    "check_predicted_dose", "dose_coverage"
+]
+
 log = logging.getLogger(__name__)
 
 MAX_PLAUSIBLE_GY = 200.0

@@ -21,6 +21,12 @@ from DoseSegLib.core.options import DvhMethod
 from DoseSegLib.core.volume import Volume, mask_box
 from DoseSegLib.io.tables import Row, columns_of, write_csv
 
+__all__ = ["DVH", "DVH_COLUMNS", "METRIC_COLUMNS", "NOTE_COLUMNS", "PERCENT_METRICS", "SMALL_VOLUMES_CC",
+    "TARGET_COLUMNS", "compute_dvhs", "cumulative_dvh", "dose_at_volume_pct", "dvh_metrics", "dvh_rows", "dvhs_of",
+    "homogeneity_index", "isodose_volume_cc", "metrics_columns", "metrics_rows", "metrics_table", "paddick_ci",
+    "percentile_sorted", "volume_pct_at_dose", "write_dvh_csv", "write_metrics_csv"
+]
+
 PERCENT_METRICS = (99, 98, 95, 50, 2, 1)
 SMALL_VOLUMES_CC = (2.0, 0.1, 0.03)
 METRIC_COLUMNS = (

@@ -12,7 +12,13 @@ import numpy as np
 
 from DoseSegLib.analysis.ctcheck import check_ct
 from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units
-from DoseSegLib.analysis.openkbp import compare_challenge_metrics, dose_error, dvh_comparison, openkbp_scores
+from DoseSegLib.analysis.openkbp import (
+    ChallengeRow,
+    compare_challenge_metrics,
+    dose_error,
+    dvh_comparison,
+    openkbp_scores,
+)
 from DoseSegLib.analysis.sampling import StructureDoses
 from DoseSegLib.core.alignment import align_case, resample
 from DoseSegLib.core.case import Case
@@ -36,7 +42,7 @@ class PatientScore:
 
     patient: str
     dose_error: float
-    dvh_rows: list[Row]
+    dvh_rows: list[ChallengeRow]
 
     @property
     def dvh_error(self) -> float:
@@ -81,9 +87,9 @@ def score_patient(
     ct = reference.ct
     if not pred.same_grid(ct):
         pred = resample(pred, ct, "linear", 0.0)
-    pred_array, ref_array = pred.array, reference.dose.array
+    pred_array, ref_array = pred.array, reference.require_dose().array
     structures = {name: mask.array for name, mask in reference.structures.items()}
-    error = dose_error(pred_array, ref_array, reference.possible_dose_mask.array)
+    error = dose_error(pred_array, ref_array, reference.require_possible_dose_mask().array)
     if shared is not None:
         rows = compare_challenge_metrics(*shared, ct.voxel_volume_cc)
     else:

@@ -102,10 +102,10 @@ def gamma_pass_rates(
     if normalisation <= 0 or not eligible.any():
         raise DoseSegError("gamma: the reference dose is zero inside the body")
     points = np.flatnonzero(eligible)
-    chosen = points
+    chosen: np.ndarray = points
     if max_points is not None and points.size > max_points:
         chosen = np.sort(np.random.default_rng(seed).choice(points, max_points, replace=False))
-    selected = np.zeros(ref.size, dtype=bool)
+    selected: np.ndarray = np.zeros(ref.size, dtype=bool)
     selected[chosen] = True
     selected = selected.reshape(ref.shape)
     results = []

@@ -7,6 +7,7 @@ metrics are computed from the ``voxels`` of the shared dose samples, so nothing 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import TypedDict
 
 import numpy as np
 
@@ -14,6 +15,17 @@ from DoseSegLib.analysis import metric_names as mn
 from DoseSegLib.analysis.dvh import percentile_sorted
 from DoseSegLib.analysis.sampling import StructureDoses
 from DoseSegLib.core.case import OARS, target_prescription
+
+
+class ChallengeRow(TypedDict):
+    """One OpenKBP DVH metric of one structure, predicted against reference (Gy)."""
+
+    structure: str
+    metric: str
+    reference: float
+    predicted: float
+    abs_error: float
+
 
 TARGET_PERCENTS = (99, 95, 1)
 TARGET_METRICS = tuple(mn.dose_at_pct(p) for p in TARGET_PERCENTS)
@@ -101,7 +113,7 @@ def openkbp_metrics(
 def compare_challenge_metrics(
     pred: Mapping[str, StructureDoses], ref: Mapping[str, StructureDoses], voxel_cc: float,
     targets: Collection[str] | None = None, oars: Collection[str] = OARS,
-) -> list[dict[str, object]]:
+) -> list[ChallengeRow]:
     """Every challenge DVH metric of one patient from shared dose samples: rows of structure, metric,
     reference, predicted, abs_error (Gy) (``targets``, ``oars``: see :func:`challenge_metrics`)."""
     ref_metrics = challenge_metrics({n: s.voxels for n, s in ref.items()}, voxel_cc, targets, oars)
@@ -109,7 +121,7 @@ def compare_challenge_metrics(
     return _rows(pred_metrics, ref_metrics)
 
 
-def _rows(pred: dict[tuple[str, str], float], ref: dict[tuple[str, str], float]) -> list[dict[str, object]]:
+def _rows(pred: dict[tuple[str, str], float], ref: dict[tuple[str, str], float]) -> list[ChallengeRow]:
     return [
         {"structure": name, "metric": metric, "reference": value, "predicted": pred[(name, metric)],
          "abs_error": abs(pred[(name, metric)] - value)}
@@ -120,7 +132,7 @@ def _rows(pred: dict[tuple[str, str], float], ref: dict[tuple[str, str], float])
 def dvh_comparison(
     pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float,
     oars: Collection[str] = OARS,
-) -> list[dict[str, object]]:
+) -> list[ChallengeRow]:
     """Every challenge DVH metric of one patient: rows of structure, metric, reference, predicted, abs_error (Gy).
 
     Args:

@@ -24,6 +24,8 @@ from DoseSegLib.core.options import DvhMethod
 from DoseSegLib.io.patient import DOSE_FILE, read_dose, read_patient
 from DoseSegLib.io.tables import Row
 
+__all__ = ["PlanEvaluation", "evaluate_plan", "load_plan"]
+
 
 def load_plan(
     patient: str | Path,

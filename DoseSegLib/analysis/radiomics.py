@@ -201,6 +201,7 @@ def _measure(settings: _Settings, task: _Task, full_shape: tuple[int, ...]) -> t
                                                                task.name, "", diagnostics)}
         _full_grid_diagnostics(diagnostics, task.box, full_shape)
         if task.dose is not None:
+            assert task.dose_mask is not None  # sent with the dose
             row.update(extract_features(dose_extractor, task.dose.to_sitk(), task.dose_mask.to_sitk(), task.name,
                                         DOSE_PREFIX))
     except DoseSegError as exc:  # e.g. a one-voxel structure: skipped, the others go on
@@ -239,6 +240,8 @@ def _encode(settings: _Settings, tasks: list[_Task], full_shape: tuple[int, ...]
 def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """The worker's side of :class:`RadiomicsJob`: read the settings and tasks, reply one JSON line per task."""
     header = read_message(stdin)
+    if header is None:  # the parent closed the pipe before sending the settings
+        return
     settings = _Settings(tuple(header["classes"]) if header["classes"] is not None else None, header["params"],
                          header["dose_bin_width_gy"])
     while (message := read_message(stdin)) is not None:

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -87,7 +88,7 @@ class WorkerJob:
                     last = detail[-1] if detail else "no message"
                     raise DoseSegError(f"a {self.module} worker process failed: {last}")
                 stream = io.BytesIO(stdout)
-                replies.append(list(iter(lambda s=stream: read_message(s), None)))
+                replies.append(list(iter(partial(read_message, stream), None)))
             return replies
         finally:
             self.cancel()

@@ -41,10 +41,11 @@ def cmd_dvh(args: argparse.Namespace) -> None:
     constraints = load_constraints(args.constraints)
     case = load_plan(args.patient, args.dose, name_mapper(args), args.segmentation, args.allow_high_dose, args.series)
     check_ct(case.ct, ct_source(args.patient, case), strict=False)
-    bins = float(case.dose.array.max()) / args.step
+    dose = case.require_dose()
+    bins = float(dose.array.max()) / args.step
     if bins > MAX_DVH_BINS:
         raise DoseSegError(f"{args.dose or args.patient}: --step {args.step:g} Gy gives {bins:.3g} DVH bins for a "
-                           f"maximum of {float(case.dose.array.max()):.4g} Gy (at most {MAX_DVH_BINS:g}): use a "
+                           f"maximum of {float(dose.array.max()):.4g} Gy (at most {MAX_DVH_BINS:g}): use a "
                            "larger --step")
     result = evaluate_plan(case, args.step, args.vx, constraints, args.dvh_method)
     with staged_output(args.output, args.force, inputs) as out:

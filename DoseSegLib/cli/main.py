@@ -10,6 +10,8 @@ from collections.abc import Callable
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.version import __version__
 
+__all__ = ["build_parser", "main"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="doseseg", description=__doc__)

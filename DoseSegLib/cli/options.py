@@ -6,6 +6,7 @@ import argparse
 import math
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from DoseSegLib.core.options import Device
 
@@ -100,12 +101,12 @@ def name_list(text: str) -> tuple[str, ...]:
 def hu_windows(text: str) -> tuple[tuple[float, float], ...]:
     """``-1024:1024,-160:240`` -> ((-1024, 1024), (-160, 240)); each window low < high."""
     try:
-        windows = tuple(tuple(float(v) for v in w.split(":")) for w in text.split(","))
+        values = tuple(tuple(float(v) for v in w.split(":")) for w in text.split(","))
     except ValueError:
-        windows = ()
-    if not windows or any(len(w) != 2 or w[0] >= w[1] for w in windows):
+        values = ()
+    if not values or any(len(w) != 2 or w[0] >= w[1] for w in values):
         raise argparse.ArgumentTypeError("expected LOW:HIGH[,LOW:HIGH...] in HU, e.g. -1024:1024,-160:240")
-    return windows
+    return tuple((low, high) for low, high in values)
 
 
 STEP_GY = (0.001, 5.0)
@@ -134,7 +135,7 @@ def probability(text: str) -> float:
     return value
 
 
-CONFIG_DEFAULT = {"default": argparse.SUPPRESS}
+CONFIG_DEFAULT: dict[str, Any] = {"default": argparse.SUPPRESS}
 """Keyword arguments of an option whose default is a config dataclass field: left out when not given."""
 
 

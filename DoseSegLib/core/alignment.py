@@ -12,6 +12,10 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
 
+__all__ = ["align_case", "align_structure", "body_mask", "covering_box", "outside_fraction", "resample",
+    "resample_mask"
+]
+
 log = logging.getLogger(__name__)
 
 

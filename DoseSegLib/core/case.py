@@ -10,6 +10,8 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import CGY_FROM, DOSE_FROM, check_prescription
 from DoseSegLib.core.volume import Volume
 
+__all__ = ["OARS", "TARGET_PATTERN", "Case", "is_target", "target_prescription"]
+
 OARS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
 TARGET_PATTERN = re.compile(r"^PTV(\d+(?:\.\d+)?)$")
 
@@ -77,6 +79,18 @@ class Case:
     def unknown_targets(self) -> list[str]:
         """Targets whose dose is not known: never guessed (give it with ``--prescription NAME=GY``)."""
         return [n for n in self.target_names if n not in self.targets]
+
+    def require_dose(self) -> Volume:
+        """The case's dose; a DoseSegError naming the patient when it has none."""
+        if self.dose is None:
+            raise DoseSegError(f"{self.source or self.name}: no dose")
+        return self.dose
+
+    def require_possible_dose_mask(self) -> Volume:
+        """The possible-dose mask (or body); a DoseSegError naming the patient when it has none."""
+        if self.possible_dose_mask is None:
+            raise DoseSegError(f"{self.source or self.name}: no possible-dose mask")
+        return self.possible_dose_mask
 
     @property
     def main_prescription(self) -> float | None:

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 from DoseSegLib.core.case import OARS, target_prescription
 
+__all__ = ["DISTINCT", "OAR_COLORS", "PALETTE", "structure_color", "structure_colors", "target_color"]
+
 OAR_COLORS: dict[str, tuple[float, float, float]] = dict(zip(OARS, [
     (0.85, 0.65, 0.13),  # Brainstem
     (1.00, 1.00, 0.00),  # SpinalCord
@@ -37,7 +39,8 @@ def structure_color(name: str) -> tuple[float, float, float]:
     if level is not None:
         return target_color(level)
     hue = (zlib.crc32(name.encode()) % 360) / 360.0
-    return tuple(float(c) for c in colorsys.hsv_to_rgb(hue, 0.6, 0.9))
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.6, 0.9)
+    return float(red), float(green), float(blue)
 
 
 DISTINCT = 0.45  # the least RGB distance between two colours of one set
@@ -45,7 +48,7 @@ DISTINCT = 0.45  # the least RGB distance between two colours of one set
 PALETTE = tuple(c for c in itertools.product((0.0, 0.25, 0.5, 0.75, 1.0), repeat=3) if 0.5 <= sum(c) <= 2.5)
 
 
-def _distance(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+def _distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5
 
 
@@ -54,8 +57,8 @@ def structure_colors(names: Iterable[str]) -> dict[str, tuple[float, float, floa
     too close to an earlier name's is replaced by the grid colour farthest from those in use."""
     colors: dict[str, tuple[float, float, float]] = {}
     for name in names:
-        color = structure_color(name)
+        color: tuple[float, ...] = structure_color(name)
         if colors and min(_distance(color, c) for c in colors.values()) < DISTINCT:
             color = max(PALETTE, key=lambda p: min(_distance(p, c) for c in colors.values()))
-        colors[name] = color
+        colors[name] = (color[0], color[1], color[2])
     return colors

@@ -1,3 +1,5 @@
+
+__all__ = ["DoseSegError"]
 """The one exception type users see: a short message naming the file and the problem."""
 
 

@@ -12,6 +12,21 @@ from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
 
+__all__ = [
+    "CGY_FROM",
+    "DEFAULT_ALIASES",
+    "DOSE_FROM",
+    "MAX_FILENAME",
+    "NAMES_TABLE",
+    "PRESCRIPTION_GY",
+    "NameMapper",
+    "check_prescription",
+    "parse_prescription",
+    "refuse_duplicate",
+    "safe_filename",
+    "structure_filenames"
+]
+
 log = logging.getLogger(__name__)
 NAMES_TABLE = Path(__file__).resolve().parents[1] / "data" / "structure_names.csv"
 # PTV with a number: PTV70, PTV_70, PTV 56Gy, PTV_59.4, PTV_59p4, PTV_7000 (cGy), PTV1 (a number, not a dose).

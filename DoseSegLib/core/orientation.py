@@ -36,8 +36,8 @@ class Reorientation:
         direction = np.asarray(volume.direction, dtype=float)
         axes = max(itertools.permutations(range(3)),
                    key=lambda perm: sum(abs(direction[a, n]) for a, n in enumerate(perm)))
-        flips = tuple(bool(direction[a, n] < 0) for a, n in enumerate(axes))
-        return cls(tuple(axes), flips)
+        first, second, third = (bool(direction[a, n] < 0) for a, n in enumerate(axes))
+        return cls((axes[0], axes[1], axes[2]), (first, second, third))
 
     @property
     def identity(self) -> bool:
@@ -79,7 +79,8 @@ class Reorientation:
         """Every volume of an aligned case (CT grid) in canonical order."""
         if self.identity:
             return case
-        optional = {k: self.to_canonical(v) if v is not None else None
-                    for k, v in (("dose", case.dose), ("possible_dose_mask", case.possible_dose_mask))}
         return replace(case, ct=self.to_canonical(case.ct),
-                       structures={n: self.to_canonical(m) for n, m in case.structures.items()}, **optional)
+                       structures={n: self.to_canonical(m) for n, m in case.structures.items()},
+                       dose=None if case.dose is None else self.to_canonical(case.dose),
+                       possible_dose_mask=(None if case.possible_dose_mask is None
+                                           else self.to_canonical(case.possible_dose_mask)))

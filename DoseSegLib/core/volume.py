@@ -9,6 +9,8 @@ import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
 
+__all__ = ["Volume", "crop_box", "crop_to_content", "mask_box"]
+
 
 @dataclass
 class Volume:
@@ -16,14 +18,14 @@ class Volume:
 
     Attributes:
         array: voxel values indexed ``[i, j, k]`` along the grid axes (NRRD order).
-        spacing: voxel size in mm along i, j, k.
-        origin: LPS position (mm) of the centre of voxel ``[0, 0, 0]``.
+        spacing: voxel size in mm along i, j, k (three numbers, checked).
+        origin: LPS position (mm) of the centre of voxel ``[0, 0, 0]`` (three numbers, checked).
         direction: 3x3 matrix whose columns are the unit LPS directions of i, j, k.
     """
 
     array: np.ndarray
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     def __post_init__(self) -> None:
@@ -96,10 +98,10 @@ class Volume:
         return cls(array, image.GetSpacing(), image.GetOrigin(), direction)
 
 
-def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
+def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
     """Slices of the bounding box of ``mask`` grown by ``margin`` voxels, within the array."""
     if mask.ndim == 3:  # one pass over the whole array, the last axis's range within the box of the others
-        first = mask_box(mask.any(axis=2), margin)
+        first = mask_box(np.asarray(mask.any(axis=2)), margin)
         hit = np.flatnonzero(mask[first].any(axis=(0, 1)))
         return (*first, slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[2])))
     box = []

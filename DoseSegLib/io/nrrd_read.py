@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import bz2
 import zlib
-from pathlib import Path
 from io import BufferedReader
+from pathlib import Path
 from typing import Any
 
 import numpy as np

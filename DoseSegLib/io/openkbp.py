@@ -72,7 +72,8 @@ def read_openkbp_csv(folder: str | Path, mapper: NameMapper | None = None) -> Ca
 
     ct_values = dense("ct", np.float64)
     ct = volume(np.where(ct_values > 0, ct_values - 1000, -1000).astype(np.int16))
-    structures, original_names = {}, {}
+    structures: dict[str, Volume] = {}
+    original_names: dict[str, str] = {}
     for file in sorted(folder.glob("*.csv")):
         name = file.stem
         if name not in _SPECIAL:

@@ -31,7 +31,14 @@ from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.output_marker import (
-    MARKER, STAGING, Inventory, inventory, read_marker, remove_ours, walk, write_marker,
+    MARKER,
+    STAGING,
+    Inventory,
+    inventory,
+    read_marker,
+    remove_ours,
+    walk,
+    write_marker,
 )
 from DoseSegLib.io.output_swap import make_hidden, replace_entries, replace_folder, sweep_stale
 

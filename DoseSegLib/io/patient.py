@@ -16,6 +16,11 @@ from DoseSegLib.core.names import NameMapper, refuse_duplicate, structure_filena
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
 from DoseSegLib.io.nrrd_read import read_header, read_nrrd
 
+__all__ = ["CT_FILE", "DOSE_FILE", "DOSE_SCALE", "DOSE_UNITS_KEY", "GZIP_LEVEL", "POSSIBLE_DOSE_FILE", "ct_source",
+    "dose_source", "read_dose", "read_mask", "read_patient", "read_segmentation", "read_volume", "require_patient",
+    "with_mapper_results", "write_dose", "write_patient", "write_segmentation", "write_structures", "write_volume"
+]
+
 log = logging.getLogger(__name__)
 
 _TO_LPS = {
@@ -183,7 +188,8 @@ def read_segmentation(
     spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
     direction = ijk_to_lps[:3, :3] / spacing
     mapper = mapper or NameMapper()
-    masks, given = {}, {}
+    masks: dict[str, Volume] = {}
+    given: dict[str, str] = {}  # canonical name -> segment name
     for segment in seg["segments"]:
         layer = voxels[segment.get("layer", 0)] if layered else voxels
         mask = layer == segment["labelValue"]
@@ -202,7 +208,7 @@ def _shared_layers(masks: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int,
     """Masks packed into as few uint8 layers as overlaps allow (Slicer's shared labelmaps):
     the ``(layers, X, Y, Z)`` voxels and each mask's (layer, label value)."""
     layers: list[np.ndarray] = []
-    placement = []
+    placement: list[tuple[int, int]] = []
     for mask in masks:
         box = mask_box(mask) if mask.any() else tuple(slice(0, 0) for _ in mask.shape)
         inside = mask[box]

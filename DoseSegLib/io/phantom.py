@@ -16,6 +16,8 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.volume import Volume, crop_to_content
 from DoseSegLib.io.patient import write_patient
 
+__all__ = ["FALLOFF_MM", "make_phantom", "write_phantom_patient"]
+
 AIR_HU, TISSUE_HU, BONE_HU = -1000, 40, 700
 FALLOFF_MM = 12.0
 
@@ -63,7 +65,7 @@ def _anatomy(
     return body, vertebra | mandible, structures
 
 
-def _dose(targets: dict[float, np.ndarray], body: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+def _dose(targets: dict[float, np.ndarray], body: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """Each target's prescription inside it, falling off exponentially with distance; zero outside the body."""
     from scipy import ndimage
 
@@ -131,7 +133,7 @@ def write_phantom_patient(folder: str | Path, **kwargs) -> Case:
         name=case.name,
         ct=case.ct,
         structures={name: crop_to_content(mask, mask.array) for name, mask in case.structures.items()},
-        dose=crop_to_content(case.dose, case.possible_dose_mask.array),
+        dose=crop_to_content(case.require_dose(), case.require_possible_dose_mask().array),
         possible_dose_mask=case.possible_dose_mask,
     )
     folder = Path(folder)

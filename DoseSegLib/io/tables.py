@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from DoseSegLib.core.errors import DoseSegError
 
-Row = dict[str, object]
+__all__ = ["Row", "columns_of", "format_value", "read_csv", "write_csv"]
+
+Row = dict[str, Any]
+"""One table row: column name -> cell (text, number or None). Most tables have open-ended columns (one per DVH
+metric, V_x or feature), so a cell's type is known only to the code that names the column."""
 
 
-def format_value(value: object, digits: int = 7) -> str:
+def format_value(value: Any, digits: int = 7) -> str:
     """A cell as text: floats with ``digits`` significant digits, None and NaN as empty."""
     if value is None:
         return ""
@@ -37,7 +42,7 @@ def neutralise(text: str) -> str:
     return text
 
 
-def columns_of(rows: Iterable[Row], first: Sequence[str] = ()) -> list[str]:
+def columns_of(rows: Iterable[Mapping[str, Any]], first: Sequence[str] = ()) -> list[str]:
     """``first`` followed by every other key of ``rows`` in order of first appearance."""
     columns = list(first)
     seen = set(columns)
@@ -49,7 +54,8 @@ def columns_of(rows: Iterable[Row], first: Sequence[str] = ()) -> list[str]:
     return columns
 
 
-def write_csv(path: str | Path, rows: Sequence[Row], columns: Sequence[str] | None = None, digits: int = 7) -> None:
+def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
+              digits: int = 7) -> None:
     """Write ``rows`` as a CSV file; keys missing from a row become empty cells, and text a spreadsheet
     would take for a formula is neutralised (:func:`neutralise`).
 

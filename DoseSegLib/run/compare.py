@@ -25,9 +25,9 @@ def gamma_rows(dose: Volume, case: Case, native_reference: Volume | None = None)
     from DoseSegLib.core.alignment import resample, resample_mask
 
     if native_reference is None or native_reference.same_grid(dose):
-        return [r.row() for r in gamma_pass_rates(case.dose, dose, case.possible_dose_mask)]
+        return [r.row() for r in gamma_pass_rates(case.require_dose(), dose, case.possible_dose_mask)]
     evaluated = resample(dose, native_reference, "linear", 0.0)
-    body = resample_mask(case.possible_dose_mask, native_reference)
+    body = resample_mask(case.require_possible_dose_mask(), native_reference)
     return [r.row() for r in gamma_pass_rates(native_reference, evaluated, body)]
 
 
@@ -62,6 +62,7 @@ def compare_doses(
         for key, value in p.items()
         if key not in ("structure", "prescription_gy") and isinstance(value, float) and key in r
     ]
-    difference = dose.with_array(np.subtract(dose.array, case.dose.array, dtype=np.float32))
-    return Comparison(case.dose, difference, score.dose_error, dvh_error, rows, differences, reference,
+    reference_dose = case.require_dose()
+    difference = dose.with_array(np.subtract(dose.array, reference_dose.array, dtype=np.float32))
+    return Comparison(reference_dose, difference, score.dose_error, dvh_error, rows, differences, reference,
                       gamma_rows(dose, case, native_reference))

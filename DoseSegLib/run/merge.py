@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.tables import read_csv
+from DoseSegLib.io.tables import Row, read_csv
 from DoseSegLib.run.results import COHORT_COLUMNS
 
 SUMMARY = "cohort_summary.csv"
@@ -23,7 +23,8 @@ def merge_cohort_rows(outputs: Sequence[Path]) -> list[dict[str, str]]:
     for i, out in enumerate(resolved):
         if out in resolved[:i]:
             raise DoseSegError(f"{outputs[i]}: shard output listed twice")
-    rows, seen = [], {}
+    rows: list[Row] = []
+    seen: dict[str, Path] = {}
     for out, given in zip(resolved, outputs, strict=True):
         summary = out / SUMMARY
         if not summary.is_file():

@@ -36,8 +36,11 @@ from DoseSegLib.run.trust import TrustChecks, collect_warnings
 from DoseSegLib.run.writer import write_results
 
 if TYPE_CHECKING:
+    from DoseSegLib.models.common.catalogue import ModelEntry
     from DoseSegLib.models.dose.uncertainty import DoseUncertainty
     from DoseSegLib.models.seg.predict import SegModel
+
+__all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +94,9 @@ class Pipeline:
     @property
     def models(self) -> dict[str, dict]:
         """Name, version and sha256 of each model in use."""
-        models = {"dose": self.dose_model.entry.describe()}
+        models = {"dose": _describe(self.dose_model.entry)}
         if self.segmenter is not None:
-            models["segmentation"] = self.segmenter.entry.describe()
+            models["segmentation"] = _describe(self.segmenter.entry)
         return models
 
     def analyse(self, patient_dir: str | Path) -> PatientResult:
@@ -204,7 +207,7 @@ class Pipeline:
 
         return start_radiomics(case.ct, case.structures, provenance=provenance, workers=None)
 
-    def _segment(self, case: Case) -> tuple[Case, dict[str, str], list[str]]:
+    def _segment(self, case: Case) -> tuple[Case, dict[str, StructureSource], list[str]]:
         """The case with auto-segmented OARs added, each structure's source, and notes."""
         sources = dict.fromkeys(case.structures, StructureSource.PATIENT)
         wanted = list(OARS) if self.options.segment_all else [n for n in OARS if n not in case.structures]
@@ -284,3 +287,8 @@ def _ordered(case: Case) -> dict[str, Volume]:
     """The structures with the targets first (highest prescription first), then the OARs, then the rest."""
     rank = {name: i for i, name in enumerate([*case.targets, *OARS])}
     return dict(sorted(case.structures.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
+
+
+def _describe(entry: ModelEntry | None) -> dict:
+    """A model's name, version and sha256 for the outputs (the Pipeline's models come from the catalogue)."""
+    return entry.describe() if entry is not None else {"name": None}

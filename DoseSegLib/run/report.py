@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from typing import Any
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -50,7 +51,7 @@ td.na { color: #555; background: #e0e0e0 !important; text-align: center; }
 """
 
 
-def _number(value: object, digits: int = 2) -> str:
+def _number(value: Any, digits: int = 2) -> str:
     if value is None or value == "":
         return ""
     number = float(value)
@@ -126,8 +127,10 @@ def _intervals_section(rows: Sequence[Row]) -> str:
 def _plan_qa_section(result: PatientResult) -> str:
     """Could this plan do better? Its metrics against the prediction's calibrated intervals (plan_qa.csv)."""
     css = {"within": "pass", "above achievable": "fail", "below achievable": "fail"}
-    body = [[str(r["structure"]), str(r["metric"]), _number(r["plan"]), _number(r["predicted"]), _number(r["lower"]),
-             _number(r["upper"]), (str(r["verdict"]), css[str(r["verdict"])])] for r in result.plan_qa]
+    body: list[list[Cell]] = [[str(r["structure"]), str(r["metric"]), _number(r["plan"]), _number(r["predicted"]),
+                               _number(r["lower"]),
+                               _number(r["upper"]), (str(r["verdict"]), css[str(r["verdict"])])]
+                              for r in result.plan_qa]
     level = float(result.plan_qa_level)
     return ("<h2>Plan QA: could this plan do better?</h2>"
             + _table(["Structure", "Metric", "Plan (Gy)", "Predicted (Gy)", "Lower (Gy)", "Upper (Gy)", "Verdict"],
@@ -183,9 +186,17 @@ def _trust_section(result: PatientResult) -> str:
     return "".join(parts)
 
 
+def _prescription(result: PatientResult) -> float:
+    """The dose (Gy) that scales the report's colours: known, since the dose model needs a target with one."""
+    prescription = result.case.main_prescription
+    assert prescription is not None, "a predicted dose has a target with a known prescription"
+    return prescription
+
+
 def _comparison_section(result: PatientResult) -> str:
     comparison = result.comparison
-    ct, prescription = result.case.ct, result.case.main_prescription
+    ct, prescription = result.case.ct, _prescription(result)
+    assert comparison is not None, "the comparison section is written for a patient with a reference dose"
     challenge = {(r["structure"], r["metric"]) for r in comparison.openkbp_rows}
     rows = [
         [str(r["structure"]), str(r["metric"]), _number(r["reference"]), _number(r["predicted"]),
@@ -255,7 +266,7 @@ def render_report(result: PatientResult) -> str:
     targets = {name: case.structures[name] for name in case.targets}
     reference = result.comparison.reference_plan.dvhs if result.comparison else None
     dose_png = figures.dose_planes_png(
-        case.ct, result.dose, case.main_prescription, _centre(result), targets,
+        case.ct, result.dose, _prescription(result), _centre(result), targets,
         title=f"Predicted dose through the centre of {next(iter(targets))}",
     )
     bands = ({name: result.uncertainty.dvh_band(name, curve) for name, curve in result.dvhs.items()}

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DoseSegLib.analysis.dvh import DVH
+from DoseSegLib.analysis.openkbp import ChallengeRow
 from DoseSegLib.analysis.plan import PlanEvaluation
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -22,6 +23,20 @@ if TYPE_CHECKING:
     from DoseSegLib.analysis.normalisation import Normalisation
     from DoseSegLib.io.dicom.deid import Deidentifier
     from DoseSegLib.models.dose.uncertainty import DoseUncertainty
+
+__all__ = [
+    "COHORT_COLUMNS",
+    "COMPARISON_COLUMNS",
+    "OUTPUT_FILES",
+    "BatchResult",
+    "Comparison",
+    "OutputFile",
+    "PatientResult",
+    "RunOptions",
+    "check_run_options",
+    "constraint_text",
+    "output_files"
+]
 
 COHORT_COLUMNS = (
     "patient", "status", "error", "prescription_gy", "structures", "auto_segmented",
@@ -122,7 +137,7 @@ class Comparison:
     difference: Volume
     dose_error: float
     dvh_error: float
-    openkbp_rows: list[Row]
+    openkbp_rows: list[ChallengeRow]
     metric_differences: list[Row]
     reference_plan: PlanEvaluation
     gamma: list[Row] = field(default_factory=list)

@@ -10,7 +10,6 @@ the predicted dose, DVH metrics and their sensitivity to each mask voxel recompu
 from __future__ import annotations
 
 import contextlib
-
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +30,8 @@ from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.tables import Row
 from DoseSegLib.models.dose.live_inputs import LiveInputs
 from DoseSegLib.models.dose.predict import load_dose_model, predict_box_dose, prepare_case
+
+__all__ = ["TEXT_COLUMNS", "WhatIfResult", "WhatIfSession"]
 
 TEXT_COLUMNS = ("structure", "original_name", "dvh_method", "note")
 

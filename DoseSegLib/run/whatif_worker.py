@@ -34,11 +34,15 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.options import Device
+
+if TYPE_CHECKING:
+    from DoseSegLib.run.whatif import WhatIfSession
 
 Request = dict[str, Any]
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.nrrd$")
@@ -49,7 +53,11 @@ def decode_mask(request: Request) -> Any:
     if "mask_file" in request:
         path = Path(request["mask_file"])
         if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False).astype(bool)
+            from DoseSegLib.io.limits import check_size
+
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only: size checked first
+            check_size(mapped.size, path, f"the mask ({' x '.join(map(str, mapped.shape))})")
+            return np.asarray(mapped, dtype=bool)
         from DoseSegLib.io.patient import read_mask
 
         return read_mask(path)
@@ -67,7 +75,7 @@ class Worker:
     """Dispatches requests onto one session."""
 
     def __init__(self) -> None:
-        self.session = None
+        self.session: WhatIfSession | None = None
         self.folder = Path(tempfile.mkdtemp(prefix="doseseg-whatif-worker-"))  # private (0700): only it writes here
 
     def close(self) -> None:
@@ -89,10 +97,10 @@ class Worker:
         from DoseSegLib.run.whatif import WhatIfSession
 
         names = NameMapper.from_json(request["names"]) if request.get("names") else None
-        self.session = WhatIfSession(request["patient"], request.get("device", "auto"), names=names)
-        case = self.session.case
+        session = self.session = WhatIfSession(request["patient"], request.get("device", Device.AUTO), names=names)
+        case = session.case
         return {"structures": sorted(case.structures), "shape": list(case.ct.shape),
-                "device": str(self.session.model.device)}
+                "device": str(session.model.device)}
 
     def _session(self):
         if self.session is None:

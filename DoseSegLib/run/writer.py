@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from DoseSegLib.core.volume import Volume, crop_to_content
 from DoseSegLib.run.results import COMPARISON_COLUMNS, PatientResult, output_files
@@ -16,6 +16,8 @@ from DoseSegLib.run.steps import Steps
 if TYPE_CHECKING:
     from DoseSegLib.io.dicom.deid import Deidentifier
 
+T = TypeVar("T")
+
 
 def nonzero_box(volume: Volume) -> Volume:
     """``volume`` cropped to the box of its non-zero voxels, as planning systems export doses: the
@@ -23,7 +25,13 @@ def nonzero_box(volume: Volume) -> Volume:
     return crop_to_content(volume, volume.array != 0)
 
 
-def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[str, Callable[[Path], None]]:
+def present(value: T | None) -> T:
+    """``value``, which the file being written needs (``output_files`` lists that file only when it is there)."""
+    assert value is not None, "an output file was listed without what it is written from"
+    return value
+
+
+def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[str, Callable[[Path], object]]:
     """For each output file name, how to write it from ``result``."""
     from DoseSegLib.analysis.constraints import write_constraints_csv
     from DoseSegLib.analysis.dvh import write_dvh_csv, write_metrics_csv
@@ -40,7 +48,8 @@ def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[st
     structures = result.case.structures
     comparison = result.comparison
     auto = {name: structures[name] for name in result.auto_segmented}
-    target = cache(lambda: read_dicom_target(result.case.source, result.case.dicom_series, deid))  # one scan
+    # one scan of the patient's DICOM folder for both files
+    target = cache(lambda: read_dicom_target(present(result.case.source), result.case.dicom_series, deid))
     return {
         "report.html": lambda path: write_report(path, result),
         "dose.nrrd": lambda path: write_dose(path, nonzero_box(result.dose)),
@@ -49,14 +58,14 @@ def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[st
         "dvh.csv": lambda path: write_dvh_csv(path, result.dvhs),
         "dvh_metrics.csv": lambda path: write_metrics_csv(path, result.metrics),
         "constraints.csv": lambda path: write_constraints_csv(path, result.constraints),
-        "dose_std.nrrd": lambda path: write_dose(path, nonzero_box(result.uncertainty.std)),
-        "dvh_intervals.csv": lambda path: write_csv(path, result.uncertainty.intervals, INTERVAL_COLUMNS),
+        "dose_std.nrrd": lambda path: write_dose(path, nonzero_box(present(result.uncertainty).std)),
+        "dvh_intervals.csv": lambda path: write_csv(path, present(result.uncertainty).intervals, INTERVAL_COLUMNS),
         "radiomics.csv": lambda path: write_csv(path, result.radiomics, columns_of(result.radiomics, ("structure",))),
         "radiomics.json": lambda path: path.write_text(json.dumps(result.radiomics_provenance, indent=2) + "\n"),
-        "dose_difference.nrrd": lambda path: write_dose(path, nonzero_box(comparison.difference)),
-        "comparison.csv": lambda path: write_csv(path, comparison.metric_differences, COMPARISON_COLUMNS),
-        "dvh_reference.csv": lambda path: write_dvh_csv(path, comparison.reference_plan.dvhs),
-        "gamma.csv": lambda path: write_csv(path, comparison.gamma, GAMMA_COLUMNS),
+        "dose_difference.nrrd": lambda path: write_dose(path, nonzero_box(present(comparison).difference)),
+        "comparison.csv": lambda path: write_csv(path, present(comparison).metric_differences, COMPARISON_COLUMNS),
+        "dvh_reference.csv": lambda path: write_dvh_csv(path, present(comparison).reference_plan.dvhs),
+        "gamma.csv": lambda path: write_csv(path, present(comparison).gamma, GAMMA_COLUMNS),
         "plan_qa.csv": lambda path: write_csv(path, result.plan_qa, PLAN_QA_COLUMNS),
         "rtdose.dcm": lambda path: write_dicom_dose(path, target(), result.dose),
         "rtstruct.dcm": lambda path: write_dicom_structures(path, target(), auto, result.models),

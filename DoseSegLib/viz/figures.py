@@ -31,7 +31,7 @@ PLANES: tuple[PlaneName, ...] = ("axial", "coronal", "sagittal")
 PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}  # the LPS axis each plane is a slice along
 
 
-def lps_oriented(volume: Volume) -> tuple[np.ndarray, tuple[float, float, float]]:
+def lps_oriented(volume: Volume) -> tuple[np.ndarray, tuple[float, ...]]:
     """The array with axes along L, P, S (increasing) and its spacing, for axis-aligned grids.
 
     A grid whose direction is a permutation of the LPS axes (with flips) is reordered

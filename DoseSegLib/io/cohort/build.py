@@ -124,7 +124,7 @@ def training_case(case: Case, mapper: NameMapper) -> tuple[Case, dict[str, str]]
         key = f"PTV{gy:g}"
         mask = case.structures[name]
         levels[key] = mask if key not in levels else mask.with_array(levels[key].array | mask.array)
-        column[key] = f"{key}={gy:g} Gy ({sources[name]})" if key not in column else column[key]
+        column.setdefault(key, f"{key}={gy:g} Gy ({sources[name]})")
     known = known_names(mapper)
     organs = {n: m for n, m in case.structures.items() if n in known and n not in case.target_names}
     return replace(case, structures={**organs, **levels}, prescriptions={}, prescription=None, original_names={},

@@ -29,8 +29,8 @@ import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from DoseSegLib.core.version import __version__
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.core.version import __version__
 
 MIN_KEY_BYTES = 16
 STANDARD_UID_ROOT = "1.2.840.10008."

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from DoseSegLib.core.version import __version__
 from DoseSegLib.core.colors import structure_color
+from DoseSegLib.core.version import __version__
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.contours import mask_polygons
 from DoseSegLib.io.dicom.deid import Deidentifier

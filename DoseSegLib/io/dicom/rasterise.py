@@ -19,6 +19,7 @@ slices between its first and last planes: the TPS's volume, at the CT's resoluti
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,11 +50,11 @@ def fill_polygons(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.
         rows.append(j)
         starts.append(np.clip(np.ceil(x), 0, ni).astype(int))
     mask = np.zeros((ni, nj), dtype=bool)
-    rows = np.concatenate(rows) if rows else np.zeros(0, dtype=int)
-    if rows.size:
-        first, last = rows.min(), rows.max() + 1  # only the rows the polygons cross
+    crossed = np.concatenate(rows) if rows else np.zeros(0, dtype=int)
+    if crossed.size:
+        first, last = crossed.min(), crossed.max() + 1  # only the rows the polygons cross
         flips = np.zeros((last - first, ni + 1), dtype=np.int32)
-        np.add.at(flips, (rows - first, np.concatenate(starts)), 1)
+        np.add.at(flips, (crossed - first, np.concatenate(starts)), 1)
         mask[:, first:last] = (np.cumsum(flips, axis=1)[:, :ni] % 2).astype(bool).T
     return mask
 
@@ -70,10 +71,10 @@ def _planes(contours: Sequence[np.ndarray], grid: Volume) -> dict[float, list[np
                                f"are not supported; it spans {np.ptp(k) * grid.spacing[2]:.2f} mm across slices)")
         located.append((float(k.mean()), ijk[:, :2]))
     planes: dict[float, list[np.ndarray]] = {}
-    key = -np.inf
-    for k, points in sorted(located, key=lambda item: item[0]):  # contours within MATCH_TOL share a plane
-        if k - key > MATCH_TOL:
-            key = round(k, 4)
+    key = -math.inf
+    for level, points in sorted(located, key=lambda item: item[0]):  # contours within MATCH_TOL share a plane
+        if level - key > MATCH_TOL:
+            key = round(level, 4)
         planes.setdefault(key, []).append(points)
     return planes
 
@@ -111,13 +112,14 @@ def rasterise(contours: Sequence[np.ndarray], grid: Volume, slab_mm: float | Non
     inside = (distance >= -half - MATCH_TOL) & (distance < half - MATCH_TOL)
     if len(keys) > 1:  # the structure spans from its first to its last plane (a lone plane keeps its slab)
         inside &= (slices >= keys[0] - MATCH_TOL) & (slices <= keys[-1] + MATCH_TOL)
-    filled: dict[int, tuple | None] = {}
+    filled: dict[int, tuple[tuple[slice, slice], np.ndarray] | None] = {}
     for k in np.flatnonzero(inside):
         plane = int(nearest[k])
         if plane not in filled:
             filled[plane] = _cropped(fill_polygons(planes[float(keys[plane])], grid.shape[:2]))
-        if filled[plane] is not None:  # write only the plane's bounding box: the k axis is the slow one
-            (rows, cols), block = filled[plane]
+        cropped = filled[plane]
+        if cropped is not None:  # write only the plane's bounding box: the k axis is the slow one
+            (rows, cols), block = cropped
             mask[rows, cols, k] = block
     return mask
 

@@ -10,9 +10,9 @@ import numpy as np
 
 from DoseSegLib.core.alignment import resample, resample_mask
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.io.dicom.carry import RoiPlan, model_text
 from DoseSegLib.io.dicom.deid import Deidentifier
 from DoseSegLib.io.dicom.detect import scan_folder
-from DoseSegLib.io.dicom.carry import RoiPlan, model_text
 from DoseSegLib.io.dicom.export import Generation, RoiStyle, mask_contours, write_rtdose, write_rtstruct
 from DoseSegLib.io.dicom.reader import ct_geometry, structure_set_path
 from DoseSegLib.io.dicom.series import SeriesGeometry

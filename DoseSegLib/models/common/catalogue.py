@@ -20,16 +20,33 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.options import Device
+from DoseSegLib.models.common.net_config import StoredConfig
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 USER_MODELS_ENV = "DOSESEG_MODELS_DIR"
+
+__all__ = [
+    "MODEL_FOLDERS",
+    "PACKAGE_DIR",
+    "USER_MODELS_ENV",
+    "ModelEntry",
+    "find_model",
+    "load_catalogue",
+    "load_checkpoint",
+    "load_network",
+    "load_weights",
+    "models_dir",
+    "sha256_of"
+]
+
+NetT = TypeVar("NetT", bound="torch.nn.Module")
 
 
 @dataclass
@@ -100,16 +117,22 @@ def read_catalogue(folder: Path, user: bool = False) -> list[ModelEntry]:
 
 
 def load_catalogue(folder: Path | None = None) -> list[ModelEntry]:
-    """The catalogue of ``folder``; by default the bundled models and then the user's (see :func:`user_models_dir`)."""
+    """The catalogue of ``folder``; by default the bundled models and then the user's (see :func:`user_models_dir`;
+    a damaged user catalogue is left out with a warning: the bundled models keep working)."""
     if folder is not None:
         return read_catalogue(folder)
     bundled = read_catalogue(models_dir())
     user_folder = user_models_dir()
     if not (user_folder / "catalogue.json").is_file():
         return bundled
+    try:
+        entries = read_catalogue(user_folder, user=True)
+    except DoseSegError as exc:
+        log.warning("user models ignored: %s", exc)
+        return bundled
     names = {entry.name for entry in bundled}
     user = []
-    for entry in read_catalogue(user_folder, user=True):
+    for entry in entries:
         if entry.name in names:
             log.warning("user model '%s' (%s) has the name of a bundled model: ignored", entry.name, user_folder)
         else:
@@ -179,9 +202,9 @@ def load_checkpoint(task: str, name: str | None = None, weights: Path | None = N
     return checkpoint, None
 
 
-def load_network(task: str, network: type, config: type, name: str | None = None,
+def load_network(task: str, network: type[NetT], config: type[StoredConfig], name: str | None = None,
                  weights: Path | None = None, device: Device | str = Device.AUTO,
-                 ) -> tuple[torch.nn.Module, dict, ModelEntry | None, torch.device]:
+                 ) -> tuple[NetT, dict, ModelEntry | None, torch.device]:
     """A network from the catalogue or a weights file (see :func:`load_checkpoint`), in eval mode on ``device``.
 
     Args:

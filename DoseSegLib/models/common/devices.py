@@ -18,8 +18,10 @@ Result = TypeVar("Result")
 class OnDevice(Protocol):
     """A loaded model (e.g. a ``ModelHandle``): its network and the device it runs on."""
 
-    net: torch.nn.Module
     device: torch.device
+
+    @property
+    def net(self) -> torch.nn.Module: ...
 
 
 def select_device(name: Device | str = Device.AUTO) -> torch.device:

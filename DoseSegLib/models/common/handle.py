@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, ClassVar
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.options import Device
 from DoseSegLib.models.common.catalogue import ModelEntry, load_network
+from DoseSegLib.models.common.net_config import StoredConfig
 
 if TYPE_CHECKING:
+    from typing import Self
+
     import torch
 
 
@@ -34,7 +37,7 @@ class ModelHandle:
         return self.device.type == "cuda"
 
     @staticmethod
-    def network_classes() -> tuple[type, type]:
+    def network_classes() -> tuple[type[torch.nn.Module], type[StoredConfig]]:
         """The task's network class and its config class (imported lazily: they need torch)."""
         raise NotImplementedError
 
@@ -45,7 +48,7 @@ class ModelHandle:
 
     @classmethod
     def load(cls, name: str | None = None, device: Device | str = Device.AUTO,
-             weights: Path | None = None) -> ModelHandle:
+             weights: Path | None = None) -> Self:
         """Load the task's network onto ``device``, in eval mode.
 
         Args:
@@ -60,6 +63,7 @@ class ModelHandle:
         try:
             fields = cls.from_meta(meta)
         except KeyError as exc:
-            raise DoseSegError(f"{weights or entry.file}: no {exc} in its metadata; not a {cls.TASK} "
+            source = weights or (entry.file if entry else "")
+            raise DoseSegError(f"{source}: no {exc} in its metadata; not a {cls.TASK} "
                                "training run's best.pt") from exc
         return cls(net=net, device=torch_device, entry=entry, **fields)

@@ -24,7 +24,11 @@ def mirrored_name(name: str) -> str | None:
 def lateral_pairs(names: Sequence[str]) -> list[tuple[int, int]]:
     """Index pairs of names that are the left and right of one structure, each pair once."""
     index = {name: i for i, name in enumerate(names)}
-    pairs = {tuple(sorted((i, index[mirrored_name(n)]))) for i, n in enumerate(names) if mirrored_name(n) in index}
+    pairs: set[tuple[int, int]] = set()
+    for i, name in enumerate(names):
+        other = mirrored_name(name)
+        if other is not None and other in index:
+            pairs.add((min(i, index[other]), max(i, index[other])))
     return sorted(pairs)
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 Config = TypeVar("Config", bound="StoredConfig")
 
 
 class StoredConfig:
     """Mixin of the network dataclasses: stored with the weights as a plain dict."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # the subclasses are dataclasses
 
     def to_dict(self) -> dict:
         return asdict(self)

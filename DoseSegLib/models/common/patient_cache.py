@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def _cache_one(folder: Path, cache_dir: Path, key: str, prepare: Callable[[Path]
     target = _target(folder, cache_dir, key)
     if not target.is_file():
         partial_file = target.with_suffix(".tmp.npz")
-        np.savez(partial_file, **prepare(folder))
+        np.savez(partial_file, **cast(dict[str, Any], prepare(folder)))  # arrays by name (numpy's stub: Any)
         partial_file.rename(target)  # a file is complete or absent
     return target
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -25,6 +26,11 @@ from tqdm import tqdm
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.models.common import distributed
+from DoseSegLib.models.common.net_config import StoredConfig
+
+__all__ = ["RunConfig", "Step", "Validation", "begin", "cosine_lr", "descend", "load_init_weights", "resume",
+    "run_epochs", "save_last", "save_weights", "split_folders", "start_run", "train_epoch", "write_config"
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +129,9 @@ def split_folders(data: Path, config: RunConfig) -> tuple[list[Path], list[Path]
 
 def begin(out: Path, config: RunConfig, net: torch.nn.Module, device: torch.device | None = None) -> None:
     """Start ``net`` from ``config.init_weights`` when the task's config has them; write out/config.json."""
-    if getattr(config, "init_weights", None):
-        load_init_weights(net, config.init_weights)
+    init_weights = getattr(config, "init_weights", None)
+    if init_weights:
+        load_init_weights(net, init_weights)
     write_config(out, config, device)
 
 
@@ -133,7 +140,7 @@ def load_init_weights(net: torch.nn.Module, path: str | Path) -> None:
     if not Path(path).is_file():
         raise DoseSegError(f"{path}: initial weights not found")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint["config"] != net.config.to_dict():
+    if checkpoint["config"] != _config_dict(net):
         raise DoseSegError(f"{path}: its network ({checkpoint['config']}) differs from this run's")
     net.load_state_dict(checkpoint["state_dict"])
 
@@ -141,8 +148,13 @@ def load_init_weights(net: torch.nn.Module, path: str | Path) -> None:
 def save_weights(path: Path, net: torch.nn.Module, meta: dict) -> None:
     """Inference weights: state dict, architecture and metadata, loadable with weights_only=True."""
     partial = path.with_suffix(".partial")
-    torch.save({"state_dict": net.state_dict(), "config": net.config.to_dict(), "meta": meta}, partial)
+    torch.save({"state_dict": net.state_dict(), "config": _config_dict(net), "meta": meta}, partial)
     partial.replace(path)
+
+
+def _config_dict(net: torch.nn.Module) -> dict:
+    """The architecture of one of DoseSegLib's networks (each keeps its ``StoredConfig`` as ``config``)."""
+    return cast(StoredConfig, net.config).to_dict()
 
 
 def resume(last: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
@@ -202,7 +214,7 @@ def train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, count: i
 
 
 def _spent(config: RunConfig, minutes: float) -> bool:
-    return bool(config.max_minutes) and minutes > config.max_minutes
+    return bool(config.max_minutes) and minutes > (config.max_minutes or 0.0)
 
 
 @contextmanager
@@ -251,7 +263,8 @@ def run_epochs(
     """
     net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    state = {"epoch": 0, "best": -math.inf if maximize else math.inf, "best_values": {}, "stale": 0, "minutes": 0.0}
+    state: dict[str, Any] = {"epoch": 0, "best": -math.inf if maximize else math.inf, "best_values": {}, "stale": 0,
+                             "minutes": 0.0}
     last = out / "last.pt"
     state = resume(last, net, optimizer, state, device)
     if on_fresh_start is not None and state["epoch"] == 0:

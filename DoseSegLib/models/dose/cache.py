@@ -22,9 +22,9 @@ def preprocess_patient(folder: Path, oars: Sequence[str] = OARS) -> dict[str, np
     """Inputs (float16; ``oars``' channels) and dose (float32) of one patient, cropped to its possible-dose box,
     and the box."""
     case = align_case(read_patient(folder))
-    box = mask_box(case.possible_dose_mask.array, BOX_MARGIN)
+    box = mask_box(case.require_possible_dose_mask().array, BOX_MARGIN)
     inputs = dose_input_channels(case, oars)[(slice(None), *box)]
-    dose = case.dose.array[box].astype(np.float32)
+    dose = case.require_dose().array[box].astype(np.float32)
     return {"inputs": inputs.astype(np.float16), "dose": dose, "box": np.array([[s.start, s.stop] for s in box])}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 
@@ -31,7 +33,8 @@ def predict_box(
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         with autocast(device, amp):
-            return sliding_window_inference(batch, roi, 4, net, overlap=0.25, mode="gaussian").float()
+            dose = sliding_window_inference(batch, roi, 4, net, overlap=0.25, mode="gaussian")
+            return cast(torch.Tensor, dose).float()
 
     raw = run(x)
     if tta:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from DoseSegLib.core.case import OARS, Case, target_prescription
+from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import mask_box
 from DoseSegLib.models.common.arrays import REFERENCE_GY
 from DoseSegLib.models.dose.inputs import CHANNELS, channel_names, dose_input_channels, target_proximity
@@ -49,7 +50,10 @@ class LiveInputs:
     @staticmethod
     def level(name: str) -> float:
         """Prescription (Gy) of a target name."""
-        return float(target_prescription(name))
+        level = target_prescription(name)
+        if level is None:
+            raise DoseSegError(f"'{name}' is not a target whose name gives its dose")
+        return level
 
     def set_structure(self, name: str, mask: np.ndarray) -> bool:
         """Replace or add structure ``name`` (bool array on the case's grid); True if an input changed."""

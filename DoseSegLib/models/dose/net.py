@@ -10,6 +10,8 @@ from torch import nn
 from DoseSegLib.models.common.net_config import NetConfig
 from DoseSegLib.models.dose.inputs import CHANNELS
 
+__all__ = ["DoseNet", "DoseNetConfig"]
+
 
 @dataclass
 class DoseNetConfig(NetConfig):

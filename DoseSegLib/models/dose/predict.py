@@ -26,6 +26,10 @@ from DoseSegLib.models.dose.inputs import dose_input_channels
 if TYPE_CHECKING:
     import torch
 
+    from DoseSegLib.models.common.net_config import StoredConfig
+    from DoseSegLib.models.dose.net import DoseNet
+    from DoseSegLib.models.dose.refine_net import RefineNet
+
 log = logging.getLogger(__name__)
 
 
@@ -41,13 +45,14 @@ class DoseModel(ModelHandle):
 
     TASK = "dose"
 
+    net: DoseNet
     patch: tuple[int, int, int]
-    refiner: torch.nn.Module | None = None
+    refiner: RefineNet | None = None
     oars: tuple[str, ...] = OARS
     site: str = ""
 
     @staticmethod
-    def network_classes() -> tuple[type, type]:
+    def network_classes() -> tuple[type[torch.nn.Module], type[StoredConfig]]:
         from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
 
         return DoseNet, DoseNetConfig
@@ -93,7 +98,7 @@ def case_on_grid(case: Case, grid: Volume) -> Case:
         case,
         ct=ct.with_array(ct.array.astype(np.float32)),
         structures={n: resample_mask(m, grid) for n, m in case.structures.items()},
-        possible_dose_mask=resample_mask(case.possible_dose_mask, grid),
+        possible_dose_mask=resample_mask(case.require_possible_dose_mask(), grid),
         dose=None,
     )
 
@@ -102,9 +107,12 @@ def _refine(model: DoseModel, first: np.ndarray, inputs: np.ndarray) -> np.ndarr
     """The refiner's correction of the base dose ``first`` on one box (on the model's current device)."""
     from DoseSegLib.models.dose.refine_net import refine_box
 
+    refiner = model.refiner
+    assert refiner is not None, "only a model with a refiner is refined"
+
     def run() -> np.ndarray:
-        model.refiner.to(model.device)
-        return refine_box(model.refiner, first, inputs, model.device)
+        refiner.to(model.device)
+        return refine_box(refiner, first, inputs, model.device)
 
     return cpu_if_out_of_memory(model, run)
 
@@ -162,12 +170,13 @@ def prepare_case(case: Case, oars: Sequence[str] = OARS) -> ModelGrid:
                     ", ".join(ignored))
     orientation = Reorientation.of(case.ct)
     canonical = orientation.case_to_canonical(case)
-    grid = working_grid(canonical.ct, canonical.possible_dose_mask.array)
+    possible = canonical.require_possible_dose_mask().array
+    grid = working_grid(canonical.ct, possible)
     work = canonical if grid is None else case_on_grid(canonical, grid)
     if grid is not None:
         log.info("CT spacing %s outside the trained range: predicting at %s mm", case.ct.spacing, WORKING_SPACING)
-    box = mask_box(work.possible_dose_mask.array, BOX_MARGIN)
-    return ModelGrid(case.ct, orientation, canonical.ct, canonical.possible_dose_mask.array, grid, work, box)
+    box = mask_box(work.require_possible_dose_mask().array, BOX_MARGIN)
+    return ModelGrid(case.ct, orientation, canonical.ct, possible, grid, work, box)
 
 
 def predict_box_dose(model: DoseModel, inputs: np.ndarray, tta: bool = False) -> np.ndarray:

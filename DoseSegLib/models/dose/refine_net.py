@@ -11,6 +11,7 @@ with a zero gain the refiner returns the base dose unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ def refine_inputs(first: np.ndarray | torch.Tensor, inputs: np.ndarray | torch.T
     ``first`` is ``(X, Y, Z)`` or ``(B, 1, X, Y, Z)``; ``inputs`` channels-first, batched likewise.
     """
     if isinstance(first, torch.Tensor):
-        return torch.cat([first / REFERENCE_GY, inputs], dim=-4)
+        return torch.cat([first / REFERENCE_GY, cast(torch.Tensor, inputs)], dim=-4)  # tensors, as ``first``
     return np.concatenate([(first / REFERENCE_GY)[None], inputs]).astype(np.float32)
 
 

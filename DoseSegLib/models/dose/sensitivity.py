@@ -27,6 +27,7 @@ The network's parameters are frozen (requires_grad False; no torch.no_grad).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -40,6 +41,10 @@ from DoseSegLib.models.dose.inputs import PROXIMITY_MM
 from DoseSegLib.models.dose.live_inputs import PROXIMITY, TARGETS, LiveInputs, oar_channel
 from DoseSegLib.models.dose.predict import DoseModel
 from DoseSegLib.models.dose.refine_net import refine_inputs
+
+if TYPE_CHECKING:
+    from DoseSegLib.models.dose.net import DoseNet
+    from DoseSegLib.models.dose.refine_net import RefineNet
 
 QUANTILE_TAU_GY = 0.5
 KERNEL_REACH = 3.0  # the proximity kernel is cut at this many decay lengths
@@ -77,7 +82,8 @@ def _kernel(spacing: tuple[float, ...]) -> torch.Tensor:
     reach = [int(np.ceil(KERNEL_REACH * PROXIMITY_MM / s)) for s in spacing]
     axes = [torch.arange(-r, r + 1, dtype=torch.float32) * s for r, s in zip(reach, spacing, strict=True)]
     grids = torch.meshgrid(*axes, indexing="ij")
-    return torch.exp(-torch.sqrt(sum(g**2 for g in grids)) / PROXIMITY_MM)
+    squared = grids[0] ** 2 + grids[1] ** 2 + grids[2] ** 2  # the grid is 3D
+    return torch.exp(-torch.sqrt(squared) / PROXIMITY_MM)
 
 
 def fft_convolve(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -92,22 +98,22 @@ def soft_target_channels(
     inputs: LiveInputs, name: str, m: torch.Tensor, box: tuple[slice, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The targets and proximity channels in ``box`` as functions of target ``name``'s soft mask ``m``."""
-    weight = target_prescription(name) / REFERENCE_GY
+    weight = LiveInputs.level(name) / REFERENCE_GY
     others = [n for n in inputs.masks if n != name]
     others_w = np.zeros(m.shape, np.float32)
     for other in others:
-        others_w = np.maximum(others_w, inputs.masks[other][box] * (target_prescription(other) / REFERENCE_GY))
+        others_w = np.maximum(others_w, inputs.masks[other][box] * (LiveInputs.level(other) / REFERENCE_GY))
     others_p = np.maximum.reduce([inputs.proximity[n][box] for n in others]) if others else np.zeros(m.shape)
-    others_w, others_p = torch.from_numpy(others_w), torch.from_numpy(others_p.astype(np.float32))
+    weights_t, proximity_t = torch.from_numpy(others_w), torch.from_numpy(others_p.astype(np.float32))
     mask0 = torch.from_numpy(inputs.masks[name][box].astype(np.float32))
-    weighted = others_w + (weight - others_w).clamp(min=0) * m
+    weighted = weights_t + (weight - weights_t).clamp(min=0) * m
     kernel = _kernel(inputs.spacing)
     near0 = fft_convolve(mask0, kernel)
     outside = (mask0 < 0.5) & (near0 > 1e-3)
     prox0 = torch.from_numpy(inputs.proximity[name][box])
     relative = torch.where(outside, (fft_convolve(m, kernel) - near0) / near0.clamp(min=1e-3), 0.0)
     own = prox0 * (1 + relative) + (weight - prox0) * (1 - mask0) * (m - mask0)
-    return weighted, torch.maximum(others_p, own)
+    return weighted, torch.maximum(proximity_t, own)
 
 
 def soft_inputs(inputs: LiveInputs, name: str, m: torch.Tensor, box: tuple[slice, ...]) -> torch.Tensor:
@@ -127,25 +133,26 @@ def _pad(x: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[s
     return torch.from_numpy(constant)[None] + (F.pad(x, pads) - F.pad(x.detach(), pads)), region
 
 
-def network_dose(net: torch.nn.Module, x: torch.Tensor, roi: tuple[int, int, int]) -> torch.Tensor:
+def network_dose(net: DoseNet, x: torch.Tensor, roi: tuple[int, int, int]) -> torch.Tensor:
     """Differentiable dose (Gy) of channels-first box inputs (1, C, ...), as ``predict_box`` without TTA."""
     from monai.inferers import sliding_window_inference
 
     padded, region = _pad(x, inference_shape(tuple(x.shape[2:]), roi, net.config.size_multiple))
     device = next(net.parameters()).device
-    raw = sliding_window_inference(padded.to(device), roi, 4, net, overlap=0.25, mode="gaussian").cpu()
-    dose = torch.relu(raw) * (padded[:, -1:] > 0.5)
-    return dose[(0, 0, *region)]
+    raw = cast(torch.Tensor, sliding_window_inference(padded.to(device), roi, 4, net, overlap=0.25, mode="gaussian"))
+    dose = torch.relu(raw.cpu()) * (padded[:, -1:] > 0.5)
+    return dose[0, 0][region]
 
 
-def refined_dose(refiner: torch.nn.Module, first: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def refined_dose(refiner: RefineNet, first: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Differentiable refined dose (Gy) of a box, as ``refine_box``: base dose ``first`` (box shape), inputs ``x``."""
     multiple = refiner.config.size_multiple
     padded, region = _pad(x, tuple(-(-n // multiple) * multiple for n in x.shape[2:]))
     pads = [p for n, s in zip(reversed(first.shape), reversed(padded.shape[2:]), strict=True) for p in (0, s - n)]
     device = next(refiner.parameters()).device
-    dose = refiner(refine_inputs(F.pad(first, pads)[None, None], padded).to(device)).cpu()
-    return dose[(0, 0, *region)]
+    inputs = cast(torch.Tensor, refine_inputs(F.pad(first, pads)[None, None], padded))  # tensors in, tensor out
+    dose = refiner(inputs.to(device)).cpu()
+    return dose[0, 0][region]
 
 
 def model_dose(model: DoseModel, x: torch.Tensor) -> torch.Tensor:
@@ -188,4 +195,5 @@ def mask_sensitivity(model: DoseModel, inputs: LiveInputs, box: tuple[slice, ...
         problem.masks[problem.structure].astype(np.float32))
     value = soft_metric(dose, weights, problem.metric, problem.voxel_cc)
     value.backward()
+    assert m.grad is not None  # m requires a gradient
     return m.grad.numpy().astype(np.float32)

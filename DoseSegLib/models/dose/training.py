@@ -68,9 +68,9 @@ def random_crop(size: tuple[int, ...], patch: tuple[int, int, int], rng: np.rand
 def random_patch(sample: dict[str, np.ndarray], patch: tuple[int, int, int], rng: np.random.Generator) -> dict:
     """A random ``patch``-sized crop of a cached box (padded with air where the box is smaller)."""
     box = (slice(None), *random_crop(sample["dose"].shape, patch, rng))
-    inputs, _ = pad_to(sample["inputs"][box].astype(np.float32), patch)
+    padded, _ = pad_to(sample["inputs"][box].astype(np.float32), patch)
     dose, _ = pad_to(sample["dose"][None][box], patch)
-    inputs = torch.from_numpy(np.ascontiguousarray(inputs))
+    inputs = torch.from_numpy(np.ascontiguousarray(padded))
     return {"ct": inputs[:1], "rest": inputs[1:], "dose": torch.from_numpy(np.ascontiguousarray(dose))}
 
 
@@ -127,7 +127,7 @@ class ValidationSet:
             case = align_case(read_patient(folder))
             self.structures.append({n: v.array for n, v in case.structures.items()})
             self.voxel_cc.append(case.ct.voxel_volume_cc)
-            self.mask_counts.append(int(case.possible_dose_mask.array.sum()))
+            self.mask_counts.append(int(case.require_possible_dose_mask().array.sum()))
             self.grid = case.ct.shape
 
     def score(self, net: DoseNet, roi: tuple[int, int, int], device: torch.device) -> tuple[float, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from DoseSegLib.models.common.mirror import lateral_pairs
 from DoseSegLib.models.dose.augment import REST_PAIRS, left_right_flip
 from DoseSegLib.models.dose.inputs import channel_names
 from DoseSegLib.models.dose.predict import DoseModel, predict_case_dose
+
+if TYPE_CHECKING:
+    from DoseSegLib.models.dose.net import DoseNet
 
 METHODS = ("dropout", "dropout+mirror", "mirror+noise")
 D95 = dose_at_pct(95)
@@ -105,7 +108,8 @@ def sample_doses(model: DoseModel, case: Case, config: SamplingConfig = Sampling
             wrapped = StochasticNet(model.net, dropout, mirror, noise, seed, pairs)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                samples.append(predict_case_dose(replace(model, net=wrapped), case))
+                # the wrapper stands in for the DoseNet: same call, same config
+                samples.append(predict_case_dose(replace(model, net=cast("DoseNet", wrapped)), case))
     finally:
         for layer in layers:
             layer.eval()
@@ -128,12 +132,14 @@ def calibration_path(model: DoseModel, folder: Path | None = None) -> Path:
 def load_calibration(model: DoseModel, folder: Path | None = None) -> tuple[Calibration, SamplingConfig]:
     """The model's calibration and the sampling it was calibrated with; refuses one made for other weights."""
     path = calibration_path(model, folder)
+    entry = model.entry
+    assert entry is not None  # calibration_path refuses a model without one
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DoseSegError(f"{path}: no uncertainty calibration for model '{model.entry.name}' ({exc}); "
+        raise DoseSegError(f"{path}: no uncertainty calibration for model '{entry.name}' ({exc}); "
                            "run scripts/calibrate_uncertainty.py") from exc
-    if data.get("sha256") != model.entry.sha256:
+    if data.get("sha256") != entry.sha256:
         raise DoseSegError(f"{path}: calibrated for other weights (sha256 {str(data.get('sha256'))[:12]}...); "
                            "rerun scripts/calibrate_uncertainty.py for this model")
     return Calibration.from_dict(data["calibration"]), SamplingConfig(**data["sampling"])

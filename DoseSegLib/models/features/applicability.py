@@ -22,8 +22,13 @@ from typing import cast
 import numpy as np
 
 from DoseSegLib.analysis.applicability import (
-    Applicability, Reference, conformal_threshold, fit_spreads, latent_model, leave_one_out_false_alarm,
+    Applicability,
+    Reference,
+    conformal_threshold,
     describe_anatomy,
+    fit_spreads,
+    latent_model,
+    leave_one_out_false_alarm,
 )
 from DoseSegLib.core.alignment import align_case, body_mask
 from DoseSegLib.core.case import Case

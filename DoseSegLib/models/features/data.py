@@ -107,12 +107,13 @@ def prepare_inputs(case: Case, spec: FeatureInputs) -> dict:
         raise DoseSegError(f"{case.source or case.name}: no dose.nrrd, but the model uses the dose")
     small = shrink(Reorientation.of(case.ct).to_canonical(case.ct), spec.grid)  # canonical voxel order
     margin = int(np.ceil(BOX_MARGIN_MM / min(small.spacing)))
-    grid = box_grid(small, mask_box(body_mask(small).array, margin), spec.grid)
+    box = mask_box(body_mask(small).array, margin)
+    grid = box_grid(small, (box[0], box[1], box[2]), spec.grid)
     ct = resample(small, grid, "linear", AIR_HU).array
     channels = [ct_window(ct, low, high) for low, high in spec.ct_windows]
     channels.append(target_union(case, grid))
     if spec.dose:
-        channels.append(resample(case.dose, grid, "linear", 0.0).array / REFERENCE_GY)
+        channels.append(resample(case.require_dose(), grid, "linear", 0.0).array / REFERENCE_GY)
     return {"image": np.stack(channels).astype(np.float32), "grid": grid}
 
 

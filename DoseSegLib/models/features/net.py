@@ -6,6 +6,7 @@ No dropout: in eval mode the same input always gives the same features.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,6 @@ from torch import nn
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.models.common.net_config import StoredConfig
-import itertools
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,12 @@ from DoseSegLib.io.tables import Row
 from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.features.data import FeatureInputs, prepare_inputs
 
+if TYPE_CHECKING:
+    import torch
+
+    from DoseSegLib.models.common.net_config import StoredConfig
+    from DoseSegLib.models.features.net import FeatureNet
+
 FIGURE_CHANNELS = ("ct[-1024:1024]", "targets", "dose")
 
 
@@ -33,10 +40,11 @@ class FeatureModel(ModelHandle):
 
     TASK = "features"
 
+    net: FeatureNet
     inputs: FeatureInputs
 
     @staticmethod
-    def network_classes() -> tuple[type, type]:
+    def network_classes() -> tuple[type[torch.nn.Module], type[StoredConfig]]:
         from DoseSegLib.models.features.net import FeatureNet, FeatureNetConfig
 
         return FeatureNet, FeatureNetConfig

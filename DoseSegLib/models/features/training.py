@@ -52,7 +52,7 @@ def reconstruction_mse(net: FeatureNet, images: np.ndarray, device: torch.device
     """
     net.eval()
     mine = images[list(distributed.shard(len(images)))]
-    errors = []
+    errors: list[float] = []
     with torch.no_grad():
         for start in range(0, len(mine), batch_size):
             x = torch.from_numpy(mine[start: start + batch_size]).to(device)

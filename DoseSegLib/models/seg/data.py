@@ -69,7 +69,7 @@ def read_inputs(folder: Path, spec: InputSpec) -> tuple[Case, list[Volume]]:
 
 def region_mask(case: Case) -> np.ndarray:
     """Where to segment: the body found on the grid image, joined with the possible-dose mask."""
-    return body_mask(case.ct).array | case.possible_dose_mask.array
+    return body_mask(case.ct).array | case.require_possible_dose_mask().array
 
 
 def input_channels(images: list[Volume], spec: InputSpec, region: np.ndarray) -> np.ndarray:
@@ -112,7 +112,7 @@ def prepare_sample(folder: Path, spec: InputSpec, labels: tuple[str, ...], dose_
     region = region_mask(case)
     box = mask_box(region, BOX_MARGIN)
     empty = np.zeros(region[box].shape, bool)
-    sample = {
+    sample: dict[str, np.ndarray] = {
         "image": input_channels(images, spec, region)[(slice(None), *box)].astype(np.float16),
         "labels": np.stack([case.structures[n].array[box] if n in case.structures else empty for n in labels])
         .astype(np.uint8),

@@ -64,7 +64,7 @@ def evaluate_case(predicted: dict[str, Volume], case: Case, labels: tuple[str, .
         for row in rows:
             row["rmae"] = _rmae(dose, reference_dose, reference[row["structure"]])
         rows.append({"patient": case.name, "structure": PDM_ROW,
-                     "rmae": _rmae(dose, reference_dose, case.possible_dose_mask)})
+                     "rmae": _rmae(dose, reference_dose, case.require_possible_dose_mask())})
     return rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -35,7 +36,8 @@ def predict_probabilities(net: SegNet, image: np.ndarray, roi: tuple[int, int, i
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         with autocast(device, amp):
-            return torch.sigmoid(sliding_window_inference(batch, roi, 4, net, overlap=0.25, mode="gaussian").float())
+            logits = sliding_window_inference(batch, roi, 4, net, overlap=0.25, mode="gaussian")
+            return torch.sigmoid(cast(torch.Tensor, logits).float())
 
     probabilities = run(x)[0]
     if mirror_labels is not None:

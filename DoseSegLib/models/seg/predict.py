@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,12 @@ from DoseSegLib.models.common.grid import box_volume, working_grid
 from DoseSegLib.models.common.handle import ModelHandle
 from DoseSegLib.models.seg.data import AIR_HU, InputSpec, input_channels, is_ct, read_inputs, region_mask
 
+if TYPE_CHECKING:
+    import torch
+
+    from DoseSegLib.models.common.net_config import StoredConfig
+    from DoseSegLib.models.seg.net import SegNet
+
 log = logging.getLogger(__name__)
 OUTSIDE = -1.0  # probability given to CT voxels outside the model's box: below every threshold
 
@@ -41,13 +48,14 @@ class SegModel(ModelHandle):
 
     TASK = "segmentation"
 
+    net: SegNet
     labels: tuple[str, ...]
     thresholds: dict[str, float]
     inputs: InputSpec
     patch: tuple[int, int, int]
 
     @staticmethod
-    def network_classes() -> tuple[type, type]:
+    def network_classes() -> tuple[type[torch.nn.Module], type[StoredConfig]]:
         from DoseSegLib.models.seg.net import SegNet, SegNetConfig
 
         return SegNet, SegNetConfig

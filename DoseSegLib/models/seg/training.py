@@ -96,7 +96,7 @@ class Validator:
         Under torchrun each rank predicts its share of the patients; every rank gets all counts.
         """
         net.eval()
-        found = [[] for _ in single_component_options]
+        found: list[list[dict[str, np.ndarray]]] = [[] for _ in single_component_options]
         mine = [self.samples[i] for i in distributed.shard(len(self.samples))]
         for sample in tqdm(mine, desc="validation", unit="patient", leave=False, disable=not distributed.is_main()):
             probabilities = predict_probabilities(net, sample["image"], self.patch, device, amp=True)
@@ -128,7 +128,8 @@ def train_segmentation(data: Path, out: Path, config: SegTrainConfig, cache: Pat
     doselo = config.loss == SegLoss.DOSELO
     if doselo and not is_ct(config.inputs.images[0]):
         raise DoseSegError("the DOSELO loss needs ct.nrrd as the first input (the dose network's grid)")
-    dose_net = load_frozen_dose_net(config.dose_model, config.dose_weights).to(device) if doselo else None
+    dose_weights = Path(config.dose_weights) if config.dose_weights else None
+    dose_net = load_frozen_dose_net(config.dose_model, dose_weights).to(device) if doselo else None
     multiples = {"segmentation network": config.net.size_multiple}
     if dose_net is not None:
         multiples["dose network"] = dose_net.config.size_multiple
@@ -167,6 +168,8 @@ def reset_output_bias(net: SegNet, samples: list[dict], config: SegTrainConfig, 
     if unknown:
         raise DoseSegError(f"--reset-labels: {sorted(unknown)} not among the labels {list(config.labels)}")
     final = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    bias = final.bias
+    assert bias is not None, "the output convolution has a bias"
     rng = np.random.default_rng(config.seed)
     net.eval()
     for name in config.reset_labels:
@@ -179,7 +182,7 @@ def reset_output_bias(net: SegNet, samples: list[dict], config: SegTrainConfig, 
         image = torch.stack([p["image"] for p in patches]).to(device)
         share = float(torch.stack([p["labels"][index] for p in patches]).mean())
         mean_logit = float(net(image)[:, index].mean())
-        final.bias[index] += math.log(share / (1 - share)) - mean_logit
+        bias[index] += math.log(share / (1 - share)) - mean_logit
         log.warning("%s: output bias moved by %+.1f (mean logit %.1f -> prior log-odds %.1f)", name,
                     math.log(share / (1 - share)) - mean_logit, mean_logit, math.log(share / (1 - share)))
 
