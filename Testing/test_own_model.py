@@ -185,6 +185,16 @@ def test_build_cohort_refuses_an_archive_without_dicom(tmp_path: Path, capsys: p
     assert "no DICOM file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", [["--validation", "-1"], ["--validation-fraction", "5"],
+                                    ["--validation-fraction", "0"], ["--min-presence", "1.5"]])
+def test_build_cohort_refuses_a_split_or_presence_out_of_range(archive: Path, tmp_path: Path, option: list[str],
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """A negative count or a fraction above 1 would put all but one patient in validation, or no organ in the site."""
+    assert main(["build-cohort", str(archive), "-o", str(tmp_path / "out"), *option]) == 1
+    err = capsys.readouterr().err
+    assert option[0] in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
 def test_train_publish_list_and_predict_with_the_clinic_model(archive: Path, cohort: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture) -> None:
