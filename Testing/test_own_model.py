@@ -261,6 +261,20 @@ def test_user_models_directory_default_and_shadowing(tmp_path: Path, monkeypatch
     assert {e.name for e in load_catalogue()} == {e.name for e in load_catalogue(models_dir())}
 
 
+def test_publishing_into_a_damaged_catalogue_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.models.common.publish import publish_weights
+
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"weights")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "catalogue.json").write_text("{not json")
+    with pytest.raises(DoseSegError, match="catalogue missing or invalid"):
+        publish_weights(weights, folder, "mine", "dose", "1.0", "mine.md")
+    assert sorted(p.name for p in folder.iterdir()) == ["catalogue.json"]
+
+
 def test_cohort_case_on_the_working_grid_when_the_ct_is_finer_than_trained() -> None:
     from DoseSegLib.models.common.grid import WORKING_SPACING, training_grid_case
 
