@@ -165,7 +165,8 @@ class Pipeline:
                 plan.constraints = set_aside(plan.constraints, {
                     name: f"not evaluated: auto-contour unlike the training contours ({why})"
                     for name, why in implausible.items()})
-                uncertainty = self._uncertainty(case, plan)
+                uncertainty = self._uncertainty(case, plan, applicability is not None and
+                                                not applicability.in_distribution)
             with steps("compare"):
                 comparison = (compare_doses(dose, case, self.constraints, plan, reference)
                               if case.dose is not None else None)
@@ -187,14 +188,16 @@ class Pipeline:
         intervals = case_intervals(self.difficulty, case, plan, self.options.level)
         return plan_qa_rows(intervals, comparison.reference_plan.metrics)
 
-    def _uncertainty(self, case: Case, plan: PlanEvaluation) -> DoseUncertainty | None:
-        """With ``options.uncertainty``: the calibrated intervals, and goals straddling their limit marked uncertain."""
+    def _uncertainty(self, case: Case, plan: PlanEvaluation, outside_domain: bool) -> DoseUncertainty | None:
+        """With ``options.uncertainty``: the calibrated intervals (widened by the samples' spread for a case
+        outside the model's domain), and goals straddling their limit marked uncertain."""
         if not self.options.uncertainty:
             return None
         from DoseSegLib.analysis.intervals import mark_uncertain
         from DoseSegLib.models.dose.uncertainty import predict_uncertainty
 
-        uncertainty = predict_uncertainty(self.dose_model, case, plan, self.options.level, self.options.dvh_method)
+        uncertainty = predict_uncertainty(self.dose_model, case, plan, self.options.level, self.options.dvh_method,
+                                          outside_domain=outside_domain)
         plan.constraints = mark_uncertain(plan.constraints, uncertainty.intervals)
         return uncertainty
 
