@@ -185,6 +185,23 @@ def test_build_cohort_refuses_an_archive_without_dicom(tmp_path: Path, capsys: p
     assert "no DICOM file" in capsys.readouterr().err
 
 
+def test_a_damaged_file_excludes_its_study_not_the_build(archive: Path, tmp_path: Path) -> None:
+    """A truncated RTSTRUCT excludes its study with the reason; a deflated file (its size unknown before it is
+    inflated) is skipped with a warning: the build goes on with the other studies."""
+    from DoseSegLib.io.limits import DEFLATED
+
+    copy = tmp_path / "archive"
+    shutil.copytree(archive, copy)
+    rtstruct = next((copy / "2025" / "Moe").rglob("*rtstruct.dcm"))
+    rtstruct.write_bytes(rtstruct.read_bytes()[:-200])
+    (copy / "bomb.dcm").write_bytes(b"\0" * 128 + b"DICM" + DEFLATED.encode())
+    out = tmp_path / "cohort"
+    assert main(["build-cohort", str(copy), "-o", str(out), "--seed", "3"]) == 0
+    reasons = [row["reason"] for row in _rows(out).values() if row["usable"] == "no"]
+    assert len(reasons) == 2 and any("truncated or damaged DICOM file" in r for r in reasons), reasons
+    assert leaks(out, identifiers(archive)) == []
+
+
 @pytest.mark.parametrize("option", [["--validation", "-1"], ["--validation-fraction", "5"],
                                     ["--validation-fraction", "0"], ["--min-presence", "1.5"]])
 def test_build_cohort_refuses_a_split_or_presence_out_of_range(archive: Path, tmp_path: Path, option: list[str],
