@@ -50,7 +50,7 @@ def load_plan(
     if dose is not None:
         case = replace(case, dose=read_dose(dose))
     if case.dose is None:
-        raise DoseSegError(f"{patient}: no dose.nrrd in the patient folder and no dose file given")
+        raise DoseSegError(f"{patient}: no dose in the patient folder (dose.nrrd or RTDOSE) and no dose file given")
     if not case.structures:
         raise DoseSegError(f"{patient}: no structure found")
     check_dose_units(case.dose, str(source), allow_high_dose)
