@@ -150,6 +150,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentationChanged)
         # SlicerRT's dose volumes only (DicomRtImport.DoseVolume), as its own dose selectors
         self.ui.referenceDoseSelector.addAttribute("vtkMRMLScalarVolumeNode", "DicomRtImport.DoseVolume", "1")
+        self.ui.predictedDoseSelector.addAttribute("vtkMRMLScalarVolumeNode", "DicomRtImport.DoseVolume", "1")
         self.whatIf = WhatIfPanel(self.ui, self.logic, self._ensurePackages)
         self.initializeParameterNode()
 

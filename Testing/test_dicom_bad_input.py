@@ -85,6 +85,14 @@ def test_rtdose_in_relative_units_is_refused(patient: Path, capsys: pytest.Captu
     refused(patient, "rtdose.dcm", "DoseUnits is RELATIVE", "GY", capsys=capsys)
 
 
+def test_a_dose_in_cgy_is_refused_naming_the_rtdose(patient: Path, capsys: pytest.CaptureFixture) -> None:
+    """An RTDOSE whose values are cGy written as GY: the refusal names the patient's RTDOSE, not a dose.nrrd."""
+    edit(patient / "rtdose.dcm", lambda ds: setattr(ds, "DoseGridScaling", str(float(ds.DoseGridScaling) * 100)))
+    assert main(["dvh", str(patient), "-o", str(patient.parent / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"{patient} (RTDOSE)" in err and "cGy" in err and "dose.nrrd" not in err
+
+
 def test_rtdose_in_another_frame_of_reference_is_refused(patient: Path) -> None:
     edit(patient / "rtdose.dcm", lambda ds: setattr(ds, "FrameOfReferenceUID", pydicom.uid.generate_uid()))
     refused(patient, "rtdose.dcm", "Frame of Reference")

@@ -86,14 +86,38 @@ def _area(polygon: np.ndarray) -> float:
 
 def test_contours_of_a_mask_have_its_area_and_survive_rounding() -> None:
     """Voxel-boundary polygons: their even-odd area is the voxel count (a TPS gets the mask's volume), diagonal
-    neighbours are separate polygons, and coordinates rounded by a third of a voxel still fill back exactly."""
+    neighbours are separate polygons, and coordinates moved by up to 0.2 voxel (each point as rounding moves it)
+    still fill back exactly."""
     rng = np.random.default_rng(7)
     for _ in range(20):
         mask = rng.random((31, 27)) > 0.5
         polygons = mask_polygons(mask)
         assert sum(_area(p) for p in polygons) == mask.sum()  # holes run the other way round: negative area
-        noisy = [p + rng.uniform(-0.3, 0.3, p.shape) for p in polygons]
+        points = np.unique(np.concatenate(polygons), axis=0)  # one shift per point, as rounding moves it
+        shifts = dict(zip(map(tuple, points), rng.uniform(-0.2, 0.2, points.shape), strict=True))
+        noisy = [np.array([p + shifts[tuple(p)] for p in polygon]) for polygon in polygons]
         assert np.array_equal(fill_polygons(noisy, mask.shape), mask)
     diagonal = np.zeros((4, 4), dtype=bool)
     diagonal[1, 1] = diagonal[2, 2] = True
     assert [len(p) for p in mask_polygons(diagonal)] == [4, 4]
+
+
+def _ring(shape: tuple[int, int], outer: float, inner: float, centre: tuple[float, float]) -> np.ndarray:
+    x, y = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    r = np.hypot(x - centre[0], y - centre[1])
+    return (r <= outer) & (r > inner)
+
+
+def test_holes_are_keyholes_filled_alike_by_every_rule() -> None:
+    """A ring is one keyhole polygon (no nested contour for a reader to fill); a ring holding an island holding a
+    hole: two polygons. Filled by even-odd or by filling every polygon (union), the same voxels."""
+    ring = _ring((40, 40), 15, 6, (20, 20))
+    polygons = mask_polygons(ring)
+    assert len(polygons) == 1 and _area(polygons[0]) == ring.sum()
+    nested = ring | _ring((40, 40), 4, 1.5, (20, 20))
+    polygons = mask_polygons(nested)
+    assert len(polygons) == 2
+    union = np.zeros(nested.shape, dtype=bool)
+    for polygon in polygons:
+        union |= fill_polygons([polygon], nested.shape)
+    assert np.array_equal(fill_polygons(polygons, nested.shape), nested) and np.array_equal(union, nested)

@@ -17,7 +17,8 @@ from dicom_helpers import DCIODVFY, dciodvfy_errors, write_ct_series, write_dico
 from DoseSegLib.core.case import Case
 from DoseSegLib.io.dicom.deid import Deidentifier
 from DoseSegLib.io.dicom.export import short_text
-from DoseSegLib.io.dicom.results import write_dicom_results
+from DoseSegLib.io.dicom.results import read_dicom_target, write_dicom_results
+from DoseSegLib.io.dicom.seg import seg_available, write_dicom_seg
 from DoseSegLib.io.phantom import make_phantom
 
 needs_dciodvfy = pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy not installed (apt-get install dicom3tools)")
@@ -63,14 +64,18 @@ def exports(tmp_path_factory: pytest.TempPathFactory, small: Case) -> dict[str, 
         out = root / name
         out.mkdir()
         write_dicom_results(out, ct, small.dose, structures, deid=deid)
+        if seg_available():
+            write_dicom_seg(out / "seg.dcm", read_dicom_target(ct, deid=deid), {"Brainstem": structures["Brainstem"]})
         folders[name] = out
     return folders
 
 
 @needs_dciodvfy
 @pytest.mark.parametrize("export", ["plan", "no_plan", "anonymised"])
-@pytest.mark.parametrize("name", ["rtdose.dcm", "rtstruct.dcm"])
+@pytest.mark.parametrize("name", ["rtdose.dcm", "rtstruct.dcm", "seg.dcm"])
 def test_dciodvfy_finds_no_error(exports: dict[str, Path], export: str, name: str) -> None:
+    if name == "seg.dcm" and not seg_available():
+        pytest.skip("highdicom not installed")
     assert dciodvfy_errors(exports[export] / name) == []
 
 

@@ -165,7 +165,7 @@ def test_edits_are_debounced_and_the_sensitivity_map_arrives(legend_scene, loade
         with pytest.raises(DoseSegError, match="already"):
             logic.requestSensitivity("LeftParotid")
         node = logic.waitForSensitivity()
-        per_voxel = read_volume(logic.folder / "sensitivity.nrrd")
+        per_voxel = read_volume(logic.sensitivityFile)
         np.testing.assert_allclose(nodes.volumeFromNode(node).array, per_voxel.array / phantom.ct.voxel_volume_cc,
                                    rtol=1e-5)
         np.testing.assert_allclose(ijk_to_ras(node), ijk_to_ras(ct))

@@ -207,3 +207,71 @@ def test_dose_opacity_applies_to_the_predicted_dose_else_the_reference(widget, p
                                             referenceDose="reference")
     widget.ui.doseOpacitySlider.emit("valueChanged(double)", 0.3)
     assert widget.logic.setDoseOpacity.calls == [(0.3, "predicted" if predicted else "reference")]
+
+
+# -- the patient's options, prescriptions, results banner (the handlers themselves, on a SlicerRT-like scene) --
+
+
+@pytest.fixture
+def handlers(module, monkeypatch, rt_study):
+    """A panel without setup(): its real handlers, a recording Logic, the parameter node as plain fields."""
+    monkeypatch.setattr(slicer, "mrmlScene", rt_study.ct.GetScene(), raising=False)
+    panel = module.DoseSegWidget.__new__(module.DoseSegWidget)
+    panel.ui = AnyUi()
+    panel.jobs = []
+    parameters = SimpleNamespace(
+        ctVolume=rt_study.ct, segmentation=rt_study.segmentation, referenceDose=rt_study.dose, predictedDose=None,
+        prescriptions="", namesFile=Path("."), goalsTable="prostate", goalsFile=Path(""), dvhMethod="voxel",
+        dvhStep=0.5, device="cpu", mirrorAveraging=True, anySite=True, uncertainty=True, doseOpacity=0.5,
+        radiomicsTable=None, comparisonTable=None, planQaTable=None, dvhChart=None, constraintsTable=None,
+        metricsTable=None)
+    panel._parameterNode = parameters
+    panel.logic = SimpleNamespace(
+        startRunAll=lambda *args: ("runAll", args), startComputeDvh=lambda *args, **kwargs: ("dvh", args, kwargs),
+        newRunFolder=lambda ct: "/out", getParameterNode=lambda: parameters, setDoseOpacity=Recorder(),
+        showIsodose=Recorder(), showChart=Recorder())
+    panel._startJob = lambda withModels, start, onResult: panel.jobs.append((withModels, start(), onResult))
+    return panel
+
+
+def test_run_all_takes_every_option_of_the_panel(handlers, rt_study) -> None:
+    handlers._parameterNode.prescriptions = "PTV1=60"
+    handlers.onRunAll()
+    withModels, (name, args), _ = handlers.jobs[-1]
+    assert withModels and name == "runAll" and args[:3] == (rt_study.ct, rt_study.segmentation, rt_study.dose)
+    options = args[3]
+    assert (options.prescriptions, options.goalsFile, options.dvhMethod, options.dvhStep, options.device) == (
+        {"PTV1": 60.0}, "prostate", "voxel", 0.5, "cpu")
+    assert options.mirrorAveraging and options.anySite and options.uncertainty and options.namesFile is None
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(rt_study.ct.GetScene())
+    assert shNode.GetItemAttribute(rt_study.study, "DoseSeg.Prescriptions") == "PTV1=60", "remembered on the study"
+
+
+def test_compute_dvh_runs_in_the_background_with_the_options(handlers, rt_study) -> None:
+    handlers.onDvh()
+    withModels, (name, args, kwargs), _ = handlers.jobs[-1]
+    assert not withModels and name == "dvh" and args == (rt_study.dose, rt_study.segmentation)
+    assert kwargs["ctNode"] is rt_study.ct and kwargs["options"].dvhMethod == "voxel"
+
+
+def test_empty_prescriptions_are_filled_from_the_study(handlers, rt_study) -> None:
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(rt_study.ct.GetScene())
+    shNode.SetItemAttribute(rt_study.study, "DoseSeg.Prescriptions", "PTV1=66")
+    handlers.onSegmentationChanged(rt_study.segmentation)
+    assert handlers._parameterNode.prescriptions == "PTV1=66"
+    handlers._parameterNode.prescriptions = "PTV1=50"  # the user's own text is never replaced
+    handlers.onSegmentationChanged(rt_study.segmentation)
+    assert handlers._parameterNode.prescriptions == "PTV1=50"
+
+
+def test_run_all_results_show_the_banner_and_no_isodose_without_prescription(handlers, rt_study) -> None:
+    outputs = {"segmentation": rt_study.segmentation, "radiomics": None, "comparison": None, "planQa": "qa",
+               "dose": "dose", "dvhChart": "chart", "metrics": "metrics", "constraints": "goals", "folder": "/out",
+               "messages": ["Outside the models' experience: site", "w1"]}
+    handlers._showRunAll(outputs)
+    assert handlers.ui.applicabilityLabel.visible and handlers.ui.applicabilityLabel.text.count("\n") == 1
+    assert handlers._parameterNode.planQaTable == "qa"
+    assert handlers.logic.showIsodose.calls == [], "isodose levels are percentages of a prescription: none given"
+    handlers._parameterNode.prescriptions = "PTV1=60"
+    handlers._showRunAll(outputs | {"messages": []})
+    assert handlers.logic.showIsodose.calls == [("dose", 60.0)] and not handlers.ui.applicabilityLabel.visible

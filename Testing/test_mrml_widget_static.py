@@ -205,8 +205,9 @@ def test_every_cli_option_of_a_patient_reaches_the_steps():
 
 def test_selectors_default_to_a_ct_and_filter_doses():
     setup, init = _method("setup"), _method("initializeParameterNode")
-    assert "self.ui.referenceDoseSelector.addAttribute('vtkMRMLScalarVolumeNode', 'DicomRtImport.DoseVolume', '1')" \
-        in setup
+    for selector in ("referenceDoseSelector", "predictedDoseSelector"):
+        assert f"self.ui.{selector}.addAttribute('vtkMRMLScalarVolumeNode', 'DicomRtImport.DoseVolume', '1')" \
+            in setup, selector
     assert "sceneinputs.firstCtVolume(slicer.mrmlScene)" in init and "GetFirstNodeByClass('vtkMRMLScalarVolumeNode')" \
         not in init
     assert "sceneinputs.doseVolumes(slicer.mrmlScene)" in init

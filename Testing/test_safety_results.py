@@ -165,6 +165,21 @@ def test_export_dicom_refuses_results_of_another_patient(two_patients: tuple[Pat
     assert _cli(capsys, "export-dicom", results, "--ct", ct_a, "-o", tmp_path / "out_a")[0] == 0
 
 
+def test_export_dicom_refuses_a_dose_off_the_ct(two_patients: tuple[Path, Path, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """Results of an NRRD patient carry no DICOM identity: a dose nowhere on the CT is refused by its geometry."""
+    from DoseSegLib.core.volume import Volume
+    from DoseSegLib.io.patient import read_dose, write_dose
+
+    results, ct_a, _ = two_patients
+    (results / "rtdose.dcm").unlink()
+    dose = read_dose(results / "dose.nrrd")
+    write_dose(results / "dose.nrrd", Volume(dose.array, dose.spacing, tuple(np.asarray(dose.origin) + 5000),
+                                             dose.direction))
+    code, err = _cli(capsys, "export-dicom", results, "--ct", ct_a, "-o", tmp_path / "out")
+    assert code == 1 and "dose.nrrd: no dose lies on the CT" in err and not (tmp_path / "out").exists()
+
+
 # --- 12. geometry that gave silent wrong results ---------------------------------------------------------------
 
 def _ct_file(folder: Path) -> Path:

@@ -256,7 +256,7 @@ def test_run_records_applicability_normalisation_warnings_and_plan_qa(phantom_di
     rows = read_csv(tmp_path / "out" / "plan_qa.csv")
     assert rows and {r["verdict"] for r in rows} <= {"within", "above achievable", "below achievable"}
     report = (tmp_path / "out" / "report.html").read_text()
-    assert report.index("Plan QA") < report.index("Clinical goals")
+    assert report.index("Plan QA") < report.index("Clinical goals") and "Reference: " in report
     raw = Pipeline("cpu", RunOptions(radiomics=False, segment=False, normalise=False)).analyse(phantom_dir)
     assert raw.normalisation is None
     assert float(result.dose.array.max()) == pytest.approx(float(raw.dose.array.max()) * result.normalisation.factor,
@@ -273,3 +273,37 @@ def test_cohort_progress_writes_one_line_per_patient_with_the_time_left(capsys: 
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and lines[0].startswith("doseseg: [1/3] pt_1 done") and "left" in lines[0]
     assert "\r" not in "".join(lines) and lines[1].startswith("doseseg: [2/3] pt_2 failed")
+
+
+def test_a_bad_models_refusal_names_the_weights(phantom_case: Case) -> None:
+    from DoseSegLib.analysis.dosecheck import check_predicted_dose
+
+    hot = phantom_case.dose.with_array(phantom_case.dose.array * np.float32(2.0))
+    with pytest.raises(DoseSegError, match="bad model weights"):
+        check_predicted_dose(hot, phantom_case)
+
+
+def test_report_names_its_reference(phantom_case: Case, tmp_path: Path) -> None:
+    from DoseSegLib.run.results import PatientResult
+
+    result = PatientResult("p", tmp_path / "p", phantom_case, phantom_case.dose, evaluate_plan(phantom_case), [], None,
+                           {}, [], {}, "cpu")
+    assert result.reference_text == f"{tmp_path / 'p' / 'dose.nrrd'} (the dose in the patient folder, taken as the " \
+                                    "planned dose)"
+    result.reference_label = "a falloff, not a clinical plan"
+    assert result.reference_text == "a falloff, not a clinical plan"
+
+
+@pytest.mark.slow
+def test_eclipse_prostate_is_flagged_and_normalised(shared_data: Path) -> None:
+    """The real Eclipse prostate plan (not head and neck): outside the domain, PTV mean = convention x 45 Gy."""
+    from DoseSegLib.run.pipeline import Pipeline
+    from DoseSegLib.run.results import RunOptions
+
+    options = RunOptions(radiomics=False, segment=False, any_site=True, prescriptions={"PTV": 45.0})
+    result = Pipeline("cpu", options).analyse(shared_data / "slicerrt-eclipse-prostate")
+    assert result.applicability is not None and not result.applicability.in_distribution
+    ratio = json.loads((MODELS / "openkbp-dose-unet24.prescription.json").read_text())["ratio"]
+    assert result.normalisation is not None and result.normalisation.structure == "PTV"
+    ptv = next(r for r in result.metrics if r["structure"] == "PTV")
+    assert float(ptv["Mean[Gy]"]) == pytest.approx(ratio * 45.0, rel=2e-3)

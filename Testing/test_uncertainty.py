@@ -220,19 +220,24 @@ def test_run_writes_intervals_marks_goals_and_shows_them(tmp_path: Path, monkeyp
 
 @pytest.mark.slow
 def test_phantom_gets_wider_intervals_than_a_validation_patient(shared_data: Path, tmp_path: Path) -> None:
-    """The bundled model and its shipped calibration: an out-of-distribution phantom is less certain."""
+    """The bundled model and its shipped calibration: an out-of-distribution phantom (flagged by the
+    applicability check, so its intervals also hold the samples' spread) is less certain."""
     from DoseSegLib.core.alignment import align_case
     from DoseSegLib.io.patient import read_patient
     from DoseSegLib.io.phantom import write_phantom_patient
     from DoseSegLib.models.dose.predict import load_dose_model, predict_case_dose
     from DoseSegLib.models.dose.uncertainty import predict_dose_uncertainty
+    from DoseSegLib.run.trust import TrustChecks
 
     model = load_dose_model(device="cpu")
     assert model.entry == find_model("dose")
 
-    def widths(folder: Path) -> dict[str, float]:
+    def widths(folder: Path, outside_domain: bool) -> dict[str, float]:
         case = align_case(read_patient(folder))
-        rows = predict_dose_uncertainty(model, case, predict_case_dose(model, case)).intervals
+        dose = predict_case_dose(model, case)
+        verdict = TrustChecks.load(model, "cpu").applicability(case, dose)
+        assert verdict is not None and verdict.in_distribution is not outside_domain
+        rows = predict_dose_uncertainty(model, case, dose, outside_domain=outside_domain).intervals
         assert all(r["lower"] <= r["predicted"] <= r["upper"] for r in rows)
         by_family: dict[str, list[float]] = {}
         for r in rows:
@@ -241,6 +246,6 @@ def test_phantom_gets_wider_intervals_than_a_validation_patient(shared_data: Pat
         return {f: float(np.median(v)) for f, v in by_family.items()}
 
     write_phantom_patient(tmp_path / "phantom")
-    phantom = widths(tmp_path / "phantom")
-    typical = widths(shared_data / "openkbp" / "validation" / "pt_201")
+    phantom = widths(tmp_path / "phantom", True)
+    typical = widths(shared_data / "openkbp" / "validation" / "pt_201", False)
     assert phantom["target"] > typical["target"] and phantom["oar"] > typical["oar"]

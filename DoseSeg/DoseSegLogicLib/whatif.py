@@ -118,6 +118,7 @@ class WhatIfLogic:
         self.updates = 0
         self.sensitivityRequest: dict | None = None  # the pending request's fields and id
         self.sensitivityNode = None
+        self.sensitivityFile: Path | None = None  # the last map the worker wrote
         self.sensitivityError: str | None = None
         self.edited: set[str] | None = set()  # IDs of the segments edited since the last send; None: all of them
         self.observed = segmentationNode.GetSegmentation()
@@ -269,6 +270,7 @@ class WhatIfLogic:
         self.updates += 1
 
     def _showSensitivity(self, request: dict, path: str) -> None:
+        self.sensitivityFile = Path(path)  # in the worker's own folder (Gy per voxel)
         perVoxel = read_volume(path)
         reuse = self.sensitivityNode if self.sensitivityNode is not None and self.sensitivityNode.GetScene() else None
         self.sensitivityNode = sensitivity.showSensitivity(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -125,6 +126,21 @@ def interval_rows(spread_list: Sequence[Spread], calibration: Calibration, level
         rows.append({"structure": s.structure, "metric": s.metric, "predicted": s.predicted,
                      "lower": max(s.predicted - half, 0.0), "upper": s.predicted + half, "level": level})
     return rows
+
+
+def union_rows(rows: Sequence[Row], others: Sequence[Row]) -> list[Row]:
+    """``rows`` with each interval widened to also hold ``others``' interval of the same metric."""
+    by_key = {(r["structure"], r["metric"]): r for r in others}
+    out = []
+    for row in rows:
+        other = by_key.get((row["structure"], row["metric"]))
+        if other is None:
+            out.append(dict(row))
+            continue
+        lower = min(float(cast(float, row["lower"])), float(cast(float, other["lower"])))
+        upper = max(float(cast(float, row["upper"])), float(cast(float, other["upper"])))
+        out.append({**row, "lower": lower, "upper": upper})
+    return out
 
 
 def mark_uncertain(goals: Sequence[Row], intervals: Sequence[Row]) -> list[Row]:

@@ -21,7 +21,7 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.options import DvhMethod
-from DoseSegLib.io.patient import DOSE_FILE, read_dose, read_patient
+from DoseSegLib.io.patient import dose_source, read_dose, read_patient
 from DoseSegLib.io.tables import Row
 
 __all__ = ["PlanEvaluation", "evaluate_plan", "load_plan"]
@@ -46,14 +46,15 @@ def load_plan(
         series: a DICOM folder's CT series (SeriesInstanceUID), when it holds several.
     """
     case = read_patient(patient, mapper, segmentation, series)
-    source = Path(dose) if dose is not None else Path(patient) / DOSE_FILE
+    source = str(dose) if dose is not None else dose_source(Path(patient), case)  # a DICOM folder's: its RTDOSE
     if dose is not None:
         case = replace(case, dose=read_dose(dose))
     if case.dose is None:
-        raise DoseSegError(f"{patient}: no dose in the patient folder (dose.nrrd or RTDOSE) and no dose file given")
+        raise DoseSegError(f"{patient}: no dose ({'RTDOSE' if case.dicom_series else 'dose.nrrd'}) in the patient "
+                           "folder and no dose file given")
     if not case.structures:
         raise DoseSegError(f"{patient}: no structure found")
-    check_dose_units(case.dose, str(source), allow_high_dose)
+    check_dose_units(case.dose, source, allow_high_dose)
     aligned = align_case(case)
     check_dose_coverage(case.dose, aligned.structures)
     return aligned

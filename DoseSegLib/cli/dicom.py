@@ -90,7 +90,8 @@ def _dataset_identity(ds) -> dict[str, str]:
 
 def results_identity(results: Path) -> tuple[str, dict[str, str]] | None:
     """Where the results say which patient, study and frame they were computed for, and those values
-    (their DICOM objects, else the DICOM patient folder summary.json names); None for NRRD patients."""
+    (their DICOM objects unless de-identified, else the DICOM patient folder summary.json names); None for
+    NRRD patients. A de-identified object (``run --anonymise``) carries pseudonyms: not the CT's identity."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -100,9 +101,11 @@ def results_identity(results: Path) -> tuple[str, dict[str, str]] | None:
     for name in ("rtdose.dcm", "rtstruct.dcm"):
         if (results / name).is_file():
             try:
-                return str(results / name), _dataset_identity(pydicom.dcmread(results / name, stop_before_pixels=True))
+                ds = pydicom.dcmread(results / name, stop_before_pixels=True)
             except (InvalidDicomError, OSError, ValueError, AttributeError):
                 continue
+            if str(ds.get("PatientIdentityRemoved", "")).upper() != "YES":
+                return str(results / name), _dataset_identity(ds)
     try:
         source = Path(json.loads((results / "summary.json").read_text())["source"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -130,6 +133,19 @@ def check_same_patient(results: Path, ct_folder: Path, series: str | None) -> No
                            "computed on")
 
 
+def check_dose_on_ct(dose: Volume, dose_path: Path, ct_folder: Path, series: str | None) -> None:
+    """Refuse a dose none of whose dose lies on the CT (results of NRRD patients carry no DICOM identity:
+    their geometry is the check left)."""
+    from DoseSegLib.core.alignment import outside_fraction
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.io.dicom.results import read_ct_geometry
+
+    grid = read_ct_geometry(ct_folder, series).grid
+    if dose.array.any() and outside_fraction(dose.with_array(dose.array > 0), grid) >= 1:
+        raise DoseSegError(f"{dose_path}: no dose lies on the CT in {ct_folder} (results of another patient, or "
+                           "another frame of reference): export them with the CT they were computed on")
+
+
 def cmd_export_dicom(args: argparse.Namespace) -> None:
     from DoseSegLib.core.errors import DoseSegError
     from DoseSegLib.io.dicom.carry import plan_rois
@@ -148,6 +164,8 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
     check_same_patient(args.results, args.ct, args.series)
     dose_path = args.results / "dose.nrrd"
     dose = read_dose(dose_path) if dose_path.is_file() else None
+    if dose is not None:
+        check_dose_on_ct(dose, dose_path, args.ct, args.series)
     results = _read_results(args.results)
     auto = {name: mask for name, mask in results.masks.items() if name in results.auto}
     if dose is None and not auto and not (args.all_structures and results.masks):

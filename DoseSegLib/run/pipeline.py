@@ -153,6 +153,8 @@ class Pipeline:
                 dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
                 auto = [name for name, source in sources.items() if source == StructureSource.AUTO]
                 applicability = self.trust.applicability(case, dose, auto)
+                implausible = {name: why for name, why in (applicability.implausible if applicability else {}).items()
+                               if name in auto}  # auto-contours unlike the training ones: judged nowhere
                 normalisation = None
                 if self.options.normalise:
                     dose, normalisation = self.trust.normalise(case, dose, self.options.dvh_method)
@@ -160,15 +162,15 @@ class Pipeline:
             with steps("DVH and goals"):
                 plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
                                      dvh_method=self.options.dvh_method)
-                if applicability is not None:
-                    plan.constraints = set_aside(plan.constraints, {
-                        name: f"not evaluated: auto-contour unlike the training contours ({why})"
-                        for name, why in applicability.implausible.items() if name in auto})
-                uncertainty = self._uncertainty(case, plan)
+                plan.constraints = set_aside(plan.constraints, {
+                    name: f"not evaluated: auto-contour unlike the training contours ({why})"
+                    for name, why in implausible.items()})
+                uncertainty = self._uncertainty(case, plan, applicability is not None and
+                                                not applicability.in_distribution)
             with steps("compare"):
                 comparison = (compare_doses(dose, case, self.constraints, plan, reference)
                               if case.dose is not None else None)
-                plan_qa = self._plan_qa(case, plan, comparison)
+                plan_qa = [r for r in self._plan_qa(case, plan, comparison) if r["structure"] not in implausible]
             with steps("radiomics"):  # what is left to wait for
                 radiomics = radiomics_job.result() if radiomics_job is not None else []
         return PatientResult(case.name, folder, case, dose, plan, radiomics, comparison, sources, notes,
@@ -186,14 +188,16 @@ class Pipeline:
         intervals = case_intervals(self.difficulty, case, plan, self.options.level)
         return plan_qa_rows(intervals, comparison.reference_plan.metrics)
 
-    def _uncertainty(self, case: Case, plan: PlanEvaluation) -> DoseUncertainty | None:
-        """With ``options.uncertainty``: the calibrated intervals, and goals straddling their limit marked uncertain."""
+    def _uncertainty(self, case: Case, plan: PlanEvaluation, outside_domain: bool) -> DoseUncertainty | None:
+        """With ``options.uncertainty``: the calibrated intervals (widened by the samples' spread for a case
+        outside the model's domain), and goals straddling their limit marked uncertain."""
         if not self.options.uncertainty:
             return None
         from DoseSegLib.analysis.intervals import mark_uncertain
         from DoseSegLib.models.dose.uncertainty import predict_uncertainty
 
-        uncertainty = predict_uncertainty(self.dose_model, case, plan, self.options.level, self.options.dvh_method)
+        uncertainty = predict_uncertainty(self.dose_model, case, plan, self.options.level, self.options.dvh_method,
+                                          outside_domain=outside_domain)
         plan.constraints = mark_uncertain(plan.constraints, uncertainty.intervals)
         return uncertainty
 

@@ -138,7 +138,8 @@ def _plan_qa_section(result: PatientResult) -> str:
             + f"<p class='sub'>The plan ({html.escape(result.reference_text)}) against what plans of the training "
             f"kind achieve for this anatomy: the prediction's calibrated {level:.0%} interval (see the model card). "
             "<b>above achievable</b>: an organ dose (or a target's D2%) higher than the interval: it could be "
-            "spared more; <b>below achievable</b>: a target's D95% lower than the interval. plan_qa.csv.</p>")
+            "spared more; <b>below achievable</b>: lower than the interval (a target's D95%: colder than achievable; "
+            "an organ: spared beyond what plans like the training ones do). plan_qa.csv.</p>")
 
 
 def _constraints_section(result: PatientResult) -> str:

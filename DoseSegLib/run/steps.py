@@ -23,7 +23,7 @@ class Steps:
         self.patient = patient
         self.bar = tqdm(total=len(steps), desc=patient, unit="step", file=sys.stderr, leave=False, mininterval=0,
                         disable=not progress,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps {elapsed}")
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps {elapsed}<{remaining}")
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:

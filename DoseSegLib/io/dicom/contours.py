@@ -4,12 +4,15 @@ The polygon runs along the voxel boundaries (through the voxel corners), so that
 exactly the voxels' area (a TPS reading it gets the mask's volume, slab by slab) and every
 voxel centre lies half a voxel from it (rounding the coordinates cannot move a centre across).
 Straight runs are reduced to their end points. Voxels touching only at a corner get separate
-polygons (at such a corner the boundary turns left, hugging the voxel it came along).
+polygons (at such a corner the boundary turns left, hugging the voxel it came along). Holes
+are keyholes (``keyhole``), the convention every reader agrees on.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from DoseSegLib.io.dicom.keyhole import keyholes
 
 # boundary edges of an inside pixel (i, j), in doubled corner coordinates, interior on the left
 _SIDES = (
@@ -40,7 +43,8 @@ def _simplify(points: np.ndarray) -> np.ndarray:
 
 
 def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
-    """Closed polygons ``(n, 2)`` in index coordinates (x = i, y = j) whose even-odd fill is ``mask``."""
+    """Closed polygons ``(n, 2)`` in index coordinates (x = i, y = j) whose fill is ``mask``, holes as keyholes
+    (``keyhole``: the same voxels whether a reader fills by the even-odd rule or fills every contour)."""
     edges = _edges(np.asarray(mask, dtype=bool))
     if len(edges) == 0:
         return []
@@ -48,7 +52,7 @@ def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
     for n, (a, b) in enumerate(zip(edges[:, 0].tolist(), edges[:, 1].tolist(), strict=True)):
         outgoing.setdefault((a, b), []).append(n)
     used = np.zeros(len(edges), dtype=bool)
-    polygons = []
+    loops = []
     for first in range(len(edges)):
         if used[first]:
             continue
@@ -60,9 +64,8 @@ def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
             if not candidates:
                 break
             edge = _left_turn(edges, edge, candidates)
-        corners = edges[loop, :2]  # doubled coordinates of the voxel corners
-        polygons.append(_simplify(corners) / 2.0)
-    return polygons
+        loops.append(_simplify(edges[loop, :2]))  # doubled coordinates of the voxel corners
+    return [polygon / 2.0 for polygon in keyholes(loops)]
 
 
 def _left_turn(edges: np.ndarray, edge: int, candidates: list[int]) -> int:

@@ -18,7 +18,7 @@ from torch import nn
 
 from DoseSegLib.analysis.difficulty import DifficultyCalibration, case_items
 from DoseSegLib.analysis.dvh import DVH
-from DoseSegLib.analysis.intervals import FAMILIES, Calibration, interval_rows, spreads
+from DoseSegLib.analysis.intervals import FAMILIES, Calibration, interval_rows, spreads, union_rows
 from DoseSegLib.analysis.metric_names import MEAN, dose_at_pct
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import Case
@@ -193,25 +193,32 @@ class DoseUncertainty:
 
 def predict_uncertainty(
     model: DoseModel, case: Case, predicted: PlanEvaluation, level: float = 0.9,
-    dvh_method: DvhMethod | str = DvhMethod.AUTO, folder: Path | None = None,
+    dvh_method: DvhMethod | str = DvhMethod.AUTO, folder: Path | None = None, outside_domain: bool = False,
 ) -> DoseUncertainty:
     """Sample the model as calibrated, and give the std map and the intervals around ``predicted``'s metrics.
+
+    The intervals are the case-centred ones (``analysis.difficulty``) when the model has them, else
+    the spread-based ones; for a case ``outside_domain`` (see ``analysis.applicability``) their union
+    with the spread-based ones, which widen where the samples disagree.
 
     Args:
         case: the aligned case the prediction was made for.
         predicted: the deterministic prediction's evaluation (its metrics are the intervals' centres).
         level: coverage of the intervals (a fraction).
         folder: where the calibration sidecar lies (the catalogue's folder when None).
+        outside_domain: the case is outside the model's domain.
     """
     calibration, sampling = load_calibration(model, folder)
     calibration.quantile(FAMILIES[0], level)  # refuse a bad level before the costly sampling
     difficulty = load_difficulty(model, folder)
     samples = sample_doses(model, case, sampling)
     plans = sample_plans(case, samples, dvh_method)
-    if difficulty is not None and case.targets:
-        return DoseUncertainty(dose_std(samples), plans, case_intervals(difficulty, case, predicted, level))
-    spread_list = spreads(predicted.metrics, [p.metrics for p in plans], case.targets)
-    return DoseUncertainty(dose_std(samples), plans, interval_rows(spread_list, calibration, level))
+    spread_rows = interval_rows(spreads(predicted.metrics, [p.metrics for p in plans], case.targets), calibration,
+                                level)
+    if difficulty is None or not case.targets:
+        return DoseUncertainty(dose_std(samples), plans, spread_rows)
+    rows = case_intervals(difficulty, case, predicted, level)
+    return DoseUncertainty(dose_std(samples), plans, union_rows(rows, spread_rows) if outside_domain else rows)
 
 
 def check_uncertainty(model: DoseModel, level: float, folder: Path | None = None) -> None:
@@ -220,9 +227,11 @@ def check_uncertainty(model: DoseModel, level: float, folder: Path | None = None
     calibration.quantile(FAMILIES[0], level)
 
 
-def predict_dose_uncertainty(model: DoseModel, case: Case, dose: Volume, level: float = 0.9) -> DoseUncertainty:
+def predict_dose_uncertainty(model: DoseModel, case: Case, dose: Volume, level: float = 0.9,
+                             outside_domain: bool = False) -> DoseUncertainty:
     """:func:`predict_uncertainty` around the deterministic ``dose`` of an aligned ``case`` (predict-dose)."""
-    return predict_uncertainty(model, case, evaluate_plan(replace(case, dose=dose), constraints=[]), level)
+    return predict_uncertainty(model, case, evaluate_plan(replace(case, dose=dose), constraints=[]), level,
+                               outside_domain=outside_domain)
 
 
 def write_uncertainty(folder: Path, uncertainty: DoseUncertainty) -> None:

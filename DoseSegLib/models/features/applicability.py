@@ -58,8 +58,8 @@ def autoencoder_description(model: FeatureModel, case: Case, dose: Volume) -> tu
     net.eval()
     with torch.no_grad():
         x = torch.from_numpy(image[None]).to(model.device)
-        latent = net.encode(x)[0].float().cpu().numpy()
-        output = net(x)[0].float().cpu().numpy()
+        z = net.encode(x)
+        latent, output = z[0].float().cpu().numpy(), net.decode(z)[0].float().cpu().numpy()
     kept = [i for i, name in enumerate(model.inputs.channel_names) if name != "dose"]
     return latent, float(np.mean((output[kept] - image[kept]) ** 2))
 
