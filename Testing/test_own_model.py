@@ -230,6 +230,11 @@ def test_train_publish_list_and_predict_with_the_clinic_model(archive: Path, coh
     patient = archive / "2024" / "Doe_Jane"  # straight from the archive: vendor names, RTPLAN, nested folders
     assert main(["predict-dose", str(patient), "--model", MODEL, "-o", str(tmp_path / "pred"), "--device", "cpu"]) == 0
     assert (tmp_path / "pred" / "Doe_Jane" / "dose.nrrd").is_file()
+    capsys.readouterr()
+    assert main(["predict-dose", str(patient), "--model", MODEL, "-o", str(tmp_path / "unc"), "--device", "cpu",
+                 "--uncertainty"]) == 1  # uncalibrated: the remedy is publish-model, not the bundled model's script
+    err = capsys.readouterr().err
+    assert "doseseg publish-model" in err and "calibrate_uncertainty.py" not in err
     weights = models / f"{MODEL}.pt"
     weights.write_bytes(weights.read_bytes() + b"tampered")
     assert main(["predict-dose", str(patient), "--model", MODEL, "-o", str(tmp_path / "pred2")]) == 1
