@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from DoseSegLib.cli.main import main
+from cli_helpers import cli_error as _cli
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.output_marker import MARKER, STAGING
 from DoseSegLib.io.output_swap import exchange, host_tag
@@ -23,11 +23,6 @@ from DoseSegLib.io.outputs import check_output_dir, staged_output
 
 REPO = Path(__file__).resolve().parents[1]
 TreeHash = Callable[[Path], dict[str, str]]
-
-
-def _cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str]:
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
 
 
 def _results(out: Path, force: bool = False, files: dict[str, str] | None = None) -> None:
