@@ -34,15 +34,6 @@ def require_type(value: object, types: type | tuple[type, ...], what: str) -> No
         raise DoseSegError(f"{what}: expected {names}, got {_shown(value)}")
 
 
-def require_choice(value: object, choices: Iterable[str], what: str) -> str:
-    """``value`` (a str, or an enum whose value is one) when it is one of ``choices``."""
-    text = str(getattr(value, "value", value))
-    allowed = list(choices)
-    if text not in allowed:
-        raise DoseSegError(f"{what}: {value!r} is not one of {', '.join(allowed)}")
-    return text
-
-
 def _shown(value: object) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
