@@ -157,3 +157,25 @@ def test_run_anonymise_de_identifies_its_dicom_outputs(patient, key_file: Path, 
     for element in ds.iterall():
         assert element.VR != "UI" or str(element.value) not in uids, element.keyword
         assert element.keyword not in ("StudyDescription", "PatientBirthDate") or not element.value
+
+
+def test_an_anonymised_runs_results_export_with_their_own_ct(patient, key_file: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """The pseudonyms of a de-identified rtdose.dcm are not another patient: the identity check reads the run's
+    source folder instead, and still refuses another patient's CT."""
+    from model_helpers import write_tiny_catalogue
+
+    monkeypatch.setenv("DOSESEG_MODELS", str(write_tiny_catalogue(tmp_path / "models")))
+    folder = patient[0]
+    out = tmp_path / "out"
+    assert main(["run", str(folder), "-o", str(out), "--device", "cpu", "--no-radiomics", "--anonymise",
+                 "--key-file", str(key_file)]) == 0
+    assert main(["export-dicom", str(out), "--ct", str(folder), "-o", str(tmp_path / "exp")]) == 0, \
+        capsys.readouterr().err
+    ct = pydicom.dcmread(folder / "CT0000.dcm")
+    assert pydicom.dcmread(tmp_path / "exp" / "rtdose.dcm").PatientID == ct.PatientID
+    other = write_dicom_patient(tmp_path / "other", make_phantom(shape=(32, 32, 24)), patient_id="OTHER-1")
+    capsys.readouterr()
+    assert main(["export-dicom", str(out), "--ct", str(other), "-o", str(tmp_path / "exp2")]) == 1
+    assert "another patient" in capsys.readouterr().err

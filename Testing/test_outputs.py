@@ -118,3 +118,16 @@ def test_results_get_the_users_usual_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+
+
+def test_every_listed_output_file_has_exactly_one_writer() -> None:
+    """run/results.py lists the files (descriptions, when each is written); run/writer.py writes them:
+    the two tables name the same files."""
+    from types import SimpleNamespace
+
+    from DoseSegLib.run.results import OUTPUT_FILES
+    from DoseSegLib.run.writer import _writers
+
+    result = SimpleNamespace(case=SimpleNamespace(structures={}, source=None, dicom_series=None), comparison=None,
+                             auto_segmented=[])
+    assert sorted(_writers(result)) == sorted(entry.name for entry in OUTPUT_FILES)

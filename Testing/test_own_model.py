@@ -185,6 +185,33 @@ def test_build_cohort_refuses_an_archive_without_dicom(tmp_path: Path, capsys: p
     assert "no DICOM file" in capsys.readouterr().err
 
 
+def test_a_damaged_file_excludes_its_study_not_the_build(archive: Path, tmp_path: Path) -> None:
+    """A truncated RTSTRUCT excludes its study with the reason; a deflated file (its size unknown before it is
+    inflated) is skipped with a warning: the build goes on with the other studies."""
+    from DoseSegLib.io.limits import DEFLATED
+
+    copy = tmp_path / "archive"
+    shutil.copytree(archive, copy)
+    rtstruct = next((copy / "2025" / "Moe").rglob("*rtstruct.dcm"))
+    rtstruct.write_bytes(rtstruct.read_bytes()[:-200])
+    (copy / "bomb.dcm").write_bytes(b"\0" * 128 + b"DICM" + DEFLATED.encode())
+    out = tmp_path / "cohort"
+    assert main(["build-cohort", str(copy), "-o", str(out), "--seed", "3"]) == 0
+    reasons = [row["reason"] for row in _rows(out).values() if row["usable"] == "no"]
+    assert len(reasons) == 2 and any("truncated or damaged DICOM file" in r for r in reasons), reasons
+    assert leaks(out, identifiers(archive)) == []
+
+
+@pytest.mark.parametrize("option", [["--validation", "-1"], ["--validation-fraction", "5"],
+                                    ["--validation-fraction", "0"], ["--min-presence", "1.5"]])
+def test_build_cohort_refuses_a_split_or_presence_out_of_range(archive: Path, tmp_path: Path, option: list[str],
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """A negative count or a fraction above 1 would put all but one patient in validation, or no organ in the site."""
+    assert main(["build-cohort", str(archive), "-o", str(tmp_path / "out"), *option]) == 1
+    err = capsys.readouterr().err
+    assert option[0] in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
 def test_train_publish_list_and_predict_with_the_clinic_model(archive: Path, cohort: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture) -> None:
@@ -220,6 +247,11 @@ def test_train_publish_list_and_predict_with_the_clinic_model(archive: Path, coh
     patient = archive / "2024" / "Doe_Jane"  # straight from the archive: vendor names, RTPLAN, nested folders
     assert main(["predict-dose", str(patient), "--model", MODEL, "-o", str(tmp_path / "pred"), "--device", "cpu"]) == 0
     assert (tmp_path / "pred" / "Doe_Jane" / "dose.nrrd").is_file()
+    capsys.readouterr()
+    assert main(["predict-dose", str(patient), "--model", MODEL, "-o", str(tmp_path / "unc"), "--device", "cpu",
+                 "--uncertainty"]) == 1  # uncalibrated: the remedy is publish-model, not the bundled model's script
+    err = capsys.readouterr().err
+    assert "doseseg publish-model" in err and "calibrate_uncertainty.py" not in err
     weights = models / f"{MODEL}.pt"
     weights.write_bytes(weights.read_bytes() + b"tampered")
     assert main(["predict-dose", str(patient), "--model", MODEL, "-o", str(tmp_path / "pred2")]) == 1
@@ -249,6 +281,20 @@ def test_user_models_directory_default_and_shadowing(tmp_path: Path, monkeypatch
         find_model("dose", "nobody")
     (folder / "catalogue.json").write_text("{not json")  # a damaged user catalogue: the bundled models still load
     assert {e.name for e in load_catalogue()} == {e.name for e in load_catalogue(models_dir())}
+
+
+def test_publishing_into_a_damaged_catalogue_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.models.common.publish import publish_weights
+
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"weights")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "catalogue.json").write_text("{not json")
+    with pytest.raises(DoseSegError, match="catalogue missing or invalid"):
+        publish_weights(weights, folder, "mine", "dose", "1.0", "mine.md")
+    assert sorted(p.name for p in folder.iterdir()) == ["catalogue.json"]
 
 
 def test_cohort_case_on_the_working_grid_when_the_ct_is_finer_than_trained() -> None:

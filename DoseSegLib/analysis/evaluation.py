@@ -83,7 +83,7 @@ def score_patient(
             (their dose-grid voxels are read, so nothing is gathered or sorted again).
     """
     if reference.dose is None:
-        raise DoseSegError(f"reference patient {reference.name}: no dose.nrrd")
+        raise DoseSegError(f"reference patient {reference.name}: no dose (dose.nrrd or RTDOSE)")
     ct = reference.ct
     if not pred.same_grid(ct):
         pred = resample(pred, ct, "linear", 0.0)

@@ -86,7 +86,7 @@ def cmd_build_cohort(args: argparse.Namespace) -> int:
     summary = site.cohort
     print(f"wrote {args.output}: {summary['usable']} of {summary['studies']} studies usable "
           f"({summary['train']} train, {summary['validation']} validation, {summary['excluded']} excluded; "
-          f"{ignored} files not DICOM); site '{site.site}', organs {', '.join(site.oars) or 'none'}; "
+          f"{ignored} files not DICOM or unreadable); site '{site.site}', organs {', '.join(site.oars) or 'none'}; "
           f"see cohort.csv and names.csv")
     return 0 if summary["usable"] else 1
 

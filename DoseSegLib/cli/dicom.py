@@ -90,7 +90,8 @@ def _dataset_identity(ds) -> dict[str, str]:
 
 def results_identity(results: Path) -> tuple[str, dict[str, str]] | None:
     """Where the results say which patient, study and frame they were computed for, and those values
-    (their DICOM objects, else the DICOM patient folder summary.json names); None for NRRD patients."""
+    (their DICOM objects unless de-identified, else the DICOM patient folder summary.json names); None for
+    NRRD patients. A de-identified object (``run --anonymise``) carries pseudonyms: not the CT's identity."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -100,9 +101,11 @@ def results_identity(results: Path) -> tuple[str, dict[str, str]] | None:
     for name in ("rtdose.dcm", "rtstruct.dcm"):
         if (results / name).is_file():
             try:
-                return str(results / name), _dataset_identity(pydicom.dcmread(results / name, stop_before_pixels=True))
+                ds = pydicom.dcmread(results / name, stop_before_pixels=True)
             except (InvalidDicomError, OSError, ValueError, AttributeError):
                 continue
+            if str(ds.get("PatientIdentityRemoved", "")).upper() != "YES":
+                return str(results / name), _dataset_identity(ds)
     try:
         source = Path(json.loads((results / "summary.json").read_text())["source"])
     except (OSError, ValueError, KeyError, TypeError):

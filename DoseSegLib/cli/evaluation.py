@@ -82,7 +82,7 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
     case = align_case(read_patient(args.patient, name_mapper(args), args.segmentation, args.series))
     if args.dose:
         if case.dose is None:
-            raise DoseSegError(f"{args.patient}: --dose needs a dose.nrrd in the patient folder")
+            raise DoseSegError(f"{args.patient}: --dose needs the patient's dose (dose.nrrd or an RTDOSE)")
         check_dose_units(case.dose, dose_source(args.patient, case), args.allow_high_dose)
     if not case.structures:
         raise DoseSegError(f"{args.segmentation or args.patient / 'structures'}: no structure to describe "

@@ -16,9 +16,28 @@ from DoseSegLib.core.names import NameMapper, refuse_duplicate, structure_filena
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
 from DoseSegLib.io.nrrd_read import read_header, read_nrrd
 
-__all__ = ["CT_FILE", "DOSE_FILE", "DOSE_SCALE", "DOSE_UNITS_KEY", "GZIP_LEVEL", "POSSIBLE_DOSE_FILE", "ct_source",
-    "dose_source", "read_dose", "read_mask", "read_patient", "read_segmentation", "read_volume", "require_patient",
-    "with_mapper_results", "write_dose", "write_patient", "write_segmentation", "write_structures", "write_volume"
+__all__ = [
+    "CT_FILE",
+    "DOSE_FILE",
+    "DOSE_SCALE",
+    "DOSE_UNITS_KEY",
+    "GZIP_LEVEL",
+    "POSSIBLE_DOSE_FILE",
+    "ct_source",
+    "dose_source",
+    "read_dose",
+    "read_mask",
+    "read_named_segmentation",
+    "read_patient",
+    "read_segmentation",
+    "read_volume",
+    "require_patient",
+    "with_mapper_results",
+    "write_dose",
+    "write_patient",
+    "write_segmentation",
+    "write_structures",
+    "write_volume"
 ]
 
 log = logging.getLogger(__name__)
@@ -161,13 +180,16 @@ def read_dose(path: str | Path, ringing_gy: float = 0.0) -> Volume:
     return volume.with_array(dose)
 
 
-def read_segmentation(
-    path: str | Path, mapper: NameMapper | None = None, original_names: dict[str, str] | None = None
-) -> dict[str, Volume]:
-    """Read a Slicer .seg.nrrd into boolean masks keyed by canonical segment name.
+def read_segmentation(path: str | Path, mapper: NameMapper | None = None) -> dict[str, Volume]:
+    """Read a Slicer .seg.nrrd into boolean masks keyed by canonical segment name."""
+    return read_named_segmentation(path, mapper)[0]
 
-    ``original_names``, when given, receives each canonical name's segment name as in the file.
-    """
+
+def read_named_segmentation(
+    path: str | Path, mapper: NameMapper | None = None
+) -> tuple[dict[str, Volume], dict[str, str]]:
+    """A Slicer .seg.nrrd's boolean masks keyed by canonical segment name, and each one's segment name as in
+    the file."""
     import slicerio
 
     path = Path(path)
@@ -199,9 +221,7 @@ def read_segmentation(
         if not mask.any():
             raise DoseSegError(f"{path}: segment '{segment['name']}' is empty")
         masks[name] = Volume(mask, tuple(spacing), tuple(ijk_to_lps[:3, 3]), direction)
-        if original_names is not None:
-            original_names[name] = segment["name"]
-    return masks
+    return masks, given
 
 
 def _shared_layers(masks: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -328,7 +348,7 @@ def read_patient(
         structure_file = read_structure_file(Path(segmentation), ct, "", mapper)
         structures, possible = structure_file.masks, structure_file.body
     elif segmentation is not None:
-        structures = read_segmentation(segmentation, mapper, original_names)
+        structures, original_names = read_named_segmentation(segmentation, mapper)
     else:
         for file in sorted((folder / "structures").glob("*.nrrd")):
             original = file.name[: -len(".nrrd")]

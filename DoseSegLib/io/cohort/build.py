@@ -57,6 +57,17 @@ class CohortOptions:
     site: str | None = None
     regrid: Callable[[Case], Case] | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a split or presence that would silently put (almost) every patient in validation or no organ
+        in the site: a negative count, a fraction outside 0-1."""
+        if self.validation is not None and self.validation < 0:
+            raise DoseSegError(f"--validation {self.validation}: expected a number of patients, 0 or more")
+        if not 0 < self.validation_fraction < 1:
+            raise DoseSegError(f"--validation-fraction {self.validation_fraction}: expected a fraction between 0 "
+                               "and 1 (e.g. 0.2)")
+        if not 0 <= self.min_presence <= 1:
+            raise DoseSegError(f"--min-presence {self.min_presence}: expected a fraction from 0 to 1 (e.g. 0.25)")
+
 
 @dataclass
 class CohortPatient:

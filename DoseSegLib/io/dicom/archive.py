@@ -8,16 +8,21 @@ kept in memory only, to scrub them from any message written out (:func:`scrub`).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.dicom.detect import DICOMDIR_CLASS, read_header, sniff
+from DoseSegLib.io.limits import check_dicom_file
 
+log = logging.getLogger(__name__)
 _UID = re.compile(r"\b\d+(?:\.\d+){3,}\b")  # a DICOM UID: dotted digits (at least 4 components)
 MIN_IDENTIFIER = 3  # shorter values (a StudyID "1") identify nobody and would blank every digit
 _IDENTIFYING = ("PatientID", "PatientName", "PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate",
@@ -44,17 +49,29 @@ class ArchiveStudy:
 
 
 def scan_archive(roots: Iterable[Path]) -> tuple[list[ArchiveStudy], int]:
-    """Every patient study under ``roots`` (files read by header only), and the count of files that are not DICOM.
+    """Every patient study under ``roots`` (files read by header only), and the count of files that are not DICOM
+    (or too damaged to tell their study).
 
     A study without PatientID or StudyInstanceUID is grouped under the empty value (and later
-    refused by the reader if it does not form one patient).
+    refused by the reader if it does not form one patient). A damaged file never stops the scan:
+    it stays in its study when its PatientID and StudyInstanceUID can be read (the reader then
+    excludes that study, naming the damage), else it is left out with a warning.
     """
     studies: dict[tuple[str, str], ArchiveStudy] = {}
     ignored = 0
     for root in roots:
         paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for path in paths:
-            ds = read_header(path) if sniff(path) == "dicom" else None
+            try:
+                ds = read_header(path) if sniff(path) == "dicom" else None
+            except DoseSegError as exc:
+                key = _damaged_key(path)
+                if key is None:
+                    log.warning("skipped (its study cannot be told): %s", exc)
+                    ignored += 1
+                else:
+                    studies.setdefault(key, ArchiveStudy(*key)).files.append(path)
+                continue
             if ds is None:
                 ignored += not path.name.startswith(".")
                 continue
@@ -63,6 +80,22 @@ def scan_archive(roots: Iterable[Path]) -> tuple[list[ArchiveStudy], int]:
             key = (str(ds.get("PatientID", "")), str(ds.get("StudyInstanceUID", "")))
             studies.setdefault(key, ArchiveStudy(*key)).add(path, ds)
     return list(studies.values()), ignored
+
+
+def _damaged_key(path: Path) -> tuple[str, str] | None:
+    """PatientID and StudyInstanceUID of a damaged DICOM file, when they can be read (within the size limits)."""
+    import pydicom
+
+    try:
+        check_dicom_file(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 specific_tags=["PatientID", "StudyInstanceUID"])
+            key = (str(ds.get("PatientID", "")), str(ds.get("StudyInstanceUID", "")))
+    except Exception:  # pydicom raises many types for damaged files: then the study is unknown
+        return None
+    return key if any(key) else None
 
 
 def study_view(study: ArchiveStudy, folder: Path) -> Path:

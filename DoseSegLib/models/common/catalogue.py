@@ -13,7 +13,6 @@ checked the same way. A user model never shadows a bundled one nor becomes a def
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.options import Device
+from DoseSegLib.io.output_marker import sha256_of
 from DoseSegLib.models.common.net_config import StoredConfig
 
 if TYPE_CHECKING:
@@ -154,14 +154,6 @@ def find_model(task: str, name: str | None = None, folder: Path | None = None) -
     if not defaults:
         raise DoseSegError(f"the model catalogue has no {task} model")
     return defaults[0]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_weights(entry: ModelEntry, map_location: str = "cpu") -> dict:

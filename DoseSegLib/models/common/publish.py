@@ -61,13 +61,13 @@ def publish_weights(weights: Path, folder: Path, name: str, task: str, version: 
         base: a refiner's base model; site, structures, scores: shown by ``doseseg models``.
     """
     check_name(name)
+    catalogue = folder / "catalogue.json"
+    if catalogue.is_file():
+        read_catalogue(folder)  # refuse to extend a damaged catalogue, before anything is written
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.pt"
     copy_weights(weights, target, half)
-    catalogue = folder / "catalogue.json"
     rows = json.loads(catalogue.read_text())["models"] if catalogue.is_file() else []
-    if catalogue.is_file():
-        read_catalogue(folder)  # refuse to extend a damaged catalogue
     rows = [row for row in rows if row["name"] != name]
     if default:
         for row in rows:

@@ -134,14 +134,15 @@ def load_calibration(model: DoseModel, folder: Path | None = None) -> tuple[Cali
     path = calibration_path(model, folder)
     entry = model.entry
     assert entry is not None  # calibration_path refuses a model without one
+    remedy = ("publish it again with `doseseg publish-model` on a cohort of at least 10 validation patients"
+              if entry.user else "run scripts/calibrate_uncertainty.py for this model")
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DoseSegError(f"{path}: no uncertainty calibration for model '{entry.name}' ({exc}); "
-                           "run scripts/calibrate_uncertainty.py") from exc
+        raise DoseSegError(f"{path}: no uncertainty calibration for model '{entry.name}' ({exc}); {remedy}") from exc
     if data.get("sha256") != entry.sha256:
         raise DoseSegError(f"{path}: calibrated for other weights (sha256 {str(data.get('sha256'))[:12]}...); "
-                           "rerun scripts/calibrate_uncertainty.py for this model")
+                           f"{remedy}")
     return Calibration.from_dict(data["calibration"]), SamplingConfig(**data["sampling"])
 
 

@@ -104,7 +104,7 @@ def prepare_inputs(case: Case, spec: FeatureInputs) -> dict:
         image (float32, ``(spec.channels, *spec.grid)``) and the grid as an empty Volume (geometry).
     """
     if spec.dose and case.dose is None:
-        raise DoseSegError(f"{case.source or case.name}: no dose.nrrd, but the model uses the dose")
+        raise DoseSegError(f"{case.source or case.name}: no dose (dose.nrrd or RTDOSE), but the model uses the dose")
     small = shrink(Reorientation.of(case.ct).to_canonical(case.ct), spec.grid)  # canonical voxel order
     margin = int(np.ceil(BOX_MARGIN_MM / min(small.spacing)))
     box = mask_box(body_mask(small).array, margin)
