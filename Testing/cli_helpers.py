@@ -14,3 +14,9 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str,
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def cli_error(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str]:
+    """Exit code and stderr of ``doseseg argv`` run in this process (stdout discarded)."""
+    code, _, err = run_cli(capsys, *argv)
+    return code, err

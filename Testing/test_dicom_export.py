@@ -119,14 +119,21 @@ def test_run_on_a_dicom_patient_writes_rtdose(tiny_models: Path, tmp_path: Path,
     assert not (out / "rtstruct.dcm").exists()  # no segmentation model here: nothing auto-segmented to export
 
 
-def test_run_writes_the_auto_segmented_oars_as_rtstruct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_segmentation(monkeypatch, tmp_path)  # a stand-in model returning the (40, 40, 32) phantom's OARs
+def _run_with_auto_segmented_oars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Case, Path, Path]:
+    """``run`` on a DICOM patient lacking Larynx and LeftParotid, which a stand-in model segments: the
+    (40, 40, 32) phantom, the patient folder and the run's output."""
+    fake_segmentation(monkeypatch, tmp_path)
     monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
     small = make_phantom(shape=(40, 40, 32))
     kept = {n: m for n, m in small.structures.items() if n not in ("Larynx", "LeftParotid")}
     patient = write_dicom_patient(tmp_path / "patient", Case("p", small.ct, kept, small.dose, small.possible_dose_mask))
     out = tmp_path / "out"
     assert main(["run", str(patient), "-o", str(out), "--device", "cpu", "--no-radiomics"]) == 0
+    return small, patient, out
+
+
+def test_run_writes_the_auto_segmented_oars_as_rtstruct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small, patient, out = _run_with_auto_segmented_oars(tmp_path, monkeypatch)
     check_structures(out / "rtstruct.dcm", patient, {n: small.structures[n].array for n in ("Larynx", "LeftParotid")})
     check_dose(out / "rtdose.dcm", patient, on_ct_grid(out / "dose.nrrd", patient))
 
@@ -164,13 +171,7 @@ def test_run_and_export_write_a_dicom_seg_that_reads_back(tmp_path: Path, monkey
     """seg.dcm (highdicom): the auto-segmented organs on the CT's frames, read back by highdicom to the same masks;
     0 dciodvfy errors."""
     hd = pytest.importorskip("highdicom", reason="highdicom not installed")
-    fake_segmentation(monkeypatch, tmp_path)
-    monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
-    small = make_phantom(shape=(40, 40, 32))
-    kept = {n: m for n, m in small.structures.items() if n not in ("Larynx", "LeftParotid")}
-    patient = write_dicom_patient(tmp_path / "patient", Case("p", small.ct, kept, small.dose, small.possible_dose_mask))
-    out = tmp_path / "out"
-    assert main(["run", str(patient), "-o", str(out), "--device", "cpu", "--no-radiomics"]) == 0
+    small, patient, out = _run_with_auto_segmented_oars(tmp_path, monkeypatch)
     assert main(["export-dicom", str(out), "--ct", str(patient), "-o", str(tmp_path / "export")]) == 0
     geometry = ct_geometry(scan_folder(patient))
     order = [s.SOPInstanceUID for s in geometry.slices]

@@ -107,3 +107,13 @@ def test_two_files_for_one_structure_is_an_error(phantom_dir: Path) -> None:
     shutil.copy(phantom_dir / "structures" / "LeftParotid.nrrd", phantom_dir / "structures" / "Parotid_L.nrrd")
     with pytest.raises(DoseSegError, match=r"Parotid_L\.nrrd.*LeftParotid"):
         read_patient(phantom_dir)
+
+
+def test_prescriptions_added_later_are_named_through_the_users_aliases() -> None:
+    """RunOptions(names=..., prescriptions=...) gives the same doses as NameMapper(aliases, prescriptions)."""
+    from DoseSegLib.core.names import NameMapper
+
+    aliases = {"Boost": "PTV_High"}
+    later = NameMapper(aliases).with_prescriptions({"Boost": 70, "PTV56": 56})
+    assert later.prescriptions == NameMapper(aliases, {"Boost": 70, "PTV56": 56}).prescriptions
+    assert later.prescriptions == {"PTV_High": 70.0, "PTV56": 56.0}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from DoseSegLib.cli.main import main
+from cli_helpers import cli_error as _cli
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.output_marker import MARKER, STAGING
 from DoseSegLib.io.output_swap import exchange, host_tag
@@ -23,11 +23,6 @@ from DoseSegLib.io.outputs import check_output_dir, staged_output
 
 REPO = Path(__file__).resolve().parents[1]
 TreeHash = Callable[[Path], dict[str, str]]
-
-
-def _cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str]:
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
 
 
 def _results(out: Path, force: bool = False, files: dict[str, str] | None = None) -> None:
@@ -283,3 +278,24 @@ def test_a_folder_holding_only_a_marker_is_empty(tmp_path: Path) -> None:
     check_output_dir(out, False, [])  # earlier versions left such folders; nothing in them to keep
     _results(out)
     assert (out / "a.txt").read_text() == "old"
+
+
+def test_a_killed_runs_backup_that_cannot_go_back_is_kept_not_swept(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The output folder was recreated by hand after a run was killed between its renames: the old results
+    cannot go back in its place, so their backup stays (named in a warning) and other runs carry on."""
+    import json
+
+    from DoseSegLib.io.output_swap import ORIGIN
+
+    backup = tmp_path / f".out.old-{host_tag()}-{_dead_pid()}-abc"
+    (backup / "old").mkdir(parents=True)
+    (backup / "old" / "a.txt").write_text("the only copy")
+    (backup / ORIGIN).write_text(json.dumps({"name": "out", "inside": False}))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    for run in range(2):  # every later run into the same parent
+        _results(tmp_path / f"other{run}")
+    assert (backup / "old" / "a.txt").read_text() == "the only copy"
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    assert str(backup / "old") in caplog.text

@@ -11,17 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_helpers import cli_error as _cli
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.outputs import staged_output
 from DoseSegLib.io.patient import read_dose, read_volume, write_volume
 from DoseSegLib.io.phantom import write_phantom_patient
-
-
-def _cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str]:
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
 
 
 def _one_line(err: str) -> str:

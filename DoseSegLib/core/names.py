@@ -115,10 +115,12 @@ class NameMapper:
         return cls(data, prescriptions)
 
     def with_prescriptions(self, prescriptions: Mapping[str, float]) -> NameMapper:
-        """The same aliases with these explicit target doses (Gy) added."""
-        mapper = NameMapper(prescriptions=prescriptions)
+        """The same aliases with these explicit target doses (Gy) added (their names mapped by these aliases)."""
+        mapper = NameMapper(prescriptions=prescriptions)  # checks them
         mapper.aliases = self.aliases
-        mapper.prescriptions = {**self.prescriptions, **mapper.prescriptions}
+        given = {mapper.canonical(str(name)): check_prescription(gy, f"prescription of {name}")
+                 for name, gy in prescriptions.items()}
+        mapper.prescriptions = {**self.prescriptions, **given}
         return mapper
 
     def note(self, name: str) -> str | None:

@@ -136,18 +136,27 @@ def _target(backup: Path) -> Path | None:
     return backup.parent / name if name and Path(name).name == name else None
 
 
-def _restore(backup: Path, target: Path) -> None:
-    """Put a dead run's backup of ``target`` back in place (the output is gone: it is the only copy)."""
+def _restore(backup: Path, target: Path) -> bool:
+    """Put a dead run's backup of ``target`` back in place (the output is gone: it is the only copy); False,
+    with a warning naming the backup, when something now stands in its way (the backup is then kept)."""
     old = backup / "old"
-    if target == backup.parent:  # a mount point: the entries went into a backup inside it
-        for entry in sorted(old.iterdir(), key=lambda p: p.name == MARKER):
-            if not (target / entry.name).exists():
-                entry.rename(target / entry.name)
-    else:
-        with contextlib.suppress(OSError):
-            target.rmdir()  # an empty folder in its place
-        old.rename(target)
+    try:
+        if target == backup.parent:  # a mount point: the entries went into a backup inside it
+            for entry in sorted(old.iterdir(), key=lambda p: p.name == MARKER):
+                if not (target / entry.name).exists():
+                    entry.rename(target / entry.name)
+            if any(old.iterdir()):
+                raise FileExistsError(errno.EEXIST, "entries of the same names are in the way", str(target))
+        else:
+            with contextlib.suppress(OSError):
+                target.rmdir()  # an empty folder in its place
+            old.rename(target)
+    except OSError as exc:
+        log.warning("%s: a killed run's previous results are kept in %s: they cannot go back (%s); move them "
+                    "where you want them", target, old, exc.strerror or exc)
+        return False
     log.warning("%s: restored the results a killed run had moved aside", target)
+    return True
 
 
 def dead_staging(parent: Path) -> Iterator[tuple[Path, str]]:
@@ -171,8 +180,8 @@ def sweep_stale(parent: Path) -> list[Path]:
             target = _target(path)
             if target is None:
                 continue  # cannot tell where it belongs: keep it, it may be the only copy
-            if not _holds_results(target):
-                _restore(path, target)
+            if not _holds_results(target) and not _restore(path, target):
+                continue  # the only copy: kept
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
