@@ -307,3 +307,15 @@ def test_eclipse_prostate_is_flagged_and_normalised(shared_data: Path) -> None:
     assert result.normalisation is not None and result.normalisation.structure == "PTV"
     ptv = next(r for r in result.metrics if r["structure"] == "PTV")
     assert float(ptv["Mean[Gy]"]) == pytest.approx(ratio * 45.0, rel=2e-3)
+
+
+@pytest.mark.slow
+def test_predict_dose_normalises_and_says_whether_in_domain(phantom_dir: Path, tmp_path: Path) -> None:
+    from DoseSegLib.cli.main import main
+
+    assert main(["predict-dose", str(phantom_dir), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    notes = (tmp_path / "out" / phantom_dir.name / "notes.txt").read_text()
+    assert "MODEL'S DOMAIN" in notes and "normalised: PTV70 mean" in notes
+    assert main(["predict-dose", str(phantom_dir), "-o", str(tmp_path / "raw"), "--device", "cpu",
+                 "--no-normalise"]) == 0
+    assert "normalised" not in (tmp_path / "raw" / phantom_dir.name / "notes.txt").read_text()

@@ -8,6 +8,7 @@ from pathlib import Path
 from DoseSegLib.cli.options import (
     CONFIG_DEFAULT,
     add_model_options,
+    add_normalise_option,
     add_output,
     add_training_run_options,
     add_uncertainty_options,
@@ -75,6 +76,10 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     check_output_dir(args.output, args.force, args.patients)
     mapper = name_mapper(args)
     model = load_dose_model(args.model, args.device, args.weights)
+    from DoseSegLib.core.options import DvhMethod
+    from DoseSegLib.run.trust import TrustChecks, trust_notes
+
+    trust = TrustChecks.load(model, args.device)
     if args.uncertainty:
         from DoseSegLib.models.dose.uncertainty import check_uncertainty, predict_dose_uncertainty, write_uncertainty
 
@@ -88,15 +93,23 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
                 check_ct(case.ct, ct_source(folder, case))
                 site_note = check_site(case, args.any_site, model.oars if model.site else None, model.site)
                 dose = predict_case_dose(model, case, tta=args.tta)
-                check_predicted_dose(dose, case)
-                uncertainty = predict_dose_uncertainty(model, case, dose, args.level) if args.uncertainty else None
+                check_predicted_dose(dose, case)  # on the network's own dose: a wrong target dose is refused
+                verdict = trust.applicability(case, dose)
+                normalisation = None
+                if not args.no_normalise:
+                    dose, normalisation = trust.normalise(case, dose, DvhMethod.AUTO)
+                outside = verdict is not None and not verdict.in_distribution
+                uncertainty = (predict_dose_uncertainty(model, case, dose, args.level, outside)
+                               if args.uncertainty else None)
             except DoseSegError as exc:
                 failures += 1
                 print(f"doseseg: error: {folder}: {exc}", file=sys.stderr)
                 continue
             (out / folder.name).mkdir()
             write_dose(out / folder.name / DOSE_FILE, dose)
-            notes = [*case.notes, *([site_note] if site_note else [])]
+            notes = [*case.notes, *([site_note] if site_note else []), *trust_notes(trust, verdict, normalisation)]
+            if outside:
+                print(f"doseseg: {folder.name}: {trust_notes(trust, verdict, None)[0]}", file=sys.stderr)
             if notes:  # what was interpreted or overridden, beside the result
                 (out / folder.name / "notes.txt").write_text("\n".join(notes) + "\n")
             if uncertainty is not None:
@@ -154,4 +167,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")
     add_shard_option(p)
     add_uncertainty_options(p)
+    add_normalise_option(p)
     p.set_defaults(func=cmd_predict_dose)

@@ -211,3 +211,10 @@ def add_uncertainty_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uncertainty", action="store_true",
                    help="also write dose_std.nrrd and dvh_intervals.csv (calibrated intervals of the DVH metrics)")
     p.add_argument("--level", type=level_fraction, default=0.9, help="coverage of the intervals (default 0.9)")
+
+
+def add_normalise_option(p: argparse.ArgumentParser) -> None:
+    """--no-normalise (the predicted dose as the network gives it)."""
+    p.add_argument("--no-normalise", action="store_true",
+                   help="leave the predicted dose as the network gives it (default: scaled so that the primary "
+                        "target meets its prescription by the convention of the model's training plans)")

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from DoseSegLib.cli.dicom import add_anonymise, deidentifier
 from DoseSegLib.cli.evaluation import add_dvh_method
-from DoseSegLib.cli.options import add_any_site, add_device, add_names, add_output, add_uncertainty_options, name_mapper
+from DoseSegLib.cli.options import (
+    add_any_site, add_device, add_names, add_normalise_option, add_output, add_uncertainty_options, name_mapper,
+)
 from DoseSegLib.core.options import Device
 from DoseSegLib.run.results import RunOptions
 
@@ -136,9 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_anonymise(p)
     add_any_site(p)
     add_uncertainty_options(p)
-    p.add_argument("--no-normalise", action="store_true",
-                   help="leave the predicted dose as the network gives it (default: scaled so that the primary "
-                        "target meets its prescription by the convention of the model's training plans)")
+    add_normalise_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -121,3 +121,13 @@ def applicability_text(verdict: dict | None) -> str:
     return (f"WARNING: OUTSIDE THE MODEL'S DOMAIN (score {verdict['score']:.1f}, "
             f"threshold {verdict['threshold']:.1f}): "
             + "; ".join(verdict["reasons"][:4]) + ("; ..." if len(verdict["reasons"]) > 4 else ""))
+
+
+def trust_notes(checks: TrustChecks, verdict: Applicability | None, normalisation: Normalisation | None) -> list[str]:
+    """What a prediction's notes say about its applicability and normalisation (``predict-dose``'s notes.txt)."""
+    notes = [applicability_text(verdict.to_dict() if verdict is not None else None)]
+    if normalisation is not None:
+        n = normalisation
+        notes.append(f"normalised: {n.structure} {n.metric} {n.before_gy:.2f} -> {n.after_gy:.2f} Gy (prescription "
+                     f"{n.prescription_gy:g} Gy, factor {n.factor:.3f})")
+    return notes + [note for note in checks.notes if verdict is None or "applicability" not in note]
