@@ -38,9 +38,8 @@ _COPIED = (("PatientName", True), ("PatientID", True), ("PatientBirthDate", True
 
 
 def decimal(value: float) -> str:
-    """A DS string (at most 16 characters) for ``value``."""
-    text = f"{value:.6g}"
-    return text if len(text) <= 16 else f"{value:.8e}"[:16]
+    """A DS string for ``value``: 6 significant digits, at most 13 characters (DS allows 16)."""
+    return f"{value:.6g}"
 
 
 def short_text(text: str, limit: int = LO_LIMIT) -> str:
