@@ -179,3 +179,24 @@ def test_an_anonymised_runs_results_export_with_their_own_ct(patient, key_file: 
     capsys.readouterr()
     assert main(["export-dicom", str(out), "--ct", str(other), "-o", str(tmp_path / "exp2")]) == 1
     assert "another patient" in capsys.readouterr().err
+
+
+def test_roi_names_lose_the_patients_name_and_id(tmp_path: Path, key_file: Path) -> None:
+    """--all-structures with ROIs named after the patient (Test^Patient, DS-TEST): the ID and name parts are
+    replaced by ANON in every free-text value, the other words kept."""
+    from dataclasses import replace
+
+    case = make_phantom(shape=(32, 32, 24))
+    named = {"Patient_Test boost": case.structures["PTV70"], "MRN ds-test": case.structures["PTV56"]}
+    case = replace(case, structures={**case.structures, **named})
+    folder = write_dicom_patient(tmp_path / "patient", case)
+    results = tmp_path / "results"
+    results.mkdir()
+    write_segmentation(results / "segmentation.seg.nrrd", case.structures)
+    assert main(["export-dicom", str(results), "--ct", str(folder), "-o", str(tmp_path / "o"), "--all-structures",
+                 "--anonymise", "--key-file", str(key_file)]) == 0
+    path = tmp_path / "o" / "rtstruct.dcm"
+    names = {roi.ROIName for roi in pydicom.dcmread(path).StructureSetROISequence}
+    assert {"ANON_ANON boost", "MRN ANON", "Brainstem", "PTV70"} <= names
+    data = path.read_bytes().lower()
+    assert b"ds-test" not in data and b"patient_test" not in data

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
+from DoseSegLib.io.dicom.deid import identifying_parts, scrub_values
 from DoseSegLib.io.dicom.detect import DICOMDIR_CLASS, read_header, sniff
 from DoseSegLib.io.limits import check_dicom_file
 
 log = logging.getLogger(__name__)
 _UID = re.compile(r"\b\d+(?:\.\d+){3,}\b")  # a DICOM UID: dotted digits (at least 4 components)
-MIN_IDENTIFIER = 3  # shorter values (a StudyID "1") identify nobody and would blank every digit
 _IDENTIFYING = ("PatientID", "PatientName", "PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate",
                 "ContentDate", "AccessionNumber", "StudyID", "InstitutionName", "ReferringPhysicianName")
 
@@ -43,9 +43,7 @@ class ArchiveStudy:
         self.files.append(path)
         self.modalities[str(ds.get("Modality", "")).upper()] += 1
         for keyword in _IDENTIFYING:
-            value = str(ds.get(keyword, "") or "").strip()
-            parts = {value, *re.split(r"[\^ ,]+", value)}
-            self.identifiers.update(part for part in parts if len(part) >= MIN_IDENTIFIER)
+            self.identifiers.update(identifying_parts(ds.get(keyword, "")))
 
 
 def scan_archive(roots: Iterable[Path]) -> tuple[list[ArchiveStudy], int]:
@@ -114,7 +112,4 @@ def scrub(text: str, study: ArchiveStudy, view: Path | None = None) -> str:
     """``text`` without the study's identifiers, UIDs and the view folder's path (for messages written out)."""
     if view is not None:
         text = text.replace(f"{view}{os.sep}", "").replace(str(view), "the patient")
-    text = _UID.sub("<UID>", text)
-    for value in sorted(study.identifiers, key=len, reverse=True):
-        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", "<ID>", text, flags=re.IGNORECASE)
-    return text
+    return scrub_values(_UID.sub("<UID>", text), study.identifiers, "<ID>")

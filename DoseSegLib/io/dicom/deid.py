@@ -16,8 +16,8 @@ attributes; with a :class:`Deidentifier` each written object is then walked whol
   PatientBirthDate, PatientSex, AccessionNumber, StudyID, ReferringPhysicianName and
   OperatorsName are Type 2 and stay, empty; StudyDescription and any other free text copied
   from the input (``REMOVED``) is removed. DoseSeg's own descriptions (SeriesDescription,
-  ROI names) are kept: they come from DoseSeg or the structure names, not from the
-  patient's record (the profile's Clean Descriptors Option).
+  ROI names) are kept, cleaned of the patient's ID and name parts (whole words, any case,
+  replaced by ``ANON``: an ROI named after the patient; the profile's Clean Descriptors Option).
 - PatientIdentityRemoved YES, DeidentificationMethod and DeidentificationMethodCodeSequence
   (113100 Basic Application Confidentiality Profile, 113105 Clean Descriptors Option).
 """
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,22 @@ _KEEP_UIDS = (0x00080016, 0x00081150, 0x00020002, 0x00020010, 0x00020012)  # cla
 METHOD = ("PS3.15 Basic Application Level Confidentiality Profile", "Clean Descriptors Option",
           "keyed pseudonym and UIDs (HMAC-SHA256)", f"DoseSeg {__version__}")
 CODES = (("113100", "Basic Application Confidentiality Profile"), ("113105", "Clean Descriptors Option"))
+MIN_IDENTIFIER = 3  # shorter parts (a StudyID "1", initials) identify nobody and would blank every digit
+TEXT_VRS = ("LO", "SH", "ST", "LT", "UT", "UC")  # free text: descriptors such as ROI names
+ANONYMOUS = "ANON"
+
+
+def identifying_parts(value: object) -> set[str]:
+    """A value and its parts (split at ``^``, spaces and commas) long enough to identify someone."""
+    text = str(value or "").strip()
+    return {part for part in {text, *re.split(r"[\^ ,]+", text)} if len(part) >= MIN_IDENTIFIER}
+
+
+def scrub_values(text: str, values: Iterable[str], replacement: str) -> str:
+    """``text`` with each of ``values`` replaced where it stands as a whole word (any case; longest first)."""
+    for value in sorted(values, key=len, reverse=True):
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", replacement, text, flags=re.IGNORECASE)
+    return text
 
 
 def read_key(path: str | Path) -> bytes:
@@ -88,10 +106,11 @@ class Deidentifier:
 
         pseudonym = self.pseudonym(str(ds.get("PatientID", "")), str(ds.get("PatientName", "")),
                                    str(ds.get("PatientBirthDate", "")), str(ds.get("StudyInstanceUID", "")))
+        identity = set().union(*(identifying_parts(ds.get(k, "")) for k in ("PatientID", "PatientName")))
         for keyword in REMOVED:
             if keyword in ds:
                 delattr(ds, keyword)
-        self._walk(ds)
+        self._walk(ds, identity)
         for keyword in EMPTIED:
             setattr(ds, keyword, "")
         for keyword, value in DUMMY.items():
@@ -108,12 +127,17 @@ class Deidentifier:
         ds.DeidentificationMethodCodeSequence = codes
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
-    def _walk(self, ds) -> None:
-        """UIDs replaced, dates, times and person names emptied, in ``ds`` and every nested sequence."""
+    def _walk(self, ds, identity: set[str]) -> None:
+        """UIDs replaced, dates, times and person names emptied, the patient's ID and name parts replaced by
+        ``ANON`` in free text (an ROI named after the patient), in ``ds`` and every nested sequence."""
         for element in ds:
             if element.VR == "SQ":
                 for item in element.value:
-                    self._walk(item)
+                    self._walk(item, identity)
+            elif element.VR in TEXT_VRS and identity and element.value:
+                values = element.value if element.VM > 1 else [element.value]
+                clean = [scrub_values(str(v), identity, ANONYMOUS) for v in values]
+                element.value = clean if element.VM > 1 else clean[0]
             elif element.VR == "UI" and element.tag not in _KEEP_UIDS:
                 values = element.value if element.VM > 1 else [element.value]
                 new = [self.uid(str(v)) for v in values]
