@@ -213,3 +213,14 @@ def test_tilted_series_is_refused(patient: Path) -> None:
                                            [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1] + 0.5 * k,
                                             ds.ImagePositionPatient[2]]))
     refused(patient, "gantry tilt")
+
+
+@pytest.mark.parametrize("tag", [b"\x06\x30\x24\x00", b"\x06\x30\x84\x00"],
+                         ids=["ReferencedFrameOfReferenceUID", "ReferencedROINumber"])
+def test_a_damaged_value_inside_a_sequence_is_named(patient: Path, tag: bytes, capsys: pytest.CaptureFixture) -> None:
+    """A value representation spoiled in a nested item (not only at the top level) gives the file's one-line error."""
+    path = patient / "rtstruct.dcm"
+    data = path.read_bytes()
+    at = data.index(tag)  # only inside the StructureSet/ROIContour sequences
+    path.write_bytes(data[:at + 4] + b"U@" + data[at + 6:])
+    refused(patient, "rtstruct.dcm", "damaged DICOM file", capsys=capsys)

@@ -247,6 +247,9 @@ def test_train_publish_list_and_predict_with_the_clinic_model(archive: Path, coh
     patient = archive / "2024" / "Doe_Jane"  # straight from the archive: vendor names, RTPLAN, nested folders
     assert main(["predict-dose", str(patient), "--model", MODEL, "-o", str(tmp_path / "pred"), "--device", "cpu"]) == 0
     assert (tmp_path / "pred" / "Doe_Jane" / "dose.nrrd").is_file()
+    assert main(["run", str(patient), "--model", MODEL, "-o", str(tmp_path / "run_out"), "--device", "cpu",
+                 "--no-segment", "--no-radiomics"]) == 0
+    assert json.loads((tmp_path / "run_out" / "summary.json").read_text())["models"]["dose"]["name"] == MODEL
     capsys.readouterr()
     assert main(["predict-dose", str(patient), "--model", MODEL, "-o", str(tmp_path / "unc"), "--device", "cpu",
                  "--uncertainty"]) == 1  # uncalibrated: the remedy is publish-model, not the bundled model's script

@@ -1,4 +1,8 @@
-"""The what-if session: edits change the prediction and metrics exactly as a fresh predict-dose + dvh."""
+"""The what-if session: edits change the prediction and metrics exactly as a fresh predict-dose + dvh.
+
+The session shows the network's own dose (no prescription normalisation, so that edits and their
+sensitivities compare like with like): it is checked against ``predict-dose --no-normalise``.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ def phantom_session(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _cli_metrics(folder: Path, out: Path) -> tuple[np.ndarray, dict[str, dict[str, str]]]:
-    assert main(["predict-dose", str(folder), "-o", str(out / "pred"), "--device", "cpu"]) in (0, None)
+    command = ["predict-dose", str(folder), "-o", str(out / "pred"), "--device", "cpu", "--no-normalise"]
+    assert main(command) in (0, None)
     dose = out / "pred" / folder.name / "dose.nrrd"
     main(["dvh", str(folder), "--dose", str(dose), "-o", str(out / "dvh")])
     with open(out / "dvh" / "dvh_metrics.csv", newline="") as f:

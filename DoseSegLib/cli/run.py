@@ -23,6 +23,7 @@ DEMO_REFERENCE = ("the phantom's dose.nrrd: a distance-to-target falloff made wi
 def run_patients(
     patients: list[Path], output: Path, force: bool, options: RunOptions, device: Device | str = Device.AUTO,
     as_json: bool = False, source_label: str = "", per_patient: bool = False, reference_label: str = "",
+    dose_model: str | None = None,
 ) -> int:
     """Run the main job; one patient writes into ``output``, several (or any with ``per_patient``)
     into ``output/<patient>/`` with ``output/cohort_summary.csv``.
@@ -41,7 +42,7 @@ def run_patients(
     from DoseSegLib.run.pipeline import Pipeline
 
     bars = progress_enabled()
-    pipeline = Pipeline(device, options, progress=bars, log_lines=not bars)
+    pipeline = Pipeline(device, options, dose_model, progress=bars, log_lines=not bars)
     if single:
         pipeline.run(patients[0], output, force, source_label, reference_label)
         summary = json.loads((output / "summary.json").read_text())
@@ -92,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         deidentifier=deidentifier(args),
     )
     return run_patients(args.patients, args.output, args.force, options, args.device, args.json,
-                        per_patient=bool(args.shard))
+                        per_patient=bool(args.shard), dose_model=args.model)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -135,6 +136,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-high-dose", action="store_true", help="accept a reference dose above 200 Gy")
     add_dvh_method(p)
     p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
+    p.add_argument("--model", help="dose model by catalogue name, bundled or your own (`doseseg models` lists them; "
+                                   "default: the bundled default dose model)")
     add_anonymise(p)
     add_any_site(p)
     add_uncertainty_options(p)

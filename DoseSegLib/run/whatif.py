@@ -137,7 +137,10 @@ class WhatIfSession:
         return name
 
     def predict_dose(self) -> Volume:
-        """The predicted dose (Gy) on the CT grid for the current structures (as ``predict_case_dose``)."""
+        """The predicted dose (Gy) on the CT grid for the current structures (as ``predict_case_dose``).
+
+        The network's own dose, not normalised to the prescription (``predict-dose --no-normalise``): each
+        edit changes only the prediction, and the sensitivity maps are derivatives of this dose."""
         inputs = self.inputs.channels[(slice(None), *self.box)]
         return self.grid.to_ct_grid(self.grid.in_box(predict_box_dose(self.model, inputs)))
 

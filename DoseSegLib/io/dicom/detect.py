@@ -119,16 +119,18 @@ def read_header(path: Path):
         return None
     except Exception as exc:  # pydicom raises many types for damaged files
         raise DoseSegError(f"{path}: damaged DICOM file ({type(exc).__name__}: {str(exc)[:120]})") from None
-    try:  # every top-level value decoded now, so that a damaged one is named here and nowhere deeper
+    try:  # every value decoded now, nested sequences included, so that a damaged one is named here and nowhere deeper
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             check_complete(ds, path)  # on the raw elements, before decoding
-            for _ in (*getattr(ds, "file_meta", ()), *ds):
+            for _ in getattr(ds, "file_meta", ()):
                 pass
+            ds.walk(lambda _dataset, _element: None)
     except DoseSegError:
         raise
     except Exception as exc:  # pydicom raises many types for damaged values
-        raise DoseSegError(f"{path}: damaged DICOM file ({type(exc).__name__}: {str(exc)[:120]})") from None
+        reason = (str(exc).splitlines() or [""])[0]  # pydicom's walk() appends a traceback to the message
+        raise DoseSegError(f"{path}: damaged DICOM file ({type(exc).__name__}: {reason[:120]})") from None
     if "SOPClassUID" not in ds and "MediaStorageSOPClassUID" not in getattr(ds, "file_meta", {}):
         return None
     ds.filename = str(path)
