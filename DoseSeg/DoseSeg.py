@@ -90,6 +90,7 @@ class DoseSegParameterNode:
     dvhMethod: Annotated[str, Choice(["auto", "voxel"])] = "auto"
     anySite: bool = False
     uncertainty: bool = False
+    doseModel: str = ""
     predictedDose: vtkMRMLScalarVolumeNode
     doseOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     dvhChart: vtkMRMLPlotChartNode
@@ -371,7 +372,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         options = PatientOptions.fromPanel(
             p.prescriptions, p.namesFile, p.goalsTable, p.goalsFile, p.dvhMethod, p.dvhStep, p.device,
-            p.mirrorAveraging, p.anySite, p.uncertainty)
+            p.mirrorAveraging, p.anySite, p.uncertainty, p.doseModel)
         if p.segmentation:
             sceneinputs.rememberPrescriptions(p.segmentation, options.prescriptions)
         return options

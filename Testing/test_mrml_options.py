@@ -32,7 +32,7 @@ def test_prescriptions_text_round_trips_and_bad_text_is_refused():
 def test_every_option_reaches_the_commands_that_take_it_and_they_parse(command, tmp_path):
     options = PatientOptions(prescriptions={"PTV1": 60.0}, namesFile=str(tmp_path / "names.json"),
                              goalsFile="prostate", anySite=True, uncertainty=True, level=0.8, dvhMethod="voxel",
-                             device="cpu", mirrorAveraging=True, allowHighDose=True)
+                             device="cpu", mirrorAveraging=True, allowHighDose=True, doseModel="clinic-prostate")
     args = options.arguments(command)
     parsed = build_parser().parse_args([command, str(tmp_path), *args, "-o", str(tmp_path / "out")])
     if command in ("align", "predict-dose", "radiomics", "run", "dvh"):
@@ -40,7 +40,7 @@ def test_every_option_reaches_the_commands_that_take_it_and_they_parse(command, 
     if command in ("segment", "predict-dose", "run"):
         assert parsed.device == "cpu" and parsed.tta
     if command in ("predict-dose", "run"):
-        assert parsed.any_site and parsed.uncertainty and parsed.level == 0.8
+        assert parsed.any_site and parsed.uncertainty and parsed.level == 0.8 and parsed.model == "clinic-prostate"
     if command in ("run", "dvh"):
         assert parsed.constraints == Path("prostate") and parsed.dvh_method == "voxel" and parsed.allow_high_dose
     if command == "dvh":
@@ -53,6 +53,10 @@ def test_panel_fields_become_options():
     assert options == PatientOptions({"PTV1": 60.0}, None, "prostate", True, False, 0.9, "voxel", 0.5, "cuda", True)
     assert PatientOptions.fromPanel("", "", "head-and-neck", "/goals.csv", "auto", 0.1, "auto", False, False,
                                     False).goalsFile == "/goals.csv", "a goals file replaces the site table"
+    args = PatientOptions.fromPanel("", "", "head-and-neck", "", "auto", 0.1, "auto", False, False, False,
+                                    " clinic-prostate ").arguments("run")
+    assert args[args.index("--model") + 1] == "clinic-prostate", "the panel's dose model reaches --model"
+    assert "--model" not in PatientOptions().arguments("run"), "empty: the bundled default"
     for bad in ({"dvhMethod": "fancy"}, {"device": "tpu"}, {"level": 1.0}):
         with pytest.raises(DoseSegError):
             PatientOptions(**bad)

@@ -222,7 +222,7 @@ def handlers(module, monkeypatch, rt_study):
     parameters = SimpleNamespace(
         ctVolume=rt_study.ct, segmentation=rt_study.segmentation, referenceDose=rt_study.dose, predictedDose=None,
         prescriptions="", namesFile=Path("."), goalsTable="prostate", goalsFile=Path(""), dvhMethod="voxel",
-        dvhStep=0.5, device="cpu", mirrorAveraging=True, anySite=True, uncertainty=True, doseOpacity=0.5,
+        dvhStep=0.5, device="cpu", mirrorAveraging=True, anySite=True, uncertainty=True, doseModel="", doseOpacity=0.5,
         radiomicsTable=None, comparisonTable=None, planQaTable=None, dvhChart=None, constraintsTable=None,
         metricsTable=None)
     panel._parameterNode = parameters

@@ -17,6 +17,7 @@ from DoseSegLib.core.options import Device, DvhMethod
 # which options each command takes (see `doseseg <command> --help`)
 NAME_COMMANDS = {"align", "predict-dose", "radiomics", "run", "dvh"}
 MODEL_COMMANDS = {"segment", "predict-dose", "run"}
+DOSE_MODEL_COMMANDS = {"predict-dose", "run"}
 SITE_COMMANDS = {"predict-dose", "run"}
 
 
@@ -55,6 +56,7 @@ class PatientOptions:
         device: where the models run: auto, cpu or cuda.
         mirrorAveraging: ``--tta``.
         allowHighDose: accept a dose above 200 Gy (``--allow-high-dose``).
+        doseModel: a dose model by catalogue name, bundled or the user's (``--model``); None: the default.
     """
 
     prescriptions: dict[str, float] = field(default_factory=dict)
@@ -68,6 +70,7 @@ class PatientOptions:
     device: str = "auto"
     mirrorAveraging: bool = False
     allowHighDose: bool = False
+    doseModel: str | None = None
 
     def __post_init__(self) -> None:
         DvhMethod.parse(self.dvhMethod)  # the texts the command line takes, checked here with a suggestion
@@ -77,8 +80,8 @@ class PatientOptions:
 
     @classmethod
     def fromPanel(cls, prescriptions: str, namesFile: object, goalsTable: str, goalsFile: object, dvhMethod: str,
-                  dvhStep: float, device: str, mirrorAveraging: bool, anySite: bool, uncertainty: bool
-                  ) -> PatientOptions:
+                  dvhStep: float, device: str, mirrorAveraging: bool, anySite: bool, uncertainty: bool,
+                  doseModel: str = "") -> PatientOptions:
         """The options of the panel's fields: prescriptions as text (``PTV1=60, PTV2=54``), files as paths (empty
         or "." for none), the goals file over the site table."""
         def path(value: object) -> str | None:
@@ -86,7 +89,8 @@ class PatientOptions:
             return None if text in ("", ".") else text
 
         return cls(parsePrescriptions(prescriptions), path(namesFile), path(goalsFile) or goalsTable,
-                   anySite, uncertainty, 0.9, dvhMethod, dvhStep, device, mirrorAveraging)
+                   anySite, uncertainty, 0.9, dvhMethod, dvhStep, device, mirrorAveraging,
+                   doseModel=doseModel.strip() or None)
 
     def mapper(self) -> NameMapper:
         """The structure-name mapping of ``namesFile`` and ``prescriptions``."""
@@ -104,6 +108,8 @@ class PatientOptions:
                 args += ["--prescription", f"{name}={gy:g}"]
         if command in MODEL_COMMANDS:
             args += ["--device", self.device] + (["--tta"] if self.mirrorAveraging else [])
+        if command in DOSE_MODEL_COMMANDS and self.doseModel:
+            args += ["--model", self.doseModel]
         if command in SITE_COMMANDS:
             args += ["--any-site"] if self.anySite else []
             args += ["--uncertainty", "--level", f"{self.level:g}"] if self.uncertainty else []
