@@ -17,6 +17,12 @@ def _itemOf(shNode, dataNode, parent: int) -> int:
     return item if item else shNode.CreateItem(parent, dataNode)
 
 
+def placeUnder(shNode, parent: int, *dataNodes) -> None:
+    """Put the nodes (None is skipped) under the subject-hierarchy item ``parent`` (an item is made when missing)."""
+    for node in filter(None, dataNodes):
+        shNode.SetItemParent(_itemOf(shNode, node, parent), parent)
+
+
 def studyItem(ctNode) -> int:
     """The subject-hierarchy item holding the CT: its study when loaded from DICOM, else the scene."""
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(ctNode.GetScene())
@@ -26,9 +32,7 @@ def studyItem(ctNode) -> int:
 def placeBesideCt(ctNode, *dataNodes) -> None:
     """Put the nodes (None is skipped) under the CT's study."""
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(ctNode.GetScene())
-    parent = studyItem(ctNode)
-    for node in filter(None, dataNodes):
-        shNode.SetItemParent(_itemOf(shNode, node, parent), parent)
+    placeUnder(shNode, studyItem(ctNode), *dataNodes)
 
 
 def placeInFolder(ctNode, folderName: str, *dataNodes) -> int:
@@ -36,6 +40,5 @@ def placeInFolder(ctNode, folderName: str, *dataNodes) -> int:
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(ctNode.GetScene())
     parent = studyItem(ctNode)
     folder = shNode.GetItemChildWithName(parent, folderName) or shNode.CreateFolderItem(parent, folderName)
-    for node in filter(None, dataNodes):
-        shNode.SetItemParent(_itemOf(shNode, node, folder), folder)
+    placeUnder(shNode, folder, *dataNodes)
     return folder

@@ -11,7 +11,7 @@ import slicer
 
 from DoseSegLib.io.phantom import make_phantom
 
-from . import doseunits, nodes
+from . import doseunits, hierarchy, nodes
 
 SAMPLE_NAME = "DoseSegPhantom"
 PATIENT_NAME = "DoseSeg phantom"
@@ -27,11 +27,6 @@ def loadPhantom(scene) -> tuple:
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     patient = shNode.CreateSubjectItem(shNode.GetSceneItemID(), PATIENT_NAME)
     study = shNode.CreateStudyItem(patient, "Synthetic planning study")
-    for node in (ct, segmentation, dose):
-        item = shNode.GetItemByDataNode(node)
-        if item:
-            shNode.SetItemParent(item, study)
-        else:
-            shNode.CreateItem(study, node)
+    hierarchy.placeUnder(shNode, study, ct, segmentation, dose)
     doseunits.markDoseInStudy(dose)  # Gy, written on the study item as SlicerRT's import does
     return ct, segmentation, dose

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import slicer
 import vtk
-from DoseSegLogicLib import nodes
+from DoseSegLogicLib import hierarchy, nodes
 
 from DoseSegLib import Case, Volume
 from DoseSegLib.core.volume import crop_box
@@ -148,10 +148,5 @@ def buildRtStudy(scene, case: Case | None = None, doseUnit: str = "CGY", surface
     study = shNode.CreateStudyItem(patient, "Planning study")
     shNode.SetItemAttribute(study, "DicomRtImport.DoseUnitName", doseUnit)
     shNode.SetItemAttribute(study, "DicomRtImport.DoseUnitValue", f"{1e-3 * factor:g}")
-    for node in (ct, segmentationNode, doseNode):
-        item = shNode.GetItemByDataNode(node)
-        if item:
-            shNode.SetItemParent(item, study)
-        else:
-            shNode.CreateItem(study, node)
+    hierarchy.placeUnder(shNode, study, ct, segmentationNode, doseNode)
     return RtStudy(ct, segmentationNode, doseNode, study, case)
