@@ -162,8 +162,9 @@ def test_run_anonymise_de_identifies_its_dicom_outputs(patient, key_file: Path, 
 def test_an_anonymised_runs_results_export_with_their_own_ct(patient, key_file: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture) -> None:
-    """The pseudonyms of a de-identified rtdose.dcm are not another patient: the identity check reads the run's
-    source folder instead, and still refuses another patient's CT."""
+    """The pseudonyms of a de-identified rtdose.dcm are not another patient: with the run's key (--key-file) the
+    identity check compares them with the CT's pseudonyms, and still refuses another patient's CT; without the key
+    it cannot check and refuses."""
     from model_helpers import write_tiny_catalogue
 
     monkeypatch.setenv("DOSESEG_MODELS", str(write_tiny_catalogue(tmp_path / "models")))
@@ -171,13 +172,22 @@ def test_an_anonymised_runs_results_export_with_their_own_ct(patient, key_file: 
     out = tmp_path / "out"
     assert main(["run", str(folder), "-o", str(out), "--device", "cpu", "--no-radiomics", "--anonymise",
                  "--key-file", str(key_file)]) == 0
-    assert main(["export-dicom", str(out), "--ct", str(folder), "-o", str(tmp_path / "exp")]) == 0, \
+    capsys.readouterr()
+    assert main(["export-dicom", str(out), "--ct", str(folder), "-o", str(tmp_path / "exp")]) == 1
+    assert "give --key-file" in capsys.readouterr().err and not (tmp_path / "exp").exists()
+    key = ["--key-file", str(key_file)]
+    assert main(["export-dicom", str(out), "--ct", str(folder), "-o", str(tmp_path / "exp"), *key]) == 0, \
         capsys.readouterr().err
     ct = pydicom.dcmread(folder / "CT0000.dcm")
     assert pydicom.dcmread(tmp_path / "exp" / "rtdose.dcm").PatientID == ct.PatientID
     other = write_dicom_patient(tmp_path / "other", make_phantom(shape=(32, 32, 24)), patient_id="OTHER-1")
     capsys.readouterr()
-    assert main(["export-dicom", str(out), "--ct", str(other), "-o", str(tmp_path / "exp2")]) == 1
+    assert main(["export-dicom", str(out), "--ct", str(other), "-o", str(tmp_path / "exp2"), *key]) == 1
+    assert "another patient" in capsys.readouterr().err
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("another secret of at least sixteen bytes")
+    assert main(["export-dicom", str(out), "--ct", str(folder), "-o", str(tmp_path / "exp3"), "--key-file",
+                 str(wrong)]) == 1  # another key: other pseudonyms
     assert "another patient" in capsys.readouterr().err
 
 
@@ -200,3 +210,108 @@ def test_roi_names_lose_the_patients_name_and_id(tmp_path: Path, key_file: Path)
     assert {"ANON_ANON boost", "MRN ANON", "Brainstem", "PTV70"} <= names
     data = path.read_bytes().lower()
     assert b"ds-test" not in data and b"patient_test" not in data
+
+
+FOLDERS = ("Zebulon_Quixote_MRN77X31", "Yolanda_Vexley_9931", "Zebulon_second_study")  # named after the patient
+PERSON, PATIENT_ID = "Quixote^Zebulon^Xavier", "MRN77X31-Q"
+
+
+def _every_output(out: Path) -> dict[str, bytes]:
+    """Every file under ``out`` (names relative to it) with its bytes, the NRRD headers and payloads as written
+    and gunzipped."""
+    import gzip
+
+    files = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.name.endswith(".nrrd") and b"\n\n" in data:
+                header, payload = data.split(b"\n\n", 1)
+                data += gzip.decompress(payload) if b"encoding: gzip" in header else b""
+            files[path.relative_to(out).as_posix()] = data
+    return files
+
+
+def test_run_anonymise_de_identifies_every_output(key_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """A DICOM patient and an NRRD patient whose folders, name, ID and a structure name carry the patient's
+    identity: with --anonymise no output file (one patient, and a cohort: per-patient folders, cohort_summary.csv)
+    names the folder, the input path, the patient's name parts or ID, in its name or any of its bytes; the patient
+    is named by the pseudonym of its DICOM objects (the folder's for an NRRD patient)."""
+    import csv
+    import json
+    import shutil
+    from dataclasses import replace
+
+    from model_helpers import write_tiny_catalogue
+
+    from DoseSegLib.io.dicom.deid import read_key
+    from DoseSegLib.io.outputs import MARKER
+    from DoseSegLib.io.phantom import write_phantom_patient
+
+    monkeypatch.setenv("DOSESEG_MODELS", str(write_tiny_catalogue(tmp_path / "models")))
+    inputs = tmp_path / "inputs"
+    case = make_phantom(shape=(32, 32, 24))
+    case = replace(case, structures={**case.structures, "Quixote_lesion": case.structures["PTV56"]})
+    dicom = write_dicom_patient(inputs / FOLDERS[0], case, patient_id=PATIENT_ID, patient_name=PERSON)
+    nrrd = inputs / FOLDERS[1]
+    write_phantom_patient(nrrd, shape=(32, 32, 24))
+    same = inputs / FOLDERS[2]  # another folder of the same patient: its outputs would take the first one's folder
+    shutil.copytree(dicom, same)
+    secrets = {*FOLDERS, "Zebulon", "Quixote", "Xavier", "Yolanda", "Vexley", PATIENT_ID, str(inputs),
+               str(inputs.resolve()), "H&N plan Doe Jane"}
+    key = ["--anonymise", "--key-file", str(key_file), "--device", "cpu"]
+    assert main(["run", str(dicom), "-o", str(tmp_path / "one"), *key]) == 0
+    console = capsys.readouterr().out
+    assert f"de-identified outputs (--anonymise) in {tmp_path / 'one'}" in console
+    assert main(["run", str(dicom), str(nrrd), str(same), "-o", str(tmp_path / "cohort"), "--no-radiomics",
+                 *key]) == 1  # the second folder of the patient fails, the others are written
+    err = capsys.readouterr().err
+    assert f"{dicom}: de-identified outputs in {tmp_path / 'cohort'}" in err and "same pseudonym" in err
+    assert f"{same}: de-identified outputs" not in err
+
+    deid = Deidentifier(read_key(key_file))
+    pseudonym = pydicom.dcmread(tmp_path / "one" / "rtdose.dcm").PatientID
+    assert pseudonym == deid.pseudonym(PATIENT_ID) and deid.pseudonym(FOLDERS[1]).startswith("DS-")
+    cohort = tmp_path / "cohort"
+    assert sorted(p.name for p in cohort.iterdir()) == sorted([MARKER, "cohort_summary.csv", pseudonym,
+                                                               deid.pseudonym(FOLDERS[1])])
+    with (cohort / "cohort_summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["patient"] for row in rows] == [pseudonym, deid.pseudonym(FOLDERS[1]), pseudonym]
+    assert [row["status"] for row in rows] == ["ok", "ok", "failed"] and "same pseudonym" in rows[2]["error"]
+    for summary in (tmp_path / "one" / "summary.json", cohort / pseudonym / "summary.json"):
+        written = json.loads(summary.read_text())
+        assert written["patient"] == pseudonym and "anonymise" in written["source"]
+        assert "ANON_lesion" in written["structures"] and "ANON_lesion" in written["original_names"].values()
+    assert pydicom.dcmread(cohort / pseudonym / "rtdose.dcm").PatientID == pseudonym
+    assert "ANON_lesion" in (tmp_path / "one" / "dvh.csv").read_text()
+    assert (tmp_path / "one" / "radiomics.csv").is_file()
+    for out in (tmp_path / "one", cohort):
+        files = _every_output(out)
+        assert len(files) >= 15  # report, NRRDs, CSVs, radiomics, rtdose.dcm, summary.json, marker
+        for name, data in files.items():
+            for secret in secrets:
+                assert secret.lower() not in name.lower(), (name, secret)
+                assert secret.lower().encode() not in data.lower(), (name, secret)
+
+
+def test_anonymised_structure_names_stay_distinct(tmp_path: Path) -> None:
+    """Two structures named after the patient become ANON..., ANON..._2; the prescriptions, fine masks, original
+    names and notes follow them; the input path and folder name become the pseudonym."""
+    from dataclasses import replace
+
+    from DoseSegLib.run.anonymise import PatientIdentity, anonymise_case
+
+    case = make_phantom(shape=(24, 24, 16))
+    ptv = case.structures["PTV70"]
+    folder = tmp_path / "Quixote_2024"
+    case = replace(case, name=folder.name, structures={"Zebulon boost": ptv, "Quixote boost": ptv, "ANON boost": ptv},
+                   prescriptions={"Zebulon boost": 70.0}, fine_structures={"Quixote boost": ptv},
+                   original_names={"Zebulon boost": "zebulon BOOST"}, notes=[f"{folder}/ct.nrrd: Quixote_2024 read"])
+    who = PatientIdentity("DS-0123456789ABCDEF", (str(folder),), folder.name, frozenset({"Zebulon", "Quixote"}))
+    clean = anonymise_case(case, who)
+    assert list(clean.structures) == ["ANON boost_2", "ANON boost_3", "ANON boost"] and clean.name == who.pseudonym
+    assert clean.prescriptions == {"ANON boost_2": 70.0} and list(clean.fine_structures) == ["ANON boost_3"]
+    assert clean.original_names == {"ANON boost_2": "ANON BOOST"}
+    assert clean.notes == ["DS-0123456789ABCDEF/ct.nrrd: DS-0123456789ABCDEF read"]

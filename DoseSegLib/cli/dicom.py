@@ -50,12 +50,13 @@ def _read_results(results: Path) -> _Results:
         raise DoseSegError(f"{summary_path}: unreadable summary ({exc}); give the run's own summary.json") from None
 
 
-def add_anonymise(parser: argparse.ArgumentParser) -> None:
-    """``--anonymise`` and ``--key-file``: de-identify the DICOM objects written (PS3.15 Basic Profile)."""
+def add_anonymise(parser: argparse.ArgumentParser, also: str = "") -> None:
+    """``--anonymise`` and ``--key-file``: de-identify the DICOM objects written (PS3.15 Basic Profile);
+    ``also`` says what else the command de-identifies or checks with the key."""
     parser.add_argument("--anonymise", action="store_true",
                         help="de-identify the DICOM objects written (PS3.15 Basic Application Level Confidentiality "
                              "Profile): keyed pseudonym for patient name and ID, UIDs replaced consistently, dates, "
-                             "names and study description removed or emptied; needs --key-file")
+                             f"names and study description removed or emptied{also}; needs --key-file")
     parser.add_argument("--key-file", type=Path,
                         help="file holding your secret (at least 16 bytes) for --anonymise's pseudonyms and UIDs: "
                              "the same key gives the same pseudonym; keep it, never share it")
@@ -115,16 +116,41 @@ def results_identity(results: Path) -> tuple[str, dict[str, str]] | None:
     return str(source), _dataset_identity(read_ct_geometry(source).slices[0])
 
 
-def check_same_patient(results: Path, ct_folder: Path, series: str | None) -> None:
-    """Refuse results computed for another patient, study or frame of reference than the CT's."""
+def deidentified_identity(results: Path) -> tuple[str, dict[str, str]] | None:
+    """The first de-identified DICOM object of the results (``run --anonymise``) and its pseudonyms."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    for name in ("rtdose.dcm", "rtstruct.dcm"):
+        try:
+            ds = pydicom.dcmread(results / name, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, AttributeError):
+            continue
+        if str(ds.get("PatientIdentityRemoved", "")).upper() == "YES":
+            return str(results / name), _dataset_identity(ds)
+    return None
+
+
+def check_same_patient(results: Path, ct_folder: Path, series: str | None, deid: Deidentifier | None = None) -> None:
+    """Refuse results computed for another patient, study or frame of reference than the CT's. Results of
+    ``run --anonymise`` (pseudonyms only) are checked with the run's key (``deid``): the CT's pseudonyms must be
+    theirs."""
     from DoseSegLib.core.errors import DoseSegError
     from DoseSegLib.io.dicom.results import read_ct_geometry
 
-    found = results_identity(results)
+    plain = results_identity(results)
+    found = plain or deidentified_identity(results)
     if found is None:
         return
+    ct = read_ct_geometry(ct_folder, series).slices[0]
+    ours = _dataset_identity(ct)
+    if plain is None:  # de-identified results: compared with the CT's pseudonyms
+        if deid is None:
+            raise DoseSegError(f"{found[0]} is de-identified (doseseg run --anonymise): give --key-file with the "
+                               f"run's key to check that the results belong to the CT in {ct_folder}")
+        ours = {"PatientID": deid.identity(ct)[0], "StudyInstanceUID": deid.uid(ours["StudyInstanceUID"]),
+                "FrameOfReferenceUID": deid.uid(ours["FrameOfReferenceUID"])}
     where, theirs = found
-    ours = _dataset_identity(read_ct_geometry(ct_folder, series).slices[0])
     differ = [key for key in IDENTITY if theirs[key] and ours[key] and theirs[key] != ours[key]]
     if differ:
         shown = "; ".join(f"{key} {theirs[key]} vs {ours[key]}" for key in differ)
@@ -155,13 +181,17 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
     from DoseSegLib.io.outputs import check_output_dir, staged_output
     from DoseSegLib.io.patient import read_dose
 
+    from DoseSegLib.io.dicom.deid import Deidentifier, read_key
+
     check_output_dir(args.output, args.force, [args.results, args.ct])
-    deid = deidentifier(args)
+    # --key-file alone: the key that checks the patient of de-identified results (run --anonymise)
+    key = Deidentifier(read_key(args.key_file)) if args.key_file is not None and not args.anonymise else None
+    deid = deidentifier(args) if key is None else None
     if not args.results.is_dir():
         raise DoseSegError(f"{args.results}: results folder not found")
     if not args.ct.is_dir() or patient_format(args.ct) != "dicom":
         raise DoseSegError(f"{args.ct}: not a folder of DICOM files (the CT series the results belong to)")
-    check_same_patient(args.results, args.ct, args.series)
+    check_same_patient(args.results, args.ct, args.series, key or deid)
     dose_path = args.results / "dose.nrrd"
     dose = read_dose(dose_path) if dose_path.is_file() else None
     if dose is not None:
@@ -202,6 +232,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="export every structure, not only the auto-segmented ones: the clinician's keep their "
                         "original names, types, colours and MANUAL generation (contours copied as drawn from the "
                         "CT folder's RTSTRUCT when they match), the body included; DoseSeg's are AUTOMATIC")
-    add_anonymise(p)
+    add_anonymise(p, "; --key-file alone: checks that a de-identified run's results belong to --ct")
     add_output(p)
     p.set_defaults(func=cmd_export_dicom)

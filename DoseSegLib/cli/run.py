@@ -47,6 +47,8 @@ def run_patients(
         pipeline.run(patients[0], output, force, source_label, reference_label)
         summary = json.loads((output / "summary.json").read_text())
         print(json.dumps(summary, indent=2) if as_json else _describe(summary, output))
+        if options.deidentifier is not None and not as_json:
+            print(f"  {patients[0]}: de-identified outputs (--anonymise) in {output}")
         return 0
     batch = pipeline.run_batch(patients, output, force)
     if as_json:
@@ -137,7 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
     p.add_argument("--model", help="dose model by catalogue name, bundled or your own (`doseseg models` lists them; "
                                    "default: the bundled default dose model)")
-    add_anonymise(p)
+    add_anonymise(p, "; and every other output: each patient named by that pseudonym (its output folder in a "
+                     "cohort too), no input path, its name and ID parts and folder name replaced in structure "
+                     "names and text")
     add_any_site(p)
     add_uncertainty_options(p)
     add_normalise_option(p)

@@ -27,6 +27,7 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.memory import huge_pages_off
 from DoseSegLib.core.options import Device, StructureSource
 from DoseSegLib.core.volume import Volume
+from DoseSegLib.run.anonymise import REFERENCE, SOURCE, PatientIdentity, anonymise_case, identify
 from DoseSegLib.run.compare import compare_doses
 from DoseSegLib.run.results import (
     COHORT_COLUMNS, BatchResult, Comparison, PatientResult, RunOptions, check_run_options,
@@ -105,24 +106,34 @@ class Pipeline:
         return self._process(require_path(patient_dir, "Pipeline.analyse patient_dir"), None)
 
     def _process(self, folder: Path, out: Path | None, source_label: str = "",
-                 reference_label: str = "") -> PatientResult:
-        """Analyse ``folder`` and, when ``out`` is given, write the results there."""
+                 reference_label: str = "", who: PatientIdentity | None = None) -> PatientResult:
+        """Analyse ``folder`` and, when ``out`` is given, write the results there; with the options'
+        de-identifier, every output names the patient by ``who`` (found from ``folder`` when None)."""
         steps = Steps(folder.name, self.progress, STEPS if out is not None else ANALYSIS_STEPS)
+        deid = self.options.deidentifier
+        if who is None and deid is not None:
+            who = identify(deid, folder, self.options.series)
         try:
             with contextlib.ExitStack() as scope:  # what _analyse sets up for the patient, until it is written
                 warnings = scope.enter_context(collect_warnings([]))
-                result = self._analyse(folder, steps, scope)
+                result = self._analyse(folder, steps, scope, who)
                 result.warnings = warnings
                 result.timings = {"load models": self.load_seconds, **steps.timings}
                 result.source_label = source_label
                 result.reference_label = reference_label
+                if who is not None:  # the name and source are the pseudonym's; notes and warnings cleaned
+                    result.notes = [who.text(note) for note in result.notes]
+                    result.redact, result.source_label = who.text, SOURCE
+                    result.reference_label = (who.text(reference_label) if reference_label
+                                              else REFERENCE[bool(result.case.dicom_series)])
                 if out is not None:
                     write_results(result, out, steps, self.options.deidentifier)
         finally:
             steps.close()
         return result
 
-    def _analyse(self, folder: Path, steps: Steps, scope: contextlib.ExitStack) -> PatientResult:
+    def _analyse(self, folder: Path, steps: Steps, scope: contextlib.ExitStack,
+                 who: PatientIdentity | None = None) -> PatientResult:
         from DoseSegLib.analysis.ctcheck import check_ct
         from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, check_predicted_dose
         from DoseSegLib.analysis.site import check_site
@@ -132,6 +143,7 @@ class Pipeline:
 
         with steps("read"):
             case = read_patient(folder, self.options.mapper(), series=self.options.series)
+            case = anonymise_case(case, who) if who is not None else case
             check_ct(case.ct, ct_source(folder, case))
             model = self.dose_model  # a clinic's model knows its own site's organs
             site_note = check_site(case, self.options.any_site, model.oars if model.site else None, model.site)
@@ -272,25 +284,39 @@ class Pipeline:
             raise DoseSegError("two patient folders share a name; their outputs would collide")
         rows, summaries = [], []
         progress = CohortProgress(len(folders), self.progress, self.log_lines)
+        deid = self.options.deidentifier
         with staged_output(out_dir, force, folders) as staging, contextlib.closing(progress):
             for folder in folders:
-                target = staging / folder.name
+                who = identify(deid, folder, self.options.series) if deid is not None else None
+                name = folder.name if who is None else who.pseudonym  # --anonymise: the folder of the pseudonym
+                target = staging / name
                 try:
+                    if who is not None and target.exists():
+                        raise _SamePatient(f"another folder of this cohort has the same pseudonym {name} (the same "
+                                           "patient): run each of its folders on its own")
                     target.mkdir()
-                    result = self._process(folder, target)
+                    result = self._process(folder, target, who=who)
                 except Exception as exc:  # one bad patient must not stop the cohort
-                    shutil.rmtree(target, ignore_errors=True)
+                    if not isinstance(exc, _SamePatient):  # that folder is the other patient's
+                        shutil.rmtree(target, ignore_errors=True)
                     message = str(exc) if isinstance(exc, DoseSegError) else f"{type(exc).__name__}: {exc}"
                     log.debug("patient %s failed", folder, exc_info=True)
                     print(f"doseseg: error: {folder}: {message}", file=sys.stderr)
-                    rows.append({"patient": folder.name, "status": "failed", "error": message})
+                    error = message if who is None else who.text(message)
+                    rows.append({"patient": name, "status": "failed", "error": error})
                     progress.patient_done(folder.name, "failed")
                     continue
+                if who is not None:  # the console may name the input: where its de-identified outputs go
+                    print(f"doseseg: {folder}: de-identified outputs in {out_dir / name}", file=sys.stderr)
                 rows.append(result.cohort_row())
                 summaries.append(result.summary())
                 progress.patient_done(folder.name, "done")
             write_csv(staging / "cohort_summary.csv", rows, COHORT_COLUMNS)
         return BatchResult(rows, summaries)
+
+
+class _SamePatient(DoseSegError):
+    """A second folder of one patient in an anonymised cohort: its outputs would take the first one's folder."""
 
 
 def _ordered(case: Case) -> dict[str, Volume]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,9 +65,11 @@ class RunOptions:
         level: the intervals' coverage (a fraction).
         normalise: scale the predicted dose so that the primary target meets its prescription by the
             convention of the model's training plans (``<model>.prescription.json``).
-        deidentifier: de-identify the DICOM outputs (rtdose.dcm, rtstruct.dcm) per PS3.15's Basic
-            Profile (``io.dicom.deid``); the NRRD, CSV, HTML and JSON outputs are not DICOM and keep the
-            patient folder's name.
+        deidentifier: de-identify every output: the DICOM objects (rtdose.dcm, rtstruct.dcm, seg.dcm) per
+            PS3.15's Basic Profile (``io.dicom.deid``), and the NRRD, CSV, HTML and JSON files, a cohort's
+            per-patient folders and cohort_summary.csv (``run.anonymise``): the patient is named by the keyed
+            pseudonym its DICOM objects carry, no input path is written, and the patient's name and ID parts
+            and folder name are replaced in structure names and free text.
     """
 
     segment: bool = True
@@ -168,6 +171,7 @@ class PatientResult:
     warnings: list[str] = field(default_factory=list)
     plan_qa: list[Row] = field(default_factory=list)
     plan_qa_level: float = 0.9
+    redact: Callable[[str], str] | None = None  # with --anonymise: cleans the warnings (``run.anonymise``)
 
     @property
     def origin(self) -> str:
@@ -245,7 +249,8 @@ class PatientResult:
         if self.applicability is not None:
             out += [f"auto-contoured {name} unlike the training contours, its goals not evaluated: {why}"
                     for name, why in self.applicability.implausible.items() if name in self.auto_segmented]
-        return out + [w for w in self.warnings if w not in out]
+        out += [w for w in self.warnings if w not in out]
+        return out if self.redact is None else list(dict.fromkeys(map(self.redact, out)))
 
     def cohort_row(self) -> Row:
         """One line of ``cohort_summary.csv``."""

@@ -100,13 +100,18 @@ class Deidentifier:
             self.uids[original] = f"2.25.{int.from_bytes(self._digest('uid:' + original)[:16], 'big')}"
         return self.uids[original]
 
+    def identity(self, ds) -> tuple[str, set[str]]:
+        """The pseudonym of the patient of ``ds`` (a pydicom Dataset: its objects' PatientID and PatientName) and
+        the parts of its ID and name that identify the patient in free text (:func:`identifying_parts`)."""
+        pseudonym = self.pseudonym(str(ds.get("PatientID", "")), str(ds.get("PatientName", "")),
+                                   str(ds.get("PatientBirthDate", "")), str(ds.get("StudyInstanceUID", "")))
+        return pseudonym, set().union(*(identifying_parts(ds.get(k, "")) for k in ("PatientID", "PatientName")))
+
     def apply(self, ds) -> None:
         """De-identify ``ds`` (a pydicom Dataset with file meta) in place."""
         from pydicom.dataset import Dataset
 
-        pseudonym = self.pseudonym(str(ds.get("PatientID", "")), str(ds.get("PatientName", "")),
-                                   str(ds.get("PatientBirthDate", "")), str(ds.get("StudyInstanceUID", "")))
-        identity = set().union(*(identifying_parts(ds.get(k, "")) for k in ("PatientID", "PatientName")))
+        pseudonym, identity = self.identity(ds)
         for keyword in REMOVED:
             if keyword in ds:
                 delattr(ds, keyword)
