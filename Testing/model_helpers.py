@@ -76,3 +76,17 @@ def write_refiner_catalogue(folder: Path, gain: float = 0.5) -> Path:
              "version": "test", "default": True, "base": "base"}]
     (folder / "catalogue.json").write_text(json.dumps({"models": rows}))
     return folder
+
+
+def write_tiny_convention(folder: Path, metric: str = "mean", ratio: float = 1.0) -> Path:
+    """A prescription convention (``<model>.prescription.json``) beside the tiny catalogue's weights."""
+    path = folder / "tiny-dose.prescription.json"
+    path.write_text(json.dumps({"metric": metric, "ratio": ratio, "sha256": sha256_of(folder / "tiny_dose.pt")}))
+    return path
+
+
+def predict_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dose model predicts the patient's own reference dose (a network trained on plans like it)."""
+    import DoseSegLib.models.dose.predict as predict
+
+    monkeypatch.setattr(predict, "predict_case_dose", lambda model, case, tta=False: case.require_dose())

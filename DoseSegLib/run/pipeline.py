@@ -123,7 +123,7 @@ class Pipeline:
 
     def _analyse(self, folder: Path, steps: Steps, scope: contextlib.ExitStack) -> PatientResult:
         from DoseSegLib.analysis.ctcheck import check_ct
-        from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, check_predicted_dose
+        from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units
         from DoseSegLib.analysis.site import check_site
         from DoseSegLib.core.alignment import align_case
         from DoseSegLib.io.patient import ct_source, dose_source, read_patient
@@ -152,13 +152,10 @@ class Pipeline:
             with steps("predict dose"):
                 dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
                 auto = [name for name, source in sources.items() if source == StructureSource.AUTO]
-                applicability = self.trust.applicability(case, dose, auto)
+                dose, applicability, normalisation = self.trust.checked(case, dose, self.options.normalise,
+                                                                        self.options.dvh_method, auto)
                 implausible = {name: why for name, why in (applicability.implausible if applicability else {}).items()
                                if name in auto}  # auto-contours unlike the training ones: judged nowhere
-                normalisation = None
-                if self.options.normalise:
-                    dose, normalisation = self.trust.normalise(case, dose, self.options.dvh_method)
-                check_predicted_dose(dose, case)
             with steps("DVH and goals"):
                 plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
                                      dvh_method=self.options.dvh_method)
