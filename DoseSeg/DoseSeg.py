@@ -27,12 +27,13 @@ DOCUMENTATION_URL = "https://github.com/DoseSeg/DoseSeg/blob/main/docs/slicer.md
 # Checked before DoseSegLib is imported: on an older Slicer the module loads and says what to do.
 VERSION_PROBLEM = versionProblem((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
 if VERSION_PROBLEM is None:
-    from DoseSegLogicLib import doseunits, requirements, sample, sceneinputs
+    from DoseSegLogicLib import doseunits, requirements, sample
     from DoseSegLogicLib.dependencies import radiomicsProblem
-    from DoseSegLogicLib.options import PatientOptions, formatPrescriptions
-    from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName, mainPrescription
+    from DoseSegLogicLib.pipeline import DoseSegJobError, DoseSegPipeline, fileName
     from DoseSegLogicLib.terminology import TERMINOLOGY_FILE
     from DoseSegTestLib import selftest
+    from DoseSegWidgetLib import panelfields
+    from DoseSegWidgetLib.panelfields import PanelResults
     from DoseSegWidgetLib.whatifpanel import WhatIfPanel
 else:
     logging.getLogger("DoseSeg").error(VERSION_PROBLEM)
@@ -153,6 +154,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.referenceDoseSelector.addAttribute("vtkMRMLScalarVolumeNode", "DicomRtImport.DoseVolume", "1")
         self.ui.predictedDoseSelector.addAttribute("vtkMRMLScalarVolumeNode", "DicomRtImport.DoseVolume", "1")
         self.whatIf = WhatIfPanel(self.ui, self.logic, self._ensurePackages)
+        self.results = PanelResults(self.ui, self.logic)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -179,14 +181,8 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        p = self._parameterNode
-        if not p.ctVolume:  # the planning CT, never a dose volume
-            p.ctVolume = sceneinputs.firstCtVolume(slicer.mrmlScene)
-        if not p.segmentation:
-            p.segmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
-        if not p.referenceDose:
-            p.referenceDose = next(iter(sceneinputs.doseVolumes(slicer.mrmlScene)), None)
-        self.onSegmentationChanged(p.segmentation)
+        panelfields.fillInputs(self._parameterNode, slicer.mrmlScene)
+        self.onSegmentationChanged(self._parameterNode.segmentation)
 
     def setParameterNode(self, parameterNode) -> None:
         if self._parameterNode:
@@ -224,41 +220,38 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSegmentationChanged(self, segmentationNode) -> None:
         """Fill empty prescriptions from the RTPLAN SlicerRT loaded, or from the last run on the same study."""
-        p = self._parameterNode
-        if p and segmentationNode and not p.prescriptions.strip():
-            known = sceneinputs.knownPrescriptions(slicer.mrmlScene, segmentationNode)
-            if known:
-                p.prescriptions = formatPrescriptions(known)
+        if self._parameterNode:
+            panelfields.fillPrescriptions(self._parameterNode, slicer.mrmlScene, segmentationNode)
 
     def onAlign(self) -> None:
         p = self._parameterNode
         self._startJob(False, lambda: self.logic.startAlignStructures(p.ctVolume, p.segmentation, self._options()),
-                       self._showSegmentation)
+                       self.results.showSegmentation)
 
     def onSegment(self) -> None:
         p = self._parameterNode
         self._startJob(True, lambda: self.logic.startSegmentMissingOars(p.ctVolume, p.segmentation, self._options()),
-                       self._showSegmentation)
+                       self.results.showSegmentation)
 
     def onPredict(self) -> None:
         p = self._parameterNode
         self._startJob(True,
                        lambda: self.logic.startPredictDose(p.ctVolume, p.segmentation, self._options(),
                                                            p.predictedDose),
-                       self._showDose)
+                       self.results.showDose)
 
     def onRadiomics(self) -> None:
         p = self._parameterNode
         self._startJob(False,
                        lambda: self.logic.startExtractRadiomics(p.ctVolume, p.segmentation, self._options()),
-                       lambda table: self._showTable(table, "radiomicsTable", 2))
+                       lambda table: self.results.showTable(table, "radiomicsTable", 2))
 
     def onRunAll(self) -> None:
         p = self._parameterNode
         self._startJob(True,
                        lambda: self.logic.startRunAll(p.ctVolume, p.segmentation, p.referenceDose, self._options(),
                                                       p.predictedDose, self.logic.newRunFolder(p.ctVolume)),
-                       self._showRunAll)
+                       self.results.showRunAll)
 
     def onDvh(self) -> None:
         """Compute DVH in a background process (``doseseg dvh``: the GUI never freezes); a reference dose's
@@ -272,7 +265,7 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        lambda outputs: self._showDvhOutputs(outputs, reference))
 
     def _showDvhOutputs(self, outputs: dict, reference=None) -> None:
-        self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
+        self.results.showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
         if reference is not None:
             p = self._parameterNode
             self._startJob(False,
@@ -363,57 +356,9 @@ class DoseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return True
         return False
 
-    # -- results -----------------------------------------------------------------------------------------------
-
-    # Results may arrive after the panel was left: they go to the logic's parameter node, not the GUI's.
-
     def _options(self):
         """The command line's options for the patient, from the panel (prescriptions remembered on the study)."""
-        p = self._parameterNode
-        options = PatientOptions.fromPanel(
-            p.prescriptions, p.namesFile, p.goalsTable, p.goalsFile, p.dvhMethod, p.dvhStep, p.device,
-            p.mirrorAveraging, p.anySite, p.uncertainty, p.doseModel)
-        if p.segmentation:
-            sceneinputs.rememberPrescriptions(p.segmentation, options.prescriptions)
-        return options
-
-    def _prescription(self):
-        """The highest prescription (Gy), or None: 100 % of the isodose lines, top of the dose colours."""
-        return mainPrescription(self._options())
-
-    def _showSegmentation(self, segmentationNode) -> None:
-        self.logic.getParameterNode().segmentation = segmentationNode
-
-    def _showDose(self, doseNode) -> None:
-        p = self.logic.getParameterNode()
-        p.predictedDose = doseNode
-        self.logic.setDoseOpacity(p.doseOpacity, doseNode)
-        if self._prescription():
-            self.logic.showIsodose(doseNode, self._prescription())
-        else:  # isodose levels are percentages of a prescription: none is guessed
-            self.ui.statusLabel.text = _("No isodose lines: give the prescriptions (e.g. PTV1=60) to show them.")
-
-    def _showDvh(self, chart, metrics, constraints) -> None:
-        p = self.logic.getParameterNode()
-        p.dvhChart = chart
-        p.constraintsTable = constraints
-        self._showTable(metrics, "metricsTable", 0)
-        self.logic.showChart(chart)
-
-    def _showTable(self, table, parameter: str, tab: int) -> None:
-        setattr(self.logic.getParameterNode(), parameter, table)
-        self.ui.resultsTabWidget.currentIndex = tab
-
-    def _showRunAll(self, outputs: dict) -> None:
-        self._showSegmentation(outputs["segmentation"])
-        self.logic.getParameterNode().radiomicsTable = outputs["radiomics"]
-        self.logic.getParameterNode().comparisonTable = outputs["comparison"]
-        self.logic.getParameterNode().planQaTable = outputs["planQa"]
-        self._showDose(outputs["dose"])
-        self._showDvh(outputs["dvhChart"], outputs["metrics"], outputs["constraints"])
-        self.ui.statusLabel.text = _("Run all: done; report and files in {folder}").format(folder=outputs["folder"])
-        self.ui.applicabilityLabel.text = "\n".join(outputs["messages"])
-        self.ui.applicabilityLabel.visible = bool(outputs["messages"])
+        return panelfields.stepOptions(self._parameterNode)
 
 
 def _pydeps():

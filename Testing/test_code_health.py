@@ -1,4 +1,5 @@
-"""Lint and types: ruff's selection (pyproject.toml) is clean on DoseSegLib and DoseSeg; mypy finds no error.
+"""Lint, types and size: ruff's selection (pyproject.toml) is clean on DoseSegLib and DoseSeg; mypy finds no
+error; no module is over 500 lines.
 
 Both tools are pinned in requirements.txt (setup.sh installs them); a test skips only where the tool
 itself is not installed.
@@ -31,6 +32,18 @@ def test_ruff_selection_is_configured_and_clean() -> None:
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:]
 
+
+MAX_MODULE_LINES = 500  # GUIDE.md: no module over ~500 lines
+SIZED_FOLDERS = ("DoseSegLib", "DoseSeg", "scripts", "benchmarks")
+
+
+def test_no_module_is_over_500_lines() -> None:
+    """Every .py of the library, the Slicer module, scripts and benchmarks; the message lists each offender."""
+    sizes = {path.relative_to(REPO).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+             for folder in SIZED_FOLDERS for path in sorted((REPO / folder).rglob("*.py"))}
+    assert len(sizes) > 100, "the folders were found"
+    offenders = [f"{path}: {lines} lines" for path, lines in sizes.items() if lines > MAX_MODULE_LINES]
+    assert not offenders, f"split these modules (limit {MAX_MODULE_LINES} lines):\n" + "\n".join(offenders)
 
 
 def test_mypy_finds_no_error_in_the_library() -> None:

@@ -21,7 +21,7 @@ from mrml_helpers import column, table_rows
 
 pytest_plugins = ["mrml_fixtures"]  # its fixtures: scene, rt_study, ...; it puts DoseSeg/ on sys.path
 
-from DoseSegLogicLib import dependencies, doseunits, isodose, nodes, results
+from DoseSegLogicLib import dependencies, doseunits, hierarchy, isodose, nodes, results
 from DoseSegLogicLib.evaluation import referenceVolumeNode
 from DoseSegLogicLib.options import PatientOptions
 from DoseSegLogicLib import pipeline as pipeline_module
@@ -81,8 +81,18 @@ def test_fixture_is_a_slicerrt_import(rt_study):
     assert all(d < c for d, c in zip(dose.shape, ct.shape, strict=True)), "the RTDOSE is smaller than the CT"
     assert rt_study.dose.GetAttribute("DicomRtImport.DoseUnitName") is None, "the unit is on the study only"
     assert _sh(rt_study.ct.GetScene()).GetItemAttribute(rt_study.study, "DicomRtImport.DoseUnitName") == "CGY"
-    assert doseunits.studyItem(rt_study.dose) == rt_study.study
+    assert hierarchy.studyAncestorItem(rt_study.dose) == rt_study.study
     assert referenceVolumeNode(rt_study.segmentation) is rt_study.ct
+
+
+def test_study_ancestor_and_ct_parent_items_differ_outside_a_study(rt_study):
+    """Two lookups that once shared the name ``studyItem``: the study above a node (0 outside any study), and the
+    item results are put beside (the CT's study, else the scene item)."""
+    assert hierarchy.studyAncestorItem(rt_study.ct) == hierarchy.ctParentItem(rt_study.ct) == rt_study.study
+    scene = rt_study.ct.GetScene()
+    loose = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT outside any study")
+    assert hierarchy.studyAncestorItem(loose) == 0
+    assert hierarchy.ctParentItem(loose) == _sh(scene).GetSceneItemID()
 
 
 @pytest.mark.parametrize("grid", ["ct", "dose", "oblique"])
@@ -196,7 +206,7 @@ def test_a_dose_loaded_into_a_cgy_study_keeps_the_studys_unit(rt_study, tmp_path
     gy = doseunits.doseVolume(rt_study.dose)
     write_dose(tmp_path / "dose.nrrd", gy)
     loaded = DoseSegPipeline(scene).loadDose(tmp_path / "dose.nrrd", rt_study.ct, prescription=70.0)
-    assert doseunits.studyItem(loaded) == rt_study.study
+    assert hierarchy.studyAncestorItem(loaded) == rt_study.study
     assert _sh(scene).GetItemAttribute(rt_study.study, "DicomRtImport.DoseUnitName") == "CGY", "left as it was"
     assert loaded.GetAttribute("DicomRtImport.DoseUnitName") == "CGY"
     assert np.allclose(nodes.volumeFromNode(loaded).array, gy.array * 100, rtol=1e-5)
@@ -290,7 +300,7 @@ def test_run_all_on_a_slicerrt_plan(rt_study, tiny_models, tmp_path):
                                         outputFolder=tmp_path / "run")
     assert {"dose", "metrics", "dvhTables", "constraints"} <= set(out)
     dose = out["dose"]
-    assert doseunits.studyItem(dose) == rt_study.study
+    assert hierarchy.studyAncestorItem(dose) == rt_study.study
     assert _sh(scene).GetItemAttribute(rt_study.study, "DicomRtImport.DoseUnitName") == "CGY"
     predicted = read_volume(tmp_path / "run" / "dose.nrrd")
     assert np.allclose(doseunits.doseVolume(dose).array, predicted.array, atol=1e-3)
@@ -314,7 +324,7 @@ def test_the_model_buttons_on_a_slicerrt_plan(rt_study, tiny_models):
     for name, mask in nodes.segmentMasks(aligned).items():
         assert mask.spacing == pytest.approx(nodes.volumeFromNode(rt_study.ct).spacing), name
     predicted = pipeline.predictDose(rt_study.ct, rt_study.segmentation, PatientOptions(prescriptions={"PTV1": 70}))
-    assert doseunits.studyItem(predicted) == rt_study.study and doseunits.doseUnit(predicted) == "CGY"
+    assert hierarchy.studyAncestorItem(predicted) == rt_study.study and doseunits.doseUnit(predicted) == "CGY"
     if dependencies.radiomicsProblem() is None:
         table = pipeline.extractRadiomics(rt_study.ct, rt_study.segmentation)
         assert table.GetNumberOfRows() == rt_study.segmentation.GetSegmentation().GetNumberOfSegments()

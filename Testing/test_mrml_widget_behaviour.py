@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import sys
 import types
 from pathlib import Path
@@ -231,6 +232,7 @@ def handlers(module, monkeypatch, rt_study):
         newRunFolder=lambda ct: "/out", getParameterNode=lambda: parameters, setDoseOpacity=Recorder(),
         showIsodose=Recorder(), showChart=Recorder())
     panel._startJob = lambda withModels, start, onResult: panel.jobs.append((withModels, start(), onResult))
+    panel.results = module.PanelResults(panel.ui, panel.logic)
     return panel
 
 
@@ -268,10 +270,27 @@ def test_run_all_results_show_the_banner_and_no_isodose_without_prescription(han
     outputs = {"segmentation": rt_study.segmentation, "radiomics": None, "comparison": None, "planQa": "qa",
                "dose": "dose", "dvhChart": "chart", "metrics": "metrics", "constraints": "goals", "folder": "/out",
                "messages": ["Outside the models' experience: site", "w1"]}
-    handlers._showRunAll(outputs)
+    handlers.results.showRunAll(outputs)
     assert handlers.ui.applicabilityLabel.visible and handlers.ui.applicabilityLabel.text.count("\n") == 1
     assert handlers._parameterNode.planQaTable == "qa"
     assert handlers.logic.showIsodose.calls == [], "isodose levels are percentages of a prescription: none given"
     handlers._parameterNode.prescriptions = "PTV1=60"
-    handlers._showRunAll(outputs | {"messages": []})
+    handlers.results.showRunAll(outputs | {"messages": []})
     assert handlers.logic.showIsodose.calls == [("dose", 60.0)] and not handlers.ui.applicabilityLabel.visible
+
+
+def test_a_dose_arriving_after_the_panel_was_left_is_shown_with_its_isodose_lines(handlers) -> None:
+    """Leaving the module disconnects the panel from its parameter node while a step may still run: its results
+    (and the prescription for the isodose lines) go through the logic's parameter node."""
+    handlers.logic.getParameterNode().prescriptions = "PTV1=60"
+    handlers._parameterNode = None  # exit()
+    handlers.results.showDose("dose")
+    assert handlers.logic.getParameterNode().predictedDose == "dose"
+    assert handlers.logic.showIsodose.calls == [("dose", 60.0)]
+    assert handlers.logic.setDoseOpacity.calls == [(0.5, "dose")]
+
+
+def test_the_panel_fields_module_is_qt_free() -> None:
+    """It runs on slicer-core (these tests): no qt, ctk or slicer.app."""
+    text = (MODULE_FILE.parent / "DoseSegWidgetLib" / "panelfields.py").read_text()
+    assert not re.search(r"^\s*(import|from) (qt|ctk)\b|slicer\.app\b", text, re.MULTILINE)

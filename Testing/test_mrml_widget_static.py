@@ -16,6 +16,7 @@ MODULE = REPO / "DoseSeg"
 UI = MODULE / "Resources" / "UI" / "DoseSeg.ui"
 SOURCE = (MODULE / "DoseSeg.py").read_text()
 PANEL = (MODULE / "DoseSegWidgetLib" / "whatifpanel.py").read_text()  # the What-if section's widget code
+FIELDS = (MODULE / "DoseSegWidgetLib" / "panelfields.py").read_text()  # the panel's fields: inputs, options, results
 QT_CLASSES = {"QWidget", "QLabel", "QPushButton", "QComboBox", "QDoubleSpinBox", "QProgressBar", "QTabWidget",
               "QCheckBox", "QLineEdit"}
 
@@ -49,7 +50,7 @@ def test_ui_is_a_qt_designer_form():
 
 
 def test_every_widget_the_module_uses_exists():
-    names = set(re.findall(r"self\.ui\.(\w+)", SOURCE + PANEL))
+    names = set(re.findall(r"self\.ui\.(\w+)", SOURCE + PANEL + FIELDS))
     assert names, "the widget uses its .ui"
     assert names <= set(_widgets()), f"missing in the .ui: {sorted(names - set(_widgets()))}"
 
@@ -164,6 +165,7 @@ def test_version_check_comes_before_the_library():
                                                                                  "DoseSegWidgetLib.whatifpanel"}
     assert not [m for m in top_imports if m.startswith("DoseSegWidgetLib")]
     ast.parse(PANEL, feature_version=(3, 9))
+    ast.parse(FIELDS, feature_version=(3, 9))
     assert re.search(r"def setup\(self\).*?if VERSION_PROBLEM:.*?QLabel\(VERSION_PROBLEM\).*?return", SOURCE, re.DOTALL)
     assert re.search(r"class DoseSegLogic\(.*?if VERSION_PROBLEM:\s+raise RuntimeError\(VERSION_PROBLEM\)", SOURCE,
                      re.DOTALL)
@@ -177,11 +179,22 @@ def test_radiomics_button_is_disabled_with_the_reason_and_pyradiomics_never_buil
     assert "--no-build-isolation" not in SOURCE and '"--only-binary", ":all:"' in SOURCE
 
 
-def _method(name: str) -> str:
-    """Source of a DoseSegWidget method."""
-    tree = ast.parse(SOURCE)
-    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DoseSegWidget")
+def _method(name: str, source: str = SOURCE, owner: str = "DoseSegWidget") -> str:
+    """Source of a method of class ``owner`` in ``source`` (a DoseSegWidget method by default)."""
+    tree = ast.parse(source)
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == owner)
     return ast.unparse(next(n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == name))
+
+
+def _function(name: str) -> str:
+    """Source of a function of DoseSegWidgetLib/panelfields.py."""
+    tree = ast.parse(FIELDS)
+    return ast.unparse(next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name))
+
+
+def _results(name: str) -> str:
+    """Source of a PanelResults method (DoseSegWidgetLib/panelfields.py)."""
+    return _method(name, FIELDS, "PanelResults")
 
 
 def test_run_all_reuses_the_predicted_dose_node():
@@ -191,7 +204,8 @@ def test_run_all_reuses_the_predicted_dose_node():
 
 def test_every_cli_option_of_a_patient_reaches_the_steps():
     """The panel's fields become one PatientOptions, passed to every step (no step reads a field of its own)."""
-    options = _method("_options")
+    assert "panelfields.stepOptions(self._parameterNode)" in _method("_options")
+    options = _function("patientOptions")
     for field in ("p.prescriptions", "p.namesFile", "p.goalsTable", "p.goalsFile", "p.dvhMethod", "p.dvhStep",
                   "p.device", "p.mirrorAveraging", "p.anySite", "p.uncertainty"):
         assert field in options, field
@@ -199,37 +213,42 @@ def test_every_cli_option_of_a_patient_reaches_the_steps():
         assert "self._options()" in _method(action), action
     assert "self._startJob(False" in _method("onDvh") and "startComputeDvh(" in _method("onDvh"), \
         "Compute DVH runs in the background: a clinical CT never freezes the GUI"
-    assert "sceneinputs.knownPrescriptions(slicer.mrmlScene, segmentationNode)" in _method("onSegmentationChanged")
-    assert "sceneinputs.rememberPrescriptions(p.segmentation, options.prescriptions)" in options
+    assert "panelfields.fillPrescriptions(self._parameterNode, slicer.mrmlScene, segmentationNode)" in \
+        _method("onSegmentationChanged")
+    assert "sceneinputs.knownPrescriptions(scene, segmentationNode)" in _function("fillPrescriptions")
+    assert "sceneinputs.rememberPrescriptions(p.segmentation, options.prescriptions)" in _function("stepOptions")
+    assert "options = patientOptions(p)" in _function("stepOptions")
 
 
 def test_selectors_default_to_a_ct_and_filter_doses():
-    setup, init = _method("setup"), _method("initializeParameterNode")
+    setup, init = _method("setup"), _function("fillInputs")
+    assert "panelfields.fillInputs(self._parameterNode, slicer.mrmlScene)" in _method("initializeParameterNode")
     for selector in ("referenceDoseSelector", "predictedDoseSelector"):
         assert f"self.ui.{selector}.addAttribute('vtkMRMLScalarVolumeNode', 'DicomRtImport.DoseVolume', '1')" \
             in setup, selector
-    assert "sceneinputs.firstCtVolume(slicer.mrmlScene)" in init and "GetFirstNodeByClass('vtkMRMLScalarVolumeNode')" \
+    assert "sceneinputs.firstCtVolume(scene)" in init and "GetFirstNodeByClass('vtkMRMLScalarVolumeNode')" \
         not in init
-    assert "sceneinputs.doseVolumes(slicer.mrmlScene)" in init
+    assert "sceneinputs.doseVolumes(scene)" in init
 
 
 def test_run_all_shows_applicability_warnings_and_plan_qa():
-    show = _method("_showRunAll")
+    show = _results("showRunAll")
     assert "self.ui.applicabilityLabel.text = '\\n'.join(outputs['messages'])" in show
     assert "self.ui.applicabilityLabel.visible = bool(outputs['messages'])" in show
-    assert "getParameterNode().planQaTable = outputs['planQa']" in show
+    assert "p.planQaTable = outputs['planQa']" in show
     assert "self.ui.planQaTableView.setMRMLTableNode(p.planQaTable)" in _method("updateGui")
 
 
 def test_isodose_needs_a_prescription():
-    assert "if self._prescription():" in _method("_showDose")
+    assert "prescription = self.prescription()" in _results("showDose")
+    assert "if prescription:" in _results("showDose")
     assert re.search(r"def showIsodose\(self, doseNode, prescription=None\).*?if not prescription:\s+raise", SOURCE,
                      re.DOTALL)
 
 
 def test_slicerrt_isodose_terminology_and_comparison_are_wired():
-    assert "self.logic.showIsodose(doseNode, self._prescription())" in _method("_showDose")
-    assert "getParameterNode().comparisonTable = outputs['comparison']" in _method("_showRunAll")
+    assert "self.logic.showIsodose(doseNode, prescription)" in _results("showDose")
+    assert "p.comparisonTable = outputs['comparison']" in _results("showRunAll")
     assert 'if not hasattr(slicer.modules, "isodose"):' in SOURCE and "CreateIsodoseSurfaces(parameters)" in SOURCE
     assert "LoadTerminologyFromFile(str(TERMINOLOGY_FILE))" in SOURCE
     assert "comparisonTableView" in _widgets()
@@ -267,7 +286,7 @@ def test_translation_markers_help_link_and_sample_data():
     assert re.search(r"registerCustomSampleDataSource\(.*?customDownloader=lambda source: sample\.loadPhantom",
                      SOURCE, re.DOTALL)
     assert not re.search(r'([sS]tatusLabel\.text\s*=|errorDisplay\(|tryWithErrorDisplay\()\s*f?"[A-Za-z]',
-                         SOURCE + PANEL), \
+                         SOURCE + PANEL + FIELDS), \
         "user-facing messages go through _()"
 
 

@@ -16,6 +16,7 @@ from DoseSegLib import Volume
 from DoseSegLib.core.errors import DoseSegError
 
 from . import nodes
+from .hierarchy import studyAncestorItem
 
 DOSE_UNIT_NAME_ATTRIBUTE = "DicomRtImport.DoseUnitName"
 DOSE_UNIT_VALUE_ATTRIBUTE = "DicomRtImport.DoseUnitValue"
@@ -26,16 +27,9 @@ def _shNode(node):
     return slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
 
 
-def studyItem(node) -> int:
-    """The study item above ``node`` in the subject hierarchy, 0 when it is in no study."""
-    shNode = _shNode(node)
-    item = shNode.GetItemByDataNode(node)
-    return shNode.GetItemAncestorAtLevel(item, "Study") if item else 0
-
-
 def doseUnit(doseNode) -> str:
     """The unit of the dose node's voxels: its study's DoseUnitName, else the node's, else GY."""
-    study = studyItem(doseNode)
+    study = studyAncestorItem(doseNode)
     unit = _shNode(doseNode).GetItemAttribute(study, DOSE_UNIT_NAME_ATTRIBUTE) if study else ""
     unit = (unit or doseNode.GetAttribute(DOSE_UNIT_NAME_ATTRIBUTE) or "GY").strip().upper()
     if unit not in GY_PER_UNIT:
@@ -57,7 +51,7 @@ def doseVolume(doseNode) -> Volume:
 
 def studyDoseUnit(node) -> str:
     """The dose unit of the study holding ``node`` (GY when it is in no study or its study names none)."""
-    study = studyItem(node)
+    study = studyAncestorItem(node)
     unit = (_shNode(node).GetItemAttribute(study, DOSE_UNIT_NAME_ATTRIBUTE) if study else "") or "GY"
     unit = unit.strip().upper()
     if unit not in GY_PER_UNIT:
@@ -72,7 +66,7 @@ def markDoseInStudy(doseNode) -> str:
         The unit of the node's voxels: the caller fills it in that unit (see :data:`GY_PER_UNIT`).
     """
     shNode = _shNode(doseNode)
-    study = studyItem(doseNode)
+    study = studyAncestorItem(doseNode)
     unit = studyDoseUnit(doseNode)
     if study and not shNode.GetItemAttribute(study, DOSE_UNIT_NAME_ATTRIBUTE):
         shNode.SetItemAttribute(study, DOSE_UNIT_NAME_ATTRIBUTE, unit)

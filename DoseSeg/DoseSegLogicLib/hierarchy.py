@@ -23,22 +23,30 @@ def placeUnder(shNode, parent: int, *dataNodes) -> None:
         shNode.SetItemParent(_itemOf(shNode, node, parent), parent)
 
 
-def studyItem(ctNode) -> int:
-    """The subject-hierarchy item holding the CT: its study when loaded from DICOM, else the scene."""
+def ctParentItem(ctNode) -> int:
+    """The subject-hierarchy item holding the CT: its study when loaded from DICOM, else the scene (the CT gets an
+    item under the scene when it has none)."""
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(ctNode.GetScene())
     return shNode.GetItemParent(_itemOf(shNode, ctNode, shNode.GetSceneItemID()))
+
+
+def studyAncestorItem(node) -> int:
+    """The study item above ``node`` in the subject hierarchy, 0 when it is in no study."""
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
+    item = shNode.GetItemByDataNode(node)
+    return shNode.GetItemAncestorAtLevel(item, "Study") if item else 0
 
 
 def placeBesideCt(ctNode, *dataNodes) -> None:
     """Put the nodes (None is skipped) under the CT's study."""
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(ctNode.GetScene())
-    placeUnder(shNode, studyItem(ctNode), *dataNodes)
+    placeUnder(shNode, ctParentItem(ctNode), *dataNodes)
 
 
 def placeInFolder(ctNode, folderName: str, *dataNodes) -> int:
     """Put the nodes (None is skipped) in the folder ``folderName`` under the CT's study (made once); its item."""
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(ctNode.GetScene())
-    parent = studyItem(ctNode)
+    parent = ctParentItem(ctNode)
     folder = shNode.GetItemChildWithName(parent, folderName) or shNode.CreateFolderItem(parent, folderName)
     placeUnder(shNode, folder, *dataNodes)
     return folder

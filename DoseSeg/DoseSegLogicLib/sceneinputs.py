@@ -9,7 +9,7 @@ import slicer
 
 from DoseSegLib.core.errors import DoseSegError
 
-from . import doseunits, nodes
+from . import hierarchy, nodes
 from .options import formatPrescriptions, parsePrescriptions
 
 PRESCRIPTIONS_ATTRIBUTE = "DoseSeg.Prescriptions"  # on the study item: the prescriptions last used there
@@ -68,7 +68,7 @@ def knownPrescriptions(scene, segmentationNode=None, plans: list | None = None) 
         if found is not None:
             prescriptions[found[0]] = found[1]
     if segmentationNode is not None:
-        study = doseunits.studyItem(segmentationNode)
+        study = hierarchy.studyAncestorItem(segmentationNode)
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
         text = shNode.GetItemAttribute(study, PRESCRIPTIONS_ATTRIBUTE) if study else ""
         with contextlib.suppress(DoseSegError):  # an unreadable note is no prescription
@@ -78,7 +78,7 @@ def knownPrescriptions(scene, segmentationNode=None, plans: list | None = None) 
 
 def rememberPrescriptions(segmentationNode, prescriptions: dict[str, float]) -> None:
     """Note the prescriptions on the study of ``segmentationNode`` (saved with the scene), for the next session."""
-    study = doseunits.studyItem(segmentationNode)
+    study = hierarchy.studyAncestorItem(segmentationNode)
     if study and prescriptions:
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(segmentationNode.GetScene())
         shNode.SetItemAttribute(study, PRESCRIPTIONS_ATTRIBUTE, formatPrescriptions(prescriptions))

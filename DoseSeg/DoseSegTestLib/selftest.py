@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import slicer
-from DoseSegLogicLib import doseunits, nodes
+from DoseSegLogicLib import doseunits, hierarchy, nodes
 from DoseSegLogicLib.dependencies import radiomicsProblem
 from DoseSegTestLib.rtscene import TARGET_GY, TARGET_NAME, buildRtStudy
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
@@ -107,7 +107,7 @@ class DoseSegSelfTest(ScriptedLoadableModuleTest):
                     os.environ.pop("DOSESEG_MODELS", None)
                 else:
                     os.environ["DOSESEG_MODELS"] = previous
-        self.assertEqual(doseunits.studyItem(outputs["dose"]), rt.study)
+        self.assertEqual(hierarchy.studyAncestorItem(outputs["dose"]), rt.study)
         self.assertEqual(outputs["dose"].GetAttribute(nodes.DOSE_ATTRIBUTE), "1")
         self.assertGreater(outputs["metrics"].GetNumberOfRows(), 0)
         self.assertGreater(len(outputs["dvhTables"]), 0)

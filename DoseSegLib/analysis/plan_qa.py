@@ -4,21 +4,31 @@ Each interval metric of the prediction (OAR mean and near-max, target D95% and D
 interval of what plans like the training ones achieve for this anatomy (``analysis.difficulty``); the
 plan's own value is ``within`` it, ``above achievable`` (an OAR dose higher than achievable: it could
 be spared more; a target D2% hotter) or ``below achievable`` (a target D95% colder than achievable).
+The ``note`` says when the interval is not calibrated for the row: a case outside the model's domain,
+or an organ the model was not trained on (its interval is that of organs in general, by position).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import cast
 
 from DoseSegLib.io.tables import Row
 
-PLAN_QA_COLUMNS = ("structure", "metric", "plan", "predicted", "lower", "upper", "verdict")
+PLAN_QA_COLUMNS = ("structure", "metric", "plan", "predicted", "lower", "upper", "verdict", "note")
 WITHIN, ABOVE, BELOW = "within", "above achievable", "below achievable"
 
 
-def plan_qa_rows(intervals: Sequence[Row], plan_metrics: Sequence[Row]) -> list[Row]:
-    """Rows of plan_qa.csv: each interval metric's plan value against the prediction's interval."""
+OUTSIDE_DOMAIN = "case outside the model's domain: interval not calibrated for it"
+UNKNOWN_ORGAN = "not an organ the model was trained on"
+
+
+def plan_qa_rows(intervals: Sequence[Row], plan_metrics: Sequence[Row], outside_domain: bool = False,
+                 known: Collection[str] | None = None) -> list[Row]:
+    """Rows of plan_qa.csv: each interval metric's plan value against the prediction's interval.
+
+    ``known``: the structures the model was trained on (None: all); others, and every row of a case
+    ``outside_domain``, get a note saying so (the verdict is then an extrapolation)."""
     plan = {str(r["structure"]): r for r in plan_metrics}
     rows = []
     for interval in intervals:
@@ -28,6 +38,10 @@ def plan_qa_rows(intervals: Sequence[Row], plan_metrics: Sequence[Row]) -> list[
         lower, upper = float(cast(float, interval["lower"])), float(cast(float, interval["upper"]))
         value = float(cast(float, value))
         verdict = ABOVE if value > upper else BELOW if value < lower else WITHIN
+        notes = [OUTSIDE_DOMAIN] if outside_domain else []
+        if known is not None and interval["structure"] not in known:
+            notes.append(UNKNOWN_ORGAN)
         rows.append({"structure": interval["structure"], "metric": interval["metric"], "plan": value,
-                     "predicted": interval["predicted"], "lower": lower, "upper": upper, "verdict": verdict})
+                     "predicted": interval["predicted"], "lower": lower, "upper": upper, "verdict": verdict,
+                     "note": "; ".join(notes)})
     return rows

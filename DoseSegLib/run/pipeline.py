@@ -36,6 +36,7 @@ from DoseSegLib.run.trust import TrustChecks, collect_warnings
 from DoseSegLib.run.writer import write_results
 
 if TYPE_CHECKING:
+    from DoseSegLib.analysis.applicability import Applicability
     from DoseSegLib.models.common.catalogue import ModelEntry
     from DoseSegLib.models.dose.uncertainty import DoseUncertainty
     from DoseSegLib.models.seg.predict import SegModel
@@ -167,7 +168,8 @@ class Pipeline:
             with steps("compare"):
                 comparison = (compare_doses(dose, case, self.constraints, plan, reference)
                               if case.dose is not None else None)
-                plan_qa = [r for r in self._plan_qa(case, plan, comparison) if r["structure"] not in implausible]
+                plan_qa = [r for r in self._plan_qa(case, plan, comparison, applicability)
+                           if r["structure"] not in implausible]
             with steps("radiomics"):  # what is left to wait for
                 radiomics = radiomics_job.result() if radiomics_job is not None else []
         return PatientResult(case.name, folder, case, dose, plan, radiomics, comparison, sources, notes,
@@ -175,15 +177,19 @@ class Pipeline:
                              uncertainty=uncertainty, applicability=applicability, normalisation=normalisation,
                              plan_qa=plan_qa, plan_qa_level=self.options.level)
 
-    def _plan_qa(self, case: Case, plan: PlanEvaluation, comparison: Comparison | None) -> list[dict]:
-        """With a plan dose: its interval metrics against the prediction's calibrated intervals (plan_qa.csv)."""
+    def _plan_qa(self, case: Case, plan: PlanEvaluation, comparison: Comparison | None,
+                 applicability: Applicability | None) -> list[dict]:
+        """With a plan dose: its interval metrics against the prediction's calibrated intervals (plan_qa.csv),
+        each noted when the interval is not calibrated for it (outside the domain, an organ the model lacks)."""
         if comparison is None or self.difficulty is None or not case.targets:
             return []
         from DoseSegLib.analysis.plan_qa import plan_qa_rows
         from DoseSegLib.models.dose.uncertainty import case_intervals
 
         intervals = case_intervals(self.difficulty, case, plan, self.options.level)
-        return plan_qa_rows(intervals, comparison.reference_plan.metrics)
+        outside = applicability is not None and not applicability.in_distribution
+        known = {*self.dose_model.oars, *case.targets}
+        return plan_qa_rows(intervals, comparison.reference_plan.metrics, outside, known)
 
     def _uncertainty(self, case: Case, plan: PlanEvaluation, outside_domain: bool) -> DoseUncertainty | None:
         """With ``options.uncertainty``: the calibrated intervals (widened by the samples' spread for a case

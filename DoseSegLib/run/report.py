@@ -128,13 +128,16 @@ def _plan_qa_section(result: PatientResult) -> str:
     """Could this plan do better? Its metrics against the prediction's calibrated intervals (plan_qa.csv)."""
     css = {"within": "pass", "above achievable": "fail", "below achievable": "fail"}
     body: list[list[Cell]] = [[str(r["structure"]), str(r["metric"]), _number(r["plan"]), _number(r["predicted"]),
-                               _number(r["lower"]),
-                               _number(r["upper"]), (str(r["verdict"]), css[str(r["verdict"])])]
+                               _number(r["lower"]), _number(r["upper"]), (str(r["verdict"]), css[str(r["verdict"])]),
+                               str(r.get("note") or "")]
                               for r in result.plan_qa]
     level = float(result.plan_qa_level)
-    return ("<h2>Plan QA: could this plan do better?</h2>"
-            + _table(["Structure", "Metric", "Plan (Gy)", "Predicted (Gy)", "Lower (Gy)", "Upper (Gy)", "Verdict"],
-                     body)
+    caution = ("<p class='fail'><b>The case is outside the model's domain: these intervals are not calibrated for "
+               "it and the verdicts are extrapolations.</b></p>"
+               if result.applicability is not None and not result.applicability.in_distribution else "")
+    return ("<h2>Plan QA: could this plan do better?</h2>" + caution
+            + _table(["Structure", "Metric", "Plan (Gy)", "Predicted (Gy)", "Lower (Gy)", "Upper (Gy)", "Verdict",
+                      "Note"], body)
             + f"<p class='sub'>The plan ({html.escape(result.reference_text)}) against what plans of the training "
             f"kind achieve for this anatomy: the prediction's calibrated {level:.0%} interval (see the model card). "
             "<b>above achievable</b>: an organ dose (or a target's D2%) higher than the interval: it could be "
