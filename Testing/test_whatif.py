@@ -160,6 +160,26 @@ def test_sensitivity_of_a_non_input_structure_is_the_dvh_derivative(phantom_sess
     np.testing.assert_allclose(grad, expected, atol=1e-5)
 
 
+def test_normalised_sensitivity_includes_the_factors_change(phantom_session, phantom_dir: Path) -> None:
+    """The normalised PTV70 mean is the convention's dose whatever the PTV70 mask: its derivative is zero,
+    while the network's own PTV70 mean moves with the mask."""
+    from DoseSegLib import WhatIfSession
+
+    _, session = phantom_session
+    assert session.trust.convention is not None and session.trust.convention.metric == "mean"
+    normalised = session.sensitivity("PTV70", "mean")
+    raw = WhatIfSession(phantom_dir, device="cpu", normalise=False).sensitivity("PTV70", "mean")
+    assert np.abs(raw).max() > 1e-3
+    assert np.abs(normalised).max() < 1e-4 * np.abs(raw).max()
+
+
+def test_normalised_sensitivity_matches_finite_differences_target_on_oar(phantom_session) -> None:
+    """Growing PTV70 where the sensitivity is highest, then lowest, moves the normalised parotid mean
+    (through the network and the factor) as the derivative says: sign, order, within a factor 2."""
+    _, session = phantom_session
+    _boundary_check(session, "LeftParotid", "PTV70", "mean", "Mean[Gy]")
+
+
 def test_sensitivity_rejects_metrics_without_derivative(phantom_session) -> None:
     _, session = phantom_session
     with pytest.raises(DoseSegError, match="D2%"):
@@ -194,8 +214,8 @@ def _boundary_check(session, structure: str, wrt: str, metric: str, key: str, co
 def real_session(shared_data: Path):
     from DoseSegLib import WhatIfSession
 
-    # the network's own dose: finite differences of the derivative through the network (normalisation holds
-    # its factor fixed in the sensitivity, see WhatIfSession.sensitivity)
+    # the network's own dose: finite differences of the derivative through the network alone (a normalised
+    # session's derivative is checked on the phantom: test_normalised_sensitivity_*)
     return WhatIfSession(shared_data / "openkbp" / "validation" / "pt_201", device="cpu", normalise=False)
 
 

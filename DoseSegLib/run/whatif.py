@@ -25,11 +25,11 @@ import numpy as np
 from DoseSegLib.analysis.constraints import Constraint, load_constraints
 from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.metric_names import canonical_metric
+from DoseSegLib.analysis.normalisation import Normalisation
 from DoseSegLib.analysis.plan import evaluate_plan
 from DoseSegLib.core.alignment import align_case, align_structure
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.analysis.normalisation import Normalisation
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.options import Device, DvhMethod
 from DoseSegLib.core.volume import Volume
@@ -183,9 +183,9 @@ class WhatIfSession:
         ``name``'s ``metric`` (``Mean[Gy]`` or ``mean``, ``Dx%[Gy]``, ``Dx cc[Gy]``), with respect
         to the mask of ``wrt`` (default: the structure itself); see ``models.dose.sensitivity``.
 
-        Of the dose :meth:`predict` shows: the network's derivative times the last prediction's
-        normalisation factor, the factor held fixed (exact when the edit leaves the primary target's
-        normalisation metric unchanged; a session with ``normalise=False`` gives the network's own)."""
+        Of the dose :meth:`predict` shows: normalised, the derivative of the normalised metric, the
+        normalisation factor's own change included (none for the primary target's normalisation metric
+        itself); with ``normalise=False``, or when the dose is not normalised, of the network's own dose."""
         from DoseSegLib.models.dose.sensitivity import Problem, differentiable_metric, mask_sensitivity
 
         structure, other = self.canonical(name), self.canonical(wrt or name)
@@ -196,11 +196,11 @@ class WhatIfSession:
         if self._edited and self.trust.convention is not None:
             self.predict_dose()  # the factor of the dose the current structures give
         masks = {n: m.array for n, m in self.work.structures.items()}
-        problem = Problem(structure, metric, other, masks, self.work.ct.voxel_volume_cc)
+        done, convention = self.normalisation, self.trust.convention
+        normalised = (done.structure, convention.metric, done.after_gy) if done and convention else None
+        problem = Problem(structure, metric, other, masks, self.work.ct.voxel_volume_cc, normalised)
         grad = mask_sensitivity(self.model, self.inputs, self.box, problem)
         per_voxel = self.case.ct.voxel_volume_cc / self.work.ct.voxel_volume_cc  # Gy per CT voxel
-        if self.normalisation is not None:
-            per_voxel *= self.normalisation.factor
         return (self.grid.to_ct_grid(grad, clip=False).array * per_voxel).astype(np.float32)
 
     def predict(self) -> WhatIfResult:
