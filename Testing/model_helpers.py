@@ -11,39 +11,19 @@ import pytest
 import torch
 
 from DoseSegLib.core.case import OARS
-from DoseSegLib.models.common.catalogue import sha256_of
 from DoseSegLib.models.common.training_loop import save_weights
-from DoseSegLib.models.dose.net import DoseNet, DoseNetConfig
+from DoseSegLib.models.dose.net import DoseNet
 from DoseSegLib.models.dose.refine_net import RefineNet, RefineNetConfig
 
-# Why 7 Gy: a network's raw output is multiplied by dose_scale_gy (70 Gy in trained models). An
-# untrained tiny network's output at 70 Gy reaches hundreds of Gy, which check_predicted_dose
-# (analysis/dosecheck.py: at most 1.3 x the highest prescription) refuses as implausible before
-# anything is written; at 7 Gy its random doses stay plausible, so the commands run to the end.
-TINY_DOSE_SCALE_GY = 7.0
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "DoseSeg") not in sys.path:  # the tiny models live in the Slicer module's test library
+    sys.path.insert(0, str(REPO / "DoseSeg"))
+
+from DoseSegTestLib.tinymodels import TINY_PATCH, catalogueEntry, tinyDoseConfig, writeTinyCatalogue  # noqa: E402
+
 TINY_REFINER = RefineNetConfig(channels=(4, 8, 16), strides=(2, 2))
-
-
-def tiny_dose_config(**changes) -> DoseNetConfig:
-    """A tiny dose network (3 levels, one residual unit) whose random doses pass the plausibility check.
-
-    Args:
-        changes: other DoseNetConfig fields (e.g. ``dropout=0.0``).
-    """
-    return DoseNetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, dose_scale_gy=TINY_DOSE_SCALE_GY,
-                         **changes)
-
-
-def write_tiny_catalogue(folder: Path, extra_entries: tuple[dict, ...] = ()) -> Path:
-    """A catalogue.json with a randomly initialised small dose network (plus ``extra_entries``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    net = DoseNet(tiny_dose_config())
-    save_weights(folder / "tiny_dose.pt", net, {"patch": [32, 32, 32]})
-    entry = {"name": "tiny-dose", "task": "dose", "file": "tiny_dose.pt", "sha256": sha256_of(folder / "tiny_dose.pt"),
-             "version": "test", "default": True}
-    (folder / "catalogue.json").write_text(json.dumps({"models": [entry, *extra_entries]}))
-    return folder
+tiny_dose_config = tinyDoseConfig  # the tests' names for DoseSegTestLib.tinymodels's helpers
+write_tiny_catalogue = writeTinyCatalogue
 
 
 def fake_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -65,15 +45,13 @@ def fake_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def write_refiner_catalogue(folder: Path, gain: float = 0.5) -> Path:
     """A catalogue with a tiny base dose model and a tiny refiner of it (the default)."""
     torch.manual_seed(0)
-    save_weights(folder / "base.pt", DoseNet(tiny_dose_config(dropout=0.0)), {"patch": [32, 32, 32]})
+    save_weights(folder / "base.pt", DoseNet(tiny_dose_config(dropout=0.0)), {"patch": TINY_PATCH})
     refiner = RefineNet(TINY_REFINER)
     with torch.no_grad():
         refiner.gain.fill_(gain)
     save_weights(folder / "refiner.pt", refiner, {"patch": [32, 32, 16], "base_model": "base"})
-    rows = [{"name": "base", "task": "dose", "file": "base.pt", "sha256": sha256_of(folder / "base.pt"),
-             "version": "test"},
-            {"name": "refined", "task": "dose", "file": "refiner.pt", "sha256": sha256_of(folder / "refiner.pt"),
-             "version": "test", "default": True, "base": "base"}]
+    rows = [catalogueEntry(folder, "base", "base.pt"),
+            catalogueEntry(folder, "refined", "refiner.pt", default=True, base="base")]
     (folder / "catalogue.json").write_text(json.dumps({"models": rows}))
     return folder
 

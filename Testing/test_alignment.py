@@ -192,6 +192,34 @@ def test_body_mask_is_derived_without_possible_dose_mask(phantom_dir: Path, phan
     np.testing.assert_array_equal(aligned.possible_dose_mask.array, phantom_case.possible_dose_mask.array)
 
 
+def _slice_by_slice_body(ct: Volume) -> np.ndarray:
+    """The reference: scipy's largest component, then binary_fill_holes on each axial slice."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(ct.array > -400)
+    body = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    return np.stack([ndimage.binary_fill_holes(body[:, :, k]) for k in range(ct.shape[2])], axis=2)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_body_mask_equals_slice_by_slice_hole_filling(order: str) -> None:
+    """A noisy body touching the grid's edge, a lung open to the edge in some slices and closed in others,
+    a tube, a couch apart from the body: the same mask as filling each slice on the whole grid."""
+    rng = np.random.default_rng(3)
+    x, y, z = np.meshgrid(np.arange(60), np.arange(50), np.arange(24), indexing="ij")
+    hu = np.where(((x - 30) / 31.0) ** 2 + ((y - 25) / 18.0) ** 2 <= 1, 40, -1000)  # wider than the grid
+    hu[((x - 20) / 8.0) ** 2 + ((y - 25) / 6.0) ** 2 <= 1] = -800  # a lung: a hole
+    hu[(x < 20) & (abs(y - 25) <= 1) & (z < 8)] = -800  # opened to the edge in the first 8 slices
+    hu[(abs(x - 42) <= 1) & (abs(y - 25) <= 1)] = -1000  # a tube through every slice
+    hu[:, 46:, :] = np.where(x[:, 46:, :] % 7 == 0, 300, -1000)[:, :, :]  # couch bars apart from the body
+    hu += rng.normal(0, 150, hu.shape).astype(int)
+    ct = Volume(np.asarray(hu, np.int16, order=order), (1.2, 1.0, 2.5), (-3.0, 4.0, 5.0))
+    body = body_mask(ct)
+    assert body.same_grid(ct)
+    assert np.array_equal(body.array, _slice_by_slice_body(ct))
+    assert not body.array[20, 25, 3] and body.array[20, 25, 20]  # the lung filled only where closed
+
+
 def test_body_mask_needs_tissue() -> None:
     ct = _ct_grid()
     with pytest.raises(DoseSegError, match="body mask"):

@@ -59,6 +59,16 @@ def test_volume_node_geometry_and_kji_round_trip(scene, volume):
     assert np.array_equal(back.array, volume.array)
 
 
+def test_add_or_update_volume_node_reuses_a_given_node(scene):
+    """A reused node keeps its identity, name and display and takes the new voxels and geometry; None makes one."""
+    first = nodes.addOrUpdateVolumeNode(scene, None, make_phantom(shape=(20, 16, 12)).ct, "first")
+    assert first.GetName() == "first" and first.GetDisplayNode() is not None
+    display, rotated = first.GetDisplayNode(), _rotated_volume()
+    assert nodes.addOrUpdateVolumeNode(scene, first, rotated, "ignored") is first
+    assert first.GetName() == "first" and first.GetDisplayNode() is display
+    assert nodes.volumeFromNode(first).same_grid(rotated)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 1
+
 def test_segment_round_trip_on_an_oblique_grid(scene):
     grid = _rotated_volume()
     mask = grid.with_array(grid.array % 3 == 0)

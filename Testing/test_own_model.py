@@ -366,6 +366,69 @@ def test_publish_calibrates_the_uncertainty_on_a_large_enough_validation_split(t
         in card
 
 
+def _tiny_run(run: Path, seed: int) -> Path:
+    """A dose training run folder (best.pt of a tiny random network, config.json) as publish-model reads it."""
+    import torch
+
+    from DoseSegLib.models.common import training_loop as loop
+    from DoseSegLib.models.dose.net import DoseNet
+
+    torch.manual_seed(seed)
+    run.mkdir()
+    loop.save_weights(run / "best.pt", DoseNet(tiny_dose_config()), {"epoch": 1, "val_dose_score": 9.0,
+                                                                      "patch": [32, 32, 32]})
+    (run / "config.json").write_text(json.dumps({"site": {"site": "head and neck", "oars": []}}))
+    return run
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_an_interrupted_publish_leaves_the_catalogue_and_the_models_folder_as_they_were(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catalogue entry comes last: a failure after the card is written (weights, sidecar and card
+    written) leaves no catalogued model without a card, and no file of the failed publish."""
+    from DoseSegLib.models.common import publish as common
+    from DoseSegLib.run import publish
+
+    models = tmp_path / "models"
+    earlier = publish.publish_run(_tiny_run(tmp_path / "run1", 1), "earlier", models, calibrate=False)
+    before = _files(models)
+    assert sorted(before) == ["catalogue.json", "earlier.md", "earlier.pt"], "a publish leaves no staging folder"
+
+    def calibrations(entry, summary, data, calibrate):  # a calibration sidecar, written where the real one is
+        (entry.file.parent / f"{entry.name}.uncertainty.json").write_text("{}")
+        return {"uncertainty intervals (--uncertainty)": "calibrated."}
+
+    write_atomic = publish.write_atomic
+
+    def card_then_failure(path: Path, text: str) -> None:
+        write_atomic(path, text)
+        if path.name == f"{MODEL}.md":
+            raise RuntimeError("interrupted after the card")
+
+    monkeypatch.setattr(publish, "calibrations", calibrations)
+    monkeypatch.setattr(publish, "write_atomic", card_then_failure)
+    run2 = _tiny_run(tmp_path / "run2", 2)
+    with pytest.raises(RuntimeError, match="interrupted after the card"):
+        publish.publish_run(run2, MODEL, models)
+    assert _files(models) == before and sorted(p.name for p in models.iterdir()) == sorted(before)
+
+    def catalogue_failure(folder: Path, row: dict):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(publish, "write_atomic", write_atomic)
+    monkeypatch.setattr(common, "add_to_catalogue", catalogue_failure)
+    with pytest.raises(OSError, match="disk full"):  # replacing a model: its files come back
+        publish.publish_run(run2, "earlier", models, force=True)
+    assert _files(models) == before and sorted(p.name for p in models.iterdir()) == sorted(before)
+    monkeypatch.undo()
+    replaced = publish.publish_run(run2, "earlier", models, force=True, calibrate=False)
+    assert replaced.sha256 != earlier.sha256 and replaced.file == models / "earlier.pt"
+    assert sorted(_files(models)) == ["catalogue.json", "earlier.md", "earlier.pt"]
+
+
 def test_train_seg_takes_the_site_organs_unless_labels_are_given(cohort: Path, tmp_path: Path) -> None:
     from DoseSegLib.cli.seg import site_labels
     from DoseSegLib.core.case import OARS

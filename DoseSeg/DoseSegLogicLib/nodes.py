@@ -129,6 +129,15 @@ def addVolumeNode(scene, volume: Volume, name: str, className: str = "vtkMRMLSca
     return volumeNode
 
 
+def addOrUpdateVolumeNode(scene, volumeNode, volume: Volume, name: str, autoWindowLevel: bool = True):
+    """``volumeNode`` with its voxels and geometry replaced by ``volume`` (name and display kept), or, when it is
+    None, a new node ``name`` (see :func:`addVolumeNode`)."""
+    if volumeNode is None:
+        return addVolumeNode(scene, volume, name, autoWindowLevel=autoWindowLevel)
+    updateVolumeNode(volumeNode, volume)
+    return volumeNode
+
+
 def _orientedImage(volume: Volume, withVoxels: bool = True) -> slicer.vtkOrientedImageData:
     """A vtkOrientedImageData on the Volume's grid, holding its voxels or (``withVoxels`` False) only its geometry."""
     image = slicer.vtkOrientedImageData()

@@ -202,11 +202,8 @@ class DoseSegPipeline:
         if factor != 1.0:  # the study's unit (cGy): one pass, in place when the dose is ours to change
             array = dose.array if dose.array.dtype.kind == "f" else dose.array.astype(np.float32)
             dose = dose.with_array(np.divide(array, factor, out=array))
-        if doseNode is None:
-            doseNode = nodes.addVolumeNode(self.scene, dose, f"{ctNode.GetName()} predicted dose",
-                                           autoWindowLevel=False)
-        else:
-            nodes.updateVolumeNode(doseNode, dose)
+        doseNode = nodes.addOrUpdateVolumeNode(self.scene, doseNode, dose, f"{ctNode.GetName()} predicted dose",
+                                               autoWindowLevel=False)
         hierarchy.placeBesideCt(ctNode, doseNode)
         doseunits.markDoseInStudy(doseNode)
         nodes.showDose(doseNode, ctNode, prescription / factor if prescription else None)

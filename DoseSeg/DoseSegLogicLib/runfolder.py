@@ -129,11 +129,7 @@ def loadDoseDifference(scene, volume: Volume | None, ctNode):
     if volume is None:
         return None
     name = f"{ctNode.GetName()} dose difference"
-    node = scene.GetFirstNode(name, "vtkMRMLScalarVolumeNode")
-    if node is None:
-        node = nodes.addVolumeNode(scene, volume, name)
-    else:
-        nodes.updateVolumeNode(node, volume)
+    node = nodes.addOrUpdateVolumeNode(scene, scene.GetFirstNode(name, "vtkMRMLScalarVolumeNode"), volume, name)
     node.SetAttribute(DIFFERENCE_ATTRIBUTE, "1")
     for attribute, value in nodes.DOSE_UNIT_ATTRIBUTES.items():
         node.SetAttribute(attribute, value)

@@ -77,11 +77,8 @@ def showSensitivity(scene, perVoxel: Volume, structure: str, metric: str, wrt: s
     """
     perCc = gyPerCc(perVoxel)
     name = nodeName(structure, metric, wrt)
-    if volumeNode is None:
-        volumeNode = nodes.addVolumeNode(scene, perCc, name)
-    else:
-        nodes.updateVolumeNode(volumeNode, perCc)
-        volumeNode.SetName(name)
+    volumeNode = nodes.addOrUpdateVolumeNode(scene, volumeNode, perCc, name)
+    volumeNode.SetName(name)  # a reused node gets the new structure's name
     for key, value in {"": "1", ".Structure": structure, ".Metric": metric, ".Wrt": wrt or structure,
                        ".Units": UNITS}.items():
         volumeNode.SetAttribute(SENSITIVITY_ATTRIBUTE + key, value)

@@ -176,17 +176,29 @@ def align_structure(name: str, mask: Volume, ct: Volume) -> Volume:
 
 
 def body_mask(ct: Volume, threshold_hu: float = -400.0) -> Volume:
-    """The patient's body from the CT: largest connected region above ``threshold_hu``, holes filled."""
+    """The patient's body from the CT: largest connected region above ``threshold_hu``, holes filled
+    slice by slice (background not joined to the slice's edge in-plane, 4-connected).
+
+    Worked in the body's bounding box (outside it all is background joined to the edge, so the result
+    is the same as on the whole grid), the holes of all slices labelled in one pass."""
     from scipy import ndimage
 
     tissue = ct.array > threshold_hu
-    labels, count = ndimage.label(tissue)
-    if count == 0:
+    if not tissue.any():
         raise DoseSegError(f"CT has no voxel above {threshold_hu} HU: cannot derive a body mask")
-    sizes = np.bincount(labels.ravel())[1:]
-    body = labels == (np.argmax(sizes) + 1)
-    for k in range(body.shape[2]):
-        body[:, :, k] = ndimage.binary_fill_holes(body[:, :, k])
+    box = mask_box(tissue)
+    labels, _ = ndimage.label(tissue[box])
+    sizes = np.bincount(labels[labels > 0])
+    largest = labels == int(np.argmax(sizes))
+    inner = mask_box(largest)
+    largest = largest[inner]
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+    background, _ = ndimage.label(~largest, in_plane)
+    edge = np.unique(np.concatenate([background[[0, -1], :, :].ravel(), background[:, [0, -1], :].ravel()]))
+    largest |= ~np.isin(background, edge)  # background regions off the edge: the holes
+    body = np.zeros(ct.shape, bool)
+    body[tuple(slice(b.start + i.start, b.start + i.stop) for b, i in zip(box, inner, strict=True))] = largest
     return ct.with_array(body)
 
 

@@ -17,8 +17,16 @@ from pathlib import Path
 from DoseSegLib.core.version import __version__
 from DoseSegLib.core.case import OARS
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.models.common.catalogue import ModelEntry, load_catalogue, load_checkpoint, read_catalogue
-from DoseSegLib.models.common.publish import check_name, publish_weights, write_atomic
+from DoseSegLib.models.common.catalogue import ModelEntry, entry_of, load_catalogue, load_checkpoint, read_catalogue
+from DoseSegLib.models.common.publish import (
+    catalogue_row,
+    check_catalogue,
+    check_name,
+    commit,
+    copy_weights,
+    staging,
+    write_atomic,
+)
 
 PUBLISHED_TASKS = ("dose", "segmentation")
 
@@ -158,7 +166,9 @@ def publish_run(run: Path, name: str, folder: Path, version: str = "1.0", force:
     """Publish ``run/best.pt`` as user model ``name`` in ``folder`` with its card (and, for a dose model, its
     calibrations on its cohort when it allows them, see ``run.calibration``); returns its catalogue entry.
 
-    Refuses a bundled model's name, and a name already in ``folder`` unless ``force``.
+    Refuses a bundled model's name, and a name already in ``folder`` unless ``force``. Weights, calibrations
+    and card are written in a staging folder and moved in before the catalogue entry, which comes last: an
+    interrupted publish leaves ``folder`` as it was.
 
     Args:
         data: the cohort the run trained on, when it is no longer where the run recorded it.
@@ -170,11 +180,14 @@ def publish_run(run: Path, name: str, folder: Path, version: str = "1.0", force:
         raise DoseSegError(f"'{name}' is the name of a bundled model; choose another")
     if (folder / "catalogue.json").is_file() and not force and any(e.name == name for e in read_catalogue(folder)):
         raise DoseSegError(f"{folder}: a model '{name}' is already published (use --force to replace it)")
+    check_catalogue(folder)
     summary = read_run(run)
     card = f"{name}.md"
-    entry = publish_weights(run / "best.pt", folder, name, summary.task, version, card,
+    with staging(folder, name) as staged:
+        copy_weights(run / "best.pt", staged / f"{name}.pt")
+        row = catalogue_row(staged / f"{name}.pt", name, summary.task, version, card,
                             site=summary.site.get("site", "head and neck (OpenKBP)"),
                             structures=summary.structures, scores=summary.scores)
-    notes = calibrations(entry, summary, data, calibrate)
-    write_atomic(folder / card, model_card(name, summary, entry.sha256, notes))
-    return entry
+        notes = calibrations(entry_of(row, staged), summary, data, calibrate)  # sidecars beside the staged weights
+        write_atomic(staged / card, model_card(name, summary, row["sha256"], notes))
+        return commit(staged, folder, row)

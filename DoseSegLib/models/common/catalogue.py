@@ -105,13 +105,18 @@ def user_models_dir() -> Path:
     return base / "doseseg" / "models"
 
 
+def entry_of(row: dict, folder: Path, user: bool = False) -> ModelEntry:
+    """The entry of a catalogue row whose file lies in ``folder``."""
+    return ModelEntry(**{**row, "file": folder / row["file"], "structures": tuple(row.get("structures", ())),
+                         "user": user})
+
+
 def read_catalogue(folder: Path, user: bool = False) -> list[ModelEntry]:
     """The entries of ``folder/catalogue.json`` (files relative to ``folder``)."""
     path = folder / "catalogue.json"
     try:
         rows = json.loads(path.read_text())["models"]
-        return [ModelEntry(**{**row, "file": folder / row["file"], "structures": tuple(row.get("structures", ())),
-                              "user": user}) for row in rows]
+        return [entry_of(row, folder, user) for row in rows]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DoseSegError(f"{path}: model catalogue missing or invalid ({exc})") from exc
 
