@@ -58,6 +58,8 @@ def write_refiner_catalogue(folder: Path, gain: float = 0.5) -> Path:
 
 def write_tiny_convention(folder: Path, metric: str = "mean", ratio: float = 1.0) -> Path:
     """A prescription convention (``<model>.prescription.json``) beside the tiny catalogue's weights."""
+    from DoseSegLib.models.common.catalogue import sha256_of
+
     path = folder / "tiny-dose.prescription.json"
     path.write_text(json.dumps({"metric": metric, "ratio": ratio, "sha256": sha256_of(folder / "tiny_dose.pt")}))
     return path
