@@ -122,7 +122,7 @@ def test_a_wrong_target_dose_is_caught_before_writing(phantom_dir: Path, tmp_pat
     assert main(["predict-dose", str(phantom_dir), "-o", str(tmp_path / "norm"), *flags]) == 0
     notes = (tmp_path / "norm" / phantom_dir.name / "notes.txt").read_text()
     assert "OUTSIDE THE MODEL'S DOMAIN" in notes and "PTV70 prescription 20 Gy outside the trained levels" in notes
-    assert "normalised: PTV70 mean" in notes and "(prescription 20 Gy, factor 0.7" in notes
+    assert "normalised: PTV70 mean" in notes and "x the 20 Gy prescription" in notes and "factor 0.7" in notes
 
 
 # --- 8. names: TG-263 and Eclipse-style variants, --names everywhere ----------------------------------------

@@ -38,7 +38,8 @@ def brain_like_plan() -> Case:
 
 
 @pytest.mark.slow
-def test_brain_like_dicom_plan_is_flagged_normalised_and_its_plan_qa_noted(tmp_path: Path) -> None:
+def test_brain_like_dicom_plan_is_flagged_normalised_and_its_plan_qa_noted(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from DoseSegLib.cli.main import main
 
     folder = write_dicom_patient(tmp_path / "BRAIN1", brain_like_plan(), patient_id="BRAIN1")
@@ -53,6 +54,9 @@ def test_brain_like_dicom_plan_is_flagged_normalised_and_its_plan_qa_noted(tmp_p
     ratio = json.loads((MODELS / "openkbp-dose-unet24.prescription.json").read_text())["ratio"]
     ptv = next(r for r in read_csv(out / "dvh_metrics.csv") if r["structure"] == "PTV1")
     assert float(ptv["Mean[Gy]"]) == pytest.approx(ratio * PRESCRIPTION, rel=2e-3)
+    assert normalisation["ratio"] == pytest.approx(ratio, abs=2e-4)  # 61.3 Gy is the convention, not a miss
+    assert f"= {ratio:.4g} x the 60 Gy prescription (the convention of the model's training plans)" \
+        in capsys.readouterr().out
     rows = read_csv(out / "plan_qa.csv")
     assert {r["structure"] for r in rows} >= {"PTV1", "Brainstem", "Eye_L", "OpticChiasm"}
     assert all(r["note"].startswith("case outside the model's domain") for r in rows)

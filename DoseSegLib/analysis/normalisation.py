@@ -68,9 +68,17 @@ class Normalisation:
     after_gy: float
 
     def to_dict(self) -> dict:
+        """summary.json's ``normalisation``; ``ratio``: ``after_gy`` / ``prescription_gy``, the convention."""
         return {"structure": self.structure, "metric": self.metric, "prescription_gy": self.prescription_gy,
                 "factor": round(self.factor, 4), "before_gy": round(self.before_gy, 3),
-                "after_gy": round(self.after_gy, 3)}
+                "after_gy": round(self.after_gy, 3), "ratio": round(self.after_gy / self.prescription_gy, 4)}
+
+
+def normalisation_text(n: Mapping) -> str:
+    """One line for a person from a ``Normalisation.to_dict()``: what was scaled, to what, and why."""
+    return (f"normalised: {n['structure']} {n['metric']} {n['before_gy']:.2f} -> {n['after_gy']:.2f} Gy = "
+            f"{n['after_gy'] / n['prescription_gy']:.4g} x the {n['prescription_gy']:g} Gy prescription (the "
+            f"convention of the model's training plans), factor {n['factor']:.3f}")
 
 
 def normalise_dose(dose: Volume, case: Case, convention: Convention,

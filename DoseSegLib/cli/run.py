@@ -66,14 +66,13 @@ def _describe(summary: dict, folder: Path) -> str:
     if summary["comparison"]:
         parts.append(f"dose error {summary['comparison']['dose_error_gy']:.2f} Gy, "
                      f"DVH error {summary['comparison']['dvh_error_gy']:.2f} Gy vs the reference")
+    from DoseSegLib.analysis.normalisation import normalisation_text
     from DoseSegLib.run.trust import applicability_text
 
     lines = [f"{summary['patient']}: {'; '.join(parts)}", f"  {applicability_text(summary.get('applicability'))}"]
     normalisation = summary.get("normalisation")
     if normalisation:
-        lines.append(f"  normalised: {normalisation['structure']} {normalisation['metric']} "
-                     f"{normalisation['before_gy']:.2f} -> {normalisation['after_gy']:.2f} Gy "
-                     f"(prescription {normalisation['prescription_gy']:g} Gy, factor {normalisation['factor']:.3f})")
+        lines.append(f"  {normalisation_text(normalisation)}")
     lines += [f"  warning: {w}" for w in summary.get("warnings", [])[:8]]
     if (folder / "rtdose.dcm").is_file() and not (folder / "rtstruct.dcm").is_file():
         lines.append("  no rtstruct.dcm: nothing was auto-segmented (the patient's own structures are in its RTSTRUCT)")

@@ -181,7 +181,7 @@ def _trust_section(result: PatientResult) -> str:
     n = result.normalisation
     if n is not None:
         parts.append(f"<p class='sub'>Normalised to the prescription: {html.escape(n.structure)} {n.metric} "
-                     f"{n.before_gy:.2f} &rarr; {n.after_gy:.2f} Gy ({n.after_gy / n.prescription_gy:.1%} of "
+                     f"{n.before_gy:.2f} &rarr; {n.after_gy:.2f} Gy ({n.after_gy / n.prescription_gy:.2%} of "
                      f"{n.prescription_gy:g} Gy, the convention of the model's training plans), factor "
                      f"{n.factor:.3f}.</p>")
     warnings = result.all_warnings

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from DoseSegLib.analysis.applicability import Applicability, Reference
 from DoseSegLib.analysis.dosecheck import check_predicted_dose
-from DoseSegLib.analysis.normalisation import Convention, Normalisation, normalise_dose
+from DoseSegLib.analysis.normalisation import Convention, Normalisation, normalisation_text, normalise_dose
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.options import Device, DvhMethod
@@ -162,7 +162,5 @@ def trust_notes(checks: TrustChecks, verdict: Applicability | None, normalisatio
     """What a prediction's notes say about its applicability and normalisation (``predict-dose``'s notes.txt)."""
     notes = [applicability_text(verdict.to_dict() if verdict is not None else None)]
     if normalisation is not None:
-        n = normalisation
-        notes.append(f"normalised: {n.structure} {n.metric} {n.before_gy:.2f} -> {n.after_gy:.2f} Gy (prescription "
-                     f"{n.prescription_gy:g} Gy, factor {n.factor:.3f})")
+        notes.append(normalisation_text(normalisation.to_dict()))
     return notes + [note for note in checks.notes if verdict is None or "applicability" not in note]
