@@ -21,6 +21,7 @@ import pytest
 
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.case import Case
+from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.phantom import make_phantom
 from dicom_helpers import write_dicom_patient
 from model_helpers import tiny_dose_config
@@ -359,11 +360,21 @@ def test_publish_calibrates_the_uncertainty_on_a_large_enough_validation_split(t
     model = load_dose_model(device="cpu", weights=entry.file)
     check_uncertainty(replace(model, entry=entry), 0.9)  # the sidecar is found beside the user model
     assert applicability_path(replace(model, entry=entry)) == models / f"{MODEL}.applicability.json"  # trust's place
+    written = {path.name for path in models.iterdir()} - {"catalogue.json"}
     (cohort / "validation" / "P000").rename(tmp_path / "moved")
-    publish_run(run, MODEL, models, force=True)
+    again = publish_run(run, MODEL, models, force=True)
     card = (models / f"{MODEL}.md").read_text()
     assert f"(--uncertainty): not calibrated ({MIN_PATIENTS - 1} validation patients, at least {MIN_PATIENTS} needed)" \
         in card
+    # the same weights (same sha256): the replaced model's uncertainty sidecar must not be inherited
+    assert again.sha256 == entry.sha256
+    assert not (models / f"{MODEL}.uncertainty.json").exists(), "the replaced model's calibration is inherited"
+    with pytest.raises(DoseSegError, match="calibrat"):
+        check_uncertainty(replace(model, entry=again), 0.9)
+    assert json.loads((models / f"{MODEL}.prescription.json").read_text())["sha256"] == entry.sha256  # still calibrated
+    from DoseSegLib.models.common.publish import MODEL_FILES
+
+    assert written <= {MODEL + suffix for suffix in MODEL_FILES}, "a file publish_run writes is not in MODEL_FILES"
 
 
 def _tiny_run(run: Path, seed: int) -> Path:
@@ -427,6 +438,48 @@ def test_an_interrupted_publish_leaves_the_catalogue_and_the_models_folder_as_th
     replaced = publish.publish_run(run2, "earlier", models, force=True, calibrate=False)
     assert replaced.sha256 != earlier.sha256 and replaced.file == models / "earlier.pt"
     assert sorted(_files(models)) == ["catalogue.json", "earlier.md", "earlier.pt"]
+
+
+def test_republishing_removes_the_replaced_models_sidecars_it_does_not_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """publish-model --force of the same weights whose calibrations now fail: the replaced model's sidecars
+    (same sha256, so still accepted) are removed, nothing else is; a failed commit puts them back."""
+    from DoseSegLib.models.common import publish as common
+    from DoseSegLib.run import publish
+
+    models, run = tmp_path / "models", _tiny_run(tmp_path / "run", 3)
+    sidecars = [f"{MODEL}{suffix}" for suffix in (".uncertainty.json", ".applicability.json", ".prescription.json")]
+
+    def calibrated(entry, summary, data, calibrate):  # every sidecar, written where the real ones are
+        for name in sidecars:
+            (entry.file.parent / name).write_text(json.dumps({"sha256": entry.sha256}))
+        return {"all": "calibrated."}
+
+    monkeypatch.setattr(publish, "calibrations", calibrated)
+    first = publish.publish_run(run, MODEL, models)
+    monkeypatch.undo()
+    others = {f"{MODEL}.notes.txt": b"the user's", f"{MODEL}x.uncertainty.json": b"{}",
+              "other.uncertainty.json": b"{}", f"{MODEL}.uncertainty.json.bak": b"{}"}
+    for name, data in others.items():
+        (models / name).write_bytes(data)
+    before = _files(models)
+    assert set(sidecars) <= set(before)
+
+    def catalogue_failure(folder: Path, row: dict):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(common, "add_to_catalogue", catalogue_failure)
+    with pytest.raises(OSError, match="disk full"):  # the sidecars come back with the replaced files
+        publish.publish_run(run, MODEL, models, force=True, calibrate=False)
+    assert _files(models) == before and sorted(p.name for p in models.iterdir()) == sorted(before)
+    monkeypatch.undo()
+    again = publish.publish_run(run, MODEL, models, force=True, calibrate=False)  # no calibration now
+    assert again.sha256 == first.sha256
+    after = _files(models)
+    assert not set(sidecars) & set(after), "a sidecar of the replaced model is still beside the same weights"
+    assert {name: after.get(name) for name in others} == others  # not DoseSeg's files of this model: kept
+    assert sorted(after) == sorted([*others, "catalogue.json", f"{MODEL}.md", f"{MODEL}.pt"])
+    assert "skipped (--no-calibration)" in after[f"{MODEL}.md"].decode()
 
 
 def test_train_seg_takes_the_site_organs_unless_labels_are_given(cohort: Path, tmp_path: Path) -> None:

@@ -23,6 +23,9 @@ from DoseSegLib.models.common.catalogue import ModelEntry, read_catalogue, sha25
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also its file names: nothing else
 CATALOGUE = "catalogue.json"
+# The files ``doseseg publish-model`` writes for model NAME: NAME + each of these (weights, card, calibration
+# sidecars of run.calibration: uncertainty with its difficulty, applicability, prescription convention).
+MODEL_FILES = (".pt", ".md", ".uncertainty.json", ".applicability.json", ".prescription.json")
 
 
 def check_name(name: str) -> str:
@@ -119,14 +122,20 @@ def commit(staged: Path, folder: Path, row: dict) -> ModelEntry:
     """Move the files of ``staged`` into ``folder``, then add ``row`` to its catalogue (:func:`add_to_catalogue`).
 
     A file of the same name already in ``folder`` (a replaced model's) is set aside in ``staged`` until the
-    catalogue is written; when a move or the catalogue fails, the moved files are taken out again and the
-    replaced ones put back, so ``folder`` is as before.
+    catalogue is written, and so is every other file of the replaced model that this publish does not write
+    (``<name>`` + one of :data:`MODEL_FILES`: a calibration sidecar the new weights would otherwise inherit).
+    When a move or the catalogue fails, the moved files are taken out again and the set-aside ones put back,
+    so ``folder`` is as before.
     """
     aside = staged / ".replaced"
     aside.mkdir()
+    incoming = sorted(path for path in staged.iterdir() if path.is_file())
     moved: list[tuple[Path, Path | None]] = []  # (target in folder, the file it replaced, set aside)
     try:
-        for source in sorted(path for path in staged.iterdir() if path.is_file()):
+        for stale in _stale_files(folder, row["name"], {path.name for path in incoming}):
+            os.replace(stale, aside / stale.name)
+            moved.append((stale, aside / stale.name))
+        for source in incoming:
             target = folder / source.name
             replaced = aside / source.name if target.exists() else None
             if replaced is not None:
@@ -141,3 +150,12 @@ def commit(staged: Path, folder: Path, row: dict) -> ModelEntry:
             else:
                 os.replace(replaced, target)
         raise
+
+
+def _stale_files(folder: Path, name: str, written: set[str]) -> list[Path]:
+    """The files of catalogued model ``name`` in ``folder`` (``name`` + :data:`MODEL_FILES`) not in ``written``;
+    none when ``folder``'s catalogue has no model ``name`` (nothing of it was published there)."""
+    if not (folder / CATALOGUE).is_file() or not any(entry.name == name for entry in read_catalogue(folder)):
+        return []
+    files = (folder / f"{name}{suffix}" for suffix in MODEL_FILES)
+    return [path for path in files if path.name not in written and path.is_file() and not path.is_symlink()]
