@@ -34,7 +34,7 @@ def fake_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     entry = {"name": "fake-seg", "task": "segmentation", "file": "none.pt", "sha256": "0" * 64, "version": "9"}
     write_tiny_catalogue(tmp_path / "models", (entry,))
     module = types.ModuleType("DoseSegLib.models.seg.predict")
-    model = types.SimpleNamespace(entry=ModelEntry(**{**entry, "file": Path("none.pt")}))
+    model = types.SimpleNamespace(entry=ModelEntry(**{**entry, "file": Path("none.pt")}), labels=OARS)
     module.load_segmentation_model = lambda name, device: model
     module.segment_case = lambda seg_model, case, tta=False: {
         name: mask for name, mask in make_phantom(shape=(40, 40, 32)).structures.items() if name in OARS

@@ -217,11 +217,19 @@ class Pipeline:
     def _segment(self, case: Case) -> tuple[Case, dict[str, StructureSource], list[str]]:
         """The case with auto-segmented OARs added, each structure's source, and notes."""
         sources = dict.fromkeys(case.structures, StructureSource.PATIENT)
-        wanted = list(OARS) if self.options.segment_all else [n for n in OARS if n not in case.structures]
+        organs = self.dose_model.oars  # a clinic's model: its own site's organs, not the bundled ones
+        wanted = list(organs) if self.options.segment_all else [n for n in organs if n not in case.structures]
         if not wanted:
             return case, sources, []
         if self.segmenter is None:
             return case, sources, [f"{self.segmenter_note} (OARs not contoured: {', '.join(wanted)})"]
+        unknown = [name for name in wanted if name not in self.segmenter.labels]
+        if unknown:
+            log.warning("the segmentation model %s does not contour %s: not auto-segmented",
+                        _describe(self.segmenter.entry)["name"], ", ".join(unknown))
+            wanted = [name for name in wanted if name not in unknown]
+        if not wanted:
+            return case, sources, []
         from DoseSegLib.models.seg.predict import segment_case
 
         masks = segment_case(self.segmenter, case, tta=self.options.tta)
