@@ -34,7 +34,7 @@ def fake_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     entry = {"name": "fake-seg", "task": "segmentation", "file": "none.pt", "sha256": "0" * 64, "version": "9"}
     write_tiny_catalogue(tmp_path / "models", (entry,))
     module = types.ModuleType("DoseSegLib.models.seg.predict")
-    model = types.SimpleNamespace(entry=ModelEntry(**{**entry, "file": Path("none.pt")}))
+    model = types.SimpleNamespace(entry=ModelEntry(**{**entry, "file": Path("none.pt")}), labels=OARS)
     module.load_segmentation_model = lambda name, device: model
     module.segment_case = lambda seg_model, case, tta=False: {
         name: mask for name, mask in make_phantom(shape=(40, 40, 32)).structures.items() if name in OARS
@@ -54,3 +54,19 @@ def write_refiner_catalogue(folder: Path, gain: float = 0.5) -> Path:
             catalogueEntry(folder, "refined", "refiner.pt", default=True, base="base")]
     (folder / "catalogue.json").write_text(json.dumps({"models": rows}))
     return folder
+
+
+def write_tiny_convention(folder: Path, metric: str = "mean", ratio: float = 1.0) -> Path:
+    """A prescription convention (``<model>.prescription.json``) beside the tiny catalogue's weights."""
+    from DoseSegLib.models.common.catalogue import sha256_of
+
+    path = folder / "tiny-dose.prescription.json"
+    path.write_text(json.dumps({"metric": metric, "ratio": ratio, "sha256": sha256_of(folder / "tiny_dose.pt")}))
+    return path
+
+
+def predict_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dose model predicts the patient's own reference dose (a network trained on plans like it)."""
+    import DoseSegLib.models.dose.predict as predict
+
+    monkeypatch.setattr(predict, "predict_case_dose", lambda model, case, tta=False: case.require_dose())

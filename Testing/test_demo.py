@@ -23,7 +23,7 @@ from DoseSegLib.io.tables import read_csv
 OUTPUTS = {
     "dose.nrrd", "segmentation.seg.nrrd", "dvh.csv", "dvh_metrics.csv", "constraints.csv", "radiomics.csv",
     "summary.json", "report.html", "dose_difference.nrrd", "comparison.csv", "dvh_reference.csv", "gamma.csv",
-    "radiomics.json",
+    "radiomics.json", "dvh_errors.csv",
 }
 
 

@@ -182,6 +182,42 @@ def test_missing_oars_are_auto_segmented_when_a_model_exists(
     assert sorted(every.auto_segmented) == sorted(OARS)
 
 
+def test_a_clinic_model_gets_only_its_own_organs_auto_segmented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dose model of another site (organs Larynx and Mandible) with the head-and-neck segmentation model:
+    only its own missing organ is contoured (never a parotid it does not use), and an organ the
+    segmentation model cannot contour is named in the warnings, not invented."""
+    import json
+
+    import torch
+
+    from DoseSegLib.models.common.training_loop import save_weights
+    from DoseSegLib.models.dose.net import DoseNet
+    from model_helpers import TINY_PATCH, catalogueEntry, tiny_dose_config
+
+    fake_segmentation(monkeypatch, tmp_path)
+    models = tmp_path / "models"
+    torch.manual_seed(0)
+    for name, organs in (("larynx-dose", ["Larynx", "Mandible"]), ("pelvis-dose", ["Bladder", "Rectum"])):
+        save_weights(models / f"{name}.pt", DoseNet(tiny_dose_config(in_channels=3 + len(organs) + 1)),
+                     {"patch": TINY_PATCH, "oars": organs, "site": name})
+    catalogue = json.loads((models / "catalogue.json").read_text())
+    catalogue["models"] += [catalogueEntry(models, n, f"{n}.pt") for n in ("larynx-dose", "pelvis-dose")]
+    (models / "catalogue.json").write_text(json.dumps(catalogue))
+    monkeypatch.setenv("DOSESEG_MODELS", str(models))
+    patient = tmp_path / "patient"
+    write_phantom_patient(patient, shape=(40, 40, 32))
+    for name in ("Larynx", "LeftParotid"):
+        (patient / "structures" / f"{name}.nrrd").unlink()
+    options = RunOptions(radiomics=False, any_site=True)
+    result = Pipeline(device="cpu", options=options, dose_model="larynx-dose").analyse(patient)
+    assert result.auto_segmented == ["Larynx"] and "LeftParotid" not in result.case.structures
+    pelvis = Pipeline(device="cpu", options=options, dose_model="pelvis-dose").analyse(patient)
+    assert pelvis.auto_segmented == [] and "Larynx" not in pelvis.case.structures
+    assert any("does not contour Bladder, Rectum" in w for w in pelvis.warnings)
+
+
 def test_without_a_segmentation_model_missing_oars_are_noted(tiny_models: Path, tmp_path: Path) -> None:
     patient = tmp_path / "patient"
     write_phantom_patient(patient, shape=(40, 40, 32))

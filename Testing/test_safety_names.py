@@ -111,12 +111,18 @@ def test_implausible_predicted_dose_is_refused_naming_patient_and_cause() -> Non
 
 def test_a_wrong_target_dose_is_caught_before_writing(phantom_dir: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
-    """A 70 Gy target prescribed 20 Gy gives a prediction far above 1.3 x 20 Gy: refused, nothing written."""
-    code = main(["predict-dose", str(phantom_dir), "-o", str(tmp_path / "out"), "--device", "cpu",
-                 "--prescription", "PTV70=20", "--prescription", "PTV56=16"])
+    """A 70 Gy target prescribed 20 Gy gives a prediction far above 1.3 x 20 Gy (31.7 Gy): refused, nothing
+    written, when it is not normalised; normalised (factor 0.74, as ``run`` does: test_consistency.py), it is
+    written flagged outside the model's domain, the prescription outside the trained levels named."""
+    flags = ["--device", "cpu", "--prescription", "PTV70=20", "--prescription", "PTV56=16"]
+    code = main(["predict-dose", str(phantom_dir), "-o", str(tmp_path / "out"), "--no-normalise", *flags])
     err = capsys.readouterr().err
     assert code == 1 and f"patient '{phantom_dir.name}'" in err and "1.3 x the highest prescription" in err
     assert not (tmp_path / "out" / phantom_dir.name).exists()
+    assert main(["predict-dose", str(phantom_dir), "-o", str(tmp_path / "norm"), *flags]) == 0
+    notes = (tmp_path / "norm" / phantom_dir.name / "notes.txt").read_text()
+    assert "OUTSIDE THE MODEL'S DOMAIN" in notes and "PTV70 prescription 20 Gy outside the trained levels" in notes
+    assert "normalised: PTV70 mean" in notes and "x the 20 Gy prescription" in notes and "factor 0.7" in notes
 
 
 # --- 8. names: TG-263 and Eclipse-style variants, --names everywhere ----------------------------------------

@@ -1,7 +1,8 @@
 """The what-if session: edits change the prediction and metrics exactly as a fresh predict-dose + dvh.
 
-The session shows the network's own dose (no prescription normalisation, so that edits and their
-sensitivities compare like with like): it is checked against ``predict-dose --no-normalise``.
+The session normalises each prediction to the prescription as ``predict-dose`` does by default (checked
+against it), and shows the network's own dose with ``normalise=False`` (checked against
+``predict-dose --no-normalise``).
 """
 
 from __future__ import annotations
@@ -29,16 +30,20 @@ def phantom_session(tmp_path_factory: pytest.TempPathFactory):
     return folder, WhatIfSession(folder, device="cpu")
 
 
-def _cli_metrics(folder: Path, out: Path) -> tuple[np.ndarray, dict[str, dict[str, str]]]:
-    command = ["predict-dose", str(folder), "-o", str(out / "pred"), "--device", "cpu", "--no-normalise"]
+def _cli_metrics(folder: Path, out: Path, normalise: bool = True) -> tuple[np.ndarray, dict[str, dict[str, str]]]:
+    command = ["predict-dose", str(folder), "-o", str(out / "pred"), "--device", "cpu",
+               *([] if normalise else ["--no-normalise"])]
     assert main(command) in (0, None)
+    notes = (out / "pred" / folder.name / "notes.txt").read_text()
+    assert ("normalised: " in notes) is normalise
     dose = out / "pred" / folder.name / "dose.nrrd"
     main(["dvh", str(folder), "--dose", str(dose), "-o", str(out / "dvh")])
     with open(out / "dvh" / "dvh_metrics.csv", newline="") as f:
         return read_dose(dose).array, {row["structure"]: row for row in csv.DictReader(f)}
 
 
-def _check_against_cli(session, folder: Path, edits: dict[str, np.ndarray], out: Path) -> None:
+def _check_against_cli(session, folder: Path, edits: dict[str, np.ndarray], out: Path,
+                       normalise: bool = True) -> None:
     before = session.predict()
     for name, mask in edits.items():
         session.set_mask(name, mask)
@@ -46,7 +51,8 @@ def _check_against_cli(session, folder: Path, edits: dict[str, np.ndarray], out:
         ct = read_volume(folder / "ct.nrrd")
         write_volume(file, ct.with_array(mask.astype(np.uint8)))
     after = session.predict()
-    dose, rows = _cli_metrics(folder, out)
+    assert (after.normalisation is not None) is normalise
+    dose, rows = _cli_metrics(folder, out, normalise)
     assert np.abs(after.dose.array - dose).max() < 0.05
     assert not np.allclose(after.dose.array, before.dose.array, atol=0.05)
     for row in after.metrics:
@@ -62,6 +68,53 @@ def test_edit_matches_fresh_predict_dose(phantom_session, tmp_path: Path) -> Non
     parotid = session.structures["LeftParotid"].array
     edits = {"PTV70": ndimage.binary_dilation(ptv, iterations=2), "LeftParotid": ndimage.binary_erosion(parotid)}
     _check_against_cli(session, folder, edits, tmp_path)
+
+
+def test_unnormalised_session_matches_predict_dose_no_normalise(phantom_dir: Path, tmp_path: Path) -> None:
+    from DoseSegLib import WhatIfSession
+
+    session = WhatIfSession(phantom_dir, device="cpu", normalise=False)
+    assert session.notes == []
+    ptv = session.structures["PTV70"].array
+    _check_against_cli(session, phantom_dir, {"PTV70": ndimage.binary_dilation(ptv)}, tmp_path, normalise=False)
+
+
+def test_normalised_session_meets_the_convention_after_each_edit(phantom_session) -> None:
+    """Each edit's prediction is normalised anew: the primary target's metric stays at the convention."""
+    _, session = phantom_session
+    convention = session.trust.convention
+    assert convention is not None and convention.metric == "mean"
+    ptv = session.structures["PTV70"].array
+    for mask in (ndimage.binary_dilation(ptv), ptv):
+        session.set_mask("PTV70", mask)
+        result = session.predict()
+        assert result.normalisation is not None and result.normalisation.structure == "PTV70"
+        assert result.metric("PTV70", "mean") == pytest.approx(convention.ratio * 70.0, rel=2e-3)
+
+
+def test_a_session_that_cannot_normalise_says_so_once(tiny_models: Path, phantom_dir: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """No convention beside the weights, then an implausible factor: each said once, the network's dose shown."""
+    from model_helpers import write_tiny_convention
+
+    from DoseSegLib import WhatIfSession
+
+    raw = WhatIfSession(phantom_dir, device="cpu", normalise=False).predict().dose.array
+    with caplog.at_level("WARNING", logger="DoseSegLib"):
+        session = WhatIfSession(phantom_dir, device="cpu")
+        first, second = session.predict(), session.predict()
+    assert first.normalisation is None and second.normalisation is None
+    np.testing.assert_array_equal(second.dose.array, raw)
+    said = [r.getMessage() for r in caplog.records if "not normalised" in r.getMessage()]
+    assert len(said) == 1 and "no prescription convention" in said[0] and session.notes == said
+    write_tiny_convention(tiny_models, "mean", 5.0)  # 5 x 70 Gy from a few Gy: a factor far outside 0.7-1.4
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="DoseSegLib"):
+        session = WhatIfSession(phantom_dir, device="cpu")
+        results = [session.predict() for _ in range(2)]
+    assert all(r.normalisation is None for r in results)
+    said = [r.getMessage() for r in caplog.records if "outside 0.7-1.4" in r.getMessage()]
+    assert len(said) == 1 and session.notes == said
 
 
 def test_alias_name_and_volume_input(phantom_session) -> None:
@@ -107,6 +160,26 @@ def test_sensitivity_of_a_non_input_structure_is_the_dvh_derivative(phantom_sess
     np.testing.assert_allclose(grad, expected, atol=1e-5)
 
 
+def test_normalised_sensitivity_includes_the_factors_change(phantom_session, phantom_dir: Path) -> None:
+    """The normalised PTV70 mean is the convention's dose whatever the PTV70 mask: its derivative is zero,
+    while the network's own PTV70 mean moves with the mask."""
+    from DoseSegLib import WhatIfSession
+
+    _, session = phantom_session
+    assert session.trust.convention is not None and session.trust.convention.metric == "mean"
+    normalised = session.sensitivity("PTV70", "mean")
+    raw = WhatIfSession(phantom_dir, device="cpu", normalise=False).sensitivity("PTV70", "mean")
+    assert np.abs(raw).max() > 1e-3
+    assert np.abs(normalised).max() < 1e-4 * np.abs(raw).max()
+
+
+def test_normalised_sensitivity_matches_finite_differences_target_on_oar(phantom_session) -> None:
+    """Growing PTV70 where the sensitivity is highest, then lowest, moves the normalised parotid mean
+    (through the network and the factor) as the derivative says: sign, order, within a factor 2."""
+    _, session = phantom_session
+    _boundary_check(session, "LeftParotid", "PTV70", "mean", "Mean[Gy]")
+
+
 def test_sensitivity_rejects_metrics_without_derivative(phantom_session) -> None:
     _, session = phantom_session
     with pytest.raises(DoseSegError, match="D2%"):
@@ -141,7 +214,9 @@ def _boundary_check(session, structure: str, wrt: str, metric: str, key: str, co
 def real_session(shared_data: Path):
     from DoseSegLib import WhatIfSession
 
-    return WhatIfSession(shared_data / "openkbp" / "validation" / "pt_201", device="cpu")
+    # the network's own dose: finite differences of the derivative through the network alone (a normalised
+    # session's derivative is checked on the phantom: test_normalised_sensitivity_*)
+    return WhatIfSession(shared_data / "openkbp" / "validation" / "pt_201", device="cpu", normalise=False)
 
 
 @pytest.mark.slow

@@ -58,6 +58,11 @@ def test_round_trip_and_bad_requests(worker, phantom_dir: Path, tmp_path: Path) 
     assert rows["PTV70"]["Volume[cc]"] == pytest.approx(mask.sum() * voxel_cc, rel=1e-6)
     assert rows["PTV70"]["Mean[Gy]"] == pytest.approx(read_dose(dose_file).array[mask].mean(), abs=0.01)
     assert set(reply["result"]["dvhs"]) == set(rows)
+    normalisation = reply["result"]["normalisation"]  # as predict-dose by default: normalised, else said why
+    assert (normalisation is None) is bool(reply["result"]["notes"])
+    if normalisation is not None:
+        assert normalisation["structure"] == "PTV70" and rows["PTV70"]["Mean[Gy]"] == pytest.approx(
+            normalisation["after_gy"], abs=0.05)
     assert _ask(worker, {"id": 7, "op": "shutdown"}) == {"id": 7, "ok": True, "result": {}}
     assert worker.wait(timeout=30) == 0
 

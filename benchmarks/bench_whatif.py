@@ -2,7 +2,7 @@
 sensitivity <= 8 s on the 2-core CPU), beside the cold ``doseseg predict-dose`` time.
 
 Usage: .venv/bin/python benchmarks/bench_whatif.py [--patient pt_201] [--edits 10] [--sensitivity-runs 10]
-       [--device cpu] [--channels-last] [--model openkbp-dose-refine24]
+       [--device cpu] [--channels-last] [--model openkbp-dose-refine24] [--no-normalise]
 
 Each edit grows one structure by a voxel or puts it back (PTV70, LeftParotid, RightParotid, SpinalCord
 in turn); the time counted is set_mask + predict (dose, DVHs, metrics, goals). On a shared machine the
@@ -45,11 +45,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default=None, help="catalogue dose model (default: the catalogue's default)")
     parser.add_argument("--channels-last", action="store_true", help="the network in channels-last-3d memory format")
+    parser.add_argument("--no-normalise", action="store_true",
+                        help="the network's own dose (the session normalises to the prescription by default)")
     args = parser.parse_args()
     folder = require_data() / "validation" / args.patient
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} (shared machine: other jobs running)")
     start = time.perf_counter()
-    session = WhatIfSession(folder, device=args.device, model=args.model)
+    session = WhatIfSession(folder, device=args.device, model=args.model, normalise=not args.no_normalise)
     refiner = "with" if session.model.refiner is not None else "without"
     print(f"model {session.model.entry.name if session.model.entry else args.model} ({refiner} refiner)")
     print(f"session open (model load, read, align, inputs): {time.perf_counter() - start:.2f} s")
@@ -57,7 +59,8 @@ def main() -> None:
         import torch
 
         session.model.net.to(memory_format=torch.channels_last_3d)
-    session.predict()
+    first = session.predict()
+    print(f"normalisation: {first.normalisation.to_dict() if first.normalisation else None}")
     original = {name: session.structures[name].array for name in EDITED}
     times = []
     for edit in range(args.edits):

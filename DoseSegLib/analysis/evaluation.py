@@ -20,6 +20,7 @@ from DoseSegLib.analysis.openkbp import (
     openkbp_scores,
 )
 from DoseSegLib.analysis.sampling import StructureDoses
+from DoseSegLib.analysis.site import NOT_AN_ORGAN
 from DoseSegLib.core.alignment import align_case, resample
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -90,11 +91,25 @@ def score_patient(
     pred_array, ref_array = pred.array, reference.require_dose().array
     structures = {name: mask.array for name, mask in reference.structures.items()}
     error = dose_error(pred_array, ref_array, reference.require_possible_dose_mask().array)
+    targets, oars = scored_structures(reference)
     if shared is not None:
-        rows = compare_challenge_metrics(*shared, ct.voxel_volume_cc)
+        rows = compare_challenge_metrics(*shared, ct.voxel_volume_cc, targets, oars)
     else:
-        rows = dvh_comparison(pred_array, ref_array, structures, ct.voxel_volume_cc)
+        rows = dvh_comparison(pred_array, ref_array, structures, ct.voxel_volume_cc, oars, targets)
     return PatientScore(reference.name, error, rows)
+
+
+def scored_structures(case: Case) -> tuple[list[str], list[str]]:
+    """The structures the DVH error covers, as targets and as OARs (``doseseg evaluate`` and ``run`` alike).
+
+    Targets: every target whose prescription is known (explicit, an RTPLAN, or a dose in its name:
+    PTV1 with ``--prescription PTV1=60`` is one). OARs: every other structure but the body and
+    targets of unknown dose, by its name after the name mapping (BRSTEM is Brainstem). On OpenKBP
+    patients these are the challenge's ten structures, so the challenge's scores are unchanged.
+    """
+    targets = list(case.targets)
+    oars = [name for name in case.structures if name not in case.target_names and name not in NOT_AN_ORGAN]
+    return targets, oars
 
 
 def _predicted_dose(pred_dir: Path, patient: str) -> Path:

@@ -104,10 +104,11 @@ def voxel_doses(dose: np.ndarray, structures: Mapping[str, np.ndarray]) -> dict[
 
 
 def openkbp_metrics(
-    dose: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float, oars: Collection[str] = OARS
+    dose: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float, oars: Collection[str] = OARS,
+    targets: Collection[str] | None = None,
 ) -> dict[tuple[str, str], float]:
     """``challenge_metrics`` of a dose array and boolean mask arrays on its grid."""
-    return challenge_metrics(voxel_doses(dose, structures), voxel_cc, oars=oars)
+    return challenge_metrics(voxel_doses(dose, structures), voxel_cc, targets, oars)
 
 
 def compare_challenge_metrics(
@@ -131,7 +132,7 @@ def _rows(pred: dict[tuple[str, str], float], ref: dict[tuple[str, str], float])
 
 def dvh_comparison(
     pred: np.ndarray, ref: np.ndarray, structures: Mapping[str, np.ndarray], voxel_cc: float,
-    oars: Collection[str] = OARS,
+    oars: Collection[str] = OARS, targets: Collection[str] | None = None,
 ) -> list[ChallengeRow]:
     """Every challenge DVH metric of one patient: rows of structure, metric, reference, predicted, abs_error (Gy).
 
@@ -141,8 +142,10 @@ def dvh_comparison(
         structures: boolean masks by name.
         voxel_cc: volume of one voxel in cm^3.
         oars: the organs scored as OARs.
+        targets: the targets (default: the challenge's, PTV<dose> names).
     """
-    return _rows(openkbp_metrics(pred, structures, voxel_cc, oars), openkbp_metrics(ref, structures, voxel_cc, oars))
+    return _rows(openkbp_metrics(pred, structures, voxel_cc, oars, targets),
+                 openkbp_metrics(ref, structures, voxel_cc, oars, targets))
 
 
 def dvh_abs_errors(

@@ -59,7 +59,6 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from DoseSegLib.analysis.ctcheck import check_ct
-    from DoseSegLib.analysis.dosecheck import check_predicted_dose
     from DoseSegLib.analysis.site import check_site
     from DoseSegLib.cli.progress import progress_enabled
     from DoseSegLib.core.alignment import align_case
@@ -93,11 +92,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
                 check_ct(case.ct, ct_source(folder, case))
                 site_note = check_site(case, args.any_site, model.oars if model.site else None, model.site)
                 dose = predict_case_dose(model, case, tta=args.tta)
-                check_predicted_dose(dose, case)  # on the network's own dose: a wrong target dose is refused
-                verdict = trust.applicability(case, dose)
-                normalisation = None
-                if not args.no_normalise:
-                    dose, normalisation = trust.normalise(case, dose, DvhMethod.AUTO)
+                dose, verdict, normalisation = trust.checked(case, dose, not args.no_normalise, DvhMethod.AUTO)
                 outside = verdict is not None and not verdict.in_distribution
                 uncertainty = (predict_dose_uncertainty(model, case, dose, args.level, outside)
                                if args.uncertainty else None)

@@ -112,7 +112,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_output(p)
     p.set_defaults(func=cmd_dvh)
 
-    p = sub.add_parser("evaluate", help="OpenKBP dose and DVH scores of predicted doses against reference patients")
+    p = sub.add_parser(
+        "evaluate", help="OpenKBP dose and DVH scores of predicted doses against reference patients",
+        description="OpenKBP dose and DVH scores of predicted doses against reference patients. The DVH score "
+                    "covers every target with a known prescription (D99%, D95%, D1%; --prescription PTV1=60 "
+                    "makes PTV1 one) and every other structure but the body (D0.1cc, mean), by its name after "
+                    "--names, as run's comparison does (its dvh_errors.csv has the same rows); on OpenKBP "
+                    "patients these are the challenge's ten structures.")
     p.add_argument("predictions", type=Path, help="folder of predictions: <patient>/dose.nrrd")
     p.add_argument("--reference", type=Path, required=True, help="folder of reference patients (e.g. a split)")
     p.add_argument("--allow-missing", action="store_true", help="score only the patients that have a prediction")

@@ -46,15 +46,10 @@ def compare_doses(
             evaluated (see :func:`gamma_rows`).
     """
     from DoseSegLib.analysis.evaluation import score_patient
-    from DoseSegLib.analysis.openkbp import compare_challenge_metrics
-    from DoseSegLib.analysis.site import NOT_AN_ORGAN
 
     predicted = predicted or evaluate_plan(replace(case, dose=dose), constraints=constraints)
     reference = evaluate_plan(case, constraints=constraints, dvh_method=predicted.method)
-    score = score_patient(dose, case, (predicted.doses, reference.doses))
-    oars = [n for n in case.structures if n not in case.target_names and n not in NOT_AN_ORGAN]
-    rows = compare_challenge_metrics(predicted.doses, reference.doses, case.ct.voxel_volume_cc, case.targets, oars)
-    dvh_error = float(np.mean([row["abs_error"] for row in rows])) if rows else float("nan")
+    score = score_patient(dose, case, (predicted.doses, reference.doses))  # as doseseg evaluate scores it
     differences = [
         {"structure": p["structure"], "metric": key, "reference": r[key], "predicted": value,
          "difference": value - r[key]}
@@ -64,5 +59,5 @@ def compare_doses(
     ]
     reference_dose = case.require_dose()
     difference = dose.with_array(np.subtract(dose.array, reference_dose.array, dtype=np.float32))
-    return Comparison(reference_dose, difference, score.dose_error, dvh_error, rows, differences, reference,
-                      gamma_rows(dose, case, native_reference))
+    return Comparison(reference_dose, difference, score.dose_error, score.dvh_error, score.dvh_rows, differences,
+                      reference, gamma_rows(dose, case, native_reference))

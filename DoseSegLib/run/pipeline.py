@@ -135,7 +135,7 @@ class Pipeline:
     def _analyse(self, folder: Path, steps: Steps, scope: contextlib.ExitStack,
                  who: PatientIdentity | None = None) -> PatientResult:
         from DoseSegLib.analysis.ctcheck import check_ct
-        from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, check_predicted_dose
+        from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units
         from DoseSegLib.analysis.site import check_site
         from DoseSegLib.core.alignment import align_case
         from DoseSegLib.io.patient import ct_source, dose_source, read_patient
@@ -165,13 +165,10 @@ class Pipeline:
             with steps("predict dose"):
                 dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
                 auto = [name for name, source in sources.items() if source == StructureSource.AUTO]
-                applicability = self.trust.applicability(case, dose, auto)
+                dose, applicability, normalisation = self.trust.checked(case, dose, self.options.normalise,
+                                                                        self.options.dvh_method, auto)
                 implausible = {name: why for name, why in (applicability.implausible if applicability else {}).items()
                                if name in auto}  # auto-contours unlike the training ones: judged nowhere
-                normalisation = None
-                if self.options.normalise:
-                    dose, normalisation = self.trust.normalise(case, dose, self.options.dvh_method)
-                check_predicted_dose(dose, case)
             with steps("DVH and goals"):
                 plan = evaluate_plan(replace(case, dose=dose), constraints=self.constraints,
                                      dvh_method=self.options.dvh_method)
@@ -232,11 +229,19 @@ class Pipeline:
     def _segment(self, case: Case) -> tuple[Case, dict[str, StructureSource], list[str]]:
         """The case with auto-segmented OARs added, each structure's source, and notes."""
         sources = dict.fromkeys(case.structures, StructureSource.PATIENT)
-        wanted = list(OARS) if self.options.segment_all else [n for n in OARS if n not in case.structures]
+        organs = self.dose_model.oars  # a clinic's model: its own site's organs, not the bundled ones
+        wanted = list(organs) if self.options.segment_all else [n for n in organs if n not in case.structures]
         if not wanted:
             return case, sources, []
         if self.segmenter is None:
             return case, sources, [f"{self.segmenter_note} (OARs not contoured: {', '.join(wanted)})"]
+        unknown = [name for name in wanted if name not in self.segmenter.labels]
+        if unknown:
+            log.warning("the segmentation model %s does not contour %s: not auto-segmented",
+                        _describe(self.segmenter.entry)["name"], ", ".join(unknown))
+            wanted = [name for name in wanted if name not in unknown]
+        if not wanted:
+            return case, sources, []
         from DoseSegLib.models.seg.predict import segment_case
 
         masks = segment_case(self.segmenter, case, tta=self.options.tta)

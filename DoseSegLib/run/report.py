@@ -214,8 +214,10 @@ def _comparison_section(result: PatientResult) -> str:
         f"<p class='sub'>Dose error {comparison.dose_error:.2f} Gy: mean |predicted - reference| over the "
         f"possible-dose mask. DVH error {comparison.dvh_error:.2f} Gy: mean |difference| of the OpenKBP metrics "
         "below (OARs: D0.1cc[Gy] and Mean[Gy]; targets: D99%[Gy], D95%[Gy], D1%[Gy]) over every target with a "
-        "known prescription and every organ, computed as the challenge does on dose-grid voxels; the table shows "
-        "the same metrics as the rest of this report (partial volume), so its values match the goals.</p>"
+        f"known prescription and every organ (here: {html.escape(', '.join(comparison.dvh_error_structures))}), "
+        "computed as the challenge does on dose-grid voxels, as doseseg evaluate does (dvh_errors.csv); the "
+        "table shows the same metrics as the rest of this report (partial volume), so its values match the "
+        "goals.</p>"
         + _gamma_text(comparison.gamma)
         + _image(figure, "predicted minus reference dose")
         + _table(["Structure", "Metric", "Reference (Gy)", "Predicted (Gy)", "Difference (Gy)"], rows)

@@ -129,8 +129,9 @@ class Comparison:
         reference_dose: the reference dose on the CT grid (Gy).
         difference: predicted minus reference (Gy).
         dose_error: OpenKBP dose error (Gy).
-        dvh_error: mean absolute OpenKBP DVH metric error (Gy).
-        openkbp_rows: structure, metric, reference, predicted, abs_error of the challenge metrics.
+        dvh_error: mean absolute OpenKBP DVH metric error (Gy), as ``doseseg evaluate`` gives it.
+        openkbp_rows: structure, metric, reference, predicted, abs_error of the challenge metrics
+            (``dvh_errors.csv``, the rows of ``evaluate``'s file of that name).
         metric_differences: structure, metric, reference, predicted, difference of every DVH metric.
         reference_plan: DVHs, metrics and clinical goals of the reference dose.
         gamma: global gamma pass rates (3%/3 mm, 2%/2 mm) in the body, rows of ``gamma.csv``.
@@ -144,6 +145,11 @@ class Comparison:
     metric_differences: list[Row]
     reference_plan: PlanEvaluation
     gamma: list[Row] = field(default_factory=list)
+
+    @property
+    def dvh_error_structures(self) -> list[str]:
+        """The structures ``dvh_error`` covers (those of ``dvh_errors.csv``), in order."""
+        return list(dict.fromkeys(row["structure"] for row in self.openkbp_rows))
 
 
 @dataclass
@@ -213,6 +219,7 @@ class PatientResult:
         comparison = None
         if self.comparison is not None:
             comparison = {"dose_error_gy": self.comparison.dose_error, "dvh_error_gy": self.comparison.dvh_error,
+                          "dvh_error_structures": self.comparison.dvh_error_structures,
                           "gamma_pass_rate_pct": {r["criterion"]: r["pass_rate_pct"] for r in self.comparison.gamma}}
         return {
             "patient": self.name,
@@ -312,6 +319,8 @@ OUTPUT_FILES = (
                "calibrated interval: within, above or below achievable", "plan_qa"),
     OutputFile("dose_difference.nrrd", "predicted minus reference dose (Gy)", "comparison"),
     OutputFile("comparison.csv", "every DVH metric, predicted vs reference", "comparison"),
+    OutputFile("dvh_errors.csv", "the OpenKBP DVH metrics' errors (their mean: the DVH error), as doseseg "
+               "evaluate's dvh_errors.csv", "comparison"),
     OutputFile("dvh_reference.csv", "DVH of the reference dose", "comparison"),
     OutputFile("gamma.csv", "gamma pass rates, predicted vs reference dose", "comparison"),
     OutputFile("rtdose.dcm", "the predicted dose as DICOM RTDOSE in the CT's frame", "dicom"),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from DoseSegLib.analysis.applicability import Applicability, Reference
+from DoseSegLib.analysis.dosecheck import check_predicted_dose
 from DoseSegLib.analysis.normalisation import Convention, Normalisation, normalisation_text, normalise_dose
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -63,17 +64,20 @@ class TrustChecks:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, model: DoseModel, device: Device | str) -> TrustChecks:
+    def load(cls, model: DoseModel, device: Device | str, applicability: bool = True) -> TrustChecks:
+        """The checks of ``model``: with ``applicability`` False only its prescription convention (the what-if
+        session), without loading the feature model."""
         checks = cls()
-        try:
-            from DoseSegLib.models.features.applicability import load_reference
-            from DoseSegLib.models.features.predict import load_features_model
+        if applicability:
+            try:
+                from DoseSegLib.models.features.applicability import load_reference
+                from DoseSegLib.models.features.predict import load_features_model
 
-            checks.reference, features_name = load_reference(model)
-            checks.features = load_features_model(features_name, device)
-        except DoseSegError as exc:
-            checks.reference = None
-            checks.notes.append(f"applicability not checked: {exc}")
+                checks.reference, features_name = load_reference(model)
+                checks.features = load_features_model(features_name, device)
+            except DoseSegError as exc:
+                checks.reference = None
+                checks.notes.append(f"applicability not checked: {exc}")
         if model.entry is None:
             checks.notes.append("no prescription convention for a weights file: the dose is not normalised")
             return checks
@@ -96,20 +100,51 @@ class TrustChecks:
             log.warning("applicability not judged: %s", exc)
             return None
 
+    def checked(self, case: Case, dose: Volume, normalise: bool, dvh_method: DvhMethod | str,
+                auto: Sequence[str] = ()) -> tuple[Volume, Applicability | None, Normalisation | None]:
+        """The network's ``dose`` judged, normalised with ``normalise``, and checked: ``run`` and ``predict-dose``
+        alike (one code path, so that they refuse the same cases).
+
+        Applicability is judged on the network's own dose. The plausibility check
+        (:func:`check_predicted_dose`) sees the dose that is written: the normalised one, else the
+        network's own. A prediction made for another prescription (PTV70 read from a name, the plan's
+        prescription 20 Gy) cannot be normalised (the factor lies outside
+        :data:`~DoseSegLib.analysis.normalisation.PLAUSIBLE_FACTOR`, a warning says so) and is then
+        refused; one within that range is normalised and recorded (factor, before and after).
+        ``auto``: the auto-contoured structures (see :meth:`applicability`).
+
+        Returns:
+            The dose (normalised or as predicted), the applicability verdict, what normalisation did.
+        """
+        verdict = self.applicability(case, dose, auto)
+        normalisation = None
+        if normalise:
+            dose, normalisation = self.normalise(case, dose, dvh_method)
+        check_predicted_dose(dose, case)
+        return dose, verdict, normalisation
+
     def normalise(self, case: Case, dose: Volume,
                   dvh_method: DvhMethod | str) -> tuple[Volume, Normalisation | None]:
-        """``dose`` normalised to the primary target's prescription by the model's convention, and what was done."""
+        """``dose`` normalised to the primary target's prescription by the model's convention, and what was done
+        (a warning says why not, when a convention is known but the dose cannot be normalised)."""
+        dose, normalisation, why = self.try_normalise(case, dose, dvh_method)
+        if why:
+            log.warning("%s", why)
+        return dose, normalisation
+
+    def try_normalise(self, case: Case, dose: Volume,
+                      dvh_method: DvhMethod | str) -> tuple[Volume, Normalisation | None, str]:
+        """As :meth:`normalise`, with why the dose is not normalised instead of a warning ("" when it is, or
+        when the model has no convention: ``notes`` says so)."""
         if self.convention is None:
-            return dose, None
+            return dose, None, ""
         if not case.targets:
-            log.warning("the dose is not normalised: no target with a known prescription (give one with "
-                        "--prescription NAME=GY)")
-            return dose, None
+            return dose, None, ("the dose is not normalised: no target with a known prescription (give one with "
+                                "--prescription NAME=GY)")
         try:
-            return normalise_dose(dose, case, self.convention, dvh_method)
+            return (*normalise_dose(dose, case, self.convention, dvh_method), "")
         except DoseSegError as exc:
-            log.warning("%s", exc)
-            return dose, None
+            return dose, None, str(exc)
 
 
 def applicability_text(verdict: dict | None) -> str:

@@ -5,11 +5,17 @@ the predicted dose, DVH metrics and their sensitivity to each mask voxel recompu
     s = WhatIfSession("pt_201")
     s.set_mask("PTV70", bigger_ptv)          # bool array on the CT grid, [i, j, k]
     r = s.predict()                          # r.dose (Volume, Gy), r.metrics (dvh_metrics.csv rows)
+
+Like ``predict-dose`` and ``run``, each prediction is normalised to the primary target's prescription
+by the convention of the model's training plans (``normalise=False``: the network's own dose, as
+``--no-normalise``); when it cannot be (no convention, no target with a known prescription, an
+implausible factor), the session says why once (a logged warning, ``notes``) and shows the network's dose.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,21 +25,25 @@ import numpy as np
 from DoseSegLib.analysis.constraints import Constraint, load_constraints
 from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.metric_names import canonical_metric
+from DoseSegLib.analysis.normalisation import Normalisation
 from DoseSegLib.analysis.plan import evaluate_plan
 from DoseSegLib.core.alignment import align_case, align_structure
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
-from DoseSegLib.core.options import Device
+from DoseSegLib.core.options import Device, DvhMethod
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.tables import Row
 from DoseSegLib.models.dose.live_inputs import LiveInputs
 from DoseSegLib.models.dose.predict import load_dose_model, predict_box_dose, prepare_case
+from DoseSegLib.run.trust import TrustChecks
 
 __all__ = ["TEXT_COLUMNS", "WhatIfResult", "WhatIfSession"]
 
 TEXT_COLUMNS = ("structure", "original_name", "dvh_method", "note")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +56,7 @@ class WhatIfResult:
         dvhs: cumulative DVH of each structure.
         goals: the clinical-goal checks (rows of constraints.csv).
         seconds: time the prediction took.
+        normalisation: how ``dose`` was normalised to the prescription (None: the network's own dose).
     """
 
     dose: Volume
@@ -53,6 +64,7 @@ class WhatIfResult:
     dvhs: dict[str, DVH]
     goals: list[Row]
     seconds: float
+    normalisation: Normalisation | None = None
 
     def metric(self, structure: str, name: str) -> float:
         """One metric of one structure, e.g. ``metric("LeftParotid", "Mean[Gy]")`` (or ``mean``, ``D2%``)."""
@@ -81,12 +93,18 @@ class WhatIfSession:
         weights: a train-dose best.pt instead of a catalogue model.
         names: structure-name mapping (default aliases when None).
         constraints: clinical goals (DoseSegLib's default table when None).
+        normalise: normalise each prediction to the prescription, as ``predict-dose`` does by default
+            (False: the network's own dose, as ``--no-normalise``).
+
+    Attributes:
+        normalisation: how the last prediction was normalised (None: not normalised).
+        notes: why the dose is not normalised, each said once.
     """
 
     def __init__(
         self, patient_dir: str | Path, device: Device | str = Device.AUTO, model: str | None = None,
         weights: Path | None = None, names: NameMapper | None = None,
-        constraints: list[Constraint] | None = None,
+        constraints: list[Constraint] | None = None, normalise: bool = True,
     ) -> None:
         device = Device.parse(device)
         self.names = names or NameMapper()
@@ -98,6 +116,13 @@ class WhatIfSession:
         self.work = self.grid.work
         self.box = self.grid.box
         self.inputs = LiveInputs(self.work, self.box, self.model.oars)
+        self.trust = TrustChecks.load(self.model, device, applicability=False) if normalise else TrustChecks()
+        self.normalisation: Normalisation | None = None
+        self.notes: list[str] = []
+        self._said = False  # whether the latest failure to normalise has been said (again after a success)
+        self._edited = True  # an edit since the last prediction: the normalisation factor is not known yet
+        for note in self.trust.notes:
+            self._say(note)
 
     @property
     def structures(self) -> dict[str, Volume]:
@@ -134,20 +159,33 @@ class WhatIfSession:
         work = self.grid.mask_on_grid(volume)
         self.work = replace(self.work, structures={**self.work.structures, name: work})
         self.inputs.set_structure(name, work.array)
+        self._edited = True
         return name
 
-    def predict_dose(self) -> Volume:
-        """The predicted dose (Gy) on the CT grid for the current structures (as ``predict_case_dose``).
+    def _say(self, message: str) -> None:
+        self.notes.append(message)
+        log.warning("%s", message)
 
-        The network's own dose, not normalised to the prescription (``predict-dose --no-normalise``): each
-        edit changes only the prediction, and the sensitivity maps are derivatives of this dose."""
+    def predict_dose(self) -> Volume:
+        """The predicted dose (Gy) on the CT grid for the current structures, as ``predict-dose`` writes it:
+        normalised to the prescription (``normalisation`` says how) unless the session was opened with
+        ``normalise=False`` or it cannot be (said once)."""
         inputs = self.inputs.channels[(slice(None), *self.box)]
-        return self.grid.to_ct_grid(self.grid.in_box(predict_box_dose(self.model, inputs)))
+        dose = self.grid.to_ct_grid(self.grid.in_box(predict_box_dose(self.model, inputs)))
+        dose, self.normalisation, why = self.trust.try_normalise(self.case, dose, DvhMethod.AUTO)
+        if why and not self._said:
+            self._say(why)
+        self._said, self._edited = bool(why), False
+        return dose
 
     def sensitivity(self, name: str, metric: str = "Mean[Gy]", wrt: str | None = None) -> np.ndarray:
         """d metric / d mask voxel (Gy per voxel, float32 on the CT grid, [i, j, k]) of structure
         ``name``'s ``metric`` (``Mean[Gy]`` or ``mean``, ``Dx%[Gy]``, ``Dx cc[Gy]``), with respect
-        to the mask of ``wrt`` (default: the structure itself); see ``models.dose.sensitivity``."""
+        to the mask of ``wrt`` (default: the structure itself); see ``models.dose.sensitivity``.
+
+        Of the dose :meth:`predict` shows: normalised, the derivative of the normalised metric, the
+        normalisation factor's own change included (none for the primary target's normalisation metric
+        itself); with ``normalise=False``, or when the dose is not normalised, of the network's own dose."""
         from DoseSegLib.models.dose.sensitivity import Problem, differentiable_metric, mask_sensitivity
 
         structure, other = self.canonical(name), self.canonical(wrt or name)
@@ -155,8 +193,12 @@ class WhatIfSession:
             if each not in self.case.structures:
                 raise DoseSegError(f"no structure '{each}' in the session (have {', '.join(self.case.structures)})")
         differentiable_metric(metric)
+        if self._edited and self.trust.convention is not None:
+            self.predict_dose()  # the factor of the dose the current structures give
         masks = {n: m.array for n, m in self.work.structures.items()}
-        problem = Problem(structure, metric, other, masks, self.work.ct.voxel_volume_cc)
+        done, convention = self.normalisation, self.trust.convention
+        normalised = (done.structure, convention.metric, done.after_gy) if done and convention else None
+        problem = Problem(structure, metric, other, masks, self.work.ct.voxel_volume_cc, normalised)
         grad = mask_sensitivity(self.model, self.inputs, self.box, problem)
         per_voxel = self.case.ct.voxel_volume_cc / self.work.ct.voxel_volume_cc  # Gy per CT voxel
         return (self.grid.to_ct_grid(grad, clip=False).array * per_voxel).astype(np.float32)
@@ -167,4 +209,4 @@ class WhatIfSession:
         dose = self.predict_dose()
         evaluation = evaluate_plan(replace(self.case, dose=dose), constraints=self.constraints)
         return WhatIfResult(dose, [_floats(r) for r in evaluation.metrics], evaluation.dvhs,
-                            evaluation.constraints, time.perf_counter() - start)
+                            evaluation.constraints, time.perf_counter() - start, self.normalisation)

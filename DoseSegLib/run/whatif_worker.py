@@ -3,7 +3,7 @@
 Start it with the library's Python: ``python -m DoseSegLib.run.whatif_worker``. Each request is
 one JSON object on one line; each gets exactly one reply line, in order::
 
-    {"id": 1, "op": "open", "patient": "/path/pt_201", "device": "auto", "names": null}
+    {"id": 1, "op": "open", "patient": "/path/pt_201", "device": "auto", "names": null, "normalise": true}
     {"id": 2, "op": "set_mask", "name": "PTV70", "mask_file": "/tmp/ptv.nrrd"}
     {"id": 3, "op": "set_mask", "name": "PTV70", "mask_b64": "...", "shape": [128, 128, 128]}
     {"id": 4, "op": "predict", "dose_file": "/tmp/dose.nrrd", "dvh": true}
@@ -15,7 +15,10 @@ Replies: ``{"id": ..., "ok": true, "result": {...}}`` or ``{"id": ..., "ok": fal
 a bad request gets an error reply and the worker carries on. ``mask_file`` is an NRRD mask (any
 grid, aligned onto the CT like a structure file) or a ``.npy`` boolean array on the CT grid;
 ``mask_b64`` is ``numpy.packbits`` of the boolean [i, j, k] array in C order, base64-encoded.
-``predict`` replies with the metrics rows, the clinical-goal rows, the seconds taken and, with
+``open`` normalises each prediction to the prescription unless ``"normalise": false`` (as ``predict-dose``
+and ``--no-normalise``) and replies with the session's ``notes`` (why the dose is not normalised).
+``predict`` replies with the metrics rows, the clinical-goal rows, the seconds taken, ``normalisation``
+(structure, metric, prescription_gy, factor, before_gy, after_gy; null when not normalised), ``notes`` and, with
 ``"dvh": true``, each structure's DVH; it writes the dose NRRD when ``dose_file`` is given.
 ``sensitivity`` writes the map (Gy per voxel) to ``out_file`` and replies with its range.
 ``dose_file`` and ``out_file`` are plain file names (``dose.nrrd``): the worker writes only into a
@@ -97,10 +100,11 @@ class Worker:
         from DoseSegLib.run.whatif import WhatIfSession
 
         names = NameMapper.from_json(request["names"]) if request.get("names") else None
-        session = self.session = WhatIfSession(request["patient"], request.get("device", Device.AUTO), names=names)
+        session = self.session = WhatIfSession(request["patient"], request.get("device", Device.AUTO), names=names,
+                                               normalise=bool(request.get("normalise", True)))
         case = session.case
         return {"structures": sorted(case.structures), "shape": list(case.ct.shape),
-                "device": str(session.model.device)}
+                "device": str(session.model.device), "notes": session.notes}
 
     def _session(self):
         if self.session is None:
@@ -112,8 +116,11 @@ class Worker:
 
     def predict(self, request: Request) -> dict:
         path = self.output(request, "dose_file")
-        result = self._session().predict()
-        reply = {"metrics": result.metrics, "goals": result.goals, "seconds": result.seconds}
+        session = self._session()
+        result = session.predict()
+        normalisation = result.normalisation.to_dict() if result.normalisation is not None else None
+        reply = {"metrics": result.metrics, "goals": result.goals, "seconds": result.seconds,
+                 "normalisation": normalisation, "notes": session.notes}
         if path is not None:
             from DoseSegLib.io.patient import write_dose
 

@@ -35,6 +35,7 @@ def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[st
     """For each output file name, how to write it from ``result``."""
     from DoseSegLib.analysis.constraints import write_constraints_csv
     from DoseSegLib.analysis.dvh import write_dvh_csv, write_metrics_csv
+    from DoseSegLib.analysis.evaluation import DVH_ERROR_COLUMNS
     from DoseSegLib.analysis.gamma import GAMMA_COLUMNS
     from DoseSegLib.analysis.intervals import INTERVAL_COLUMNS
     from DoseSegLib.analysis.plan_qa import PLAN_QA_COLUMNS
@@ -64,6 +65,8 @@ def _writers(result: PatientResult, deid: Deidentifier | None = None) -> dict[st
         "radiomics.json": lambda path: path.write_text(json.dumps(result.radiomics_provenance, indent=2) + "\n"),
         "dose_difference.nrrd": lambda path: write_dose(path, nonzero_box(present(comparison).difference)),
         "comparison.csv": lambda path: write_csv(path, present(comparison).metric_differences, COMPARISON_COLUMNS),
+        "dvh_errors.csv": lambda path: write_csv(
+            path, [{"patient": result.name, **row} for row in present(comparison).openkbp_rows], DVH_ERROR_COLUMNS),
         "dvh_reference.csv": lambda path: write_dvh_csv(path, present(comparison).reference_plan.dvhs),
         "gamma.csv": lambda path: write_csv(path, present(comparison).gamma, GAMMA_COLUMNS),
         "plan_qa.csv": lambda path: write_csv(path, result.plan_qa, PLAN_QA_COLUMNS),

@@ -21,6 +21,8 @@ equal to the volume, differentiated by the implicit-function theorem (tau = 0.5 
 derivative describes edits of fewer voxels than the metric's tail (x % of the volume, x cc):
 a larger edit of hot voxels saturates the quantile at their own dose (docs/console_api.md,
 the finite-difference limits measured on a validation patient).
+A dose normalised to the prescription (``Problem.normalised``: the primary target's metric T scaled
+to a fixed dose G) has metric G x m / T; its derivative includes the factor's change (zero for T itself).
 The network's parameters are frozen (requires_grad False; no torch.no_grad).
 """
 
@@ -76,6 +78,8 @@ class Problem:
     wrt: str
     masks: dict[str, np.ndarray]  # current masks on the network's grid, by name
     voxel_cc: float
+    # the dose normalised: (primary target, its normalisation metric, the Gy that metric is scaled to)
+    normalised: tuple[str, str, float] | None = None
 
 
 def _kernel(spacing: tuple[float, ...]) -> torch.Tensor:
@@ -191,9 +195,13 @@ def mask_sensitivity(model: DoseModel, inputs: LiveInputs, box: tuple[slice, ...
     m = torch.from_numpy(problem.masks[problem.wrt].astype(np.float32)).requires_grad_(True)
     dose = torch.zeros(shape)
     dose[box] = model_dose(model, soft_inputs(inputs, problem.wrt, m[box], box))
-    weights = m if problem.structure == problem.wrt else torch.from_numpy(
-        problem.masks[problem.structure].astype(np.float32))
-    value = soft_metric(dose, weights, problem.metric, problem.voxel_cc)
+    def weights(name: str) -> torch.Tensor:
+        return m if name == problem.wrt else torch.from_numpy(problem.masks[name].astype(np.float32))
+
+    value = soft_metric(dose, weights(problem.structure), problem.metric, problem.voxel_cc)
+    if problem.normalised is not None:
+        target, metric, gy = problem.normalised
+        value = value * gy / soft_metric(dose, weights(target), metric, problem.voxel_cc)
     value.backward()
     assert m.grad is not None  # m requires a gradient
     return m.grad.numpy().astype(np.float32)
