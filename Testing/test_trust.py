@@ -323,4 +323,5 @@ def test_predict_dose_normalises_and_says_whether_in_domain(phantom_dir: Path, t
     assert "MODEL'S DOMAIN" in notes and "normalised: PTV70 mean" in notes
     assert main(["predict-dose", str(phantom_dir), "-o", str(tmp_path / "raw"), "--device", "cpu",
                  "--no-normalise"]) == 0
-    assert "normalised" not in (tmp_path / "raw" / phantom_dir.name / "notes.txt").read_text()
+    raw = (tmp_path / "raw" / phantom_dir.name / "notes.txt").read_text()
+    assert "normalised: PTV70" not in raw and "not normalised: --no-normalise, the network's own dose" in raw

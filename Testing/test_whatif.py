@@ -35,7 +35,8 @@ def _cli_metrics(folder: Path, out: Path, normalise: bool = True) -> tuple[np.nd
                *([] if normalise else ["--no-normalise"])]
     assert main(command) in (0, None)
     notes = (out / "pred" / folder.name / "notes.txt").read_text()
-    assert ("normalised: " in notes) is normalise
+    assert any(line.startswith("normalised: ") for line in notes.splitlines()) is normalise
+    assert ("not normalised: --no-normalise" in notes) is not normalise
     dose = out / "pred" / folder.name / "dose.nrrd"
     main(["dvh", str(folder), "--dose", str(dose), "-o", str(out / "dvh")])
     with open(out / "dvh" / "dvh_metrics.csv", newline="") as f:

@@ -15,6 +15,7 @@ from DoseSegLib.cli.options import (
     given,
     name_mapper,
     net_widths,
+    patient_path,
     probability,
     run_options,
     training_patch,
@@ -92,7 +93,8 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
                 check_ct(case.ct, ct_source(folder, case))
                 site_note = check_site(case, args.any_site, model.oars if model.site else None, model.site)
                 dose = predict_case_dose(model, case, tta=args.tta)
-                dose, verdict, normalisation = trust.checked(case, dose, not args.no_normalise, DvhMethod.AUTO)
+                dose, verdict, normalisation, why = trust.checked(case, dose, not args.no_normalise,
+                                                                  DvhMethod.AUTO)
                 outside = verdict is not None and not verdict.in_distribution
                 uncertainty = (predict_dose_uncertainty(model, case, dose, args.level, outside)
                                if args.uncertainty else None)
@@ -102,7 +104,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
                 continue
             (out / folder.name).mkdir()
             write_dose(out / folder.name / DOSE_FILE, dose)
-            notes = [*case.notes, *([site_note] if site_note else []), *trust_notes(trust, verdict, normalisation)]
+            notes = [*case.notes, *([site_note] if site_note else []), *trust_notes(trust, verdict, normalisation, why)]
             if outside:
                 print(f"doseseg: {folder.name}: {trust_notes(trust, verdict, None)[0]}", file=sys.stderr)
             if notes:  # what was interpreted or overridden, beside the result
@@ -156,7 +158,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train_dose_refiner)
 
     p = sub.add_parser("predict-dose", help="predict the 3D dose of one or more patients")
-    p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
+    p.add_argument("patients", type=patient_path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
     add_output(p, help="writes OUTPUT/<patient>/dose.nrrd")
     add_model_options(p, "the bundled default dose model", "train-dose")
     p.add_argument("--tta", action="store_true", help="average with a left-right mirrored prediction")

@@ -15,6 +15,7 @@ from DoseSegLib.cli.options import (
     hu_windows,
     name_list,
     name_mapper,
+    patient_path,
     run_options,
 )
 from DoseSegLib.core.errors import DoseSegError
@@ -95,7 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train_features)
 
     p = sub.add_parser("features", help="one row of autoencoder features per patient (optionally with radiomics)")
-    p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV, dose)")
+    p.add_argument("patients", type=patient_path, nargs="+",
+                   help="patient folders (ct.nrrd, structures/ with a PTV, dose)")
     add_output(p, help="writes OUTPUT/features.csv (and radiomics_features.csv with --radiomics)")
     add_model_options(p, "the default features model", "train-features")
     p.add_argument("--radiomics", action="store_true",

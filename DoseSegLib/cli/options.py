@@ -8,6 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from DoseSegLib.core.checks import named_path
 from DoseSegLib.core.options import Device
 
 
@@ -36,11 +37,16 @@ def add_names(parser: argparse.ArgumentParser) -> None:
                         help="dose of a target in Gy, e.g. PTV_High=70 (repeatable; overrides a dose in the name)")
 
 
+def patient_path(text: str) -> Path:
+    """A patient folder argument; ``.`` or ``..`` made absolute, since the folder's name names the patient."""
+    return named_path(Path(text))
+
+
 def add_patient(parser: argparse.ArgumentParser,
                 help: str = "patient folder (ct.nrrd, structures/ or a .seg.nrrd, dose.nrrd)") -> None:
     """One patient folder, ``--segmentation`` to use instead of its structures/, ``--series`` (a DICOM folder's CT
     series) and ``--names``/``--prescription``."""
-    parser.add_argument("patient", type=Path, help=help)
+    parser.add_argument("patient", type=patient_path, help=help)
     parser.add_argument("--segmentation", type=Path, help="a .seg.nrrd or an RTSTRUCT to use instead of structures/")
     parser.add_argument("--series", help="DICOM patient: the CT SeriesInstanceUID, when the folder holds several")
     add_names(parser)

@@ -11,6 +11,7 @@ from DoseSegLib.cli.dicom import add_anonymise, deidentifier
 from DoseSegLib.cli.evaluation import add_dvh_method
 from DoseSegLib.cli.options import (
     add_any_site, add_device, add_names, add_normalise_option, add_output, add_uncertainty_options, name_mapper,
+    patient_path,
 )
 from DoseSegLib.core.options import Device
 from DoseSegLib.run.results import RunOptions
@@ -122,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Predict the dose of one or more patients and analyse it. One patient writes into OUTPUT; "
                     "several write OUTPUT/<patient>/ and OUTPUT/cohort_summary.csv.",
     )
-    p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
+    p.add_argument("patients", type=patient_path, nargs="+", help="patient folders (ct.nrrd, structures/ with a PTV)")
     _add_outputs(p)
     add_shard_option(p)
     add_names(p)

@@ -18,6 +18,7 @@ from DoseSegLib.cli.options import (
     name_list,
     name_mapper,
     net_widths,
+    patient_path,
     probability,
     run_options,
     training_patch,
@@ -145,7 +146,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train_seg)
 
     p = sub.add_parser("segment", help="auto-segment the organs at risk of one or more patients")
-    p.add_argument("patients", type=Path, nargs="+", help="patient folders (ct.nrrd and the model's other inputs)")
+    p.add_argument("patients", type=patient_path, nargs="+",
+                   help="patient folders (ct.nrrd and the model's other inputs)")
     add_output(p, help="writes OUTPUT/<patient>/segmentation.seg.nrrd and structures/<Name>.nrrd")
     add_model_options(p, "the default segmentation model", "train-seg", names=False, any_site=False)
     p.add_argument("--tta", action="store_true",

@@ -17,6 +17,12 @@ def require_path(value: object, what: str) -> Path:
     raise DoseSegError(f"{what}: expected a file or folder path (str or pathlib.Path), got {_shown(value)}")
 
 
+def named_path(path: Path) -> Path:
+    """``path``, made absolute when it has no name of its own (``.``, ``..``, ``a/..``): a patient folder's name
+    names the patient and its outputs. Links are not resolved (a linked folder keeps the link's name)."""
+    return Path(os.path.abspath(path)) if path.name in ("", "..") else path
+
+
 def require_paths(values: object, what: str) -> list[Path]:
     """A list of Paths from a list, tuple or other iterable of paths; a single path is refused."""
     if isinstance(values, (str, bytes, os.PathLike)) or not isinstance(values, Iterable):

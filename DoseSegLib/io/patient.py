@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from DoseSegLib.core.case import Case
-from DoseSegLib.core.checks import require_path, require_type
+from DoseSegLib.core.checks import named_path, require_path, require_type
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper, refuse_duplicate, structure_filenames
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
@@ -334,7 +334,7 @@ def read_patient(
     """
     from DoseSegLib.io.dicom.detect import dicom_location, patient_format, sniff
 
-    folder = require_path(folder, "read_patient folder")
+    folder = named_path(require_path(folder, "read_patient folder"))  # "." is named by the folder it stands for
     if mapper is not None:
         require_type(mapper, NameMapper, "read_patient mapper")
     if folder.is_file():  # a DICOMDIR, or one file of the CT series to use

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from DoseSegLib.analysis.constraints import load_constraints, set_aside
 from DoseSegLib.analysis.plan import PlanEvaluation, evaluate_plan
 from DoseSegLib.core.case import OARS, Case
-from DoseSegLib.core.checks import require_path, require_paths
+from DoseSegLib.core.checks import named_path, require_path, require_paths
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.memory import huge_pages_off
 from DoseSegLib.core.options import Device, StructureSource
@@ -103,7 +103,7 @@ class Pipeline:
 
     def analyse(self, patient_dir: str | Path) -> PatientResult:
         """Run every step on one patient folder and return the results without writing anything."""
-        return self._process(require_path(patient_dir, "Pipeline.analyse patient_dir"), None)
+        return self._process(named_path(require_path(patient_dir, "Pipeline.analyse patient_dir")), None)
 
     def _process(self, folder: Path, out: Path | None, source_label: str = "",
                  reference_label: str = "", who: PatientIdentity | None = None) -> PatientResult:
@@ -168,8 +168,9 @@ class Pipeline:
             with steps("predict dose"):
                 dose = predict_case_dose(self.dose_model, case, tta=self.options.tta)
                 auto = [name for name, source in sources.items() if source == StructureSource.AUTO]
-                dose, applicability, normalisation = self.trust.checked(case, dose, self.options.normalise,
-                                                                        self.options.dvh_method, auto)
+                dose, applicability, normalisation, unscaled = self.trust.checked(
+                    case, dose, self.options.normalise, self.options.dvh_method, auto)
+                notes += [unscaled] if unscaled else []  # not normalised: --no-normalise, or why left as predicted
                 implausible = {name: why for name, why in (applicability.implausible if applicability else {}).items()
                                if name in auto}  # auto-contours unlike the training ones: judged nowhere
             with steps("DVH and goals"):
@@ -273,7 +274,7 @@ class Pipeline:
         """
         from DoseSegLib.io.outputs import staged_output
 
-        folder = require_path(patient_dir, "Pipeline.run patient_dir")
+        folder = named_path(require_path(patient_dir, "Pipeline.run patient_dir"))  # "." named by its folder
         out = require_path(out_dir, "Pipeline.run out_dir")
         with staged_output(out, bool(force), [folder]) as staging:
             return self._process(folder, staging, str(source_label or ""), str(reference_label or ""))
@@ -287,7 +288,7 @@ class Pipeline:
         from DoseSegLib.io.tables import write_csv
         from DoseSegLib.run.steps import CohortProgress
 
-        folders = require_paths(patient_dirs, "Pipeline.run_batch patient_dirs")
+        folders = [named_path(p) for p in require_paths(patient_dirs, "Pipeline.run_batch patient_dirs")]
         out_dir = require_path(out_dir, "Pipeline.run_batch out_dir")
         if len({p.name for p in folders}) != len(folders):
             raise DoseSegError("two patient folders share a name; their outputs would collide")

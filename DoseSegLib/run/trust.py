@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NOT_NORMALISED = "not normalised: --no-normalise, the network's own dose"
+
 
 class _Collector(logging.Handler):
     def __init__(self, messages: list[str]) -> None:
@@ -101,7 +103,7 @@ class TrustChecks:
             return None
 
     def checked(self, case: Case, dose: Volume, normalise: bool, dvh_method: DvhMethod | str,
-                auto: Sequence[str] = ()) -> tuple[Volume, Applicability | None, Normalisation | None]:
+                auto: Sequence[str] = ()) -> tuple[Volume, Applicability | None, Normalisation | None, str]:
         """The network's ``dose`` judged, normalised with ``normalise``, and checked: ``run`` and ``predict-dose``
         alike (one code path, so that they refuse the same cases).
 
@@ -114,23 +116,18 @@ class TrustChecks:
         ``auto``: the auto-contoured structures (see :meth:`applicability`).
 
         Returns:
-            The dose (normalised or as predicted), the applicability verdict, what normalisation did.
+            The dose (normalised or as predicted), the applicability verdict, what normalisation did, and why
+            the dose is not normalised (:data:`NOT_NORMALISED` without ``normalise``, the reason it was left as
+            predicted; "" when it is normalised, or the model has no convention: ``notes`` says so).
         """
         verdict = self.applicability(case, dose, auto)
-        normalisation = None
+        normalisation, why = None, NOT_NORMALISED
         if normalise:
-            dose, normalisation = self.normalise(case, dose, dvh_method)
+            dose, normalisation, why = self.try_normalise(case, dose, dvh_method)
+            if why:
+                log.warning("%s", why)
         check_predicted_dose(dose, case)
-        return dose, verdict, normalisation
-
-    def normalise(self, case: Case, dose: Volume,
-                  dvh_method: DvhMethod | str) -> tuple[Volume, Normalisation | None]:
-        """``dose`` normalised to the primary target's prescription by the model's convention, and what was done
-        (a warning says why not, when a convention is known but the dose cannot be normalised)."""
-        dose, normalisation, why = self.try_normalise(case, dose, dvh_method)
-        if why:
-            log.warning("%s", why)
-        return dose, normalisation
+        return dose, verdict, normalisation, why
 
     def try_normalise(self, case: Case, dose: Volume,
                       dvh_method: DvhMethod | str) -> tuple[Volume, Normalisation | None, str]:
@@ -158,9 +155,12 @@ def applicability_text(verdict: dict | None) -> str:
             + "; ".join(verdict["reasons"][:4]) + ("; ..." if len(verdict["reasons"]) > 4 else ""))
 
 
-def trust_notes(checks: TrustChecks, verdict: Applicability | None, normalisation: Normalisation | None) -> list[str]:
-    """What a prediction's notes say about its applicability and normalisation (``predict-dose``'s notes.txt)."""
+def trust_notes(checks: TrustChecks, verdict: Applicability | None, normalisation: Normalisation | None,
+                not_normalised: str = "") -> list[str]:
+    """What a prediction's notes say about its applicability and normalisation (``predict-dose``'s notes.txt);
+    ``not_normalised``: why it is not normalised (see :meth:`TrustChecks.checked`)."""
     notes = [applicability_text(verdict.to_dict() if verdict is not None else None)]
     if normalisation is not None:
         notes.append(normalisation_text(normalisation.to_dict()))
+    notes += [not_normalised] if not_normalised else []
     return notes + [note for note in checks.notes if verdict is None or "applicability" not in note]
