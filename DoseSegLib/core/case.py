@@ -78,6 +78,11 @@ class Case:
         return dict(sorted(targets.items(), key=lambda item: -item[1]))
 
     @property
+    def unmatched_prescriptions(self) -> dict[str, float]:
+        """Prescriptions (an RTPLAN's dose references) naming no structure of the case."""
+        return {n: gy for n, gy in self.prescriptions.items() if n not in self.structures}
+
+    @property
     def unknown_targets(self) -> list[str]:
         """Targets whose dose is not known: never guessed (give it with ``--prescription NAME=GY``)."""
         return [n for n in self.target_names if n not in self.targets]
