@@ -23,6 +23,7 @@ import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.limits import check_regular_file, check_size, max_volume_bytes
+from DoseSegLib.io.nrrd_text import decode_header
 
 MAX_HEADER_BYTES = 1 << 20
 MAX_LINE_SKIP = 1024
@@ -49,7 +50,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
     else:
         raise DoseSegError(f"{path}: NRRD header longer than {MAX_HEADER_BYTES // (1 << 20)} MB (damaged file?)")
     try:
-        header = nrrd.read_header(head[:end].splitlines(keepends=True))
+        header = nrrd.read_header(decode_header(head[:end]))  # UTF-8 key/values, as Slicer writes them
     except (nrrd.NRRDError, ValueError, TypeError, IndexError, KeyError, OverflowError, StopIteration) as exc:
         raise DoseSegError(f"{path}: unreadable or truncated NRRD (header: {exc or type(exc).__name__})") from exc
     return header, end

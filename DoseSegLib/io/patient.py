@@ -15,6 +15,7 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper, refuse_duplicate, structure_filenames
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
 from DoseSegLib.io.nrrd_read import read_header, read_nrrd
+from DoseSegLib.io.nrrd_text import ascii_values, one_line, write_with_utf8
 
 __all__ = [
     "CT_FILE",
@@ -96,7 +97,6 @@ DOSE_SCALE = {"GY": 1.0, "CGY": 0.01}
 
 
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 GZIP_LEVEL = 1  # fast; level 9 takes several times longer on a clinical-size dose for a few % smaller files
 
 
@@ -108,24 +108,25 @@ def _key_values(fields: dict[str, str]) -> dict[str, str]:
     for key in fields:
         if key in _NRRD_FIELD_ORDER or not _KEY.match(key):
             raise ValueError(f"NRRD key/value pair '{key}' is a standard NRRD field or not a plain key")
-    return {key: _CONTROL.sub(" ", str(value)) for key, value in fields.items()}
+    return {key: one_line(value) for key, value in fields.items()}
 
 
 def write_volume(path: str | Path, volume: Volume, fields: dict[str, str] | None = None) -> None:
     """Write a Volume as a gzip-compressed NRRD in LPS space, with optional key/value ``fields``
-    (keys of letters, digits and ``_``, not standard NRRD fields)."""
+    (keys of letters, digits and ``_``, not standard NRRD fields; values in UTF-8 as Slicer writes them)."""
     import nrrd
 
     array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
+    values, utf8 = ascii_values(_key_values(fields or {}))
     header = {
         "space": "left-posterior-superior",
         "space directions": (volume.direction * np.asarray(volume.spacing)).T,
         "space origin": np.asarray(volume.origin),
         "kinds": ["domain"] * 3,
         "encoding": "gzip",
-        **_key_values(fields or {}),
+        **values,
     }
-    nrrd.write(str(path), array, header, compression_level=GZIP_LEVEL)
+    write_with_utf8(path, lambda file: nrrd.write(file, array, header, compression_level=GZIP_LEVEL), utf8)
 
 
 def write_dose(path: str | Path, dose: Volume) -> None:
@@ -195,7 +196,7 @@ def read_named_segmentation(
     path = Path(path)
     if not path.exists():
         raise DoseSegError(f"{path}: file not found")
-    voxels, _ = read_nrrd(path, dimensions=(3, 4))  # within the size limits, before slicerio reads the header
+    voxels, header = read_nrrd(path, dimensions=(3, 4))  # within the size limits, before slicerio reads the header
     try:
         seg = slicerio.read_segmentation(str(path), skip_voxels=True)
     except Exception as exc:  # slicerio raises many types for malformed files
@@ -204,6 +205,7 @@ def read_named_segmentation(
     if not seg.get("segments"):
         raise DoseSegError(f"{path}: no segment in this file: not a Slicer segmentation (.seg.nrrd); give a "
                            "segmentation exported from Slicer, or structures/<Name>.nrrd files")
+    _utf8_names(seg["segments"], header)
     voxels = seg["voxels"]
     layered = voxels.ndim == 4
     ijk_to_lps = np.asarray(seg["ijkToLPS"], dtype=float)
@@ -222,6 +224,15 @@ def read_named_segmentation(
             raise DoseSegError(f"{path}: segment '{segment['name']}' is empty")
         masks[name] = Volume(mask, tuple(spacing), tuple(ijk_to_lps[:3, 3]), direction)
     return masks, given
+
+
+def _utf8_names(segments: list[dict], header: dict) -> None:
+    """Give slicerio's ``segments`` (read in the order of their index, their header read as ASCII) the names
+    of the UTF-8 ``header`` (a non-ASCII name, as Slicer writes it)."""
+    indices = sorted({int(match.group(1)) for key in header if (match := re.match(r"^Segment([0-9]+)_", key))})
+    for segment, index in zip(segments, indices, strict=True):
+        if f"Segment{index}_Name" in header:
+            segment["name"] = str(header[f"Segment{index}_Name"])
 
 
 def _shared_layers(masks: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -269,17 +280,17 @@ def write_segmentation(
         raise ValueError("all segments must share one grid; align them first")
     box = _union_box([m.array for m in masks.values()]) if crop else tuple(slice(0, n) for n in grid.shape)
     voxels, placement = _shared_layers([m.array[box] for m in masks.values()])
-    segments = []
-    for (layer, label), name in zip(placement, masks, strict=True):
-        segment = {"id": name, "name": name, "labelValue": label, "layer": layer}
+    segments, utf8 = [], {}
+    for index, ((layer, label), name) in enumerate(zip(placement, masks, strict=True)):
+        stand_in, names = ascii_values({f"Segment{index}_ID": name, f"Segment{index}_Name": name})
+        utf8.update(names)  # a non-ASCII name in UTF-8, as Slicer writes it
+        segment = {"id": stand_in[f"Segment{index}_ID"], "name": stand_in[f"Segment{index}_Name"],
+                   "labelValue": label, "layer": layer}
         if colors and name in colors:
             segment["color"] = list(colors[name])
         segments.append(segment)
-    slicerio.write_segmentation(
-        str(path),
-        {"voxels": voxels, "ijkToLPS": crop_box(grid, box).index_to_lps, "segments": segments, "encoding": "gzip"},
-        compression_level=GZIP_LEVEL,
-    )
+    seg = {"voxels": voxels, "ijkToLPS": crop_box(grid, box).index_to_lps, "segments": segments, "encoding": "gzip"}
+    write_with_utf8(path, lambda file: slicerio.write_segmentation(file, seg, compression_level=GZIP_LEVEL), utf8)
 
 
 CT_FILE = "ct.nrrd"  # a patient folder's files (the layout Slicer's export gives)
