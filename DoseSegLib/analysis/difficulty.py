@@ -25,6 +25,7 @@ import numpy as np
 
 from DoseSegLib.analysis.intervals import FAMILIES, interval_metrics
 from DoseSegLib.analysis.metric_names import VOLUME
+from DoseSegLib.analysis.site import NOT_AN_ORGAN
 from DoseSegLib.core.case import Case, primary_target
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import mask_box
@@ -59,7 +60,7 @@ def _distances(case: Case) -> tuple[np.ndarray, tuple[slice, ...]]:
 def case_items(case: Case, metrics: Sequence[Row]) -> list[Item]:
     """The interval metrics of an aligned case's predicted dvh_metrics rows, with their features.
 
-    OARs are the structures that are not targets; targets of unknown dose get no interval.
+    OARs are the structures that are not targets; targets of unknown dose and the body get no interval.
     """
     primary = primary_target(case)
     if primary is None:
@@ -70,7 +71,7 @@ def case_items(case: Case, metrics: Sequence[Row]) -> list[Item]:
     items = []
     for row in metrics:
         name = str(row["structure"])
-        if name in case.target_names and name not in case.targets:
+        if (name in case.target_names and name not in case.targets) or name in NOT_AN_ORGAN:
             continue
         mask = case.structures[name].array[box].astype(bool)
         if not mask.any():

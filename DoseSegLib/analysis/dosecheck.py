@@ -13,7 +13,7 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 
 __all__ = ["MAX_PLAUSIBLE_GY", "OUTSIDE_GY", "PLAUSIBLE_PEAK", "check_dose_coverage", "check_dose_units",
-    "check_predicted_dose", "dose_coverage"
+    "check_predicted_dose", "dose_coverage", "usable_reference"
 ]
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,24 @@ def check_dose_coverage(dose: Volume, structures: Mapping[str, Volume], source: 
                 source, name, 100 * (1 - fraction),
             )
     return coverage
+
+
+def usable_reference(case: Case, source: str = "dose") -> bool:
+    """Whether the aligned ``case``'s plan dose can be compared with: False, with a warning naming ``source``,
+    when it is zero inside the body (the possible-dose mask): all zeros, or dose only outside the body.
+
+    Args:
+        case: an aligned case (its dose and possible-dose mask on the CT grid).
+        source: what to call the dose in the warning (e.g. its file).
+    """
+    dose = case.require_dose()
+    body = case.require_possible_dose_mask().array.astype(bool, copy=False)
+    if float(np.max(dose.array, where=body, initial=0.0)) > 0:
+        return True
+    where = "everywhere" if not dose.array.any() else "inside the body"
+    log.warning("%s: the plan dose is zero %s: the prediction is not compared with it (no comparison, no plan QA)",
+                source, where)
+    return False
 
 
 PLAUSIBLE_PEAK = 1.3  # a predicted maximum above this times the highest prescription is not a plausible plan

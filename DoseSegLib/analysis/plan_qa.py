@@ -6,17 +6,21 @@ plan's own value is ``within`` it, ``above achievable`` (an OAR dose higher than
 be spared more; a target D2% hotter) or ``below achievable`` (a target D95% colder than achievable).
 The ``note`` says when the interval is not calibrated for the row: a case outside the model's domain,
 or an organ the model was not trained on (its interval is that of organs in general, by position).
+A structure the plan dose's grid does not fully cover (its dose taken as 0 Gy outside) is ``not evaluated``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 from typing import cast
 
 from DoseSegLib.io.tables import Row
 
 PLAN_QA_COLUMNS = ("structure", "metric", "plan", "predicted", "lower", "upper", "verdict", "note")
-WITHIN, ABOVE, BELOW = "within", "above achievable", "below achievable"
+WITHIN, ABOVE, BELOW, NOT_EVALUATED = "within", "above achievable", "below achievable", "not evaluated"
+VERDICTS = (WITHIN, ABOVE, BELOW, NOT_EVALUATED)
+COVERAGE_TOLERANCE = 0.01  # a structure more than 1 % outside the plan dose's grid is not evaluated
 
 
 OUTSIDE_DOMAIN = "case outside the model's domain: interval not calibrated for it"
@@ -24,11 +28,14 @@ UNKNOWN_ORGAN = "not an organ the model was trained on"
 
 
 def plan_qa_rows(intervals: Sequence[Row], plan_metrics: Sequence[Row], outside_domain: bool = False,
-                 known: Collection[str] | None = None) -> list[Row]:
+                 known: Collection[str] | None = None, coverage: Mapping[str, float] | None = None) -> list[Row]:
     """Rows of plan_qa.csv: each interval metric's plan value against the prediction's interval.
 
     ``known``: the structures the model was trained on (None: all); others, and every row of a case
-    ``outside_domain``, get a note saying so (the verdict is then an extrapolation)."""
+    ``outside_domain``, get a note saying so (the verdict is then an extrapolation). ``coverage``: the
+    fraction of each structure inside the plan dose's grid (``dosecheck.dose_coverage``; None: all covered);
+    a structure more than :data:`COVERAGE_TOLERANCE` outside it is ``not evaluated``, its note saying how much
+    the plan dose covers."""
     plan = {str(r["structure"]): r for r in plan_metrics}
     rows = []
     for interval in intervals:
@@ -38,7 +45,11 @@ def plan_qa_rows(intervals: Sequence[Row], plan_metrics: Sequence[Row], outside_
         lower, upper = float(cast(float, interval["lower"])), float(cast(float, interval["upper"]))
         value = float(cast(float, value))
         verdict = ABOVE if value > upper else BELOW if value < lower else WITHIN
-        notes = [OUTSIDE_DOMAIN] if outside_domain else []
+        covered = 1.0 if coverage is None else coverage.get(str(interval["structure"]), 1.0)
+        shown = math.floor(1000 * covered) / 10  # rounded down: 98.96 % is not shown as the 99 % tolerated
+        notes = [] if covered >= 1 - COVERAGE_TOLERANCE else [f"plan dose covers {shown:g} % of the structure"]
+        verdict = NOT_EVALUATED if notes else verdict
+        notes += [OUTSIDE_DOMAIN] if outside_domain else []
         if known is not None and interval["structure"] not in known:
             notes.append(UNKNOWN_ORGAN)
         rows.append({"structure": interval["structure"], "metric": interval["metric"], "plan": value,

@@ -135,7 +135,7 @@ class Pipeline:
     def _analyse(self, folder: Path, steps: Steps, scope: contextlib.ExitStack,
                  who: PatientIdentity | None = None) -> PatientResult:
         from DoseSegLib.analysis.ctcheck import check_ct
-        from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units
+        from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, usable_reference
         from DoseSegLib.analysis.site import check_site
         from DoseSegLib.core.alignment import align_case
         from DoseSegLib.io.patient import ct_source, dose_source, read_patient
@@ -154,8 +154,11 @@ class Pipeline:
         with steps("align"):
             reference = case.dose
             case = align_case(case)
+            coverage = None  # of each structure by the plan dose's grid
             if reference is not None:
-                check_dose_coverage(reference, case.structures, dose_source(folder, case))
+                coverage = check_dose_coverage(reference, case.structures, dose_source(folder, case))
+                if not usable_reference(case, dose_source(folder, case)):
+                    case, reference = replace(case, dose=None), None
         with steps("segment"):
             case, sources, segment_notes = self._segment(case)
             notes = [*case.notes, *segment_notes, *self.trust.notes]
@@ -180,7 +183,7 @@ class Pipeline:
             with steps("compare"):
                 comparison = (compare_doses(dose, case, self.constraints, plan, reference)
                               if case.dose is not None else None)
-                plan_qa = [r for r in self._plan_qa(case, plan, comparison, applicability)
+                plan_qa = [r for r in self._plan_qa(case, plan, comparison, applicability, coverage)
                            if r["structure"] not in implausible]
             with steps("radiomics"):  # what is left to wait for
                 radiomics = radiomics_job.result() if radiomics_job is not None else []
@@ -190,9 +193,10 @@ class Pipeline:
                              plan_qa=plan_qa, plan_qa_level=self.options.level)
 
     def _plan_qa(self, case: Case, plan: PlanEvaluation, comparison: Comparison | None,
-                 applicability: Applicability | None) -> list[dict]:
+                 applicability: Applicability | None, coverage: dict[str, float] | None = None) -> list[dict]:
         """With a plan dose: its interval metrics against the prediction's calibrated intervals (plan_qa.csv),
-        each noted when the interval is not calibrated for it (outside the domain, an organ the model lacks)."""
+        each noted when the interval is not calibrated for it (outside the domain, an organ the model lacks),
+        not evaluated where the plan dose's grid (``coverage``) leaves part of the structure out."""
         if comparison is None or self.difficulty is None or not case.targets:
             return []
         from DoseSegLib.analysis.plan_qa import plan_qa_rows
@@ -201,7 +205,7 @@ class Pipeline:
         intervals = case_intervals(self.difficulty, case, plan, self.options.level)
         outside = applicability is not None and not applicability.in_distribution
         known = {*self.dose_model.oars, *case.targets}
-        return plan_qa_rows(intervals, comparison.reference_plan.metrics, outside, known)
+        return plan_qa_rows(intervals, comparison.reference_plan.metrics, outside, known, coverage)
 
     def _uncertainty(self, case: Case, plan: PlanEvaluation, outside_domain: bool) -> DoseUncertainty | None:
         """With ``options.uncertainty``: the calibrated intervals (widened by the samples' spread for a case

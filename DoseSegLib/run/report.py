@@ -128,7 +128,7 @@ def _intervals_section(rows: Sequence[Row]) -> str:
 
 def _plan_qa_section(result: PatientResult) -> str:
     """Could this plan do better? Its metrics against the prediction's calibrated intervals (plan_qa.csv)."""
-    css = {"within": "pass", "above achievable": "fail", "below achievable": "fail"}
+    css = {"within": "pass", "above achievable": "fail", "below achievable": "fail", "not evaluated": ""}
     body: list[list[Cell]] = [[str(r["structure"]), str(r["metric"]), _number(r["plan"]), _number(r["predicted"]),
                                _number(r["lower"]), _number(r["upper"]), (str(r["verdict"]), css[str(r["verdict"])]),
                                str(r.get("note") or "")]
@@ -144,7 +144,8 @@ def _plan_qa_section(result: PatientResult) -> str:
             f"kind achieve for this anatomy: the prediction's calibrated {level:.0%} interval (see the model card). "
             "<b>above achievable</b>: an organ dose (or a target's D2%) higher than the interval: it could be "
             "spared more; <b>below achievable</b>: lower than the interval (a target's D95%: colder than achievable; "
-            "an organ: spared beyond what plans like the training ones do). plan_qa.csv.</p>")
+            "an organ: spared beyond what plans like the training ones do); <b>not evaluated</b>: the plan dose's "
+            "grid leaves more than 1 % of the structure out (its dose taken as 0 Gy there). plan_qa.csv.</p>")
 
 
 def _constraints_section(result: PatientResult) -> str:

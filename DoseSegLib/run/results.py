@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.openkbp import ChallengeRow
+from DoseSegLib.analysis.plan_qa import VERDICTS as PLAN_QA_VERDICTS
 from DoseSegLib.analysis.plan import PlanEvaluation
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
@@ -241,7 +242,7 @@ class PatientResult:
             "failed_constraints": [constraint_text(row) for row in self.constraints if row["result"] == "fail"],
             "comparison": comparison,
             "plan_qa": {verdict: sum(r["verdict"] == verdict for r in self.plan_qa)
-                        for verdict in ("within", "above achievable", "below achievable")} if self.plan_qa else None,
+                        for verdict in PLAN_QA_VERDICTS} if self.plan_qa else None,
             "reference": self.reference_text if self.comparison is not None else None,
             "timings_s": {step: round(seconds, 3) for step, seconds in self.timings.items()},
             "patient_seconds": round(self.seconds, 3),

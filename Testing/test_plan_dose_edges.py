@@ -1,0 +1,105 @@
+"""A plan dose the run cannot fully use: all zeros (no comparison, a warning naming the file), or a grid
+covering part of the structures (their plan QA rows not evaluated); the body is never graded as an organ."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from DoseSegLib.analysis.difficulty import DifficultyCalibration, case_items
+from DoseSegLib.analysis.dosecheck import dose_coverage
+from DoseSegLib.analysis.plan import evaluate_plan
+from DoseSegLib.analysis.plan_qa import NOT_EVALUATED, plan_qa_rows
+from DoseSegLib.core.alignment import align_case
+from DoseSegLib.core.case import Case
+from DoseSegLib.core.volume import crop_box
+from DoseSegLib.io.patient import DOSE_FILE, read_patient, write_patient
+from DoseSegLib.io.phantom import make_phantom
+from DoseSegLib.io.tables import read_csv
+
+MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+SHAPE = (40, 40, 32)
+
+
+def _with_body(case: Case, name: str = "BODY") -> Case:
+    """The phantom with its body as a structure named as a TPS names it (BODY, read as Body)."""
+    return replace(case, structures={**case.structures, name: case.require_possible_dose_mask()})
+
+
+def _pipeline():  # the tiny dose model with the bundled model's interval calibration: plan QA rows
+    from DoseSegLib.run.pipeline import Pipeline, RunOptions
+
+    pipeline = Pipeline(device="cpu", options=RunOptions(radiomics=False, segment=False))
+    data = json.loads((MODELS / "openkbp-dose-unet24.uncertainty.json").read_text())
+    pipeline.difficulty = DifficultyCalibration.from_dict(data["difficulty"])
+    return pipeline
+
+
+def test_plan_qa_rows_of_structures_the_plan_dose_does_not_cover_are_not_evaluated() -> None:
+    intervals = [{"structure": s, "metric": "Mean[Gy]", "predicted": 20.0, "lower": 15.0, "upper": 25.0}
+                 for s in ("Out", "Part", "Edge", "Whole")]
+    plan = [{"structure": s, "Mean[Gy]": 0.0} for s in ("Out", "Part", "Edge", "Whole")]
+    rows = plan_qa_rows(intervals, plan, coverage={"Out": 0.0, "Part": 0.631, "Edge": 0.98996, "Whole": 0.995})
+    assert [r["verdict"] for r in rows] == [NOT_EVALUATED] * 3 + ["below achievable"]
+    assert [r["note"] for r in rows] == ["plan dose covers 0 % of the structure",
+                                         "plan dose covers 63.1 % of the structure",
+                                         "plan dose covers 98.9 % of the structure", ""]
+    assert plan_qa_rows(intervals, plan, outside_domain=True, coverage={"Out": 0.0})[0]["note"].startswith(
+        "plan dose covers 0 % of the structure; case outside the model's domain")
+
+
+def test_the_body_gets_no_interval() -> None:
+    case = align_case(_with_body(make_phantom(shape=SHAPE), "Body"))
+    names = {item.structure for item in case_items(case, evaluate_plan(case, constraints=[]).metrics)}
+    assert "Body" not in names and {"PTV70", "Brainstem"} <= names
+
+
+def test_plan_dose_covering_half_the_ct_leaves_the_uncovered_structures_not_evaluated(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    case = _with_body(make_phantom(shape=SHAPE))
+    dose = case.require_dose()
+    half = dose.shape[2] // 2
+    upper = crop_box(dose, (slice(0, dose.shape[0]), slice(0, dose.shape[1]), slice(half, dose.shape[2])))
+    patient = tmp_path / "patient"
+    patient.mkdir()
+    write_patient(patient, replace(case, dose=upper))
+    aligned = align_case(read_patient(patient))
+    coverage = dose_coverage(read_patient(patient).require_dose(), aligned.structures)
+    partial = {name for name, fraction in coverage.items() if fraction < 0.99}
+    assert partial and set(coverage) - partial - {"Body"}, "the test needs covered and uncovered structures"
+
+    result = _pipeline().run(patient, tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "plan_qa.csv")
+    assert rows and "Body" not in {r["structure"] for r in rows}
+    for row in rows:
+        covered = coverage[row["structure"]]
+        assert (row["verdict"] == NOT_EVALUATED) == (covered < 0.99), row
+        assert row["note"].startswith("plan dose covers ") == (covered < 0.99), row
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["plan_qa"][NOT_EVALUATED] == sum(r["verdict"] == NOT_EVALUATED for r in rows) > 0
+    assert sum(summary["plan_qa"].values()) == len(rows) == len(result.plan_qa)
+    assert f">{NOT_EVALUATED}<" in (tmp_path / "out" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("where", ["everywhere", "inside the body"])
+def test_a_zero_plan_dose_is_a_warning_naming_its_file(where: str, tiny_models: Path, tmp_path: Path) -> None:
+    case = make_phantom(shape=SHAPE)
+    zero = np.zeros_like(case.require_dose().array)
+    if where == "inside the body":  # dose only in the air around the patient (e.g. a wrong dose grid)
+        body = align_case(case).require_possible_dose_mask()
+        assert not body.array[0, 0, 0]
+        zero[0, 0, 0] = 5.0
+    patient = tmp_path / "patient"
+    patient.mkdir()
+    write_patient(patient, replace(case, dose=case.require_dose().with_array(zero)))
+    result = _pipeline().run(patient, tmp_path / "out")
+    assert result.comparison is None and result.plan_qa == []
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["comparison"] is None and summary["plan_qa"] is None
+    assert f"{patient / DOSE_FILE}: the plan dose is zero {where}" in "\n".join(summary["warnings"])
+    assert (tmp_path / "out" / "dose.nrrd").is_file() and not (tmp_path / "out" / "plan_qa.csv").exists()
