@@ -25,6 +25,7 @@ from DoseSegLib.io.dicom.reader import ct_geometry
 from DoseSegLib.io.patient import read_patient
 from DoseSegLib.io.phantom import make_phantom
 from DoseSegLib.models.dose.inputs import dose_input_channels
+from DoseSegLib.models.dose.predict import prepare_case
 from DoseSegLib.run.results import RunOptions
 
 NAMES = {"PTV70": "PTV_70", "PTV56": "PTV_Low"}  # ROI names as a clinic writes them
@@ -159,3 +160,11 @@ def test_an_implausible_given_prescription_is_named_as_the_likely_cause() -> Non
                                            r"predicts for this target \(check the value\)") as info:
         check_predicted_dose(dose, case)
     assert "--prescription PTV70=GY" not in str(info.value)
+
+
+def test_a_case_giving_an_organ_of_the_dose_model_a_target_dose_is_refused_before_prediction() -> None:
+    """The Python API's Case bypasses NameMapper: the dose model's own organs are checked again."""
+    case = align_case(replace(make_phantom(shape=(40, 40, 24), spacing=(6.2, 6.2, 5.0)), prescriptions={"Larynx": 50}))
+    with pytest.raises(DoseSegError, match="Larynx is an organ at risk of the dose model, not a target"):
+        prepare_case(case)
+    prepare_case(replace(case, prescriptions={}))
