@@ -58,7 +58,7 @@ def test_numbered_targets_are_unknown_until_prescribed(phantom_dir: Path, capsys
     assert any("PTV1: dose unknown" in note for note in case.notes)
     code = main(["predict-dose", str(phantom_dir), "-o", str(tmp_path / "out"), "--device", "cpu"])
     err = capsys.readouterr().err
-    assert code == 1 and "dose of target PTV1, PTV2 is unknown" in err and "--prescription PTV1=70" in err
+    assert code == 1 and "dose of targets PTV1, PTV2 is unknown" in err and "--prescription PTV1=70" in err
     assert not (tmp_path / "out" / phantom_dir.name).exists()
     code = main(["predict-dose", str(phantom_dir), "-o", str(tmp_path / "out2"), "--device", "cpu",
                  "--prescription", "PTV1=70", "--prescription", "ptv_2=56"])

@@ -26,7 +26,7 @@ import numpy as np
 from DoseSegLib.analysis.intervals import FAMILIES, interval_metrics
 from DoseSegLib.analysis.metric_names import VOLUME
 from DoseSegLib.analysis.site import NOT_AN_ORGAN
-from DoseSegLib.core.case import Case
+from DoseSegLib.core.case import Case, primary_target
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import mask_box
 from DoseSegLib.io.tables import Row
@@ -62,10 +62,11 @@ def case_items(case: Case, metrics: Sequence[Row]) -> list[Item]:
 
     OARs are the structures that are not targets; targets of unknown dose and the body get no interval.
     """
-    if not case.targets:
+    primary = primary_target(case)
+    if primary is None:
         raise DoseSegError(f"{case.name}: no target with a known prescription: no calibrated interval")
     distance, box = _distances(case)
-    main = next(iter(case.targets.values()))
+    main = primary.prescription
     union = np.logical_or.reduce([case.structures[n].array[box].astype(bool) for n in case.targets])
     items = []
     for row in metrics:

@@ -117,11 +117,13 @@ def check_predicted_dose(dose: Volume, case: Case) -> None:
         target, top = next(iter(case.targets.items()))
         peak = float(dose.array.max())
         if peak > PLAUSIBLE_PEAK * top:
+            cause = (f"{top:g} Gy is far below what the model predicts for this target (check the value)"
+                     if target in case.prescriptions else
+                     f"a target dose taken wrongly from its name (give it with --prescription {target}=GY)")
             raise DoseSegError(
                 f"patient '{case.name}': predicted maximum {peak:.1f} Gy is above {PLAUSIBLE_PEAK:g} x the highest "
-                f"prescription ({target}: {top:g} Gy); likely cause: a target dose taken wrongly from its name "
-                f"(give it with --prescription {target}=GY), a CT unlike the training data, or bad model weights "
-                f"(a --weights file or a model trained too briefly)")
+                f"prescription ({target}: {top:g} Gy); likely cause: {cause}, a CT unlike the training data, or bad "
+                f"model weights (a --weights file or a model trained too briefly)")
     body = case.possible_dose_mask.array if case.possible_dose_mask is not None else body_mask(case.ct).array
     outside = float(np.max(dose.array, where=~body.astype(bool, copy=False), initial=0.0))
     if outside > OUTSIDE_GY:

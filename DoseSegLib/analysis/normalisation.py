@@ -1,6 +1,7 @@
 """Normalising a predicted dose to the plan's prescription, by the convention the training plans follow.
 
-Clinical plans are normalised so that a metric of the primary target (the highest-dose one) equals a
+Clinical plans are normalised so that a metric of the primary target (the highest-dose PTV, see
+:func:`~DoseSegLib.core.case.primary_target`) equals a
 fixed fraction of its prescription (e.g. D95% = 100 %, or the mean = 102 %). The convention of a
 model's training plans is measured on its training split (:func:`measure_convention`,
 ``scripts/measure_prescription_convention.py``) and stored beside the model
@@ -19,7 +20,7 @@ import numpy as np
 
 from DoseSegLib.analysis.dvh import dose_at_volume_pct
 from DoseSegLib.analysis.sampling import structure_doses
-from DoseSegLib.core.case import Case
+from DoseSegLib.core.case import Case, primary_target
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.options import DvhMethod
 from DoseSegLib.core.volume import Volume
@@ -58,7 +59,8 @@ class Convention:
 
 @dataclass(frozen=True)
 class Normalisation:
-    """What :func:`normalise_dose` did (summary.json's ``normalisation``)."""
+    """What :func:`normalise_dose` did (summary.json's ``normalisation``); ``why``: why ``structure`` is the
+    primary target when other targets share or exceed its prescription ("" otherwise)."""
 
     structure: str
     metric: str
@@ -66,32 +68,37 @@ class Normalisation:
     factor: float
     before_gy: float
     after_gy: float
+    why: str = ""
 
     def to_dict(self) -> dict:
         """summary.json's ``normalisation``; ``ratio``: ``after_gy`` / ``prescription_gy``, the convention."""
         return {"structure": self.structure, "metric": self.metric, "prescription_gy": self.prescription_gy,
                 "factor": round(self.factor, 4), "before_gy": round(self.before_gy, 3),
-                "after_gy": round(self.after_gy, 3), "ratio": round(self.after_gy / self.prescription_gy, 4)}
+                "after_gy": round(self.after_gy, 3), "ratio": round(self.after_gy / self.prescription_gy, 4),
+                "why": self.why}
 
 
 def normalisation_text(n: Mapping) -> str:
     """One line for a person from a ``Normalisation.to_dict()``: what was scaled, to what, and why."""
-    return (f"normalised: {n['structure']} {n['metric']} {n['before_gy']:.2f} -> {n['after_gy']:.2f} Gy = "
+    chosen = f"{n['structure']} ({n['why']})" if n.get("why") else n["structure"]
+    return (f"normalised: {chosen} {n['metric']} {n['before_gy']:.2f} -> {n['after_gy']:.2f} Gy = "
             f"{n['after_gy'] / n['prescription_gy']:.4g} x the {n['prescription_gy']:g} Gy prescription (the "
             f"convention of the model's training plans), factor {n['factor']:.3f}")
 
 
 def normalise_dose(dose: Volume, case: Case, convention: Convention,
                    dvh_method: DvhMethod | str = DvhMethod.AUTO) -> tuple[Volume, Normalisation]:
-    """``dose`` scaled so that the primary target's metric is ``convention.ratio`` x its prescription.
+    """``dose`` scaled so that the primary target's metric (:func:`~DoseSegLib.core.case.primary_target`) is
+    ``convention.ratio`` x its prescription.
 
     Raises:
         DoseSegError: no target with a known prescription, or a correction outside
             :data:`PLAUSIBLE_FACTOR` (the prediction is not a plan for this prescription).
     """
-    if not case.targets:
+    primary = primary_target(case)
+    if primary is None:
         raise DoseSegError("no target with a known prescription to normalise to")
-    name, prescription = next(iter(case.targets.items()))
+    name, prescription = primary.name, primary.prescription
     samples = structure_doses(dose, name, case.structures[name], case.fine_structures.get(name), dvh_method).doses
     before = target_metric(samples, convention.metric)
     wanted = convention.ratio * prescription
@@ -101,7 +108,7 @@ def normalise_dose(dose: Volume, case: Case, convention: Convention,
         raise DoseSegError(f"normalising {name} {convention.metric} from {before:.2f} to {wanted:.2f} Gy needs a "
                            f"factor {factor:.2f}, outside {low}-{high}: the dose is left as predicted")
     scaled = dose.with_array((dose.array * np.float32(factor)).astype(np.float32))
-    return scaled, Normalisation(name, convention.metric, prescription, factor, before, wanted)
+    return scaled, Normalisation(name, convention.metric, prescription, factor, before, wanted, primary.why)
 
 
 def measure_convention(rows: Sequence[Mapping[str, float]], metric: str | None = None) -> dict:

@@ -34,7 +34,8 @@ def add_names(parser: argparse.ArgumentParser) -> None:
     """``--names`` (extra structure-name aliases) and ``--prescription`` (target doses): how to read a patient."""
     parser.add_argument("--names", type=Path, help='JSON {"alias": "CanonicalName"} added to the default aliases')
     parser.add_argument("--prescription", type=prescription, action="append", default=[], metavar="NAME=GY",
-                        help="dose of a target in Gy, e.g. PTV_High=70 (repeatable; overrides a dose in the name)")
+                        help="dose of a target in Gy, e.g. PTV_High=70 (repeatable; overrides a dose in the name or "
+                             "the RTPLAN; giving every target's dose lets a study with an unusable RTPLAN run)")
 
 
 def patient_path(text: str) -> Path:

@@ -6,11 +6,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import CGY_FROM, DOSE_FROM, check_prescription
 from DoseSegLib.core.volume import Volume
 
-__all__ = ["OARS", "TARGET_PATTERN", "Case", "is_target", "target_prescription"]
+__all__ = ["OARS", "TARGET_PATTERN", "Case", "PrimaryTarget", "is_target", "primary_target", "target_prescription"]
 
 OARS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
 TARGET_PATTERN = re.compile(r"^PTV(\d+(?:\.\d+)?)$")
@@ -76,6 +78,11 @@ class Case:
         return dict(sorted(targets.items(), key=lambda item: -item[1]))
 
     @property
+    def unmatched_prescriptions(self) -> dict[str, float]:
+        """Prescriptions (an RTPLAN's dose references) naming no structure of the case."""
+        return {n: gy for n, gy in self.prescriptions.items() if n not in self.structures}
+
+    @property
     def unknown_targets(self) -> list[str]:
         """Targets whose dose is not known: never guessed (give it with ``--prescription NAME=GY``)."""
         return [n for n in self.target_names if n not in self.targets]
@@ -94,7 +101,59 @@ class Case:
 
     @property
     def main_prescription(self) -> float | None:
-        """The stated prescription, or the highest target's dose level."""
-        if self.prescription is not None:
-            return self.prescription
-        return next(iter(self.targets.values()), None)
+        """The primary target's prescription (:func:`primary_target`), else the stated prescription."""
+        primary = primary_target(self)
+        return primary.prescription if primary is not None else self.prescription
+
+
+@dataclass(frozen=True)
+class PrimaryTarget:
+    """The target the dose is normalised on (:func:`primary_target`); ``why``: the reason when others
+    compete with it ("" when it is plainly the highest-dose target)."""
+
+    name: str
+    prescription: float
+    why: str = ""
+
+    def describe(self) -> str:
+        """``PTV70`` or ``PTV70 (the PTV among CTV_70, PTV70 at 70 Gy)``."""
+        return f"{self.name} ({self.why})" if self.why else self.name
+
+
+def _is_ptv(name: str) -> bool:
+    return "PTV" in name.upper()
+
+
+def _volume_mm3(mask: Volume) -> float:
+    return float(np.count_nonzero(mask.array)) * float(np.prod(mask.spacing))
+
+
+def primary_target(case: Case) -> PrimaryTarget | None:
+    """The primary target: the highest-prescription PTV (a name containing ``PTV``), the largest on ties;
+    without a PTV, the highest-prescription target (the largest on ties). None without a known dose.
+
+    The training plans' prescription convention was measured on their highest-dose PTV: a CTV or a small
+    GTV boost sharing (or exceeding) its prescription must not decide the normalisation.
+    """
+    targets = case.targets
+    if not targets:
+        return None
+    ptvs = [n for n in targets if _is_ptv(n)]
+    pool = ptvs or list(targets)
+    top = max(targets[n] for n in pool)
+    tied = [n for n in pool if targets[n] == top]
+    name = max(tied, key=lambda n: _volume_mm3(case.structures[n]))  # max keeps the first of equal volumes
+    competing = [n for n, gy in targets.items() if gy >= top and n != name]
+    if not competing:
+        return PrimaryTarget(name, top)
+    level = [n for n, gy in targets.items() if gy == top]
+    higher = [f"{n} {gy:g} Gy" for n, gy in targets.items() if gy > top]
+    if len(tied) > 1:
+        why = f"the largest {'PTV' if ptvs else 'target'} among {', '.join(level)} at {top:g} Gy"
+    elif len(level) > 1:
+        why = f"the PTV among {', '.join(level)} at {top:g} Gy"
+    else:
+        why = f"the highest-dose PTV at {top:g} Gy"
+    if higher:
+        why += f"; {', '.join(higher)} {'is' if len(higher) == 1 else 'are'} not a PTV"
+    return PrimaryTarget(name, top, why)

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from DoseSegLib.core.errors import DoseSegError
@@ -18,9 +18,11 @@ __all__ = [
     "DOSE_FROM",
     "MAX_FILENAME",
     "NAMES_TABLE",
+    "NON_TARGETS",
     "PRESCRIPTION_GY",
     "NameMapper",
     "check_prescription",
+    "not_a_target",
     "parse_prescription",
     "refuse_duplicate",
     "safe_filename",
@@ -51,6 +53,14 @@ def _load_table(path: Path = NAMES_TABLE) -> dict[str, str]:
 
 
 DEFAULT_ALIASES: dict[str, str] = _load_table()
+NON_TARGETS = frozenset(DEFAULT_ALIASES.values())  # the table's canonical names: organs at risk and the body
+
+
+def not_a_target(canonical: str) -> str | None:
+    """What a structure the names table knows is, when it is not a target ("an organ at risk"), else None."""
+    if canonical not in NON_TARGETS:
+        return None
+    return "the body outline" if canonical == "Body" else "an organ at risk"
 
 
 PRESCRIPTION_GY = (1.0, 120.0)  # a target dose outside this range is a typo, cGy, or not a dose
@@ -100,8 +110,21 @@ class NameMapper:
             raise DoseSegError("NameMapper: extra aliases must map names to names (strings)")
         self.aliases = dict(DEFAULT_ALIASES)
         self.aliases.update({_key(k): v for k, v in (extra or {}).items()})
-        self.prescriptions = {self.canonical(str(name)): check_prescription(gy, f"prescription of {name}")
-                              for name, gy in (prescriptions or {}).items()}
+        self.prescriptions = self._target_doses(prescriptions or {})
+
+    def _target_doses(self, prescriptions: Mapping[str, float]) -> dict[str, float]:
+        """Explicit target doses by canonical name, each checked; an organ at risk is refused."""
+        if not isinstance(prescriptions, Mapping):
+            raise DoseSegError("prescriptions must be a mapping {'PTV': Gy}")
+        doses = {}
+        for name, gy in prescriptions.items():
+            canonical = self.canonical(str(name))
+            what = not_a_target(canonical)
+            if what:
+                shown = canonical if canonical == str(name) else f"{name} ({canonical})"
+                raise DoseSegError(f"{shown} is {what}, not a target: --prescription gives target doses")
+            doses[canonical] = check_prescription(gy, f"prescription of {name}")
+        return doses
 
     @classmethod
     def from_json(cls, path: str | Path, prescriptions: Mapping[str, float] | None = None) -> NameMapper:
@@ -116,11 +139,9 @@ class NameMapper:
 
     def with_prescriptions(self, prescriptions: Mapping[str, float]) -> NameMapper:
         """The same aliases with these explicit target doses (Gy) added (their names mapped by these aliases)."""
-        mapper = NameMapper(prescriptions=prescriptions)  # checks them
+        mapper = NameMapper()
         mapper.aliases = self.aliases
-        given = {mapper.canonical(str(name)): check_prescription(gy, f"prescription of {name}")
-                 for name, gy in prescriptions.items()}
-        mapper.prescriptions = {**self.prescriptions, **given}
+        mapper.prescriptions = {**self.prescriptions, **mapper._target_doses(prescriptions)}
         return mapper
 
     def note(self, name: str) -> str | None:
@@ -128,6 +149,15 @@ class NameMapper:
         match = None if _key(name) in self.aliases else _PTV.match(name.lower().strip())
         level = float(match.group(1).replace("p", ".")) if match else 0.0
         return f"target '{name}': {level:g} read as cGy ({level / 100:g} Gy)" if level >= CGY_FROM else None
+
+    def match(self, name: str, among: Collection[str]) -> str:
+        """The canonical name of ``name``; when that is none of ``among`` (the structures), the one structure
+        whose name equals it ignoring case, spaces and punctuation (``PTV HIGH`` is ``PTV_High``)."""
+        canonical = self.canonical(name)
+        if canonical in among:
+            return canonical
+        same = [n for n in among if _key(n) in (_key(name), _key(canonical))]
+        return same[0] if len(same) == 1 else canonical
 
     def canonical(self, name: str) -> str:
         """The canonical name: an alias's canonical name, ``PTV<Gy>`` for a target named with a dose."""

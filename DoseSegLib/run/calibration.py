@@ -28,7 +28,7 @@ from DoseSegLib.analysis.normalisation import METRICS, measure_convention, targe
 from DoseSegLib.analysis.plan import evaluate_plan
 from DoseSegLib.analysis.sampling import structure_doses
 from DoseSegLib.core.alignment import align_case
-from DoseSegLib.core.case import Case
+from DoseSegLib.core.case import Case, primary_target
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.listing import patient_folders
 from DoseSegLib.io.patient import read_patient
@@ -95,9 +95,10 @@ def calibrate_model(model: DoseModel, name: str, sha256: str, folders: Sequence[
 def plan_ratios(folder: Path) -> dict | None:
     """The primary target's metric / prescription ratios of one training plan (None without a dose or a target)."""
     case = align_case(read_patient(folder))
-    if case.dose is None or not case.targets:
+    primary = primary_target(case)
+    if case.dose is None or primary is None:
         return None
-    name, prescription = next(iter(case.targets.items()))
+    name, prescription = primary.name, primary.prescription
     samples = structure_doses(case.dose, name, case.structures[name], case.fine_structures.get(name)).doses
     return {"patient": folder.name, "target": name, **{m: target_metric(samples, m) / prescription for m in METRICS}}
 

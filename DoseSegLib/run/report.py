@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 
 from DoseSegLib.analysis import metric_names as mn
+from DoseSegLib.core.case import primary_target
+from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.tables import Row
 from DoseSegLib.run.results import PatientResult, output_files
 from DoseSegLib.viz import figures
@@ -181,7 +183,8 @@ def _trust_section(result: PatientResult) -> str:
         parts.append(f"<div class='banner ok'>{html.escape(applicability_text(verdict))}</div>")
     n = result.normalisation
     if n is not None:
-        parts.append(f"<p class='sub'>Normalised to the prescription: {html.escape(n.structure)} {n.metric} "
+        chosen = f"{n.structure} ({n.why})" if n.why else n.structure
+        parts.append(f"<p class='sub'>Normalised to the prescription: {html.escape(chosen)} {n.metric} "
                      f"{n.before_gy:.2f} &rarr; {n.after_gy:.2f} Gy ({n.after_gy / n.prescription_gy:.2%} of "
                      f"{n.prescription_gy:g} Gy, the convention of the model's training plans), factor "
                      f"{n.factor:.3f}.</p>")
@@ -260,9 +263,15 @@ def _about_section(result: PatientResult) -> str:
 
 
 def _centre(result: PatientResult) -> tuple[int, int, int]:
-    """Voxel at the centre of the main (highest prescription) target, in the figures' orientation."""
-    main_target = next(iter(result.case.targets))
-    return figures.centre_index(result.case.structures[main_target])
+    """Voxel at the centre of the primary target (:func:`primary_target`), in the figures' orientation."""
+    return figures.centre_index(result.case.structures[_primary(result)])
+
+
+def _primary(result: PatientResult) -> str:
+    primary = primary_target(result.case)
+    if primary is None:
+        raise DoseSegError(f"patient '{result.case.name}': no target with a known prescription")
+    return primary.name
 
 
 def render_report(result: PatientResult) -> str:
@@ -274,7 +283,7 @@ def render_report(result: PatientResult) -> str:
     reference = result.comparison.reference_plan.dvhs if result.comparison else None
     dose_png = figures.dose_planes_png(
         case.ct, result.dose, _prescription(result), _centre(result), targets,
-        title=f"Predicted dose through the centre of {next(iter(targets))}",
+        title=f"Predicted dose through the centre of {_primary(result)}",
     )
     bands = ({name: result.uncertainty.dvh_band(name, curve) for name, curve in result.dvhs.items()}
              if result.uncertainty else None)

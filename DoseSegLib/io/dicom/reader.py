@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from DoseSegLib.core.case import Case
+from DoseSegLib.core.case import Case, is_target
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.detect import DicomIndex, read_header, scan_folder
 from DoseSegLib.io.dicom.rtdose import reference_dose
-from DoseSegLib.io.dicom.rtplan import plan_prescriptions
+from DoseSegLib.io.dicom.rtplan import Prescriptions, plan_prescriptions
 from DoseSegLib.io.dicom.rtstruct import read_rois, referenced_series, structure_masks, structure_set_frame
 from DoseSegLib.io.dicom.series import SeriesGeometry, choose_series, group_series, read_series, series_geometry
 
@@ -75,6 +75,27 @@ def read_structure_file(path: Path, grid: Volume, frame: str, mapper: NameMapper
                          {roi.number: roi.name for roi in rois}, sub_voxel or {})
 
 
+def _prescriptions(index: DicomIndex, roi_names: dict[int, str], frame: str, mapper: NameMapper,
+                   structures: dict[str, Volume]) -> Prescriptions:
+    """The RTPLAN's prescriptions; an unusable RTPLAN is only a warning when ``--prescription`` gives the
+    dose of every target (named like one, ``PTV...``); a prescription matching no structure is a warning."""
+    try:
+        found = plan_prescriptions(index.of("RTPLAN"), roi_names, frame, index.folder,
+                                   lambda description: mapper.match(description, structures))
+    except DoseSegError as exc:
+        targets = [n for n in structures if is_target(n)]
+        if mapper.prescriptions and all(n in mapper.prescriptions for n in targets):
+            log.warning("%s; ignored: the prescriptions come from --prescription", exc)
+            return Prescriptions()
+        raise DoseSegError(f"{exc} (or give every target's dose with --prescription NAME=GY: the study then runs "
+                           "without its RTPLAN)") from exc
+    for name, gy in found.doses.items():
+        if name not in structures:
+            log.warning("%s: %s (%g Gy, for %s) matches no structure (structures: %s)", index.of("RTPLAN")[0].filename,
+                        found.references[name], gy, name, ", ".join(structures) or "none")
+    return found
+
+
 def read_dicom_patient(
     folder: str | Path, mapper: NameMapper | None = None, series: str | None = None,
     structure_file: str | Path | None = None,
@@ -105,7 +126,7 @@ def read_dicom_patient(
             else read_structure_file(Path(structure_set), geometry.grid, frame, mapper, fine=True))
     structures, roi_names = read.masks, read.canonical_names
     dose = reference_dose(index.of("RTDOSE"), frame, folder)
-    prescriptions = plan_prescriptions(index.of("RTPLAN"), roi_names, frame, folder)
+    prescriptions = _prescriptions(index, roi_names, frame, mapper, structures)
     log.info("%s: DICOM patient, CT %s, %d structures, dose %s, prescriptions %s", folder, ct.shape,
              len(structures), "yes" if dose else "no", prescriptions.doses or "none")
     original_names = {canonical: read.given_names[number] for number, canonical in roi_names.items()

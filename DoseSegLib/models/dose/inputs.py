@@ -42,13 +42,23 @@ def target_channels(case: Case) -> tuple[np.ndarray, np.ndarray]:
     return weighted, proximity
 
 
+def unknown_dose_message(case: Case) -> str:
+    """Why the dose model cannot run: targets whose dose neither an RTPLAN nor the name gives."""
+    unknown = case.unknown_targets
+    them, names = ("them", "their names give") if len(unknown) > 1 else ("it", "its name gives")
+    unmatched = case.unmatched_prescriptions
+    also = (f"; the RTPLAN's dose references {', '.join(f'{n} ({gy:g} Gy)' for n, gy in unmatched.items())} match "
+            "no structure" if unmatched else "")
+    return (f"patient '{case.name}': the dose of target{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} is "
+            f"unknown: no RTPLAN prescribes {them} and {names} none (a dose is read only from names like PTV70 or "
+            f"PTV_59.4; in PTV1 or PTV2 the number counts the targets){also}; give {'each' if them == 'them' else 'it'}"
+            f" with --prescription, e.g. --prescription {unknown[0]}=70")
+
+
 def dose_input_channels(case: Case, oars: Sequence[str] = OARS) -> np.ndarray:
     """Array ``(len(channel_names(oars)), X, Y, Z)`` float32 for an aligned case with at least one PTV."""
     if case.unknown_targets:
-        unknown = ", ".join(case.unknown_targets)
-        first = case.unknown_targets[0]
-        raise DoseSegError(f"patient '{case.name}': the dose of target {unknown} is unknown (a number below 10 "
-                           f"numbers targets, it is not a dose); give it, e.g. --prescription {first}=70")
+        raise DoseSegError(unknown_dose_message(case))
     if not case.targets:
         raise DoseSegError(
             f"patient '{case.name}' has no target (PTV<dose>, e.g. PTV70): the dose model needs one"

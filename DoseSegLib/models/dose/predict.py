@@ -163,7 +163,12 @@ class ModelGrid:
 
 def prepare_case(case: Case, oars: Sequence[str] = OARS) -> ModelGrid:
     """An aligned ``case`` (see alignment.align_case) on the dose network's grid (see :class:`ModelGrid`);
-    ``oars``: the model's organs (for the warning about the structures it does not use)."""
+    ``oars``: the model's organs (for the warning about the structures it does not use); one of them given a
+    target dose is refused."""
+    organs = [n for n in case.targets if n in oars]
+    if organs:
+        raise DoseSegError(f"patient '{case.name}': {', '.join(organs)} is an organ at risk of the dose model, not a "
+                           "target: --prescription gives target doses")
     ignored = sorted(n for n in case.structures if n not in oars and n not in case.targets)
     if ignored:
         log.warning("structures not used by the dose model (not an OAR it knows nor PTV<dose>): %s",
