@@ -98,3 +98,24 @@ def test_run_with_a_non_ascii_structure_writes_every_output(kind: str, tiny_mode
     masks, given = read_named_segmentation(out / "segmentation.seg.nrrd")
     assert "Mâchoire" in masks and given["Mâchoire"] == "Mâchoire"
     assert "Mâchoire" in (out / "dvh_metrics.csv").read_text(encoding="utf-8")
+
+
+def test_tables_are_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """dvh_metrics.csv and the other tables hold names in any script also where the locale's encoding is not
+    UTF-8 (Windows' cp1252; here a C locale without UTF-8 coercion), and read back as written."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from DoseSegLib.io.tables import read_csv, write_csv\n"
+        "rows = [{'structure': 'M\\u00e2choire', 'note': '\\u816e\\u817a'}]\n"  # ASCII: argv of a C locale
+        "write_csv(sys.argv[1], rows)\n"
+        "assert read_csv(sys.argv[1]) == rows, read_csv(sys.argv[1])\n"
+    )
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "t.csv")], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "t.csv").read_bytes().decode("utf-8").splitlines()[1] == "Mâchoire,腮腺"

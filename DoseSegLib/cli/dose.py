@@ -108,7 +108,7 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
             if outside:
                 print(f"doseseg: {folder.name}: {trust_notes(trust, verdict, None)[0]}", file=sys.stderr)
             if notes:  # what was interpreted or overridden, beside the result
-                (out / folder.name / "notes.txt").write_text("\n".join(notes) + "\n")
+                (out / folder.name / "notes.txt").write_text("\n".join(notes) + "\n", encoding="utf-8")
             if uncertainty is not None:
                 write_uncertainty(out / folder.name, uncertainty)
     print(f"wrote {args.output} ({len(args.patients) - failures} of {len(args.patients)} patients)")

@@ -66,7 +66,7 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
         digits: significant digits of floating-point cells.
     """
     columns = list(columns) if columns is not None else columns_of(rows)
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:  # names are data: any script, whatever the locale
         writer = csv.writer(handle)
         writer.writerow([neutralise(str(column)) for column in columns])
         for row in rows:
@@ -82,7 +82,7 @@ def read_csv(path: str | Path, required: Sequence[str] = ()) -> list[dict[str, s
     """
     path = Path(path)
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # as written; a spreadsheet's BOM ignored
             reader = csv.DictReader(handle)
             rows = list(reader)
             header = reader.fieldnames or []
