@@ -22,6 +22,8 @@ if str(REPO / "DoseSeg") not in sys.path:  # the tiny models live in the Slicer 
 from DoseSegTestLib.tinymodels import TINY_PATCH, catalogueEntry, tinyDoseConfig, writeTinyCatalogue  # noqa: E402
 
 TINY_REFINER = RefineNetConfig(channels=(4, 8, 16), strides=(2, 2))
+CLINIC_SHAPE, CLINIC_SPACING = (40, 40, 32), (4.5, 5.0, 3.0)  # the phantoms of a clinic's own model's tests
+CLINIC_MODEL = "clinic-hn-test"  # the name they publish it under
 tiny_dose_config = tinyDoseConfig  # the tests' names for DoseSegTestLib.tinymodels's helpers
 write_tiny_catalogue = writeTinyCatalogue
 
