@@ -169,7 +169,8 @@ class Pipeline:
                 auto = [name for name, source in sources.items() if source == StructureSource.AUTO]
                 dose, applicability, normalisation, unscaled = self.trust.checked(
                     case, dose, self.options.normalise, self.options.dvh_method, auto)
-                notes += [unscaled] if unscaled else []  # not normalised: --no-normalise, or why left as predicted
+                if not self.options.normalise:  # a note; why a normalisation was abandoned is a warning (logged)
+                    notes.append(unscaled)
                 implausible = {name: why for name, why in (applicability.implausible if applicability else {}).items()
                                if name in auto}  # auto-contours unlike the training ones: judged nowhere
             with steps("DVH and goals"):
