@@ -56,6 +56,12 @@ DEFAULT_ALIASES: dict[str, str] = _load_table()
 NON_TARGETS = frozenset(DEFAULT_ALIASES.values())  # the table's canonical names: organs at risk and the body
 
 
+def in_names_table(name: str) -> bool:
+    """Whether ``name`` is one of the names table's organs or body (any alias) or a target named with a number
+    (``PTV70``, ``PTV_1``): a name the models, goals and intervals go by."""
+    return _key(name) in DEFAULT_ALIASES or bool(_PTV.match(name.lower().strip()))
+
+
 def not_a_target(canonical: str) -> str | None:
     """What a structure the names table knows is, when it is not a target ("an organ at risk"), else None."""
     if canonical not in NON_TARGETS:

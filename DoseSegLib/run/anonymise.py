@@ -7,20 +7,34 @@ NRRD patient folder the pseudonym of the folder's name. The per-patient output f
 input's path (summary.json's "source" says the input was de-identified). In structure names, original
 names, notes, warnings and errors, the input's path and the folder's name become the pseudonym, and the
 patient's name and ID parts ``ANON`` (whole words, any case), as in the DICOM objects' free text.
+
+Everything is computed on the case as read: the de-identification renames the results afterwards
+(``anonymise_result``), so the dose, DVHs and goals are the same with and without ``--anonymise``. A folder name
+that is short or a number (``1``, ``001``) is replaced only where it stands as a whole text, its numeric parts
+never; placeholder words (``Test^Patient``) are not identifiers; a part that is a structure name of the names
+table (``Brainstem``, ``PTV70``), or a folder part that a structure of the case is named (``Prostate`` of the
+folder ``Prostate 3``), is not scrubbed: the structure keeps its name and a warning says so.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.io.dicom.deid import ANONYMOUS, Deidentifier, identifying_parts, scrub_values
+from DoseSegLib.core.names import in_names_table
+from DoseSegLib.io.dicom.deid import ANONYMOUS, MIN_IDENTIFIER, Deidentifier, identifying_parts, scrub_values
+from DoseSegLib.run.results import PatientResult
 
 SOURCE = "de-identified input (doseseg run --anonymise)"
 REFERENCE = {True: "the patient's RTDOSE (the planned dose)",
              False: "the patient folder's dose.nrrd (taken as the planned dose)"}
+PLACEHOLDERS = frozenset({"patient", "test", "anonymous", "anon", "unknown", "phantom", "demo", "name", "none"})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -30,7 +44,7 @@ class PatientIdentity:
     Attributes:
         pseudonym: the keyed pseudonym (``DS-`` + 16 hex digits).
         paths: the input's path as given and resolved (its folder's, for a DICOM file).
-        folder: the patient folder's name.
+        folder: the patient folder's name ("" once kept as a structure's name).
         parts: the name and ID parts (of the DICOM PatientName and PatientID, and of the folder's name).
     """
 
@@ -40,10 +54,32 @@ class PatientIdentity:
     parts: frozenset[str]
 
     def text(self, text: str) -> str:
-        """``text`` with the input's paths and folder name replaced by the pseudonym, name and ID parts by ANON."""
+        """``text`` with the input's paths and folder name replaced by the pseudonym, name and ID parts by ANON;
+        a short or numeric folder name only where it is the whole text."""
         for path in sorted(self.paths, key=len, reverse=True):
             text = text.replace(path, self.pseudonym)
-        return scrub_values(scrub_values(text, {self.folder}, self.pseudonym), self.parts, ANONYMOUS)
+        if self.folder and _weak(self.folder):
+            text = self.pseudonym if text.strip() == self.folder else text
+        elif self.folder:
+            text = scrub_values(text, {self.folder}, self.pseudonym)
+        return scrub_values(text, self.parts, ANONYMOUS)
+
+    def keeping(self, structures: list[str]) -> tuple[PatientIdentity, list[str]]:
+        """This identity without the parts that are names of the names table, or folder parts that one of
+        ``structures`` is named (any case), and a warning for each such part kept."""
+        own = {name.lower() for name in structures}
+        from_folder = {part.lower() for part in {self.folder, *identifying_parts(self.folder)}}
+        kept = {part for part in {self.folder, *self.parts} if part and (
+            in_names_table(part) or (part.lower() in from_folder and part.lower() in own))}
+        warnings = [f"--anonymise: '{part}' of the patient's name, ID or folder is also a structure name (of the "
+                    "names table or of this case): kept as it is in the outputs" for part in sorted(kept)]
+        folder = "" if self.folder in kept else self.folder
+        return replace(self, folder=folder, parts=self.parts - kept), warnings
+
+
+def _weak(part: str) -> bool:
+    """A folder name or part too short, or only a number, to be scrubbed inside other text."""
+    return len(part) < MIN_IDENTIFIER or part.isdigit()
 
 
 def identify(deid: Deidentifier, patient: Path, series: str | None = None) -> PatientIdentity:
@@ -59,21 +95,37 @@ def identify(deid: Deidentifier, patient: Path, series: str | None = None) -> Pa
     except (DoseSegError, OSError):
         pass  # reading the patient reports what is wrong with it
     paths = {str(path) for path in (patient, patient.resolve(), folder, folder.resolve())} - {folder.name}
-    return PatientIdentity(pseudonym, tuple(paths), folder.name, frozenset(parts | identifying_parts(folder.name)))
+    parts |= {part for part in identifying_parts(folder.name) if not _weak(part)}
+    return PatientIdentity(pseudonym, tuple(paths), folder.name,
+                           frozenset(part for part in parts if part.lower() not in PLACEHOLDERS))
+
+
+def clean_names(names: list[str], who: PatientIdentity) -> tuple[dict[str, str], list[str]]:
+    """The de-identified name of each of ``names`` (a cleaned name that another structure already has gets
+    ``_2``, ``_3``..., so that no cleaned name is another's original name); a name of the names table is never
+    changed, with a warning when it would have been."""
+    clean: dict[str, str] = {}
+    warnings = []
+    for name in names:
+        candidate = base = who.text(name)
+        if candidate != name and in_names_table(name):
+            warnings.append(f"--anonymise: the structure {name} keeps its name (a name of the names table), "
+                            "although it matches the patient's name, ID or folder")
+            candidate = base = name
+        number = 1
+        while candidate in clean.values() or (candidate != name and candidate in names):
+            number += 1
+            candidate = f"{base}_{number}"
+        clean[name] = candidate
+    return clean, warnings
 
 
 def anonymise_case(case: Case, who: PatientIdentity) -> Case:
-    """``case`` named by the pseudonym, its structure names, original names and notes cleaned (a cleaned name
-    that another structure already has gets ``_2``, ``_3``...)."""
-    names: dict[str, str] = {}
-    for name in case.structures:
-        clean = candidate = who.text(name)
-        number = 1
-        while candidate in names.values() or (candidate != name and candidate in case.structures):
-            number += 1
-            candidate = f"{clean}_{number}"
-        names[name] = candidate
+    """``case`` named by the pseudonym, its structure names, original names and notes cleaned."""
+    return _anonymised_case(case, clean_names(list(case.structures), who)[0], who)
 
+
+def _anonymised_case(case: Case, names: dict[str, str], who: PatientIdentity) -> Case:
     def renamed(values: dict) -> dict:
         return {names.get(name, who.text(name)): value for name, value in values.items()}
 
@@ -81,3 +133,37 @@ def anonymise_case(case: Case, who: PatientIdentity) -> Case:
                    fine_structures=renamed(case.fine_structures), prescriptions=renamed(case.prescriptions),
                    original_names={key: who.text(text) for key, text in renamed(case.original_names).items()},
                    notes=[who.text(note) for note in case.notes])
+
+
+def _renamed(value: T, names: dict[str, str]) -> T:
+    """``value`` with every string equal to one of ``names`` (keys and values of its dicts, items of its lists,
+    fields of its dataclasses) renamed; arrays and other objects are shared, not copied."""
+    out: object = value
+    if isinstance(value, str):
+        out = names.get(value, value)
+    elif isinstance(value, dict):
+        out = {_renamed(key, names): _renamed(item, names) for key, item in value.items()}
+    elif isinstance(value, list):
+        out = [_renamed(item, names) for item in value]
+    elif isinstance(value, tuple) and not hasattr(value, "_fields"):  # a named tuple is left as it is
+        out = tuple(_renamed(item, names) for item in value)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = copy.copy(value)
+        for field in dataclasses.fields(value):
+            object.__setattr__(out, field.name, _renamed(getattr(value, field.name), names))
+    return out  # type: ignore[return-value]
+
+
+def anonymise_result(result: PatientResult, who: PatientIdentity) -> tuple[PatientResult, PatientIdentity]:
+    """``result``, computed on the case as read, with its structures renamed as ``clean_names`` does everywhere
+    (DVHs, metrics, goals, comparison, radiomics, intervals...) and the patient named by the pseudonym; and the
+    identity that cleans its texts (without the parts kept as structure names, see ``PatientIdentity.keeping``).
+    """
+    who, warnings = who.keeping(list(result.case.structures))
+    names, unchanged = clean_names(list(result.case.structures), who)
+    live = result.warnings  # still collecting (what writing the outputs logs)
+    live += [*warnings, *unchanged]
+    result = _renamed(replace(result, case=_anonymised_case(result.case, names, who)),
+                      {name: clean for name, clean in names.items() if clean != name})  # no chain: see clean_names
+    result.name, result.warnings = who.pseudonym, live
+    return result, who

@@ -27,7 +27,7 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.memory import huge_pages_off
 from DoseSegLib.core.options import Device, StructureSource
 from DoseSegLib.core.volume import Volume
-from DoseSegLib.run.anonymise import REFERENCE, SOURCE, PatientIdentity, anonymise_case, identify
+from DoseSegLib.run.anonymise import REFERENCE, SOURCE, PatientIdentity, anonymise_result, identify
 from DoseSegLib.run.compare import compare_doses
 from DoseSegLib.run.results import (
     COHORT_COLUMNS, BatchResult, Comparison, PatientResult, RunOptions, check_run_options,
@@ -116,12 +116,13 @@ class Pipeline:
         try:
             with contextlib.ExitStack() as scope:  # what _analyse sets up for the patient, until it is written
                 warnings = scope.enter_context(collect_warnings([]))
-                result = self._analyse(folder, steps, scope, who)
+                result = self._analyse(folder, steps, scope)  # on the case as read, whether anonymised or not
                 result.warnings = warnings
                 result.timings = {"load models": self.load_seconds, **steps.timings}
                 result.source_label = source_label
                 result.reference_label = reference_label
-                if who is not None:  # the name and source are the pseudonym's; notes and warnings cleaned
+                if who is not None:  # the name, structures and source are the pseudonym's; notes and warnings cleaned
+                    result, who = anonymise_result(result, who)
                     result.notes = [who.text(note) for note in result.notes]
                     result.redact, result.source_label = who.text, SOURCE
                     result.reference_label = (who.text(reference_label) if reference_label
@@ -132,8 +133,7 @@ class Pipeline:
             steps.close()
         return result
 
-    def _analyse(self, folder: Path, steps: Steps, scope: contextlib.ExitStack,
-                 who: PatientIdentity | None = None) -> PatientResult:
+    def _analyse(self, folder: Path, steps: Steps, scope: contextlib.ExitStack) -> PatientResult:
         from DoseSegLib.analysis.ctcheck import check_ct
         from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, usable_reference
         from DoseSegLib.analysis.site import check_site
@@ -143,7 +143,6 @@ class Pipeline:
 
         with steps("read"):
             case = read_patient(folder, self.options.mapper(), series=self.options.series)
-            case = anonymise_case(case, who) if who is not None else case
             check_ct(case.ct, ct_source(folder, case))
             model = self.dose_model  # a clinic's model knows its own site's organs
             site_note = check_site(case, self.options.any_site, model.oars if model.site else None, model.site)
