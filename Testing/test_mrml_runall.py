@@ -55,6 +55,17 @@ def test_model_steps_wire_the_cli_and_load_its_outputs(scene, phantom, loaded, f
     assert "--tta" in call["args"]
 
 
+def test_the_dose_shown_follows_the_primary_target_prescription_not_a_higher_boost(scene, phantom, loaded, fake_cli):
+    """GTV 74 Gy inside PTV70: the colours and the isodose 100 % are the PTV's 70 Gy, as the run's report."""
+    from DoseSegLogicLib.pipeline import mainPrescription
+
+    ct, _, segmentation = loaded
+    options = PatientOptions(device="cpu", prescriptions={"GTV": 74.0, "PTV70": 70.0})
+    assert mainPrescription(options) == 70.0
+    dose = DoseSegPipeline(scene).predictDose(ct, segmentation, options)
+    assert dose.GetDisplayNode().GetLowerThreshold() == pytest.approx(nodes.LOWER_THRESHOLD_FRACTION * 70.0)
+
+
 def _csv_cells(path: Path) -> list[dict[str, object]]:
     """A CSV's rows with numbers as floats, as a table node holds them."""
     def cell(text: str):

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_helpers import fake_segmentation
 
 from DoseSegLib.analysis.difficulty import DifficultyCalibration, case_items
 from DoseSegLib.analysis.dosecheck import dose_coverage
 from DoseSegLib.analysis.plan import evaluate_plan
-from DoseSegLib.analysis.plan_qa import NOT_EVALUATED, plan_qa_rows
+from DoseSegLib.analysis.plan_qa import NOT_EVALUATED, UNKNOWN_COVERAGE, plan_qa_rows
 from DoseSegLib.core.alignment import align_case
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.volume import crop_box
@@ -43,13 +44,16 @@ def test_plan_qa_rows_of_structures_the_plan_dose_does_not_cover_are_not_evaluat
     intervals = [{"structure": s, "metric": "Mean[Gy]", "predicted": 20.0, "lower": 15.0, "upper": 25.0}
                  for s in ("Out", "Part", "Edge", "Whole")]
     plan = [{"structure": s, "Mean[Gy]": 0.0} for s in ("Out", "Part", "Edge", "Whole")]
-    rows = plan_qa_rows(intervals, plan, coverage={"Out": 0.0, "Part": 0.631, "Edge": 0.98996, "Whole": 0.995})
+    rows = plan_qa_rows(intervals, plan, {"Out": 0.0, "Part": 0.631, "Edge": 0.98996, "Whole": 0.995})
     assert [r["verdict"] for r in rows] == [NOT_EVALUATED] * 3 + ["below achievable"]
     assert [r["note"] for r in rows] == ["plan dose covers 0 % of the structure",
                                          "plan dose covers 63.1 % of the structure",
                                          "plan dose covers 98.9 % of the structure", ""]
-    assert plan_qa_rows(intervals, plan, outside_domain=True, coverage={"Out": 0.0})[0]["note"].startswith(
+    assert plan_qa_rows(intervals, plan, {"Out": 0.0}, outside_domain=True)[0]["note"].startswith(
         "plan dose covers 0 % of the structure; case outside the model's domain")
+    unknown = plan_qa_rows(intervals, plan, {"Whole": 0.995})  # a structure of unknown coverage is not covered
+    assert [(r["verdict"], r["note"]) for r in unknown] == [(NOT_EVALUATED, UNKNOWN_COVERAGE)] * 3 + [
+        ("below achievable", "")]
 
 
 def test_the_body_gets_no_interval() -> None:
@@ -84,6 +88,32 @@ def test_plan_dose_covering_half_the_ct_leaves_the_uncovered_structures_not_eval
     assert summary["plan_qa"][NOT_EVALUATED] == sum(r["verdict"] == NOT_EVALUATED for r in rows) > 0
     assert sum(summary["plan_qa"].values()) == len(rows) == len(result.plan_qa)
     assert f">{NOT_EVALUATED}<" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_an_auto_segmented_organ_outside_the_plan_dose_is_not_evaluated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan dose's grid ends before LeftParotid, which the patient lacks: the auto-contour's coverage is
+    measured (0 %), not taken as full from the patient's structures."""
+    from DoseSegLib.run.pipeline import Pipeline, RunOptions
+
+    fake_segmentation(monkeypatch, tmp_path)
+    monkeypatch.setenv("DOSESEG_MODELS", str(tmp_path / "models"))
+    case = make_phantom(shape=SHAPE)
+    dose = case.require_dose()
+    right = crop_box(dose, (slice(0, 29), slice(0, dose.shape[1]), slice(0, dose.shape[2])))  # LeftParotid: x 30-35
+    patient = tmp_path / "patient"
+    patient.mkdir()
+    write_patient(patient, replace(case, dose=right,
+                                   structures={n: m for n, m in case.structures.items() if n != "LeftParotid"}))
+    pipeline = Pipeline(device="cpu", options=RunOptions(radiomics=False))
+    pipeline.difficulty = _pipeline().difficulty
+    result = pipeline.analyse(patient)
+    assert "LeftParotid" in result.auto_segmented
+    rows = [r for r in result.plan_qa if r["structure"] == "LeftParotid"]
+    assert rows and all(r["verdict"] == NOT_EVALUATED and r["note"] == "plan dose covers 0 % of the structure"
+                        for r in rows), rows
+    assert any(r["verdict"] != NOT_EVALUATED for r in result.plan_qa), "the covered structures are graded"
 
 
 @pytest.mark.parametrize("where", ["everywhere", "inside the body"])

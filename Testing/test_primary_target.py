@@ -10,7 +10,7 @@ from scipy.ndimage import binary_erosion
 
 from DoseSegLib.analysis.normalisation import Convention, normalisation_text, normalise_dose, target_metric
 from DoseSegLib.analysis.sampling import structure_doses
-from DoseSegLib.core.case import Case, primary_target
+from DoseSegLib.core.case import Case, chosen_target, is_ptv, primary_prescription, primary_target
 from DoseSegLib.core.volume import Volume
 
 
@@ -65,3 +65,34 @@ def test_ties_go_to_the_largest_ptv_and_without_a_ptv_to_the_largest_target(phan
     alone = primary_target(phantom_case)
     assert alone is not None and (alone.name, alone.why) == ("PTV70", "")
     assert primary_target(replace(phantom_case, structures={})) is None
+
+
+def test_a_ptv_is_a_name_starting_with_ptv_for_targets_and_the_primary_target_alike(phantom_case: Case) -> None:
+    """zPTV_ring (an optimisation helper) contains PTV but is not one: prescribed 74 Gy, it is a target (its dose
+    is known) but neither the primary target nor the prescription the report and the Slicer isodose use."""
+    assert [is_ptv(n) for n in ("PTV70", "ptv low", "PTV_High", "zPTV_ring", "CTV_PTV70", "GTV")] == [
+        True, True, True, False, False, False]
+    ring = _eroded(phantom_case, "PTV56", 1)
+    case = _with(phantom_case, {"zPTV_ring": ring}, {"zPTV_ring": 74.0})
+    assert "zPTV_ring" in case.targets
+    primary = primary_target(case)
+    assert primary is not None and (primary.name, primary.prescription) == ("PTV70", 70.0)
+    assert primary.why == "the highest-dose PTV at 70 Gy; zPTV_ring 74 Gy is not a PTV"
+    assert case.main_prescription == 70.0 == primary_prescription(case.targets)
+    assert primary_prescription({"GTV": 74.0, "PTV70": 70.0}) == 70.0  # what the Slicer module is given
+    assert primary_prescription({"GTV": 74.0, "CTV": 60.0}) == 74.0 and primary_prescription({}) is None
+
+
+def test_the_report_and_the_console_line_name_the_chosen_target_alike(phantom_case: Case) -> None:
+    """One text (chosen_target) for the primary target and why, in the report and normalisation_text."""
+    from types import SimpleNamespace
+
+    from DoseSegLib.run.report import _trust_section
+
+    case = _with(phantom_case, {"CTV_70": _eroded(phantom_case, "PTV70", 2)}, {"CTV_70": 70.0})
+    done = normalise_dose(case.require_dose(), case, Convention("mean", 1.02))[1]
+    said = chosen_target(done.structure, done.why)
+    assert said == "PTV70 (the PTV among CTV_70, PTV70 at 70 Gy)" and chosen_target("PTV70") == "PTV70"
+    assert normalisation_text(done.to_dict()).startswith(f"normalised: {said} mean ")
+    report = _trust_section(SimpleNamespace(applicability=None, normalisation=done, all_warnings=[]))  # type: ignore[arg-type]
+    assert f"Normalised to the prescription: {said} mean " in report

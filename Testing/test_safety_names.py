@@ -12,7 +12,7 @@ import pytest
 from DoseSegLib.analysis.dosecheck import check_predicted_dose
 from DoseSegLib.cli.main import build_parser, main
 from DoseSegLib.core.alignment import align_case
-from DoseSegLib.core.case import is_target, target_prescription
+from DoseSegLib.core.case import is_ptv, target_prescription
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.io.patient import read_patient
@@ -36,7 +36,7 @@ def test_target_dose_rules(name: str, canonical: str, gy: float | None, cgy: boo
     """>= 100 is cGy (noted), < 10 is a number not a dose, PTV_High/Low are targets of unknown dose."""
     mapper = NameMapper()
     assert mapper.canonical(name) == canonical
-    assert is_target(canonical) and target_prescription(canonical) == gy
+    assert is_ptv(canonical) and target_prescription(canonical) == gy
     assert (mapper.note(name) is not None) == cgy
 
 

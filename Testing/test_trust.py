@@ -230,11 +230,12 @@ def test_plan_qa_verdicts() -> None:
                  for s in ("A", "B", "C", "D")]
     plan = [{"structure": "A", "Mean[Gy]": 30.0}, {"structure": "B", "Mean[Gy]": 10.0},
             {"structure": "C", "Mean[Gy]": 20.0}]
-    rows = plan_qa_rows(intervals, plan)
+    covered = dict.fromkeys("ABCD", 1.0)
+    rows = plan_qa_rows(intervals, plan, covered)
     assert [r["verdict"] for r in rows] == ["above achievable", "below achievable", "within"]
     assert set(rows[0]) == {"structure", "metric", "plan", "predicted", "lower", "upper", "verdict", "note"}
     assert all(r["note"] == "" for r in rows)
-    noted = plan_qa_rows(intervals, plan, outside_domain=True, known={"A", "B"})
+    noted = plan_qa_rows(intervals, plan, covered, outside_domain=True, known={"A", "B"})
     assert [r["verdict"] for r in noted] == [r["verdict"] for r in rows]
     assert all(r["note"].startswith("case outside the model's domain") for r in noted)
     assert [r["note"].endswith("not an organ the model was trained on") for r in noted] == [False, False, True]

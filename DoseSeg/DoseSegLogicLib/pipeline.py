@@ -33,6 +33,7 @@ from DoseSegLib import Case
 from DoseSegLib.analysis.constraints import RESULT_COLUMNS
 from DoseSegLib.analysis.dvh import metrics_columns
 from DoseSegLib.core.alignment import outside_fraction
+from DoseSegLib.core.case import primary_prescription
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.colors import structure_color
 from DoseSegLib.core.names import NameMapper
@@ -419,5 +420,7 @@ class DoseSegPipeline:
 
 
 def mainPrescription(options: PatientOptions) -> float | None:
-    """The highest prescription of ``options`` (Gy), or None: the top of a dose colour window."""
-    return max(options.prescriptions.values(), default=None)
+    """The primary target's prescription among ``options``' (Gy; :func:`~DoseSegLib.core.case.primary_prescription`:
+    the highest PTV's, as the run's report and normalisation), or None: 100 % of the isodose lines, the top of a
+    dose colour window. ``GTV=74, PTV70=70`` gives 70 Gy, not the GTV boost's 74 Gy."""
+    return primary_prescription(options.prescriptions)

@@ -59,7 +59,8 @@ class PanelResults:
         self.logic = logic
 
     def prescription(self):
-        """The highest prescription (Gy), or None: 100 % of the isodose lines, top of the dose colours."""
+        """The primary target's prescription (Gy; :func:`mainPrescription`), or None: 100 % of the isodose lines,
+        top of the dose colours."""
         return mainPrescription(patientOptions(self.logic.getParameterNode()))
 
     def showSegmentation(self, segmentationNode) -> None:

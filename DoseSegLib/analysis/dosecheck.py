@@ -110,6 +110,10 @@ def check_predicted_dose(dose: Volume, case: Case) -> None:
     patients: at most 1.14), and no voxel outside the body (the possible-dose mask, else the
     body from the CT) may get dose. The error names the patient and the likely cause.
 
+    The highest prescription, deliberately, not the primary target's (:func:`~DoseSegLib.core.case.primary_target`,
+    which normalises and scales the report): a boost (a GTV at 74 Gy beside PTV70) legitimately raises the peak,
+    and refusing its dose for it would be wrong.
+
     Args:
         dose: the predicted dose (Gy) on the CT grid of the aligned ``case``.
     """

@@ -20,7 +20,7 @@ import numpy as np
 
 from DoseSegLib.analysis.dvh import dose_at_volume_pct
 from DoseSegLib.analysis.sampling import structure_doses
-from DoseSegLib.core.case import Case, primary_target
+from DoseSegLib.core.case import Case, chosen_target, primary_target
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.options import DvhMethod
 from DoseSegLib.core.volume import Volume
@@ -80,8 +80,8 @@ class Normalisation:
 
 def normalisation_text(n: Mapping) -> str:
     """One line for a person from a ``Normalisation.to_dict()``: what was scaled, to what, and why."""
-    chosen = f"{n['structure']} ({n['why']})" if n.get("why") else n["structure"]
-    return (f"normalised: {chosen} {n['metric']} {n['before_gy']:.2f} -> {n['after_gy']:.2f} Gy = "
+    return (f"normalised: {chosen_target(n['structure'], n.get('why', ''))} {n['metric']} "
+            f"{n['before_gy']:.2f} -> {n['after_gy']:.2f} Gy = "
             f"{n['after_gy'] / n['prescription_gy']:.4g} x the {n['prescription_gy']:g} Gy prescription (the "
             f"convention of the model's training plans), factor {n['factor']:.3f}")
 

@@ -6,7 +6,8 @@ plan's own value is ``within`` it, ``above achievable`` (an OAR dose higher than
 be spared more; a target D2% hotter) or ``below achievable`` (a target D95% colder than achievable).
 The ``note`` says when the interval is not calibrated for the row: a case outside the model's domain,
 or an organ the model was not trained on (its interval is that of organs in general, by position).
-A structure the plan dose's grid does not fully cover (its dose taken as 0 Gy outside) is ``not evaluated``.
+A structure the plan dose's grid does not fully cover (its dose taken as 0 Gy outside), or whose coverage is
+not known, is ``not evaluated``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ COVERAGE_TOLERANCE = 0.01  # a structure more than 1 % outside the plan dose's g
 
 OUTSIDE_DOMAIN = "case outside the model's domain: interval not calibrated for it"
 UNKNOWN_ORGAN = "not an organ the model was trained on"
+UNKNOWN_COVERAGE = "how much of the structure the plan dose covers is not known"
 
 
-def plan_qa_rows(intervals: Sequence[Row], plan_metrics: Sequence[Row], outside_domain: bool = False,
-                 known: Collection[str] | None = None, coverage: Mapping[str, float] | None = None) -> list[Row]:
+def plan_qa_rows(intervals: Sequence[Row], plan_metrics: Sequence[Row], coverage: Mapping[str, float],
+                 outside_domain: bool = False, known: Collection[str] | None = None) -> list[Row]:
     """Rows of plan_qa.csv: each interval metric's plan value against the prediction's interval.
 
     ``known``: the structures the model was trained on (None: all); others, and every row of a case
@@ -45,9 +47,7 @@ def plan_qa_rows(intervals: Sequence[Row], plan_metrics: Sequence[Row], outside_
         lower, upper = float(cast(float, interval["lower"])), float(cast(float, interval["upper"]))
         value = float(cast(float, value))
         verdict = ABOVE if value > upper else BELOW if value < lower else WITHIN
-        covered = 1.0 if coverage is None else coverage.get(str(interval["structure"]), 1.0)
-        shown = math.floor(1000 * covered) / 10  # rounded down: 98.96 % is not shown as the 99 % tolerated
-        notes = [] if covered >= 1 - COVERAGE_TOLERANCE else [f"plan dose covers {shown:g} % of the structure"]
+        notes = _coverage_notes(coverage.get(str(interval["structure"])))
         verdict = NOT_EVALUATED if notes else verdict
         notes += [OUTSIDE_DOMAIN] if outside_domain else []
         if known is not None and interval["structure"] not in known:
@@ -56,3 +56,11 @@ def plan_qa_rows(intervals: Sequence[Row], plan_metrics: Sequence[Row], outside_
                      "predicted": interval["predicted"], "lower": lower, "upper": upper, "verdict": verdict,
                      "note": "; ".join(notes)})
     return rows
+
+
+def _coverage_notes(covered: float | None) -> list[str]:
+    """Why a structure covered by the fraction ``covered`` of the plan dose's grid is not evaluated ([] if it is)."""
+    if covered is None:
+        return [UNKNOWN_COVERAGE]
+    shown = math.floor(1000 * covered) / 10  # rounded down: 98.96 % is not shown as the 99 % tolerated
+    return [] if covered >= 1 - COVERAGE_TOLERANCE else [f"plan dose covers {shown:g} % of the structure"]

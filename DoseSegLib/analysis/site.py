@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from DoseSegLib.core.case import OARS, Case, is_target
+from DoseSegLib.core.case import OARS, Case, is_ptv
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import DEFAULT_ALIASES
 
@@ -22,7 +22,7 @@ def site_problem(case: Case, organs: Collection[str] | None = None, site: str = 
     (``data/structure_names.csv``); targets and the body tell nothing.
     """
     known = HEAD_NECK if organs is None else set(organs)
-    found = [n for n in case.structures if not is_target(n) and n not in NOT_AN_ORGAN]
+    found = [n for n in case.structures if not is_ptv(n) and n not in NOT_AN_ORGAN]
     if not found or any(n in known for n in found):
         return None
     shown = ", ".join(found[:8]) + (" ..." if len(found) > 8 else "")

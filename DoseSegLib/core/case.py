@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import CGY_FROM, DOSE_FROM, check_prescription
 from DoseSegLib.core.volume import Volume
 
-__all__ = ["OARS", "TARGET_PATTERN", "Case", "PrimaryTarget", "is_target", "primary_target", "target_prescription"]
+__all__ = ["OARS", "TARGET_PATTERN", "Case", "PrimaryTarget", "chosen_target", "is_ptv", "primary_prescription",
+           "primary_target", "target_prescription"]
 
 OARS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
 TARGET_PATTERN = re.compile(r"^PTV(\d+(?:\.\d+)?)$")
@@ -29,8 +31,10 @@ def target_prescription(name: str) -> float | None:
     return level if level is not None and DOSE_FROM <= level < CGY_FROM else None
 
 
-def is_target(name: str) -> bool:
-    """A planning target volume by name (``PTV70``, ``PTV1``, ``PTV_High``, ``ptv low``)."""
+def is_ptv(name: str) -> bool:
+    """A planning target volume by its (canonical) name: one starting with ``PTV`` (``PTV70``, ``PTV1``,
+    ``PTV_High``, ``ptv low``), not one merely containing it (``zPTV_ring``, ``CTV_PTV70``: helper or other
+    volumes). The targets known by name, and the pool :func:`primary_target` chooses from."""
     return name.upper().startswith("PTV")
 
 
@@ -68,7 +72,7 @@ class Case:
     @property
     def target_names(self) -> list[str]:
         """Every target structure, whether its dose is known or not."""
-        return [n for n in self.structures if is_target(n) or n in self.prescriptions]
+        return [n for n in self.structures if is_ptv(n) or n in self.prescriptions]
 
     @property
     def targets(self) -> dict[str, float]:
@@ -115,13 +119,18 @@ class PrimaryTarget:
     prescription: float
     why: str = ""
 
-    def describe(self) -> str:
-        """``PTV70`` or ``PTV70 (the PTV among CTV_70, PTV70 at 70 Gy)``."""
-        return f"{self.name} ({self.why})" if self.why else self.name
+
+def chosen_target(name: str, why: str = "") -> str:
+    """A primary target for a person, with why it was chosen when others compete with it (``PTV70``, or
+    ``PTV70 (the PTV among CTV_70, PTV70 at 70 Gy)``)."""
+    return f"{name} ({why})" if why else name
 
 
-def _is_ptv(name: str) -> bool:
-    return "PTV" in name.upper()
+def primary_prescription(targets: Mapping[str, float]) -> float | None:
+    """The primary target's prescription (Gy) among ``targets`` (name -> Gy): the highest of the PTVs
+    (:func:`is_ptv`), without a PTV the highest; None without a target."""
+    ptvs = [gy for name, gy in targets.items() if is_ptv(name)]
+    return max(ptvs or targets.values(), default=None)
 
 
 def _volume_mm3(mask: Volume) -> float:
@@ -129,18 +138,18 @@ def _volume_mm3(mask: Volume) -> float:
 
 
 def primary_target(case: Case) -> PrimaryTarget | None:
-    """The primary target: the highest-prescription PTV (a name containing ``PTV``), the largest on ties;
+    """The primary target: the highest-prescription PTV (:func:`is_ptv`), the largest on ties;
     without a PTV, the highest-prescription target (the largest on ties). None without a known dose.
 
     The training plans' prescription convention was measured on their highest-dose PTV: a CTV or a small
     GTV boost sharing (or exceeding) its prescription must not decide the normalisation.
     """
     targets = case.targets
-    if not targets:
+    top = primary_prescription(targets)
+    if top is None:
         return None
-    ptvs = [n for n in targets if _is_ptv(n)]
+    ptvs = [n for n in targets if is_ptv(n)]
     pool = ptvs or list(targets)
-    top = max(targets[n] for n in pool)
     tied = [n for n in pool if targets[n] == top]
     name = max(tied, key=lambda n: _volume_mm3(case.structures[n]))  # max keeps the first of equal volumes
     competing = [n for n, gy in targets.items() if gy >= top and n != name]

@@ -153,9 +153,8 @@ class Pipeline:
         with steps("align"):
             reference = case.dose
             case = align_case(case)
-            coverage = None  # of each structure by the plan dose's grid
-            if reference is not None:
-                coverage = check_dose_coverage(reference, case.structures, dose_source(folder, case))
+            if reference is not None:  # warns of the patient's structures the plan dose's grid leaves out
+                check_dose_coverage(reference, case.structures, dose_source(folder, case))
                 if not usable_reference(case, dose_source(folder, case)):
                     case, reference = replace(case, dose=None), None
         with steps("segment"):
@@ -169,7 +168,8 @@ class Pipeline:
                 auto = [name for name, source in sources.items() if source == StructureSource.AUTO]
                 dose, applicability, normalisation, unscaled = self.trust.checked(
                     case, dose, self.options.normalise, self.options.dvh_method, auto)
-                notes += [unscaled] if unscaled else []  # not normalised: --no-normalise, or why left as predicted
+                if not self.options.normalise:  # a note; why a normalisation was abandoned is a warning (logged)
+                    notes.append(unscaled)
                 implausible = {name: why for name, why in (applicability.implausible if applicability else {}).items()
                                if name in auto}  # auto-contours unlike the training ones: judged nowhere
             with steps("DVH and goals"):
@@ -183,7 +183,7 @@ class Pipeline:
             with steps("compare"):
                 comparison = (compare_doses(dose, case, self.constraints, plan, reference)
                               if case.dose is not None else None)
-                plan_qa = [r for r in self._plan_qa(case, plan, comparison, applicability, coverage)
+                plan_qa = [r for r in self._plan_qa(case, plan, comparison, applicability, reference)
                            if r["structure"] not in implausible]
             with steps("radiomics"):  # what is left to wait for
                 radiomics = radiomics_job.result() if radiomics_job is not None else []
@@ -193,19 +193,23 @@ class Pipeline:
                              plan_qa=plan_qa, plan_qa_level=self.options.level)
 
     def _plan_qa(self, case: Case, plan: PlanEvaluation, comparison: Comparison | None,
-                 applicability: Applicability | None, coverage: dict[str, float] | None = None) -> list[dict]:
+                 applicability: Applicability | None, reference: Volume | None) -> list[dict]:
         """With a plan dose: its interval metrics against the prediction's calibrated intervals (plan_qa.csv),
         each noted when the interval is not calibrated for it (outside the domain, an organ the model lacks),
-        not evaluated where the plan dose's grid (``coverage``) leaves part of the structure out."""
-        if comparison is None or self.difficulty is None or not case.targets:
+        not evaluated where the plan dose's grid (``reference``, on its own grid) leaves part of the graded
+        structure out: auto-contoured ones included, so the coverage is measured after segmentation."""
+        if comparison is None or reference is None or self.difficulty is None or not case.targets:
             return []
+        from DoseSegLib.analysis.dosecheck import dose_coverage
         from DoseSegLib.analysis.plan_qa import plan_qa_rows
         from DoseSegLib.models.dose.uncertainty import case_intervals
 
         intervals = case_intervals(self.difficulty, case, plan, self.options.level)
+        graded = {str(row["structure"]) for row in intervals}
+        coverage = dose_coverage(reference, {n: mask for n, mask in case.structures.items() if n in graded})
         outside = applicability is not None and not applicability.in_distribution
         known = {*self.dose_model.oars, *case.targets}
-        return plan_qa_rows(intervals, comparison.reference_plan.metrics, outside, known, coverage)
+        return plan_qa_rows(intervals, comparison.reference_plan.metrics, coverage, outside, known)
 
     def _uncertainty(self, case: Case, plan: PlanEvaluation, outside_domain: bool) -> DoseUncertainty | None:
         """With ``options.uncertainty``: the calibrated intervals (widened by the samples' spread for a case

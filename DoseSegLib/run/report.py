@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from DoseSegLib.analysis import metric_names as mn
-from DoseSegLib.core.case import primary_target
+from DoseSegLib.core.case import chosen_target, primary_target
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.tables import Row
 from DoseSegLib.run.results import PatientResult, output_files
@@ -183,8 +183,8 @@ def _trust_section(result: PatientResult) -> str:
         parts.append(f"<div class='banner ok'>{html.escape(applicability_text(verdict))}</div>")
     n = result.normalisation
     if n is not None:
-        chosen = f"{n.structure} ({n.why})" if n.why else n.structure
-        parts.append(f"<p class='sub'>Normalised to the prescription: {html.escape(chosen)} {n.metric} "
+        parts.append(f"<p class='sub'>Normalised to the prescription: {html.escape(chosen_target(n.structure, n.why))} "
+                     f"{n.metric} "
                      f"{n.before_gy:.2f} &rarr; {n.after_gy:.2f} Gy ({n.after_gy / n.prescription_gy:.2%} of "
                      f"{n.prescription_gy:g} Gy, the convention of the model's training plans), factor "
                      f"{n.factor:.3f}.</p>")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from DoseSegLib.core.case import OARS, Case, is_target
+from DoseSegLib.core.case import OARS, Case, is_ptv
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume
@@ -163,7 +163,7 @@ def read_study(study: ArchiveStudy, name: str, out: Path, options: CohortOptions
             case = read_dicom_patient(study_view(study, view), options.mapper)
             names = [(scrub(written, study), canonical) for canonical, written in case.original_names.items()]
             known = known_names(options.mapper)
-            row["unmapped_names"] = sum(1 for n in case.structures if n not in known and not is_target(n)
+            row["unmapped_names"] = sum(1 for n in case.structures if n not in known and not is_ptv(n)
                                         and n not in case.prescriptions)
             case, targets = training_case(case, options.mapper)
             if options.regrid is not None:
@@ -173,7 +173,7 @@ def read_study(study: ArchiveStudy, name: str, out: Path, options: CohortOptions
             row["reason"] = scrub(reason, study, view)
             log.warning("%s excluded: %s", name, row["reason"])
             return CohortPatient(row, names=names, study=study)
-    organs = tuple(n for n in case.structures if not is_target(n))
+    organs = tuple(n for n in case.structures if not is_ptv(n))
     (out / name).mkdir(parents=True)
     write_patient(out / name, replace(case, name=name))
     row.update(usable="yes", site=case_site(organs), structures=";".join(sorted(organs)),
@@ -253,7 +253,7 @@ def write_cohort(out: Path, patients: Sequence[CohortPatient], site: SiteConfig,
     write_site(out, site)
     known = known_names(mapper)
     counts = Counter(pair for p in patients for pair in set(p.names))
-    rows = [{"name_as_written": written, "mapped_to": canonical if canonical in known or is_target(canonical)
+    rows = [{"name_as_written": written, "mapped_to": canonical if canonical in known or is_ptv(canonical)
              else "(not mapped)", "studies": count}
             for (written, canonical), count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
     write_csv(out / "names.csv", rows, ("name_as_written", "mapped_to", "studies"))

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from DoseSegLib.core.case import Case, is_target
+from DoseSegLib.core.case import Case, is_ptv
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume
@@ -83,7 +83,7 @@ def _prescriptions(index: DicomIndex, roi_names: dict[int, str], frame: str, map
         found = plan_prescriptions(index.of("RTPLAN"), roi_names, frame, index.folder,
                                    lambda description: mapper.match(description, structures))
     except DoseSegError as exc:
-        targets = [n for n in structures if is_target(n)]
+        targets = [n for n in structures if is_ptv(n)]
         if mapper.prescriptions and all(n in mapper.prescriptions for n in targets):
             log.warning("%s; ignored: the prescriptions come from --prescription", exc)
             return Prescriptions()
