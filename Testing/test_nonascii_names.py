@@ -119,3 +119,48 @@ def test_tables_are_utf8_whatever_the_locale(tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "t.csv").read_bytes().decode("utf-8").splitlines()[1] == "Mâchoire,腮腺"
+
+
+def test_an_edited_names_map_with_a_bom_and_accents_reads_whatever_the_locale(tmp_path: Path) -> None:
+    """build-cohort's names.csv edited in a spreadsheet and saved as "CSV UTF-8" (a byte order mark before the
+    header), as write_csv writes it (UTF-8, no BOM), and a JSON map: accented names read as written, also in a
+    C locale without UTF-8 coercion (read_names_map took the locale's encoding and the BOM into the header)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "excel.csv").write_bytes("\ufeffname_as_written,mapped_to,studies\nM\u00e2choire,Mandible,3\n".encode())
+    (tmp_path / "map.json").write_bytes('{"M\u00e2choire": "Mandible"}'.encode())
+    script = (
+        "import sys; from pathlib import Path; from DoseSegLib.cli.clinic import read_names_map\n"
+        "from DoseSegLib.io.tables import write_csv\n"
+        "folder = Path(sys.argv[1])\n"
+        "write_csv(folder / 'ours.csv', [{'name_as_written': 'M\\u00e2choire', 'mapped_to': 'Mandible'}])\n"
+        "for name in ('excel.csv', 'ours.csv', 'map.json'):\n"
+        "    found = read_names_map(folder / name)\n"
+        "    assert found == {'M\\u00e2choire': 'Mandible'}, (name, found)\n"
+    )
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_slicers_table_reader_loads_our_tables_names_as_written(tmp_path: Path) -> None:
+    """A table as write_csv writes it (UTF-8, no BOM) loads into a Slicer table node with its accented name and
+    its header as written, and a spreadsheet's re-save with a BOM too (why write_csv need not write one for Slicer)."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+    from DoseSegLib.io.tables import write_csv
+
+    write_csv(tmp_path / "ours.csv", [{"structure": "Mâchoire", "mean_gy": 12.5}])
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "ours.csv").read_bytes())
+    for name in ("ours.csv", "excel.csv"):
+        scene, node, storage = slicer.vtkMRMLScene(), slicer.vtkMRMLTableNode(), slicer.vtkMRMLTableStorageNode()
+        scene.AddNode(node)
+        scene.AddNode(storage)
+        storage.SetFileName(str(tmp_path / name))
+        assert storage.ReadData(node), name
+        table = node.GetTable()
+        assert [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())] == ["structure", "mean_gy"], name
+        assert node.GetCellText(0, 0) == "Mâchoire", name

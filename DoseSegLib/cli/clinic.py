@@ -21,14 +21,14 @@ def read_names_map(path: Path) -> dict[str, str]:
 
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
         except (OSError, ValueError) as exc:
             raise DoseSegError(f"{path}: cannot read the names map ({exc})") from exc
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise DoseSegError(f"{path}: a JSON names map is an object of strings")
         return data
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # UTF-8 as written; a spreadsheet's BOM
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DoseSegError(f"{path}: cannot read the names map ({exc})") from exc

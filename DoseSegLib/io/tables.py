@@ -66,6 +66,10 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
         digits: significant digits of floating-point cells.
     """
     columns = list(columns) if columns is not None else columns_of(rows)
+    # UTF-8 without a byte order mark, although Excel on Windows then shows "Mâchoire" as "MÃ¢choire" (its
+    # Data > From Text/CSV import, file origin UTF-8, reads it right): Python's csv module with encoding "utf-8"
+    # (OpenKBP-style scripts, our tests) and R's read.csv would take a BOM into the first column's name;
+    # read_csv, the names-map reader and Slicer's table reader (vtkMRMLTableStorageNode) accept either.
     with open(path, "w", newline="", encoding="utf-8") as handle:  # names are data: any script, whatever the locale
         writer = csv.writer(handle)
         writer.writerow([neutralise(str(column)) for column in columns])
