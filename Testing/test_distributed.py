@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,12 +32,24 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+GLOO_ABORT = "terminate called without an active exception"  # gloo's own thread aborting the process
+
+
 def _torchrun(data: Path, out: Path, epochs: int, reports: Path) -> list[dict]:
-    """Train with 2 gloo processes through torchrun; each rank's report."""
+    """Train with 2 gloo processes through torchrun; each rank's report.
+
+    A rank that gloo's C++ transport aborts (SIGABRT, GLOO_ABORT on stderr: seen once in many runs on a
+    loaded 2-core machine, never a Python error of ours) is retried once from scratch; any other failure,
+    or a second abort, fails the test."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "Testing")]), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(REPO / "Testing" / "ddp_train.py"), str(data), str(out), str(epochs), str(reports)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    ours = ("DoseSegLib" in done.stderr or 'ddp_train.py", line' in done.stderr)  # a traceback through our code
+    if done.returncode != 0 and GLOO_ABORT in done.stderr and not ours:
+        for folder in (out, reports):
+            shutil.rmtree(folder, ignore_errors=True)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1)]
 
