@@ -13,11 +13,12 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import CGY_FROM, DOSE_FROM, check_prescription
 from DoseSegLib.core.volume import Volume
 
-__all__ = ["MIN_PRIMARY_CC", "OARS", "TARGET_PATTERN", "Case", "PrimaryTarget", "chosen_target", "is_ptv",
-           "primary_prescription", "primary_target", "target_prescription"]
+__all__ = ["MIN_PRIMARY_CC", "OARS", "TARGET_PATTERN", "TARGET_PREFIXES", "Case", "PrimaryTarget", "chosen_target",
+           "is_ptv", "looks_like_target", "primary_prescription", "primary_target", "target_prescription"]
 
 OARS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
 TARGET_PATTERN = re.compile(r"^PTV(\d+(?:\.\d+)?)$")
+TARGET_PREFIXES = ("CTV", "GTV", "ITV", "PTV")  # names that look like a target volume, prescribed or not
 
 
 def target_prescription(name: str) -> float | None:
@@ -36,6 +37,14 @@ def is_ptv(name: str) -> bool:
     ``PTV_High``, ``ptv low``), not one merely containing it (``zPTV_ring``, ``CTV_PTV70``: helper or other
     volumes). The targets known by name, and the ones :func:`primary_target` prefers on ties."""
     return name.upper().startswith("PTV")
+
+
+def looks_like_target(name: str) -> bool:
+    """A (canonical) name that looks like a target volume: starting with CTV, GTV, ITV or PTV, or containing PTV
+    (``CTV70``, ``GTV``, ``zPTV70_opt``). Without a prescription such a structure is neither a known target nor an
+    organ (:attr:`Case.unprescribed_targets`)."""
+    upper = name.upper()
+    return upper.startswith(TARGET_PREFIXES) or "PTV" in upper
 
 
 @dataclass
@@ -90,6 +99,22 @@ class Case:
     def unknown_targets(self) -> list[str]:
         """Targets whose dose is not known: never guessed (give it with ``--prescription NAME=GY``)."""
         return [n for n in self.target_names if n not in self.targets]
+
+    @property
+    def unprescribed_targets(self) -> list[str]:
+        """Structures that look like targets (:func:`looks_like_target`) with no known prescription: no organ
+        interval, no plan-QA verdict (an organ-sparing verdict on a CTV would be wrong)."""
+        return [n for n in self.structures if looks_like_target(n) and n not in self.targets]
+
+    def unprescribed_warning(self) -> str | None:
+        """The warning naming :attr:`unprescribed_targets`, or None without any."""
+        names = self.unprescribed_targets
+        if not names:
+            return None
+        one = len(names) == 1
+        return (f"{', '.join(names)} {'looks like a target' if one else 'look like targets'} but "
+                f"{'has' if one else 'have'} no prescription: left out of plan QA and the organ intervals; give "
+                f"{'it' if one else 'each'} with --prescription, e.g. --prescription {names[0]}=70")
 
     def require_dose(self) -> Volume:
         """The case's dose; a DoseSegError naming the patient when it has none."""
