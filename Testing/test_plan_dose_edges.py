@@ -134,6 +134,39 @@ def test_plan_dose_covering_half_the_ct_leaves_the_uncovered_structures_not_eval
     assert f">{NOT_EVALUATED}<" in (tmp_path / "out" / "report.html").read_text()
 
 
+def test_structures_the_plan_dose_does_not_cover_are_left_out_of_the_comparison(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """A cropped plan dose counts 0 Gy outside its grid: a partly covered Esophagus entered the DVH error with a
+    reference mean far too low (11.11 Gy instead of 5.71 in the hostile test). It is left out and named."""
+    from DoseSegLib.analysis.evaluation import score_patient
+
+    case = make_phantom(shape=SHAPE)
+    dose = case.require_dose()
+    half = dose.shape[2] // 2
+    upper = crop_box(dose, (slice(0, dose.shape[0]), slice(0, dose.shape[1]), slice(half, dose.shape[2])))
+    patient = tmp_path / "patient"
+    patient.mkdir()
+    write_patient(patient, replace(case, dose=upper))
+    result = _pipeline().run(patient, tmp_path / "out")
+    coverage = dose_coverage(upper, result.case.structures)
+    partial = [n for n, fraction in coverage.items() if fraction < 0.99]
+    assert partial and len(partial) < len(coverage), "the test needs covered and uncovered structures"
+    comparison = result.comparison
+    assert comparison is not None and comparison.not_covered == partial
+    covered = replace(result.case, structures={n: m for n, m in result.case.structures.items() if n not in partial})
+    everything = score_patient(result.dose, result.case).dvh_error
+    assert comparison.dvh_error == pytest.approx(score_patient(result.dose, covered).dvh_error, rel=1e-6)
+    assert abs(comparison.dvh_error - everything) > 0.1, "the uncovered structures changed the DVH error"
+    out = tmp_path / "out"
+    for table in ("dvh_errors.csv", "comparison.csv"):
+        listed = {r["structure"] for r in read_csv(out / table)}
+        assert listed and not listed & set(partial), table
+    summary = json.loads((out / "summary.json").read_text())["comparison"]
+    assert summary["not_covered"] == partial and not set(summary["dvh_error_structures"]) & set(partial)
+    assert f"0 Gy there): {', '.join(partial)}.</p>" in (out / "report.html").read_text()
+
+
 def test_an_auto_segmented_organ_outside_the_plan_dose_is_not_evaluated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

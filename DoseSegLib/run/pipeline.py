@@ -14,7 +14,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,7 +135,8 @@ class Pipeline:
 
     def _analyse(self, folder: Path, steps: Steps, scope: contextlib.ExitStack) -> PatientResult:
         from DoseSegLib.analysis.ctcheck import check_ct
-        from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, usable_reference
+        from DoseSegLib.analysis.dosecheck import check_dose_coverage, check_dose_units, dose_coverage, usable_reference
+        from DoseSegLib.analysis.plan_qa import COVERAGE_TOLERANCE
         from DoseSegLib.analysis.site import check_site
         from DoseSegLib.core.alignment import align_case
         from DoseSegLib.io.patient import ct_source, dose_source, read_patient
@@ -183,9 +184,12 @@ class Pipeline:
                 uncertainty = self._uncertainty(case, plan, applicability is not None and
                                                 not applicability.in_distribution)
             with steps("compare"):
-                comparison = (compare_doses(dose, case, self.constraints, plan, reference)
+                drawn = {n: m for n, m in case.structures.items() if m.array.any()}  # measured once, auto-contours in
+                coverage = dose_coverage(reference, drawn) if reference is not None else {}
+                comparison = (compare_doses(dose, case, self.constraints, plan, reference, not_covered=[
+                    name for name, covered in coverage.items() if covered < 1 - COVERAGE_TOLERANCE])
                               if case.dose is not None else None)
-                plan_qa = [r for r in self._plan_qa(case, plan, comparison, applicability, reference)
+                plan_qa = [r for r in self._plan_qa(case, plan, comparison, applicability, coverage)
                            if r["structure"] not in implausible]
             with steps("radiomics"):  # what is left to wait for
                 radiomics = radiomics_job.result() if radiomics_job is not None else []
@@ -195,20 +199,17 @@ class Pipeline:
                              plan_qa=plan_qa, plan_qa_level=self.options.level)
 
     def _plan_qa(self, case: Case, plan: PlanEvaluation, comparison: Comparison | None,
-                 applicability: Applicability | None, reference: Volume | None) -> list[dict]:
+                 applicability: Applicability | None, coverage: Mapping[str, float]) -> list[dict]:
         """With a plan dose: its interval metrics against the prediction's calibrated intervals (plan_qa.csv),
         each noted when the interval is not calibrated for it (outside the domain, an organ the model lacks),
-        not evaluated where the plan dose's grid (``reference``, on its own grid) leaves part of the graded
-        structure out: auto-contoured ones included, so the coverage is measured after segmentation."""
-        if comparison is None or reference is None or self.difficulty is None or not case.targets:
+        not evaluated where the plan dose's grid leaves part of the graded structure out (``coverage``: the
+        fraction of each structure inside it, measured after segmentation, auto-contours included)."""
+        if comparison is None or self.difficulty is None or not case.targets:
             return []
-        from DoseSegLib.analysis.dosecheck import dose_coverage
         from DoseSegLib.analysis.plan_qa import plan_qa_rows
         from DoseSegLib.models.dose.uncertainty import case_intervals
 
         intervals = case_intervals(self.difficulty, case, plan, self.options.level)
-        graded = {str(row["structure"]) for row in intervals}
-        coverage = dose_coverage(reference, {n: mask for n, mask in case.structures.items() if n in graded})
         outside = applicability is not None and not applicability.in_distribution
         known = {*self.dose_model.oars, *case.targets}
         return plan_qa_rows(intervals, comparison.reference_plan.metrics, coverage, outside, known)

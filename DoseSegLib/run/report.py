@@ -222,6 +222,8 @@ def _comparison_section(result: PatientResult) -> str:
         "computed as the challenge does on dose-grid voxels, as doseseg evaluate does (dvh_errors.csv); the "
         "table shows the same metrics as the rest of this report (partial volume), so its values match the "
         "goals.</p>"
+        + (f"<p class='sub'>Not compared (the reference dose's grid leaves more than 1 % of them out, its dose "
+           f"0 Gy there): {html.escape(', '.join(comparison.not_covered))}.</p>" if comparison.not_covered else "")
         + _gamma_text(comparison.gamma)
         + _image(figure, "predicted minus reference dose")
         + _table(["Structure", "Metric", "Reference (Gy)", "Predicted (Gy)", "Difference (Gy)"], rows)

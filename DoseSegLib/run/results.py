@@ -136,6 +136,8 @@ class Comparison:
         metric_differences: structure, metric, reference, predicted, difference of every DVH metric.
         reference_plan: DVHs, metrics and clinical goals of the reference dose.
         gamma: global gamma pass rates (3%/3 mm, 2%/2 mm) in the body, rows of ``gamma.csv``.
+        not_covered: structures more than 1 % outside the reference dose's grid (its dose 0 Gy there): not in
+            ``dvh_error``, ``openkbp_rows`` or ``metric_differences``.
     """
 
     reference_dose: Volume
@@ -146,6 +148,7 @@ class Comparison:
     metric_differences: list[Row]
     reference_plan: PlanEvaluation
     gamma: list[Row] = field(default_factory=list)
+    not_covered: list[str] = field(default_factory=list)
 
     @property
     def dvh_error_structures(self) -> list[str]:
@@ -221,6 +224,7 @@ class PatientResult:
         if self.comparison is not None:
             comparison = {"dose_error_gy": self.comparison.dose_error, "dvh_error_gy": self.comparison.dvh_error,
                           "dvh_error_structures": self.comparison.dvh_error_structures,
+                          "not_covered": self.comparison.not_covered,
                           "gamma_pass_rate_pct": {r["criterion"]: r["pass_rate_pct"] for r in self.comparison.gamma}}
         return {
             "patient": self.name,
