@@ -1,5 +1,6 @@
 """A plan dose the run cannot fully use: all zeros (no comparison, a warning naming the file), or a grid
-covering part of the structures (their plan QA rows not evaluated); the body is never graded as an organ."""
+covering part of the structures (their plan QA rows not evaluated); the body, and a structure that looks like a
+target but has no prescription (CTV70, zPTV70_opt, GTV), are never graded as an organ."""
 
 from __future__ import annotations
 
@@ -60,6 +61,49 @@ def test_the_body_gets_no_interval() -> None:
     case = align_case(_with_body(make_phantom(shape=SHAPE), "Body"))
     names = {item.structure for item in case_items(case, evaluate_plan(case, constraints=[]).metrics)}
     assert "Body" not in names and {"PTV70", "Brainstem"} <= names
+
+
+def _with_unprescribed(case: Case) -> Case:
+    """The phantom with a CTV70, a zPTV70_opt and a GTV inside PTV70 (no prescription: no RTPLAN, no --prescription)."""
+    from scipy.ndimage import binary_erosion
+
+    ptv = case.structures["PTV70"]
+    inner = {n: ptv.with_array(binary_erosion(ptv.array.astype(bool), iterations=i))
+             for n, i in (("CTV70", 1), ("zPTV70_opt", 1), ("GTV", 2))}
+    return replace(case, structures={**case.structures, **inner})
+
+
+def test_a_structure_looking_like_a_target_without_a_prescription_is_not_an_organ() -> None:
+    from DoseSegLib.core.case import looks_like_target
+
+    assert [looks_like_target(n) for n in ("CTV70", "gtv", "ITV_1", "PTV1", "zPTV70_opt", "Brainstem", "Cavity")] == [
+        True, True, True, True, True, False, False]
+    case = align_case(_with_unprescribed(make_phantom(shape=SHAPE)))
+    assert case.unprescribed_targets == ["CTV70", "zPTV70_opt", "GTV"]
+    names = {item.structure for item in case_items(case, evaluate_plan(case, constraints=[]).metrics)}
+    assert not names & {"CTV70", "zPTV70_opt", "GTV"} and {"PTV70", "Brainstem"} <= names
+    prescribed = replace(case, prescriptions={"CTV70": 70.0})  # given a dose, CTV70 is a target with its interval
+    items = case_items(prescribed, evaluate_plan(prescribed, constraints=[]).metrics)
+    assert {i.family for i in items if i.structure == "CTV70"} and "zPTV70_opt" not in {i.structure for i in items}
+    assert prescribed.unprescribed_warning() == (
+        "zPTV70_opt, GTV look like targets but have no prescription: left out of plan QA and the organ intervals; "
+        "give each with --prescription, e.g. --prescription zPTV70_opt=70")
+    assert make_phantom(shape=SHAPE).unprescribed_warning() is None
+
+
+def test_a_ctv_without_a_prescription_gets_no_plan_qa_verdict_and_one_warning(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """An NRRD folder with CTV70 and no RTPLAN: no 'CTV70 Mean above achievable' (an organ-sparing verdict)."""
+    patient = tmp_path / "patient"
+    patient.mkdir()
+    write_patient(patient, _with_unprescribed(make_phantom(shape=SHAPE)))
+    result = _pipeline().run(patient, tmp_path / "out")
+    graded = {r["structure"] for r in read_csv(tmp_path / "out" / "plan_qa.csv")}
+    assert graded and "PTV70" in graded and not graded & {"CTV70", "zPTV70_opt", "GTV"}
+    warnings = json.loads((tmp_path / "out" / "summary.json").read_text())["warnings"]
+    said = [w for w in warnings if "look like targets but have no prescription" in w]
+    assert len(said) == 1 and said[0].startswith("CTV70, GTV, zPTV70_opt look like targets") and result.plan_qa
 
 
 def test_plan_dose_covering_half_the_ct_leaves_the_uncovered_structures_not_evaluated(

@@ -60,7 +60,9 @@ def _distances(case: Case) -> tuple[np.ndarray, tuple[slice, ...]]:
 def case_items(case: Case, metrics: Sequence[Row]) -> list[Item]:
     """The interval metrics of an aligned case's predicted dvh_metrics rows, with their features.
 
-    OARs are the structures that are not targets; targets of unknown dose and the body get no interval.
+    OARs are the structures that are not targets; targets of unknown dose, structures that look like targets
+    without a prescription (:attr:`~DoseSegLib.core.case.Case.unprescribed_targets`: CTV70, zPTV70_opt) and the
+    body get no interval.
     """
     primary = primary_target(case)
     if primary is None:
@@ -68,10 +70,11 @@ def case_items(case: Case, metrics: Sequence[Row]) -> list[Item]:
     distance, box = _distances(case)
     main = primary.prescription
     union = np.logical_or.reduce([case.structures[n].array[box].astype(bool) for n in case.targets])
+    unprescribed = set(case.unprescribed_targets)
     items = []
     for row in metrics:
         name = str(row["structure"])
-        if (name in case.target_names and name not in case.targets) or name in NOT_AN_ORGAN:
+        if name in unprescribed or name in NOT_AN_ORGAN:  # unprescribed: the targets of unknown dose among them
             continue
         mask = case.structures[name].array[box].astype(bool)
         if not mask.any():

@@ -13,11 +13,12 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import CGY_FROM, DOSE_FROM, check_prescription
 from DoseSegLib.core.volume import Volume
 
-__all__ = ["OARS", "TARGET_PATTERN", "Case", "PrimaryTarget", "chosen_target", "is_ptv", "primary_prescription",
-           "primary_target", "target_prescription"]
+__all__ = ["MIN_PRIMARY_CC", "OARS", "TARGET_PATTERN", "TARGET_PREFIXES", "Case", "PrimaryTarget", "chosen_target",
+           "is_ptv", "looks_like_target", "primary_prescription", "primary_target", "target_prescription"]
 
 OARS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
 TARGET_PATTERN = re.compile(r"^PTV(\d+(?:\.\d+)?)$")
+TARGET_PREFIXES = ("CTV", "GTV", "ITV", "PTV")  # names that look like a target volume, prescribed or not
 
 
 def target_prescription(name: str) -> float | None:
@@ -34,8 +35,16 @@ def target_prescription(name: str) -> float | None:
 def is_ptv(name: str) -> bool:
     """A planning target volume by its (canonical) name: one starting with ``PTV`` (``PTV70``, ``PTV1``,
     ``PTV_High``, ``ptv low``), not one merely containing it (``zPTV_ring``, ``CTV_PTV70``: helper or other
-    volumes). The targets known by name, and the pool :func:`primary_target` chooses from."""
+    volumes). The targets known by name, and the ones :func:`primary_target` prefers on ties."""
     return name.upper().startswith("PTV")
+
+
+def looks_like_target(name: str) -> bool:
+    """A (canonical) name that looks like a target volume: starting with CTV, GTV, ITV or PTV, or containing PTV
+    (``CTV70``, ``GTV``, ``zPTV70_opt``). Without a prescription such a structure is neither a known target nor an
+    organ (:attr:`Case.unprescribed_targets`)."""
+    upper = name.upper()
+    return upper.startswith(TARGET_PREFIXES) or "PTV" in upper
 
 
 @dataclass
@@ -91,6 +100,22 @@ class Case:
         """Targets whose dose is not known: never guessed (give it with ``--prescription NAME=GY``)."""
         return [n for n in self.target_names if n not in self.targets]
 
+    @property
+    def unprescribed_targets(self) -> list[str]:
+        """Structures that look like targets (:func:`looks_like_target`) with no known prescription: no organ
+        interval, no plan-QA verdict (an organ-sparing verdict on a CTV would be wrong)."""
+        return [n for n in self.structures if looks_like_target(n) and n not in self.targets]
+
+    def unprescribed_warning(self) -> str | None:
+        """The warning naming :attr:`unprescribed_targets`, or None without any."""
+        names = self.unprescribed_targets
+        if not names:
+            return None
+        one = len(names) == 1
+        return (f"{', '.join(names)} {'looks like a target' if one else 'look like targets'} but "
+                f"{'has' if one else 'have'} no prescription: left out of plan QA and the organ intervals; give "
+                f"{'it' if one else 'each'} with --prescription, e.g. --prescription {names[0]}=70")
+
     def require_dose(self) -> Volume:
         """The case's dose; a DoseSegError naming the patient when it has none."""
         if self.dose is None:
@@ -126,43 +151,64 @@ def chosen_target(name: str, why: str = "") -> str:
     return f"{name} ({why})" if why else name
 
 
-def primary_prescription(targets: Mapping[str, float]) -> float | None:
-    """The primary target's prescription (Gy) among ``targets`` (name -> Gy): the highest of the PTVs
-    (:func:`is_ptv`), without a PTV the highest; None without a target."""
-    ptvs = [gy for name, gy in targets.items() if is_ptv(name)]
-    return max(ptvs or targets.values(), default=None)
+MIN_PRIMARY_CC = 1.0  # a smaller target (a 2-voxel GTV boost, a PTV sliver at the skin) never sets the normalisation
 
 
-def _volume_mm3(mask: Volume) -> float:
-    return float(np.count_nonzero(mask.array)) * float(np.prod(mask.spacing))
+def _choose(targets: Mapping[str, float], volumes_cc: Mapping[str, float] | None) -> str | None:
+    """The primary target's name: among the targets of at least :data:`MIN_PRIMARY_CC` (all when none is, or
+    without ``volumes_cc``), the highest prescription; ties go to a PTV (:func:`is_ptv`), then the largest."""
+    sizes = dict(volumes_cc or {})
+    large = [n for n in targets if sizes.get(n, 0.0) >= MIN_PRIMARY_CC]
+    pool = large or list(targets)
+    if not pool:
+        return None
+    top = max(targets[n] for n in pool)
+    tied = [n for n in pool if targets[n] == top]
+    return max(tied, key=lambda n: (is_ptv(n), sizes.get(n, 0.0)))  # max keeps the first of equal keys
+
+
+def primary_prescription(targets: Mapping[str, float], volumes_cc: Mapping[str, float] | None = None) -> float | None:
+    """The primary target's prescription (Gy) among ``targets`` (name -> Gy; :func:`primary_target`'s rule with
+    the targets' volumes ``volumes_cc``, name -> cc); None without a target.
+
+    Without volumes (the Slicer panel's prescriptions, before any structure is measured) the size rule cannot
+    apply: the highest PTV's prescription, without a PTV the highest, so ``GTV=74, PTV70=70`` gives 70 Gy.
+    """
+    if volumes_cc is None:
+        ptvs = [gy for name, gy in targets.items() if is_ptv(name)]
+        return max(ptvs or targets.values(), default=None)
+    name = _choose(targets, volumes_cc)
+    return None if name is None else targets[name]
+
+
+def _volume_cc(mask: Volume) -> float:
+    return float(np.count_nonzero(mask.array)) * float(np.prod(mask.spacing)) / 1000.0
 
 
 def primary_target(case: Case) -> PrimaryTarget | None:
-    """The primary target: the highest-prescription PTV (:func:`is_ptv`), the largest on ties;
-    without a PTV, the highest-prescription target (the largest on ties). None without a known dose.
+    """The primary target: among the targets with a known prescription of at least :data:`MIN_PRIMARY_CC`
+    (all of them when none is that large), the highest prescription; ties go to a PTV (:func:`is_ptv`), then to
+    the largest. None without a known dose.
 
-    The training plans' prescription convention was measured on their highest-dose PTV: a CTV or a small
-    GTV boost sharing (or exceeding) its prescription must not decide the normalisation.
+    A CTV sharing a PTV's prescription, or a small GTV boost or PTV sliver above it, must not decide the
+    normalisation; a CTV70 prescribed above every PTV (PTV56 the elective volume) must.
     """
     targets = case.targets
-    top = primary_prescription(targets)
-    if top is None:
+    sizes = {n: _volume_cc(case.structures[n]) for n in targets}
+    name = _choose(targets, sizes)
+    if name is None:
         return None
-    ptvs = [n for n in targets if is_ptv(n)]
-    pool = ptvs or list(targets)
-    tied = [n for n in pool if targets[n] == top]
-    name = max(tied, key=lambda n: _volume_mm3(case.structures[n]))  # max keeps the first of equal volumes
-    competing = [n for n, gy in targets.items() if gy >= top and n != name]
-    if not competing:
-        return PrimaryTarget(name, top)
+    top = targets[name]
+    small = [f"{n} {sizes[n]:.2f} cc" for n, gy in targets.items() if gy > top]
     level = [n for n, gy in targets.items() if gy == top]
-    higher = [f"{n} {gy:g} Gy" for n, gy in targets.items() if gy > top]
-    if len(tied) > 1:
-        why = f"the largest {'PTV' if ptvs else 'target'} among {', '.join(level)} at {top:g} Gy"
-    elif len(level) > 1:
-        why = f"the PTV among {', '.join(level)} at {top:g} Gy"
-    else:
-        why = f"the highest-dose PTV at {top:g} Gy"
-    if higher:
-        why += f"; {', '.join(higher)} {'is' if len(higher) == 1 else 'are'} not a PTV"
-    return PrimaryTarget(name, top, why)
+    reasons = []
+    if len(level) > 1:
+        largest = len([n for n in level if is_ptv(n)]) > 1 or not is_ptv(name)
+        kind = "PTV" if is_ptv(name) else "target"
+        reasons.append(f"the largest {kind} among {', '.join(level)} at {top:g} Gy" if largest
+                       else f"the PTV among {', '.join(level)} at {top:g} Gy")
+    if not is_ptv(name) and any(is_ptv(n) for n in targets):
+        reasons.append(f"{name}: no PTV carries {top:g} Gy")
+    if small:
+        reasons.append(f"{', '.join(small)} too small to set the normalisation")
+    return PrimaryTarget(name, top, "; ".join(reasons))

@@ -161,6 +161,8 @@ class Pipeline:
             case, sources, segment_notes = self._segment(case)
             notes = [*case.notes, *segment_notes, *self.trust.notes]
             case = replace(case, structures=_ordered(case))
+            if (unprescribed := case.unprescribed_warning()) is not None:
+                log.warning(unprescribed)
         provenance: dict = {}
         with self._start_radiomics(case, notes, provenance) as radiomics_job:  # under way from here on
             with steps("predict dose"):
