@@ -298,7 +298,8 @@ def test_run_anonymise_de_identifies_every_output(key_file: Path, tmp_path: Path
 
 def test_anonymised_structure_names_stay_distinct(tmp_path: Path) -> None:
     """Two structures named after the patient become ANON..., ANON..._2; the prescriptions, fine masks, original
-    names and notes follow them; the input path and folder name become the pseudonym."""
+    names and notes (each structure by its new name) follow them; the input path and folder name become the
+    pseudonym."""
     from dataclasses import replace
 
     from DoseSegLib.run.anonymise import PatientIdentity, anonymise_case
@@ -308,13 +309,16 @@ def test_anonymised_structure_names_stay_distinct(tmp_path: Path) -> None:
     folder = tmp_path / "Quixote_2024"
     case = replace(case, name=folder.name, structures={"Zebulon boost": ptv, "Quixote boost": ptv, "ANON boost": ptv},
                    prescriptions={"Zebulon boost": 70.0}, fine_structures={"Quixote boost": ptv},
-                   original_names={"Zebulon boost": "zebulon BOOST"}, notes=[f"{folder}/ct.nrrd: Quixote_2024 read"])
+                   original_names={"Zebulon boost": "zebulon BOOST"},
+                   notes=[f"{folder}/ct.nrrd: Quixote_2024 read",
+                          "prescription of Quixote boost: 56 Gy, of ANON boost: 70"])
     who = PatientIdentity("DS-0123456789ABCDEF", (str(folder),), folder.name, frozenset({"Zebulon", "Quixote"}))
     clean = anonymise_case(case, who)
     assert list(clean.structures) == ["ANON boost_2", "ANON boost_3", "ANON boost"] and clean.name == who.pseudonym
     assert clean.prescriptions == {"ANON boost_2": 70.0} and list(clean.fine_structures) == ["ANON boost_3"]
     assert clean.original_names == {"ANON boost_2": "ANON BOOST"}
-    assert clean.notes == ["DS-0123456789ABCDEF/ct.nrrd: DS-0123456789ABCDEF read"]
+    assert clean.notes == ["DS-0123456789ABCDEF/ct.nrrd: DS-0123456789ABCDEF read",
+                           "prescription of ANON boost_3: 56 Gy, of ANON boost: 70"]
 
 
 @pytest.mark.parametrize(("name", "parts", "text", "clean"), [

@@ -153,7 +153,16 @@ def _anonymised_case(case: Case, names: dict[str, str], who: PatientIdentity) ->
     return replace(case, name=who.pseudonym, structures=renamed(case.structures),
                    fine_structures=renamed(case.fine_structures), prescriptions=renamed(case.prescriptions),
                    original_names={key: who.text(text) for key, text in renamed(case.original_names).items()},
-                   notes=[who.text(note) for note in case.notes])
+                   notes=[who.text(_named(note, names)) for note in case.notes])
+
+
+def _named(text: str, names: dict[str, str]) -> str:
+    """``text`` with each structure name of ``names`` standing as a whole (case as written) renamed in one pass:
+    the notes name ``PTV_ANON`` and ``PTV_ANON_2`` as the outputs do, not both ``PTV_ANON`` once scrubbed."""
+    if not names:
+        return text
+    pattern = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+    return re.sub(rf"(?<![A-Za-z0-9_])(?:{pattern})(?![A-Za-z0-9_])", lambda match: names[match.group()], text)
 
 
 def _renamed(value: T, names: dict[str, str]) -> T:
@@ -178,7 +187,8 @@ def _renamed(value: T, names: dict[str, str]) -> T:
 def anonymise_result(result: PatientResult, who: PatientIdentity) -> tuple[PatientResult, PatientIdentity]:
     """``result``, computed on the case as read, with its structures renamed as ``clean_names`` does everywhere
     (DVHs, metrics, goals, comparison, radiomics, intervals...) and the patient named by the pseudonym; and the
-    identity that cleans its texts (without the parts kept as structure names, see ``PatientIdentity.keeping``).
+    identity that cleans its texts (without the parts kept as structure names, see ``PatientIdentity.keeping``);
+    its notes name the structures by their new names and are cleaned.
     """
     who, warnings = who.keeping(list(result.case.structures))
     names, unchanged = clean_names(list(result.case.structures), who)
@@ -187,4 +197,5 @@ def anonymise_result(result: PatientResult, who: PatientIdentity) -> tuple[Patie
     result = _renamed(replace(result, case=_anonymised_case(result.case, names, who)),
                       {name: clean for name, clean in names.items() if clean != name})  # no chain: see clean_names
     result.name, result.warnings = who.pseudonym, live
+    result.notes = [who.text(_named(note, names)) for note in result.notes]
     return result, who
