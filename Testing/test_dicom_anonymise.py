@@ -298,7 +298,8 @@ def test_run_anonymise_de_identifies_every_output(key_file: Path, tmp_path: Path
 
 def test_anonymised_structure_names_stay_distinct(tmp_path: Path) -> None:
     """Two structures named after the patient become ANON..., ANON..._2; the prescriptions, fine masks, original
-    names and notes follow them; the input path and folder name become the pseudonym."""
+    names and notes (each structure by its new name) follow them; the input path and folder name become the
+    pseudonym."""
     from dataclasses import replace
 
     from DoseSegLib.run.anonymise import PatientIdentity, anonymise_case
@@ -308,10 +309,68 @@ def test_anonymised_structure_names_stay_distinct(tmp_path: Path) -> None:
     folder = tmp_path / "Quixote_2024"
     case = replace(case, name=folder.name, structures={"Zebulon boost": ptv, "Quixote boost": ptv, "ANON boost": ptv},
                    prescriptions={"Zebulon boost": 70.0}, fine_structures={"Quixote boost": ptv},
-                   original_names={"Zebulon boost": "zebulon BOOST"}, notes=[f"{folder}/ct.nrrd: Quixote_2024 read"])
+                   original_names={"Zebulon boost": "zebulon BOOST"},
+                   notes=[f"{folder}/ct.nrrd: Quixote_2024 read",
+                          "prescription of Quixote boost: 56 Gy, of ANON boost: 70"])
     who = PatientIdentity("DS-0123456789ABCDEF", (str(folder),), folder.name, frozenset({"Zebulon", "Quixote"}))
     clean = anonymise_case(case, who)
     assert list(clean.structures) == ["ANON boost_2", "ANON boost_3", "ANON boost"] and clean.name == who.pseudonym
     assert clean.prescriptions == {"ANON boost_2": 70.0} and list(clean.fine_structures) == ["ANON boost_3"]
     assert clean.original_names == {"ANON boost_2": "ANON BOOST"}
-    assert clean.notes == ["DS-0123456789ABCDEF/ct.nrrd: DS-0123456789ABCDEF read"]
+    assert clean.notes == ["DS-0123456789ABCDEF/ct.nrrd: DS-0123456789ABCDEF read",
+                           "prescription of ANON boost_3: 56 Gy, of ANON boost: 70"]
+
+
+@pytest.mark.parametrize(("name", "parts", "text", "clean"), [
+    ("Yamada^Tarou=山田^太郎=やまだ^たろう", {"Yamada", "Tarou", "山田", "太郎", "山田太郎", "やまだ", "たろう"},
+     "PTV_Tarou 山田太郎 Ring_やまだ", "PTV_ANON ANON Ring_ANON"),
+    ("Doe^Jane\\Roe^Janet", {"Doe", "Jane", "Roe", "Janet"}, "Roe_boost Janet", "ANON_boost ANON"),
+    ("Garcia-Lopez^Maria", {"Garcia", "Lopez", "Garcia-Lopez", "Maria"}, "Ring_Garcia Lopez_PTV", "Ring_ANON ANON_PTV"),
+    ("Sean.^O'Neil", {"Sean", "O'Neil"}, "Sean_eval", "ANON_eval"),
+    ("Smith, John", {"Smith", "John"}, "PTV_Smith", "PTV_ANON"),
+    ("MRN-556677", {"MRN-556677", "556677"}, "case 556677", "case ANON"),
+])
+def test_every_name_group_value_and_part_identifies(name: str, parts: set[str], text: str, clean: str) -> None:
+    """Name groups (``=``), values (``\\``), components (``^``, spaces, commas) and their parts (hyphens, dots)
+    each identify the patient; CJK parts from 2 characters; initials and single CJK characters do not."""
+    from DoseSegLib.io.dicom.deid import ANONYMOUS, identifying_parts, scrub_values
+
+    found = identifying_parts(name)
+    assert parts <= found and not {part for part in found if len(part) < 2}
+    assert scrub_values(text, found, ANONYMOUS) == clean
+    assert identifying_parts("Ng^Li") == {"Ng^Li", "NgLi"} and identifying_parts("李^明") == {"李^明", "李明"}
+
+
+def test_run_anonymise_names_no_name_group_and_no_input_file(key_file: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Japanese name of three groups and a structure PTV_Tarou, and stray files (a PDF whose name holds the
+    birth date and MRN, in a sub-folder named likewise) in the DICOM patient folder: no output names any of
+    them (the warning about the stray file gives its count only)."""
+    import json
+    from dataclasses import replace
+
+    from model_helpers import write_tiny_catalogue
+
+    monkeypatch.setenv("DOSESEG_MODELS", str(write_tiny_catalogue(tmp_path / "models")))
+    case = make_phantom(shape=(32, 32, 24))
+    case = replace(case, structures={**case.structures, "PTV_Tarou": case.structures["PTV56"]})
+    folder = write_dicom_patient(tmp_path / "patient", case, patient_id="MRN998877")
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.SpecificCharacterSet, ds.PatientName = "ISO_IR 192", "Yamada^Tarou=山田^太郎=やまだ^たろう"
+        ds.save_as(path)
+    (folder / "Doe_1944-01-01_MRN-556677_plan-report.pdf").write_bytes(b"%PDF-1.4\n")
+    (folder / "ACC77-19440101").mkdir()
+    (folder / "ACC77-19440101" / "notes 1944.txt").write_text("x")
+    out = tmp_path / "out"
+    assert main(["run", str(folder), "-o", str(out), "--no-radiomics", "--device", "cpu", "--anonymise",
+                 "--key-file", str(key_file), "--prescription", "PTV_Tarou=56"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "PTV_ANON" in summary["structures"]
+    assert any("ignored 2 file(s) that are not DICOM (<file>, <file>)" in w for w in summary["warnings"])
+    secrets = ["Yamada", "Tarou", "山田", "太郎", "やまだ", "たろう", "1944-01-01", "19440101", "notes 1944", "556677",
+               "plan-report", "ACC77", "MRN998877"]
+    for name, data in _every_output(out).items():
+        for secret in secrets:
+            assert secret.lower() not in name.lower(), (name, secret)
+            assert secret.lower().encode() not in data.lower(), (name, secret)

@@ -5,8 +5,9 @@ its de-identified DICOM objects carry (from the CT's PatientID, else name, birth
 NRRD patient folder the pseudonym of the folder's name. The per-patient output folder of a cohort, the
 "patient" of summary.json and cohort_summary.csv and the report's title use it; no output names the
 input's path (summary.json's "source" says the input was de-identified). In structure names, original
-names, notes, warnings and errors, the input's path and the folder's name become the pseudonym, and the
-patient's name and ID parts ``ANON`` (whole words, any case), as in the DICOM objects' free text.
+names, notes, warnings and errors, the input's path and the folder's name become the pseudonym, the
+patient's name and ID parts ``ANON`` (whole words, any case), as in the DICOM objects' free text, and the names
+of the files and folders inside the patient folder ``<file>`` (a stray ``Doe_1944-01-01_MRN-1234.pdf``).
 
 Everything is computed on the case as read: the de-identification renames the results afterwards
 (``anonymise_result``), so the dose, DVHs and goals are the same with and without ``--anonymise``. A folder name
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -28,11 +30,14 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import in_names_table
 from DoseSegLib.io.dicom.deid import ANONYMOUS, MIN_IDENTIFIER, Deidentifier, identifying_parts, scrub_values
+from DoseSegLib.io.patient import CT_FILE, DOSE_FILE, POSSIBLE_DOSE_FILE
 from DoseSegLib.run.results import PatientResult
 
 SOURCE = "de-identified input (doseseg run --anonymise)"
 REFERENCE = {True: "the patient's RTDOSE (the planned dose)",
              False: "the patient folder's dose.nrrd (taken as the planned dose)"}
+FILE = "<file>"
+LAYOUT = frozenset({CT_FILE, DOSE_FILE, POSSIBLE_DOSE_FILE})  # DoseSeg's names, not the user's
 PLACEHOLDERS = frozenset({"patient", "test", "anonymous", "anon", "unknown", "phantom", "demo", "name", "none"})
 T = TypeVar("T")
 
@@ -46,16 +51,22 @@ class PatientIdentity:
         paths: the input's path as given and resolved (its folder's, for a DICOM file).
         folder: the patient folder's name ("" once kept as a structure's name).
         parts: the name and ID parts (of the DICOM PatientName and PatientID, and of the folder's name).
+        files: the names and relative paths of the files and folders inside the patient folder (a stray
+            ``Doe_1944-01-01_MRN-1234.pdf`` names the patient): ``<file>`` in every text.
     """
 
     pseudonym: str
     paths: tuple[str, ...]
     folder: str
     parts: frozenset[str]
+    files: frozenset[str] = frozenset()
 
     def text(self, text: str) -> str:
         """``text`` with the input's paths and folder name replaced by the pseudonym, name and ID parts by ANON;
-        a short or numeric folder name only where it is the whole text."""
+        a short or numeric folder name only where it is the whole text; the names of the files in the folder by
+        ``<file>``."""
+        for name in sorted(self.files, key=len, reverse=True):  # a whole name, or a path's last parts
+            text = re.sub(rf"(?<![^\s/\\(,'\"]){re.escape(name)}(?=$|[\s)\\/,;:'\"]|\.(?:\s|$))", FILE, text)
         for path in sorted(self.paths, key=len, reverse=True):
             text = text.replace(path, self.pseudonym)
         if self.folder and _weak(self.folder):
@@ -97,7 +108,17 @@ def identify(deid: Deidentifier, patient: Path, series: str | None = None) -> Pa
     paths = {str(path) for path in (patient, patient.resolve(), folder, folder.resolve())} - {folder.name}
     parts |= {part for part in identifying_parts(folder.name) if not _weak(part)}
     return PatientIdentity(pseudonym, tuple(paths), folder.name,
-                           frozenset(part for part in parts if part.lower() not in PLACEHOLDERS))
+                           frozenset(part for part in parts if part.lower() not in PLACEHOLDERS), _files(folder))
+
+
+def _files(folder: Path) -> frozenset[str]:
+    """The names and paths relative to ``folder`` of everything inside it (none when it cannot be listed), but
+    the names of DoseSeg's patient folder layout (``ct.nrrd``...)."""
+    try:
+        inside = [path.relative_to(folder) for path in folder.rglob("*")]
+    except OSError:
+        return frozenset()
+    return frozenset({str(path) for path in inside} | {path.name for path in inside}) - LAYOUT
 
 
 def clean_names(names: list[str], who: PatientIdentity) -> tuple[dict[str, str], list[str]]:
@@ -132,7 +153,16 @@ def _anonymised_case(case: Case, names: dict[str, str], who: PatientIdentity) ->
     return replace(case, name=who.pseudonym, structures=renamed(case.structures),
                    fine_structures=renamed(case.fine_structures), prescriptions=renamed(case.prescriptions),
                    original_names={key: who.text(text) for key, text in renamed(case.original_names).items()},
-                   notes=[who.text(note) for note in case.notes])
+                   notes=[who.text(_named(note, names)) for note in case.notes])
+
+
+def _named(text: str, names: dict[str, str]) -> str:
+    """``text`` with each structure name of ``names`` standing as a whole (case as written) renamed in one pass:
+    the notes name ``PTV_ANON`` and ``PTV_ANON_2`` as the outputs do, not both ``PTV_ANON`` once scrubbed."""
+    if not names:
+        return text
+    pattern = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+    return re.sub(rf"(?<![A-Za-z0-9_])(?:{pattern})(?![A-Za-z0-9_])", lambda match: names[match.group()], text)
 
 
 def _renamed(value: T, names: dict[str, str]) -> T:
@@ -157,7 +187,8 @@ def _renamed(value: T, names: dict[str, str]) -> T:
 def anonymise_result(result: PatientResult, who: PatientIdentity) -> tuple[PatientResult, PatientIdentity]:
     """``result``, computed on the case as read, with its structures renamed as ``clean_names`` does everywhere
     (DVHs, metrics, goals, comparison, radiomics, intervals...) and the patient named by the pseudonym; and the
-    identity that cleans its texts (without the parts kept as structure names, see ``PatientIdentity.keeping``).
+    identity that cleans its texts (without the parts kept as structure names, see ``PatientIdentity.keeping``);
+    its notes name the structures by their new names and are cleaned.
     """
     who, warnings = who.keeping(list(result.case.structures))
     names, unchanged = clean_names(list(result.case.structures), who)
@@ -166,4 +197,5 @@ def anonymise_result(result: PatientResult, who: PatientIdentity) -> tuple[Patie
     result = _renamed(replace(result, case=_anonymised_case(result.case, names, who)),
                       {name: clean for name, clean in names.items() if clean != name})  # no chain: see clean_names
     result.name, result.warnings = who.pseudonym, live
+    result.notes = [who.text(_named(note, names)) for note in result.notes]
     return result, who

@@ -123,7 +123,6 @@ class Pipeline:
                 result.reference_label = reference_label
                 if who is not None:  # the name, structures and source are the pseudonym's; notes and warnings cleaned
                     result, who = anonymise_result(result, who)
-                    result.notes = [who.text(note) for note in result.notes]
                     result.redact, result.source_label = who.text, SOURCE
                     result.reference_label = (who.text(reference_label) if reference_label
                                               else REFERENCE[bool(result.case.dicom_series)])

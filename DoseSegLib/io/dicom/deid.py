@@ -17,7 +17,8 @@ attributes; with a :class:`Deidentifier` each written object is then walked whol
   OperatorsName are Type 2 and stay, empty; StudyDescription and any other free text copied
   from the input (``REMOVED``) is removed. DoseSeg's own descriptions (SeriesDescription,
   ROI names) are kept, cleaned of the patient's ID and name parts (whole words, any case,
-  replaced by ``ANON``: an ROI named after the patient; the profile's Clean Descriptors Option).
+  replaced by ``ANON``: an ROI named after the patient; the profile's Clean Descriptors Option; every name
+  group, value and part counts: ``Yamada^Tarou=山田^太郎``, ``Doe^Jane\\Roe^Janet``, ``Garcia-Lopez``).
 - PatientIdentityRemoved YES, DeidentificationMethod and DeidentificationMethodCodeSequence
   (113100 Basic Application Confidentiality Profile, 113105 Clean Descriptors Option).
 """
@@ -49,12 +50,21 @@ CODES = (("113100", "Basic Application Confidentiality Profile"), ("113105", "Cl
 MIN_IDENTIFIER = 3  # shorter parts (a StudyID "1", initials) identify nobody and would blank every digit
 TEXT_VRS = ("LO", "SH", "ST", "LT", "UT", "UC")  # free text: descriptors such as ROI names
 ANONYMOUS = "ANON"
+CJK = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
 def identifying_parts(value: object) -> set[str]:
-    """A value and its parts (split at ``^``, spaces and commas) long enough to identify someone."""
+    """A value and its parts long enough to identify someone: split into name groups and values (at ``=`` and
+    ``\\``), components (``^``, whitespace, commas) and their parts (hyphens, dots); a group's components also
+    joined (``山田太郎``, as CJK names are written). A part counts from ``MIN_IDENTIFIER`` characters, or from 2
+    when it holds a CJK character (one is a syllable; a single one, like an initial, identifies nobody)."""
     text = str(value or "").strip()
-    return {part for part in {text, *re.split(r"[\^ ,]+", text)} if len(part) >= MIN_IDENTIFIER}
+    parts = {text}
+    for group in re.split(r"[=\\]+", text):
+        components = [c for c in re.split(r"[\^\s,]+", group) if c]
+        parts |= {group, "".join(components), *components}
+        parts.update(*(re.split(r"[-.]+", component) for component in components))
+    return {part for part in parts if len(part) >= MIN_IDENTIFIER or (len(part) >= 2 and CJK.search(part))}
 
 
 def scrub_values(text: str, values: Iterable[str], replacement: str) -> str:
