@@ -187,19 +187,20 @@ def test_logged_warnings_are_collected() -> None:
     assert messages == ["Brainstem: 60.5% outside"]
 
 
-def _observations(n_patients: int, rng: np.random.Generator) -> list:
-    """Synthetic validation values: each family's error is a bias announced by a feature plus noise."""
-    from DoseSegLib.analysis.difficulty import Item, Observation
+def _observations(patients: range, rng: np.random.Generator) -> list:
+    """Synthetic values: each family's error is a bias announced by a feature (and by the organ) plus noise."""
+    from DoseSegLib.analysis.difficulty import Observation
+    from DoseSegLib.analysis.difficulty_features import Item
     from DoseSegLib.analysis.intervals import FAMILIES
 
     out = []
-    for p in range(n_patients):
+    for p in patients:
         for family in FAMILIES:
             for j in range(3):
                 feature = rng.uniform(0.8, 1.0)
                 predicted = 50.0 + j
-                error = 20 * (1.0 - feature) + rng.normal(0, 1)  # predicted low where the feature is low
-                item = Item(f"S{j}", "Mean[Gy]", family, predicted, (feature, rng.normal(), rng.normal()))
+                error = 20 * (1.0 - feature) + 4.0 * j + rng.normal(0, 1)  # predicted low where the feature is low
+                item = Item(f"S{j}", "Mean[Gy]", family, predicted, {"f": feature, "noise": rng.normal()})
                 out.append(Observation(f"pt_{p}", item, predicted + error))
     return out
 
@@ -207,20 +208,52 @@ def _observations(n_patients: int, rng: np.random.Generator) -> list:
 def test_bias_corrected_intervals_cover_and_beat_the_constant_interval() -> None:
     from DoseSegLib.analysis.difficulty import held_out_report
 
-    report = held_out_report(_observations(60, np.random.default_rng(0)), 0.9)
+    rng = np.random.default_rng(0)
+    report = held_out_report(_observations(range(100), rng), _observations(range(100, 140), rng), 0.9)
     pooled = report["pooled"]
-    assert 0.85 <= pooled["coverage"] <= 0.95 and pooled["width_ratio"] < 0.85
+    assert 0.85 <= pooled["coverage"] <= 0.95 and pooled["width_ratio"] < 0.75
+    # the organ indicators carry the OARs' organ-specific bias (4 Gy per organ here); the targets' model has none
+    families = report["families"]
+    assert families["oar_mean"]["width_ratio"] < 0.45 < families["target_d95"]["width_ratio"]
 
 
 def test_intervals_hold_their_prediction_and_round_trip(phantom_case: Case) -> None:
-    from DoseSegLib.analysis.difficulty import DifficultyCalibration, calibrate_difficulty, case_items
+    from DoseSegLib.analysis.difficulty import DifficultyCalibration, Observation, calibrate_difficulty
+    from DoseSegLib.analysis.difficulty_features import CASE_FEATURES, STRUCTURE_FEATURES, case_items
 
-    calibration = calibrate_difficulty(_observations(30, np.random.default_rng(1)))
-    back = DifficultyCalibration.from_dict(json.loads(json.dumps(calibration.to_dict())))
-    items = case_items(phantom_case, evaluate_plan(phantom_case, constraints=[]).metrics)
+    rng = np.random.default_rng(1)
+    items = case_items(phantom_case, evaluate_plan(phantom_case, constraints=[]))
     assert {i.family for i in items} == {"oar_mean", "oar_near_max", "target_d95", "target_d2"}
-    for row in back.rows(items, 0.9):
-        assert 0 <= row["lower"] <= row["predicted"] <= row["upper"]
+    assert all({*STRUCTURE_FEATURES, *CASE_FEATURES} <= set(i.features) for i in items)
+    assert all(np.isfinite(list(i.features.values())).all() for i in items)
+    training = [Observation(f"pt_{n}", item, item.predicted + rng.normal(0, 2)) for n in range(12) for item in items]
+    calibration = [Observation(f"val_{n}", item, item.predicted + rng.normal(0, 2)) for n in range(6) for item in items]
+    fitted = calibrate_difficulty(training, calibration)
+    back = DifficultyCalibration.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    assert back.models["oar_mean"].organs == tuple(sorted({i.structure for i in items if i.family == "oar_mean"}))
+    for row, again in zip(back.rows(items, 0.9), fitted.rows(items, 0.9), strict=True):
+        assert 0 <= row["lower"] <= row["predicted"] <= row["upper"] and row == again
+    with pytest.raises(DoseSegError, match="both fit and calibrate"):
+        calibrate_difficulty(training, training[:200])
+
+
+def test_first_calibrations_still_read(phantom_case: Case) -> None:
+    """A sidecar of the first form (models without feature names, fitted on validation) gives its intervals."""
+    from DoseSegLib.analysis.difficulty import DifficultyCalibration
+    from DoseSegLib.analysis.difficulty_features import case_items
+
+    models = {f: {"mean": [1.0, 0.5, 0.0, 0.0], "centre": [0.0, 0.0, 0.0], "scale": [1.0, 1.0, 1.0]}
+              for f in ("oar_mean", "oar_near_max", "target_d95", "target_d2")}
+    features = {"oar": ["log(1 + distance to the targets in mm)", "fraction inside a target",
+                        "predicted / prescription"],
+                "target": ["prescription / main prescription", "log10 volume (cc)", "predicted / prescription"]}
+    old = DifficultyCalibration.from_dict({"models": models, "features": features,
+                                           "scores": {f: [1.0] * 20 for f in models}})
+    items = case_items(phantom_case, evaluate_plan(phantom_case, constraints=[]))
+    target = next(i for i in items if i.family == "target_d95")
+    lower, upper = old.interval(target, 0.9)
+    centre = target.predicted + 1.0 + 0.5 * target.features["prescription / main prescription"]
+    assert (lower, upper) == pytest.approx((min(centre - 1.0, target.predicted), centre + 1.0))
 
 
 def test_plan_qa_verdicts() -> None:
@@ -241,10 +274,20 @@ def test_plan_qa_verdicts() -> None:
     assert [r["note"].endswith("not an organ the model was trained on") for r in noted] == [False, False, True]
 
 
-def test_bundled_intervals_are_calibrated_and_narrower_than_constant() -> None:
-    data = json.loads((MODELS / "openkbp-dose-unet24.uncertainty.json").read_text())
-    pooled = data["difficulty"]["held_out"]["pooled"]
-    assert 0.85 <= pooled["coverage"] <= 0.95 and pooled["width_ratio"] < 1.0
+@pytest.mark.parametrize("name", ["openkbp-dose-unet24"])
+def test_bundled_intervals_are_calibrated_and_narrower_than_constant(name: str) -> None:
+    """The sidecar's held-out record (scripts/calibrate_difficulty.py): the issue's goal, coverage 0.85-0.95 at
+    90 % and at most 0.85 x the constant interval's mean width; the bias fitted on the training split."""
+    from DoseSegLib.analysis.difficulty import DifficultyCalibration
+
+    difficulty = json.loads((MODELS / f"{name}.uncertainty.json").read_text())["difficulty"]
+    pooled = difficulty["held_out"]["pooled"]
+    assert 0.85 <= pooled["coverage"] <= 0.95 and pooled["width_ratio"] <= 0.85
+    assert difficulty["data"].startswith("bias fitted on the train split, widths calibrated on the validation")
+    calibration = DifficultyCalibration.from_dict(difficulty)
+    assert calibration.models["oar_mean"].organs == ("Brainstem", "Esophagus", "Larynx", "LeftParotid", "Mandible",
+                                                     "RightParotid", "SpinalCord")
+    assert [len(calibration.scores[f]) for f in ("oar_mean", "target_d95")] == [176, 88]  # 33 validation patients
 
 
 @pytest.mark.slow

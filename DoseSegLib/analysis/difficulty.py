@@ -2,16 +2,18 @@
 
 A prediction misses in ways the case announces: a target's D95% predicted below its prescription
 is usually where plans still reach it; an organ touching a target or carrying a high predicted dose
-is under- or over-estimated. Per metric family (OAR mean, OAR near-max, target D95%, target D2%) a
-ridge regression of the signed error (plan - prediction) on a few features gives a bias; the
-interval is ``predicted + bias +- q_L`` with ``q_L`` the split-conformal quantile of the residuals
-``|error - bias|``, cross-fitted (each validation patient's residual from a model fitted without
-its fold), and widened where needed to hold the prediction itself (a DVH band always holds its curve).
+is under- or over-estimated; one patient's organs tend to be missed together. Per metric family (OAR
+mean, OAR near-max, target D95%, target D2%) a ridge regression of the signed error (plan - prediction)
+on the case's features (:mod:`~DoseSegLib.analysis.difficulty_features`, with one indicator per organ)
+gives a bias. It is fitted on the training split's own predictions, whose errors are nearly as large as
+unseen patients' (OAR mean |error| 1.42 Gy against 1.67 Gy on validation), so the validation split is
+left whole for calibration: the interval is ``predicted + bias +- q_L`` with ``q_L`` the split-conformal
+quantile of the validation residuals ``|error - bias|``, widened where needed to hold the prediction
+itself (a DVH band always holds its curve).
 
-Measured, and why no width model: a second regression of ``log|residual|`` (locally weighted,
-normalised conformal) made the held-out intervals wider, not narrower (pooled width 0.99 x the
-constant interval's against 0.91 without it; see the model card): these features do not rank
-the residuals well enough, so the width is one per family and the gain comes from the centre.
+Measured, and why no width model: a normalised conformal scale (a ridge of ``log|residual|`` on the same
+features) ranks the errors (Spearman about 0.3) but made the intervals wider on the training split's
+cross-validation, which chose the model (see the model card).
 """
 
 from __future__ import annotations
@@ -19,77 +21,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import cast
 
 import numpy as np
 
-from DoseSegLib.analysis.intervals import FAMILIES, interval_metrics
-from DoseSegLib.analysis.metric_names import VOLUME
-from DoseSegLib.analysis.site import NOT_AN_ORGAN
-from DoseSegLib.core.case import Case, primary_target
+from DoseSegLib.analysis.difficulty_features import Item
+from DoseSegLib.analysis.intervals import FAMILIES
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.volume import mask_box
 from DoseSegLib.io.tables import Row
 
-OAR_FEATURES = ("log(1 + distance to the targets in mm)", "fraction inside a target", "predicted / prescription")
-TARGET_FEATURES = ("prescription / main prescription", "log10 volume (cc)", "predicted / prescription")
-MARGIN = 5  # voxels around the structures' box where distances are computed
-
-
-@dataclass(frozen=True)
-class Item:
-    """One interval metric of a case: its prediction and the difficulty features."""
-
-    structure: str
-    metric: str
-    family: str
-    predicted: float
-    features: tuple[float, ...]
-
-
-def _distances(case: Case) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Distance (mm) to the nearest target voxel over the box of every structure (with a margin)."""
-    from scipy import ndimage
-
-    everything = np.logical_or.reduce([m.array.astype(bool) for m in case.structures.values()])
-    box = mask_box(everything, MARGIN)
-    targets = np.logical_or.reduce([case.structures[n].array[box].astype(bool) for n in case.targets])
-    return ndimage.distance_transform_edt(~targets, sampling=case.ct.spacing), box
-
-
-def case_items(case: Case, metrics: Sequence[Row]) -> list[Item]:
-    """The interval metrics of an aligned case's predicted dvh_metrics rows, with their features.
-
-    OARs are the structures that are not targets; targets of unknown dose, structures that look like targets
-    without a prescription (:attr:`~DoseSegLib.core.case.Case.unprescribed_targets`: CTV70, zPTV70_opt) and the
-    body get no interval.
-    """
-    primary = primary_target(case)
-    if primary is None:
-        raise DoseSegError(f"{case.name}: no target with a known prescription: no calibrated interval")
-    distance, box = _distances(case)
-    main = primary.prescription
-    union = np.logical_or.reduce([case.structures[n].array[box].astype(bool) for n in case.targets])
-    unprescribed = set(case.unprescribed_targets)
-    items = []
-    for row in metrics:
-        name = str(row["structure"])
-        if name in unprescribed or name in NOT_AN_ORGAN:  # unprescribed: the targets of unknown dose among them
-            continue
-        mask = case.structures[name].array[box].astype(bool)
-        if not mask.any():
-            continue
-        volume = math.log10(max(float(cast(float, row.get(VOLUME) or mask.sum() * case.ct.voxel_volume_cc)), 1e-3))
-        is_target = name in case.targets
-        for metric, family in interval_metrics(row, is_target):
-            predicted = float(cast(float, row[metric]))
-            if is_target:
-                rx = case.targets[name]
-                features: tuple[float, ...] = (rx / main, volume, predicted / rx)
-            else:
-                features = (math.log1p(float(distance[mask].min())), float(union[mask].mean()), predicted / main)
-            items.append(Item(name, metric, family, predicted, features))
-    return items
+RIDGE = 0.01
+Z_LIMIT = 4.0  # standardised features are clipped to +-4: a case unlike the training ones gets a bounded bias
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
@@ -102,24 +43,39 @@ def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
 @dataclass(frozen=True)
 class FamilyModel:
     """One family's bias model: ``bias = mean . [1, z]``, the expected plan-minus-prediction difference
-    (e.g. a target's D95% predicted below what plans give), ``z`` the features standardised by the
-    training ``centre`` and ``scale``."""
+    (e.g. a target's D95% predicted below what plans give), ``z`` the item's ``features`` (by name) and one
+    indicator per organ of ``organs``, standardised by the training ``centre`` and ``scale`` and clipped to
+    +-:data:`Z_LIMIT`."""
 
+    features: tuple[str, ...]
+    organs: tuple[str, ...]
     mean: tuple[float, ...]
     centre: tuple[float, ...]
     scale: tuple[float, ...]
 
-    def bias(self, features: Sequence[float]) -> float:
-        z = (np.asarray(features, float) - self.centre) / self.scale
+    def row(self, item: Item) -> list[float]:
+        """The item's values of the model's features and organ indicators."""
+        try:
+            values = [item.features[name] for name in self.features]
+        except KeyError as exc:
+            raise DoseSegError(f"difficulty calibration uses the feature {exc}, which this version does not "
+                               "compute: recalibrate (scripts/calibrate_difficulty.py)") from exc
+        return values + [float(item.structure == organ) for organ in self.organs]
+
+    def bias(self, item: Item) -> float:
+        z = np.clip((np.asarray(self.row(item), float) - self.centre) / self.scale, -Z_LIMIT, Z_LIMIT)
         return float(np.dot(self.mean, [1.0, *z]))
 
     @classmethod
-    def fit(cls, features: np.ndarray, errors: np.ndarray, ridge: float = 0.1) -> FamilyModel:
+    def fit(cls, items: Sequence[Item], errors: np.ndarray, organs: Sequence[str] = (),
+            ridge: float = RIDGE) -> FamilyModel:
         """Ridge least squares of the signed ``errors`` (plan - prediction) on the standardised features."""
-        centre, scale = features.mean(axis=0), features.std(axis=0) + 1e-9
-        x = np.column_stack([np.ones(len(features)), (features - centre) / scale])
-        mean = _ridge(x, errors, ridge)
-        return cls(tuple(float(c) for c in mean), tuple(float(c) for c in centre), tuple(float(c) for c in scale))
+        model = cls(tuple(items[0].features), tuple(organs), (), (), ())
+        rows = np.array([model.row(item) for item in items], float)
+        centre, scale = rows.mean(axis=0), rows.std(axis=0) + 1e-9
+        z = np.clip((rows - centre) / scale, -Z_LIMIT, Z_LIMIT)
+        mean = _ridge(np.column_stack([np.ones(len(rows)), z]), errors, ridge)
+        return cls(model.features, model.organs, *(tuple(float(c) for c in v) for v in (mean, centre, scale)))
 
 
 def _quantile(scores: Sequence[float], level: float) -> float:
@@ -134,7 +90,7 @@ def _quantile(scores: Sequence[float], level: float) -> float:
 
 @dataclass(frozen=True)
 class Observation:
-    """A validation patient's interval metric and its reference (planned) value."""
+    """A patient's interval metric and its reference (planned) value."""
 
     patient: str
     item: Item
@@ -148,14 +104,14 @@ class Observation:
 
 @dataclass(frozen=True)
 class DifficultyCalibration:
-    """Per family: the bias model and the cross-fitted residuals ``|error - bias|`` (sorted)."""
+    """Per family: the bias model and the calibration residuals ``|error - bias|`` (sorted)."""
 
     models: dict[str, FamilyModel]
     scores: dict[str, list[float]]
 
     def interval(self, item: Item, level: float) -> tuple[float, float]:
         """``predicted + bias +- q_L``, widened to hold the prediction itself, lower >= 0."""
-        centre = item.predicted + self.models[item.family].bias(item.features)
+        centre = item.predicted + self.models[item.family].bias(item)
         half = _quantile(self.scores[item.family], level)
         return max(min(centre - half, item.predicted), 0.0), max(centre + half, item.predicted)
 
@@ -169,25 +125,52 @@ class DifficultyCalibration:
         return out
 
     def to_dict(self) -> dict:
-        return {"models": {f: asdict(m) for f, m in self.models.items()},
-                "scores": self.scores, "features": {"oar": list(OAR_FEATURES), "target": list(TARGET_FEATURES)}}
+        return {"models": {f: asdict(m) for f, m in self.models.items()}, "scores": self.scores}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> DifficultyCalibration:
+        """Read :meth:`to_dict`'s form, or the first calibrations' (models without feature names: the names
+        are ``data["features"]["oar"]`` and ``["target"]``, no organ indicators)."""
         try:
-            models = {f: FamilyModel(tuple(m["mean"]), tuple(m["centre"]), tuple(m["scale"]))
+            first = data.get("features", {})
+            models = {f: FamilyModel(tuple(m.get("features", first.get(f.split("_")[0], ()))),
+                                     tuple(m.get("organs", ())), tuple(m["mean"]), tuple(m["centre"]),
+                                     tuple(m["scale"]))
                       for f, m in data["models"].items()}
             scores = {f: sorted(float(v) for v in data["scores"][f]) for f in FAMILIES}
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise DoseSegError(f"difficulty calibration unreadable ({exc})") from exc
         return cls(models, scores)
 
 
-def _fit(observations: Sequence[Observation], family: str) -> FamilyModel:
+def _family(observations: Sequence[Observation], family: str) -> list[Observation]:
     chosen = [o for o in observations if o.item.family == family]
     if len(chosen) < 10:
-        raise DoseSegError(f"{len(chosen)} validation values of {family}: too few to calibrate")
-    return FamilyModel.fit(np.array([o.item.features for o in chosen]), np.array([o.error for o in chosen]))
+        raise DoseSegError(f"{len(chosen)} values of {family}: too few to calibrate")
+    return chosen
+
+
+def fit_models(training: Sequence[Observation]) -> dict[str, FamilyModel]:
+    """Each family's bias model, fitted on the training split's predictions (OAR families with one indicator per
+    organ they hold)."""
+    models = {}
+    for family in FAMILIES:
+        chosen = _family(training, family)
+        organs = sorted({o.item.structure for o in chosen}) if family.startswith("oar") else []
+        models[family] = FamilyModel.fit([o.item for o in chosen], np.array([o.error for o in chosen]), organs)
+    return models
+
+
+def calibrate_difficulty(training: Sequence[Observation], calibration: Sequence[Observation]
+                         ) -> DifficultyCalibration:
+    """Bias models fitted on ``training`` and the residuals of every ``calibration`` observation (split
+    conformal: the two sets share no patient)."""
+    shared = {o.patient for o in training} & {o.patient for o in calibration}
+    if shared:
+        raise DoseSegError(f"{len(shared)} patients both fit and calibrate the intervals (e.g. {min(shared)})")
+    models = fit_models(training)
+    scores = {f: sorted(abs(o.error - models[f].bias(o.item)) for o in _family(calibration, f)) for f in FAMILIES}
+    return DifficultyCalibration(models, scores)
 
 
 def folds_of(patients: Sequence[str], folds: int) -> dict[str, int]:
@@ -195,22 +178,9 @@ def folds_of(patients: Sequence[str], folds: int) -> dict[str, int]:
     return {p: i % folds for i, p in enumerate(sorted(set(patients)))}
 
 
-def calibrate_difficulty(observations: Sequence[Observation], folds: int = 5) -> DifficultyCalibration:
-    """Bias models fitted on every observation, and residuals cross-fitted over ``folds`` patient folds."""
-    fold = folds_of([o.patient for o in observations], folds)
-    scores: dict[str, list[float]] = {f: [] for f in FAMILIES}
-    for k in range(folds):
-        train = [o for o in observations if fold[o.patient] != k]
-        for family in FAMILIES:
-            model = _fit(train, family)
-            scores[family] += [abs(o.error - model.bias(o.item.features))
-                               for o in observations if fold[o.patient] == k and o.item.family == family]
-    models = {f: _fit(observations, f) for f in FAMILIES}
-    return DifficultyCalibration(models, {f: sorted(s) for f, s in scores.items()})
-
-
-def held_out_report(observations: Sequence[Observation], level: float = 0.9, folds: int = 5) -> dict:
-    """Coverage and width on held-out patients: each fold's intervals calibrated on the other folds only.
+def held_out_report(training: Sequence[Observation], calibration: Sequence[Observation], level: float = 0.9,
+                    folds: int = 5) -> dict:
+    """Coverage and width on held-out calibration patients: each fold's intervals calibrated on the other folds.
 
     Per family and pooled: coverage of the adaptive interval, its mean width, the coverage and width
     of the constant interval ``+- q_L(|error|)`` calibrated on the same patients, and the Spearman rank
@@ -218,15 +188,17 @@ def held_out_report(observations: Sequence[Observation], level: float = 0.9, fol
     """
     from scipy.stats import spearmanr
 
-    fold = folds_of([o.patient for o in observations], folds)
+    models = fit_models(training)
+    fold = folds_of([o.patient for o in calibration], folds)
     rows: dict[str, list[tuple[bool, float, bool, float, float]]] = {f: [] for f in FAMILIES}
     for k in range(folds):
-        train = [o for o in observations if fold[o.patient] != k]
-        calibration = calibrate_difficulty(train, folds)
+        rest = [o for o in calibration if fold[o.patient] != k]
+        scores = {f: sorted(abs(o.error - models[f].bias(o.item)) for o in _family(rest, f)) for f in FAMILIES}
+        intervals = DifficultyCalibration(models, scores)
         for family in FAMILIES:
-            constant = _quantile([abs(o.error) for o in train if o.item.family == family], level)
-            for o in (o for o in observations if fold[o.patient] == k and o.item.family == family):
-                lower, upper = calibration.interval(o.item, level)
+            constant = _quantile([abs(o.error) for o in rest if o.item.family == family], level)
+            for o in (o for o in calibration if fold[o.patient] == k and o.item.family == family):
+                lower, upper = intervals.interval(o.item, level)
                 rows[family].append((lower <= o.reference <= upper, upper - lower, abs(o.error) <= constant,
                                      2 * constant, abs(o.error)))
 

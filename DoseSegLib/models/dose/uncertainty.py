@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from DoseSegLib.analysis.difficulty import DifficultyCalibration, case_items
+from DoseSegLib.analysis.difficulty import DifficultyCalibration
+from DoseSegLib.analysis.difficulty_features import case_items
 from DoseSegLib.analysis.dvh import DVH
 from DoseSegLib.analysis.intervals import FAMILIES, Calibration, interval_rows, spreads, union_rows
 from DoseSegLib.analysis.metric_names import MEAN, dose_at_pct
@@ -167,7 +168,7 @@ def load_difficulty(model: DoseModel, folder: Path | None = None) -> DifficultyC
 def case_intervals(calibration: DifficultyCalibration, case: Case, predicted: PlanEvaluation,
                    level: float = 0.9) -> list[Row]:
     """The calibrated intervals (dvh_intervals.csv rows) of an aligned case's predicted metrics; no sampling."""
-    return calibration.rows(case_items(case, predicted.metrics), level)
+    return calibration.rows(case_items(case, predicted), level)
 
 
 @dataclass
