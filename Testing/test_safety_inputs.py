@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from cli_helpers import cli_error as _cli
+from DoseSegLib.analysis.ctcheck import ct_problem
 from DoseSegLib.cli.main import main
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.outputs import staged_output
 from DoseSegLib.io.patient import read_dose, read_volume, write_volume
-from DoseSegLib.io.phantom import write_phantom_patient
+from DoseSegLib.io.phantom import make_phantom, write_phantom_patient
 
 
 def _one_line(err: str) -> str:
@@ -82,14 +83,36 @@ def _spoil_ct(folder: Path, how: str) -> None:
     write_volume(folder / "ct.nrrd", ct.with_array(array))
 
 
+_CT_PROBLEMS = {"zero": "(no anatomy: every voxel has the same value, 0 HU",
+                "blank": "(no anatomy: every voxel has the same value, -1000 HU",
+                "offset": "(no negative value: stored with an offset (e.g. +1024"}
+
+
 @pytest.mark.parametrize("how", ["zero", "blank", "offset"])
 def test_model_commands_refuse_an_implausible_ct(how: str, phantom_dir: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
+    """Each refusal says what is wrong: a constant CT has no anatomy (not an offset); an offset CT an offset."""
     _spoil_ct(phantom_dir, how)
     for command in ("predict-dose", "segment"):
         code, err = _cli(capsys, command, phantom_dir, "-o", tmp_path / command, "--device", "cpu")
-        assert code == 1 and "ct.nrrd: implausible CT values" in _one_line(err), err
+        assert code == 1 and f"ct.nrrd: implausible CT values {_CT_PROBLEMS[how]}" in _one_line(err), err
+        assert ("stored with an offset" in _one_line(err)) == (how == "offset"), err
         assert not (tmp_path / command / phantom_dir.name).exists()
+
+
+@pytest.mark.parametrize("value, dtype", [(0, np.int16), (0.0, np.float32), (-1000, np.int16), (1024, np.uint16)])
+def test_a_constant_ct_is_named_as_having_no_anatomy(value: float, dtype: type) -> None:
+    """Whatever the constant (0 HU, air, an unsigned 1024), the problem is the missing anatomy."""
+    problem = ct_problem(Volume(np.full((8, 7, 6), value, dtype), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+    assert problem is not None and problem.startswith(f"no anatomy: every voxel has the same value, {value:g} HU")
+    assert "offset" not in problem
+
+
+def test_an_offset_ct_is_still_named_an_offset_and_a_real_ct_passes() -> None:
+    ct = make_phantom(shape=(24, 24, 16)).ct
+    assert ct_problem(ct) is None
+    shifted = ct.with_array((ct.array.astype(np.int32) + 1024).astype(np.uint16))
+    assert (ct_problem(shifted) or "").startswith("no negative value: stored with an offset")
 
 
 def test_dvh_only_warns_about_an_implausible_ct(phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -103,7 +126,9 @@ def test_run_refuses_an_implausible_ct(tiny_models: Path, phantom_dir: Path, tmp
                                        capsys: pytest.CaptureFixture) -> None:
     _spoil_ct(phantom_dir, "zero")
     code, err = _cli(capsys, "run", phantom_dir, "-o", tmp_path / "o", "--no-radiomics", "--no-segment")
-    assert code == 1 and "ct.nrrd: implausible CT values (no negative value" in _one_line(err)
+    assert code == 1 and "ct.nrrd: implausible CT values (no anatomy: every voxel has the same value, 0 HU" \
+        in _one_line(err), err
+    assert "export the patient's CT again" in _one_line(err) and "stored with an offset" not in _one_line(err)
 
 
 # --- 11. evaluate-seg needs every reference patient; evaluate clips ringing -----------------------------------

@@ -23,7 +23,11 @@ def ct_problem(ct: Volume) -> str | None:
     values = ct.array
     if values.size == 0:
         return "no voxel"
-    if float(values.min()) >= 0:
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        return (f"no anatomy: every voxel has the same value, {low:g} HU (a blank, synthetic or broken export); "
+                "export the patient's CT again")
+    if low >= 0:
         return ("no negative value: stored with an offset (e.g. +1024, as unsigned integers) or not in HU; "
                 "convert it to HU (air -1000)")
     if values.size > SAMPLE_ABOVE:  # shares are measured on every other voxel along each axis
@@ -44,5 +48,5 @@ def check_ct(ct: Volume, source: str, strict: bool = True) -> None:
         return
     message = f"{source}: implausible CT values ({problem})"
     if strict:
-        raise DoseSegError(message + "; the models need a CT in Hounsfield units")
+        raise DoseSegError(message + "; the models need the patient's CT in Hounsfield units")
     log.warning("%s", message)
