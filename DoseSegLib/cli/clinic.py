@@ -70,7 +70,8 @@ def cmd_build_cohort(args: argparse.Namespace) -> int:
             raise DoseSegError(f"{archive}: archive folder not found")
     check_output_dir(args.output, args.force, args.archives)
     check_key_file(args.key, args.output)
-    mapper = NameMapper(read_names_map(args.names) if args.names else None, dict(args.prescription))
+    mapper = NameMapper(read_names_map(args.names) if args.names else None, dict(args.prescription),
+                        args.names or "names map")
     options = CohortOptions(mapper, args.validation, args.validation_fraction, args.seed,
                             tuple(args.structures) if args.structures else None, args.min_presence, args.site,
                             training_grid_case)

@@ -29,13 +29,15 @@ class _Results:
 def _read_results(results: Path) -> _Results:
     """A results folder's structures, which of them DoseSeg drew, their original names and the run's models."""
     from DoseSegLib.core.errors import DoseSegError
+    from DoseSegLib.core.names import name_from_file
     from DoseSegLib.io.patient import read_mask, read_segmentation
 
     seg = results / "segmentation.seg.nrrd"
     if seg.is_file():
         masks = read_segmentation(seg)
     else:
-        masks = {f.name[: -len(".nrrd")]: read_mask(f) for f in sorted((results / "structures").glob("*.nrrd"))}
+        masks = {name_from_file(f, f.name[: -len(".nrrd")]): read_mask(f)
+                 for f in sorted((results / "structures").glob("*.nrrd"))}
     summary_path = results / "summary.json"
     if not summary_path.is_file():
         return _Results(masks, set(masks), {}, {})
@@ -44,8 +46,10 @@ def _read_results(results: Path) -> _Results:
         sources = summary.get("structures", {})
         if not isinstance(sources, dict):
             raise TypeError("'structures' is not an object")
+        originals = {name: name_from_file(summary_path, str(written), "original name")
+                     for name, written in dict(summary.get("original_names", {})).items()}
         return _Results(masks, {name for name in masks if sources.get(name) == StructureSource.AUTO},
-                        dict(summary.get("original_names", {})), dict(summary.get("models", {})))
+                        originals, dict(summary.get("models", {})))
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise DoseSegError(f"{summary_path}: unreadable summary ({exc}); give the run's own summary.json") from None
 

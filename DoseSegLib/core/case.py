@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.names import CGY_FROM, DOSE_FROM, check_prescription
+from DoseSegLib.core.names import CGY_FROM, DOSE_FROM, check_prescription, name_from_file, printable_name, shown_name
 from DoseSegLib.core.volume import Volume
 
 __all__ = ["MIN_PRIMARY_CC", "OARS", "TARGET_PATTERN", "TARGET_PREFIXES", "Case", "PrimaryTarget", "chosen_target",
@@ -71,12 +71,23 @@ class Case:
 
     def __post_init__(self) -> None:
         where = f"patient '{self.name}'"
+        self._printable_names(where)
         if self.prescription is not None:
             self.prescription = check_prescription(self.prescription, where)
         if not isinstance(self.prescriptions, dict):
             raise DoseSegError(f"{where}: prescriptions must be a dict of target name -> Gy")
         self.prescriptions = {name: check_prescription(gy, f"{where}: prescription of {name}")
                               for name, gy in self.prescriptions.items()}
+
+    def _printable_names(self, where: str) -> None:
+        """Structure names in the form every reader gives them (:func:`names.printable_name`: no newline, tab,
+        NUL, ...), also for a Case built in Python, with a warning; two names that become one are refused."""
+        self.structures = _printable_keys(self.structures, where)
+        self.prescriptions = _printable_keys(self.prescriptions, where)
+        self.fine_structures = _printable_keys(self.fine_structures, where, warn=False)
+        if isinstance(self.original_names, dict) and not all(map(_printable, self.original_names.values())):
+            self.original_names = {key: name_from_file(where, value) if isinstance(value, str) else value
+                                   for key, value in self.original_names.items()}
 
     @property
     def target_names(self) -> list[str]:
@@ -133,6 +144,25 @@ class Case:
         """The primary target's prescription (:func:`primary_target`), else the stated prescription."""
         primary = primary_target(self)
         return primary.prescription if primary is not None else self.prescription
+
+
+def _printable(name: object) -> bool:
+    return not isinstance(name, str) or printable_name(name) == name
+
+
+def _printable_keys(mapping: dict, where: str, warn: bool = True) -> dict:
+    """``mapping`` with printable names for keys (the same dict when they already are)."""
+    if not isinstance(mapping, dict) or all(map(_printable, mapping)):
+        return mapping
+    printable: dict = {}
+    given: dict[str, str] = {}
+    for name, value in mapping.items():
+        key = (name_from_file(where, name) if warn else printable_name(name)) if isinstance(name, str) else name
+        if key in printable:
+            raise DoseSegError(f"{where}: structures '{shown_name(given.get(key, key))}' and '{shown_name(name)}' "
+                               f"are both '{key}' once their control characters are replaced; rename one")
+        printable[key], given[key] = value, name
+    return printable
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from DoseSegLib.core.errors import DoseSegError
 
 __all__ = [
     "CGY_FROM",
+    "CONTROL",
     "DEFAULT_ALIASES",
     "DOSE_FROM",
     "MAX_FILENAME",
@@ -22,8 +23,10 @@ __all__ = [
     "PRESCRIPTION_GY",
     "NameMapper",
     "check_prescription",
+    "name_from_file",
     "not_a_target",
     "parse_prescription",
+    "printable_name",
     "refuse_duplicate",
     "safe_filename",
     "structure_filenames"
@@ -35,6 +38,39 @@ NAMES_TABLE = Path(__file__).resolve().parents[1] / "data" / "structure_names.cs
 _PTV = re.compile(r"^ptv[_ \-]?(\d+(?:[.p]\d+)?)(?:c?gy)?$")
 CGY_FROM = 100.0  # a number this large in a target name is cGy
 DOSE_FROM = 10.0  # smaller numbers (PTV1, PTV2) number the targets: they are not doses
+
+
+# C0 and C1 control characters (newline, tab, NUL, ...), DEL and Unicode's line and paragraph separators: in a
+# name they break every line-based file (a NRRD header line, notes.txt) and DICOM forbids them in an ROIName (LO).
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_PADDING = re.compile(r"^[\s\x00]+|[\s\x00]+$")  # a NRRD reader drops a value's spaces at both ends
+CONTROL_STAND_IN = "_"
+
+
+def printable_name(name: str) -> str:
+    """``name`` without the spaces and NULs at its ends and with each control character inside it (newline,
+    tab, NUL, other C0/C1 controls, line separators) replaced by ``_``: the form in which every structure name
+    enters DoseSeg, so that every output (a NRRD header line, a table row, an ROIName) holds it as read."""
+    return CONTROL.sub(CONTROL_STAND_IN, _PADDING.sub("", name))
+
+
+def shown_name(name: str) -> str:
+    """``name`` for a message: its control characters escaped (``PTV\\nHigh``), other characters as they are."""
+    return CONTROL.sub(lambda match: repr(match.group(0))[1:-1], name)
+
+
+def name_from_file(where: str | Path, name: str, what: str = "structure name") -> str:
+    """A name read from ``where`` in the form DoseSeg keeps (:func:`printable_name`), with a warning naming the
+    file and the name when a control character had to be replaced."""
+    printable = printable_name(name)
+    if printable == name:
+        return name
+    where, shown = shown_name(str(where)), shown_name(name)  # a file's name may hold a newline too
+    if not printable:
+        raise DoseSegError(f"{where}: {what} '{shown}' has no printable character; rename it")
+    log.warning("%s: %s '%s' has control characters (newline, tab, NUL, ...) or spaces at its ends: read as "
+                "'%s'; rename it in the file to choose the name yourself", where, what, shown, printable)
+    return printable
 
 
 def _key(name: str) -> str:
@@ -106,16 +142,19 @@ class NameMapper:
         extra: additional ``{alias: canonical}`` pairs, taking precedence over the defaults.
         prescriptions: ``{target name: Gy}`` set explicitly (``--prescription``); they override
             any dose read from a target's name. Names are mapped like structure names.
+        source: where ``extra`` comes from, for warnings (a control character in a name it maps to is
+            replaced, see :func:`printable_name`).
     """
 
     def __init__(self, extra: Mapping[str, str] | None = None,
-                 prescriptions: Mapping[str, float] | None = None) -> None:
+                 prescriptions: Mapping[str, float] | None = None, source: str | Path = "names map") -> None:
         if not isinstance(extra or {}, Mapping) or not isinstance(prescriptions or {}, Mapping):
             raise DoseSegError("NameMapper: extra and prescriptions must be mappings ({'alias': 'Name'}, {'PTV': Gy})")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in (extra or {}).items()):
             raise DoseSegError("NameMapper: extra aliases must map names to names (strings)")
         self.aliases = dict(DEFAULT_ALIASES)
-        self.aliases.update({_key(k): v for k, v in (extra or {}).items()})
+        self.aliases.update({_key(k): name_from_file(source, v, f"name for '{shown_name(k)}'")
+                             for k, v in (extra or {}).items()})
         self.prescriptions = self._target_doses(prescriptions or {})
 
     def _target_doses(self, prescriptions: Mapping[str, float]) -> dict[str, float]:
@@ -141,7 +180,7 @@ class NameMapper:
             raise DoseSegError(f"{path}: cannot read name mapping ({exc})") from exc
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise DoseSegError(f"{path}: name mapping must be a JSON object of strings")
-        return cls(data, prescriptions)
+        return cls(data, prescriptions, path)
 
     def with_prescriptions(self, prescriptions: Mapping[str, float]) -> NameMapper:
         """The same aliases with these explicit target doses (Gy) added (their names mapped by these aliases)."""
@@ -165,8 +204,24 @@ class NameMapper:
         same = [n for n in among if _key(n) in (_key(name), _key(canonical))]
         return same[0] if len(same) == 1 else canonical
 
+    def read(self, where: str | Path, given: str, seen: dict[str, str], fix: str = "rename one") -> tuple[str, str]:
+        """A structure's name read from ``where`` (every reader's one step): the name as given made printable
+        (:func:`name_from_file`) and its canonical name; refuses a second structure of one canonical name.
+
+        Args:
+            seen: canonical name -> name as given, of the structures read so far; this one is added.
+            fix: what the user can do about two structures of one name.
+        """
+        printable = name_from_file(where, given)
+        name = self.canonical(printable)
+        refuse_duplicate(where, printable, name, seen, fix)
+        seen[name] = printable
+        return printable, name
+
     def canonical(self, name: str) -> str:
-        """The canonical name: an alias's canonical name, ``PTV<Gy>`` for a target named with a dose."""
+        """The canonical name: an alias's canonical name, ``PTV<Gy>`` for a target named with a dose; a name
+        is first made printable (:func:`printable_name`)."""
+        name = printable_name(name)
         key = _key(name)
         if key in self.aliases:
             return self.aliases[key]

@@ -11,19 +11,17 @@ as UTF-8.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+from DoseSegLib.core.names import CONTROL
+
 __all__ = ["ascii_values", "decode_header", "one_line", "write_with_utf8"]
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
 
 def one_line(value: object) -> str:
     """``value`` as text on one header line (control characters, newlines included, become spaces)."""
-    return _CONTROL.sub(" ", str(value))
+    return CONTROL.sub(" ", str(value))
 
 
 def ascii_values(fields: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -61,5 +59,6 @@ def write_with_utf8(path: str | Path, write: Callable[[str | BinaryIO], object],
 
 def decode_header(lines: bytes) -> list[str]:
     """A NRRD header's bytes as lines of text for pynrrd: UTF-8 (as Slicer writes it; another byte is
-    replaced by U+FFFD rather than dropped)."""
-    return lines.decode("utf-8", "replace").splitlines(keepends=True)
+    replaced by U+FFFD rather than dropped), split at line feeds only (NRRD's line end: a value may hold a form
+    feed or U+2028, which ``str.splitlines`` would take for line ends)."""
+    return lines.decode("utf-8", "replace").split("\n")

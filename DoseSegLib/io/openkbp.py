@@ -16,7 +16,7 @@ import numpy as np
 
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.names import NameMapper, refuse_duplicate
+from DoseSegLib.core.names import NameMapper
 from DoseSegLib.core.volume import Volume, crop_to_content
 from DoseSegLib.io.patient import with_mapper_results
 
@@ -77,13 +77,11 @@ def read_openkbp_csv(folder: str | Path, mapper: NameMapper | None = None) -> Ca
     for file in sorted(folder.glob("*.csv")):
         name = file.stem
         if name not in _SPECIAL:
-            canonical = mapper.canonical(name)
-            refuse_duplicate(file, name, canonical, original_names, "remove one of the two files")
+            _, canonical = mapper.read(file, name, original_names, "remove one of the two files")
             mask = dense(name, np.uint8)
             if not mask.any():
                 raise DoseSegError(f"{file}: structure is empty (no voxel listed)")
             structures[canonical] = crop_to_content(volume(mask), mask > 0)
-            original_names[canonical] = name
     possible = None
     if (folder / "possible_dose_mask.csv").is_file():
         possible = volume(dense("possible_dose_mask", np.uint8))

@@ -12,7 +12,7 @@ import numpy as np
 from DoseSegLib.core.case import Case
 from DoseSegLib.core.checks import named_path, require_path, require_type
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.names import NameMapper, refuse_duplicate, structure_filenames
+from DoseSegLib.core.names import NameMapper, printable_name, shown_name, structure_filenames
 from DoseSegLib.core.volume import Volume, crop_box, mask_box
 from DoseSegLib.io.nrrd_read import read_header, read_nrrd
 from DoseSegLib.io.nrrd_text import ascii_values, one_line, write_with_utf8
@@ -217,11 +217,9 @@ def read_named_segmentation(
     for segment in seg["segments"]:
         layer = voxels[segment.get("layer", 0)] if layered else voxels
         mask = layer == segment["labelValue"]
-        name = mapper.canonical(segment["name"])
-        refuse_duplicate(path, segment["name"], name, given, "rename one")
-        given[name] = segment["name"]
+        shown, name = mapper.read(path, segment["name"], given)
         if not mask.any():
-            raise DoseSegError(f"{path}: segment '{segment['name']}' is empty")
+            raise DoseSegError(f"{path}: segment '{shown}' is empty")
         masks[name] = Volume(mask, tuple(spacing), tuple(ijk_to_lps[:3, 3]), direction)
     return masks, given
 
@@ -261,6 +259,19 @@ def _union_box(masks: list[np.ndarray]) -> tuple[slice, ...]:
     return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
 
 
+def _segment_names(path: str | Path, masks: dict[str, Volume]) -> list[tuple[str, str]]:
+    """Each mask's key and the segment name it is written under: printable (:func:`names.printable_name`; a
+    Case's names already are), as a NRRD header line must be; two keys of one such name are refused."""
+    written: dict[str, str] = {}
+    for key in masks:
+        name = printable_name(key)
+        if name in written:
+            raise ValueError(f"{path}: segments '{shown_name(written[name])}' and '{shown_name(key)}' would both "
+                             f"be written as '{name}'")
+        written[name] = key
+    return [(key, name) for name, key in written.items()]
+
+
 def write_segmentation(
     path: str | Path, masks: dict[str, Volume], colors: dict[str, tuple[float, float, float]] | None = None,
     crop: bool = False,
@@ -281,13 +292,13 @@ def write_segmentation(
     box = _union_box([m.array for m in masks.values()]) if crop else tuple(slice(0, n) for n in grid.shape)
     voxels, placement = _shared_layers([m.array[box] for m in masks.values()])
     segments, utf8 = [], {}
-    for index, ((layer, label), name) in enumerate(zip(placement, masks, strict=True)):
+    for index, ((layer, label), (key, name)) in enumerate(zip(placement, _segment_names(path, masks), strict=True)):
         stand_in, names = ascii_values({f"Segment{index}_ID": name, f"Segment{index}_Name": name})
         utf8.update(names)  # a non-ASCII name in UTF-8, as Slicer writes it
         segment = {"id": stand_in[f"Segment{index}_ID"], "name": stand_in[f"Segment{index}_Name"],
                    "labelValue": label, "layer": layer}
-        if colors and name in colors:
-            segment["color"] = list(colors[name])
+        if colors and key in colors:
+            segment["color"] = list(colors[key])
         segments.append(segment)
     seg = {"voxels": voxels, "ijkToLPS": crop_box(grid, box).index_to_lps, "segments": segments, "encoding": "gzip"}
     write_with_utf8(path, lambda file: slicerio.write_segmentation(file, seg, compression_level=GZIP_LEVEL), utf8)
@@ -362,11 +373,8 @@ def read_patient(
         structures, original_names = read_named_segmentation(segmentation, mapper)
     else:
         for file in sorted((folder / "structures").glob("*.nrrd")):
-            original = file.name[: -len(".nrrd")]
-            name = mapper.canonical(original)
-            refuse_duplicate(file, original, name, original_names)
+            _, name = mapper.read(file, file.name[: -len(".nrrd")], original_names, "remove one, or rename it")
             structures[name] = read_mask(file)
-            original_names[name] = original
     dose = read_dose(folder / DOSE_FILE) if (folder / DOSE_FILE).is_file() else None
     mask_path = folder / POSSIBLE_DOSE_FILE
     possible = read_mask(mask_path) if mask_path.is_file() else possible

@@ -12,6 +12,7 @@ PS3.15's Basic Application Level Confidentiality Profile before it is saved.
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from DoseSegLib.core.colors import structure_color
+from DoseSegLib.core.names import printable_name, shown_name
 from DoseSegLib.core.version import __version__
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.contours import mask_polygons
@@ -31,6 +33,7 @@ RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 STUDY_REFERENCE = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (the usual RTReferencedStudy class)
 RESEARCH = "DoseSeg research, not clinical"
 LO_LIMIT = 64
+log = logging.getLogger(__name__)
 # Patient and General Study: (keyword, Type 2) copied from the CT; a Type 2 the CT lacks is written empty
 _COPIED = (("PatientName", True), ("PatientID", True), ("PatientBirthDate", True), ("PatientSex", True),
            ("StudyInstanceUID", False), ("StudyDate", True), ("StudyTime", True), ("StudyID", True),
@@ -245,12 +248,22 @@ def kind_from_name(name: str) -> str:
     return next((kind for prefix, kind in _KIND_PREFIXES if upper.startswith(prefix)), "ORGAN")
 
 
+def roi_name(name: str) -> str:
+    """``name`` as an ROIName (LO): no control character (:func:`names.printable_name`, as every reader gives
+    names) and no backslash, which DICOM reads as the end of a value ('Lens\\L' would be two names)."""
+    written = printable_name(name).replace("\\", "/")
+    if written != name:
+        log.warning("ROI '%s' written as ROIName '%s' (DICOM allows no control character or backslash in it)",
+                    shown_name(name), written)
+    return written
+
+
 def _roi_items(number: int, name: str, style: RoiStyle, ct: SeriesGeometry):
     """The StructureSetROISequence and RTROIObservationsSequence items of one ROI."""
     from pydicom.dataset import Dataset
 
     roi = Dataset()
-    roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, ct.frame_of_reference, name
+    roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, ct.frame_of_reference, roi_name(name)
     roi.ROIGenerationAlgorithm = style.generation.value
     if style.algorithm:
         roi.ROIGenerationDescription = short_text(style.algorithm)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from DoseSegLib.core.errors import DoseSegError
-from DoseSegLib.core.names import refuse_duplicate
+from DoseSegLib.core.names import name_from_file
 from DoseSegLib.core.volume import Volume
 from DoseSegLib.io.dicom.fine import fine_mask
 from DoseSegLib.io.dicom.rasterise import rasterise
@@ -72,6 +72,14 @@ def _number(item, keyword: str, path: str) -> int:
         raise DoseSegError(f"{path}: {keyword} {shown!r} is not a whole number") from None
 
 
+def _text(value: object) -> str:
+    """A text attribute as written: a name holding a backslash (DICOM's value delimiter) is read by pydicom as
+    several values, joined back here."""
+    from pydicom.multival import MultiValue
+
+    return "\\".join(map(str, value)) if isinstance(value, MultiValue) else str(value)
+
+
 def read_rois(ds) -> list[Roi]:
     """Every ROI of a structure set (read with pydicom), in StructureSetROISequence order."""
     path = str(getattr(ds, "filename", "RTSTRUCT"))
@@ -81,7 +89,8 @@ def read_rois(ds) -> list[Roi]:
     rois = {}
     for item in ds.get("StructureSetROISequence", []):
         number = _number(item, "ROINumber", path)
-        rois[number] = Roi(number, str(item.get("ROIName", f"ROI {number}")).strip(), kinds.get(number, ""),
+        name = name_from_file(path, _text(item.get("ROIName", f"ROI {number}")).strip(" "), "ROI name")
+        rois[number] = Roi(number, name, kinds.get(number, ""),
                            str(item.get("ReferencedFrameOfReferenceUID", "")),
                            generation=str(item.get("ROIGenerationAlgorithm", "") or "").upper())
     for item in ds.get("ROIContourSequence", []):
@@ -137,9 +146,8 @@ def structure_masks(ds, grid: Volume, frame_of_reference: str, mapper, rois: lis
         if roi.kind == "EXTERNAL":
             bodies.append((roi.name, grid.with_array(mask)))
             continue
-        name = mapper.canonical(roi.name)
-        refuse_duplicate(path, roi.name, name, given, "rename one")
-        masks[name], given[name] = grid.with_array(mask), roi.name
+        _, name = mapper.read(path, roi.name, given)
+        masks[name] = grid.with_array(mask)
         if fine is not None:
             sub_voxel = fine_mask(roi.contours, grid, grid.spacing[2])
             if sub_voxel is not None:
