@@ -274,7 +274,7 @@ def test_plan_qa_verdicts() -> None:
     assert [r["note"].endswith("not an organ the model was trained on") for r in noted] == [False, False, True]
 
 
-@pytest.mark.parametrize("name", ["openkbp-dose-unet24"])
+@pytest.mark.parametrize("name", ["openkbp-dose-unet24", "openkbp-dose-refine24"])
 def test_bundled_intervals_are_calibrated_and_narrower_than_constant(name: str) -> None:
     """The sidecar's held-out record (scripts/calibrate_difficulty.py): the issue's goal, coverage 0.85-0.95 at
     90 % and at most 0.85 x the constant interval's mean width; the bias fitted on the training split."""
