@@ -116,6 +116,19 @@ def test_segments_keep_names_colours_and_overlaps(scene, phantom, loaded):
         assert source.same_grid(phantom.ct) and np.array_equal(source.array, mask.array), name
 
 
+def test_a_segment_named_with_a_newline_is_read_under_its_printable_name(loaded, caplog):
+    """A segment named 'Ring<newline>Opt' in Python (the Segment Editor cannot type one): the scene's case names it
+    Ring_Opt, as every file reader would, with a warning (see test_control_names.py)."""
+    from DoseSegLogicLib.evaluation import sceneCase
+
+    ct, dose, segmentation = loaded
+    segments = segmentation.GetSegmentation()
+    segments.GetSegment(segments.GetSegmentIdBySegmentName("Larynx")).SetName("Ring\nOpt")
+    case = sceneCase(dose, segmentation, PatientOptions(), ct)
+    assert "Ring_Opt" in case.structures and case.original_names["Ring_Opt"] == "Ring_Opt"
+    assert "'Ring\\nOpt' has control characters" in caplog.text and "read as 'Ring_Opt'" in caplog.text
+
+
 def test_segments_resample_onto_another_grid(scene, phantom, loaded):
     _, _, segmentation = loaded
     coarse = Volume(np.zeros((32, 32, 24)), tuple(2 * s for s in phantom.ct.spacing),
