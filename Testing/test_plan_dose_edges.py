@@ -18,7 +18,7 @@ from DoseSegLib.analysis.dosecheck import dose_coverage
 from DoseSegLib.analysis.plan import evaluate_plan
 from DoseSegLib.analysis.plan_qa import NOT_EVALUATED, UNKNOWN_COVERAGE, plan_qa_rows
 from DoseSegLib.core.alignment import align_case
-from DoseSegLib.core.case import Case
+from DoseSegLib.core.case import OARS, Case
 from DoseSegLib.core.volume import crop_box
 from DoseSegLib.io.patient import DOSE_FILE, read_patient, write_patient
 from DoseSegLib.io.phantom import make_phantom
@@ -60,7 +60,7 @@ def test_plan_qa_rows_of_structures_the_plan_dose_does_not_cover_are_not_evaluat
 
 def test_the_body_gets_no_interval() -> None:
     case = align_case(_with_body(make_phantom(shape=SHAPE), "Body"))
-    names = {item.structure for item in case_items(case, evaluate_plan(case, constraints=[]))}
+    names = {item.structure for item in case_items(case, evaluate_plan(case, constraints=[]), OARS)}
     assert "Body" not in names and {"PTV70", "Brainstem"} <= names
 
 
@@ -81,10 +81,10 @@ def test_a_structure_looking_like_a_target_without_a_prescription_is_not_an_orga
         True, True, True, True, True, False, False]
     case = align_case(_with_unprescribed(make_phantom(shape=SHAPE)))
     assert case.unprescribed_targets == ["CTV70", "zPTV70_opt", "GTV"]
-    names = {item.structure for item in case_items(case, evaluate_plan(case, constraints=[]))}
+    names = {item.structure for item in case_items(case, evaluate_plan(case, constraints=[]), OARS)}
     assert not names & {"CTV70", "zPTV70_opt", "GTV"} and {"PTV70", "Brainstem"} <= names
     prescribed = replace(case, prescriptions={"CTV70": 70.0})  # given a dose, CTV70 is a target with its interval
-    items = case_items(prescribed, evaluate_plan(prescribed, constraints=[]))
+    items = case_items(prescribed, evaluate_plan(prescribed, constraints=[]), OARS)
     assert {i.family for i in items if i.structure == "CTV70"} and "zPTV70_opt" not in {i.structure for i in items}
     assert prescribed.unprescribed_warning() == (
         "zPTV70_opt, GTV look like targets but have no prescription: left out of plan QA and the organ intervals; "

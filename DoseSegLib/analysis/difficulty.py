@@ -9,11 +9,13 @@ gives a bias. It is fitted on the training split's own predictions, whose errors
 unseen patients' (OAR mean |error| 1.42 Gy against 1.67 Gy on validation), so the validation split is
 left whole for calibration: the interval is ``predicted + bias +- q_L`` with ``q_L`` the split-conformal
 quantile of the validation residuals ``|error - bias|``, widened where needed to hold the prediction
-itself (a DVH band always holds its curve).
+itself (a DVH band always holds its curve). A metric with a feature beyond :data:`Z_LIMIT` training
+standard deviations (another main prescription, an organ far larger than any trained) gets no bias and
+the constant interval ``predicted +- q_L(|error|)``.
 
-Measured, and why no width model: a normalised conformal scale (a ridge of ``log|residual|`` on the same
-features) ranks the errors (Spearman about 0.3) but made the intervals wider on the training split's
-cross-validation, which chose the model (see the model card).
+Why no width model: a normalised conformal scale (a ridge of ``log|residual|`` on the same features) ranks
+the residuals a little (Spearman 0.10-0.30) but made the intervals wider on the training split's
+cross-validation (``scripts/calibrate_difficulty.py --select``; see the model card).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.io.tables import Row
 
 RIDGE = 0.01
-Z_LIMIT = 4.0  # standardised features are clipped to +-4: a case unlike the training ones gets a bounded bias
+Z_LIMIT = 4.0  # a metric with a feature beyond +-4 training standard deviations gets the constant interval
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
@@ -44,8 +46,8 @@ def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
 class FamilyModel:
     """One family's bias model: ``bias = mean . [1, z]``, the expected plan-minus-prediction difference
     (e.g. a target's D95% predicted below what plans give), ``z`` the item's ``features`` (by name) and one
-    indicator per organ of ``organs``, standardised by the training ``centre`` and ``scale`` and clipped to
-    +-:data:`Z_LIMIT`."""
+    indicator per organ of ``organs``, standardised by the training ``centre`` and ``scale`` (a missing case-level
+    value, NaN, reads as the training average)."""
 
     features: tuple[str, ...]
     organs: tuple[str, ...]
@@ -62,9 +64,18 @@ class FamilyModel:
                                "compute: recalibrate (scripts/calibrate_difficulty.py)") from exc
         return values + [float(item.structure == organ) for organ in self.organs]
 
+    def z(self, item: Item) -> np.ndarray:
+        """The item's standardised features (0 for a missing value)."""
+        return np.nan_to_num((np.asarray(self.row(item), float) - self.centre) / self.scale, nan=0.0)
+
+    def extrapolates(self, item: Item) -> bool:
+        """True when a feature lies beyond +-:data:`Z_LIMIT` training standard deviations (e.g. another main
+        prescription than the training plans' 70 Gy): the bias would be an extrapolation."""
+        return bool(np.any(np.abs(self.z(item)) > Z_LIMIT))
+
     def bias(self, item: Item) -> float:
-        z = np.clip((np.asarray(self.row(item), float) - self.centre) / self.scale, -Z_LIMIT, Z_LIMIT)
-        return float(np.dot(self.mean, [1.0, *z]))
+        """The expected plan-minus-prediction difference of ``item``."""
+        return float(np.dot(self.mean, [1.0, *self.z(item)]))
 
     @classmethod
     def fit(cls, items: Sequence[Item], errors: np.ndarray, organs: Sequence[str] = (),
@@ -72,13 +83,25 @@ class FamilyModel:
         """Ridge least squares of the signed ``errors`` (plan - prediction) on the standardised features."""
         model = cls(tuple(items[0].features), tuple(organs), (), (), ())
         rows = np.array([model.row(item) for item in items], float)
-        centre, scale = rows.mean(axis=0), rows.std(axis=0) + 1e-9
-        z = np.clip((rows - centre) / scale, -Z_LIMIT, Z_LIMIT)
+        centre, scale = np.nanmean(rows, axis=0), np.nanstd(rows, axis=0) + 1e-9
+        z = np.nan_to_num((rows - centre) / scale, nan=0.0)
         mean = _ridge(np.column_stack([np.ones(len(rows)), z]), errors, ridge)
         return cls(model.features, model.organs, *(tuple(float(c) for c in v) for v in (mean, centre, scale)))
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> FamilyModel:
+        """Read :func:`dataclasses.asdict`'s form, checking that the lengths agree."""
+        features, organs = tuple(str(f) for f in data["features"]), tuple(str(o) for o in data["organs"])
+        mean, centre, scale = (tuple(float(v) for v in data[k]) for k in ("mean", "centre", "scale"))
+        size = len(features) + len(organs)
+        if not features or len(mean) != size + 1 or len(centre) != size or len(scale) != size:
+            raise ValueError(f"{len(features)} features and {len(organs)} organs but {len(mean)} coefficients, "
+                             f"{len(centre)} centres, {len(scale)} scales")
+        return cls(features, organs, mean, centre, scale)
 
-def _quantile(scores: Sequence[float], level: float) -> float:
+
+def conformal_quantile(scores: Sequence[float], level: float) -> float:
+    """The split-conformal quantile: the ceil((n + 1) level)-th smallest score."""
     ranked = sorted(scores)
     rank = math.ceil((len(ranked) + 1) * level)
     if not 0 < level < 1:
@@ -104,15 +127,26 @@ class Observation:
 
 @dataclass(frozen=True)
 class DifficultyCalibration:
-    """Per family: the bias model and the calibration residuals ``|error - bias|`` (sorted)."""
+    """Per family: the bias model, the calibration residuals ``|error - bias|`` of the metrics it does not
+    extrapolate (``scores``) and every calibration metric's ``|error|`` (``constant``), each sorted."""
 
     models: dict[str, FamilyModel]
     scores: dict[str, list[float]]
+    constant: dict[str, list[float]]
+
+    @property
+    def organs(self) -> tuple[str, ...]:
+        """The organs the bias models were fitted on (the only OARs the case-level features average)."""
+        return self.models["oar_mean"].organs
 
     def interval(self, item: Item, level: float) -> tuple[float, float]:
-        """``predicted + bias +- q_L``, widened to hold the prediction itself, lower >= 0."""
-        centre = item.predicted + self.models[item.family].bias(item)
-        half = _quantile(self.scores[item.family], level)
+        """``predicted + bias +- q_L``, or the constant interval ``predicted +- q_L(|error|)`` where the bias model
+        would extrapolate; widened to hold the prediction itself, lower >= 0."""
+        model = self.models[item.family]
+        if model.extrapolates(item):
+            centre, half = item.predicted, conformal_quantile(self.constant[item.family], level)
+        else:
+            centre, half = item.predicted + model.bias(item), conformal_quantile(self.scores[item.family], level)
         return max(min(centre - half, item.predicted), 0.0), max(centre + half, item.predicted)
 
     def rows(self, items: Sequence[Item], level: float) -> list[Row]:
@@ -125,25 +159,38 @@ class DifficultyCalibration:
         return out
 
     def to_dict(self) -> dict:
-        return {"models": {f: asdict(m) for f, m in self.models.items()}, "scores": self.scores}
+        """The sidecar's ``difficulty`` (JSON-ready)."""
+        return {"models": {f: asdict(m) for f, m in self.models.items()}, "scores": self.scores,
+                "constant": self.constant}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> DifficultyCalibration:
-        """Read :meth:`to_dict`'s form, or the first calibrations' (models without feature names: the names
-        are ``data["features"]["oar"]`` and ``["target"]``, no organ indicators)."""
+        """Read :meth:`to_dict`'s form; an earlier form or a damaged one is refused (recalibrate)."""
         try:
-            first = data.get("features", {})
-            models = {f: FamilyModel(tuple(m.get("features", first.get(f.split("_")[0], ()))),
-                                     tuple(m.get("organs", ())), tuple(m["mean"]), tuple(m["centre"]),
-                                     tuple(m["scale"]))
-                      for f, m in data["models"].items()}
-            scores = {f: sorted(float(v) for v in data["scores"][f]) for f in FAMILIES}
+            models = {f: FamilyModel.from_dict(data["models"][f]) for f in FAMILIES}
+            scores, constant = ({f: sorted(float(v) for v in data[k][f]) for f in FAMILIES}
+                                for k in ("scores", "constant"))
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise DoseSegError(f"difficulty calibration unreadable ({exc})") from exc
-        return cls(models, scores)
+            raise DoseSegError(f"difficulty calibration unreadable or of an earlier DoseSeg ({exc}): recalibrate "
+                               "with scripts/calibrate_difficulty.py") from exc
+        return cls(models, scores, constant)
+
+    @classmethod
+    def calibrate(cls, models: dict[str, FamilyModel], calibration: Sequence[Observation]) -> DifficultyCalibration:
+        """The split-conformal scores of ``calibration`` (patients none of whom fitted ``models``)."""
+        scores: dict[str, list[float]] = {}
+        constant: dict[str, list[float]] = {}
+        for family in FAMILIES:
+            chosen = _family(calibration, family)
+            model = models[family]
+            scores[family] = sorted(abs(o.error - model.bias(o.item)) for o in chosen
+                                    if not model.extrapolates(o.item))
+            constant[family] = sorted(abs(o.error) for o in chosen)
+        return cls(models, scores, constant)
 
 
 def _family(observations: Sequence[Observation], family: str) -> list[Observation]:
+    """The observations of one family (refused when fewer than 10)."""
     chosen = [o for o in observations if o.item.family == family]
     if len(chosen) < 10:
         raise DoseSegError(f"{len(chosen)} values of {family}: too few to calibrate")
@@ -168,9 +215,7 @@ def calibrate_difficulty(training: Sequence[Observation], calibration: Sequence[
     shared = {o.patient for o in training} & {o.patient for o in calibration}
     if shared:
         raise DoseSegError(f"{len(shared)} patients both fit and calibrate the intervals (e.g. {min(shared)})")
-    models = fit_models(training)
-    scores = {f: sorted(abs(o.error - models[f].bias(o.item)) for o in _family(calibration, f)) for f in FAMILIES}
-    return DifficultyCalibration(models, scores)
+    return DifficultyCalibration.calibrate(fit_models(training), calibration)
 
 
 def folds_of(patients: Sequence[str], folds: int) -> dict[str, int]:
@@ -193,10 +238,9 @@ def held_out_report(training: Sequence[Observation], calibration: Sequence[Obser
     rows: dict[str, list[tuple[bool, float, bool, float, float]]] = {f: [] for f in FAMILIES}
     for k in range(folds):
         rest = [o for o in calibration if fold[o.patient] != k]
-        scores = {f: sorted(abs(o.error - models[f].bias(o.item)) for o in _family(rest, f)) for f in FAMILIES}
-        intervals = DifficultyCalibration(models, scores)
+        intervals = DifficultyCalibration.calibrate(models, rest)
         for family in FAMILIES:
-            constant = _quantile([abs(o.error) for o in rest if o.item.family == family], level)
+            constant = conformal_quantile(intervals.constant[family], level)
             for o in (o for o in calibration if fold[o.patient] == k and o.item.family == family):
                 lower, upper = intervals.interval(o.item, level)
                 rows[family].append((lower <= o.reference <= upper, upper - lower, abs(o.error) <= constant,

@@ -9,6 +9,7 @@ move together (the planner's trade-off for that patient), so the case-level feat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import cast
 
@@ -23,16 +24,18 @@ from DoseSegLib.core.volume import mask_box
 
 MARGIN = 5  # voxels around the structures' box where distances are computed
 NEAR_MM = 5.0
-OAR_DISTANCE = "log(1 + distance to the targets in mm)"  # OAR features of the first calibration, kept by name
+OAR_DISTANCE = "log(1 + distance to the targets in mm)"
 OAR_INSIDE = "fraction inside a target"
-TARGET_LEVEL = "prescription / main prescription"  # target features of the first calibration
-TARGET_VOLUME = "log10 volume (cc)"
+TARGET_LEVEL = "prescription / main prescription"
+TARGET_VOLUME = "log10 volume (cc)"  # the same as VOLUME for a target: kept so that calibrations stay valid
 PREDICTED_RX = "predicted / prescription"  # the structure's own prescription for a target, the main one for an OAR
+LEVEL = "predicted / main prescription"
+VOLUME = "log10 structure volume (cc)"
+SPREAD = "predicted dose std / main prescription"
 STRUCTURE_FEATURES = (
-    "predicted / main prescription", "log10 structure volume (cc)", "predicted dose std / main prescription",
-    f"fraction within {NEAR_MM:g} mm of a target", "log(1 + distance to the primary target in mm)",
-    "fraction inside the primary target", "log(1 + median distance to the targets in mm)",
-    "predicted dose p90 - p10 / main prescription",
+    LEVEL, VOLUME, SPREAD, f"fraction within {NEAR_MM:g} mm of a target",
+    "log(1 + distance to the primary target in mm)", "fraction inside the primary target",
+    "log(1 + median distance to the targets in mm)", "predicted dose p90 - p10 / main prescription",
 )
 CASE_FEATURES = (
     "number of targets", "main prescription (Gy)", "OARs: mean log(1 + distance to the targets)",
@@ -40,6 +43,9 @@ CASE_FEATURES = (
     "targets: mean log10 volume", "targets: mean predicted D95% / main prescription", "OARs: mean log10 volume",
     "number of OARs", "OARs: mean predicted dose std / main prescription",
 )
+
+FEATURE_NAMES = (OAR_DISTANCE, OAR_INSIDE, TARGET_LEVEL, TARGET_VOLUME, PREDICTED_RX, *STRUCTURE_FEATURES,
+                 *CASE_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -78,38 +84,43 @@ def _structure_features(case: Case, mask: np.ndarray, voxels: np.ndarray, main: 
     return dict(zip(STRUCTURE_FEATURES, values, strict=True))
 
 
-def _case_features(case: Case, main: float, items: list[Item]) -> dict[str, float]:
-    """The case-level features: its targets and OARs on average."""
-    oars = [i.features for i in items if i.family == "oar_mean"]
-    targets = [i.features for i in items if i.family == "target_d95"]
+def _case_features(case: Case, main: float, items: list[Item], organs: Collection[str]) -> dict[str, float]:
+    """The case-level features: its targets and its ``organs`` (the model's) on average; NaN where it has none
+    (the bias model reads NaN as the training average). Other structures (rings, couch, an organ the model
+    lacks) do not count: they would move every interval of the case."""
+    oars = [i for i in items if i.family == "oar_mean" and i.structure in organs]
+    targets = [i for i in items if i.family == "target_d95"]
 
-    def mean(rows: list[dict[str, float]], key: str, scale: float = 1.0) -> float:
-        return float(np.mean([r[key] for r in rows])) * scale if rows else 0.0
+    def mean(chosen: list[Item], value: Callable[[Item], float]) -> float:
+        return float(np.mean([value(i) for i in chosen])) if chosen else math.nan
 
     values = (
-        float(len(case.targets)), main, mean(oars, OAR_DISTANCE), mean(oars, OAR_INSIDE), mean(oars, PREDICTED_RX),
-        mean(targets, TARGET_VOLUME),
-        float(np.mean([i.predicted for i in items if i.family == "target_d95"])) / main if targets else 0.0,
-        mean(oars, STRUCTURE_FEATURES[1]), float(len(oars)), mean(oars, STRUCTURE_FEATURES[2]),
+        float(len(case.targets)), main, mean(oars, lambda i: i.features[OAR_DISTANCE]),
+        mean(oars, lambda i: i.features[OAR_INSIDE]), mean(oars, lambda i: i.features[PREDICTED_RX]),
+        mean(targets, lambda i: i.features[VOLUME]), mean(targets, lambda i: i.predicted / main),
+        mean(oars, lambda i: i.features[VOLUME]), float(len(oars)), mean(oars, lambda i: i.features[SPREAD]),
     )
     return dict(zip(CASE_FEATURES, values, strict=True))
 
 
-def case_items(case: Case, predicted: PlanEvaluation) -> list[Item]:
+def case_items(case: Case, predicted: PlanEvaluation, organs: Collection[str]) -> list[Item]:
     """The interval metrics of an aligned case's prediction (``predicted``: its evaluation), with their features.
 
     OARs are the structures that are not targets; targets of unknown dose, structures that look like targets
     without a prescription (:attr:`~DoseSegLib.core.case.Case.unprescribed_targets`: CTV70, zPTV70_opt) and the
-    body get no interval.
+    body get no interval. ``organs``: the model's organs, the only OARs the case-level features average.
     """
     primary = primary_target(case)
     if primary is None:
         raise DoseSegError(f"{case.name}: no target with a known prescription: no calibrated interval")
     main = primary.prescription
-    box = mask_box(np.logical_or.reduce([m.array.astype(bool) for m in case.structures.values()]), MARGIN)
-    targets = list(case.targets)
-    to_targets, to_primary = _distances(case, targets, box), _distances(case, [primary.name], box)
     skipped = {*case.unprescribed_targets, *NOT_AN_ORGAN}  # unprescribed: the targets of unknown dose among them
+    kept = [m.array.astype(bool) for n, m in case.structures.items() if n not in skipped]
+    if not any(case.structures[n].array.any() for n in case.targets):
+        raise DoseSegError(f"{case.name}: every target is empty: no calibrated interval")
+    box = mask_box(np.logical_or.reduce(kept), MARGIN)  # the body left out: its box would be the whole CT
+    to_targets = _distances(case, list(case.targets), box)
+    to_primary = to_targets if len(case.targets) == 1 else _distances(case, [primary.name], box)
     items = []
     for row in predicted.metrics:
         name = str(row["structure"])
@@ -124,10 +135,10 @@ def case_items(case: Case, predicted: PlanEvaluation) -> list[Item]:
             value = float(cast(float, row[metric]))
             if is_target:
                 rx = case.targets[name]
-                own = {TARGET_LEVEL: rx / main, TARGET_VOLUME: shared[STRUCTURE_FEATURES[1]], PREDICTED_RX: value / rx}
+                own = {TARGET_LEVEL: rx / main, TARGET_VOLUME: shared[VOLUME], PREDICTED_RX: value / rx}
             else:
                 own = {OAR_DISTANCE: math.log1p(float(to_targets[mask].min())),
                        OAR_INSIDE: float(np.mean(to_targets[mask] == 0)), PREDICTED_RX: value / main}
             items.append(Item(name, metric, family, value, {**own, **shared}))
-    whole = _case_features(case, main, items)
+    whole = _case_features(case, main, items, organs)
     return [Item(i.structure, i.metric, i.family, i.predicted, {**i.features, **whole}) for i in items]

@@ -8,6 +8,7 @@ the deterministic prediction. The samples of one call are reproducible for a fix
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -166,9 +167,14 @@ def load_difficulty(model: DoseModel, folder: Path | None = None) -> DifficultyC
 
 
 def case_intervals(calibration: DifficultyCalibration, case: Case, predicted: PlanEvaluation,
-                   level: float = 0.9) -> list[Row]:
-    """The calibrated intervals (dvh_intervals.csv rows) of an aligned case's predicted metrics; no sampling."""
-    return calibration.rows(case_items(case, predicted), level)
+                   level: float = 0.9, auto: Collection[str] = ()) -> list[Row]:
+    """The calibrated intervals (dvh_intervals.csv rows) of an aligned case's predicted metrics; no sampling.
+
+    ``auto``: the auto-contoured structures. They get their intervals but do not count in the case-level
+    features, as the calibration's patients (never auto-segmented) had only their own organs.
+    """
+    organs = [name for name in calibration.organs if name not in auto]
+    return calibration.rows(case_items(case, predicted, organs), level)
 
 
 @dataclass
@@ -196,6 +202,7 @@ class DoseUncertainty:
 def predict_uncertainty(
     model: DoseModel, case: Case, predicted: PlanEvaluation, level: float = 0.9,
     dvh_method: DvhMethod | str = DvhMethod.AUTO, folder: Path | None = None, outside_domain: bool = False,
+    auto: Collection[str] = (),
 ) -> DoseUncertainty:
     """Sample the model as calibrated, and give the std map and the intervals around ``predicted``'s metrics.
 
@@ -209,6 +216,7 @@ def predict_uncertainty(
         level: coverage of the intervals (a fraction).
         folder: where the calibration sidecar lies (the catalogue's folder when None).
         outside_domain: the case is outside the model's domain.
+        auto: the auto-contoured structures (see :func:`case_intervals`).
     """
     calibration, sampling = load_calibration(model, folder)
     calibration.quantile(FAMILIES[0], level)  # refuse a bad level before the costly sampling
@@ -219,7 +227,7 @@ def predict_uncertainty(
                                 level)
     if difficulty is None or not case.targets:
         return DoseUncertainty(dose_std(samples), plans, spread_rows)
-    rows = case_intervals(difficulty, case, predicted, level)
+    rows = case_intervals(difficulty, case, predicted, level, auto)
     return DoseUncertainty(dose_std(samples), plans, union_rows(rows, spread_rows) if outside_domain else rows)
 
 
