@@ -24,13 +24,18 @@ from DoseSegLib.io.patient import write_segmentation, write_volume
 from DoseSegLib.io.phantom import make_phantom
 
 
+CONVERTER_RULES = ("vtkBinaryLabelmapToClosedSurfaceConversionRule", "vtkClosedSurfaceToBinaryLabelmapConversionRule")
+
+
 @pytest.fixture(scope="session")
 def converter_rules():
-    """Register the segmentation converter rules once, as Slicer's Segmentations module does."""
+    """Register the segmentation converter rules as Slicer's Segmentations module does: each one that is missing
+    (another test module may have registered one of them only: closed-surface segments then fail to convert)."""
     factory = slicer.vtkSegmentationConverterFactory.GetInstance()
-    if not factory.GetConverterRules():
-        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
-        factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
+    present = {rule.GetClassName() for rule in factory.GetConverterRules()}
+    for name in CONVERTER_RULES:
+        if name not in present:
+            factory.RegisterConverterRule(getattr(slicer, name)())
 
 
 @pytest.fixture
