@@ -274,21 +274,6 @@ def test_helper_structures_do_not_move_the_organs_intervals(phantom_case: Case) 
     assert calibration.rows(same, 0.9) == calibration.rows(plain, 0.9)
 
 
-def test_auto_contours_do_not_count_in_the_case_features(phantom_case: Case) -> None:
-    """The calibration's patients were never auto-segmented: an auto-contoured organ gets its interval, but the
-    case-level averages are taken over the patient's own organs, as in calibration."""
-    from DoseSegLib.analysis.difficulty_features import case_items
-    from DoseSegLib.core.case import OARS
-    from DoseSegLib.models.dose.uncertainty import case_intervals
-
-    plan = evaluate_plan(phantom_case, constraints=[])
-    _, _, calibration = _toy_calibration(case_items(phantom_case, plan, OARS), np.random.default_rng(4))
-    drawn = [o for o in OARS if o != "Larynx"]
-    items = case_items(phantom_case, plan, drawn)
-    assert {i.features["number of OARs"] for i in items} == {6.0} and "Larynx" in {i.structure for i in items}
-    assert case_intervals(calibration, phantom_case, plan, 0.9, auto=["Larynx"]) == calibration.rows(items, 0.9)
-
-
 def test_an_extrapolated_metric_gets_the_constant_interval(phantom_case: Case) -> None:
     """A feature beyond 4 training standard deviations (here a 45 Gy main prescription; training: 70 Gy) gets
     no bias: the prediction +- the constant interval's half width."""
@@ -308,6 +293,46 @@ def test_an_extrapolated_metric_gets_the_constant_interval(phantom_case: Case) -
     assert not any(inside)
 
 
+def test_the_extrapolation_limit_with_the_bundled_calibration(phantom_case: Case) -> None:
+    """The training plans are all 70 Gy: a main prescription within 1 % keeps every metric's status, 60 Gy makes
+    every metric extrapolate; an organ indicator never does (a rare organ is no extrapolation)."""
+    from DoseSegLib.analysis.difficulty import DifficultyCalibration, FamilyModel
+    from DoseSegLib.analysis.difficulty_features import Item, case_items
+    from DoseSegLib.core.case import OARS
+
+    difficulty = json.loads((MODELS / "openkbp-dose-unet24.uncertainty.json").read_text())["difficulty"]
+    calibration = DifficultyCalibration.from_dict(difficulty)
+
+    def statuses(prescriptions: dict[str, float]) -> list[bool]:
+        case = replace(phantom_case, prescriptions=prescriptions)
+        return [calibration.models[i.family].extrapolates(i)
+                for i in case_items(case, evaluate_plan(case, constraints=[]), OARS)]
+
+    at_70 = statuses({})
+    assert not all(at_70)
+    assert statuses({"PTV70": 69.9}) == at_70
+    assert all(statuses({"PTV70": 60.0, "PTV56": 50.0}))
+    rare = FamilyModel(("a",), ("Rare",), (0.0, 1.0, 1.0), (0.0, 0.01), (1.0, 0.1))
+    assert not rare.extrapolates(Item("Rare", "Mean[Gy]", "oar_mean", 1.0, {"a": 0.5}))  # indicator z = 9.9
+    assert rare.extrapolates(Item("Other", "Mean[Gy]", "oar_mean", 1.0, {"a": 4.5}))
+
+
+def test_an_unreadable_calibration_leaves_the_model_usable(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A published model with a sidecar of an earlier form: a warning, no case-centred intervals, no failure."""
+    from DoseSegLib.models.dose.predict import load_dose_model
+    from DoseSegLib.models.dose.uncertainty import load_difficulty
+
+    model = load_dose_model(None, "cpu")
+    sidecar = json.loads((MODELS / "openkbp-dose-unet24.uncertainty.json").read_text())
+    assert load_difficulty(model) is not None
+    for model_data in sidecar["difficulty"]["models"].values():
+        del model_data["features"]
+    (tmp_path / "openkbp-dose-unet24.uncertainty.json").write_text(json.dumps(sidecar))
+    with caplog.at_level(logging.WARNING):
+        assert load_difficulty(model, tmp_path) is None
+    assert "recalibrate" in caplog.text and "no case-centred intervals or plan QA" in caplog.text
+
+
 def test_an_earlier_or_damaged_calibration_is_refused() -> None:
     from DoseSegLib.analysis.difficulty import DifficultyCalibration
 
@@ -323,11 +348,14 @@ def test_an_earlier_or_damaged_calibration_is_refused() -> None:
     good = {"models": dict.fromkeys(families, model), "scores": {f: [1.0] * 20 for f in families},
             "constant": {f: [2.0] * 20 for f in families}}
     assert DifficultyCalibration.from_dict(good).organs == ("Brainstem",)
-    for damaged in ({**model, "mean": [0.0] * 3}, {**model, "scale": [1.0] * 2}, {**model, "features": []}):
+    for damaged in ({**model, "mean": [0.0] * 3}, {**model, "scale": [1.0] * 2}, {**model, "scale": [1.0, 0.0, 1.0]},
+                    {**model, "centre": [0.0, float("nan"), 0.0]}):
         with pytest.raises(DoseSegError, match="recalibrate"):
             DifficultyCalibration.from_dict({**good, "models": {**good["models"], "target_d2": damaged}})
-    with pytest.raises(DoseSegError, match="recalibrate"):
-        DifficultyCalibration.from_dict({k: v for k, v in good.items() if k != "constant"})
+    for missing in ({k: v for k, v in good.items() if k != "constant"}, {**good, "scores": {**good["scores"],
+                                                                                      "oar_mean": []}}):
+        with pytest.raises(DoseSegError, match="recalibrate"):
+            DifficultyCalibration.from_dict(missing)
 
 
 def test_plan_qa_verdicts() -> None:

@@ -1,14 +1,16 @@
 """Calibrate the case-adaptive DVH-metric intervals of a catalogue dose model (bias model and conformal widths).
 
     PYTHONPATH=$PWD python scripts/calibrate_difficulty.py --train ../shared/data/openkbp/train \
-        --data ../shared/data/openkbp/validation --cache /tmp/difficulty [--model NAME] [--select] [--write]
+        --data ../shared/data/openkbp/validation --cache /tmp/difficulty [--model NAME] [--select] [--robustness] \
+        [--write]
 
 For each patient of both splits: the dose as ``doseseg run`` gives it (the model's prediction normalised to
 the prescription; no auto-segmentation), its interval metrics with their difficulty features, and the plan's
 values (cached in ``--cache``, keyed by the model and the feature names). The bias models are fitted on
 ``--train`` (the split the network learnt from), the widths calibrated on ``--data``. Prints the held-out
 coverage, widths and rank correlations (each fold of ``--data`` calibrated on the others) and, with
-``--select``, the model choice on the training split alone; with ``--write`` adds the calibration to
+``--select``, the model choice on the training split alone, with ``--robustness`` the spread of the held-out
+figures; with ``--write`` adds the calibration to
 ``Resources/Models/<model>.uncertainty.json`` (``difficulty``). Never run it on the test split.
 """
 
@@ -25,14 +27,16 @@ import numpy as np
 import torch
 
 from DoseSegLib.analysis.difficulty import (
+    DifficultyCalibration,
     FamilyModel,
     Observation,
     calibrate_difficulty,
     conformal_quantile,
+    fit_models,
     folds_of,
     held_out_report,
 )
-from DoseSegLib.analysis.difficulty_features import FEATURE_NAMES, Item, case_items
+from DoseSegLib.analysis.difficulty_features import FEATURE_NAMES, FEATURES_VERSION, Item, case_items
 from DoseSegLib.analysis.intervals import FAMILIES
 from DoseSegLib.analysis.normalisation import Convention, normalise_dose
 from DoseSegLib.analysis.plan import evaluate_plan
@@ -61,7 +65,8 @@ def collect(model: DoseModel, folder: Path, cache: Path) -> list[dict]:
 
 def cache_folder(cache: Path, model: DoseModel, split: Path) -> Path:
     """``cache/<model and features key>/<split>``: a cache of another model or feature set is never read."""
-    key = hashlib.sha256("\n".join((model.entry.sha256, *model.oars, *FEATURE_NAMES)).encode()).hexdigest()
+    parts = (model.entry.sha256, *model.oars, f"features version {FEATURES_VERSION}", *FEATURE_NAMES)
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()
     return cache / key[:16] / split.name
 
 
@@ -81,7 +86,7 @@ def selection(training: list[Observation], folds: int, level: float) -> dict:
     """How the shipped model was chosen, on the training split alone (its patients' own predictions, patient
     folds): the pooled width ratio to the constant interval of the bias alone and of the bias with a normalised
     conformal scale (a ridge of log(|residual| + 0.2) on the same features), and that scale's Spearman
-    correlation with |residual|."""
+    correlation with |residual|. Every metric gets the bias here (no constant interval for extrapolation)."""
     from scipy.stats import spearmanr
 
     fold = folds_of([o.patient for o in training], folds)
@@ -114,6 +119,42 @@ def selection(training: list[Observation], folds: int, level: float) -> dict:
     return out
 
 
+def robustness(training: list[Observation], calibration: list[Observation], level: float, folds: int) -> dict:
+    """How much the held-out pooled width ratio and coverage move: over 10 random assignments of the calibration
+    patients to folds, and over 200 patient bootstrap resamples (a drawn patient's copies in one fold; the bias
+    models stay those fitted on the whole training split)."""
+    rng = np.random.default_rng(0)
+    patients = sorted({o.patient for o in calibration})
+    shuffled = []
+    for _ in range(10):
+        order = {p: f"{i:03d}" for i, p in enumerate(rng.permutation(patients))}
+        pooled = held_out_report(training, [Observation(order[o.patient], o.item, o.reference) for o in calibration],
+                                 level, folds)["pooled"]
+        shuffled.append((pooled["width_ratio"], pooled["coverage"]))
+    models = fit_models(training)
+    by_patient = {p: [o for o in calibration if o.patient == p] for p in patients}
+    boot = []
+    for _ in range(200):
+        drawn = list(rng.choice(patients, len(patients)))
+        fold = {p: i % folds for i, p in enumerate(rng.permutation(patients))}
+        widths, constants, covered = [], [], []
+        for k in range(folds):
+            rest = [o for p in drawn if fold[p] != k for o in by_patient[p]]
+            intervals = DifficultyCalibration.calibrate(models, rest)
+            for o in (o for p in drawn if fold[p] == k for o in by_patient[p]):
+                lower, upper = intervals.interval(o.item, level)
+                widths.append(upper - lower)
+                constants.append(2 * conformal_quantile(intervals.constant[o.item.family], level))
+                covered.append(lower <= o.reference <= upper)
+        boot.append((float(np.mean(widths) / np.mean(constants)), float(np.mean(covered))))
+    a, b = np.array(shuffled), np.array(boot)
+    return {"fold assignments": {"width_ratio": [round(float(a[:, 0].min()), 3), round(float(a[:, 0].max()), 3)],
+                                 "coverage": [round(float(a[:, 1].min()), 3), round(float(a[:, 1].max()), 3)]},
+            "patient bootstrap 95 %": {"width_ratio": np.percentile(b[:, 0], [2.5, 97.5]).round(3).tolist(),
+                                       "coverage": np.percentile(b[:, 1], [2.5, 97.5]).round(3).tolist(),
+                                       "P(width_ratio > 0.85)": round(float(np.mean(b[:, 0] > 0.85)), 2)}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, required=True, help="the training split's patient folders (bias)")
@@ -125,6 +166,8 @@ def main() -> int:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--select", action="store_true",
                         help="also print the model choice on the training split (bias only vs with a scale model)")
+    parser.add_argument("--robustness", action="store_true",
+                        help="also print the spread of the held-out figures (fold assignments, patient bootstrap)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if "test" in args.data.name or "test" in args.train.name:
@@ -134,6 +177,8 @@ def main() -> int:
     calibration = observations(model, args.data, cache_folder(args.cache, model, args.data))
     if args.select:
         print(json.dumps({"training split cross-validation": selection(training, args.folds, args.level)}, indent=1))
+    if args.robustness:
+        print(json.dumps({"robustness": robustness(training, calibration, args.level, args.folds)}, indent=1))
     report = held_out_report(training, calibration, args.level, args.folds)
     print(json.dumps(report, indent=1))
     if args.write:

@@ -33,6 +33,7 @@ from DoseSegLib.io.tables import Row
 
 RIDGE = 0.01
 Z_LIMIT = 4.0  # a metric with a feature beyond +-4 training standard deviations gets the constant interval
+RELATIVE_FLOOR = 0.01  # a feature's scale is at least 1 % of its mean: 69.9 Gy is not "unlike 70 Gy"
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
@@ -69,9 +70,9 @@ class FamilyModel:
         return np.nan_to_num((np.asarray(self.row(item), float) - self.centre) / self.scale, nan=0.0)
 
     def extrapolates(self, item: Item) -> bool:
-        """True when a feature lies beyond +-:data:`Z_LIMIT` training standard deviations (e.g. another main
-        prescription than the training plans' 70 Gy): the bias would be an extrapolation."""
-        return bool(np.any(np.abs(self.z(item)) > Z_LIMIT))
+        """True when a feature (not an organ indicator) lies beyond +-:data:`Z_LIMIT` training standard deviations
+        (e.g. a main prescription more than 4 % from the training plans' 70 Gy): the bias would extrapolate."""
+        return bool(np.any(np.abs(self.z(item)[:len(self.features)]) > Z_LIMIT))
 
     def bias(self, item: Item) -> float:
         """The expected plan-minus-prediction difference of ``item``."""
@@ -83,7 +84,8 @@ class FamilyModel:
         """Ridge least squares of the signed ``errors`` (plan - prediction) on the standardised features."""
         model = cls(tuple(items[0].features), tuple(organs), (), (), ())
         rows = np.array([model.row(item) for item in items], float)
-        centre, scale = np.nanmean(rows, axis=0), np.nanstd(rows, axis=0) + 1e-9
+        centre = np.nanmean(rows, axis=0)
+        scale = np.maximum(np.nanstd(rows, axis=0), RELATIVE_FLOOR * np.abs(centre)) + 1e-9
         z = np.nan_to_num((rows - centre) / scale, nan=0.0)
         mean = _ridge(np.column_stack([np.ones(len(rows)), z]), errors, ridge)
         return cls(model.features, model.organs, *(tuple(float(c) for c in v) for v in (mean, centre, scale)))
@@ -94,9 +96,12 @@ class FamilyModel:
         features, organs = tuple(str(f) for f in data["features"]), tuple(str(o) for o in data["organs"])
         mean, centre, scale = (tuple(float(v) for v in data[k]) for k in ("mean", "centre", "scale"))
         size = len(features) + len(organs)
-        if not features or len(mean) != size + 1 or len(centre) != size or len(scale) != size:
+        if len(mean) != size + 1 or len(centre) != size or len(scale) != size:
             raise ValueError(f"{len(features)} features and {len(organs)} organs but {len(mean)} coefficients, "
                              f"{len(centre)} centres, {len(scale)} scales")
+        if not features or not all(math.isfinite(v) for v in (*mean, *centre)) or not all(
+                math.isfinite(v) and v > 0 for v in scale):
+            raise ValueError("no features, or a coefficient, centre or scale that is not a finite number (scales > 0)")
         return cls(features, organs, mean, centre, scale)
 
 
@@ -170,6 +175,8 @@ class DifficultyCalibration:
             models = {f: FamilyModel.from_dict(data["models"][f]) for f in FAMILIES}
             scores, constant = ({f: sorted(float(v) for v in data[k][f]) for f in FAMILIES}
                                 for k in ("scores", "constant"))
+            if not all(scores.values()) or not all(constant.values()):
+                raise ValueError("a family without calibration scores")
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise DoseSegError(f"difficulty calibration unreadable or of an earlier DoseSeg ({exc}): recalibrate "
                                "with scripts/calibrate_difficulty.py") from exc

@@ -44,6 +44,7 @@ CASE_FEATURES = (
     "number of OARs", "OARs: mean predicted dose std / main prescription",
 )
 
+FEATURES_VERSION = 2  # raise when a feature's computation changes without its name (calibration caches)
 FEATURE_NAMES = (OAR_DISTANCE, OAR_INSIDE, TARGET_LEVEL, TARGET_VOLUME, PREDICTED_RX, *STRUCTURE_FEATURES,
                  *CASE_FEATURES)
 

@@ -181,14 +181,14 @@ class Pipeline:
                     name: f"not evaluated: auto-contour unlike the training contours ({why})"
                     for name, why in implausible.items()})
                 uncertainty = self._uncertainty(case, plan, applicability is not None and
-                                                not applicability.in_distribution, auto)
+                                                not applicability.in_distribution)
             with steps("compare"):
                 drawn = {n: m for n, m in case.structures.items() if m.array.any()}  # measured once, auto-contours in
                 coverage = dose_coverage(reference, drawn) if reference is not None else {}
                 comparison = (compare_doses(dose, case, self.constraints, plan, reference, not_covered=[
                     name for name, covered in coverage.items() if covered < 1 - COVERAGE_TOLERANCE])
                               if case.dose is not None else None)
-                plan_qa = [r for r in self._plan_qa(case, plan, comparison, applicability, coverage, auto)
+                plan_qa = [r for r in self._plan_qa(case, plan, comparison, applicability, coverage)
                            if r["structure"] not in implausible]
             with steps("radiomics"):  # what is left to wait for
                 radiomics = radiomics_job.result() if radiomics_job is not None else []
@@ -198,24 +198,22 @@ class Pipeline:
                              plan_qa=plan_qa, plan_qa_level=self.options.level)
 
     def _plan_qa(self, case: Case, plan: PlanEvaluation, comparison: Comparison | None,
-                 applicability: Applicability | None, coverage: Mapping[str, float], auto: list[str]) -> list[dict]:
+                 applicability: Applicability | None, coverage: Mapping[str, float]) -> list[dict]:
         """With a plan dose: its interval metrics against the prediction's calibrated intervals (plan_qa.csv),
         each noted when the interval is not calibrated for it (outside the domain, an organ the model lacks),
         not evaluated where the plan dose's grid leaves part of the graded structure out (``coverage``: the
-        fraction of each structure inside it, measured after segmentation, auto-contours included; ``auto``: the
-        auto-contoured structures)."""
+        fraction of each structure inside it, measured after segmentation, auto-contours included)."""
         if comparison is None or self.difficulty is None or not case.targets:
             return []
         from DoseSegLib.analysis.plan_qa import plan_qa_rows
         from DoseSegLib.models.dose.uncertainty import case_intervals
 
-        intervals = case_intervals(self.difficulty, case, plan, self.options.level, auto)
+        intervals = case_intervals(self.difficulty, case, plan, self.options.level)
         outside = applicability is not None and not applicability.in_distribution
         known = {*self.dose_model.oars, *case.targets}
         return plan_qa_rows(intervals, comparison.reference_plan.metrics, coverage, outside, known)
 
-    def _uncertainty(self, case: Case, plan: PlanEvaluation, outside_domain: bool,
-                     auto: list[str]) -> DoseUncertainty | None:
+    def _uncertainty(self, case: Case, plan: PlanEvaluation, outside_domain: bool) -> DoseUncertainty | None:
         """With ``options.uncertainty``: the calibrated intervals (widened by the samples' spread for a case
         outside the model's domain), and goals straddling their limit marked uncertain."""
         if not self.options.uncertainty:
@@ -224,7 +222,7 @@ class Pipeline:
         from DoseSegLib.models.dose.uncertainty import predict_uncertainty
 
         uncertainty = predict_uncertainty(self.dose_model, case, plan, self.options.level, self.options.dvh_method,
-                                          outside_domain=outside_domain, auto=auto)
+                                          outside_domain=outside_domain)
         plan.constraints = mark_uncertain(plan.constraints, uncertainty.intervals)
         return uncertainty
 

@@ -8,7 +8,7 @@ the deterministic prediction. The samples of one call are reproducible for a fix
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -36,6 +36,7 @@ from DoseSegLib.models.dose.predict import DoseModel, predict_case_dose
 if TYPE_CHECKING:
     from DoseSegLib.models.dose.net import DoseNet
 
+log = logging.getLogger(__name__)
 METHODS = ("dropout", "dropout+mirror", "mirror+noise")
 D95 = dose_at_pct(95)
 CT_NOISE = 0.02  # std of the CT-channel noise, in the network's [-1, 1] scale (about 20 HU)
@@ -155,7 +156,8 @@ def sample_plans(case: Case, samples: list[Volume],
 
 
 def load_difficulty(model: DoseModel, folder: Path | None = None) -> DifficultyCalibration | None:
-    """The model's case-adaptive interval calibration (``difficulty`` in its sidecar), None when it has none."""
+    """The model's case-adaptive interval calibration (``difficulty`` in its sidecar), None when it has none or
+    an unreadable one (a warning)."""
     try:
         path = calibration_path(model, folder)
         data = json.loads(path.read_text())
@@ -163,18 +165,21 @@ def load_difficulty(model: DoseModel, folder: Path | None = None) -> DifficultyC
         return None
     if model.entry is None or data.get("sha256") != model.entry.sha256 or "difficulty" not in data:
         return None
-    return DifficultyCalibration.from_dict(data["difficulty"])
+    try:
+        return DifficultyCalibration.from_dict(data["difficulty"])
+    except DoseSegError as exc:  # every run would fail: run without case-centred intervals and plan QA instead
+        log.warning("%s: %s; no case-centred intervals or plan QA with this model", path, exc)
+        return None
 
 
 def case_intervals(calibration: DifficultyCalibration, case: Case, predicted: PlanEvaluation,
-                   level: float = 0.9, auto: Collection[str] = ()) -> list[Row]:
+                   level: float = 0.9) -> list[Row]:
     """The calibrated intervals (dvh_intervals.csv rows) of an aligned case's predicted metrics; no sampling.
 
-    ``auto``: the auto-contoured structures. They get their intervals but do not count in the case-level
-    features, as the calibration's patients (never auto-segmented) had only their own organs.
+    The case-level features average the calibration's organs as the case has them, auto-contours included
+    (the calibration's patients were never auto-segmented; see the model card for the measured effect).
     """
-    organs = [name for name in calibration.organs if name not in auto]
-    return calibration.rows(case_items(case, predicted, organs), level)
+    return calibration.rows(case_items(case, predicted, calibration.organs), level)
 
 
 @dataclass
@@ -202,7 +207,6 @@ class DoseUncertainty:
 def predict_uncertainty(
     model: DoseModel, case: Case, predicted: PlanEvaluation, level: float = 0.9,
     dvh_method: DvhMethod | str = DvhMethod.AUTO, folder: Path | None = None, outside_domain: bool = False,
-    auto: Collection[str] = (),
 ) -> DoseUncertainty:
     """Sample the model as calibrated, and give the std map and the intervals around ``predicted``'s metrics.
 
@@ -216,7 +220,6 @@ def predict_uncertainty(
         level: coverage of the intervals (a fraction).
         folder: where the calibration sidecar lies (the catalogue's folder when None).
         outside_domain: the case is outside the model's domain.
-        auto: the auto-contoured structures (see :func:`case_intervals`).
     """
     calibration, sampling = load_calibration(model, folder)
     calibration.quantile(FAMILIES[0], level)  # refuse a bad level before the costly sampling
@@ -227,7 +230,7 @@ def predict_uncertainty(
                                 level)
     if difficulty is None or not case.targets:
         return DoseUncertainty(dose_std(samples), plans, spread_rows)
-    rows = case_intervals(difficulty, case, predicted, level, auto)
+    rows = case_intervals(difficulty, case, predicted, level)
     return DoseUncertainty(dose_std(samples), plans, union_rows(rows, spread_rows) if outside_domain else rows)
 
 
