@@ -22,7 +22,7 @@ from DoseSegLib.core.case import Case
 from DoseSegLib.core.errors import DoseSegError
 from DoseSegLib.core.names import NameMapper, parse_prescription, printable_name, shown_name
 from DoseSegLib.core.volume import Volume
-from DoseSegLib.io.dicom.export import roi_name
+from DoseSegLib.io.dicom.export import roi_names
 from DoseSegLib.io.openkbp import read_openkbp_csv
 from DoseSegLib.io.patient import read_named_segmentation, read_patient, write_segmentation, write_volume
 from DoseSegLib.io.phantom import make_phantom, write_phantom_patient
@@ -31,6 +31,7 @@ CONTROLS = {"newline": "\n", "tab": "\t", "carriage return": "\r", "NUL": "\x00"
             "form feed": "\x0c", "DEL": "\x7f", "C1 next line": "\x85", "C1 CSI": "\x9b", "line separator": "\u2028"}
 IN_FILE_NAMES = ("newline", "tab", "carriage return", "escape")  # a POSIX file name holds any byte but NUL and /
 ANY_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # line ends of a text file aside
+LONG = "Optimisation_structure_for_the_left_parotid_sparing_ring_number_one"  # 67 characters: LO allows 64
 OTHER_NAMES = ("Mâchoire", "腮腺_G", "E=F", "Lens:L", "x:=y", "=", ":", ":=", "PTV 70", "a\\b")
 
 
@@ -253,8 +254,10 @@ def test_volume_key_values_with_control_characters_read_back(tmp_path: Path) -> 
 
 
 def test_roi_names_are_written_as_dicom_allows(caplog: pytest.LogCaptureFixture) -> None:
-    assert roi_name("Ring\nOpt") == "Ring_Opt" and roi_name("Lens\\L") == "Lens/L"
-    assert roi_name("Mâchoire") == "Mâchoire" and roi_name("E=F:G") == "E=F:G"
+    written = roi_names(["Ring\nOpt", "Lens\\L", "Mâchoire", "E=F:G"])
+    assert list(written.values()) == ["Ring_Opt", "Lens/L", "Mâchoire", "E=F:G"]
+    cut = roi_names([LONG, LONG + "_copy", LONG + "_other", "Lens/L", "Lens\\L"])
+    assert list(cut.values()) == [LONG[:64], LONG[:62] + "~2", LONG[:62] + "~3", "Lens/L", "Lens/L~2"]
     assert "ROI 'Lens\\L' written as ROIName 'Lens/L'" in _warnings(caplog)
     assert "ROI 'Ring\\nOpt' written as ROIName 'Ring_Opt'" in _warnings(caplog)
 
@@ -294,8 +297,8 @@ def test_a_run_with_a_control_character_in_a_name_writes_every_output_safely(
     else:
         case = make_phantom(shape=(40, 40, 32))
         write_dicom_patient(patient, replace(case, structures={**case.structures, "RingStand": case.structures[
-            "Larynx"]}))
-        _edit_roi_names(patient / "rtstruct.dcm", {"RingStand": "Ring\nOpt"})
+            "Larynx"], "LongStand": case.structures["Mandible"]}))
+        _edit_roi_names(patient / "rtstruct.dcm", {"RingStand": "Ring\nOpt", "LongStand": LONG})
     out = tmp_path / "out"
     Pipeline(device="cpu", options=RunOptions(radiomics=False, segment=False)).run(patient, out)
     _check_outputs(out, "Ring_Opt")
@@ -304,3 +307,4 @@ def test_a_run_with_a_control_character_in_a_name_writes_every_output_safely(
         assert main(["export-dicom", str(out), "--ct", str(patient), "-o", str(exported), "--all-structures"]) == 0
         names = [str(item.ROIName) for item in pydicom.dcmread(exported / "rtstruct.dcm").StructureSetROISequence]
         assert "Ring_Opt" in names and not [n for n in names if ANY_CONTROL.search(n) or "\n" in n]
+        assert LONG[:64] in names and max(len(n) for n in names) == 64  # LO: at most 64 characters

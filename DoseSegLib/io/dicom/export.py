@@ -248,22 +248,30 @@ def kind_from_name(name: str) -> str:
     return next((kind for prefix, kind in _KIND_PREFIXES if upper.startswith(prefix)), "ORGAN")
 
 
-def roi_name(name: str) -> str:
-    """``name`` as an ROIName (LO): no control character (:func:`names.printable_name`, as every reader gives
-    names) and no backslash, which DICOM reads as the end of a value ('Lens\\L' would be two names)."""
-    written = printable_name(name).replace("\\", "/")
-    if written != name:
-        log.warning("ROI '%s' written as ROIName '%s' (DICOM allows no control character or backslash in it)",
-                    shown_name(name), written)
+def roi_names(names: Iterable[str]) -> dict[str, str]:
+    """Each structure's ROIName (LO): no control character (:func:`names.printable_name`, as every reader gives
+    names), no backslash, which DICOM reads as the end of a value ('Lens\\L' would be two names), at most 64
+    characters; a name cut to the same text as another ends in ``~2``, ``~3``... Each change is a warning."""
+    written: dict[str, str] = {}
+    for name in names:
+        value = base = printable_name(name).replace("\\", "/")[:LO_LIMIT]
+        number = 1
+        while value in written.values():
+            number += 1
+            value = f"{base[:LO_LIMIT - len(str(number)) - 1]}~{number}"
+        if value != name:
+            log.warning("ROI '%s' written as ROIName '%s' (DICOM allows no control character or backslash in it, "
+                        "and at most %d characters)", shown_name(name), value, LO_LIMIT)
+        written[name] = value
     return written
 
 
-def _roi_items(number: int, name: str, style: RoiStyle, ct: SeriesGeometry):
-    """The StructureSetROISequence and RTROIObservationsSequence items of one ROI."""
+def _roi_items(number: int, name: str, written: str, style: RoiStyle, ct: SeriesGeometry):
+    """The StructureSetROISequence and RTROIObservationsSequence items of one ROI (``written``: its ROIName)."""
     from pydicom.dataset import Dataset
 
     roi = Dataset()
-    roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, ct.frame_of_reference, roi_name(name)
+    roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, ct.frame_of_reference, written
     roi.ROIGenerationAlgorithm = style.generation.value
     if style.algorithm:
         roi.ROIGenerationDescription = short_text(style.algorithm)
@@ -291,9 +299,10 @@ def write_rtstruct(path: Path, structures: dict[str, list[np.ndarray]], ct: Seri
     frame, images = _referenced_frame(ct)
     ds.ReferencedFrameOfReferenceSequence = [frame]
     rois, contours, observations = [], [], []
+    written = roi_names(structures)
     for number, (name, polygons) in enumerate(structures.items(), start=1):
         style = (styles or {}).get(name, RoiStyle())
-        roi, observation = _roi_items(number, name, style, ct)
+        roi, observation = _roi_items(number, name, written[name], style, ct)
         rois.append(roi)
         observations.append(observation)
         contour = Dataset()
